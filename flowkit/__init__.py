@@ -1,0 +1,46 @@
+"""flowkit: Python DAGs on Celery, with their whole history in SQL.
+
+Importing flowkit is cheap and connects to nothing: dags modules import it in the
+loader's subprocess, where Celery and SQLAlchemy stay unloaded.
+"""
+
+from __future__ import annotations
+
+# -- defining flows
+from .dsl import UNSET, Flow, Param
+
+# -- inside a step
+from .context import StepContext
+from .errors import Retry, Skip
+
+# -- errors
+from .errors import (
+    CycleError,
+    DagLoadError,
+    DefinitionError,
+    DuplicateStepError,
+    FlowkitError,
+    InvalidParamError,
+    UnknownStepError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # defining flows
+    "Flow",
+    "Param",
+    "UNSET",
+    # inside a step
+    "StepContext",
+    "Retry",
+    "Skip",
+    # errors
+    "FlowkitError",
+    "DefinitionError",
+    "CycleError",
+    "UnknownStepError",
+    "DuplicateStepError",
+    "InvalidParamError",
+    "DagLoadError",
+]

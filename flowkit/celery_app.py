@@ -1,0 +1,52 @@
+"""The Celery application flowkit sends step attempts through. Not public API.
+
+One task, ``flowkit.execute(run_id, step, attempt)``, shadowed as ``<flow>.<step>`` so
+Flower shows meaningful names (C12). Results and states live in the SQL store, so Celery
+needs no result backend: one broker message per attempt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from .config import Settings
+
+EXECUTE_TASK = "flowkit.execute"
+
+
+def make_app(settings: Settings, *, name: str = "flowkit") -> Celery:
+    app = Celery(name, broker=settings.broker_url, set_as_current=False)
+    transport_options: dict[str, Any] = {
+        # Redis redelivers unacked messages after this; above the longest step timeout (C5).
+        "visibility_timeout": settings.visibility_timeout_seconds,
+    }
+    if settings.broker_url.startswith(("redis", "rediss")):
+        transport_options.update({"queue_order_strategy": "priority", "priority_steps": list(range(10))})
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_backend=None,
+        task_ignore_result=True,
+        # At-least-once: ack after the step ran; requeue if the worker process dies (C6).
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # One message reserved per process, so short steps do not wait behind long ones (C7).
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_default_queue=settings.default_queue,
+        task_create_missing_queues=True,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+    )
+    from . import worker  # registers the task on this app
+
+    worker.register(app)
+    return app

@@ -1,0 +1,493 @@
+"""The ``flowkit`` command: thin click wrappers over the modules below. The only module
+that prints, exits or installs log handlers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import click
+
+from .config import Settings, redact
+from .errors import FlowkitError
+
+log = logging.getLogger("flowkit.cli")
+
+
+class CliError(click.ClickException):
+    """A FlowkitError shown as one line, exit code 1."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    try:
+        yield
+    except FlowkitError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj["settings"]  # type: ignore[no-any-return]
+
+
+def _store(settings: Settings, *, auto_upgrade: bool | None = None) -> Any:
+    from .store.sql import SqlStore
+
+    store = SqlStore(settings.database_url)
+    # SQLite is a single-user dev store: migrate it for the user. A shared PostgreSQL
+    # database is migrated deliberately, with `flowkit db upgrade`.
+    store.ensure_schema(auto_upgrade=store.is_sqlite if auto_upgrade is None else auto_upgrade)
+    return store
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not key=value (e.g. -p customer=42)",
+                                     param_hint="-p/--param")
+        out[key.strip()] = value
+    return out
+
+
+def _fmt_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _duration(start: datetime | None, end: datetime | None) -> str:
+    if not start or not end:
+        return "-"
+    seconds = (end - start).total_seconds()
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.1f}s"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=_json_default, sort_keys=True))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--database-url", envvar="FLOWKIT_DATABASE_URL", help="SQLAlchemy URL of the store.")
+@click.option("--broker-url", envvar="FLOWKIT_BROKER_URL", help="Celery broker URL.")
+@click.option("--dags-folder", envvar="FLOWKIT_DAGS_FOLDER", help="Folder of flow modules.")
+@click.option("--log-level", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.version_option(package_name="flowkit")
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None, broker_url: str | None,
+         dags_folder: str | None, log_level: str) -> None:
+    """flowkit: Python DAGs on Celery, with their history in SQL."""
+    _setup_logging(log_level)
+    with friendly_errors():
+        settings = Settings.from_env(database_url=database_url, broker_url=broker_url,
+                                     dags_folder=dags_folder)
+    ctx.obj = {"settings": settings, "broker_given": bool(broker_url)}
+
+
+# -- dags -------------------------------------------------------------------------------
+@main.group()
+def dags() -> None:
+    """Inspect the flows in the dags folder."""
+
+
+def _report_errors(report: Any) -> None:
+    for err in report.errors:
+        click.echo(f"error: {err}", err=True)
+
+
+@dags.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def dags_list(ctx: click.Context, as_json: bool) -> None:
+    """List the flows; modules that fail to import are named with file and line."""
+    from .sync import sync_dags
+
+    settings = _settings(ctx)
+    with friendly_errors():
+        store = _store(settings)
+        report = sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
+    flows = sorted(report.flows.values(), key=lambda f: f.name)
+    if as_json:
+        _echo_json({
+            "flows": [{"name": f.name, "version": f.version, "steps": len(f.steps),
+                       "schedule": f.schedule, "owner": f.owner, "tags": list(f.tags),
+                       "path": f.path} for f in flows],
+            "errors": [{"path": e.path, "lineno": e.lineno, "message": e.message}
+                       for e in report.errors],
+        })
+        return
+    rows = [[f.name, str(len(f.steps)), f.schedule or "-", f.owner or "-", f.version or "-",
+             str(f.path)] for f in flows]
+    click.echo(_table(["flow", "steps", "schedule", "owner", "version", "file"], rows))
+    _report_errors(report)
+
+
+@dags.command("check")
+@click.pass_context
+def dags_check(ctx: click.Context) -> None:
+    """Import every module afresh and list every problem (exit 1 if there is one)."""
+    from .loader import load_folder
+
+    settings = _settings(ctx)
+    report = load_folder(settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
+    if not report.files:
+        raise CliError(f"no flow modules found in {settings.dags_folder!r}; set "
+                       "FLOWKIT_DAGS_FOLDER or --dags-folder")
+    for r in report.files:
+        status = "error" if r.error else "ok"
+        names = ", ".join(f.name for f in r.flows) or "-"
+        click.echo(f"{status:5}  {r.import_ms:7.0f} ms  {r.path}  {names}")
+        if not r.error and r.import_ms > 2000:
+            click.echo(f"warning: {r.path} takes {r.import_ms:.0f} ms to import; keep I/O and "
+                       "heavy imports out of module level", err=True)
+    _report_errors(report)
+    if report.errors:
+        ctx.exit(1)
+
+
+# -- runs -------------------------------------------------------------------------------
+@main.command()
+@click.argument("flow")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A run parameter; repeat for more.")
+@click.option("--reason", default="", help="Why you triggered it (kept in the audit trail).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def trigger(ctx: click.Context, flow: str, params: tuple[str, ...], reason: str,
+            as_json: bool) -> None:
+    """Start a run of FLOW and print its id."""
+    settings = _settings(ctx)
+    raw = _parse_params(params)
+    with friendly_errors():
+        store = _store(settings)
+        run_id = _trigger(settings, store, flow, raw, reason=reason)
+    if as_json:
+        _echo_json({"run_id": run_id, "flow": flow})
+    else:
+        click.echo(run_id)
+
+
+def _trigger(settings: Settings, store: Any, flow: str, raw: dict[str, Any], *, reason: str = "",
+             notify: bool = True) -> str:
+    import getpass
+
+    from .spec import resolve_params
+    from .sync import sync_dags
+
+    sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
+    spec = store.flow_spec(flow)
+    resolved = resolve_params(spec, raw)
+    run_id: str = store.create_run(spec, resolved, actor=f"cli:{getpass.getuser()}",
+                                   trigger="manual", reason=reason)
+    if notify:
+        _notify_scheduler(settings, run_id)
+    return run_id
+
+
+def _notify_scheduler(settings: Settings, run_id: str) -> None:
+    """Wake the scheduler now; if the broker is away its sweep finds the run anyway."""
+    if settings.broker_url.startswith("memory"):
+        return
+    try:
+        from .celery_app import make_app
+        from .dispatch.events import BrokerEvents
+
+        app = make_app(settings)
+        app.conf.broker_connection_timeout = 2
+        BrokerEvents(app, settings.events_queue).publish({"type": "run_created", "run_id": run_id})
+    except Exception as exc:  # the run is safe in SQL
+        log.warning("run %s: could not notify the scheduler (%s); it starts at the next sweep",
+                    run_id, exc)
+
+
+@main.group()
+def runs() -> None:
+    """Inspect runs."""
+
+
+@runs.command("list")
+@click.option("--flow", help="Only runs of this flow.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def runs_list(ctx: click.Context, flow: str | None, limit: int, as_json: bool) -> None:
+    """The newest runs."""
+    with friendly_errors():
+        rows = _store(_settings(ctx)).list_runs(flow, limit=limit)
+    if as_json:
+        _echo_json(rows)
+        return
+    click.echo(_table(
+        ["run", "flow", "state", "trigger", "version", "created", "duration"],
+        [[r["id"], r["flow_name"], r["state"], r["trigger"], r["version"][:12],
+          _fmt_time(r["created_at"]), _duration(r["started_at"], r["ended_at"])] for r in rows]))
+
+
+def run_details(store: Any, run_id: str) -> dict[str, Any]:
+    run = store.get_run(run_id)
+    steps = {s["step"]: s for s in store.step_runs(run_id)}
+    attempts = store.attempts(run_id)
+    spec = store.flow_spec(run["flow_name"], run["version"])
+    results = store.results(run_id)
+    out_steps = []
+    for name in spec.step_names:
+        s = steps[name]
+        atts = [a for a in attempts if a["step"] == name]
+        last = atts[-1] if atts else {}
+        out_steps.append({
+            "step": name, "state": s["state"], "attempts": len(atts),
+            "started_at": s["started_at"], "ended_at": s["ended_at"],
+            "worker": last.get("worker"), "error": last.get("error") if s["state"] != "success" else None,
+            "result": results.get(name),
+            "attempt_history": [{k: a[k] for k in ("number", "state", "worker", "started_at",
+                                                   "ended_at", "deliveries", "error", "task_id")}
+                                for a in atts],
+        })
+    return {**run, "steps": out_steps}
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--events", "with_events", is_flag=True, help="Also print the audit trail.")
+@click.pass_context
+def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool) -> None:
+    """A run's steps: state, attempts, duration, worker, error."""
+    with friendly_errors():
+        store = _store(_settings(ctx))
+        run_id = store.resolve_run_id(run_id)
+        details = run_details(store, run_id)
+        events = store.events(run_id) if with_events or as_json else []
+    if as_json:
+        _echo_json({**details, "events": events})
+        return
+    click.echo(_format_run(details))
+    if with_events:
+        click.echo("\nAUDIT TRAIL")
+        for e in events:
+            where = f"{e['step']}#{e['attempt']}" if e["attempt"] else (e["step"] or "run")
+            click.echo(f"{_fmt_time(e['at'])}  {e['actor']:<28} {e['action']:<20} {where:<22} "
+                       f"{e['old_state'] or ''}->{e['new_state'] or ''}  {e['reason']}")
+
+
+def _format_run(d: dict[str, Any]) -> str:
+    head = (f"run {d['id']}  flow {d['flow_name']}  version {d['version']}  state {d['state']}  "
+            f"duration {_duration(d['started_at'], d['ended_at'])}")
+    params = f"params {json.dumps(d['params'], sort_keys=True)}"
+    rows = [[s["step"], s["state"], str(s["attempts"]), _duration(s["started_at"], s["ended_at"]),
+             s["worker"] or "-", (s["error"] or "")[:80]] for s in d["steps"]]
+    return "\n".join([head, params, "", _table(
+        ["step", "state", "attempts", "duration", "worker", "error"], rows)])
+
+
+# -- daemons ----------------------------------------------------------------------------
+def _make_scheduler(settings: Settings, store: Any, app: Any) -> Any:
+    from .dispatch.celery import CeleryDispatcher
+    from .dispatch.events import BrokerEvents
+    from .scheduler.loop import Scheduler
+    from .sync import sync_dags
+
+    last_sync = [0.0]
+
+    def refresh_dags() -> None:
+        if time.monotonic() - last_sync[0] >= settings.dag_refresh_seconds:
+            last_sync[0] = time.monotonic()
+            sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
+
+    return Scheduler(
+        store, CeleryDispatcher(app, settings), BrokerEvents(app, settings.events_queue),
+        sweep_seconds=settings.sweep_seconds, queued_lease_seconds=settings.queued_lease_seconds,
+        lost_after_seconds=settings.lost_after_seconds,
+        visibility_timeout_seconds=settings.visibility_timeout_seconds, on_sweep=refresh_dags,
+    )
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@main.command()
+@click.pass_context
+def scheduler(ctx: click.Context) -> None:
+    """Run the scheduler daemon (one per database; SQLite runs exactly one)."""
+    from .celery_app import make_app
+
+    settings = _settings(ctx)
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger("flowkit").setLevel(logging.INFO)
+    with friendly_errors():
+        store = _store(settings)
+        app = make_app(settings)
+        sched = _make_scheduler(settings, store, app)
+    log.info("scheduler: store %s, broker %s, dags %s", redact(settings.database_url),
+             redact(settings.broker_url), settings.dags_folder)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    sched.run_forever(stop)
+    log.info("scheduler: stopped")
+
+
+@main.command()
+@click.option("-Q", "--queues", default=None, help="Comma-separated queues (default: flowkit).")
+@click.option("-c", "--concurrency", type=click.IntRange(1, 512), default=None,
+              help="Processes (default FLOWKIT_WORKER_CONCURRENCY).")
+@click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork",
+              show_default=True)
+@click.option("-n", "--hostname", default=None, help="Worker name (Celery -n).")
+@click.pass_context
+def worker(ctx: click.Context, queues: str | None, concurrency: int | None, pool: str,
+           hostname: str | None) -> None:
+    """Run a worker daemon that executes step attempts."""
+    from .celery_app import make_app
+
+    settings = _settings(ctx)
+    with friendly_errors():
+        _store(settings)  # fail now, with a clear message, if the store is not ready
+    app = make_app(settings)
+    app.flowkit_settings = settings
+    argv = ["worker", f"--pool={pool}", f"--concurrency={concurrency or settings.worker_concurrency}",
+            f"--queues={queues or settings.default_queue}", "--loglevel=INFO", "-E",
+            "--without-gossip", "--without-mingle"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    app.worker_main(argv)
+
+
+@main.command()
+@click.option("--port", default=5555, show_default=True, type=click.IntRange(1, 65535))
+@click.pass_context
+def flower(ctx: click.Context, port: int) -> None:
+    """Run Flower on the broker: live task activity, named <flow>.<step>."""
+    from .celery_app import make_app
+
+    app = make_app(_settings(ctx))
+    app.start(argv=["flower", f"--port={port}"])
+
+
+@main.group()
+def db() -> None:
+    """Manage the store's schema."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply Alembic migrations up to the newest schema."""
+    from .store.sql import SqlStore
+
+    settings = _settings(ctx)
+    with friendly_errors():
+        revision = SqlStore(settings.database_url).upgrade()
+    click.echo(f"database {redact(settings.database_url)} at schema {revision}")
+
+
+# -- dev --------------------------------------------------------------------------------
+@main.command()
+@click.argument("flow")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE")
+@click.option("--timeout", default=300.0, show_default=True, type=click.FloatRange(1),
+              help="Give up after this many seconds.")
+@click.pass_context
+def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float) -> None:
+    """Run FLOW once with no servers: scheduler and worker in this process, SQLite store,
+    Celery's in-memory transport. Exit 0 if the run succeeds, 1 if not."""
+    from dataclasses import replace
+
+    from celery.contrib.testing.worker import start_worker
+
+    from .celery_app import make_app
+    from .worker import set_runtime
+
+    settings = _settings(ctx)
+    if not ctx.obj["broker_given"]:
+        settings = replace(settings, broker_url="memory://localhost/")
+    raw = _parse_params(params)
+    with friendly_errors():
+        store = _store(settings, auto_upgrade=True)
+        app = make_app(settings)
+        if settings.broker_url.startswith("memory"):
+            app.conf.broker_transport_options = {**app.conf.broker_transport_options,
+                                                 "polling_interval": 0.01}
+        app.flowkit_settings = settings
+        set_runtime(None)
+        sched = _make_scheduler(settings, store, app)
+        run_id = _trigger(settings, store, flow, raw, reason="flowkit dev", notify=False)
+    click.echo(f"run {run_id} of {flow}: started (store {redact(settings.database_url)}, "
+               f"broker {redact(settings.broker_url)})")
+    stop = threading.Event()
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
+                      loglevel="WARNING", shutdown_timeout=10):
+        thread = threading.Thread(target=sched.run_forever, args=(stop,), daemon=True,
+                                  name="flowkit-scheduler")
+        thread.start()
+        try:
+            final = _follow(store, run_id, timeout, click.echo)
+            click.echo("")
+            click.echo(_format_run(run_details(store, run_id)))
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+            sched.events.close()
+    ctx.exit(0 if final == "success" else 1)
+
+
+def _follow(store: Any, run_id: str, timeout: float, echo: Callable[[str], None]) -> str:
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    run = store.get_run(run_id)
+    order = store.flow_spec(run["flow_name"], run["version"]).step_names
+    while time.monotonic() < deadline:
+        for s in sorted(store.step_runs(run_id), key=lambda r: order.index(r["step"])):
+            if seen.get(s["step"]) != s["state"]:
+                seen[s["step"]] = s["state"]
+                echo(f"  {s['step']:<24} {s['state']}")
+        state: str = store.get_run(run_id)["state"]
+        if state in ("success", "failed", "cancelled"):
+            echo(f"run {run_id}: {state}")
+            return state
+        time.sleep(0.1)
+    echo(f"run {run_id}: still running after {timeout:g} s; gave up waiting")
+    return "timeout"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

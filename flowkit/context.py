@@ -1,0 +1,30 @@
+"""What a step function receives: the run's params, its upstream results and identity."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Passed to a step function that takes one argument.
+
+    ``idempotency_key`` is the same for every delivery and retry of this step in this run:
+    pass it to external systems so that an effect happens once even if the step runs twice.
+    """
+
+    flow: str
+    run_id: str
+    step: str
+    attempt: int
+    params: dict[str, Any]
+    upstream: dict[str, Any]
+    idempotency_key: str
+    version: str | None = None
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("flowkit.step"))
+
+    def result_of(self, step: str) -> Any:
+        """The JSON result of upstream ``step`` (KeyError if it is not an upstream)."""
+        return self.upstream[step]

@@ -1,0 +1,243 @@
+"""Find and import the modules of the dags folder, one subprocess per file.
+
+A module that raises, hangs or calls ``sys.exit`` is reported with its file and line;
+the other modules still load (C10: import in isolation, with a timeout, cached by hash).
+User code never runs in the calling process: the child returns flow specs as JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import types
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import DagLoadError, FlowkitError
+from .spec import FlowSpec
+
+log = logging.getLogger(__name__)
+
+_MODULE_PREFIX = "flowkit_dags."
+
+
+def source_hash(source: str | bytes) -> str:
+    data = source.encode() if isinstance(source, str) else source
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def dag_files(folder: str | Path) -> list[Path]:
+    """The modules the loader imports: ``*.py`` under ``folder`` not starting with ``_``."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p for p in root.rglob("*.py")
+        if not p.name.startswith("_") and "__pycache__" not in p.parts
+    )
+
+
+@dataclass
+class FileResult:
+    path: str
+    hash: str
+    flows: list[FlowSpec] = field(default_factory=list)
+    error: DagLoadError | None = None
+    import_ms: float = 0.0
+    source: str = ""
+
+
+@dataclass
+class LoadReport:
+    files: list[FileResult]
+
+    @property
+    def flows(self) -> dict[str, FlowSpec]:
+        return {f.name: f for r in self.files if not r.error for f in r.flows}
+
+    @property
+    def errors(self) -> list[DagLoadError]:
+        return [r.error for r in self.files if r.error]
+
+
+def module_name_for(path: str | Path) -> str:
+    stem = Path(path).stem.replace("-", "_").replace(".", "_")
+    return f"{_MODULE_PREFIX}{stem}"
+
+
+def exec_module_source(path: str, source: str, dags_folder: str | None = None) -> types.ModuleType:
+    """Run a dags module's source as a fresh module (the worker runs the pinned version)."""
+    if dags_folder and dags_folder not in sys.path:
+        sys.path.insert(0, dags_folder)  # so a dags module can import its sibling helpers
+    name = module_name_for(path)
+    module = types.ModuleType(name)
+    module.__file__ = path
+    sys.modules[name] = module  # dataclasses and pickling look modules up by name
+    try:
+        exec(compile(source, path, "exec"), module.__dict__)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def flows_in(module: types.ModuleType) -> list[Any]:
+    from .dsl import Flow
+
+    seen: dict[int, Any] = {}
+    for value in vars(module).values():
+        if isinstance(value, Flow):
+            seen.setdefault(id(value), value)
+    return list(seen.values())
+
+
+def _error_location(exc: BaseException, path: str) -> int | None:
+    if isinstance(exc, SyntaxError) and exc.filename == path:
+        return exc.lineno
+    if isinstance(exc, FlowkitError) and exc.lineno:
+        return exc.lineno
+    lineno = None
+    for frame, line in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code.co_filename == path:
+            lineno = line
+    return lineno
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, FlowkitError):
+        return exc.message
+    if isinstance(exc, SystemExit):
+        return f"the module called sys.exit({exc.code!r}) while being imported; remove it"
+    if isinstance(exc, SyntaxError):
+        return f"syntax error: {exc.msg}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def import_in_child(path: str, dags_folder: str) -> dict[str, Any]:
+    """Body of the child process: import one file and describe its flows (or its error)."""
+    source = Path(path).read_text(encoding="utf-8")
+    version = source_hash(source)
+    try:
+        module = exec_module_source(path, source, dags_folder)
+        specs = [flow.spec(version=version).to_dict() for flow in flows_in(module)]
+        return {"flows": specs}
+    except BaseException as exc:  # the whole point: report anything the module does
+        lineno = _error_location(exc, path)
+        if isinstance(exc, FlowkitError) and exc.path and exc.path != path:
+            lineno = None
+        return {
+            "error": {
+                "message": _describe(exc),
+                "lineno": lineno,
+                "flow": getattr(exc, "flow", None),
+                "step": getattr(exc, "step", None),
+            }
+        }
+
+
+def import_file(path: Path, dags_folder: str | Path, timeout: float) -> FileResult:
+    source = path.read_text(encoding="utf-8", errors="replace")
+    result = FileResult(path=str(path), hash=source_hash(source), source=source)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="flowkit-load-") as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "flowkit._load_one", str(path), str(dags_folder), str(out)]
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout,
+                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+            )
+        except subprocess.TimeoutExpired:
+            result.import_ms = (time.perf_counter() - started) * 1000
+            result.error = DagLoadError(
+                f"import took longer than {timeout:g} s and was stopped; keep I/O and heavy work "
+                "out of module level (or raise FLOWKIT_DAG_IMPORT_TIMEOUT_SECONDS)",
+                path=str(path),
+            )
+            return result
+        result.import_ms = (time.perf_counter() - started) * 1000
+        if not out.exists():
+            tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no output"]
+            result.error = DagLoadError(
+                f"the import process died with exit code {proc.returncode} ({tail[0]}); "
+                "look for os._exit or a crash at module level",
+                path=str(path),
+            )
+            return result
+        payload = json.loads(out.read_text())
+    if "error" in payload:
+        e = payload["error"]
+        result.error = DagLoadError(
+            e["message"], path=str(path), lineno=e.get("lineno"), flow=e.get("flow"), step=e.get("step")
+        )
+    else:
+        result.flows = [FlowSpec.from_dict(d) for d in payload["flows"]]
+    return result
+
+
+def load_folder(
+    folder: str | Path,
+    *,
+    timeout: float = 30.0,
+    known: dict[str, tuple[str, list[FlowSpec] | None, DagLoadError | None]] | None = None,
+) -> LoadReport:
+    """Import every changed module of ``folder`` in parallel subprocesses.
+
+    ``known`` maps a path to ``(hash, flows, error)`` from an earlier load; a file whose
+    hash is unchanged is not imported again.
+    """
+    known = known or {}
+    folder = Path(folder)
+    files = dag_files(folder)
+    results: dict[str, FileResult] = {}
+    todo: list[Path] = []
+    for path in files:
+        text = path.read_bytes()
+        h = source_hash(text)
+        prev = known.get(str(path))
+        if prev and prev[0] == h:
+            results[str(path)] = FileResult(
+                path=str(path), hash=h, flows=list(prev[1] or []), error=prev[2],
+                source=text.decode("utf-8", errors="replace"),
+            )
+        else:
+            todo.append(path)
+    workers = max(1, min(len(todo), (os.cpu_count() or 2) * 2))
+    if todo:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for r in pool.map(lambda p: import_file(p, folder.resolve(), timeout), todo):
+                results[r.path] = r
+                log.debug("dags %s: imported in %.0f ms", r.path, r.import_ms)
+    ordered = [results[str(p)] for p in files]
+    _flag_duplicate_names(ordered)
+    return LoadReport(files=ordered)
+
+
+def _flag_duplicate_names(results: list[FileResult]) -> None:
+    owner: dict[str, FileResult] = {}
+    for r in results:
+        if r.error:
+            continue
+        for spec in r.flows:
+            first = owner.get(spec.name)
+            if first is None:
+                owner[spec.name] = r
+                continue
+            other = first.flows[[f.name for f in first.flows].index(spec.name)]
+            where = r.path if first is r else f"{first.path}:{other.lineno}"
+            r.error = DagLoadError(
+                f'flow "{spec.name}" is defined twice: here and at {where}; flow names must '
+                "be unique across the dags folder, so rename one",
+                path=r.path, lineno=spec.lineno, flow=spec.name,
+            )
+            r.flows = []
+            break

@@ -1,0 +1,91 @@
+"""Run and step states, and the transitions each may take."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class RunState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    PAUSED = "paused"
+
+    @property
+    def terminal(self) -> bool:
+        return self in RUN_TERMINAL
+
+
+class StepState(str, Enum):
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    UPSTREAM_FAILED = "upstream_failed"
+    CANCELLED = "cancelled"
+    UP_FOR_RETRY = "up_for_retry"
+    AWAITING_APPROVAL = "awaiting_approval"
+
+    @property
+    def terminal(self) -> bool:
+        return self in STEP_TERMINAL
+
+
+class AttemptState(str, Enum):
+    QUEUED = "queued"  # published to the broker, not started
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # the step raised Skip
+
+    @property
+    def terminal(self) -> bool:
+        return self in (AttemptState.SUCCESS, AttemptState.FAILED, AttemptState.SKIPPED)
+
+
+RUN_TERMINAL = frozenset({RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED})
+STEP_TERMINAL = frozenset(
+    {
+        StepState.SUCCESS,
+        StepState.FAILED,
+        StepState.SKIPPED,
+        StepState.UPSTREAM_FAILED,
+        StepState.CANCELLED,
+    }
+)
+#: Terminal step states that count as "did not fail" for downstream trigger rules.
+STEP_OK = frozenset({StepState.SUCCESS, StepState.SKIPPED})
+STEP_BAD = frozenset({StepState.FAILED, StepState.UPSTREAM_FAILED, StepState.CANCELLED})
+
+#: Allowed step transitions; every write checks the old state (compare-and-set).
+STEP_TRANSITIONS: dict[StepState, frozenset[StepState]] = {
+    StepState.PENDING: frozenset(
+        {StepState.QUEUED, StepState.SKIPPED, StepState.UPSTREAM_FAILED, StepState.CANCELLED,
+         StepState.SCHEDULED, StepState.AWAITING_APPROVAL}
+    ),
+    StepState.SCHEDULED: frozenset({StepState.QUEUED, StepState.CANCELLED}),
+    StepState.AWAITING_APPROVAL: frozenset({StepState.QUEUED, StepState.SKIPPED, StepState.CANCELLED}),
+    StepState.QUEUED: frozenset({StepState.RUNNING, StepState.CANCELLED, StepState.FAILED}),
+    StepState.RUNNING: frozenset(
+        {StepState.SUCCESS, StepState.FAILED, StepState.SKIPPED, StepState.UP_FOR_RETRY,
+         StepState.CANCELLED}
+    ),
+    StepState.UP_FOR_RETRY: frozenset({StepState.QUEUED, StepState.CANCELLED}),
+}
+
+RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    RunState.QUEUED: frozenset({RunState.RUNNING, RunState.CANCELLED, RunState.FAILED}),
+    RunState.RUNNING: frozenset(
+        {RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED, RunState.PAUSED}
+    ),
+    RunState.PAUSED: frozenset({RunState.RUNNING, RunState.CANCELLED}),
+}
+
+
+def can_transition(old: StepState, new: StepState) -> bool:
+    return new in STEP_TRANSITIONS.get(old, frozenset())

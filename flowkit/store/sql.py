@@ -1,0 +1,631 @@
+"""The SQL state store: the only module that talks SQL. Not public API.
+
+Every state change is a compare-and-set (the old state sits in the WHERE clause) and
+appends an event row in the same transaction; the events table is the audit trail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from ..config import redact
+from ..errors import MigrationRequired, NotFoundError, StoreUnavailable
+from ..spec import FlowSpec
+from ..states import AttemptState, RunState, StepState
+from . import tables as t
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back naive; every datetime flowkit keeps is UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def normalize_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def task_id_for(run_id: str, step: str, attempt: int) -> str:
+    """Deterministic Celery task id: a re-sent attempt keeps its id (Flower links stay)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"flowkit:{run_id}/{step}/{attempt}"))
+
+
+def _row(r: Any) -> dict[str, Any]:
+    out = dict(r._mapping)
+    for k, v in out.items():
+        if isinstance(v, datetime):
+            out[k] = as_utc(v)
+    return out
+
+
+@dataclass
+class Claim:
+    """What a worker learns when it claims an attempt."""
+
+    outcome: str  # run | done | duplicate | poison | unknown
+    flow: str = ""
+    version: str = ""
+    params: dict[str, Any] | None = None
+    deliveries: int = 0
+    detail: str = ""
+
+
+class Tx:
+    """One transaction of state changes; each ``cas_*`` returns whether it won."""
+
+    def __init__(self, conn: Connection, actor: str) -> None:
+        self.conn = conn
+        self.actor = actor
+        self.now = utcnow()
+        self._events: list[dict[str, Any]] = []
+
+    def event(
+        self, action: str, *, run_id: str | None = None, step: str | None = None,
+        attempt: int | None = None, old: str | None = None, new: str | None = None,
+        reason: str = "", actor: str | None = None,
+    ) -> None:
+        self._events.append({
+            "run_id": run_id, "step": step, "attempt": attempt, "at": self.now,
+            "actor": actor or self.actor, "action": action, "old_state": old,
+            "new_state": new, "reason": reason[:4000],
+        })
+
+    def cas_step(
+        self, run_id: str, step: str, old: Iterable[StepState], new: StepState,
+        reason: str = "", **values: Any,
+    ) -> bool:
+        olds = [s.value for s in old]
+        res = self.conn.execute(
+            update(t.step_runs)
+            .where(t.step_runs.c.run_id == run_id, t.step_runs.c.step == step,
+                   t.step_runs.c.state.in_(olds))
+            .values(state=new.value, updated_at=self.now, **values)
+        )
+        if res.rowcount == 1:
+            self.event("step_state", run_id=run_id, step=step, old="|".join(olds),
+                       new=new.value, reason=reason, attempt=values.get("attempts"))
+            return True
+        return False
+
+    def cas_run(
+        self, run_id: str, old: Iterable[RunState], new: RunState, reason: str = "", **values: Any
+    ) -> bool:
+        olds = [s.value for s in old]
+        res = self.conn.execute(
+            update(t.runs)
+            .where(t.runs.c.id == run_id, t.runs.c.state.in_(olds))
+            .values(state=new.value, updated_at=self.now, **values)
+        )
+        if res.rowcount == 1:
+            self.event("run_state", run_id=run_id, old="|".join(olds), new=new.value, reason=reason)
+            return True
+        return False
+
+    def insert_attempt(self, run_id: str, step: str, number: int) -> str:
+        task_id = task_id_for(run_id, step, number)
+        self.conn.execute(insert(t.attempts).values(
+            run_id=run_id, step=step, number=number, task_id=task_id,
+            state=AttemptState.QUEUED.value, deliveries=0, dispatched_at=self.now,
+        ))
+        return task_id
+
+    def touch_attempt_dispatch(self, run_id: str, step: str, number: int) -> bool:
+        """Renew the lease of a queued attempt that is being published again."""
+        res = self.conn.execute(
+            update(t.attempts)
+            .where(t.attempts.c.run_id == run_id, t.attempts.c.step == step,
+                   t.attempts.c.number == number,
+                   t.attempts.c.state == AttemptState.QUEUED.value)
+            .values(dispatched_at=self.now)
+        )
+        return res.rowcount == 1
+
+    def fail_lost_attempt(
+        self, run_id: str, step: str, number: int, heartbeat_at: datetime | None, reason: str
+    ) -> bool:
+        cond = [t.attempts.c.run_id == run_id, t.attempts.c.step == step,
+                t.attempts.c.number == number,
+                t.attempts.c.state == AttemptState.RUNNING.value]
+        cond.append(t.attempts.c.heartbeat_at == heartbeat_at if heartbeat_at
+                    else t.attempts.c.heartbeat_at.is_(None))
+        res = self.conn.execute(update(t.attempts).where(*cond).values(
+            state=AttemptState.FAILED.value, ended_at=self.now, error=reason))
+        if res.rowcount == 1:
+            self.event("attempt_lost", run_id=run_id, step=step, attempt=number,
+                       old="running", new="failed", reason=reason)
+            return True
+        return False
+
+    def flush(self) -> None:
+        if self._events:
+            self.conn.execute(insert(t.events), self._events)
+            self._events = []
+
+
+class SqlStore:
+    """State store on SQLite (default) or PostgreSQL.
+
+    The engine is created lazily per process: a forked Celery pool child must not reuse
+    its parent's connections.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        self._engine: Engine | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    # -- engine -------------------------------------------------------------------
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None or self._pid != os.getpid():
+            with self._lock:
+                if self._engine is None or self._pid != os.getpid():
+                    self._engine = self._make_engine()
+                    self._pid = os.getpid()
+        return self._engine
+
+    def _make_engine(self) -> Engine:
+        if self.is_sqlite:
+            path = self.url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(
+                self.url, connect_args={"check_same_thread": False, "timeout": 30},
+                pool_size=5, max_overflow=10,
+            )
+
+            @event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn: Any, _rec: Any) -> None:
+                dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+
+            @event.listens_for(engine, "begin")
+            def _begin(conn: Connection) -> None:
+                # IMMEDIATE takes the write lock up front: a deferred transaction that
+                # later upgrades to a writer can fail with "database is locked".
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+            return engine
+        return create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+    def dispose(self) -> None:
+        if self._engine is not None and self._pid == os.getpid():
+            self._engine.dispose()
+        self._engine = None
+
+    @contextmanager
+    def _conn(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            if "no such table" in str(exc) or "does not exist" in str(exc):
+                raise MigrationRequired(
+                    f"the database at {redact(self.url)} has no flowkit tables; run "
+                    "`flowkit db upgrade`"
+                ) from exc
+            if "could not connect" in str(exc) or "Connection refused" in str(exc):
+                raise StoreUnavailable(
+                    f"cannot reach the database at {redact(self.url)}: {exc.orig}; check "
+                    "FLOWKIT_DATABASE_URL and that the server runs"
+                ) from exc
+            raise
+
+    @contextmanager
+    def tx(self, actor: str) -> Iterator[Tx]:
+        with self._conn() as conn:
+            tx = Tx(conn, actor)
+            yield tx
+            tx.flush()
+
+    # -- schema -------------------------------------------------------------------
+    def _alembic_config(self, conn: Connection | None = None) -> Any:
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        if conn is not None:
+            cfg.attributes["connection"] = conn
+        return cfg
+
+    def upgrade(self) -> str:
+        from alembic import command
+
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.exec_driver_sql("COMMIT") if conn.in_transaction() else None
+            command.upgrade(self._alembic_config(conn), "head")
+            conn.commit()
+        return self.schema_revision() or ""
+
+    def schema_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def head_revision(self) -> str:
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head() or ""
+
+    def ensure_schema(self, *, auto_upgrade: bool) -> None:
+        """Upgrade (when allowed) or say exactly what to run when the schema is behind."""
+        try:
+            current = self.schema_revision()
+        except OperationalError as exc:
+            raise StoreUnavailable(
+                f"cannot reach the database at {redact(self.url)}: {exc.orig}; check "
+                "FLOWKIT_DATABASE_URL and that the server runs"
+            ) from exc
+        if current == self.head_revision():
+            return
+        if auto_upgrade:
+            self.upgrade()
+            return
+        raise MigrationRequired(
+            f"the database at {redact(self.url)} is at schema {current or 'none'}, flowkit needs "
+            f"{self.head_revision()}; run `flowkit db upgrade`"
+        )
+
+    # -- dags -------------------------------------------------------------------------
+    def known_dag_files(self) -> dict[str, tuple[str, list[FlowSpec] | None, Any]]:
+        from ..errors import DagLoadError
+
+        out: dict[str, tuple[str, list[FlowSpec] | None, Any]] = {}
+        with self._conn() as conn:
+            files = conn.execute(select(t.dag_files)).all()
+            latest = {
+                r.name: r for r in conn.execute(
+                    select(t.flows.c.name, t.flow_versions.c.spec_json, t.flows.c.path)
+                    .join(t.flow_versions, (t.flow_versions.c.flow_name == t.flows.c.name)
+                          & (t.flow_versions.c.version == t.flows.c.version))
+                ).all()
+            }
+        for f in files:
+            names = json.loads(f.flow_names)
+            err = DagLoadError(f.error, path=f.path, lineno=f.error_lineno) if f.error else None
+            specs = [FlowSpec.from_json(latest[n].spec_json) for n in names if n in latest]
+            if len(specs) != len(names):
+                continue  # incomplete record: import it again
+            out[f.path] = (f.hash, specs, err)
+        return out
+
+    def record_load(self, files: Iterable[Any]) -> None:
+        """Write one load report: file hashes and errors, new flow versions with their source."""
+        now = utcnow()
+        with self._conn() as conn:
+            present: set[str] = set()
+            seen_paths: list[str] = []
+            for r in files:
+                seen_paths.append(r.path)
+                conn.execute(delete(t.dag_files).where(t.dag_files.c.path == r.path))
+                conn.execute(insert(t.dag_files).values(
+                    path=r.path, hash=r.hash, import_ms=r.import_ms,
+                    error=r.error.message if r.error else None,
+                    error_lineno=r.error.lineno if r.error else None,
+                    flow_names=json.dumps([s.name for s in r.flows]), loaded_at=now,
+                ))
+                for spec in r.flows:
+                    present.add(spec.name)
+                    exists = conn.execute(select(t.flow_versions.c.version).where(
+                        t.flow_versions.c.flow_name == spec.name,
+                        t.flow_versions.c.version == spec.version)).first()
+                    if not exists:
+                        conn.execute(insert(t.flow_versions).values(
+                            flow_name=spec.name, version=spec.version, path=r.path,
+                            spec_json=spec.to_json(), source=r.source, created_at=now))
+                    values = dict(version=spec.version, path=r.path, schedule=spec.schedule,
+                                  owner=spec.owner, description=spec.description, active=True,
+                                  updated_at=now)
+                    if conn.execute(update(t.flows).where(t.flows.c.name == spec.name)
+                                    .values(**values)).rowcount == 0:
+                        conn.execute(insert(t.flows).values(name=spec.name, paused=False, **values))
+            conn.execute(delete(t.dag_files).where(t.dag_files.c.path.not_in(seen_paths)))
+            # A flow whose file failed to import keeps its last good version, still active.
+            broken = {r.path for r in files if r.error}
+            conn.execute(update(t.flows).where(
+                t.flows.c.name.not_in(present), t.flows.c.path.not_in(broken)).values(active=False))
+
+    def dag_file_rows(self) -> list[dict[str, Any]]:
+        with self._conn() as conn:
+            return [_row(r) for r in conn.execute(select(t.dag_files).order_by(t.dag_files.c.path))]
+
+    def list_flows(self, *, include_inactive: bool = False) -> list[dict[str, Any]]:
+        q = select(t.flows).order_by(t.flows.c.name)
+        if not include_inactive:
+            q = q.where(t.flows.c.active.is_(True))
+        with self._conn() as conn:
+            return [_row(r) for r in conn.execute(q)]
+
+    def flow_spec(self, name: str, version: str | None = None) -> FlowSpec:
+        with self._conn() as conn:
+            if version is None:
+                row = conn.execute(select(t.flows.c.version, t.flows.c.active)
+                                   .where(t.flows.c.name == name)).first()
+                if row is None or not row.active:
+                    known = [r.name for r in conn.execute(
+                        select(t.flows.c.name).where(t.flows.c.active.is_(True)))]
+                    import difflib
+
+                    close = difflib.get_close_matches(name, known, n=1)
+                    hint = f' Did you mean "{close[0]}"?' if close else ""
+                    raise NotFoundError(
+                        f'no flow named "{name}".{hint} Known flows: {", ".join(sorted(known)) or "none"} '
+                        "(see `flowkit dags list`)", flow=name)
+                version = row.version
+            spec_json = conn.execute(select(t.flow_versions.c.spec_json).where(
+                t.flow_versions.c.flow_name == name, t.flow_versions.c.version == version)).scalar()
+        if spec_json is None:
+            raise NotFoundError(f'flow "{name}" has no version {version}', flow=name)
+        return FlowSpec.from_json(spec_json)
+
+    def flow_source(self, name: str, version: str) -> tuple[str, str]:
+        with self._conn() as conn:
+            row = conn.execute(select(t.flow_versions.c.path, t.flow_versions.c.source).where(
+                t.flow_versions.c.flow_name == name, t.flow_versions.c.version == version)).first()
+        if row is None:
+            raise NotFoundError(f'flow "{name}" version {version} is not in the store', flow=name)
+        return row.path, row.source
+
+    # -- runs ---------------------------------------------------------------------------
+    def create_run(
+        self, spec: FlowSpec, params: dict[str, Any], *, actor: str, trigger: str = "manual",
+        reason: str = "", logical_date: datetime | None = None, parent_run_id: str | None = None,
+    ) -> str | None:
+        """Create a queued run with every step pending. Returns None if the logical date exists."""
+        run_id = str(uuid.uuid4())
+        try:
+            with self.tx(actor) as tx:
+                tx.conn.execute(insert(t.runs).values(
+                    id=run_id, flow_name=spec.name, version=spec.version,
+                    state=RunState.QUEUED.value, params=json.dumps(params, sort_keys=True),
+                    trigger=trigger, triggered_by=actor, parent_run_id=parent_run_id,
+                    logical_date=logical_date, created_at=tx.now, updated_at=tx.now))
+                tx.conn.execute(insert(t.step_runs), [
+                    {"run_id": run_id, "step": s.name, "state": StepState.PENDING.value,
+                     "attempts": 0, "updated_at": tx.now} for s in spec.steps])
+                tx.event("run_created", run_id=run_id, new=RunState.QUEUED.value,
+                         reason=reason or f"{trigger} trigger, version {spec.version}")
+        except IntegrityError:
+            if logical_date is not None:
+                return None
+            raise
+        return run_id
+
+    def resolve_run_id(self, prefix: str) -> str:
+        with self._conn() as conn:
+            ids = [r[0] for r in conn.execute(
+                select(t.runs.c.id).where(t.runs.c.id.like(f"{prefix}%")).limit(2))]
+        if not ids:
+            raise NotFoundError(f"no run with id {prefix!r}; see `flowkit runs list`")
+        if len(ids) > 1:
+            raise NotFoundError(f"run id prefix {prefix!r} is ambiguous; give more characters")
+        return ids[0]
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        with self._conn() as conn:
+            row = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
+        if row is None:
+            raise NotFoundError(f"no run with id {run_id!r}; see `flowkit runs list`")
+        out = _row(row)
+        out["params"] = json.loads(out["params"])
+        return out
+
+    def list_runs(self, flow: str | None = None, limit: int = 20,
+                  states: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        q = select(t.runs).order_by(t.runs.c.created_at.desc()).limit(limit)
+        if flow:
+            q = q.where(t.runs.c.flow_name == flow)
+        if states:
+            q = q.where(t.runs.c.state.in_(list(states)))
+        with self._conn() as conn:
+            rows = [_row(r) for r in conn.execute(q)]
+        for r in rows:
+            r["params"] = json.loads(r["params"])
+        return rows
+
+    def last_logical_date(self, flow: str) -> datetime | None:
+        with self._conn() as conn:
+            return as_utc(conn.execute(select(func.max(t.runs.c.logical_date))
+                                       .where(t.runs.c.flow_name == flow)).scalar())
+
+    def run_ids_in_states(self, states: Iterable[RunState]) -> list[str]:
+        with self._conn() as conn:
+            return [r[0] for r in conn.execute(select(t.runs.c.id).where(
+                t.runs.c.state.in_([s.value for s in states])).order_by(t.runs.c.created_at))]
+
+    def step_runs(self, run_id: str) -> list[dict[str, Any]]:
+        with self._conn() as conn:
+            return [_row(r) for r in conn.execute(
+                select(t.step_runs).where(t.step_runs.c.run_id == run_id))]
+
+    def attempts(self, run_id: str, step: str | None = None) -> list[dict[str, Any]]:
+        q = select(t.attempts).where(t.attempts.c.run_id == run_id)
+        if step:
+            q = q.where(t.attempts.c.step == step)
+        with self._conn() as conn:
+            return [_row(r) for r in conn.execute(q.order_by(t.attempts.c.step, t.attempts.c.number))]
+
+    def events(self, run_id: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        q = select(t.events).order_by(t.events.c.id)
+        if run_id:
+            q = q.where(t.events.c.run_id == run_id)
+        if limit:
+            q = q.limit(limit)
+        with self._conn() as conn:
+            return [_row(r) for r in conn.execute(q)]
+
+    def results(self, run_id: str, steps: Iterable[str] | None = None) -> dict[str, Any]:
+        q = select(t.results.c.step, t.results.c.value).where(t.results.c.run_id == run_id)
+        if steps is not None:
+            q = q.where(t.results.c.step.in_(list(steps)))
+        with self._conn() as conn:
+            return {r.step: json.loads(r.value) for r in conn.execute(q)}
+
+    def run_snapshot(self, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+        """Run row, step rows and attempt rows in one transaction (the scheduler's view)."""
+        with self._conn() as conn:
+            run = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
+            if run is None:
+                raise NotFoundError(f"no run with id {run_id!r}")
+            steps = [_row(r) for r in conn.execute(
+                select(t.step_runs).where(t.step_runs.c.run_id == run_id))]
+            atts = [_row(r) for r in conn.execute(
+                select(t.attempts).where(t.attempts.c.run_id == run_id))]
+        run_row = _row(run)
+        run_row["params"] = json.loads(run_row["params"])
+        return run_row, steps, atts
+
+    def due_retries(self, now: datetime) -> list[tuple[str, str]]:
+        with self._conn() as conn:
+            return [(r.run_id, r.step) for r in conn.execute(
+                select(t.step_runs.c.run_id, t.step_runs.c.step).where(
+                    t.step_runs.c.state == StepState.UP_FOR_RETRY.value,
+                    t.step_runs.c.next_attempt_at <= now))]
+
+    def next_retry_at(self) -> datetime | None:
+        with self._conn() as conn:
+            value = conn.execute(select(func.min(t.step_runs.c.next_attempt_at)).where(
+                t.step_runs.c.state == StepState.UP_FOR_RETRY.value)).scalar()
+        return as_utc(value)
+
+    def expired_leases(self, queued_before: datetime) -> list[dict[str, Any]]:
+        with self._conn() as conn:
+            return [_row(r) for r in conn.execute(select(t.attempts).where(
+                t.attempts.c.state == AttemptState.QUEUED.value,
+                t.attempts.c.dispatched_at < queued_before))]
+
+    def silent_attempts(self, heartbeat_before: datetime) -> list[dict[str, Any]]:
+        with self._conn() as conn:
+            return [_row(r) for r in conn.execute(select(t.attempts).where(
+                t.attempts.c.state == AttemptState.RUNNING.value,
+                t.attempts.c.heartbeat_at < heartbeat_before))]
+
+    # -- worker side ---------------------------------------------------------------------
+    def claim_attempt(
+        self, run_id: str, step: str, number: int, *, worker: str, lost_after: float,
+        max_deliveries: int,
+    ) -> Claim:
+        """Mark an attempt running for ``worker``, or say why this delivery must not run it."""
+        a = t.attempts
+        pk = (a.c.run_id == run_id, a.c.step == step, a.c.number == number)
+        with self.tx(worker) as tx:
+            won = tx.conn.execute(update(a).where(*pk, a.c.state == AttemptState.QUEUED.value).values(
+                state=AttemptState.RUNNING.value, deliveries=a.c.deliveries + 1, worker=worker,
+                started_at=tx.now, heartbeat_at=tx.now)).rowcount == 1
+            row = tx.conn.execute(select(a).where(*pk)).first()
+            if row is None:
+                return Claim("unknown", detail="no such attempt in the store")
+            if won:
+                tx.cas_step(run_id, step, [StepState.QUEUED], StepState.RUNNING,
+                            reason=f"attempt {number} started on {worker}", started_at=tx.now)
+                tx.event("attempt_started", run_id=run_id, step=step, attempt=number,
+                         old="queued", new="running", reason=f"on {worker}")
+            elif AttemptState(row.state).terminal:
+                return Claim("done", deliveries=row.deliveries,
+                             detail=f"attempt already {row.state}")
+            else:  # running: another worker holds it, or held it and was lost
+                hb = as_utc(row.heartbeat_at)
+                if hb and hb > tx.now - timedelta(seconds=lost_after):
+                    return Claim("duplicate", deliveries=row.deliveries,
+                                 detail=f"running on {row.worker}, heartbeat {hb.isoformat()}")
+                if row.deliveries >= max_deliveries:
+                    reason = (f"poison: the worker running this attempt was lost {row.deliveries} "
+                              f"times (last: {row.worker}); failing it instead of crash-looping. "
+                              "Look for OOM kills or crashes in that step, or raise FLOWKIT_MAX_DELIVERIES")
+                    tx.fail_lost_attempt(run_id, step, number, row.heartbeat_at, reason)
+                    return Claim("poison", deliveries=row.deliveries, detail=reason)
+                took = tx.conn.execute(update(a).where(
+                    *pk, a.c.state == AttemptState.RUNNING.value,
+                    a.c.heartbeat_at == row.heartbeat_at).values(
+                    deliveries=a.c.deliveries + 1, worker=worker, heartbeat_at=tx.now,
+                    started_at=tx.now)).rowcount == 1
+                if not took:
+                    return Claim("duplicate", detail="another worker took the attempt over")
+                tx.event("attempt_redelivered", run_id=run_id, step=step, attempt=number,
+                         old="running", new="running",
+                         reason=f"worker {row.worker} lost; delivery {row.deliveries + 1} on {worker}")
+            run = tx.conn.execute(select(t.runs.c.flow_name, t.runs.c.version, t.runs.c.params)
+                                  .where(t.runs.c.id == run_id)).one()
+            deliveries = row.deliveries if won else row.deliveries + 1
+        return Claim("run", flow=run.flow_name, version=run.version,
+                     params=json.loads(run.params), deliveries=deliveries)
+
+    def heartbeat(self, keys: Iterable[tuple[str, str, int]], worker: str) -> None:
+        a = t.attempts
+        keys = list(keys)
+        if not keys:
+            return
+        now = utcnow()
+        with self._conn() as conn:
+            for run_id, step, number in keys:
+                conn.execute(update(a).where(
+                    a.c.run_id == run_id, a.c.step == step, a.c.number == number,
+                    a.c.state == AttemptState.RUNNING.value, a.c.worker == worker,
+                ).values(heartbeat_at=now))
+
+    def finish_attempt(
+        self, run_id: str, step: str, number: int, *, worker: str, state: AttemptState,
+        result_json: str | None = None, error: str | None = None, traceback: str | None = None,
+        retry_delay: float | None = None,
+    ) -> bool:
+        """Record an attempt's outcome; False if this worker no longer holds the attempt."""
+        a = t.attempts
+        with self.tx(worker) as tx:
+            won = tx.conn.execute(update(a).where(
+                a.c.run_id == run_id, a.c.step == step, a.c.number == number,
+                a.c.state == AttemptState.RUNNING.value, a.c.worker == worker,
+            ).values(state=state.value, ended_at=tx.now, error=error, traceback=traceback,
+                     retry_delay=retry_delay)).rowcount == 1
+            if not won:
+                return False
+            if result_json is not None:
+                tx.conn.execute(delete(t.results).where(
+                    t.results.c.run_id == run_id, t.results.c.step == step))
+                tx.conn.execute(insert(t.results).values(
+                    run_id=run_id, step=step, value=result_json,
+                    size=len(result_json.encode()), created_at=tx.now))
+            tx.event("attempt_finished", run_id=run_id, step=step, attempt=number,
+                     old="running", new=state.value, reason=(error or "")[:500])
+        return True
+
+    def record_event(self, action: str, *, actor: str, reason: str = "", run_id: str | None = None,
+                     step: str | None = None) -> None:
+        with self.tx(actor) as tx:
+            tx.event(action, run_id=run_id, step=step, reason=reason)

@@ -1,0 +1,135 @@
+"""SQLAlchemy Core tables of the flowkit store (Alembic migrations mirror these)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean, Column, DateTime, Float, ForeignKeyConstraint, Index, Integer, MetaData, String,
+    Table, Text, UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TS = DateTime(timezone=True)
+
+dag_files = Table(
+    "dag_files", metadata,
+    Column("path", String(500), primary_key=True),
+    Column("hash", String(64), nullable=False),
+    Column("import_ms", Float, nullable=False, default=0.0),
+    Column("error", Text),
+    Column("error_lineno", Integer),
+    Column("flow_names", Text, nullable=False, default="[]"),  # JSON list
+    Column("loaded_at", TS, nullable=False),
+)
+
+flows = Table(
+    "flows", metadata,
+    Column("name", String(100), primary_key=True),
+    Column("version", String(64), nullable=False),
+    Column("path", String(500), nullable=False),
+    Column("schedule", String(100)),
+    Column("owner", String(100)),
+    Column("description", Text, nullable=False, default=""),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+flow_versions = Table(
+    "flow_versions", metadata,
+    Column("flow_name", String(100), primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("path", String(500), nullable=False),
+    Column("spec_json", Text, nullable=False),
+    # The module source, so that every worker runs the exact code a run was pinned to (C14).
+    Column("source", Text, nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("flow_name", String(100), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("params", Text, nullable=False, default="{}"),  # JSON
+    Column("trigger", String(20), nullable=False, default="manual"),
+    Column("triggered_by", String(200), nullable=False, default=""),
+    Column("parent_run_id", String(36)),
+    Column("logical_date", TS),
+    Column("created_at", TS, nullable=False),
+    Column("started_at", TS),
+    Column("ended_at", TS),
+    Column("updated_at", TS, nullable=False),
+    ForeignKeyConstraint(["flow_name", "version"], ["flow_versions.flow_name", "flow_versions.version"]),
+    # A scheduled interval exists once, so catch-up can never create it twice (C11).
+    UniqueConstraint("flow_name", "logical_date", name="uq_runs_flow_logical_date"),
+    Index("ix_runs_state", "state"),
+    Index("ix_runs_flow_created", "flow_name", "created_at"),
+)
+
+step_runs = Table(
+    "step_runs", metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("step", String(100), primary_key=True),
+    Column("state", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", TS),  # retry timer, held in SQL so a restart loses none (C5)
+    Column("started_at", TS),
+    Column("ended_at", TS),
+    Column("updated_at", TS, nullable=False),
+    ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
+    Index("ix_step_runs_state_next", "state", "next_attempt_at"),
+)
+
+attempts = Table(
+    "attempts", metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("step", String(100), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("task_id", String(36), nullable=False, unique=True),
+    Column("state", String(20), nullable=False),
+    Column("deliveries", Integer, nullable=False, default=0),
+    Column("worker", String(200)),
+    Column("dispatched_at", TS, nullable=False),
+    Column("started_at", TS),
+    Column("heartbeat_at", TS),
+    Column("ended_at", TS),
+    Column("error", Text),
+    Column("traceback", Text),
+    Column("retry_delay", Float),  # set by Retry(delay=...) raised from the step
+    ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
+    Index("ix_attempts_state", "state"),
+)
+
+results = Table(
+    "results", metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("step", String(100), primary_key=True),
+    Column("value", Text, nullable=False),  # JSON
+    Column("size", Integer, nullable=False),
+    Column("created_at", TS, nullable=False),
+    ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(36)),
+    Column("step", String(100)),
+    Column("attempt", Integer),
+    Column("at", TS, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(50), nullable=False),
+    Column("old_state", String(20)),
+    Column("new_state", String(20)),
+    Column("reason", Text, nullable=False, default=""),
+    Index("ix_events_run", "run_id", "id"),
+)

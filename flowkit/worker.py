@@ -1,0 +1,245 @@
+"""Runs one step attempt on a worker and reports to the store. Not public API.
+
+Workers never decide what runs next: they claim an attempt, run the user's function
+with a context, record the outcome, and tell the scheduler through an event.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import socket
+import threading
+import traceback as tb_module
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Settings
+from .context import StepContext
+from .errors import ResultTooLarge, Retry, Skip
+from .loader import exec_module_source, flows_in
+from .spec import FlowSpec
+from .states import AttemptState
+from .store.sql import SqlStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerRuntime:
+    """Per-process state of a worker: settings, store, code and spec caches, heartbeats."""
+
+    settings: Settings
+    store: SqlStore
+    events: Any  # EventBus
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    _modules: dict[tuple[str, str], Any] = field(default_factory=dict)
+    _specs: dict[tuple[str, str], FlowSpec] = field(default_factory=dict)
+    _running: set[tuple[str, str, int]] = field(default_factory=set)
+    _hb_thread: threading.Thread | None = None
+    _hb_pid: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def refresh_identity(self) -> None:
+        """A forked pool child is a new worker: its own name and heartbeat thread."""
+        if self._hb_pid != os.getpid():
+            self.name = f"{socket.gethostname()}:{os.getpid()}"
+            self._running = set()
+            self._hb_pid = os.getpid()
+            self._hb_thread = threading.Thread(target=self._beat, name="flowkit-heartbeat",
+                                               daemon=True)
+            self._hb_thread.start()
+
+    def _beat(self) -> None:
+        stop = threading.Event()
+        while not stop.wait(self.settings.heartbeat_seconds):
+            with self._lock:
+                keys = list(self._running)
+            try:
+                self.store.heartbeat(keys, self.name)
+            except Exception as exc:  # a missed beat is survivable; a dead thread is not
+                log.warning("worker %s: heartbeat failed: %s", self.name, exc)
+
+    def spec(self, flow: str, version: str) -> FlowSpec:
+        key = (flow, version)
+        if key not in self._specs:
+            self._specs[key] = self.store.flow_spec(flow, version)
+        return self._specs[key]
+
+    def callable_for(self, flow: str, version: str, step: str) -> Callable[..., Any]:
+        """The step function from the exact module source the run is pinned to (C14)."""
+        key = (flow, version)
+        module = self._modules.get(key)
+        if module is None:
+            path, source = self.store.flow_source(flow, version)
+            module = exec_module_source(path, source, os.path.abspath(self.settings.dags_folder))
+            self._modules[key] = module
+        for candidate in flows_in(module):
+            if candidate.name == flow:
+                return candidate.callable_for(step)
+        raise LookupError(f'version {version} of its module defines no flow "{flow}"')
+
+
+def _call(fn: Callable[..., Any], ctx: StepContext) -> Any:
+    try:
+        wants_ctx = any(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+            for p in inspect.signature(fn).parameters.values()
+        )
+    except (TypeError, ValueError):
+        wants_ctx = True
+    return fn(ctx) if wants_ctx else fn()
+
+
+def encode_result(value: Any, *, run_id: str, step: str, cap: int) -> str:
+    try:
+        text = json.dumps(value, sort_keys=True, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"run {run_id} step {step}: the result is not JSON-serialisable ({exc}); return "
+            "dicts, lists, strings, numbers, booleans or None"
+        ) from None
+    size = len(text.encode())
+    if size > cap:
+        raise ResultTooLarge(
+            f"run {run_id} step {step}: result is {size:,} bytes, over the {cap:,}-byte cap "
+            "(FLOWKIT_MAX_RESULT_BYTES); write large data to a file or object store and "
+            "return its path", step=step)
+    return text
+
+
+def _json_default(value: Any) -> Any:
+    import datetime as dt
+    import decimal
+    import pathlib
+
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, (pathlib.PurePath, decimal.Decimal)):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
+    """Claim and run one attempt; returns what happened (for logs and tests)."""
+    rt.refresh_identity()
+    s = rt.settings
+    claim = rt.store.claim_attempt(run_id, step, number, worker=rt.name,
+                                   lost_after=s.lost_after_seconds, max_deliveries=s.max_deliveries)
+    if claim.outcome in ("done", "duplicate", "unknown"):
+        log.info("run %s step %s: attempt %s not run here (%s: %s)", run_id, step, number,
+                 claim.outcome, claim.detail)
+        return claim.outcome
+    if claim.outcome == "poison":
+        log.error("run %s step %s: attempt %s %s", run_id, step, number, claim.detail)
+        _notify(rt, run_id, step, number)
+        return "poison"
+
+    key = (run_id, step, number)
+    with rt._lock:
+        rt._running.add(key)
+    state, result_json, error, trace, retry_delay = AttemptState.SUCCESS, None, None, None, None
+    try:
+        spec = rt.spec(claim.flow, claim.version)
+        step_spec = spec.step(step)
+        upstream = rt.store.results(run_id, step_spec.upstream) if step_spec.upstream else {}
+        ctx = StepContext(
+            flow=claim.flow, run_id=run_id, step=step, attempt=number,
+            params=claim.params or {}, upstream=upstream, version=claim.version,
+            idempotency_key=f"{run_id}:{step}",
+            log=logging.getLogger(f"flowkit.step.{claim.flow}.{step}"),
+        )
+        fn = rt.callable_for(claim.flow, claim.version, step)
+        log.info("run %s step %s: attempt %s started (delivery %s)", run_id, step, number,
+                 claim.deliveries)
+        value = _call(fn, ctx)
+        if step_spec.kind == "branch":
+            value = _check_branch(spec, step, value)
+        result_json = encode_result(value, run_id=run_id, step=step, cap=s.max_result_bytes)
+    except Skip as exc:
+        state, error = AttemptState.SKIPPED, exc.reason
+    except Retry as exc:
+        state, error, retry_delay = AttemptState.FAILED, f"retry requested: {exc.reason}", exc.delay
+    except Exception as exc:
+        if type(exc).__name__ == "SoftTimeLimitExceeded":
+            timeout = rt.spec(claim.flow, claim.version).step(step).timeout_seconds or 0
+            error = (f"timed out after {timeout:g} s (timeout= on the step); make it faster or "
+                     "raise the timeout")
+        else:
+            error = f"{type(exc).__name__}: {exc}"
+        state, trace = AttemptState.FAILED, tb_module.format_exc(limit=30)
+    except SystemExit as exc:
+        if type(exc) is not SystemExit:
+            raise  # Celery's WorkerShutdown/WorkerTerminate: let the message be requeued
+        state, error = AttemptState.FAILED, f"the step called sys.exit({exc.code!r})"
+    finally:
+        with rt._lock:
+            rt._running.discard(key)
+    recorded = rt.store.finish_attempt(
+        run_id, step, number, worker=rt.name, state=state, result_json=result_json,
+        error=error, traceback=trace, retry_delay=retry_delay)
+    if not recorded:
+        log.warning("run %s step %s: attempt %s was taken over by another worker; outcome "
+                    "discarded", run_id, step, number)
+        return "lost_claim"
+    log.info("run %s step %s: attempt %s %s%s", run_id, step, number, state.value,
+             f" ({error})" if error else "")
+    _notify(rt, run_id, step, number)
+    return state.value
+
+
+def _check_branch(spec: FlowSpec, step: str, value: Any) -> list[str]:
+    options = spec.downstream()[step]
+    chosen = [value] if isinstance(value, str) else list(value or [])
+    wrong = [c for c in chosen if c not in options]
+    if wrong or not all(isinstance(c, str) for c in chosen):
+        raise ValueError(
+            f"branch step {step} returned {value!r}; it must return the name (or a list of "
+            f"names) of its downstream steps: {', '.join(options) or 'none'}")
+    return chosen
+
+
+def _notify(rt: WorkerRuntime, run_id: str, step: str, number: int) -> None:
+    try:
+        rt.events.publish({"type": "attempt_done", "run_id": run_id, "step": step,
+                           "attempt": number})
+    except Exception as exc:  # the scheduler's sweep will find the outcome in SQL
+        log.warning("run %s step %s: could not publish completion event: %s", run_id, step, exc)
+
+
+# -- Celery wiring ---------------------------------------------------------------------
+_runtime: WorkerRuntime | None = None
+_runtime_lock = threading.Lock()
+
+
+def set_runtime(rt: WorkerRuntime | None) -> None:
+    global _runtime
+    _runtime = rt
+
+
+def runtime_for(app: Any) -> WorkerRuntime:
+    """The process's runtime, built from FLOWKIT_* settings on first use."""
+    global _runtime
+    if _runtime is None:
+        with _runtime_lock:
+            if _runtime is None:
+                from .dispatch.events import BrokerEvents
+
+                settings = getattr(app, "flowkit_settings", None) or Settings.from_env()
+                _runtime = WorkerRuntime(settings=settings, store=SqlStore(settings.database_url),
+                                         events=BrokerEvents(app, settings.events_queue))
+    return _runtime
+
+
+def register(app: Any) -> None:
+    from .celery_app import EXECUTE_TASK
+
+    @app.task(name=EXECUTE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
+              ignore_result=True)
+    def execute(self: Any, run_id: str, step: str, attempt: int) -> str:
+        return run_attempt(runtime_for(self.app), run_id, step, int(attempt))
