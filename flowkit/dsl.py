@@ -124,6 +124,8 @@ class _StepDef:
     path: str | None
     lineno: int | None
     trigger: str = "all_success"
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
     doc: str = ""
 
 
@@ -188,10 +190,16 @@ class Flow:
         queue: str | None = UNSET,
         priority: int | None = UNSET,
         trigger: str = "all_success",
+        reads: Iterable[str] = (),
+        writes: Iterable[str] = (),
     ) -> Flow:
-        """Add a step that runs ``fn(ctx)`` once every step in ``after`` is done."""
+        """Add a step that runs ``fn(ctx)`` once every step in ``after`` is done.
+
+        ``reads``/``writes`` name datasets (URIs such as ``file:///data/x.csv`` or
+        ``s3://bucket/key``) for lineage; they are recorded when the step succeeds.
+        """
         return self._add(
-            "task", name, fn, after, trigger,
+            "task", name, fn, after, trigger, reads=reads, writes=writes,
             retries=retries, retry_backoff=retry_backoff, retry_max_delay=retry_max_delay,
             timeout=timeout, queue=queue, priority=priority,
         )
@@ -225,6 +233,8 @@ class Flow:
         self, kind: str, name: str, fn: Callable[..., Any], after: Any, options: dict[str, Any]
     ) -> Flow:
         trigger = options.pop("trigger", "all_success")
+        reads = options.pop("reads", ())
+        writes = options.pop("writes", ())
         allowed = {"retries", "retry_backoff", "retry_max_delay", "timeout", "queue", "priority"}
         unknown = set(options) - allowed
         if unknown:
@@ -236,7 +246,7 @@ class Flow:
                 flow=self.name, step=name, path=path, lineno=lineno,
             )
         opts = {k: options.get(k, UNSET) for k in allowed}
-        return self._add(kind, name, fn, after, trigger, **opts)
+        return self._add(kind, name, fn, after, trigger, reads=reads, writes=writes, **opts)
 
     def _add(
         self,
@@ -245,6 +255,9 @@ class Flow:
         fn: Callable[..., Any],
         after: str | Iterable[str] | None,
         trigger: str,
+        *,
+        reads: Iterable[str] = (),
+        writes: Iterable[str] = (),
         **options: Any,
     ) -> Flow:
         path, lineno = _caller_location()
@@ -294,9 +307,21 @@ class Flow:
                 f'flow "{self.name}" step "{name}": after= names a step twice: {list(upstream)}',
                 **where,  # type: ignore[arg-type]
             )
+        datasets = {}
+        for label, uris in (("reads", reads), ("writes", writes)):
+            uris = (uris,) if isinstance(uris, str) else tuple(uris)
+            for uri in uris:
+                if not isinstance(uri, str) or "://" not in uri:
+                    raise DefinitionError(
+                        f'flow "{self.name}" step "{name}": {label}= takes dataset URIs like '
+                        f'"file:///data/orders.csv" or "s3://bucket/key", not {uri!r}',
+                        **where,  # type: ignore[arg-type]
+                    )
+            datasets[label] = uris
         self._steps[name] = _StepDef(
             name=name, fn=fn, upstream=upstream, kind=kind, options=options,
             path=path, lineno=lineno, trigger=trigger,
+            reads=datasets["reads"], writes=datasets["writes"],
             doc=(inspect.getdoc(fn) or "").split("\n")[0],
         )
         self._last = name
@@ -455,6 +480,8 @@ class Flow:
                     queue=opt["queue"],
                     priority=opt["priority"],
                     trigger=s.trigger,
+                    reads=s.reads,
+                    writes=s.writes,
                     lineno=s.lineno,
                     doc=s.doc,
                 )

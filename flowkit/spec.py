@@ -69,6 +69,9 @@ class StepSpec:
     trigger: str = "all_success"
     lineno: int | None = None
     doc: str = ""
+    #: Dataset URIs this step reads and writes; recorded on success for lineage.
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,8 @@ class FlowSpec:
                 **{
                     **s,
                     "upstream": tuple(s.get("upstream", ())),
+                    "reads": tuple(s.get("reads", ())),
+                    "writes": tuple(s.get("writes", ())),
                     "retry": RetryPolicy(**s.get("retry", {})),
                 }
             )

@@ -144,6 +144,7 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
     with rt._lock:
         rt._running.add(key)
     state, result_json, error, trace, retry_delay = AttemptState.SUCCESS, None, None, None, None
+    datasets: list[tuple[str, str]] = []
     try:
         spec = rt.spec(claim.flow, claim.version)
         step_spec = spec.step(step)
@@ -161,6 +162,7 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
         if step_spec.kind == "branch":
             value = _check_branch(spec, step, value)
         result_json = encode_result(value, run_id=run_id, step=step, cap=s.max_result_bytes)
+        datasets = [(u, "read") for u in step_spec.reads] + [(u, "write") for u in step_spec.writes]
     except Skip as exc:
         state, error = AttemptState.SKIPPED, exc.reason
     except Retry as exc:
@@ -182,7 +184,7 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
             rt._running.discard(key)
     recorded = rt.store.finish_attempt(
         run_id, step, number, worker=rt.name, state=state, result_json=result_json,
-        error=error, traceback=trace, retry_delay=retry_delay)
+        error=error, traceback=trace, retry_delay=retry_delay, datasets=datasets)
     if not recorded:
         log.warning("run %s step %s: attempt %s was taken over by another worker; outcome "
                     "discarded", run_id, step, number)

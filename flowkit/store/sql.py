@@ -603,7 +603,7 @@ class SqlStore:
     def finish_attempt(
         self, run_id: str, step: str, number: int, *, worker: str, state: AttemptState,
         result_json: str | None = None, error: str | None = None, traceback: str | None = None,
-        retry_delay: float | None = None,
+        retry_delay: float | None = None, datasets: Iterable[tuple[str, str]] = (),
     ) -> bool:
         """Record an attempt's outcome; False if this worker no longer holds the attempt."""
         a = t.attempts
@@ -621,9 +621,30 @@ class SqlStore:
                 tx.conn.execute(insert(t.results).values(
                     run_id=run_id, step=step, value=result_json,
                     size=len(result_json.encode()), created_at=tx.now))
+            if state == AttemptState.SUCCESS:
+                rows = [{"uri": uri, "run_id": run_id, "step": step, "attempt": number,
+                         "direction": direction, "at": tx.now} for uri, direction in datasets]
+                if rows:
+                    tx.conn.execute(insert(t.dataset_events), rows)
             tx.event("attempt_finished", run_id=run_id, step=step, attempt=number,
                      old="running", new=state.value, reason=(error or "")[:500])
         return True
+
+    def dataset_events(self, *, uri: str | None = None,
+                       run_id: str | None = None) -> list[dict[str, Any]]:
+        """Which step runs read and wrote datasets, oldest first."""
+        q = select(t.dataset_events).order_by(t.dataset_events.c.id)
+        if uri:
+            q = q.where(t.dataset_events.c.uri == uri)
+        if run_id:
+            q = q.where(t.dataset_events.c.run_id == run_id)
+        with self._conn() as conn:
+            return [_row(r) for r in conn.execute(q)]
+
+    def child_runs(self, run_id: str) -> list[dict[str, Any]]:
+        with self._conn() as conn:
+            return [_row(r) for r in conn.execute(
+                select(t.runs).where(t.runs.c.parent_run_id == run_id).order_by(t.runs.c.created_at))]
 
     def record_event(self, action: str, *, actor: str, reason: str = "", run_id: str | None = None,
                      step: str | None = None) -> None:

@@ -133,3 +133,17 @@ events = Table(
     Column("reason", Text, nullable=False, default=""),
     Index("ix_events_run", "run_id", "id"),
 )
+
+dataset_events = Table(
+    "dataset_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uri", String(1000), nullable=False),
+    Column("run_id", String(36), nullable=False),
+    Column("step", String(100), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("direction", String(5), nullable=False),  # read | write
+    Column("at", TS, nullable=False),
+    ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
+    Index("ix_dataset_events_uri", "uri"),
+    Index("ix_dataset_events_run", "run_id"),
+)
