@@ -133,7 +133,7 @@ class Scheduler:
             if RunState(run["state"]).terminal:
                 continue
             spec = self.spec(run["flow_name"], run["version"])
-            with self.store.tx(self.actor) as tx:
+            with self.store.tx(self.actor, self.clock()) as tx:
                 if not tx.touch_attempt_dispatch(a["run_id"], a["step"], a["number"]):
                     continue
                 tx.event("lease_expired", run_id=a["run_id"], step=a["step"], attempt=a["number"],
@@ -144,7 +144,7 @@ class Scheduler:
     def reap_silent(self, now: datetime) -> None:
         """Fail running attempts whose worker went silent and the broker never redelivered (C3)."""
         for a in self.store.silent_attempts(now - self.reap_after):
-            with self.store.tx(self.actor) as tx:
+            with self.store.tx(self.actor, self.clock()) as tx:
                 reason = (f"worker {a['worker']} went silent (no heartbeat since "
                           f"{a['heartbeat_at']:%H:%M:%S}) and the broker did not redeliver; "
                           "treated as a failed attempt")
@@ -219,7 +219,7 @@ class Scheduler:
                 self._branch_choices[(run_id, b)] = [value] if isinstance(value, str) else list(value or [])
         to_send: list[Dispatch] = []
         now = self.clock()
-        with self.store.tx(self.actor) as tx:
+        with self.store.tx(self.actor, self.clock()) as tx:
             if run["state"] == RunState.QUEUED.value:
                 tx.cas_run(run_id, [RunState.QUEUED], RunState.RUNNING, started_at=tx.now)
             # 1. steps whose latest attempt finished

@@ -77,10 +77,10 @@ class Claim:
 class Tx:
     """One transaction of state changes; each ``cas_*`` returns whether it won."""
 
-    def __init__(self, conn: Connection, actor: str) -> None:
+    def __init__(self, conn: Connection, actor: str, now: datetime | None = None) -> None:
         self.conn = conn
         self.actor = actor
-        self.now = utcnow()
+        self.now = now or utcnow()
         self._events: list[dict[str, Any]] = []
 
     def event(
@@ -246,9 +246,9 @@ class SqlStore:
             raise
 
     @contextmanager
-    def tx(self, actor: str) -> Iterator[Tx]:
+    def tx(self, actor: str, now: datetime | None = None) -> Iterator[Tx]:
         with self._conn() as conn:
-            tx = Tx(conn, actor)
+            tx = Tx(conn, actor, now)
             yield tx
             tx.flush()
 
