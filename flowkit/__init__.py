@@ -6,12 +6,11 @@ loader's subprocess, where Celery and SQLAlchemy stay unloaded.
 
 from __future__ import annotations
 
-# -- defining flows
-from .dsl import UNSET, Flow, Param
-
 # -- inside a step
 from .context import StepContext
-from .errors import Retry, Skip
+
+# -- defining flows
+from .dsl import UNSET, Flow, Param
 
 # -- errors
 from .errors import (
@@ -21,6 +20,8 @@ from .errors import (
     DuplicateStepError,
     FlowkitError,
     InvalidParamError,
+    Retry,
+    Skip,
     UnknownStepError,
 )
 

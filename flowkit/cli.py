@@ -204,19 +204,27 @@ def trigger(ctx: click.Context, flow: str, params: tuple[str, ...], reason: str,
 
 def _trigger(settings: Settings, store: Any, flow: str, raw: dict[str, Any], *, reason: str = "",
              notify: bool = True) -> str:
-    import getpass
-
     from .spec import resolve_params
     from .sync import sync_dags
 
     sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
     spec = store.flow_spec(flow)
     resolved = resolve_params(spec, raw)
-    run_id: str = store.create_run(spec, resolved, actor=f"cli:{getpass.getuser()}",
+    run_id: str = store.create_run(spec, resolved, actor=f"cli:{_user()}",
                                    trigger="manual", reason=reason)
     if notify:
         _notify_scheduler(settings, run_id)
     return run_id
+
+
+def _user() -> str:
+    import getpass
+    import os
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container uid with no passwd entry
+        return f"uid{os.getuid()}"
 
 
 def _notify_scheduler(settings: Settings, run_id: str) -> None:

@@ -83,7 +83,7 @@ def parse_duration(value: str | float | int | None) -> float | None:
     if isinstance(value, bool):
         raise ValueError("a boolean is not a duration")
     if isinstance(value, (int, float)):
-        if value <= 0:
+        if not value > 0 or value == float("inf"):  # also refuses NaN
             raise ValueError("a duration must be positive")
         return float(value)
     text = str(value).strip().replace(" ", "")
@@ -397,7 +397,9 @@ class Flow:
                     **where,  # type: ignore[arg-type]
                 ) from None
         priority = options.get("priority", UNSET)
-        if priority not in (UNSET, None) and (not isinstance(priority, int) or not 0 <= priority <= 9):
+        if priority not in (UNSET, None) and (
+            isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9
+        ):
             raise DefinitionError(
                 f"{who}: priority={priority!r} must be a whole number from 0 to 9 (9 runs first)",
                 **where,  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ Nothing here does I/O; the scheduler and the DSL both lean on it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from enum import Enum
+from enum import StrEnum
 
 from .states import STEP_BAD, StepState
 
@@ -69,7 +69,7 @@ def topo_order(edges: Mapping[str, Sequence[str]]) -> list[str]:
     return out
 
 
-class Decision(str, Enum):
+class Decision(StrEnum):
     WAIT = "wait"
     RUN = "run"
     SKIP = "skip"

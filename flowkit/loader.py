@@ -54,6 +54,12 @@ class FileResult:
     error: DagLoadError | None = None
     import_ms: float = 0.0
     source: str = ""
+    #: A flow name this file shares with another file; recomputed on every load, never cached.
+    conflict: DagLoadError | None = None
+
+    @property
+    def problem(self) -> DagLoadError | None:
+        return self.error or self.conflict
 
 
 @dataclass
@@ -62,11 +68,11 @@ class LoadReport:
 
     @property
     def flows(self) -> dict[str, FlowSpec]:
-        return {f.name: f for r in self.files if not r.error for f in r.flows}
+        return {f.name: f for r in self.files if not r.problem for f in r.flows}
 
     @property
     def errors(self) -> list[DagLoadError]:
-        return [r.error for r in self.files if r.error]
+        return [r.problem for r in self.files if r.problem]
 
 
 def module_name_for(path: str | Path) -> str:
@@ -145,8 +151,10 @@ def import_in_child(path: str, dags_folder: str) -> dict[str, Any]:
 
 
 def import_file(path: Path, dags_folder: str | Path, timeout: float) -> FileResult:
-    source = path.read_text(encoding="utf-8", errors="replace")
-    result = FileResult(path=str(path), hash=source_hash(source), source=source)
+    raw = path.read_bytes()
+    source = raw.decode("utf-8", errors="replace")
+    # Hash the bytes, as load_folder does, so CRLF or odd bytes never defeat the cache.
+    result = FileResult(path=str(path), hash=source_hash(raw), source=source)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="flowkit-load-") as tmp:
         out = Path(tmp) / "result.json"
@@ -223,21 +231,21 @@ def load_folder(
 
 
 def _flag_duplicate_names(results: list[FileResult]) -> None:
-    owner: dict[str, FileResult] = {}
+    owner: dict[str, tuple[FileResult, FlowSpec]] = {}
     for r in results:
+        r.conflict = None
         if r.error:
             continue
         for spec in r.flows:
-            first = owner.get(spec.name)
-            if first is None:
-                owner[spec.name] = r
+            if spec.name not in owner:
+                owner[spec.name] = (r, spec)
                 continue
-            other = first.flows[[f.name for f in first.flows].index(spec.name)]
-            where = r.path if first is r else f"{first.path}:{other.lineno}"
-            r.error = DagLoadError(
-                f'flow "{spec.name}" is defined twice: here and at {where}; flow names must '
-                "be unique across the dags folder, so rename one",
+            first, other = owner[spec.name]
+            where = (f"in this file at lines {other.lineno} and {spec.lineno}" if first is r
+                     else f"here and at {first.path}:{other.lineno}")
+            r.conflict = DagLoadError(
+                f'flow "{spec.name}" is defined twice: {where}; flow names must be unique '
+                "across the dags folder, so rename one",
                 path=r.path, lineno=spec.lineno, flow=spec.name,
             )
-            r.flows = []
             break

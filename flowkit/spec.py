@@ -150,7 +150,7 @@ def _coerce(param: ParamSpec, value: Any, flow: str) -> Any:
 
     def bad(why: str) -> InvalidParamError:
         return InvalidParamError(
-            f'flow "{flow}" param "{param.name}": {value!r} {why}; pass a {param.type}, '
+            f'flow "{flow}" param "{param.name}": {value!r} {why}; pass {_article(param.type)}, '
             f"e.g. -p {param.name}={_example(param.type)}",
             flow=flow,
         )
@@ -182,6 +182,10 @@ def _coerce(param: ParamSpec, value: Any, flow: str) -> Any:
     if not ok:
         raise bad(f"is a {type(value).__name__}")
     return float(value) if param.type == "float" else value
+
+
+def _article(type_name: str) -> str:
+    return f"an {type_name}" if type_name == "int" else f"a {type_name}"
 
 
 def _example(type_name: str) -> str:

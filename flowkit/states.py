@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class RunState(str, Enum):
+class RunState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     SUCCESS = "success"
@@ -18,7 +18,7 @@ class RunState(str, Enum):
         return self in RUN_TERMINAL
 
 
-class StepState(str, Enum):
+class StepState(StrEnum):
     PENDING = "pending"
     SCHEDULED = "scheduled"
     QUEUED = "queued"
@@ -36,7 +36,7 @@ class StepState(str, Enum):
         return self in STEP_TERMINAL
 
 
-class AttemptState(str, Enum):
+class AttemptState(StrEnum):
     QUEUED = "queued"  # published to the broker, not started
     RUNNING = "running"
     SUCCESS = "success"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import queue as stdlib_queue
-import socket
 import threading
 from typing import Any, Protocol
 
@@ -103,7 +102,7 @@ class BrokerEvents:
                     self._conn.drain_events(timeout=max(timeout, 0.001))
                     while len(self._buffer) < MAX_BATCH:
                         self._conn.drain_events(timeout=0.001)
-                except (TimeoutError, socket.timeout):
+                except TimeoutError:
                     pass
             except Exception as exc:  # a broker hiccup must not kill the scheduler loop
                 log.warning("events: broker connection failed (%s); reconnecting", exc)

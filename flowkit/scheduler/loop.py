@@ -48,8 +48,12 @@ class Scheduler:
         self.events = events
         self.sweep_seconds = sweep_seconds
         self.queued_lease = timedelta(seconds=queued_lease_seconds)
-        # A running attempt silent this long was not redelivered by the broker either.
-        self.reap_after = timedelta(seconds=lost_after_seconds + visibility_timeout_seconds)
+        # A running attempt silent this long was not redelivered by the broker either. Redis
+        # restores unacked messages on a periodic check after the visibility timeout, so the
+        # margin is generous: reaping is the net for messages the broker truly lost.
+        self.reap_after = timedelta(
+            seconds=lost_after_seconds + visibility_timeout_seconds
+            + max(60.0, visibility_timeout_seconds / 2))
         self.clock = clock
         self.actor = name or f"scheduler@{socket.gethostname()}"
         self.on_sweep = on_sweep

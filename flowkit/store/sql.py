@@ -334,14 +334,17 @@ class SqlStore:
             seen_paths: list[str] = []
             for r in files:
                 seen_paths.append(r.path)
+                problem = r.problem
+                good = [] if problem else r.flows
                 conn.execute(delete(t.dag_files).where(t.dag_files.c.path == r.path))
                 conn.execute(insert(t.dag_files).values(
-                    path=r.path, hash=r.hash, import_ms=r.import_ms,
-                    error=r.error.message if r.error else None,
-                    error_lineno=r.error.lineno if r.error else None,
-                    flow_names=json.dumps([s.name for s in r.flows]), loaded_at=now,
+                    # a name clash depends on other files: keep no hash, so it is re-checked
+                    path=r.path, hash="" if r.conflict else r.hash, import_ms=r.import_ms,
+                    error=problem.message if problem else None,
+                    error_lineno=problem.lineno if problem else None,
+                    flow_names=json.dumps([s.name for s in good]), loaded_at=now,
                 ))
-                for spec in r.flows:
+                for spec in good:
                     present.add(spec.name)
                     exists = conn.execute(select(t.flow_versions.c.version).where(
                         t.flow_versions.c.flow_name == spec.name,
@@ -358,7 +361,7 @@ class SqlStore:
                         conn.execute(insert(t.flows).values(name=spec.name, paused=False, **values))
             conn.execute(delete(t.dag_files).where(t.dag_files.c.path.not_in(seen_paths)))
             # A flow whose file failed to import keeps its last good version, still active.
-            broken = {r.path for r in files if r.error}
+            broken = {r.path for r in files if r.problem}
             conn.execute(update(t.flows).where(
                 t.flows.c.name.not_in(present), t.flows.c.path.not_in(broken)).values(active=False))
 
@@ -431,7 +434,7 @@ class SqlStore:
     def resolve_run_id(self, prefix: str) -> str:
         with self._conn() as conn:
             ids = [r[0] for r in conn.execute(
-                select(t.runs.c.id).where(t.runs.c.id.like(f"{prefix}%")).limit(2))]
+                select(t.runs.c.id).where(t.runs.c.id.startswith(prefix, autoescape=True)).limit(2))]
         if not ids:
             raise NotFoundError(f"no run with id {prefix!r}; see `flowkit runs list`")
         if len(ids) > 1:

@@ -1,0 +1,94 @@
+"""Start real flowkit daemons as subprocesses (own process group, logs to files) and stop them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+class Daemon:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path) -> None:
+        self.name = name
+        self.log_path = logdir / f"{name}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flowkit.cli", *args], env=env, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True,  # its own group: kill takes the pool too
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL the daemon and every process it started (a machine dying)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                self.kill()
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Cluster:
+    """A scheduler and workers for one test; ``close()`` stops whatever is still running."""
+
+    def __init__(self, env: dict[str, str], logdir: Path) -> None:
+        self.env = env
+        self.logdir = logdir
+        self.daemons: list[Daemon] = []
+
+    def start(self, name: str, *args: str) -> Daemon:
+        d = Daemon(name, list(args), self.env, self.logdir)
+        self.daemons.append(d)
+        return d
+
+    def scheduler(self, name: str = "scheduler") -> Daemon:
+        return self.start(name, "scheduler")
+
+    def worker(self, name: str = "worker", concurrency: int = 1) -> Daemon:
+        return self.start(name, "worker", "-c", str(concurrency), "-n", f"{name}@%h")
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "flowkit.cli", *args], env=self.env,
+                              capture_output=True, text=True, timeout=60)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"flowkit {' '.join(args)} exited {proc.returncode}:\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def close(self) -> None:
+        for d in self.daemons:
+            d.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"===== {d.name} =====\n{d.log()[-6000:]}" for d in self.daemons)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, cluster: Cluster | None = None,
+             interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    logs = cluster.logs() if cluster else ""
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{logs}")

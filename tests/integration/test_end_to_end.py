@@ -1,0 +1,89 @@
+"""Flows through a real `flowkit scheduler` and real Celery worker processes."""
+
+from __future__ import annotations
+
+import json
+
+from flowkit.store.sql import SqlStore
+
+from .procs import wait_for
+
+
+def _run_state(store: SqlStore, run_id: str) -> str | None:
+    state = store.get_run(run_id)["state"]
+    return state if state in ("success", "failed") else None
+
+
+def test_orders_flow_on_redis_and_postgres(make_cluster, open_store, pg_url, redis_url, tmp_path):
+    # Given a migrated PostgreSQL store, a scheduler and a worker on Redis
+    cluster = make_cluster(pg_url, redis_url)
+    cluster.cli("db", "upgrade")
+    cluster.scheduler()
+    cluster.worker(concurrency=2)
+    # When the orders flow is triggered from the CLI
+    run_id = cluster.cli("trigger", "orders", "-p", f"workdir={tmp_path}", "-p", "quantity=3").stdout.strip()
+    store = open_store(pg_url)
+    # Then it succeeds, every step has the right state, result and one attempt in SQL
+    assert wait_for(lambda: _run_state(store, run_id), 60, "the run to end", cluster) == "success"
+    steps = {s["step"]: s for s in store.step_runs(run_id)}
+    expected = {"receive": "success", "check_inventory": "success", "route": "success",
+                "reserve": "success", "backorder": "skipped", "invoice": "success",
+                "ship": "success", "notify_customer": "success", "update_accounting": "success"}
+    assert {k: v["state"] for k, v in steps.items()} == expected
+    attempts = store.attempts(run_id)
+    assert sorted(a["step"] for a in attempts) == sorted(k for k, v in expected.items() if v == "success")
+    assert all(a["number"] == 1 and a["deliveries"] == 1 and a["state"] == "success" for a in attempts)
+    assert all(a["worker"] and a["started_at"] <= a["ended_at"] for a in attempts)
+    results = store.results(run_id)
+    assert results["receive"]["quantity"] == 3
+    assert results["invoice"]["total"] == 16.2
+    assert results["route"] == ["reserve"]
+    assert json.loads((tmp_path / "stock.json").read_text())["widget"] == 9
+    # and the CLI shows it, as a table and as JSON
+    table = cluster.cli("runs", "show", run_id).stdout
+    assert "backorder" in table and "skipped" in table and "state success" in table
+    shown = json.loads(cluster.cli("runs", "show", run_id, "--json").stdout)
+    assert {s["step"]: s["attempts"] for s in shown["steps"]}["ship"] == 1
+    listed = json.loads(cluster.cli("runs", "list", "--json").stdout)
+    assert listed[0]["id"] == run_id and listed[0]["state"] == "success"
+
+
+def test_failing_step_retries_then_fails_on_real_processes(make_cluster, open_store, pg_url, redis_url):
+    cluster = make_cluster(pg_url, redis_url, dags="tests/dags/engine")
+    cluster.cli("db", "upgrade")
+    cluster.scheduler()
+    cluster.worker()
+    run_id = cluster.cli("trigger", "failing").stdout.strip()
+    store = open_store(pg_url)
+    assert wait_for(lambda: _run_state(store, run_id), 60, "the run to end", cluster) == "failed"
+    flaky = store.attempts(run_id, "flaky")
+    assert [a["state"] for a in flaky] == ["failed"] * 3
+    gaps = [(flaky[i + 1]["started_at"] - flaky[i]["ended_at"]).total_seconds() for i in range(2)]
+    assert gaps[0] >= 0.7 and gaps[1] >= 1.4 and gaps[1] > gaps[0], gaps
+    states = {s["step"]: s["state"] for s in store.step_runs(run_id)}
+    assert states["after_flaky"] == states["after_after"] == "upstream_failed"
+    assert states["independent"] == "success"
+
+
+def test_step_timeout_is_enforced_by_the_worker(make_cluster, open_store, pg_url, redis_url):
+    cluster = make_cluster(pg_url, redis_url, dags="tests/dags/engine")
+    cluster.cli("db", "upgrade")
+    cluster.scheduler()
+    cluster.worker()
+    run_id = cluster.cli("trigger", "timeout").stdout.strip()
+    store = open_store(pg_url)
+    assert wait_for(lambda: _run_state(store, run_id), 40, "the run to end", cluster) == "failed"
+    (attempt,) = store.attempts(run_id, "sleepy")
+    assert "timed out after 1 s" in attempt["error"]
+    assert (attempt["ended_at"] - attempt["started_at"]).total_seconds() < 10
+
+
+def test_orders_flow_on_rabbitmq(make_cluster, open_store, pg_url, amqp_url, tmp_path):
+    cluster = make_cluster(pg_url, amqp_url)
+    cluster.cli("db", "upgrade")
+    cluster.scheduler()
+    cluster.worker()
+    run_id = cluster.cli("trigger", "orders", "-p", f"workdir={tmp_path}").stdout.strip()
+    store = open_store(pg_url)
+    assert wait_for(lambda: _run_state(store, run_id), 60, "the run to end", cluster) == "success"
+    assert len(store.attempts(run_id)) == 8

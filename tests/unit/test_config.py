@@ -1,0 +1,115 @@
+"""Settings.from_env precedence and checks, and redact()."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from flowkit.config import Settings, redact
+from flowkit.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("FLOWKIT_"):
+            monkeypatch.delenv(key)
+
+
+def test_defaults_without_env():
+    s = Settings.from_env()
+    assert s.broker_url == "redis://127.0.0.1:6379/0"
+    assert s.heartbeat_seconds == 10.0
+    assert s.database_url == "sqlite:///.flowkit/flowkit.db"
+    assert s.lost_after_seconds == 30.0
+
+
+def test_flowkit_env_vars_are_read_and_converted(monkeypatch):
+    monkeypatch.setenv("FLOWKIT_BROKER_URL", "redis://cache:6379/2")
+    monkeypatch.setenv("FLOWKIT_DATABASE_URL", "postgresql+psycopg://u:p@db/flowkit")
+    monkeypatch.setenv("FLOWKIT_HEARTBEAT_SECONDS", "5")
+    monkeypatch.setenv("FLOWKIT_MAX_DELIVERIES", "4")
+    monkeypatch.setenv("FLOWKIT_DAGS_FOLDER", "")  # empty means unset
+    monkeypatch.setenv("BROKER_URL", "redis://not-ours:1/0")  # only FLOWKIT_* counts
+    s = Settings.from_env()
+    assert s.broker_url == "redis://cache:6379/2"
+    assert s.database_url == "postgresql+psycopg://u:p@db/flowkit"
+    assert s.heartbeat_seconds == 5.0 and isinstance(s.heartbeat_seconds, float)
+    assert s.max_deliveries == 4 and isinstance(s.max_deliveries, int)
+    assert s.dags_folder == "dags"
+
+
+def test_explicit_overrides_win_over_env(monkeypatch):
+    monkeypatch.setenv("FLOWKIT_BROKER_URL", "redis://from-env:6379/0")
+    monkeypatch.setenv("FLOWKIT_WORKER_CONCURRENCY", "8")
+    s = Settings.from_env(broker_url="redis://from-flag:6379/0", worker_concurrency=None)
+    assert s.broker_url == "redis://from-flag:6379/0"
+    assert s.worker_concurrency == 8  # an override of None (flag not given) keeps the env value
+
+
+def test_an_explicit_env_mapping_replaces_os_environ(monkeypatch):
+    monkeypatch.setenv("FLOWKIT_BROKER_URL", "redis://from-os:6379/0")
+    s = Settings.from_env({"FLOWKIT_DEFAULT_QUEUE": "q1"})
+    assert s.default_queue == "q1"
+    assert s.broker_url == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("var", "raw", "kind"),
+    [("FLOWKIT_HEARTBEAT_SECONDS", "ten", "float"), ("FLOWKIT_MAX_DELIVERIES", "3.5", "int")],
+)
+def test_non_number_names_the_variable(monkeypatch, var, raw, kind):
+    monkeypatch.setenv(var, raw)
+    with pytest.raises(ConfigError, match=rf"{var}='{raw}' is not a number; set it to a {kind}"):
+        Settings.from_env()
+
+
+@pytest.mark.parametrize("visibility", ["20", "30"])
+def test_visibility_timeout_must_exceed_three_heartbeats(monkeypatch, visibility):
+    monkeypatch.setenv("FLOWKIT_HEARTBEAT_SECONDS", "10")
+    monkeypatch.setenv("FLOWKIT_VISIBILITY_TIMEOUT_SECONDS", visibility)
+    with pytest.raises(
+        ConfigError,
+        match=rf"FLOWKIT_VISIBILITY_TIMEOUT_SECONDS={visibility} must be more than three heartbeats \(30 s\)",
+    ):
+        Settings.from_env()
+
+
+def test_visibility_timeout_above_three_heartbeats_is_accepted(monkeypatch):
+    monkeypatch.setenv("FLOWKIT_HEARTBEAT_SECONDS", "10")
+    monkeypatch.setenv("FLOWKIT_VISIBILITY_TIMEOUT_SECONDS", "31")
+    assert Settings.from_env().visibility_timeout_seconds == 31.0
+
+
+def test_visibility_check_also_applies_to_overrides():
+    with pytest.raises(ConfigError, match="FLOWKIT_VISIBILITY_TIMEOUT_SECONDS"):
+        Settings.from_env({}, heartbeat_seconds=1500.0)  # 3 x 1500 > the 3600 s default
+
+
+def test_max_deliveries_must_be_positive():
+    with pytest.raises(ConfigError, match="FLOWKIT_MAX_DELIVERIES must be at least 1"):
+        Settings.from_env({"FLOWKIT_MAX_DELIVERIES": "0"})
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql+psycopg://flowkit:s3cr3t@db:5432/flowkit", "postgresql+psycopg://flowkit:***@db:5432/flowkit"),
+        ("postgresql://user:p:a/ss@localhost/db", "postgresql://user:***@localhost/db"),
+        ("redis://:s3cr3t@redis:6379/0", "redis://:***@redis:6379/0"),
+        ("rediss://default:s3cr3t@redis.example.com:6380/1", "rediss://default:***@redis.example.com:6380/1"),
+        ("amqp://guest:guest@rabbit:5672//", "amqp://guest:***@rabbit:5672//"),
+    ],
+)
+def test_redact_hides_passwords(url, expected):
+    assert redact(url) == expected
+    assert "s3cr3t" not in redact(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["memory://", "redis://127.0.0.1:6379/0", "sqlite:///.flowkit/flowkit.db", "postgresql://user@db/flowkit"],
+)
+def test_redact_leaves_urls_without_password_alone(url):
+    assert redact(url) == url
