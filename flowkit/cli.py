@@ -319,8 +319,11 @@ def _format_run(d: dict[str, Any]) -> str:
     params = f"params {json.dumps(d['params'], sort_keys=True)}"
     rows = [[s["step"], s["state"], str(s["attempts"]), _duration(s["started_at"], s["ended_at"]),
              s["worker"] or "-", (s["error"] or "")[:80]] for s in d["steps"]]
-    return "\n".join([head, params, "", _table(
-        ["step", "state", "attempts", "duration", "worker", "error"], rows)])
+    lines = [head, params, "", _table(["step", "state", "attempts", "duration", "worker", "error"], rows)]
+    failed = [s for s in d["steps"] if s["state"] == "failed" and s["error"]]
+    if failed:
+        lines += ["", "ERRORS"] + [f"{s['step']}: {s['error']}" for s in failed]
+    return "\n".join(lines)
 
 
 # -- daemons ----------------------------------------------------------------------------

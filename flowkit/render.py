@@ -135,6 +135,14 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{h}h{rest // 60:02d}m"
 
 
+def _fmt_limit(seconds: float) -> str:
+    """A configured duration as the user would write it: 30s, 5m, 1.5h."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and (seconds / size) * 10 % 1 == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def _secs(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None
@@ -143,6 +151,10 @@ def _secs(start: datetime | None, end: datetime | None) -> float | None:
 
 def _fmt_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
+
+
+def _fmt_time_ms(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if value else "-"
 
 
 def _attrs(attrs: Mapping[str, str]) -> str:
@@ -305,12 +317,12 @@ def _kind_style(kind: str) -> dict[str, str]:
 
 def _structure_notes(step: StepSpec) -> list[str]:
     notes = []
-    if step.kind != "task":
-        notes.append(step.kind)
+    if step.kind not in KIND_STYLES:  # known kinds say it with their shape
+        notes.append(f"kind {step.kind}")
     if step.retry.retries:
         notes.append(f"retries {step.retry.retries}")
     if step.timeout_seconds:
-        notes.append(f"timeout {fmt_duration(step.timeout_seconds)}")
+        notes.append(f"timeout {_fmt_limit(step.timeout_seconds)}")
     if step.queue:
         notes.append(f"queue {step.queue}")
     if step.priority is not None:
@@ -349,8 +361,7 @@ def _step_run_lines(view: RunView, step: StepSpec) -> tuple[str, list[str]]:
     if step.kind == "map":
         counts = _map_counts(view, step.name)
         if counts:
-            total = sum(counts.values())
-            return _aggregate_state(counts), [f"{total} items", _counts_text(counts)]
+            return _aggregate_state(counts), [f"{sum(counts.values())} items", _counts_text(counts)]
     state = view.state(step.name)
     atts = view.step_attempts(step.name)
     line = [state]
@@ -358,9 +369,9 @@ def _step_run_lines(view: RunView, step: StepSpec) -> tuple[str, list[str]]:
         line.append(f"{len(atts)} attempt{'s' if len(atts) != 1 else ''}")
         first = atts[0].get("started_at") or atts[0].get("dispatched_at")
         last_end = atts[-1].get("ended_at")
-        total = _secs(first, last_end)
-        if total is not None:
-            line.append(fmt_duration(total))
+        span = _secs(first, last_end)
+        if span is not None:
+            line.append(fmt_duration(span))
     lines = [" \u00b7 ".join(line)]
     if len(atts) > 1:
         parts = [f"#{a['number']} {a['state']} {fmt_duration(_secs(a.get('started_at'), a.get('ended_at')))}"
@@ -428,11 +439,8 @@ def _edge_attrs(up: StepSpec, down: StepSpec, view: RunView | None) -> dict[str,
 def _legend(spec: FlowSpec, view: RunView | None, title: str, note: str = "") -> str:
     cells = []
     if view is None:
-        kinds = []
-        for s in spec.steps:
-            if s.kind not in kinds:
-                kinds.append(s.kind)
-        for kind in kinds:
+        present = {s.kind for s in spec.steps}
+        for kind in [k for k in KIND_STYLES if k in present] + sorted(present - set(KIND_STYLES)):
             st = _kind_style(kind)
             cells.append(f'<TD BGCOLOR="{st["fillcolor"]}" BORDER="1" COLOR="{st["color"]}">'
                          f'{_small(f"{kind} ({_KIND_HINT.get(kind, kind)})", "#1b2631")}</TD>')
@@ -498,7 +506,8 @@ def flow_dot(spec: FlowSpec, *, view: RunView | None = None, collapse: bool = Fa
     if groups and collapse:
         for label, names in groups.items():
             rows = [f"<B>{_h(label)}</B>", _small(f"{len(names)} steps")]
-            attrs = {"shape": "box3d", "style": "filled", "fillcolor": "#f4f6f7", "color": "#34495e"}
+            attrs = {"shape": "box3d", "style": "filled", "fillcolor": "#f4f6f7", "color": "#34495e",
+                     "margin": "0.14,0.08"}
             if view is not None:
                 counts: Counter[str] = Counter(view.state(n) for n in names)
                 attrs["fillcolor"] = STEP_STATE_COLORS.get(_aggregate_state(counts), "#ffffff")
@@ -917,8 +926,7 @@ def _nice_step(span: float, target: int = 8) -> float:
 
 def _tick_label(seconds: float, step: float) -> str:
     if step < 1:
-        digits = max(0, -math.floor(math.log10(step)))
-        return f"+{seconds:.{digits}f}s"
+        return f"+{round(seconds * 1000, 3):g}ms"
     if step < 60:
         return f"+{seconds:.0f}s"
     if step < 3600:
@@ -1127,20 +1135,20 @@ def report_html(view: RunView, *, graph_svg: str | bytes | None = None, generate
             f"<td>{_h(last.get('worker') or '-')}</td><td class=\"err\">{_h(err or '')}</td></tr>")
     parts.append("</tbody></table>")
     if view.datasets:
-        parts.append('<h2 id="datasets">Datasets</h2><table><thead><tr><th>at</th><th>direction</th>'
+        parts.append('<h2 id="datasets">Datasets</h2><table><thead><tr><th>at (UTC)</th><th>direction</th>'
                      "<th>dataset</th><th>step</th><th>attempt</th></tr></thead><tbody>")
         for d in view.datasets:
-            parts.append(f"<tr><td>{_h(_fmt_time(d['at']))}</td><td>{_h(d['direction'])}</td>"
+            parts.append(f"<tr><td>{_h(_fmt_time_ms(d['at']))}</td><td>{_h(d['direction'])}</td>"
                          f"<td>{_h(d['uri'])}</td><td>{_h(d['step'])}</td><td>{_h(d['attempt'])}</td></tr>")
         parts.append("</tbody></table>")
-    parts.append('<h2 id="audit">Audit trail</h2><table><thead><tr><th>at</th><th>actor</th><th>action</th>'
+    parts.append('<h2 id="audit">Audit trail</h2><table><thead><tr><th>at (UTC)</th><th>actor</th><th>action</th>'
                  "<th>where</th><th>change</th><th>reason</th></tr></thead><tbody>")
     for e in view.events:
         where = (f"{e['step']}#{e['attempt']}" if e.get("attempt") and e.get("step")
                  else (e.get("step") or "run"))
         change = f"{e.get('old_state') or ''} \u2192 {e.get('new_state') or ''}" if (
             e.get("old_state") or e.get("new_state")) else ""
-        parts.append(f"<tr><td>{_h(_fmt_time(e['at']))}</td><td>{_h(e['actor'])}</td><td>{_h(e['action'])}</td>"
+        parts.append(f"<tr><td>{_h(_fmt_time_ms(e['at']))}</td><td>{_h(e['actor'])}</td><td>{_h(e['action'])}</td>"
                      f"<td>{_h(where)}</td><td>{_h(change)}</td><td>{_h(e.get('reason') or '')}</td></tr>")
     parts.append("</tbody></table>")
     stamp = f" at {_fmt_time(generated_at)}" if generated_at else ""

@@ -65,10 +65,12 @@ class Scheduler:
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
-        """Rebuild from SQL: old events are dropped, every active run is evaluated."""
+        """Rebuild from SQL: old events are dropped, every active run is evaluated once."""
         dropped = self.events.purge()
         log.info("scheduler %s: starting; dropped %s stale events, rebuilding from SQL",
                  self.actor, dropped)
+        for run_id in self.store.run_ids_in_states(_ACTIVE_RUN):
+            self.evaluate_safely(run_id)
         self.sweep(force_leases=True)
 
     def run_forever(self, stop: threading.Event) -> None:
@@ -119,7 +121,8 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler %s: sweep hook failed", self.actor)
         self.schedule_cron(now)
-        for run_id in self.store.run_ids_in_states(_ACTIVE_RUN):
+        due = {r for r, _ in self.store.due_retries(now)}
+        for run_id in sorted(due | set(self.store.runs_needing_attention())):
             self.evaluate_safely(run_id)
         self.reap_silent(now)
         self.resend_expired(now, everything=force_leases)

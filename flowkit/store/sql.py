@@ -468,6 +468,20 @@ class SqlStore:
             return as_utc(conn.execute(select(func.max(t.runs.c.logical_date))
                                        .where(t.runs.c.flow_name == flow)).scalar())
 
+    def runs_needing_attention(self) -> list[str]:
+        """Runs a lost event would leave stuck: still queued, or holding a step in flight whose
+        latest attempt already ended. Indexed lookups, not a scan of every active run (C1)."""
+        a, sr = t.attempts, t.step_runs
+        finished_unseen = (
+            select(a.c.run_id).join(sr, (sr.c.run_id == a.c.run_id) & (sr.c.step == a.c.step)
+                                    & (sr.c.attempts == a.c.number))
+            .where(sr.c.state.in_([StepState.QUEUED.value, StepState.RUNNING.value]),
+                   a.c.state.in_([s.value for s in AttemptState if s.terminal]))
+        )
+        queued = select(t.runs.c.id).where(t.runs.c.state == RunState.QUEUED.value)
+        with self._conn() as conn:
+            return sorted({r[0] for r in conn.execute(queued.union(finished_unseen))})
+
     def run_ids_in_states(self, states: Iterable[RunState]) -> list[str]:
         with self._conn() as conn:
             return [r[0] for r in conn.execute(select(t.runs.c.id).where(

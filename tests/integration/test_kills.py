@@ -21,7 +21,9 @@ def _step_state(store: SqlStore, run_id: str, step: str) -> str:
     return {s["step"]: s["state"] for s in store.step_runs(run_id)}[step]
 
 
-def test_scheduler_killed_mid_run_is_restarted_and_no_step_runs_twice(make_cluster, open_store, pg_url, redis_url, tmp_path):
+def test_scheduler_killed_mid_run_is_restarted_and_no_step_runs_twice(
+    make_cluster, open_store, pg_url, redis_url, tmp_path
+):
     # Given a 6-step chain (0.7 s a step) running on a scheduler and a worker
     cluster = make_cluster(pg_url, redis_url, dags="tests/dags/engine")
     cluster.cli("db", "upgrade")

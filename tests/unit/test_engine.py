@@ -217,3 +217,21 @@ def test_every_transition_is_in_the_audit_trail(sqlite_store, tmp_path):
     run_states = [e["new_state"] for e in events if e["action"] in ("run_created", "run_state")]
     assert run_states == ["queued", "running", "success"]
     assert {e["actor"] for e in events} >= {"test", "scheduler@test", "worker@test"}
+
+
+def test_sweep_finds_only_runs_a_lost_event_left_behind(sqlite_store, tmp_path):
+    # Given two runs: one moving normally, one whose completion event was lost
+    h = InlineHarness(sqlite_store, ENGINE_DAGS)
+    healthy = h.trigger("chain", {"log": str(tmp_path / "a")})
+    stuck = h.trigger("chain", {"log": str(tmp_path / "b")})
+    assert sqlite_store.runs_needing_attention() == []
+    item = next(d for d in h.dispatcher.sent if d.run_id == stuck)
+    h.dispatcher.sent = [d for d in h.dispatcher.sent if d.run_id != stuck]
+    run_attempt(h.runtime, item.run_id, item.step.name, item.attempt)
+    h.events.purge()  # the event is lost
+    # Then only the stuck run needs attention, and a sweep moves it on
+    assert sqlite_store.runs_needing_attention() == [stuck]
+    h.scheduler.sweep()
+    assert states(sqlite_store, stuck)["s1"] == "success"
+    assert states(sqlite_store, stuck)["s2"] == "queued"
+    assert states(sqlite_store, healthy)["s1"] == "queued"

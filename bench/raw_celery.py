@@ -1,0 +1,155 @@
+"""Raw Celery doing the same work as the flowkit bench flows, for ``bench/run.py``.
+
+Worker: ``celery -A bench.raw_celery worker -c 2 --pool prefork -Q bench.raw -E``
+(run.py starts it with the environment below; run it from the repository root).
+
+The Celery configuration copies flowkit's (``flowkit/celery_app.py``): JSON only,
+``acks_late`` + ``reject_on_worker_lost``, prefetch 1, task events on, results ignored,
+the same Redis transport options (visibility timeout, priority queue order). So the
+ratio flowkit / raw measures what flowkit adds (SQL state, scheduler hops), not a
+different Celery setup.
+
+Waiting without a result backend: flowkit needs no result backend, so the lean raw
+scenarios have none either. The last task of a chain (or the join of a fan-out) writes
+a completion marker (``time.time()`` of the finish) to a Redis key, and the bench
+polls that key. A fan-out's join is released by a Redis ``INCR`` counter that each
+member bumps (a "manual chord": one extra Redis round trip per member, no result
+backend). The ``fanout_chord`` scenario is the idiomatic Celery ``chord`` instead,
+which needs a result backend (Redis, database ``BENCH_RESULT_REDIS``); it is reported
+as a second, heavier baseline.
+
+Environment (set by run.py):
+  BENCH_RAW_BROKER     broker URL (default redis://127.0.0.1:6379/13)
+  BENCH_RAW_QUEUE      queue name (default bench.raw)
+  BENCH_MARKER_REDIS   Redis URL for markers and counters (default redis://127.0.0.1:6379/15)
+  BENCH_RESULT_REDIS   result backend URL for the chord scenario (default: BENCH_MARKER_REDIS)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from celery import Celery, chain, chord, group
+
+BROKER = os.environ.get("BENCH_RAW_BROKER", "redis://127.0.0.1:6379/13")
+QUEUE = os.environ.get("BENCH_RAW_QUEUE", "bench.raw")
+MARKER_REDIS = os.environ.get("BENCH_MARKER_REDIS", "redis://127.0.0.1:6379/15")
+RESULT_REDIS = os.environ.get("BENCH_RESULT_REDIS", MARKER_REDIS)
+#: Markers and counters expire on their own, so an interrupted run leaves nothing behind.
+KEY_TTL = 600
+
+_redis: Any = None
+_redis_pid: int | None = None
+
+
+def redis_client() -> Any:
+    """One Redis client per process (a forked pool child opens its own)."""
+    global _redis, _redis_pid
+    if _redis is None or _redis_pid != os.getpid():
+        import redis
+
+        _redis = redis.Redis.from_url(MARKER_REDIS)
+        _redis_pid = os.getpid()
+    return _redis
+
+
+def make_app(broker: str = BROKER, *, result_backend: str | None = None) -> Celery:
+    """A Celery app configured like flowkit's ``make_app`` (see the module docstring)."""
+    app = Celery("bench_raw", broker=broker, backend=result_backend, set_as_current=False)
+    transport_options: dict[str, Any] = {"visibility_timeout": 3600.0}
+    if broker.startswith(("redis", "rediss")):
+        transport_options.update({"queue_order_strategy": "priority", "priority_steps": list(range(10))})
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_backend=result_backend,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_default_queue=QUEUE,
+        task_create_missing_queues=True,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+    )
+    _register(app)
+    return app
+
+
+def _mark(key: str) -> None:
+    redis_client().set(key, repr(time.time()), ex=KEY_TTL)
+
+
+def _register(app: Celery) -> None:
+    # shared=False: each app (worker, lean client, chord client) gets its own task objects.
+    @app.task(name="bench.noop", shared=False, acks_late=True, reject_on_worker_lost=True)
+    def noop(prev: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One chain link: take the previous tiny dict, return the next."""
+        return {"n": (prev or {}).get("n", 0) + 1}
+
+    @app.task(name="bench.chain_last", shared=False, acks_late=True, reject_on_worker_lost=True)
+    def chain_last(prev: dict[str, Any], key: str) -> dict[str, Any]:
+        """The chain's last link: like noop, then write the completion marker."""
+        out = {"n": prev.get("n", 0) + 1}
+        _mark(key)
+        return out
+
+    @app.task(name="bench.member", shared=False, acks_late=True, reject_on_worker_lost=True)
+    def member(prev: dict[str, Any], key: str, width: int) -> dict[str, Any]:
+        """A fan-out member; the last one to finish sends the join (a manual chord)."""
+        out = {"n": prev.get("n", 0) + 1}
+        if redis_client().incr(f"{key}:count") == width:
+            app.signature("bench.join", args=(key,), queue=QUEUE).apply_async()
+        return out
+
+    @app.task(name="bench.join", shared=False, acks_late=True, reject_on_worker_lost=True)
+    def join(key: str) -> dict[str, Any]:
+        _mark(key)
+        return {"n": 1}
+
+    # The chord scenario: members and join keep their results in the result backend.
+    @app.task(name="bench.member_r", shared=False, acks_late=True, reject_on_worker_lost=True, ignore_result=False)
+    def member_r(prev: dict[str, Any]) -> dict[str, Any]:
+        return {"n": prev.get("n", 0) + 1}
+
+    @app.task(name="bench.join_r", shared=False, acks_late=True, reject_on_worker_lost=True, ignore_result=False)
+    def join_r(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
+        _mark(key)
+        return {"n": len(results)}
+
+
+# -- what the bench submits ---------------------------------------------------------------
+def submit_chain(client: Celery, key: str, steps: int) -> None:
+    """``steps`` tasks in a Celery chain, each passing a tiny dict to the next."""
+    sigs = [client.signature("bench.noop", args=({"n": 0},), queue=QUEUE)]
+    sigs += [client.signature("bench.noop", queue=QUEUE) for _ in range(steps - 2)]
+    sigs.append(client.signature("bench.chain_last", kwargs={"key": key}, queue=QUEUE))
+    chain(*sigs).apply_async()
+
+
+def submit_fanout(client: Celery, key: str, width: int) -> None:
+    """A root, then ``width`` members after it (a group), then one join: width + 2 tasks."""
+    members = group(client.signature("bench.member", kwargs={"key": key, "width": width}, queue=QUEUE)
+                    for _ in range(width))
+    chain(client.signature("bench.noop", args=({"n": 0},), queue=QUEUE), members).apply_async()
+
+
+def submit_fanout_chord(client: Celery, key: str, width: int) -> None:
+    """The same shape with Celery's own ``chord`` (needs ``client`` with a result backend)."""
+    header = group(client.signature("bench.member_r", queue=QUEUE) for _ in range(width))
+    body = client.signature("bench.join_r", kwargs={"key": key}, queue=QUEUE)
+    chain(client.signature("bench.noop", args=({"n": 0},), queue=QUEUE), chord(header, body)).apply_async()
+
+
+#: The app the raw worker runs (``celery -A bench.raw_celery``): with the result backend,
+#: which only the chord scenario's tasks use (every other task ignores its result).
+app = make_app(result_backend=RESULT_REDIS)

@@ -1,0 +1,99 @@
+"""The HTML report of a real run, opened in headless Chromium.
+
+A real run of the orders example (``flowkit dev``: scheduler and worker in one process, no
+servers) that fails at its first step; ``flowkit report`` writes the page; Chromium renders
+it, we read back the DOM it built and take a screenshot (kept in pytest's tmp dir).
+Skipped when Chromium is missing, failed instead when FLOWKIT_REQUIRE_SERVICES=1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowkit.store.sql import SqlStore
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars"]
+
+
+def chromium() -> str:
+    for candidate in CHROMIUM_CANDIDATES:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    message = "headless Chromium is not installed (looked for /usr/bin/chromium and on PATH)"
+    if os.environ.get("FLOWKIT_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"FLOWKIT_REQUIRE_SERVICES=1 and {message}")
+    pytest.skip(message)
+
+
+def flowkit(*args: str, db: Path, dags: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWKIT_")}
+    cmd = [sys.executable, "-c", "from flowkit.cli import main; main()",
+           "--database-url", f"sqlite:///{db}", "--dags-folder", str(dags), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=db.parent)
+
+
+def browse(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_report_of_a_real_run_renders_in_chromium(tmp_path: Path) -> None:
+    browser = chromium()
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    shutil.copy(ROOT / "dags" / "orders.py", dags / "orders.py")
+    db = tmp_path / "flowkit.db"
+
+    # a real run that fails: quantity 0 is refused by the first step
+    dev = flowkit("dev", "orders", "-p", "quantity=0", "-p", f"workdir={tmp_path / 'work'}",
+                  "--timeout", "60", db=db, dags=dags)
+    assert dev.returncode == 1, dev.stdout + dev.stderr
+    store = SqlStore(f"sqlite:///{db}")
+    try:
+        run_id = store.list_runs("orders", limit=1)[0]["id"]
+        assert store.get_run(run_id)["state"] == "failed"
+    finally:
+        store.dispose()
+
+    report = tmp_path / "report.html"
+    res = flowkit("report", run_id[:8], "-o", str(report), db=db, dags=dags)
+    assert res.returncode == 0, res.stderr
+    html = report.read_text()
+    assert "<svg" in html and 'class="flowkit-timeline"' in html
+
+    # the DOM Chromium built from the page
+    dom = browse(browser, tmp_path / "profile-dom", "--dump-dom", report.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    page = dom.stdout
+    assert f"orders run {run_id}" in page
+    for step in ("receive", "check_inventory", "route", "reserve", "backorder", "invoice", "ship",
+                 "notify_customer", "update_accounting"):
+        assert f'<tr data-step="{step}"><td>{step}</td>' in page
+    assert '<span class="state" style="background:#f1948a">failed</span>' in page
+    assert page.count(">upstream_failed</span>") == 8
+    assert "quantity must be positive, got 0" in page
+    for action in ("run_created", "run_state", "step_state", "attempt_started", "attempt_finished"):
+        assert f"<td>{action}</td>" in page
+    assert page.count('<g id="node') >= 9  # the run graph, laid out by dot, inline
+
+    # a screenshot, left in pytest's tmp dir for a human to look at
+    shot = tmp_path / "report.png"
+    res_shot = browse(browser, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1400,2000",
+                      report.as_uri())
+    assert res_shot.returncode == 0, res_shot.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(data) > 50_000, f"screenshot is only {len(data)} bytes: is the page blank?"
