@@ -462,11 +462,14 @@ def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float) 
         set_runtime(None)
         sched = _make_scheduler(settings, store, app)
         run_id = _trigger(settings, store, flow, raw, reason="flowkit dev", notify=False)
+        spec = store.flow_spec(flow)
+    # The embedded worker serves every queue this flow's steps name, not just the default.
+    queues = sorted({settings.default_queue} | {s.queue for s in spec.steps if s.queue})
     click.echo(f"run {run_id} of {flow}: started (store {redact(settings.database_url)}, "
                f"broker {redact(settings.broker_url)})")
     stop = threading.Event()
     with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
-                      loglevel="WARNING", shutdown_timeout=10):
+                      loglevel="WARNING", shutdown_timeout=10, queues=queues):
         thread = threading.Thread(target=sched.run_forever, args=(stop,), daemon=True,
                                   name="flowkit-scheduler")
         thread.start()

@@ -118,3 +118,20 @@ def test_dev_exits_1_when_the_run_fails(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert ": failed" in proc.stdout
     assert "over the 262,144-byte cap" in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_readme_example_flow_runs(tmp_path):
+    # The README's "Writing a flow" example, verbatim, including a step on its own queue.
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"## Writing a flow.*?```python\n(.*?)```", readme, re.S).group(1)
+    (tmp_path / "dags").mkdir()
+    (tmp_path / "dags" / "etl.py").write_text(code)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowkit.cli", "dev", "etl", "-p", "day=2026-11-23"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "load       success" in proc.stdout and "alert      skipped" in proc.stdout
