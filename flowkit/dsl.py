@@ -261,32 +261,32 @@ class Flow:
         **options: Any,
     ) -> Flow:
         path, lineno = _caller_location()
-        where = {"flow": self.name, "step": name, "path": path, "lineno": lineno}
+        where: dict[str, Any] = {"flow": self.name, "step": name, "path": path, "lineno": lineno}
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise DefinitionError(
                 f'flow "{self.name}": step name {name!r} is not valid; use letters, digits, '
                 "'_' and '-' (at most 100, starting with a letter or '_')",
-                **where,  # type: ignore[arg-type]
+                **where,
             )
         if name in self._steps:
             first = self._steps[name]
             raise DuplicateStepError(
                 f'flow "{self.name}" defines step "{name}" twice (first at '
                 f"{first.path}:{first.lineno}); give one of them another name",
-                **where,  # type: ignore[arg-type]
+                **where,
             )
         if not callable(fn):
             raise DefinitionError(
                 f'flow "{self.name}" step "{name}": {fn!r} is not callable; pass the function '
                 "itself (without calling it)",
-                **where,  # type: ignore[arg-type]
+                **where,
             )
         self._check_signature(name, fn, where)
         if trigger not in TRIGGER_RULES:
             raise DefinitionError(
                 f'flow "{self.name}" step "{name}": trigger {trigger!r} is not a trigger rule.'
                 f"{_suggest(str(trigger), TRIGGER_RULES)} Use one of {', '.join(TRIGGER_RULES)}",
-                **where,  # type: ignore[arg-type]
+                **where,
             )
         self._check_options(name, options, path, lineno)
         if after is None:
@@ -300,12 +300,12 @@ class Flow:
                 raise DefinitionError(
                     f'flow "{self.name}" step "{name}": after= takes step names (strings), '
                     f"not {up!r}",
-                    **where,  # type: ignore[arg-type]
+                    **where,
                 )
         if len(set(upstream)) != len(upstream):
             raise DefinitionError(
                 f'flow "{self.name}" step "{name}": after= names a step twice: {list(upstream)}',
-                **where,  # type: ignore[arg-type]
+                **where,
             )
         datasets = {}
         for label, uris in (("reads", reads), ("writes", writes)):
@@ -315,7 +315,7 @@ class Flow:
                     raise DefinitionError(
                         f'flow "{self.name}" step "{name}": {label}= takes dataset URIs like '
                         f'"file:///data/orders.csv" or "s3://bucket/key", not {uri!r}',
-                        **where,  # type: ignore[arg-type]
+                        **where,
                     )
             datasets[label] = uris
         self._steps[name] = _StepDef(
@@ -378,11 +378,11 @@ class Flow:
         self, step: str | None, options: dict[str, Any], path: str | None, lineno: int | None
     ) -> None:
         who = f'flow "{self.name}" step "{step}"' if step else f'flow "{self.name}"'
-        where = {"flow": self.name, "step": step, "path": path, "lineno": lineno}
+        where: dict[str, Any] = {"flow": self.name, "step": step, "path": path, "lineno": lineno}
         retries = options.get("retries", UNSET)
         if retries is not UNSET and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
             raise DefinitionError(
-                f"{who}: retries={retries!r} must be a whole number >= 0", **where  # type: ignore[arg-type]
+                f"{who}: retries={retries!r} must be a whole number >= 0", **where
             )
         for key in ("timeout", "retry_backoff", "retry_max_delay"):
             value = options.get(key, UNSET)
@@ -394,7 +394,7 @@ class Flow:
                 raise DefinitionError(
                     f"{who}: {key}={value!r} is not a duration; use a number of seconds or a "
                     'string like "30s", "5m", "1h30m"',
-                    **where,  # type: ignore[arg-type]
+                    **where,
                 ) from None
         priority = options.get("priority", UNSET)
         if priority not in (UNSET, None) and (
@@ -402,12 +402,12 @@ class Flow:
         ):
             raise DefinitionError(
                 f"{who}: priority={priority!r} must be a whole number from 0 to 9 (9 runs first)",
-                **where,  # type: ignore[arg-type]
+                **where,
             )
         queue = options.get("queue", UNSET)
         if queue not in (UNSET, None) and (not isinstance(queue, str) or not _NAME_RE.match(queue)):
             raise DefinitionError(
-                f"{who}: queue={queue!r} is not a valid queue name", **where  # type: ignore[arg-type]
+                f"{who}: queue={queue!r} is not a valid queue name", **where
             )
 
     def _check_signature(self, name: str, fn: Callable[..., Any], where: dict[str, Any]) -> None:
@@ -465,9 +465,11 @@ class Flow:
         self.validate()
         steps = []
         for s in self._steps.values():
-            opt = {k: (self._defaults[k] if v is UNSET else v) for k, v in s.options.items()}
+            opt: dict[str, Any] = {
+                k: (self._defaults[k] if v is UNSET else v) for k, v in s.options.items()
+            }
             retry = RetryPolicy(
-                retries=opt["retries"],
+                retries=int(opt["retries"]),
                 backoff_seconds=parse_duration(opt["retry_backoff"]) or 1.0,
                 max_delay_seconds=parse_duration(opt["retry_max_delay"]) or 300.0,
             )

@@ -43,8 +43,8 @@ class RetryPolicy:
 
     def delay_after(self, attempt: int, rng: random.Random | None = None) -> float:
         base = min(self.backoff_seconds * (2 ** max(attempt - 1, 0)), self.max_delay_seconds)
-        factor = 1.0 - self.jitter * (rng or random).random()
-        return base * factor
+        factor = 1.0 - self.jitter * (rng or random.Random()).random()
+        return float(base * factor)
 
 
 @dataclass(frozen=True)

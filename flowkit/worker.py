@@ -79,7 +79,8 @@ class WorkerRuntime:
             self._modules[key] = module
         for candidate in flows_in(module):
             if candidate.name == flow:
-                return candidate.callable_for(step)
+                fn: Callable[..., Any] = candidate.callable_for(step)
+                return fn
         raise LookupError(f'version {version} of its module defines no flow "{flow}"')
 
 
@@ -241,7 +242,7 @@ def runtime_for(app: Any) -> WorkerRuntime:
 def register(app: Any) -> None:
     from .celery_app import EXECUTE_TASK
 
-    @app.task(name=EXECUTE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
-              ignore_result=True)
+    @app.task(name=EXECUTE_TASK, bind=True, acks_late=True,  # type: ignore[untyped-decorator]
+              reject_on_worker_lost=True, ignore_result=True)
     def execute(self: Any, run_id: str, step: str, attempt: int) -> str:
         return run_attempt(runtime_for(self.app), run_id, step, int(attempt))

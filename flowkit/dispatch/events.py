@@ -60,7 +60,7 @@ class BrokerEvents:
     """Events on a durable queue of the Celery broker (Redis list or AMQP queue)."""
 
     def __init__(self, app: Any, queue_name: str) -> None:
-        from kombu import Queue
+        from kombu.entity import Queue
 
         self.app = app
         self.queue = Queue(queue_name, routing_key=queue_name, durable=True)
@@ -85,7 +85,7 @@ class BrokerEvents:
     def _ensure_consumer(self) -> None:
         if self._consumer is not None:
             return
-        from kombu import Consumer
+        from kombu.messaging import Consumer
 
         self._conn = self.app.connection_for_read()
         self._conn.ensure_connection(max_retries=5)

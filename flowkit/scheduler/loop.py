@@ -231,8 +231,10 @@ class Scheduler:
                 tx.cas_run(run_id, [RunState.QUEUED], RunState.RUNNING, started_at=tx.now)
             # 1. steps whose latest attempt finished
             for name in spec.step_names:
-                a = latest.get(name)
-                if state[name] not in _IN_FLIGHT or a is None or not AttemptState(a["state"]).terminal:
+                if name not in latest:
+                    continue
+                a = latest[name]
+                if state[name] not in _IN_FLIGHT or not AttemptState(a["state"]).terminal:
                     continue
                 step = spec.step(name)
                 if a["state"] == AttemptState.SUCCESS.value:

@@ -439,7 +439,7 @@ class SqlStore:
             raise NotFoundError(f"no run with id {prefix!r}; see `flowkit runs list`")
         if len(ids) > 1:
             raise NotFoundError(f"run id prefix {prefix!r} is ambiguous; give more characters")
-        return ids[0]
+        return str(ids[0])
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         with self._conn() as conn:
