@@ -1,7 +1,7 @@
 """Benchmark flowkit against raw Celery doing the same work, on the same broker, in the same run.
 
     python bench/run.py [--broker redis|amqp] [--store sqlite|postgres] [--repeat 3]
-                        [--json out.json] [--quick] [--keep-logs] [--poll-via-store]
+                        [--json out.json] [--quick] [--no-chord] [--keep-logs]
 
 Starts (each in its own process group, stopped in a ``finally``): one raw Celery worker
 (``celery -A bench.raw_celery worker -c 2 --pool prefork``), one ``flowkit worker -c 2``
@@ -20,7 +20,6 @@ import os
 import platform
 import shutil
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -158,7 +157,6 @@ class Bench:
         self.store: Any = None
         self.events: Any = None
         self.raw_clients: dict[str, Any] = {}
-        self._ro: sqlite3.Connection | None = None
         self._specs: dict[str, Any] = {}
         self.failed = False
         self.cpu: dict[str, Any] = {}
@@ -184,8 +182,6 @@ class Bench:
     def drop_store(self) -> None:
         if self.store is not None:
             self.store.dispose()
-        if self._ro is not None:
-            self._ro.close()
         if self.pg_name:
             import psycopg
 
@@ -336,18 +332,8 @@ class Bench:
         return Sample(wall=wall, exact=float(done) - t0_wall, ident=key)
 
     def _run_state(self, run_id: str) -> tuple[str, Any] | None:
-        if self._ro is None and self.sqlite_path is not None and not self.args.poll_via_store:
-            # A plain read-only connection: SqlStore opens every SQLite transaction with
-            # BEGIN IMMEDIATE (the write lock), which a 50/s poll would contend on.
-            self._ro = sqlite3.connect(f"file:{self.sqlite_path}?mode=ro", uri=True,
-                                       isolation_level=None, check_same_thread=False)
-        if self._ro is not None:
-            row = self._ro.execute("SELECT state, ended_at FROM runs WHERE id = ?", (run_id,)).fetchone()
-            state, ended = row if row else (None, None)
-        else:
-            run = self.store.get_run(run_id)
-            state, ended = run["state"], run["ended_at"]
-        return (state, ended) if state in TERMINAL else None
+        run = self.store.get_run(run_id)
+        return (run["state"], run["ended_at"]) if run["state"] in TERMINAL else None
 
     def run_flowkit(self, flow: str, timeout: float) -> Sample:
         spec = self._specs.get(flow) or self._specs.setdefault(flow, self.store.flow_spec(flow))
@@ -497,9 +483,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-chord", action="store_true", help="skip the raw chord baseline")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds one timed run may take")
     parser.add_argument("--keep-logs", action="store_true", help="keep the daemons' logs")
-    parser.add_argument("--poll-via-store", action="store_true",
-                        help="on SQLite, poll through SqlStore (takes the write lock) instead of a "
-                             "read-only connection")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeat = 1

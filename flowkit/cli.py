@@ -176,7 +176,12 @@ def dags_check(ctx: click.Context) -> None:
             click.echo(f"warning: {r.path} takes {r.import_ms:.0f} ms to import; keep I/O and "
                        "heavy imports out of module level", err=True)
     _report_errors(report)
-    if report.errors:
+    from .sync import settings_problems
+
+    problems = settings_problems(report.flows.values(), settings)
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if report.errors or problems:
         ctx.exit(1)
 
 

@@ -13,12 +13,12 @@ from typing import Any
 
 
 class Daemon:
-    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path) -> None:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], logdir: Path) -> None:
         self.name = name
         self.log_path = logdir / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flowkit.cli", *args], env=env, stdout=self._log,
+            argv, env=env, stdout=self._log,
             stderr=subprocess.STDOUT, start_new_session=True,  # its own group: kill takes the pool too
         )
 
@@ -56,7 +56,11 @@ class Cluster:
         self.daemons: list[Daemon] = []
 
     def start(self, name: str, *args: str) -> Daemon:
-        d = Daemon(name, list(args), self.env, self.logdir)
+        """Start ``flowkit ARGS...``."""
+        return self.start_command(name, [sys.executable, "-m", "flowkit.cli", *args])
+
+    def start_command(self, name: str, argv: list[str]) -> Daemon:
+        d = Daemon(name, argv, self.env, self.logdir)
         self.daemons.append(d)
         return d
 

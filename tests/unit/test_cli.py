@@ -135,3 +135,17 @@ def test_the_readme_example_flow_runs(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "load       success" in proc.stdout and "alert      skipped" in proc.stdout
+
+
+def test_dags_check_refuses_a_step_timeout_above_the_visibility_timeout(cli, tmp_path, monkeypatch):
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "long.py").write_text(
+        "from flowkit import Flow\n\n\ndef work(ctx):\n    return 1\n\n\n"
+        "flow = Flow('long').step('crunch', work, timeout='2h')\n")
+    result = cli("dags", "check", dags=dags)
+    assert result.exit_code == 1
+    assert (f"error: {dags / 'long.py'}:8: flow \"long\" step \"crunch\": timeout 7200 s is not below "
+            "FLOWKIT_VISIBILITY_TIMEOUT_SECONDS=3600") in result.output
+    monkeypatch.setenv("FLOWKIT_VISIBILITY_TIMEOUT_SECONDS", "9000")
+    assert cli("dags", "check", dags=dags).exit_code == 0
