@@ -9,6 +9,16 @@ from flowkit.store.sql import SqlStore
 from .procs import wait_for
 
 
+def _running_cluster(make_cluster, database_url: str, broker_url: str, dags: str = "dags",
+                     concurrency: int = 1):  # type: ignore[no-untyped-def]
+    """A migrated store, a scheduler and one worker."""
+    cluster = make_cluster(database_url, broker_url, dags=dags)
+    cluster.cli("db", "upgrade")
+    cluster.scheduler()
+    cluster.worker(concurrency=concurrency)
+    return cluster
+
+
 def _run_state(store: SqlStore, run_id: str) -> str | None:
     state = store.get_run(run_id)["state"]
     return state if state in ("success", "failed") else None
@@ -16,10 +26,7 @@ def _run_state(store: SqlStore, run_id: str) -> str | None:
 
 def test_orders_flow_on_redis_and_postgres(make_cluster, open_store, pg_url, redis_url, tmp_path):
     # Given a migrated PostgreSQL store, a scheduler and a worker on Redis
-    cluster = make_cluster(pg_url, redis_url)
-    cluster.cli("db", "upgrade")
-    cluster.scheduler()
-    cluster.worker(concurrency=2)
+    cluster = _running_cluster(make_cluster, pg_url, redis_url, concurrency=2)
     # When the orders flow is triggered from the CLI
     run_id = cluster.cli("trigger", "orders", "-p", f"workdir={tmp_path}", "-p", "quantity=3").stdout.strip()
     store = open_store(pg_url)
@@ -49,10 +56,7 @@ def test_orders_flow_on_redis_and_postgres(make_cluster, open_store, pg_url, red
 
 
 def test_failing_step_retries_then_fails_on_real_processes(make_cluster, open_store, pg_url, redis_url):
-    cluster = make_cluster(pg_url, redis_url, dags="tests/dags/engine")
-    cluster.cli("db", "upgrade")
-    cluster.scheduler()
-    cluster.worker()
+    cluster = _running_cluster(make_cluster, pg_url, redis_url, dags="tests/dags/engine")
     run_id = cluster.cli("trigger", "failing").stdout.strip()
     store = open_store(pg_url)
     assert wait_for(lambda: _run_state(store, run_id), 60, "the run to end", cluster) == "failed"
@@ -66,10 +70,7 @@ def test_failing_step_retries_then_fails_on_real_processes(make_cluster, open_st
 
 
 def test_step_timeout_is_enforced_by_the_worker(make_cluster, open_store, pg_url, redis_url):
-    cluster = make_cluster(pg_url, redis_url, dags="tests/dags/engine")
-    cluster.cli("db", "upgrade")
-    cluster.scheduler()
-    cluster.worker()
+    cluster = _running_cluster(make_cluster, pg_url, redis_url, dags="tests/dags/engine")
     run_id = cluster.cli("trigger", "timeout").stdout.strip()
     store = open_store(pg_url)
     assert wait_for(lambda: _run_state(store, run_id), 40, "the run to end", cluster) == "failed"
@@ -79,10 +80,7 @@ def test_step_timeout_is_enforced_by_the_worker(make_cluster, open_store, pg_url
 
 
 def test_orders_flow_on_rabbitmq(make_cluster, open_store, pg_url, amqp_url, tmp_path):
-    cluster = make_cluster(pg_url, amqp_url)
-    cluster.cli("db", "upgrade")
-    cluster.scheduler()
-    cluster.worker()
+    cluster = _running_cluster(make_cluster, pg_url, amqp_url)
     run_id = cluster.cli("trigger", "orders", "-p", f"workdir={tmp_path}").stdout.strip()
     store = open_store(pg_url)
     assert wait_for(lambda: _run_state(store, run_id), 60, "the run to end", cluster) == "success"

@@ -18,6 +18,8 @@ import pytest
 
 from flowkit.store.sql import SqlStore
 
+from ..conftest import service_missing
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,10 +34,9 @@ def chromium() -> str:
         found = shutil.which(candidate)
         if found:
             return found
-    message = "headless Chromium is not installed (looked for /usr/bin/chromium and on PATH)"
-    if os.environ.get("FLOWKIT_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"FLOWKIT_REQUIRE_SERVICES=1 and {message}")
-    pytest.skip(message)
+    service_missing("headless Chromium (/usr/bin/chromium, Debian package chromium)",
+                    FileNotFoundError("chromium"))
+    raise AssertionError("unreachable")
 
 
 def flowkit(*args: str, db: Path, dags: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:

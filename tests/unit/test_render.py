@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -33,20 +32,11 @@ from flowkit.spec import FlowSpec, RetryPolicy, StepSpec
 from flowkit.states import AttemptState, RunState, StepState
 from flowkit.store import tables as t
 from flowkit.store.sql import SqlStore
-from flowkit.sync import sync_dags
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
 UPDATE_GOLDEN = os.environ.get("FLOWKIT_UPDATE_GOLDEN") == "1"
 T0 = datetime(2024, 5, 1, 9, 0, 0, tzinfo=UTC)
-HAS_DOT = shutil.which("dot") is not None
-
-
-def needs_dot() -> None:
-    if not HAS_DOT:
-        if os.environ.get("FLOWKIT_REQUIRE_SERVICES") == "1":
-            pytest.fail("FLOWKIT_REQUIRE_SERVICES=1 and the Graphviz `dot` binary is missing")
-        pytest.skip("the Graphviz `dot` binary is not installed")
 
 
 def check_golden(name: str, text: str) -> None:
@@ -61,24 +51,6 @@ def check_golden(name: str, text: str) -> None:
 
 
 # -- building runs through the store ------------------------------------------------------------
-@pytest.fixture
-def dags(tmp_path: Path) -> Path:
-    """A dags folder holding only the orders example (other examples change independently)."""
-    folder = tmp_path / "dags"
-    folder.mkdir()
-    shutil.copy(ROOT / "dags" / "orders.py", folder / "orders.py")
-    return folder
-
-
-@pytest.fixture
-def store(tmp_path: Path, dags: Path):  # type: ignore[no-untyped-def]
-    s = SqlStore(f"sqlite:///{tmp_path}/s.db")
-    s.upgrade()
-    sync_dags(s, str(dags))
-    yield s
-    s.dispose()
-
-
 def attempt(store: SqlStore, run_id: str, step: str, number: int, outcome: str, *,
             error: str | None = None, result: object = None,
             datasets: tuple[tuple[str, str], ...] = (), final: bool = True) -> None:
@@ -291,8 +263,8 @@ def synthetic_flow(n: int = 500, width: int = 50, prefixed: bool = True) -> Flow
     return FlowSpec(name="big", steps=tuple(steps), version="v")
 
 
+@pytest.mark.usefixtures("dot_binary")
 def test_500_step_flow_is_clustered_and_renders_under_2s() -> None:
-    needs_dot()
     spec = synthetic_flow()
     started = time.perf_counter()
     dot = rd.flow_dot(spec)
@@ -306,8 +278,8 @@ def test_500_step_flow_is_clustered_and_renders_under_2s() -> None:
     assert sum(1 for el in root.iter() if el.tag.endswith("}g") and el.get("class") == "node") == 500
 
 
+@pytest.mark.usefixtures("dot_binary")
 def test_500_step_run_clusters_by_layers_without_prefixes_and_collapses() -> None:
-    needs_dot()
     spec = synthetic_flow(prefixed=False)
     states = ["success"] * 480 + ["failed"] * 5 + ["upstream_failed"] * 15
     view = rd.RunView(run={"id": "f" * 36, "state": "failed"}, spec=spec,

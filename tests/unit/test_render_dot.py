@@ -5,8 +5,6 @@ Skipped when ``dot`` is missing, failed instead when FLOWKIT_REQUIRE_SERVICES=1.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
@@ -17,36 +15,13 @@ from click.testing import CliRunner
 from flowkit import render as rd
 from flowkit.spec import FlowSpec, StepSpec
 from flowkit.store.sql import SqlStore
-from flowkit.sync import sync_dags
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-@pytest.fixture(autouse=True)
-def dot_binary() -> None:
-    if shutil.which("dot") is None:
-        if os.environ.get("FLOWKIT_REQUIRE_SERVICES") == "1":
-            pytest.fail("FLOWKIT_REQUIRE_SERVICES=1 and the Graphviz `dot` binary is missing")
-        pytest.skip("the Graphviz `dot` binary is not installed")
-
-
-@pytest.fixture
-def dags(tmp_path: Path) -> Path:
-    folder = tmp_path / "dags"
-    folder.mkdir()
-    shutil.copy(ROOT / "dags" / "orders.py", folder / "orders.py")
-    return folder
-
-
-@pytest.fixture
-def store(tmp_path: Path, dags: Path):  # type: ignore[no-untyped-def]
-    s = SqlStore(f"sqlite:///{tmp_path}/s.db")
-    s.upgrade()
-    sync_dags(s, str(dags))
-    yield s
-    s.dispose()
+pytestmark = pytest.mark.usefixtures("dot_binary")
 
 
 def svg_texts(svg: bytes) -> set[str]:
