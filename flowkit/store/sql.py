@@ -49,6 +49,10 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def _one_line(exc: object) -> str:
+    return " ".join(str(exc).split())
+
+
 def task_id_for(run_id: str, step: str, attempt: int) -> str:
     """Deterministic Celery task id: a re-sent attempt keeps its id (Flower links stay)."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"flowkit:{run_id}/{step}/{attempt}"))
@@ -240,7 +244,7 @@ class SqlStore:
                 ) from exc
             if "could not connect" in str(exc) or "Connection refused" in str(exc):
                 raise StoreUnavailable(
-                    f"cannot reach the database at {redact(self.url)}: {exc.orig}; check "
+                    f"cannot reach the database at {redact(self.url)}: {_one_line(exc.orig)}; check "
                     "FLOWKIT_DATABASE_URL and that the server runs"
                 ) from exc
             raise
@@ -290,7 +294,7 @@ class SqlStore:
             current = self.schema_revision()
         except OperationalError as exc:
             raise StoreUnavailable(
-                f"cannot reach the database at {redact(self.url)}: {exc.orig}; check "
+                f"cannot reach the database at {redact(self.url)}: {_one_line(exc.orig)}; check "
                 "FLOWKIT_DATABASE_URL and that the server runs"
             ) from exc
         if current == self.head_revision():

@@ -149,3 +149,12 @@ def test_dags_check_refuses_a_step_timeout_above_the_visibility_timeout(cli, tmp
             "FLOWKIT_VISIBILITY_TIMEOUT_SECONDS=3600") in result.output
     monkeypatch.setenv("FLOWKIT_VISIBILITY_TIMEOUT_SECONDS", "9000")
     assert cli("dags", "check", dags=dags).exit_code == 0
+
+
+def test_unreachable_database_is_one_line_without_the_password():
+    result = CliRunner().invoke(main, ["--database-url", "postgresql://u:hunter2@127.0.0.1:1/x", "runs", "list"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: cannot reach the database at postgresql+psycopg://u:***@127.0.0.1:1/x")
+    assert "hunter2" not in result.output
