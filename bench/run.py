@@ -153,7 +153,6 @@ class Bench:
         self.daemons: list[Daemon] = []
         self.pg_name: str | None = None
         self.database_url = ""
-        self.sqlite_path: Path | None = None
         self.store: Any = None
         self.events: Any = None
         self.raw_clients: dict[str, Any] = {}
@@ -176,8 +175,7 @@ class Bench:
                 admin.execute(f'CREATE DATABASE "{self.pg_name}"')
             self.database_url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{self.pg_name}"
         else:
-            self.sqlite_path = self.workdir / "flowkit.db"
-            self.database_url = f"sqlite:///{self.sqlite_path}"
+            self.database_url = f"sqlite:///{self.workdir / 'flowkit.db'}"
 
     def drop_store(self) -> None:
         if self.store is not None:
@@ -228,10 +226,9 @@ class Bench:
         return env
 
     def start(self) -> None:
-        env = self.env()
-        os.environ.update({k: v for k, v in env.items() if k.startswith("BENCH_")})
         self.setup_store()
-        env["FLOWKIT_DATABASE_URL"] = self.database_url
+        env = self.env()
+        os.environ.update({k: v for k, v in env.items() if k.startswith("BENCH_")})  # for raw_celery
         up = subprocess.run([sys.executable, "-m", "flowkit.cli", "db", "upgrade"], env=env,
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
         if up.returncode != 0:
