@@ -130,7 +130,7 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
     """Claim and run one attempt; returns what happened (for logs and tests)."""
     rt.refresh_identity()
     s = rt.settings
-    claim = rt.store.claim_attempt(run_id, step, number, worker=rt.name,
+    claim = rt.store.claim_attempt(run_id, step, number, worker=rt.name, specs=rt._specs,
                                    lost_after=s.lost_after_seconds, max_deliveries=s.max_deliveries)
     if claim.outcome in ("done", "duplicate", "unknown"):
         log.info("run %s step %s: attempt %s not run here (%s: %s)", run_id, step, number,
@@ -149,10 +149,9 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
     try:
         spec = rt.spec(claim.flow, claim.version)
         step_spec = spec.step(step)
-        upstream = rt.store.results(run_id, step_spec.upstream) if step_spec.upstream else {}
         ctx = StepContext(
             flow=claim.flow, run_id=run_id, step=step, attempt=number,
-            params=claim.params or {}, upstream=upstream, version=claim.version,
+            params=claim.params or {}, upstream=claim.upstream or {}, version=claim.version,
             idempotency_key=f"{run_id}:{step}",
             log=logging.getLogger(f"flowkit.step.{claim.flow}.{step}"),
         )

@@ -187,10 +187,11 @@ class Scheduler:
                 self.evaluate(run_id)
 
     # -- the state machine ----------------------------------------------------------------
-    def spec(self, flow: str, version: str) -> FlowSpec:
+    def spec(self, flow: str, version: str, tx: Any = None) -> FlowSpec:
+        """A pinned flow version (cached; read through ``tx`` when inside one)."""
         key = (flow, version)
         if key not in self._specs:
-            self._specs[key] = self.store.flow_spec(flow, version)
+            self._specs[key] = (tx or self.store).flow_spec(flow, version)
         return self._specs[key]
 
     def _chosen(self, run_id: str, step: str) -> list[str]:
@@ -204,105 +205,113 @@ class Scheduler:
             log.exception("run %s: evaluation failed; retried at the next event or sweep", run_id)
 
     def evaluate(self, run_id: str) -> None:
-        """Move one run forward: finish steps, start retries, dispatch what became ready."""
+        """Move one run forward: finish steps, start retries, dispatch what became ready.
+
+        One transaction reads the run and writes every transition (a round trip saved per
+        completion); the new attempts are published after it commits.
+        """
         self.stats["evaluations"] += 1
-        run, step_rows, attempt_rows = self.store.run_snapshot(run_id)
+        to_send: list[Dispatch] = []
+        with self.store.tx(self.actor, self.clock()) as tx:
+            finished = self._advance(tx, run_id, to_send)
+        if finished:
+            for key in [k for k in self._branch_choices if k[0] == run_id]:
+                del self._branch_choices[key]
+        self._send(to_send)
+
+    def _advance(self, tx: Any, run_id: str, to_send: list[Dispatch]) -> bool:
+        """The state machine for one run inside ``tx``; returns whether the run has ended."""
+        run, step_rows, attempt_rows = tx.snapshot(run_id)
         if RunState(run["state"]) not in _ACTIVE_RUN:
-            return
-        spec = self.spec(run["flow_name"], run["version"])
+            return True
+        spec = self.spec(run["flow_name"], run["version"], tx)
         state = {r["step"]: StepState(r["state"]) for r in step_rows}
         rows = {r["step"]: r for r in step_rows}
         latest: dict[str, dict[str, Any]] = {}
         for a in attempt_rows:
             if a["step"] not in latest or a["number"] > latest[a["step"]]["number"]:
                 latest[a["step"]] = a
-        # Branch choices are read before the write transaction opens (SQLite allows one writer).
         branches = [s.name for s in spec.steps if s.kind == "branch" and (
             state[s.name] == StepState.SUCCESS
             or latest.get(s.name, {}).get("state") == AttemptState.SUCCESS.value)]
         missing = [b for b in branches if (run_id, b) not in self._branch_choices]
         if missing:
-            for b, value in self.store.results(run_id, missing).items():
+            for b, value in tx.results(run_id, missing).items():
                 self._branch_choices[(run_id, b)] = [value] if isinstance(value, str) else list(value or [])
-        to_send: list[Dispatch] = []
-        now = self.clock()
-        with self.store.tx(self.actor, self.clock()) as tx:
-            if run["state"] == RunState.QUEUED.value:
-                tx.cas_run(run_id, [RunState.QUEUED], RunState.RUNNING, started_at=tx.now)
-            # 1. steps whose latest attempt finished
-            for name in spec.step_names:
-                if name not in latest:
-                    continue
-                a = latest[name]
-                if state[name] not in _IN_FLIGHT or not AttemptState(a["state"]).terminal:
-                    continue
-                step = spec.step(name)
-                if a["state"] == AttemptState.SUCCESS.value:
-                    new, extra = StepState.SUCCESS, {"ended_at": a["ended_at"]}
-                    reason = f"attempt {a['number']} succeeded"
-                elif a["state"] == AttemptState.SKIPPED.value:
-                    new, extra = StepState.SKIPPED, {"ended_at": a["ended_at"]}
-                    reason = a["error"] or "skipped by the step"
-                elif a["number"] < step.retry.max_attempts:
-                    delay = a["retry_delay"] if a["retry_delay"] is not None else \
-                        step.retry.delay_after(a["number"])
-                    new, extra = StepState.UP_FOR_RETRY, {"next_attempt_at": tx.now + timedelta(seconds=delay)}
-                    reason = (f"attempt {a['number']} of {step.retry.max_attempts} failed; "
-                              f"retrying in {delay:.1f} s: {a['error']}")
-                else:
-                    new, extra = StepState.FAILED, {"ended_at": a["ended_at"]}
-                    reason = (f"attempt {a['number']} of {step.retry.max_attempts} failed: "
-                              f"{a['error']}")
-                if tx.cas_step(run_id, name, [state[name]], new, reason=reason, **extra):
-                    state[name] = new
-                    if new == StepState.UP_FOR_RETRY:
-                        rows[name]["next_attempt_at"] = extra["next_attempt_at"]
-            # 2. retries whose timer is due
-            for name in spec.step_names:
-                if state[name] != StepState.UP_FOR_RETRY:
-                    continue
-                due = as_utc(rows[name]["next_attempt_at"])
-                if due is None or due > now:
-                    self._note_timer(due)
-                    continue
-                number = (latest[name]["number"] if name in latest else 0) + 1
-                if self._start_attempt(tx, run_id, spec, name, StepState.UP_FOR_RETRY, number, to_send):
+        now = tx.now
+        if run["state"] == RunState.QUEUED.value:
+            tx.cas_run(run_id, [RunState.QUEUED], RunState.RUNNING, started_at=tx.now)
+        # 1. steps whose latest attempt finished
+        for name in spec.step_names:
+            if name not in latest:
+                continue
+            a = latest[name]
+            if state[name] not in _IN_FLIGHT or not AttemptState(a["state"]).terminal:
+                continue
+            step = spec.step(name)
+            if a["state"] == AttemptState.SUCCESS.value:
+                new, extra = StepState.SUCCESS, {"ended_at": a["ended_at"]}
+                reason = f"attempt {a['number']} succeeded"
+            elif a["state"] == AttemptState.SKIPPED.value:
+                new, extra = StepState.SKIPPED, {"ended_at": a["ended_at"]}
+                reason = a["error"] or "skipped by the step"
+            elif a["number"] < step.retry.max_attempts:
+                delay = a["retry_delay"] if a["retry_delay"] is not None else \
+                    step.retry.delay_after(a["number"])
+                new, extra = StepState.UP_FOR_RETRY, {"next_attempt_at": tx.now + timedelta(seconds=delay)}
+                reason = (f"attempt {a['number']} of {step.retry.max_attempts} failed; "
+                          f"retrying in {delay:.1f} s: {a['error']}")
+            else:
+                new, extra = StepState.FAILED, {"ended_at": a["ended_at"]}
+                reason = (f"attempt {a['number']} of {step.retry.max_attempts} failed: "
+                          f"{a['error']}")
+            if tx.cas_step(run_id, name, [state[name]], new, reason=reason, **extra):
+                state[name] = new
+                if new == StepState.UP_FOR_RETRY:
+                    rows[name]["next_attempt_at"] = extra["next_attempt_at"]
+        # 2. retries whose timer is due
+        for name in spec.step_names:
+            if state[name] != StepState.UP_FOR_RETRY:
+                continue
+            due = as_utc(rows[name]["next_attempt_at"])
+            if due is None or due > now:
+                self._note_timer(due)
+                continue
+            number = (latest[name]["number"] if name in latest else 0) + 1
+            if self._start_attempt(tx, run_id, spec, name, StepState.UP_FOR_RETRY, number, to_send):
+                state[name] = StepState.QUEUED
+        # 3. pending steps, in dependency order so skips and failures propagate at once
+        edges = {s.name: s.upstream for s in spec.steps}
+        for name in topo_order(edges):
+            if state[name] != StepState.PENDING:
+                continue
+            step = spec.step(name)
+            ups = [state[u] for u in step.upstream]
+            followed = [
+                not (spec.step(u).kind == "branch" and state[u] == StepState.SUCCESS
+                     and name not in self._chosen(run_id, u))
+                for u in step.upstream
+            ]
+            decision = decide(step.trigger, ups, followed)
+            if decision == Decision.WAIT:
+                continue
+            if decision == Decision.RUN:
+                if self._start_attempt(tx, run_id, spec, name, StepState.PENDING, 1, to_send):
                     state[name] = StepState.QUEUED
-            # 3. pending steps, in dependency order so skips and failures propagate at once
-            edges = {s.name: s.upstream for s in spec.steps}
-            for name in topo_order(edges):
-                if state[name] != StepState.PENDING:
-                    continue
-                step = spec.step(name)
-                ups = [state[u] for u in step.upstream]
-                followed = [
-                    not (spec.step(u).kind == "branch" and state[u] == StepState.SUCCESS
-                         and name not in self._chosen(run_id, u))
-                    for u in step.upstream
-                ]
-                decision = decide(step.trigger, ups, followed)
-                if decision == Decision.WAIT:
-                    continue
-                if decision == Decision.RUN:
-                    if self._start_attempt(tx, run_id, spec, name, StepState.PENDING, 1, to_send):
-                        state[name] = StepState.QUEUED
-                    continue
-                new = StepState.SKIPPED if decision == Decision.SKIP else StepState.UPSTREAM_FAILED
-                why = ("not chosen by its branch or an upstream was skipped"
-                       if new == StepState.SKIPPED else "an upstream step failed")
-                if tx.cas_step(run_id, name, [StepState.PENDING], new, reason=why, ended_at=tx.now):
-                    state[name] = new
-            # 4. the run ends when every step has
-            if all(s.terminal for s in state.values()):
-                ok = all(s in (StepState.SUCCESS, StepState.SKIPPED) for s in state.values())
-                final = RunState.SUCCESS if ok else RunState.FAILED
-                bad = sorted(n for n, s in state.items() if s == StepState.FAILED)
-                tx.cas_run(run_id, [RunState.RUNNING, RunState.QUEUED], final, ended_at=tx.now,
-                           reason="all steps done" if ok else f"failed steps: {', '.join(bad)}")
+                continue
+            new = StepState.SKIPPED if decision == Decision.SKIP else StepState.UPSTREAM_FAILED
+            why = ("not chosen by its branch or an upstream was skipped"
+                   if new == StepState.SKIPPED else "an upstream step failed")
+            if tx.cas_step(run_id, name, [StepState.PENDING], new, reason=why, ended_at=tx.now):
+                state[name] = new
+        # 4. the run ends when every step has
         if all(s.terminal for s in state.values()):
-            for key in [k for k in self._branch_choices if k[0] == run_id]:
-                del self._branch_choices[key]
-        self._send(to_send)
+            ok = all(s in (StepState.SUCCESS, StepState.SKIPPED) for s in state.values())
+            final = RunState.SUCCESS if ok else RunState.FAILED
+            bad = sorted(n for n, s in state.items() if s == StepState.FAILED)
+            tx.cas_run(run_id, [RunState.RUNNING, RunState.QUEUED], final, ended_at=tx.now,
+                       reason="all steps done" if ok else f"failed steps: {', '.join(bad)}")
+        return all(s.terminal for s in state.values())
 
     def _start_attempt(self, tx: Any, run_id: str, spec: FlowSpec, name: str, old: StepState,
                        number: int, to_send: list[Dispatch]) -> bool:

@@ -74,8 +74,35 @@ class Claim:
     flow: str = ""
     version: str = ""
     params: dict[str, Any] | None = None
+    upstream: dict[str, Any] | None = None  # results of the step's upstreams, when asked for
     deliveries: int = 0
     detail: str = ""
+
+
+def _snapshot(conn: Connection, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    run = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
+    if run is None:
+        raise NotFoundError(f"no run with id {run_id!r}")
+    steps = [_row(r) for r in conn.execute(select(t.step_runs).where(t.step_runs.c.run_id == run_id))]
+    atts = [_row(r) for r in conn.execute(select(t.attempts).where(t.attempts.c.run_id == run_id))]
+    run_row = _row(run)
+    run_row["params"] = json.loads(run_row["params"])
+    return run_row, steps, atts
+
+
+def _results(conn: Connection, run_id: str, steps: Iterable[str] | None) -> dict[str, Any]:
+    q = select(t.results.c.step, t.results.c.value).where(t.results.c.run_id == run_id)
+    if steps is not None:
+        q = q.where(t.results.c.step.in_(list(steps)))
+    return {r.step: json.loads(r.value) for r in conn.execute(q)}
+
+
+def _flow_spec(conn: Connection, name: str, version: str) -> FlowSpec:
+    spec_json = conn.execute(select(t.flow_versions.c.spec_json).where(
+        t.flow_versions.c.flow_name == name, t.flow_versions.c.version == version)).scalar()
+    if spec_json is None:
+        raise NotFoundError(f'flow "{name}" has no version {version}', flow=name)
+    return FlowSpec.from_json(spec_json)
 
 
 class Tx:
@@ -163,6 +190,15 @@ class Tx:
                        old="running", new="failed", reason=reason)
             return True
         return False
+
+    def snapshot(self, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+        return _snapshot(self.conn, run_id)
+
+    def results(self, run_id: str, steps: Iterable[str]) -> dict[str, Any]:
+        return _results(self.conn, run_id, steps)
+
+    def flow_spec(self, name: str, version: str) -> FlowSpec:
+        return _flow_spec(self.conn, name, version)
 
     def flush(self) -> None:
         if self._events:
@@ -396,11 +432,7 @@ class SqlStore:
                         f'no flow named "{name}".{hint} Known flows: {", ".join(sorted(known)) or "none"} '
                         "(see `flowkit dags list`)", flow=name)
                 version = row.version
-            spec_json = conn.execute(select(t.flow_versions.c.spec_json).where(
-                t.flow_versions.c.flow_name == name, t.flow_versions.c.version == version)).scalar()
-        if spec_json is None:
-            raise NotFoundError(f'flow "{name}" has no version {version}', flow=name)
-        return FlowSpec.from_json(spec_json)
+            return _flow_spec(conn, name, version)
 
     def flow_source(self, name: str, version: str) -> tuple[str, str]:
         with self._conn() as conn:
@@ -513,25 +545,13 @@ class SqlStore:
             return [_row(r) for r in conn.execute(q)]
 
     def results(self, run_id: str, steps: Iterable[str] | None = None) -> dict[str, Any]:
-        q = select(t.results.c.step, t.results.c.value).where(t.results.c.run_id == run_id)
-        if steps is not None:
-            q = q.where(t.results.c.step.in_(list(steps)))
         with self._conn() as conn:
-            return {r.step: json.loads(r.value) for r in conn.execute(q)}
+            return _results(conn, run_id, steps)
 
     def run_snapshot(self, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-        """Run row, step rows and attempt rows in one transaction (the scheduler's view)."""
+        """Run row, step rows and attempt rows in one transaction."""
         with self._conn() as conn:
-            run = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
-            if run is None:
-                raise NotFoundError(f"no run with id {run_id!r}")
-            steps = [_row(r) for r in conn.execute(
-                select(t.step_runs).where(t.step_runs.c.run_id == run_id))]
-            atts = [_row(r) for r in conn.execute(
-                select(t.attempts).where(t.attempts.c.run_id == run_id))]
-        run_row = _row(run)
-        run_row["params"] = json.loads(run_row["params"])
-        return run_row, steps, atts
+            return _snapshot(conn, run_id)
 
     def due_retries(self, now: datetime) -> list[tuple[str, str]]:
         with self._conn() as conn:
@@ -561,16 +581,24 @@ class SqlStore:
     # -- worker side ---------------------------------------------------------------------
     def claim_attempt(
         self, run_id: str, step: str, number: int, *, worker: str, lost_after: float,
-        max_deliveries: int,
+        max_deliveries: int, specs: dict[tuple[str, str], FlowSpec] | None = None,
     ) -> Claim:
-        """Mark an attempt running for ``worker``, or say why this delivery must not run it."""
+        """Mark an attempt running for ``worker``, or say why this delivery must not run it.
+
+        With ``specs`` (a cache the worker keeps), the same transaction also reads the
+        results of the step's upstreams: the worker's hot path is two transactions.
+        """
         a = t.attempts
         pk = (a.c.run_id == run_id, a.c.step == step, a.c.number == number)
         with self.tx(worker) as tx:
-            won = tx.conn.execute(update(a).where(*pk, a.c.state == AttemptState.QUEUED.value).values(
-                state=AttemptState.RUNNING.value, deliveries=a.c.deliveries + 1, worker=worker,
-                started_at=tx.now, heartbeat_at=tx.now)).rowcount == 1
-            row = tx.conn.execute(select(a).where(*pk)).first()
+            row = tx.conn.execute(
+                update(a).where(*pk, a.c.state == AttemptState.QUEUED.value).values(
+                    state=AttemptState.RUNNING.value, deliveries=a.c.deliveries + 1, worker=worker,
+                    started_at=tx.now, heartbeat_at=tx.now)
+                .returning(a.c.deliveries, a.c.state, a.c.heartbeat_at, a.c.worker)).first()
+            won = row is not None
+            if not won:
+                row = tx.conn.execute(select(a).where(*pk)).first()
             if row is None:
                 return Claim("unknown", detail="no such attempt in the store")
             if won:
@@ -605,8 +633,15 @@ class SqlStore:
             run = tx.conn.execute(select(t.runs.c.flow_name, t.runs.c.version, t.runs.c.params)
                                   .where(t.runs.c.id == run_id)).one()
             deliveries = row.deliveries if won else row.deliveries + 1
+            upstream = None
+            if specs is not None:
+                key = (run.flow_name, run.version)
+                if key not in specs:
+                    specs[key] = _flow_spec(tx.conn, *key)
+                names = specs[key].step(step).upstream
+                upstream = _results(tx.conn, run_id, names) if names else {}
         return Claim("run", flow=run.flow_name, version=run.version,
-                     params=json.loads(run.params), deliveries=deliveries)
+                     params=json.loads(run.params), upstream=upstream, deliveries=deliveries)
 
     def heartbeat(self, keys: Iterable[tuple[str, str, int]], worker: str) -> None:
         a = t.attempts
