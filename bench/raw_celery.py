@@ -57,30 +57,13 @@ def redis_client() -> Any:
 
 def make_app(broker: str = BROKER, *, result_backend: str | None = None) -> Celery:
     """A Celery app configured like flowkit's ``make_app`` (see the module docstring)."""
+    from flowkit.celery_app import celery_config
+    from flowkit.config import Settings
+
     app = Celery("bench_raw", broker=broker, backend=result_backend, set_as_current=False)
-    transport_options: dict[str, Any] = {"visibility_timeout": 3600.0}
-    if broker.startswith(("redis", "rediss")):
-        transport_options.update({"queue_order_strategy": "priority", "priority_steps": list(range(10))})
-    app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        result_serializer="json",
-        result_backend=result_backend,
-        task_ignore_result=True,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
-        task_default_queue=QUEUE,
-        task_create_missing_queues=True,
-        broker_transport_options=transport_options,
-        broker_connection_retry_on_startup=True,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
-        task_track_started=True,
-        worker_hijack_root_logger=False,
-        enable_utc=True,
-    )
+    # Exactly flowkit's Celery settings, so the comparison measures flowkit, not configuration.
+    app.conf.update(celery_config(Settings(broker_url=broker, database_url="sqlite://")))
+    app.conf.update(result_backend=result_backend, task_default_queue=QUEUE)
     _register(app)
     return app
 

@@ -18,13 +18,22 @@ EXECUTE_TASK = "flowkit.execute"
 
 def make_app(settings: Settings, *, name: str = "flowkit") -> Celery:
     app = Celery(name, broker=settings.broker_url, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    from . import worker  # registers the task on this app
+
+    worker.register(app)
+    return app
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """flowkit's Celery settings (the benchmarks give raw Celery the same ones)."""
     transport_options: dict[str, Any] = {
         # Redis redelivers unacked messages after this; above the longest step timeout (C5).
         "visibility_timeout": settings.visibility_timeout_seconds,
     }
     if settings.broker_url.startswith(("redis", "rediss")):
         transport_options.update({"queue_order_strategy": "priority", "priority_steps": list(range(10))})
-    app.conf.update(
+    return dict(
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",
@@ -46,7 +55,3 @@ def make_app(settings: Settings, *, name: str = "flowkit") -> Celery:
         worker_hijack_root_logger=False,
         enable_utc=True,
     )
-    from . import worker  # registers the task on this app
-
-    worker.register(app)
-    return app
