@@ -277,10 +277,13 @@ flow = (
             "workdir": Param(str, default="", help="folder for the demo's files"),
         },
     )
-    .step("extract_features", extract_features, timeout="60s")
-    .step("train", train, after="extract_features", retries=2, retry_backoff="1s", timeout="120s")
-    .step("evaluate", evaluate, after=["extract_features", "train"], timeout="60s")
+    .step("extract_features", extract_features, timeout="60s", writes=["ml://datasets/features"])
+    .step("train", train, after="extract_features", retries=2, retry_backoff="1s", timeout="120s",
+          reads=["ml://datasets/features"], writes=["ml://models/candidate"])
+    .step("evaluate", evaluate, after=["extract_features", "train"], timeout="60s",
+          reads=["ml://models/candidate"], writes=["ml://metrics"])
     .branch("gate", gate, after="evaluate")
-    .step("register", register, after="gate", retries=2)
+    .step("register", register, after="gate", retries=2, reads=["ml://models/candidate"],
+          writes=["ml://registry"])
     .step("reject", reject, after="gate")
 )

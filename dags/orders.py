@@ -151,13 +151,18 @@ flow = (
             "workdir": Param(str, default="", help="folder for the demo's files"),
         },
     )
-    .step("receive", receive)
-    .step("check_inventory", check_inventory, after="receive", retries=3, timeout="30s")
+    # reads=/writes= name the datasets each step touches, for `flowkit lineage --dataset`.
+    .step("receive", receive, writes=["orders://incoming"])
+    .step("check_inventory", check_inventory, after="receive", retries=3, timeout="30s",
+          reads=["warehouse://stock"])
     .branch("route", route, after="check_inventory")
-    .step("reserve", reserve, after="route")
-    .step("backorder", backorder, after="route")
-    .step("invoice", invoice, after="reserve")
-    .step("ship", ship, after="invoice", retries=2, retry_backoff="2s")
-    .step("notify_customer", notify_customer, after=["ship", "backorder"], trigger="none_failed")
-    .step("update_accounting", update_accounting, after="notify_customer", trigger="none_failed")
+    .step("reserve", reserve, after="route", reads=["warehouse://stock"], writes=["warehouse://stock"])
+    .step("backorder", backorder, after="route", writes=["warehouse://backorders"])
+    .step("invoice", invoice, after="reserve", reads=["orders://incoming"], writes=["billing://invoices"])
+    .step("ship", ship, after="invoice", retries=2, retry_backoff="2s", writes=["shipping://labels"])
+    .step("notify_customer", notify_customer, after=["ship", "backorder"], trigger="none_failed",
+          writes=["mail://outbox"])
+    # after invoice too: ctx.upstream holds direct upstreams only (skipped on the back-order path)
+    .step("update_accounting", update_accounting, after=["notify_customer", "invoice"], trigger="none_failed",
+          reads=["billing://invoices"], writes=["finance://ledger"])
 )

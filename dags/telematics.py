@@ -384,12 +384,17 @@ flow = (
             "workdir": Param(str, default="", help="folder for the demo's files"),
         },
     )
-    .step("ingest", ingest, timeout="60s")
-    .step("stage", stage, after="ingest", retries=2, retry_backoff="1s")
-    .step("enrich", enrich, after="ingest", retries=2)
-    .step("analyze", analyze, after=["stage", "enrich"], timeout="60s")
-    .branch("pick_depot", pick_depot, after="analyze")
-    .step("order_part", order_part, after="pick_depot", retries=3, retry_backoff="2s")
-    .step("book_appointment", book_appointment, after=["pick_depot", "order_part"], trigger="none_failed")
-    .step("notify_driver", notify_driver, after=["analyze", "book_appointment"], trigger="none_failed")
+    .step("ingest", ingest, timeout="60s", writes=["telemetry://raw"])
+    .step("stage", stage, after="ingest", retries=2, retry_backoff="1s",
+          reads=["telemetry://raw"], writes=["telemetry://staging"])
+    .step("enrich", enrich, after="ingest", retries=2, reads=["fleet://vehicle-history"])
+    .step("analyze", analyze, after=["stage", "enrich"], timeout="60s",
+          reads=["telemetry://staging"], writes=["fleet://predictions"])
+    .branch("pick_depot", pick_depot, after="analyze", reads=["depots://inventory"])
+    .step("order_part", order_part, after="pick_depot", retries=3, retry_backoff="2s",
+          writes=["purchasing://orders"])
+    .step("book_appointment", book_appointment, after=["pick_depot", "order_part"], trigger="none_failed",
+          writes=["depots://bookings"])
+    .step("notify_driver", notify_driver, after=["analyze", "book_appointment"], trigger="none_failed",
+          writes=["mail://outbox"])
 )

@@ -44,6 +44,7 @@ def test_orders_in_stock_takes_the_reserve_path(sqlite_store, tmp_path):
     results = sqlite_store.results(run_id)
     assert results["route"] == ["reserve"]
     assert results["invoice"]["total"] == pytest.approx(10.8)
+    assert results["update_accounting"] == {"posted": pytest.approx(10.8), "ledger_entries": 1}
     assert all(len(a) == 1 for a in attempts_by_step(sqlite_store, run_id).values())
     assert sqlite_store.get_run(run_id)["state"] == "success"
 
