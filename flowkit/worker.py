@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback as tb_module
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from .errors import ResultTooLarge, Retry, Skip
 from .loader import exec_module_source, flows_in
 from .spec import FlowSpec
 from .states import AttemptState
-from .store.sql import SqlStore
+from .store.sql import Claim, SqlStore
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,7 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
     """Claim and run one attempt; returns what happened (for logs and tests)."""
     rt.refresh_identity()
     s = rt.settings
-    claim = rt.store.claim_attempt(run_id, step, number, worker=rt.name, specs=rt._specs,
-                                   lost_after=s.lost_after_seconds, max_deliveries=s.max_deliveries)
+    claim = _claim_or_wait(rt, run_id, step, number)
     if claim.outcome in ("done", "duplicate", "unknown"):
         log.info("run %s step %s: attempt %s not run here (%s: %s)", run_id, step, number,
                  claim.outcome, claim.detail)
@@ -195,6 +195,25 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
     return state.value
 
 
+def _claim_or_wait(rt: WorkerRuntime, run_id: str, step: str, number: int) -> Claim:
+    """Claim the attempt; if another worker holds it, watch its heartbeat before giving up.
+
+    A redelivery can arrive while a dead worker's last heartbeat still looks fresh (Redis
+    counts the visibility timeout from delivery, not from the start of the step). Acking
+    that delivery as a duplicate would drop the only live message, so wait up to the
+    lost-after window: the attempt either finishes (ack), goes silent (take over), or is
+    held by a worker that keeps beating (a real duplicate: ack).
+    """
+    s = rt.settings
+    deadline = time.monotonic() + s.lost_after_seconds + s.heartbeat_seconds
+    while True:
+        claim = rt.store.claim_attempt(run_id, step, number, worker=rt.name, specs=rt._specs,
+                                       lost_after=s.lost_after_seconds, max_deliveries=s.max_deliveries)
+        if claim.outcome != "duplicate" or time.monotonic() >= deadline:
+            return claim
+        time.sleep(s.heartbeat_seconds)
+
+
 def _check_branch(spec: FlowSpec, step: str, value: Any) -> list[str]:
     options = spec.downstream()[step]
     chosen = [value] if isinstance(value, str) else list(value or [])
@@ -238,10 +257,34 @@ def runtime_for(app: Any) -> WorkerRuntime:
     return _runtime
 
 
+def on_hard_timeout(rt: WorkerRuntime, run_id: str, step: str, number: int, limit: float) -> None:
+    """Record an attempt the pool killed at its hard time limit (Celery acks that message)."""
+    reason = (f"killed at the hard time limit ({limit:g} s): the step ignored the soft limit "
+              "(timeout=); do not swallow SoftTimeLimitExceeded, or raise the timeout")
+    if rt.store.fail_running_attempt(run_id, step, number, actor=f"{socket.gethostname()}:{os.getpid()}",
+                                     reason=reason):
+        log.error("run %s step %s: attempt %s %s", run_id, step, number, reason)
+        _notify(rt, run_id, step, number)
+
+
 def register(app: Any) -> None:
+    from celery import Task
+    from celery.exceptions import TimeLimitExceeded
+
     from .celery_app import EXECUTE_TASK
 
-    @app.task(name=EXECUTE_TASK, bind=True, acks_late=True,  # type: ignore[untyped-decorator]
+    class ExecuteTask(Task):  # type: ignore[misc]
+        def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+            # Runs in the worker's main process when the pool killed the child at the hard
+            # limit; other failures never reach here (run_attempt records them itself).
+            if isinstance(exc, TimeLimitExceeded) and len(args) == 3:
+                try:
+                    limit = float(exc.args[0]) if exc.args else 0.0
+                    on_hard_timeout(runtime_for(self.app), args[0], args[1], int(args[2]), limit)
+                except Exception:
+                    log.exception("run %s step %s: could not record the hard timeout", args[0], args[1])
+
+    @app.task(name=EXECUTE_TASK, bind=True, acks_late=True, base=ExecuteTask,  # type: ignore[untyped-decorator]
               reject_on_worker_lost=True, ignore_result=True)
     def execute(self: Any, run_id: str, step: str, attempt: int) -> str:
         return run_attempt(runtime_for(self.app), run_id, step, int(attempt))

@@ -686,6 +686,19 @@ class SqlStore:
                      old="running", new=state.value, reason=(error or "")[:500])
         return True
 
+    def fail_running_attempt(self, run_id: str, step: str, number: int, *, actor: str, reason: str) -> bool:
+        """Fail an attempt whose process is known dead (e.g. killed at the hard time limit)."""
+        a = t.attempts
+        with self.tx(actor) as tx:
+            won = tx.conn.execute(update(a).where(
+                a.c.run_id == run_id, a.c.step == step, a.c.number == number,
+                a.c.state == AttemptState.RUNNING.value,
+            ).values(state=AttemptState.FAILED.value, ended_at=tx.now, error=reason)).rowcount == 1
+            if won:
+                tx.event("attempt_finished", run_id=run_id, step=step, attempt=number,
+                         old="running", new="failed", reason=reason)
+        return won
+
     def dataset_events(self, *, uri: str | None = None,
                        run_id: str | None = None) -> list[dict[str, Any]]:
         """Which step runs read and wrote datasets, oldest first."""

@@ -85,3 +85,17 @@ def test_orders_flow_on_rabbitmq(make_cluster, open_store, pg_url, amqp_url, tmp
     store = open_store(pg_url)
     assert wait_for(lambda: _run_state(store, run_id), 60, "the run to end", cluster) == "success"
     assert len(store.attempts(run_id)) == 8
+
+
+def test_step_ignoring_its_soft_limit_is_killed_and_recorded(make_cluster, open_store, pg_url, redis_url):
+    # Given a step that swallows SoftTimeLimitExceeded (timeout 1 s, hard limit 6 s)
+    cluster = _running_cluster(make_cluster, pg_url, redis_url, dags="tests/dags/engine")
+    run_id = cluster.cli("trigger", "hard_timeout").stdout.strip()
+    store = open_store(pg_url)
+    # Then the pool kills it, the attempt is failed at once (not left running), the run fails
+    assert wait_for(lambda: _run_state(store, run_id), 40, "the run to end", cluster) == "failed"
+    (attempt,) = store.attempts(run_id, "stubborn")
+    assert attempt["state"] == "failed"
+    assert "killed at the hard time limit (6 s)" in attempt["error"]
+    assert (attempt["ended_at"] - attempt["started_at"]).total_seconds() < 12
+    assert {s["step"]: s["state"] for s in store.step_runs(run_id)}["after"] == "upstream_failed"

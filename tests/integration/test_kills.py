@@ -17,6 +17,14 @@ def _ended(store: SqlStore, run_id: str) -> str | None:
     return state if state in ("success", "failed") else None
 
 
+def _explain(store: SqlStore, run_id: str, cluster) -> str:  # type: ignore[no-untyped-def]
+    """The audit trail and the daemons' logs, for a failure message."""
+    trail = "\n".join(f"{e['at']:%H:%M:%S.%f} {e['actor']:<24} {e['action']:<20} {e['step'] or '':<8} "
+                      f"{e['old_state'] or ''}->{e['new_state'] or ''} {e['reason']}"
+                      for e in store.events(run_id))
+    return f"audit trail:\n{trail}\n{cluster.logs()}"
+
+
 def _step_state(store: SqlStore, run_id: str, step: str) -> str:
     return {s["step"]: s["state"] for s in store.step_runs(run_id)}[step]
 
@@ -38,7 +46,8 @@ def test_scheduler_killed_mid_run_is_restarted_and_no_step_runs_twice(
     time.sleep(2.0)  # the worker finishes the step in hand; its completion event waits in Redis
     cluster.scheduler("scheduler-2")
     # Then the run completes
-    assert wait_for(lambda: _ended(store, run_id), 60, "the run to end", cluster) == "success"
+    ended = wait_for(lambda: _ended(store, run_id), 60, "the run to end", cluster)
+    assert ended == "success", _explain(store, run_id, cluster)
     # and every step ran exactly once: one execution line, one attempt, one delivery each
     executions = Counter(line.split()[0] for line in log.read_text().splitlines())
     assert executions == Counter({f"s{i}": 1 for i in range(1, 7)})
@@ -75,7 +84,8 @@ def test_worker_killed_mid_step_is_redelivered_to_another_worker(make_cluster, o
     survivor = next(w for w in workers if w is not victim)
     # Then the broker redelivers the step to the other worker and the run completes
     store = open_store(pg_url)
-    assert wait_for(lambda: _ended(store, run_id), 90, "the run to end", cluster) == "success"
+    ended = wait_for(lambda: _ended(store, run_id), 90, "the run to end", cluster)
+    assert ended == "success", _explain(store, run_id, cluster)
     (attempt,) = store.attempts(run_id, "long")
     assert attempt["state"] == "success"
     assert attempt["deliveries"] == 2  # delivered to the victim, then to the survivor

@@ -236,3 +236,47 @@ def test_sweep_finds_only_runs_a_lost_event_left_behind(sqlite_store, tmp_path):
     assert states(sqlite_store, stuck)["s1"] == "success"
     assert states(sqlite_store, stuck)["s2"] == "queued"
     assert states(sqlite_store, healthy)["s1"] == "queued"
+
+
+def _age_heartbeat(store, seconds: float) -> None:  # type: ignore[no-untyped-def]
+    with store.tx("test") as tx:
+        tx.conn.execute(update(t.attempts).values(heartbeat_at=tx.now - timedelta(seconds=seconds)))
+
+
+def test_redelivery_while_the_dead_holders_heartbeat_looks_fresh_waits_and_takes_over(
+        sqlite_store, tmp_path, monkeypatch):
+    # Given worker A claimed s1 and died just now (its heartbeat is still fresh)
+    h = InlineHarness(sqlite_store, ENGINE_DAGS)
+    log = tmp_path / "log"
+    run_id = h.trigger("chain", {"log": str(log)})
+    h.dispatcher.sent.clear()
+    sqlite_store.claim_attempt(run_id, "s1", 1, worker="A", lost_after=30, max_deliveries=3)
+    # When the broker redelivers to this worker, and A's heartbeat goes stale while it waits
+    monkeypatch.setattr("flowkit.worker.time.sleep", lambda _s: _age_heartbeat(sqlite_store, 60))
+    # Then the worker takes the attempt over instead of dropping the message as a duplicate
+    assert run_attempt(h.runtime, run_id, "s1", 1) == "success"
+    (a,) = sqlite_store.attempts(run_id, "s1")
+    assert a["deliveries"] == 2 and a["worker"] == "worker@test"
+    assert log.read_text().split()[0] == "s1"
+
+
+def test_duplicate_of_an_attempt_a_live_worker_holds_is_skipped_after_watching(sqlite_store, tmp_path, monkeypatch):
+    h = InlineHarness(sqlite_store, ENGINE_DAGS)
+    log = tmp_path / "log"
+    run_id = h.trigger("chain", {"log": str(log)})
+    h.dispatcher.sent.clear()
+    sqlite_store.claim_attempt(run_id, "s1", 1, worker="A", lost_after=30, max_deliveries=3)
+    beats = []
+    clock = iter(range(0, 10_000, 10))  # each sleep moves monotonic time on by 10 s
+
+    def live_holder_beats(_seconds: float) -> None:
+        beats.append(1)
+        sqlite_store.heartbeat([(run_id, "s1", 1)], "A")
+
+    monkeypatch.setattr("flowkit.worker.time.sleep", live_holder_beats)
+    monkeypatch.setattr("flowkit.worker.time.monotonic", lambda: float(next(clock)))
+    assert run_attempt(h.runtime, run_id, "s1", 1) == "duplicate"
+    # watched until the lost-after window (30 s) plus one beat (10 s) had passed: 3 waits
+    assert len(beats) == 3
+    assert not log.exists()  # the step never ran here
+    assert sqlite_store.attempts(run_id, "s1")[0]["worker"] == "A"

@@ -32,3 +32,16 @@ slow = (
 )
 
 timeout = Flow("timeout").step("sleepy", sleepy, timeout="1s")
+
+
+def stubborn(ctx):
+    """Ignores the soft time limit, so the worker's hard limit has to kill it."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.2)
+        except BaseException:  # swallows SoftTimeLimitExceeded
+            pass
+
+
+hard_timeout = Flow("hard_timeout").step("stubborn", stubborn, timeout="1s").then("after", done)
