@@ -50,7 +50,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Celery's task-sent event carries the real task name, not the shadow, and can reach
+        # Flower after task-received and rename the task "flowkit.execute". The store keeps
+        # dispatched_at, so skip it (one broker publish fewer per dispatch, too).
+        task_send_sent_event=False,
         task_track_started=True,
         worker_hijack_root_logger=False,
         enable_utc=True,
