@@ -49,6 +49,23 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def _upsert(conn: Connection, table: Any, values: dict[str, Any], keys: list[str],
+            update_columns: Iterable[str] | None = None) -> None:
+    """INSERT … ON CONFLICT: the loader runs in the scheduler and in `flowkit trigger` at
+    once, so check-then-insert would race (PostgreSQL and SQLite both support this)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect_insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(table).values(**values)
+    columns = [c for c in (update_columns if update_columns is not None else values) if c not in keys]
+    if columns:
+        stmt = stmt.on_conflict_do_update(index_elements=keys,
+                                          set_={c: stmt.excluded[c] for c in columns})
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+    conn.execute(stmt)
+
+
 def _one_line(exc: object) -> str:
     return " ".join(str(exc).split())
 
@@ -376,29 +393,24 @@ class SqlStore:
                 seen_paths.append(r.path)
                 problem = r.problem
                 good = [] if problem else r.flows
-                conn.execute(delete(t.dag_files).where(t.dag_files.c.path == r.path))
-                conn.execute(insert(t.dag_files).values(
+                _upsert(conn, t.dag_files, dict(
                     # a name clash depends on other files: keep no hash, so it is re-checked
                     path=r.path, hash="" if r.conflict else r.hash, import_ms=r.import_ms,
                     error=problem.message if problem else None,
                     error_lineno=problem.lineno if problem else None,
                     flow_names=json.dumps([s.name for s in good]), loaded_at=now,
-                ))
+                ), ["path"])
                 for spec in good:
                     present.add(spec.name)
-                    exists = conn.execute(select(t.flow_versions.c.version).where(
-                        t.flow_versions.c.flow_name == spec.name,
-                        t.flow_versions.c.version == spec.version)).first()
-                    if not exists:
-                        conn.execute(insert(t.flow_versions).values(
-                            flow_name=spec.name, version=spec.version, path=r.path,
-                            spec_json=spec.to_json(), source=r.source, created_at=now))
-                    values = dict(version=spec.version, path=r.path, schedule=spec.schedule,
-                                  owner=spec.owner, description=spec.description, active=True,
-                                  updated_at=now)
-                    if conn.execute(update(t.flows).where(t.flows.c.name == spec.name)
-                                    .values(**values)).rowcount == 0:
-                        conn.execute(insert(t.flows).values(name=spec.name, paused=False, **values))
+                    _upsert(conn, t.flow_versions, dict(
+                        flow_name=spec.name, version=spec.version, path=r.path,
+                        spec_json=spec.to_json(), source=r.source, created_at=now),
+                        ["flow_name", "version"], update_columns=[])
+                    values = dict(name=spec.name, version=spec.version, path=r.path,
+                                  schedule=spec.schedule, owner=spec.owner,
+                                  description=spec.description, active=True, updated_at=now)
+                    # paused is the operator's choice: set on insert, never overwritten here
+                    _upsert(conn, t.flows, {**values, "paused": False}, ["name"], update_columns=values)
             conn.execute(delete(t.dag_files).where(t.dag_files.c.path.not_in(seen_paths)))
             # A flow whose file failed to import keeps its last good version, still active.
             broken = {r.path for r in files if r.problem}

@@ -99,3 +99,23 @@ def test_step_ignoring_its_soft_limit_is_killed_and_recorded(make_cluster, open_
     assert "killed at the hard time limit (6 s)" in attempt["error"]
     assert (attempt["ended_at"] - attempt["started_at"]).total_seconds() < 12
     assert {s["step"]: s["state"] for s in store.step_runs(run_id)}["after"] == "upstream_failed"
+
+
+def test_concurrent_dag_syncs_do_not_collide(pg_url):
+    # The scheduler and `flowkit trigger` both record the dags folder; on PostgreSQL two
+    # loads at once must not fail with a unique violation.
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    from flowkit.loader import load_folder
+
+    store = SqlStore(pg_url)
+    try:
+        store.upgrade()
+        report = load_folder(Path(__file__).resolve().parents[2] / "dags")
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda _: store.record_load(report.files), range(24)))
+        assert {f["name"] for f in store.list_flows()} == {"orders", "telematics", "ml_training"}
+        assert len(store.dag_file_rows()) == 3
+    finally:
+        store.dispose()
