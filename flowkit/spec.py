@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 #: Step kinds. ``branch`` steps return the name(s) of the downstream steps to follow.
@@ -87,16 +88,24 @@ class FlowSpec:
     lineno: int | None = None
     version: str | None = None  # sha256 prefix of the defining module's source
 
-    # -- lookups --------------------------------------------------------------
+    # -- lookups (cached: the scheduler asks for every step and upstream per evaluation) --
+    @cached_property
+    def _by_name(self) -> dict[str, StepSpec]:
+        return {s.name: s for s in self.steps}
+
     def step(self, name: str) -> StepSpec:
-        for s in self.steps:
-            if s.name == name:
-                return s
-        raise KeyError(name)
+        return self._by_name[name]
 
     @property
     def step_names(self) -> list[str]:
-        return [s.name for s in self.steps]
+        return list(self._by_name)
+
+    @cached_property
+    def order(self) -> tuple[str, ...]:
+        """Step names with every step after its upstreams."""
+        from .graph import topo_order
+
+        return tuple(topo_order({s.name: s.upstream for s in self.steps}))
 
     def downstream(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {s.name: [] for s in self.steps}

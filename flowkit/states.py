@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class RunState(StrEnum):
@@ -58,8 +59,7 @@ STEP_TERMINAL = frozenset(
         StepState.CANCELLED,
     }
 )
-#: Terminal step states that count as "did not fail" for downstream trigger rules.
-STEP_OK = frozenset({StepState.SUCCESS, StepState.SKIPPED})
+#: Terminal step states that fail downstream steps (under all_success and none_failed).
 STEP_BAD = frozenset({StepState.FAILED, StepState.UPSTREAM_FAILED, StepState.CANCELLED})
 
 #: Allowed step transitions; every write checks the old state (compare-and-set).
@@ -87,5 +87,9 @@ RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
 }
 
 
-def can_transition(old: StepState, new: StepState) -> bool:
-    return new in STEP_TRANSITIONS.get(old, frozenset())
+def can_transition(old: StepState | RunState, new: StepState | RunState) -> bool:
+    """Whether the tables above allow ``old -> new`` (every compare-and-set checks this)."""
+    table: dict[Any, frozenset[Any]] = (
+        STEP_TRANSITIONS if isinstance(old, StepState) else RUN_TRANSITIONS
+    )
+    return new in table.get(old, frozenset())

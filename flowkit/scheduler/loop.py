@@ -17,7 +17,7 @@ from typing import Any
 
 from ..dispatch.base import Dispatch, Dispatcher
 from ..errors import DispatchError
-from ..graph import Decision, decide, topo_order
+from ..graph import Decision, decide
 from ..spec import FlowSpec
 from ..states import AttemptState, RunState, StepState
 from ..store.sql import SqlStore, as_utc, utcnow
@@ -25,7 +25,6 @@ from ..store.sql import SqlStore, as_utc, utcnow
 log = logging.getLogger(__name__)
 
 _ACTIVE_RUN = (RunState.QUEUED, RunState.RUNNING)
-_IN_FLIGHT = (StepState.QUEUED, StepState.RUNNING)
 
 
 class Scheduler:
@@ -241,12 +240,12 @@ class Scheduler:
         now = tx.now
         if run["state"] == RunState.QUEUED.value:
             tx.cas_run(run_id, [RunState.QUEUED], RunState.RUNNING, started_at=tx.now)
-        # 1. steps whose latest attempt finished
+        # 1. steps whose latest attempt finished (the claim made the step running)
         for name in spec.step_names:
             if name not in latest:
                 continue
             a = latest[name]
-            if state[name] not in _IN_FLIGHT or not AttemptState(a["state"]).terminal:
+            if state[name] != StepState.RUNNING or not AttemptState(a["state"]).terminal:
                 continue
             step = spec.step(name)
             if a["state"] == AttemptState.SUCCESS.value:
@@ -265,7 +264,7 @@ class Scheduler:
                 new, extra = StepState.FAILED, {"ended_at": a["ended_at"]}
                 reason = (f"attempt {a['number']} of {step.retry.max_attempts} failed: "
                           f"{a['error']}")
-            if tx.cas_step(run_id, name, [state[name]], new, reason=reason, **extra):
+            if tx.cas_step(run_id, name, [StepState.RUNNING], new, reason=reason, **extra):
                 state[name] = new
                 if new == StepState.UP_FOR_RETRY:
                     rows[name]["next_attempt_at"] = extra["next_attempt_at"]
@@ -281,8 +280,7 @@ class Scheduler:
             if self._start_attempt(tx, run_id, spec, name, StepState.UP_FOR_RETRY, number, to_send):
                 state[name] = StepState.QUEUED
         # 3. pending steps, in dependency order so skips and failures propagate at once
-        edges = {s.name: s.upstream for s in spec.steps}
-        for name in topo_order(edges):
+        for name in spec.order:
             if state[name] != StepState.PENDING:
                 continue
             step = spec.step(name)
@@ -309,7 +307,7 @@ class Scheduler:
             ok = all(s in (StepState.SUCCESS, StepState.SKIPPED) for s in state.values())
             final = RunState.SUCCESS if ok else RunState.FAILED
             bad = sorted(n for n, s in state.items() if s == StepState.FAILED)
-            tx.cas_run(run_id, [RunState.RUNNING, RunState.QUEUED], final, ended_at=tx.now,
+            tx.cas_run(run_id, [RunState.RUNNING], final, ended_at=tx.now,
                        reason="all steps done" if ok else f"failed steps: {', '.join(bad)}")
         return all(s.terminal for s in state.values())
 

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from ..config import redact
 from ..errors import MigrationRequired, NotFoundError, StoreUnavailable
 from ..spec import FlowSpec
-from ..states import AttemptState, RunState, StepState
+from ..states import AttemptState, RunState, StepState, can_transition
 from . import tables as t
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,15 @@ def _flow_spec(conn: Connection, name: str, version: str) -> FlowSpec:
     return FlowSpec.from_json(spec_json)
 
 
+def _check_transitions(old: Iterable[StepState | RunState], new: StepState | RunState) -> list[str]:
+    """The old states as values, after checking each move against flowkit.states' tables."""
+    olds = list(old)
+    for o in olds:
+        if not can_transition(o, new):
+            raise ValueError(f"{o.value} -> {new.value} is not an allowed transition (flowkit.states)")
+    return [o.value for o in olds]
+
+
 class Tx:
     """One transaction of state changes; each ``cas_*`` returns whether it won."""
 
@@ -146,7 +155,7 @@ class Tx:
         self, run_id: str, step: str, old: Iterable[StepState], new: StepState,
         reason: str = "", **values: Any,
     ) -> bool:
-        olds = [s.value for s in old]
+        olds = _check_transitions(old, new)
         res = self.conn.execute(
             update(t.step_runs)
             .where(t.step_runs.c.run_id == run_id, t.step_runs.c.step == step,
@@ -162,7 +171,7 @@ class Tx:
     def cas_run(
         self, run_id: str, old: Iterable[RunState], new: RunState, reason: str = "", **values: Any
     ) -> bool:
-        olds = [s.value for s in old]
+        olds = _check_transitions(old, new)
         res = self.conn.execute(
             update(t.runs)
             .where(t.runs.c.id == run_id, t.runs.c.state.in_(olds))
@@ -560,11 +569,6 @@ class SqlStore:
         with self._conn() as conn:
             return _results(conn, run_id, steps)
 
-    def run_snapshot(self, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-        """Run row, step rows and attempt rows in one transaction."""
-        with self._conn() as conn:
-            return _snapshot(conn, run_id)
-
     def due_retries(self, now: datetime) -> list[tuple[str, str]]:
         with self._conn() as conn:
             return [(r.run_id, r.step) for r in conn.execute(
@@ -726,8 +730,3 @@ class SqlStore:
         with self._conn() as conn:
             return [_row(r) for r in conn.execute(
                 select(t.runs).where(t.runs.c.parent_run_id == run_id).order_by(t.runs.c.created_at))]
-
-    def record_event(self, action: str, *, actor: str, reason: str = "", run_id: str | None = None,
-                     step: str | None = None) -> None:
-        with self.tx(actor) as tx:
-            tx.event(action, run_id=run_id, step=step, reason=reason)

@@ -280,3 +280,14 @@ def test_duplicate_of_an_attempt_a_live_worker_holds_is_skipped_after_watching(s
     assert len(beats) == 3
     assert not log.exists()  # the step never ran here
     assert sqlite_store.attempts(run_id, "s1")[0]["worker"] == "A"
+
+
+def test_a_transition_outside_the_tables_is_refused(sqlite_store, tmp_path):
+    from flowkit.states import StepState
+
+    h = InlineHarness(sqlite_store, ENGINE_DAGS)
+    run_id = h.trigger("chain", {"log": str(tmp_path / "log")})
+    with pytest.raises(ValueError, match="pending -> success is not an allowed transition"):
+        with sqlite_store.tx("test") as tx:
+            tx.cas_step(run_id, "s2", [StepState.PENDING], StepState.SUCCESS)
+    assert states(sqlite_store, run_id)["s2"] == "pending"
