@@ -17,8 +17,9 @@ TEST_DAGS = Path(__file__).resolve().parent / "dags"
 REDIS_HOST, REDIS_PORT = os.environ.get("FLOWKIT_TEST_REDIS", "127.0.0.1:6379").split(":")
 PG_ADMIN_URL = os.environ.get("FLOWKIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 AMQP_URL = os.environ.get("FLOWKIT_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
-#: A Redis database of its own, flushed before and after each test that uses it.
-REDIS_TEST_DB = 11
+#: A Redis database of its own, flushed before and after each test that uses it
+#: (FLOWKIT_TEST_REDIS_DB lets two checkouts run their suites side by side).
+REDIS_TEST_DB = int(os.environ.get("FLOWKIT_TEST_REDIS_DB", "11"))
 
 
 def service_missing(name: str, exc: BaseException) -> None:
@@ -32,7 +33,7 @@ def service_missing(name: str, exc: BaseException) -> None:
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """No FLOWKIT_* setting of the developer's shell leaks into a test."""
     for key in list(os.environ):
-        if key.startswith("FLOWKIT_") and key != "FLOWKIT_REQUIRE_SERVICES":
+        if key.startswith("FLOWKIT_") and not key.startswith(("FLOWKIT_REQUIRE_SERVICES", "FLOWKIT_TEST_")):
             monkeypatch.delenv(key)
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ def make_cluster(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
     clusters: list[Cluster] = []
 
     def make(database_url: str, broker_url: str, dags: str = "dags", **extra: str) -> Cluster:
+        suffix = uuid.uuid4().hex[:8]
         env = {
             **os.environ,
             "FLOWKIT_DATABASE_URL": database_url,
@@ -33,6 +35,9 @@ def make_cluster(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
             "FLOWKIT_HEARTBEAT_SECONDS": "1",
             "FLOWKIT_VISIBILITY_TIMEOUT_SECONDS": "10",
             "FLOWKIT_QUEUED_LEASE_SECONDS": "30",
+            # Queues of its own: RabbitMQ's vhost is shared by every test and checkout.
+            "FLOWKIT_DEFAULT_QUEUE": f"flowkit-{suffix}",
+            "FLOWKIT_EVENTS_QUEUE": f"flowkit-{suffix}.events",
             "PYTHONUNBUFFERED": "1",
             **extra,
         }

@@ -32,7 +32,8 @@ def test_celery_entrypoint_worker_and_flower_task_names(make_cluster, open_store
     port = _free_port()
     flower = cluster.start("flower", "flower", "--port", str(port))
     cluster.start_command("celery-worker", [
-        sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "flowkit", "-c", "1",
+        sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+        "-Q", cluster.env["FLOWKIT_DEFAULT_QUEUE"], "-c", "1",
         "-E", "--without-gossip", "--without-mingle", "-n", "celery-worker@%h"])
     wait_for(lambda: "Visit me at" in flower.log(), 30, "Flower to start", cluster)
     store = open_store(pg_url)
