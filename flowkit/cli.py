@@ -333,24 +333,44 @@ def _format_run(d: dict[str, Any]) -> str:
 
 # -- daemons ----------------------------------------------------------------------------
 def _make_scheduler(settings: Settings, store: Any, app: Any) -> Any:
+    from .dispatch.base import Backpressure
     from .dispatch.celery import CeleryDispatcher
     from .dispatch.events import BrokerEvents
     from .scheduler.loop import Scheduler
+
+    dispatcher = CeleryDispatcher(app, settings)
+    backpressure = Backpressure(dispatcher.queue_depth, high=settings.queue_high_watermark,
+                                low=settings.queue_low_watermark)
+    return Scheduler(
+        store, dispatcher, BrokerEvents(app, settings.events_queue),
+        sweep_seconds=settings.sweep_seconds, queued_lease_seconds=settings.queued_lease_seconds,
+        lost_after_seconds=settings.lost_after_seconds, global_cap=settings.max_in_flight or None,
+        backpressure=backpressure,
+    )
+
+
+def _refresh_dags_in_background(settings: Settings, store: Any, stop: threading.Event) -> threading.Thread:
+    """Re-read the dags folder in a thread of its own: a slow or hanging module import never
+    holds up the scheduler's loop (imports run in subprocesses with a timeout anyway)."""
     from .sync import sync_dags
 
-    last_sync = [0.0]
+    def loop() -> None:
+        while True:
+            try:
+                sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
+                store.sync_flow_caps(f for f in _active_specs(store))
+            except Exception as exc:  # the next refresh tries again
+                log.warning("dags: refresh failed: %s", exc)
+            if stop.wait(settings.dag_refresh_seconds):
+                return
 
-    def refresh_dags() -> None:
-        if time.monotonic() - last_sync[0] >= settings.dag_refresh_seconds:
-            last_sync[0] = time.monotonic()
-            sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
+    thread = threading.Thread(target=loop, name="flowkit-dags-refresh", daemon=True)
+    thread.start()
+    return thread
 
-    return Scheduler(
-        store, CeleryDispatcher(app, settings), BrokerEvents(app, settings.events_queue),
-        sweep_seconds=settings.sweep_seconds, queued_lease_seconds=settings.queued_lease_seconds,
-        lost_after_seconds=settings.lost_after_seconds,
-        visibility_timeout_seconds=settings.visibility_timeout_seconds, on_sweep=refresh_dags,
-    )
+
+def _active_specs(store: Any) -> list[Any]:
+    return [store.flow_spec(f["name"], f["version"]) for f in store.list_flows()]
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
@@ -378,6 +398,7 @@ def scheduler(ctx: click.Context) -> None:
              redact(settings.broker_url), settings.dags_folder)
     stop = threading.Event()
     _stop_on_signals(stop)
+    _refresh_dags_in_background(settings, store, stop)
     sched.run_forever(stop)
     log.info("scheduler: stopped")
 
@@ -475,6 +496,7 @@ def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float) 
     stop = threading.Event()
     with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
                       loglevel="WARNING", shutdown_timeout=10, queues=queues):
+        store.sync_flow_caps(_active_specs(store))
         thread = threading.Thread(target=sched.run_forever, args=(stop,), daemon=True,
                                   name="flowkit-scheduler")
         thread.start()

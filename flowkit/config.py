@@ -38,6 +38,16 @@ class Settings:
     dag_import_timeout_seconds: float = 30.0
     #: How often the scheduler re-reads the dags folder (only changed files are imported).
     dag_refresh_seconds: float = 30.0
+    #: Attempts queued or running at once, over every flow (0: no cap). Each one holds a
+    #: slot of the global cap from dispatch to its end.
+    max_in_flight: int = 0
+    #: Backpressure: stop dispatching to a broker queue holding this many messages ...
+    queue_high_watermark: int = 1000
+    #: ... until it falls to this many (0 for both turns backpressure off).
+    queue_low_watermark: int = 500
+    #: A worker that finishes a step queues at most this many ready downstream steps itself
+    #: (a chain hop skips the scheduler); the rest wait for the scheduler, in fair order.
+    fast_follow_max: int = 16
     default_queue: str = "flowkit"
     events_queue: str = "flowkit.events"
     worker_concurrency: int = 2
@@ -67,6 +77,12 @@ class Settings:
             )
         if self.max_deliveries < 1:
             raise ConfigError("FLOWKIT_MAX_DELIVERIES must be at least 1")
+        if self.max_in_flight < 0:
+            raise ConfigError("FLOWKIT_MAX_IN_FLIGHT must be 0 (no cap) or more")
+        if self.queue_high_watermark and not 0 <= self.queue_low_watermark < self.queue_high_watermark:
+            raise ConfigError(
+                f"FLOWKIT_QUEUE_LOW_WATERMARK={self.queue_low_watermark} must be below "
+                f"FLOWKIT_QUEUE_HIGH_WATERMARK={self.queue_high_watermark} (0 turns backpressure off)")
 
     @property
     def lost_after_seconds(self) -> float:

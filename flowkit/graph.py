@@ -76,6 +76,27 @@ class Decision(StrEnum):
     UPSTREAM_FAILED = "upstream_failed"
 
 
+def decide_counts(trigger: str, total: int, succeeded: int, failed: int, skipped: int) -> Decision:
+    """What a pending step should do, from counts of its upstreams' outcomes so far.
+
+    ``failed`` counts failed, upstream_failed and cancelled upstreams; ``skipped`` includes a
+    branch that did not choose this step. The engine calls this whenever the counts change.
+    """
+    if total == 0:
+        return Decision.RUN
+    if succeeded + failed + skipped < total:
+        return Decision.WAIT
+    if trigger == "all_done":
+        return Decision.RUN
+    if failed:
+        return Decision.UPSTREAM_FAILED
+    if trigger == "all_success":
+        return Decision.SKIP if skipped else Decision.RUN
+    if trigger == "none_failed":
+        return Decision.RUN if succeeded else Decision.SKIP
+    raise ValueError(f"unknown trigger rule {trigger!r}")
+
+
 def decide(
     trigger: str,
     upstream_states: Sequence[StepState],

@@ -73,6 +73,12 @@ class StepSpec:
     #: Dataset URIs this step reads and writes; recorded on success for lineage.
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
+    #: A named pool this step takes ``slots`` of while queued or running.
+    pool: str | None = None
+    slots: int = 1
+    #: A lock across flows: exclusive holders run alone, shared holders run together.
+    lock: str | None = None
+    lock_mode: str = "exclusive"
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,10 @@ class FlowSpec:
     path: str | None = None
     lineno: int | None = None
     version: str | None = None  # sha256 prefix of the defining module's source
+    #: Runs of this flow that may be running at once (more wait queued); None: no limit.
+    max_active_runs: int | None = None
+    #: Steps of this flow (all its runs) that may be queued or running at once.
+    max_active_steps: int | None = None
 
     # -- lookups (cached: the scheduler asks for every step and upstream per evaluation) --
     @cached_property
@@ -108,11 +118,19 @@ class FlowSpec:
         return tuple(topo_order({s.name: s.upstream for s in self.steps}))
 
     def downstream(self) -> dict[str, list[str]]:
+        return {name: list(down) for name, down in self._downstream.items()}
+
+    @cached_property
+    def _downstream(self) -> dict[str, tuple[str, ...]]:
         out: dict[str, list[str]] = {s.name: [] for s in self.steps}
         for s in self.steps:
             for u in s.upstream:
                 out[u].append(s.name)
-        return out
+        return {name: tuple(down) for name, down in out.items()}
+
+    def downstream_of(self, name: str) -> tuple[str, ...]:
+        """The steps that list ``name`` in their upstream (cached: called per finished step)."""
+        return self._downstream[name]
 
     def max_timeout_seconds(self) -> float | None:
         timeouts = [s.timeout_seconds for s in self.steps if s.timeout_seconds]

@@ -68,14 +68,15 @@ STEP_TRANSITIONS: dict[StepState, frozenset[StepState]] = {
         {StepState.QUEUED, StepState.SKIPPED, StepState.UPSTREAM_FAILED, StepState.CANCELLED,
          StepState.SCHEDULED, StepState.AWAITING_APPROVAL}
     ),
-    StepState.SCHEDULED: frozenset({StepState.QUEUED, StepState.CANCELLED}),
+    # scheduled: ready, waiting for a slot of the ledger (or for backpressure to release)
+    StepState.SCHEDULED: frozenset({StepState.QUEUED, StepState.CANCELLED, StepState.FAILED}),
     StepState.AWAITING_APPROVAL: frozenset({StepState.QUEUED, StepState.SKIPPED, StepState.CANCELLED}),
     StepState.QUEUED: frozenset({StepState.RUNNING, StepState.CANCELLED, StepState.FAILED}),
     StepState.RUNNING: frozenset(
         {StepState.SUCCESS, StepState.FAILED, StepState.SKIPPED, StepState.UP_FOR_RETRY,
          StepState.CANCELLED}
     ),
-    StepState.UP_FOR_RETRY: frozenset({StepState.QUEUED, StepState.CANCELLED}),
+    StepState.UP_FOR_RETRY: frozenset({StepState.QUEUED, StepState.SCHEDULED, StepState.CANCELLED}),
 }
 
 RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {

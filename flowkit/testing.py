@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from .config import Settings
-from .dispatch.base import Dispatch
+from .dispatch.base import Backpressure, Dispatch
 from .dispatch.events import MemoryEvents
 from .scheduler.loop import Scheduler
 from .spec import resolve_params
@@ -25,17 +25,27 @@ from .worker import WorkerRuntime, run_attempt
 
 
 class InlineDispatcher:
-    """Collects dispatches; the harness runs them on an in-process worker."""
+    """Collects dispatches; the harness runs them on an in-process worker.
+
+    ``depths`` stands in for the broker's queue depths (for backpressure tests).
+    """
 
     def __init__(self) -> None:
         self.sent: list[Dispatch] = []
-        self.blocked_queues: set[str] = set()
+        self.depths: dict[str, int] = {}
 
-    def can_dispatch(self, queue: str) -> bool:
-        return queue not in self.blocked_queues
+    def queue_name(self, queue: str | None) -> str:
+        return queue or "flowkit"
 
-    def dispatch(self, item: Dispatch) -> None:
-        self.sent.append(item)
+    def queue_for(self, item: Dispatch) -> str:
+        return self.queue_name(item.step.queue)
+
+    def queue_depth(self, queue: str) -> int:
+        return self.depths.get(queue, 0) + sum(1 for d in self.sent if self.queue_for(d) == queue)
+
+    def dispatch_many(self, items: Iterable[Dispatch]) -> list[Dispatch]:
+        self.sent.extend(items)
+        return []
 
 
 class FakeClock:
@@ -62,10 +72,18 @@ class InlineHarness:
         self.events = MemoryEvents()
         self.dispatcher = InlineDispatcher()
         self.clock = clock or utcnow
+        self.backpressure = (Backpressure(self.dispatcher.queue_depth, ttl_seconds=0,
+                                          high=self.settings.queue_high_watermark,
+                                          low=self.settings.queue_low_watermark)
+                             if self.settings.queue_high_watermark else None)
         self.scheduler = Scheduler(store, self.dispatcher, self.events, clock=self.clock,
-                                   sweep_seconds=3600, name="scheduler@test")
+                                   sweep_seconds=3600, name="scheduler@test",
+                                   global_cap=self.settings.max_in_flight or None,
+                                   backpressure=self.backpressure)
+        self.scheduler.store.set_global_cap(self.scheduler.global_cap)
         self.runtime = WorkerRuntime(settings=self.settings, store=store, events=self.events,
-                                     name="worker@test")
+                                     name="worker@test", dispatcher=self.dispatcher,
+                                     backpressure=self.backpressure)
         # Claim this process's identity now, so no heartbeat thread starts and the
         # worker keeps the name "worker@test" in the audit trail.
         self.runtime._hb_pid = os.getpid()
@@ -75,7 +93,7 @@ class InlineHarness:
         spec = self.store.flow_spec(flow)
         run_id = self.store.create_run(spec, resolve_params(spec, params or {}), actor="test")
         assert run_id is not None
-        self.scheduler.evaluate(run_id)
+        self.scheduler.start_run(run_id)
         return run_id
 
     def work(self) -> int:
@@ -85,8 +103,8 @@ class InlineHarness:
             item = self.dispatcher.sent.pop(0)
             run_attempt(self.runtime, item.run_id, item.step.name, item.attempt)
             ran += 1
-            for event in self.events.wait(0):
-                self.scheduler.evaluate(event["run_id"])
+            self.scheduler.handle(self.events.wait(0))
+            self.scheduler.grant()
         return ran
 
     def run_until_done(self, run_id: str, *, advance: Callable[[float], None] | None = None,
@@ -100,5 +118,5 @@ class InlineHarness:
             due = self.store.next_retry_at()
             if due is not None and advance is not None:
                 advance(max((due - self.clock()).total_seconds(), 0) + 0.001)
-            self.scheduler.evaluate(run_id)
+            self.scheduler.step_once(max_wait=0)
         raise AssertionError(f"run {run_id} did not finish in {max_rounds} rounds")

@@ -20,13 +20,18 @@ from typing import Any
 
 from .config import Settings
 from .context import StepContext
+from .dispatch.base import Backpressure
 from .errors import ResultTooLarge, Retry, Skip
 from .loader import exec_module_source, flows_in
 from .spec import FlowSpec
 from .states import AttemptState
+from .store.machine import Effects
 from .store.sql import Claim, SqlStore
 
 log = logging.getLogger(__name__)
+
+#: How long a worker trusts its reading of the global in-flight cap.
+GLOBAL_CAP_CACHE_SECONDS = 5.0
 
 
 @dataclass
@@ -36,7 +41,11 @@ class WorkerRuntime:
     settings: Settings
     store: SqlStore
     events: Any  # EventBus
+    #: Publishes fast-followed attempts (None: never fast-follow, leave it to the scheduler).
+    dispatcher: Any = None
+    backpressure: Backpressure | None = None
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    _global_cap: tuple[float, int | None] = (float("-inf"), None)
     _modules: dict[tuple[str, str], Any] = field(default_factory=dict)
     _specs: dict[tuple[str, str], FlowSpec] = field(default_factory=dict)
     _running: set[tuple[str, str, int]] = field(default_factory=set)
@@ -63,6 +72,36 @@ class WorkerRuntime:
                 self.store.heartbeat(keys, self.name)
             except Exception as exc:  # a missed beat is survivable; a dead thread is not
                 log.warning("worker %s: heartbeat failed: %s", self.name, exc)
+
+    def global_cap(self) -> int | None:
+        """The scheduler's global in-flight cap, as the ledger holds it (cached a few seconds):
+        an attempt queued here must hold a slot of it, so only the scheduler queues then."""
+        read_at, cap = self._global_cap
+        if time.monotonic() - read_at > GLOBAL_CAP_CACHE_SECONDS:
+            try:
+                rows = {r["key"]: r["capacity"] for r in self.store.limits()}
+                cap = rows.get("global") if "global" in rows else (self.settings.max_in_flight or None)
+            except Exception as exc:  # keep the last value; the finish path reports store trouble
+                log.warning("worker %s: cannot read the global cap: %s", self.name, exc)
+            self._global_cap = (time.monotonic(), cap)
+        return cap
+
+    def fast_follow_gate(self) -> Callable[[Any], bool] | None:
+        """Which ready downstream steps this worker may queue itself, for one finish."""
+        if self.dispatcher is None:
+            return None
+        budget = [self.settings.fast_follow_max]
+        bp = self.backpressure
+
+        def gate(step: Any) -> bool:
+            if budget[0] <= 0:
+                return False
+            if bp is not None and not bp.allow_fast(step.queue or self.settings.default_queue):
+                return False
+            budget[0] -= 1
+            return True
+
+        return gate
 
     def spec(self, flow: str, version: str) -> FlowSpec:
         key = (flow, version)
@@ -146,6 +185,8 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
         rt._running.add(key)
     state, result_json, error, trace, retry_delay = AttemptState.SUCCESS, None, None, None, None
     datasets: list[tuple[str, str]] = []
+    chosen: list[str] | None = None
+    spec = None
     try:
         spec = rt.spec(claim.flow, claim.version)
         step_spec = spec.step(step)
@@ -160,7 +201,7 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
                  claim.deliveries)
         value = _call(fn, ctx)
         if step_spec.kind == "branch":
-            value = _check_branch(spec, step, value)
+            value = chosen = _check_branch(spec, step, value)
         result_json = encode_result(value, run_id=run_id, step=step, cap=s.max_result_bytes)
         datasets = [(u, "read") for u in step_spec.reads] + [(u, "write") for u in step_spec.writes]
     except Skip as exc:
@@ -182,16 +223,17 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
     finally:
         with rt._lock:
             rt._running.discard(key)
-    recorded = rt.store.finish_attempt(
+    effects = rt.store.finish_attempt(
         run_id, step, number, worker=rt.name, state=state, result_json=result_json,
-        error=error, traceback=trace, retry_delay=retry_delay, datasets=datasets)
-    if not recorded:
+        error=error, traceback=trace, retry_delay=retry_delay, datasets=datasets, spec=spec,
+        chosen=chosen, gate=rt.fast_follow_gate(), global_cap=rt.global_cap())
+    if effects is None:
         log.warning("run %s step %s: attempt %s was taken over by another worker; outcome "
                     "discarded", run_id, step, number)
         return "lost_claim"
     log.info("run %s step %s: attempt %s %s%s", run_id, step, number, state.value,
              f" ({error})" if error else "")
-    _notify(rt, run_id, step, number)
+    _after_commit(rt, run_id, step, number, effects)
     return state.value
 
 
@@ -225,10 +267,17 @@ def _check_branch(spec: FlowSpec, step: str, value: Any) -> list[str]:
     return chosen
 
 
-def _notify(rt: WorkerRuntime, run_id: str, step: str, number: int) -> None:
+def _after_commit(rt: WorkerRuntime, run_id: str, step: str, number: int, effects: Effects) -> None:
+    """Publish what the finish transaction queued; wake the scheduler only when it has work."""
+    failed = rt.dispatcher.dispatch_many(effects.to_send) if effects.to_send else []
+    if effects.wake or failed:
+        _notify(rt, run_id, step, number, timer=effects.next_timer)
+
+
+def _notify(rt: WorkerRuntime, run_id: str, step: str, number: int, timer: Any = None) -> None:
     try:
         rt.events.publish({"type": "attempt_done", "run_id": run_id, "step": step,
-                           "attempt": number})
+                           "attempt": number, "timer": timer.isoformat() if timer else None})
     except Exception as exc:  # the scheduler's sweep will find the outcome in SQL
         log.warning("run %s step %s: could not publish completion event: %s", run_id, step, exc)
 
@@ -249,11 +298,16 @@ def runtime_for(app: Any) -> WorkerRuntime:
     if _runtime is None:
         with _runtime_lock:
             if _runtime is None:
+                from .dispatch.celery import CeleryDispatcher
                 from .dispatch.events import BrokerEvents
 
                 settings = getattr(app, "flowkit_settings", None) or Settings.from_env()
-                _runtime = WorkerRuntime(settings=settings, store=SqlStore(settings.database_url),
-                                         events=BrokerEvents(app, settings.events_queue))
+                dispatcher = CeleryDispatcher(app, settings)
+                _runtime = WorkerRuntime(
+                    settings=settings, store=SqlStore(settings.database_url),
+                    events=BrokerEvents(app, settings.events_queue), dispatcher=dispatcher,
+                    backpressure=Backpressure(dispatcher.queue_depth, high=settings.queue_high_watermark,
+                                              low=settings.queue_low_watermark, ttl_seconds=0.25))
     return _runtime
 
 
@@ -261,10 +315,12 @@ def on_hard_timeout(rt: WorkerRuntime, run_id: str, step: str, number: int, limi
     """Record an attempt the pool killed at its hard time limit (Celery acks that message)."""
     reason = (f"killed at the hard time limit ({limit:g} s): the step ignored the soft limit "
               "(timeout=); do not swallow SoftTimeLimitExceeded, or raise the timeout")
-    if rt.store.fail_running_attempt(run_id, step, number, actor=f"{socket.gethostname()}:{os.getpid()}",
-                                     reason=reason):
+    effects = rt.store.fail_running_attempt(run_id, step, number, reason=reason,
+                                            actor=f"{socket.gethostname()}:{os.getpid()}",
+                                            global_cap=rt.global_cap())
+    if effects is not None:
         log.error("run %s step %s: attempt %s %s", run_id, step, number, reason)
-        _notify(rt, run_id, step, number)
+        _after_commit(rt, run_id, step, number, effects)
 
 
 def register(app: Any) -> None:

@@ -1,8 +1,10 @@
-"""Publishes step attempts as Celery tasks. Not public API."""
+"""Publishes step attempts as Celery tasks and reads queue depths. Not public API."""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterable
 from typing import Any
 
 from ..config import Settings, redact
@@ -17,16 +19,42 @@ class CeleryDispatcher:
         self.app = app
         self.settings = settings
         self._redis = settings.broker_url.startswith(("redis", "rediss"))
-
-    def can_dispatch(self, queue: str) -> bool:
-        return True  # queue-depth backpressure reads the broker here (a later issue)
+        self._depth_conn: Any = None
+        self._lock = threading.Lock()
 
     def queue_for(self, item: Dispatch) -> str:
         return item.step.queue or self.settings.default_queue
 
-    def dispatch(self, item: Dispatch) -> None:
-        from ..celery_app import EXECUTE_TASK
+    def queue_name(self, queue: str | None) -> str:
+        return queue or self.settings.default_queue
 
+    def queue_depth(self, queue: str) -> int:
+        """Messages ready in ``queue``: LLEN over Redis's priority lists, or AMQP's count."""
+        from kombu.exceptions import ChannelError
+
+        with self._lock:
+            try:
+                if self._depth_conn is None:
+                    self._depth_conn = self.app.connection_for_read()
+                    self._depth_conn.ensure_connection(max_retries=1)
+                channel = self._depth_conn.default_channel
+                try:
+                    return int(channel.queue_declare(queue=queue, passive=True).message_count)
+                except ChannelError:  # not declared yet (or an empty Redis list): nothing waits
+                    if not self._redis:
+                        self._depth_conn.release()
+                        self._depth_conn = None
+                    return 0
+            except Exception:
+                if self._depth_conn is not None:
+                    try:
+                        self._depth_conn.release()
+                    except Exception:  # already broken
+                        pass
+                self._depth_conn = None
+                raise
+
+    def _options(self, item: Dispatch) -> dict[str, Any]:
         step = item.step
         options: dict[str, Any] = {}
         if step.timeout_seconds:
@@ -37,22 +65,48 @@ class CeleryDispatcher:
         if step.priority is not None:
             # flowkit: 9 runs first. Redis (kombu): 0 is served first; AMQP: higher first.
             options["priority"] = 9 - step.priority if self._redis else step.priority
-        try:
-            self.app.send_task(
-                EXECUTE_TASK,
-                args=[item.run_id, step.name, item.attempt],
-                task_id=item.task_id,
-                queue=self.queue_for(item),
-                shadow=f"{item.flow}.{step.name}",
-                headers={"flowkit_run": item.run_id, "flowkit_step": step.name,
-                         "flowkit_attempt": item.attempt, "flowkit_flow": item.flow},
-                retry=True,
-                retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
-                **options,
-            )
-        except Exception as exc:  # kombu raises many types; the lease makes this recoverable
+        return options
+
+    def dispatch(self, item: Dispatch) -> None:
+        failed = self.dispatch_many([item])
+        if failed:
             raise DispatchError(
-                f"run {item.run_id} step {step.name}: could not publish attempt {item.attempt} "
-                f"to {redact(self.settings.broker_url)}: {exc}; it stays queued and is published "
-                "again when its lease expires"
-            ) from exc
+                f"run {item.run_id} step {item.step.name}: could not publish attempt {item.attempt} "
+                f"to {redact(self.settings.broker_url)}; it stays queued and is published again")
+
+    def dispatch_many(self, items: Iterable[Dispatch]) -> list[Dispatch]:
+        from ..celery_app import EXECUTE_TASK
+
+        items = list(items)
+        if not items:
+            return []
+        failed: list[Dispatch] = []
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for i, item in enumerate(items):
+                    try:
+                        self.app.send_task(
+                            EXECUTE_TASK,
+                            args=[item.run_id, item.step.name, item.attempt],
+                            task_id=item.task_id,
+                            queue=self.queue_for(item),
+                            shadow=f"{item.flow}.{item.step.name}",
+                            headers={"flowkit_run": item.run_id, "flowkit_step": item.step.name,
+                                     "flowkit_attempt": item.attempt, "flowkit_flow": item.flow},
+                            producer=producer,
+                            retry=True,
+                            retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+                            **self._options(item),
+                        )
+                    except Exception as exc:  # kombu raises many types; SQL keeps the attempt
+                        log.error("run %s step %s: could not publish attempt %s to %s: %s; it stays "
+                                  "queued and is published again when the broker is back",
+                                  item.run_id, item.step.name, item.attempt,
+                                  redact(self.settings.broker_url), exc)
+                        failed = items[i:]
+                        break
+        except Exception as exc:  # no connection at all
+            log.error("dispatch: broker %s unreachable (%s); %s attempt(s) stay queued in SQL",
+                      redact(self.settings.broker_url), exc, len(items))
+            return items
+        return failed

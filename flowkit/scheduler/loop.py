@@ -1,30 +1,44 @@
-"""The scheduler: turns completions into the next dispatches. Not public API.
+"""The scheduler: starts runs, grants waiting steps their slots, and owns timers and sweeps.
 
-It never runs user code and never rescans every run: it works on the runs an event
-(a completion, a trigger) or a due timer names, plus a slow safety-net sweep (C1).
-State lives in SQL; on start it rebuilds everything from there, so a scheduler killed
-mid-run continues the run and re-sends only attempts that no worker has started.
+Not public API. It never runs user code and never rescans every run (C1). Readiness lives
+in SQL counters that the transaction ending a step updates, so workers move the happy path
+forward themselves (a finished step queues its ready downstream steps: a chain hop skips
+this process). The scheduler is the authority for everything else:
+
+* runs: queued -> running within each flow's ``max_active_runs``, oldest first;
+* the slot ledger: a step that needs a slot (global cap, pool, lock, flow step cap) waits in
+  state ``scheduled``; the scheduler grants waiters in priority order, runs taking turns;
+* backpressure: nothing is published to a queue above its high watermark (C7);
+* retry timers (``next_attempt_at`` in SQL, so a restart loses none: C5);
+* sweeps: queued attempts whose message was lost, workers gone silent (C2, C3), cron.
+
+It wakes on events from workers and triggers, not by polling SQL in a tight loop.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..dispatch.base import Dispatch, Dispatcher
-from ..errors import DispatchError
-from ..graph import Decision, decide
-from ..spec import FlowSpec
-from ..states import AttemptState, RunState, StepState
+from ..dispatch.base import Backpressure, Dispatch, Dispatcher
+from ..spec import FlowSpec, StepSpec
+from ..states import RunState
+from ..store.machine import Effects
 from ..store.sql import SqlStore, as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
-_ACTIVE_RUN = (RunState.QUEUED, RunState.RUNNING)
+#: While waiters are held back by backpressure or a full limit, look again this often even
+#: with no event (a draining broker queue sends none).
+WAITER_POLL_SECONDS = 0.2
+#: Waiters granted per transaction.
+GRANT_BATCH = 500
 
 
 class Scheduler:
@@ -37,7 +51,8 @@ class Scheduler:
         sweep_seconds: float = 5.0,
         queued_lease_seconds: float = 300.0,
         lost_after_seconds: float = 30.0,
-        visibility_timeout_seconds: float = 3600.0,
+        global_cap: int | None = None,
+        backpressure: Backpressure | None = None,
         clock: Callable[[], datetime] = utcnow,
         name: str | None = None,
         on_sweep: Callable[[], None] | None = None,
@@ -47,30 +62,37 @@ class Scheduler:
         self.events = events
         self.sweep_seconds = sweep_seconds
         self.queued_lease = timedelta(seconds=queued_lease_seconds)
-        # A running attempt silent this long was not redelivered by the broker either. Redis
-        # restores unacked messages on a periodic check after the visibility timeout, so the
-        # margin is generous: reaping is the net for messages the broker truly lost.
-        self.reap_after = timedelta(
-            seconds=lost_after_seconds + visibility_timeout_seconds
-            + max(60.0, visibility_timeout_seconds / 2))
+        # A running attempt whose heartbeat is this old lost its worker: publish it again
+        # (the next worker takes it over; a late redelivery of the old message is dropped).
+        self.lost_after = timedelta(seconds=lost_after_seconds)
+        self.global_cap = global_cap or None
+        self.backpressure = backpressure
         self.clock = clock
-        self.actor = name or f"scheduler@{socket.gethostname()}"
+        self.actor = name or f"scheduler@{socket.gethostname()}:{os.getpid()}"
         self.on_sweep = on_sweep
         self._specs: dict[tuple[str, str], FlowSpec] = {}
-        self._branch_choices: dict[tuple[str, str], list[str]] = {}
         self._next_sweep: datetime | None = None
         self._next_timer: datetime | None = None
-        self.stats = {"evaluations": 0, "dispatched": 0, "events": 0}
+        self._grant_due: float | None = 0.0  # monotonic time to look at waiters again
+        self._unsent: list[Dispatch] = []
+        self.stats: dict[str, Any] = {"events": 0, "dispatched": 0, "granted_batches": 0,
+                                      "loops": 0, "last_loop_at": None}
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
-        """Rebuild from SQL: old events are dropped, every active run is evaluated once."""
+        """Rebuild from SQL: old events are dropped, queued runs start, waiters are granted."""
         dropped = self.events.purge()
         log.info("scheduler %s: starting; dropped %s stale events, rebuilding from SQL",
                  self.actor, dropped)
-        for run_id in self.store.run_ids_in_states(_ACTIVE_RUN):
-            self.evaluate_safely(run_id)
+        self.store.set_global_cap(self.global_cap)
+        for run_id in self.store.runs_needing_attention():
+            self._apply(self.store.reconcile_run(self.actor, run_id, specs=self._specs,
+                                                 global_cap=self.global_cap, gate=self._gate))
+        self._apply(self.store.start_runs(self.actor, specs=self._specs, global_cap=self.global_cap,
+                                          gate=self._gate))
+        self._grant_due = 0.0
         self.sweep(force_leases=True)
+        self.store.beat_scheduler(self.actor, self.status(), started=True)
 
     def run_forever(self, stop: threading.Event) -> None:
         """Loop until ``stop``; a failing database or broker is retried, never fatal."""
@@ -84,34 +106,111 @@ class Scheduler:
                 # Bounded waits keep a stop request (SIGTERM) answered within a second.
                 self.step_once(max_wait=1.0)
                 backoff = 0.5
-            except Exception:
-                log.exception("scheduler %s: loop error; retrying in %.1f s", self.actor, backoff)
+            except Exception as exc:
+                log.error("scheduler %s: loop error (%s: %s); retrying in %.1f s", self.actor,
+                          type(exc).__name__, " ".join(str(exc).split())[:300], backoff)
+                log.debug("scheduler %s: loop error", self.actor, exc_info=True)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 
     def step_once(self, max_wait: float | None = None) -> None:
+        wait = self._wait_seconds(max_wait)
+        batch = self.events.wait(wait)
+        self.handle(batch)
+        now = self.clock()
+        if self._next_timer is not None and now >= self._next_timer:
+            self._next_timer = None
+            self._apply(self.store.start_due_retries(self.actor, now, specs=self._specs,
+                                                     global_cap=self.global_cap, gate=self._gate))
+            self._next_timer = self.store.next_retry_at()
+        self.grant()
+        if self._next_sweep is None or now >= self._next_sweep:
+            self.sweep()
+        self.stats["loops"] += 1
+        self.stats["last_loop_at"] = now.isoformat()
+
+    def _wait_seconds(self, max_wait: float | None) -> float:
         now = self.clock()
         wait = self.sweep_seconds
         for due in (self._next_sweep, self._next_timer):
             if due is not None:
                 wait = min(wait, max((due - now).total_seconds(), 0.0))
-        if max_wait is not None:
-            wait = min(wait, max_wait)
-        batch = self.events.wait(wait)
+        if self._grant_due is not None:
+            wait = min(wait, max(self._grant_due - time.monotonic(), 0.0))
+        if self._unsent:
+            wait = min(wait, 1.0)
+        return wait if max_wait is None else min(wait, max_wait)
+
+    # -- events ---------------------------------------------------------------------------
+    def handle(self, batch: list[dict[str, Any]]) -> None:
+        """Work on a batch of events: new runs start; anything else means "look at waiters"."""
         self.stats["events"] += len(batch)
-        runs = {e["run_id"] for e in batch if e.get("run_id")}
-        now = self.clock()
-        if self._next_timer is not None and now >= self._next_timer:
-            self._next_timer = None
-            runs |= {r for r, _ in self.store.due_retries(now)}
-        for run_id in sorted(runs):
-            self.evaluate_safely(run_id)
-        if self._next_sweep is None or now >= self._next_sweep:
-            self.sweep()
+        new_runs = [e["run_id"] for e in batch if e.get("type") == "run_created" and e.get("run_id")]
+        woken = any(e.get("type") != "run_created" for e in batch)
+        for e in batch:
+            if e.get("timer"):  # a retry timer a worker set
+                self._note_timer(datetime.fromisoformat(e["timer"]))
+        if getattr(self.events, "reconnected", False):
+            # The broker came back: messages queued before it went away may be gone with it.
+            self.events.reconnected = False
+            log.warning("scheduler %s: broker connection restored; publishing queued attempts again",
+                        self.actor)
+            self.resend_expired(self.clock(), everything=True)
+        if new_runs or woken:
+            # A run that ended may let a queued run of its flow start (max_active_runs).
+            self._apply(self.store.start_runs(self.actor, specs=self._specs, global_cap=self.global_cap,
+                                              gate=self._gate, run_ids=None if woken else new_runs))
+        if woken:
+            self._grant_due = 0.0
+
+    def _gate(self, step: StepSpec) -> bool:
+        """May the scheduler queue this limit-free step at once (backpressure allowing)?"""
+        return self.backpressure is None or self.backpressure.allow(self._queue(step))
+
+    def _queue(self, step: StepSpec) -> str:
+        return getattr(self.dispatcher, "queue_name", lambda q: q or "default")(step.queue)
+
+    def grant(self) -> None:
+        """Grant waiting steps while there is room; look again soon if some are held back."""
+        if self._grant_due is None or time.monotonic() < self._grant_due:
+            return
+        self._grant_due = None
+        while True:
+            effects, full = self.store.grant_waiters(
+                self.actor, specs=self._specs, global_cap=self.global_cap, allow=self._gate,
+                batch=GRANT_BATCH)
+            self.stats["granted_batches"] += 1
+            self._apply(effects)
+            if not full:
+                break
+        if self.store.waiting_count():
+            self._grant_due = time.monotonic() + WAITER_POLL_SECONDS
+
+    def _note_timer(self, due: datetime | None) -> None:
+        if due is not None and (self._next_timer is None or due < self._next_timer):
+            self._next_timer = due
+
+    def _apply(self, effects: Effects) -> None:
+        self._note_timer(effects.next_timer)
+        if effects.wake:
+            self._grant_due = 0.0
+        for run_id in effects.ended_runs:
+            log.info("run %s: ended", run_id)
+        self._send(effects.to_send)
+
+    def _send(self, items: list[Dispatch]) -> None:
+        items = self._unsent + items
+        self._unsent = []
+        if not items:
+            return
+        failed = self.dispatcher.dispatch_many(items)
+        self.stats["dispatched"] += len(items) - len(failed)
+        # Kept in SQL as queued either way; retried every loop until the broker takes them.
+        self._unsent = failed
 
     # -- sweep ----------------------------------------------------------------------------
     def sweep(self, force_leases: bool = False) -> None:
-        """Safety net: new runs, due timers, expired leases, silent attempts, cron."""
+        """Safety net: due timers, stuck runs, expired leases, silent workers, cron."""
         now = self.clock()
         self._next_sweep = now + timedelta(seconds=self.sweep_seconds)
         if self.on_sweep:
@@ -120,48 +219,71 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler %s: sweep hook failed", self.actor)
         self.schedule_cron(now)
-        due = {r for r, _ in self.store.due_retries(now)}
-        for run_id in sorted(due | set(self.store.runs_needing_attention())):
-            self.evaluate_safely(run_id)
-        self.reap_silent(now)
+        self._apply(self.store.start_runs(self.actor, specs=self._specs, global_cap=self.global_cap,
+                                          gate=self._gate))
+        self._apply(self.store.start_due_retries(self.actor, now, specs=self._specs,
+                                                 global_cap=self.global_cap, gate=self._gate))
+        for run_id in self.store.runs_needing_attention():
+            self._apply(self.store.reconcile_run(self.actor, run_id, specs=self._specs,
+                                                 global_cap=self.global_cap, gate=self._gate))
+        self.redispatch_silent(now)
         self.resend_expired(now, everything=force_leases)
         self._next_timer = self.store.next_retry_at()
+        self._grant_due = 0.0
+        try:
+            self.store.beat_scheduler(self.actor, self.status())
+        except Exception as exc:  # status is informative; the loop goes on
+            log.warning("scheduler %s: could not record its heartbeat: %s", self.actor, exc)
+
+    def status(self) -> dict[str, Any]:
+        out = dict(self.stats)
+        out["global_cap"] = self.global_cap
+        out["backpressure"] = self.backpressure.snapshot() if self.backpressure else {}
+        out["unsent"] = len(self._unsent)
+        return out
 
     def resend_expired(self, now: datetime, everything: bool = False) -> None:
         """Publish again attempts that were queued but never started (C2).
 
-        On start (``everything``) this covers a crash between the SQL write and the
-        publish; the worker skips a duplicate whose attempt already started or finished.
+        On start or a broker reconnect (``everything``) this covers a crash between the SQL
+        write and the publish, or messages lost with the broker; the worker skips a
+        duplicate whose attempt already started or finished.
         """
         cutoff = now if everything else now - self.queued_lease
-        for a in self.store.expired_leases(cutoff):
+        self._resend(self.store.expired_leases(cutoff), "queued attempt not started; published again")
+
+    def redispatch_silent(self, now: datetime) -> None:
+        """Publish again attempts whose worker stopped beating (C3): the next worker to get
+        the message takes the attempt over (its heartbeat is stale); a late redelivery of the
+        old message finds it taken and is dropped. Redelivery caps catch a poison step (C6)."""
+        silent = self.store.silent_attempts(now - self.lost_after, dispatched_before=now - self.lost_after)
+        for a in silent:
+            log.warning("run %s step %s: attempt %s: worker %s silent since %s; publishing it again",
+                        a["run_id"], a["step"], a["number"], a["worker"],
+                        a["heartbeat_at"].isoformat() if a["heartbeat_at"] else "-")
+        self._resend(silent, "worker silent (no heartbeat); published again for another worker",
+                     states=("running",))
+
+    def _resend(self, attempts: list[dict[str, Any]], reason: str,
+                states: tuple[str, ...] = ("queued",)) -> None:
+        items = []
+        for a in attempts:
             run = self.store.get_run(a["run_id"])
             if RunState(run["state"]).terminal:
                 continue
-            spec = self.spec(run["flow_name"], run["version"])
             with self.store.tx(self.actor, self.clock()) as tx:
-                if not tx.touch_attempt_dispatch(a["run_id"], a["step"], a["number"]):
+                if not tx.touch_attempt_dispatch(a["run_id"], a["step"], a["number"], states=states):
                     continue
                 tx.event("lease_expired", run_id=a["run_id"], step=a["step"], attempt=a["number"],
-                         reason="queued attempt not started; published again")
-            self._send([Dispatch(a["run_id"], spec.name, spec.step(a["step"]), a["number"],
-                                 a["task_id"])])
-
-    def reap_silent(self, now: datetime) -> None:
-        """Fail running attempts whose worker went silent and the broker never redelivered (C3)."""
-        for a in self.store.silent_attempts(now - self.reap_after):
-            with self.store.tx(self.actor, self.clock()) as tx:
-                reason = (f"worker {a['worker']} went silent (no heartbeat since "
-                          f"{a['heartbeat_at']:%H:%M:%S}) and the broker did not redeliver; "
-                          "treated as a failed attempt")
-                won = tx.fail_lost_attempt(a["run_id"], a["step"], a["number"], a["heartbeat_at"],
-                                           reason)
-            if won:
-                log.warning("run %s step %s: %s", a["run_id"], a["step"], reason)
-                self.evaluate(a["run_id"])
+                         reason=reason)
+            spec = self.spec(run["flow_name"], run["version"])
+            items.append(Dispatch(a["run_id"], spec.name, spec.step(a["step"]), a["number"], a["task_id"]))
+        self._send(items)
 
     def schedule_cron(self, now: datetime) -> None:
         from croniter import croniter
+
+        from ..spec import resolve_params
 
         for flow in self.store.list_flows():
             if not flow["schedule"] or flow["paused"]:
@@ -172,8 +294,6 @@ class Scheduler:
             if due > now:
                 continue
             spec = self.spec(flow["name"], flow["version"])
-            from ..spec import resolve_params
-
             try:
                 params = resolve_params(spec, {})
             except Exception as exc:
@@ -183,155 +303,31 @@ class Scheduler:
                                            logical_date=due, reason=f"cron {flow['schedule']}")
             if run_id:
                 log.info("flow %s: scheduled run %s for %s", flow["name"], run_id, due.isoformat())
-                self.evaluate(run_id)
+                self._apply(self.store.start_runs(self.actor, specs=self._specs,
+                                                  global_cap=self.global_cap, gate=self._gate,
+                                                  run_ids=[run_id]))
 
-    # -- the state machine ----------------------------------------------------------------
-    def spec(self, flow: str, version: str, tx: Any = None) -> FlowSpec:
-        """A pinned flow version (cached; read through ``tx`` when inside one)."""
+    def spec(self, flow: str, version: str) -> FlowSpec:
+        """A pinned flow version (cached)."""
         key = (flow, version)
         if key not in self._specs:
-            self._specs[key] = (tx or self.store).flow_spec(flow, version)
+            self._specs[key] = self.store.flow_spec(flow, version)
         return self._specs[key]
 
-    def _chosen(self, run_id: str, step: str) -> list[str]:
-        return self._branch_choices.get((run_id, step), [])
-
-    def evaluate_safely(self, run_id: str) -> None:
-        """One broken run (say, a spec that no longer loads) must not stall the others."""
-        try:
-            self.evaluate(run_id)
-        except Exception:
-            log.exception("run %s: evaluation failed; retried at the next event or sweep", run_id)
+    # -- used by tests and the inline harness ----------------------------------------------
+    def start_run(self, run_id: str) -> None:
+        self._apply(self.store.start_runs(self.actor, specs=self._specs, global_cap=self.global_cap,
+                                          gate=self._gate, run_ids=[run_id]))
+        self._grant_due = 0.0
+        self.grant()
 
     def evaluate(self, run_id: str) -> None:
-        """Move one run forward: finish steps, start retries, dispatch what became ready.
-
-        One transaction reads the run and writes every transition (a round trip saved per
-        completion); the new attempts are published after it commits.
-        """
-        self.stats["evaluations"] += 1
-        to_send: list[Dispatch] = []
-        with self.store.tx(self.actor, self.clock()) as tx:
-            finished = self._advance(tx, run_id, to_send)
-        if finished:
-            for key in [k for k in self._branch_choices if k[0] == run_id]:
-                del self._branch_choices[key]
-        self._send(to_send)
-
-    def _advance(self, tx: Any, run_id: str, to_send: list[Dispatch]) -> bool:
-        """The state machine for one run inside ``tx``; returns whether the run has ended."""
-        run, step_rows, attempt_rows = tx.snapshot(run_id)
-        if RunState(run["state"]) not in _ACTIVE_RUN:
-            return True
-        spec = self.spec(run["flow_name"], run["version"], tx)
-        state = {r["step"]: StepState(r["state"]) for r in step_rows}
-        rows = {r["step"]: r for r in step_rows}
-        latest: dict[str, dict[str, Any]] = {}
-        for a in attempt_rows:
-            if a["step"] not in latest or a["number"] > latest[a["step"]]["number"]:
-                latest[a["step"]] = a
-        branches = [s.name for s in spec.steps if s.kind == "branch" and (
-            state[s.name] == StepState.SUCCESS
-            or latest.get(s.name, {}).get("state") == AttemptState.SUCCESS.value)]
-        missing = [b for b in branches if (run_id, b) not in self._branch_choices]
-        if missing:
-            for b, value in tx.results(run_id, missing).items():
-                self._branch_choices[(run_id, b)] = [value] if isinstance(value, str) else list(value or [])
-        now = tx.now
+        """Bring one run up to date from SQL (start it, decide its steps, grant waiters)."""
+        run = self.store.get_run(run_id)
         if run["state"] == RunState.QUEUED.value:
-            tx.cas_run(run_id, [RunState.QUEUED], RunState.RUNNING, started_at=tx.now)
-        # 1. steps whose latest attempt finished (the claim made the step running)
-        for name in spec.step_names:
-            if name not in latest:
-                continue
-            a = latest[name]
-            if state[name] != StepState.RUNNING or not AttemptState(a["state"]).terminal:
-                continue
-            step = spec.step(name)
-            if a["state"] == AttemptState.SUCCESS.value:
-                new, extra = StepState.SUCCESS, {"ended_at": a["ended_at"]}
-                reason = f"attempt {a['number']} succeeded"
-            elif a["state"] == AttemptState.SKIPPED.value:
-                new, extra = StepState.SKIPPED, {"ended_at": a["ended_at"]}
-                reason = a["error"] or "skipped by the step"
-            elif a["number"] < step.retry.max_attempts:
-                delay = a["retry_delay"] if a["retry_delay"] is not None else \
-                    step.retry.delay_after(a["number"])
-                new, extra = StepState.UP_FOR_RETRY, {"next_attempt_at": tx.now + timedelta(seconds=delay)}
-                reason = (f"attempt {a['number']} of {step.retry.max_attempts} failed; "
-                          f"retrying in {delay:.1f} s: {a['error']}")
-            else:
-                new, extra = StepState.FAILED, {"ended_at": a["ended_at"]}
-                reason = (f"attempt {a['number']} of {step.retry.max_attempts} failed: "
-                          f"{a['error']}")
-            if tx.cas_step(run_id, name, [StepState.RUNNING], new, reason=reason, **extra):
-                state[name] = new
-                if new == StepState.UP_FOR_RETRY:
-                    rows[name]["next_attempt_at"] = extra["next_attempt_at"]
-        # 2. retries whose timer is due
-        for name in spec.step_names:
-            if state[name] != StepState.UP_FOR_RETRY:
-                continue
-            due = as_utc(rows[name]["next_attempt_at"])
-            if due is None or due > now:
-                self._note_timer(due)
-                continue
-            number = (latest[name]["number"] if name in latest else 0) + 1
-            if self._start_attempt(tx, run_id, spec, name, StepState.UP_FOR_RETRY, number, to_send):
-                state[name] = StepState.QUEUED
-        # 3. pending steps, in dependency order so skips and failures propagate at once
-        for name in spec.order:
-            if state[name] != StepState.PENDING:
-                continue
-            step = spec.step(name)
-            ups = [state[u] for u in step.upstream]
-            followed = [
-                not (spec.step(u).kind == "branch" and state[u] == StepState.SUCCESS
-                     and name not in self._chosen(run_id, u))
-                for u in step.upstream
-            ]
-            decision = decide(step.trigger, ups, followed)
-            if decision == Decision.WAIT:
-                continue
-            if decision == Decision.RUN:
-                if self._start_attempt(tx, run_id, spec, name, StepState.PENDING, 1, to_send):
-                    state[name] = StepState.QUEUED
-                continue
-            new = StepState.SKIPPED if decision == Decision.SKIP else StepState.UPSTREAM_FAILED
-            why = ("not chosen by its branch or an upstream was skipped"
-                   if new == StepState.SKIPPED else "an upstream step failed")
-            if tx.cas_step(run_id, name, [StepState.PENDING], new, reason=why, ended_at=tx.now):
-                state[name] = new
-        # 4. the run ends when every step has
-        if all(s.terminal for s in state.values()):
-            ok = all(s in (StepState.SUCCESS, StepState.SKIPPED) for s in state.values())
-            final = RunState.SUCCESS if ok else RunState.FAILED
-            bad = sorted(n for n, s in state.items() if s == StepState.FAILED)
-            tx.cas_run(run_id, [RunState.RUNNING], final, ended_at=tx.now,
-                       reason="all steps done" if ok else f"failed steps: {', '.join(bad)}")
-        return all(s.terminal for s in state.values())
-
-    def _start_attempt(self, tx: Any, run_id: str, spec: FlowSpec, name: str, old: StepState,
-                       number: int, to_send: list[Dispatch]) -> bool:
-        step = spec.step(name)
-        queue = step.queue or "default"
-        if not self.dispatcher.can_dispatch(queue):
-            return False  # stays pending; the next event or sweep tries again
-        if not tx.cas_step(run_id, name, [old], StepState.QUEUED, attempts=number,
-                           reason=f"attempt {number} dispatched", next_attempt_at=None):
-            return False
-        task_id = tx.insert_attempt(run_id, name, number)
-        to_send.append(Dispatch(run_id, spec.name, step, number, task_id))
-        return True
-
-    def _send(self, items: list[Dispatch]) -> None:
-        for item in items:
-            try:
-                self.dispatcher.dispatch(item)
-                self.stats["dispatched"] += 1
-            except DispatchError as exc:
-                log.error("%s", exc)
-
-    def _note_timer(self, due: datetime | None) -> None:
-        if due is not None and (self._next_timer is None or due < self._next_timer):
-            self._next_timer = due
+            self.start_run(run_id)
+            return
+        self._apply(self.store.reconcile_run(self.actor, run_id, specs=self._specs,
+                                             global_cap=self.global_cap, gate=self._gate))
+        self._grant_due = 0.0
+        self.grant()

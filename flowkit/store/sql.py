@@ -14,7 +14,8 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from ..errors import MigrationRequired, NotFoundError, StoreUnavailable
 from ..spec import FlowSpec
 from ..states import AttemptState, RunState, StepState, can_transition
 from . import tables as t
+from .ledger import Hold, Ledger, decode_holds
+from .machine import Gate, Machine, initial_rows
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +73,6 @@ def _one_line(exc: object) -> str:
     return " ".join(str(exc).split())
 
 
-def task_id_for(run_id: str, step: str, attempt: int) -> str:
-    """Deterministic Celery task id: a re-sent attempt keeps its id (Flower links stay)."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"flowkit:{run_id}/{step}/{attempt}"))
-
-
 def _row(r: Any) -> dict[str, Any]:
     out = dict(r._mapping)
     for k, v in out.items():
@@ -94,17 +92,6 @@ class Claim:
     upstream: dict[str, Any] | None = None  # results of the step's upstreams, when asked for
     deliveries: int = 0
     detail: str = ""
-
-
-def _snapshot(conn: Connection, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    run = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
-    if run is None:
-        raise NotFoundError(f"no run with id {run_id!r}")
-    steps = [_row(r) for r in conn.execute(select(t.step_runs).where(t.step_runs.c.run_id == run_id))]
-    atts = [_row(r) for r in conn.execute(select(t.attempts).where(t.attempts.c.run_id == run_id))]
-    run_row = _row(run)
-    run_row["params"] = json.loads(run_row["params"])
-    return run_row, steps, atts
 
 
 def _results(conn: Connection, run_id: str, steps: Iterable[str] | None) -> dict[str, Any]:
@@ -182,43 +169,48 @@ class Tx:
             return True
         return False
 
-    def insert_attempt(self, run_id: str, step: str, number: int) -> str:
-        task_id = task_id_for(run_id, step, number)
-        self.conn.execute(insert(t.attempts).values(
-            run_id=run_id, step=step, number=number, task_id=task_id,
-            state=AttemptState.QUEUED.value, deliveries=0, dispatched_at=self.now,
-        ))
-        return task_id
-
-    def touch_attempt_dispatch(self, run_id: str, step: str, number: int) -> bool:
-        """Renew the lease of a queued attempt that is being published again."""
+    def touch_attempt_dispatch(self, run_id: str, step: str, number: int,
+                               states: Iterable[str] = ("queued",)) -> bool:
+        """Renew the lease of a live attempt that is being published again."""
         res = self.conn.execute(
             update(t.attempts)
             .where(t.attempts.c.run_id == run_id, t.attempts.c.step == step,
-                   t.attempts.c.number == number,
-                   t.attempts.c.state == AttemptState.QUEUED.value)
+                   t.attempts.c.number == number, t.attempts.c.state.in_(list(states)))
             .values(dispatched_at=self.now)
         )
         return res.rowcount == 1
 
-    def fail_lost_attempt(
-        self, run_id: str, step: str, number: int, heartbeat_at: datetime | None, reason: str
-    ) -> bool:
-        cond = [t.attempts.c.run_id == run_id, t.attempts.c.step == step,
-                t.attempts.c.number == number,
-                t.attempts.c.state == AttemptState.RUNNING.value]
-        cond.append(t.attempts.c.heartbeat_at == heartbeat_at if heartbeat_at
-                    else t.attempts.c.heartbeat_at.is_(None))
-        res = self.conn.execute(update(t.attempts).where(*cond).values(
-            state=AttemptState.FAILED.value, ended_at=self.now, error=reason))
-        if res.rowcount == 1:
-            self.event("attempt_lost", run_id=run_id, step=step, attempt=number,
-                       old="running", new="failed", reason=reason)
-            return True
-        return False
+    def end_attempt(
+        self, run_id: str, step: str, number: int, *, state: AttemptState,
+        from_states: Iterable[AttemptState] = (AttemptState.RUNNING,), worker: str | None = None,
+        heartbeat_at: Any = ..., **values: Any,
+    ) -> list[Hold] | None:
+        """End a live attempt (compare-and-set on its state, and on its worker or heartbeat
+        when given) and give back its ledger holds. Returns the holds, or None if lost."""
+        a = t.attempts.c
+        cond = [a.run_id == run_id, a.step == step, a.number == number,
+                a.state.in_([s.value for s in from_states])]
+        if worker is not None:
+            cond.append(a.worker == worker)
+        if heartbeat_at is not ...:
+            cond.append(a.heartbeat_at == heartbeat_at if heartbeat_at else a.heartbeat_at.is_(None))
+        row = self.conn.execute(update(t.attempts).where(*cond).values(
+            state=state.value, ended_at=self.now, **values).returning(a.holds)).first()
+        if row is None:
+            return None
+        holds = decode_holds(row.holds)
+        if holds:
+            self.ledger.lock(k for k, _ in holds)
+            self.ledger.give_back(holds)
+        return holds
 
-    def snapshot(self, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-        return _snapshot(self.conn, run_id)
+    @cached_property
+    def ledger(self) -> Ledger:
+        return Ledger(self.conn, self.now)
+
+    def machine(self, spec: FlowSpec, run_id: str, *, global_cap: int | None,
+                gate: Gate | None = None) -> Machine:
+        return Machine(self, spec, run_id, global_cap=global_cap, gate=gate)
 
     def results(self, run_id: str, steps: Iterable[str]) -> dict[str, Any]:
         return _results(self.conn, run_id, steps)
@@ -232,7 +224,7 @@ class Tx:
             self._events = []
 
 
-class SqlStore:
+class SqlStoreBase:
     """State store on SQLite (default) or PostgreSQL.
 
     The engine is created lazily per process: a forked Celery pool child must not reuse
@@ -476,10 +468,9 @@ class SqlStore:
                     id=run_id, flow_name=spec.name, version=spec.version,
                     state=RunState.QUEUED.value, params=json.dumps(params, sort_keys=True),
                     trigger=trigger, triggered_by=actor, parent_run_id=parent_run_id,
-                    logical_date=logical_date, created_at=tx.now, updated_at=tx.now))
-                tx.conn.execute(insert(t.step_runs), [
-                    {"run_id": run_id, "step": s.name, "state": StepState.PENDING.value,
-                     "attempts": 0, "updated_at": tx.now} for s in spec.steps])
+                    logical_date=logical_date, created_at=tx.now, updated_at=tx.now,
+                    steps_left=len(spec.steps), waits=0))
+                tx.conn.execute(insert(t.step_runs), initial_rows(spec, run_id, tx.now))
                 tx.event("run_created", run_id=run_id, new=RunState.QUEUED.value,
                          reason=reason or f"{trigger} trigger, version {spec.version}")
         except IntegrityError:
@@ -526,18 +517,20 @@ class SqlStore:
                                        .where(t.runs.c.flow_name == flow)).scalar())
 
     def runs_needing_attention(self) -> list[str]:
-        """Runs a lost event would leave stuck: still queued, or holding a step in flight whose
-        latest attempt already ended. Indexed lookups, not a scan of every active run (C1)."""
-        a, sr = t.attempts, t.step_runs
+        """Running runs the counters cannot move on their own: created before the counters
+        existed, counted down but not ended, or holding a step in flight whose latest attempt
+        already ended. Indexed lookups, not a scan of every active run (C1)."""
+        a, sr, r = t.attempts, t.step_runs, t.runs
         finished_unseen = (
             select(a.c.run_id).join(sr, (sr.c.run_id == a.c.run_id) & (sr.c.step == a.c.step)
                                     & (sr.c.attempts == a.c.number))
             .where(sr.c.state.in_([StepState.QUEUED.value, StepState.RUNNING.value]),
                    a.c.state.in_([s.value for s in AttemptState if s.terminal]))
         )
-        queued = select(t.runs.c.id).where(t.runs.c.state == RunState.QUEUED.value)
+        uncounted = select(r.c.id).where(r.c.state == RunState.RUNNING.value,
+                                         (r.c.steps_left.is_(None)) | (r.c.steps_left <= 0))
         with self._conn() as conn:
-            return sorted({r[0] for r in conn.execute(queued.union(finished_unseen))})
+            return sorted({row[0] for row in conn.execute(uncounted.union(finished_unseen))})
 
     def run_ids_in_states(self, states: Iterable[RunState]) -> list[str]:
         with self._conn() as conn:
@@ -588,132 +581,16 @@ class SqlStore:
                 t.attempts.c.state == AttemptState.QUEUED.value,
                 t.attempts.c.dispatched_at < queued_before))]
 
-    def silent_attempts(self, heartbeat_before: datetime) -> list[dict[str, Any]]:
+    def silent_attempts(self, heartbeat_before: datetime,
+                        dispatched_before: datetime | None = None) -> list[dict[str, Any]]:
+        """Running attempts whose worker has not beaten since ``heartbeat_before`` (and, with
+        ``dispatched_before``, that were not published again since then)."""
+        cond = [t.attempts.c.state == AttemptState.RUNNING.value,
+                t.attempts.c.heartbeat_at < heartbeat_before]
+        if dispatched_before is not None:
+            cond.append(t.attempts.c.dispatched_at < dispatched_before)
         with self._conn() as conn:
-            return [_row(r) for r in conn.execute(select(t.attempts).where(
-                t.attempts.c.state == AttemptState.RUNNING.value,
-                t.attempts.c.heartbeat_at < heartbeat_before))]
-
-    # -- worker side ---------------------------------------------------------------------
-    def claim_attempt(
-        self, run_id: str, step: str, number: int, *, worker: str, lost_after: float,
-        max_deliveries: int, specs: dict[tuple[str, str], FlowSpec] | None = None,
-    ) -> Claim:
-        """Mark an attempt running for ``worker``, or say why this delivery must not run it.
-
-        With ``specs`` (a cache the worker keeps), the same transaction also reads the
-        results of the step's upstreams: the worker's hot path is two transactions.
-        """
-        a = t.attempts
-        pk = (a.c.run_id == run_id, a.c.step == step, a.c.number == number)
-        with self.tx(worker) as tx:
-            row = tx.conn.execute(
-                update(a).where(*pk, a.c.state == AttemptState.QUEUED.value).values(
-                    state=AttemptState.RUNNING.value, deliveries=a.c.deliveries + 1, worker=worker,
-                    started_at=tx.now, heartbeat_at=tx.now)
-                .returning(a.c.deliveries, a.c.state, a.c.heartbeat_at, a.c.worker)).first()
-            won = row is not None
-            if not won:
-                row = tx.conn.execute(select(a).where(*pk)).first()
-            if row is None:
-                return Claim("unknown", detail="no such attempt in the store")
-            if won:
-                tx.cas_step(run_id, step, [StepState.QUEUED], StepState.RUNNING,
-                            reason=f"attempt {number} started on {worker}", started_at=tx.now)
-                tx.event("attempt_started", run_id=run_id, step=step, attempt=number,
-                         old="queued", new="running", reason=f"on {worker}")
-            elif AttemptState(row.state).terminal:
-                return Claim("done", deliveries=row.deliveries,
-                             detail=f"attempt already {row.state}")
-            else:  # running: another worker holds it, or held it and was lost
-                hb = as_utc(row.heartbeat_at)
-                if hb and hb > tx.now - timedelta(seconds=lost_after):
-                    return Claim("duplicate", deliveries=row.deliveries,
-                                 detail=f"running on {row.worker}, heartbeat {hb.isoformat()}")
-                if row.deliveries >= max_deliveries:
-                    reason = (f"poison: the worker running this attempt was lost {row.deliveries} "
-                              f"times (last: {row.worker}); failing it instead of crash-looping. "
-                              "Look for OOM kills or crashes in that step, or raise FLOWKIT_MAX_DELIVERIES")
-                    tx.fail_lost_attempt(run_id, step, number, row.heartbeat_at, reason)
-                    return Claim("poison", deliveries=row.deliveries, detail=reason)
-                took = tx.conn.execute(update(a).where(
-                    *pk, a.c.state == AttemptState.RUNNING.value,
-                    a.c.heartbeat_at == row.heartbeat_at).values(
-                    deliveries=a.c.deliveries + 1, worker=worker, heartbeat_at=tx.now,
-                    started_at=tx.now)).rowcount == 1
-                if not took:
-                    return Claim("duplicate", detail="another worker took the attempt over")
-                tx.event("attempt_redelivered", run_id=run_id, step=step, attempt=number,
-                         old="running", new="running",
-                         reason=f"worker {row.worker} lost; delivery {row.deliveries + 1} on {worker}")
-            run = tx.conn.execute(select(t.runs.c.flow_name, t.runs.c.version, t.runs.c.params)
-                                  .where(t.runs.c.id == run_id)).one()
-            deliveries = row.deliveries if won else row.deliveries + 1
-            upstream = None
-            if specs is not None:
-                key = (run.flow_name, run.version)
-                if key not in specs:
-                    specs[key] = _flow_spec(tx.conn, *key)
-                names = specs[key].step(step).upstream
-                upstream = _results(tx.conn, run_id, names) if names else {}
-        return Claim("run", flow=run.flow_name, version=run.version,
-                     params=json.loads(run.params), upstream=upstream, deliveries=deliveries)
-
-    def heartbeat(self, keys: Iterable[tuple[str, str, int]], worker: str) -> None:
-        a = t.attempts
-        keys = list(keys)
-        if not keys:
-            return
-        now = utcnow()
-        with self._conn() as conn:
-            for run_id, step, number in keys:
-                conn.execute(update(a).where(
-                    a.c.run_id == run_id, a.c.step == step, a.c.number == number,
-                    a.c.state == AttemptState.RUNNING.value, a.c.worker == worker,
-                ).values(heartbeat_at=now))
-
-    def finish_attempt(
-        self, run_id: str, step: str, number: int, *, worker: str, state: AttemptState,
-        result_json: str | None = None, error: str | None = None, traceback: str | None = None,
-        retry_delay: float | None = None, datasets: Iterable[tuple[str, str]] = (),
-    ) -> bool:
-        """Record an attempt's outcome; False if this worker no longer holds the attempt."""
-        a = t.attempts
-        with self.tx(worker) as tx:
-            won = tx.conn.execute(update(a).where(
-                a.c.run_id == run_id, a.c.step == step, a.c.number == number,
-                a.c.state == AttemptState.RUNNING.value, a.c.worker == worker,
-            ).values(state=state.value, ended_at=tx.now, error=error, traceback=traceback,
-                     retry_delay=retry_delay)).rowcount == 1
-            if not won:
-                return False
-            if result_json is not None:
-                tx.conn.execute(delete(t.results).where(
-                    t.results.c.run_id == run_id, t.results.c.step == step))
-                tx.conn.execute(insert(t.results).values(
-                    run_id=run_id, step=step, value=result_json,
-                    size=len(result_json.encode()), created_at=tx.now))
-            if state == AttemptState.SUCCESS:
-                rows = [{"uri": uri, "run_id": run_id, "step": step, "attempt": number,
-                         "direction": direction, "at": tx.now} for uri, direction in datasets]
-                if rows:
-                    tx.conn.execute(insert(t.dataset_events), rows)
-            tx.event("attempt_finished", run_id=run_id, step=step, attempt=number,
-                     old="running", new=state.value, reason=(error or "")[:500])
-        return True
-
-    def fail_running_attempt(self, run_id: str, step: str, number: int, *, actor: str, reason: str) -> bool:
-        """Fail an attempt whose process is known dead (e.g. killed at the hard time limit)."""
-        a = t.attempts
-        with self.tx(actor) as tx:
-            won = tx.conn.execute(update(a).where(
-                a.c.run_id == run_id, a.c.step == step, a.c.number == number,
-                a.c.state == AttemptState.RUNNING.value,
-            ).values(state=AttemptState.FAILED.value, ended_at=tx.now, error=reason)).rowcount == 1
-            if won:
-                tx.event("attempt_finished", run_id=run_id, step=step, attempt=number,
-                         old="running", new="failed", reason=reason)
-        return won
+            return [_row(r) for r in conn.execute(select(t.attempts).where(*cond))]
 
     def dataset_events(self, *, uri: str | None = None,
                        run_id: str | None = None) -> list[dict[str, Any]]:
@@ -730,3 +607,12 @@ class SqlStore:
         with self._conn() as conn:
             return [_row(r) for r in conn.execute(
                 select(t.runs).where(t.runs.c.parent_run_id == run_id).order_by(t.runs.c.created_at))]
+
+
+from .scheduler_ops import SchedulerOps  # noqa: E402 - the mixins need the base above
+from .worker_ops import WorkerOps  # noqa: E402
+
+
+class SqlStore(WorkerOps, SchedulerOps, SqlStoreBase):
+    """The store: reads and dags (above), the worker's claim/finish path (worker_ops) and the
+    scheduler's queries (scheduler_ops)."""

@@ -78,6 +78,11 @@ runs = Table(
     Column("started_at", TS),
     Column("ended_at", TS),
     Column("updated_at", TS, nullable=False),
+    # Steps not yet in a terminal state: the run ends when it reaches 0. NULL for runs
+    # created before the readiness counters existed (the scheduler recounts those).
+    Column("steps_left", Integer),
+    # Steps of this run that have waited for a slot so far (orders waiters fairly).
+    Column("waits", Integer, nullable=False, default=0),
     ForeignKeyConstraint(["flow_name", "version"], ["flow_versions.flow_name", "flow_versions.version"]),
     # A scheduled interval exists once, so catch-up can never create it twice (C11).
     UniqueConstraint("flow_name", "logical_date", name="uq_runs_flow_logical_date"),
@@ -95,8 +100,20 @@ step_runs = Table(
     Column("started_at", TS),
     Column("ended_at", TS),
     Column("updated_at", TS, nullable=False),
+    # Readiness counters (C1): upstream edges, and how many of them ended in success,
+    # failure (failed/upstream_failed/cancelled) or skip. Written in the transaction that
+    # ends the upstream, so a step is decided when its own counters change, never by a rescan.
+    Column("n_up", Integer, nullable=False, default=0),
+    Column("ok_up", Integer, nullable=False, default=0),
+    Column("bad_up", Integer, nullable=False, default=0),
+    Column("skip_up", Integer, nullable=False, default=0),
+    # Order among steps waiting for a slot (state scheduled): the k-th waiter of each run
+    # gets k, so runs take turns (fairness) within a priority.
+    Column("wait_seq", Integer),
+    Column("priority", Integer, nullable=False, default=0),
     ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
     Index("ix_step_runs_state_next", "state", "next_attempt_at"),
+    Index("ix_step_runs_waiting", "state", "priority", "wait_seq"),
 )
 
 attempts = Table(
@@ -115,8 +132,33 @@ attempts = Table(
     Column("error", Text),
     Column("traceback", Text),
     Column("retry_delay", Float),  # set by Retry(delay=...) raised from the step
+    # The slot ledger entries this attempt holds, as JSON [[key, amount], ...]: taken in the
+    # transaction that queues the attempt, given back in the one that ends it (C4).
+    Column("holds", Text),
+    # Times a worker shutdown, broker or database loss interrupted this attempt (not failures).
+    Column("interruptions", Integer, nullable=False, default=0),
     ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
     Index("ix_attempts_state", "state"),
+)
+
+#: The slot ledger: one row per limit (the global cap, a pool, a lock, a flow's step cap).
+#: ``used`` always equals the sum of the holds of live attempts (see SqlStore.ledger_balance).
+limits = Table(
+    "limits", metadata,
+    Column("key", String(200), primary_key=True),  # global | pool:NAME | lock:NAME | flow:NAME
+    Column("capacity", Integer),  # NULL: unlimited
+    Column("used", Integer, nullable=False, default=0),
+    Column("updated_at", TS, nullable=False),
+)
+
+#: Scheduler membership and the active scheduler's lease (high availability).
+schedulers = Table(
+    "schedulers", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("started_at", TS, nullable=False),
+    Column("heartbeat_at", TS, nullable=False),
+    Column("last_loop_at", TS),
+    Column("stats", Text, nullable=False, default="{}"),  # JSON, for `flowkit status`
 )
 
 results = Table(

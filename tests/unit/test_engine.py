@@ -202,7 +202,7 @@ def test_restarted_scheduler_republishes_unstarted_attempts_and_finishes_the_run
     new.start()
     # Then it publishes the same attempt again (same deterministic task id)
     assert [(d.step.name, d.attempt, d.task_id) for d in fresh.sent] == [("s1", 1, lost.task_id)]
-    h.scheduler, h.dispatcher = new, fresh
+    h.scheduler, h.dispatcher, h.runtime.dispatcher = new, fresh, fresh
     assert h.run_until_done(run_id) == "success"
     assert len(sqlite_store.attempts(run_id)) == 6
     assert any(e["action"] == "lease_expired" for e in sqlite_store.events(run_id))
@@ -220,22 +220,41 @@ def test_every_transition_is_in_the_audit_trail(sqlite_store, tmp_path):
     assert {e["actor"] for e in events} >= {"test", "scheduler@test", "worker@test"}
 
 
-def test_sweep_finds_only_runs_a_lost_event_left_behind(sqlite_store, tmp_path):
-    # Given two runs: one moving normally, one whose completion event was lost
+def test_a_finished_step_moves_its_run_on_without_the_scheduler(sqlite_store, tmp_path):
+    # Given a running chain whose worker's completion event is lost
     h = InlineHarness(sqlite_store, ENGINE_DAGS)
-    healthy = h.trigger("chain", {"log": str(tmp_path / "a")})
-    stuck = h.trigger("chain", {"log": str(tmp_path / "b")})
-    assert sqlite_store.runs_needing_attention() == []
-    item = next(d for d in h.dispatcher.sent if d.run_id == stuck)
-    h.dispatcher.sent = [d for d in h.dispatcher.sent if d.run_id != stuck]
+    run_id = h.trigger("chain", {"log": str(tmp_path / "a")})
+    item = h.dispatcher.sent.pop(0)
     run_attempt(h.runtime, item.run_id, item.step.name, item.attempt)
-    h.events.purge()  # the event is lost
-    # Then only the stuck run needs attention, and a sweep moves it on
-    assert sqlite_store.runs_needing_attention() == [stuck]
+    h.events.purge()
+    # Then the finish transaction already queued the next step (fast-follow) and published it
+    assert states(sqlite_store, run_id)["s1"] == "success"
+    assert states(sqlite_store, run_id)["s2"] == "queued"
+    assert [d.step.name for d in h.dispatcher.sent] == ["s2"]
+    assert sqlite_store.runs_needing_attention() == []
+
+
+def test_sweep_reconciles_a_run_without_counters(sqlite_store, tmp_path):
+    # Given a running run whose readiness counters are missing (created before they existed)
+    from sqlalchemy import update
+
+    from flowkit.store import tables as t
+
+    h = InlineHarness(sqlite_store, ENGINE_DAGS)
+    run_id = h.trigger("chain", {"log": str(tmp_path / "b")})
+    item = h.dispatcher.sent.pop(0)
+    h.runtime.dispatcher = None  # no fast-follow: the step ends, nothing else moves
+    run_attempt(h.runtime, item.run_id, item.step.name, item.attempt)
+    h.dispatcher.sent.clear()
+    with sqlite_store.engine.begin() as conn:
+        conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(steps_left=None))
+        conn.execute(update(t.step_runs).where(t.step_runs.c.run_id == run_id, t.step_runs.c.state != "success")
+                     .values(state="pending", ok_up=0))
+    # Then only that run needs attention, and a sweep recounts it and moves it on
+    assert sqlite_store.runs_needing_attention() == [run_id]
     h.scheduler.sweep()
-    assert states(sqlite_store, stuck)["s1"] == "success"
-    assert states(sqlite_store, stuck)["s2"] == "queued"
-    assert states(sqlite_store, healthy)["s1"] == "queued"
+    assert states(sqlite_store, run_id)["s2"] == "queued"
+    assert sqlite_store.runs_needing_attention() == []
 
 
 def _age_heartbeat(store, seconds: float) -> None:  # type: ignore[no-untyped-def]

@@ -54,17 +54,30 @@ def check_golden(name: str, text: str) -> None:
 def attempt(store: SqlStore, run_id: str, step: str, number: int, outcome: str, *,
             error: str | None = None, result: object = None,
             datasets: tuple[tuple[str, str], ...] = (), final: bool = True) -> None:
-    """Dispatch, claim and finish one attempt, then settle the step as the scheduler would."""
+    """Dispatch, claim and finish one attempt, then settle the step, each by hand: these
+    fixtures pin every state themselves, so the engine's own moves stay out of the way."""
+    from flowkit.store.machine import task_id_for
+
     old = StepState.PENDING if number == 1 else StepState.UP_FOR_RETRY
     with store.tx("scheduler@test") as tx:
         assert tx.cas_step(run_id, step, [old], StepState.QUEUED, attempts=number,
                            reason=f"attempt {number} dispatched", next_attempt_at=None)
-        tx.insert_attempt(run_id, step, number)
+        tx.conn.execute(t.attempts.insert().values(
+            run_id=run_id, step=step, number=number, task_id=task_id_for(run_id, step, number),
+            state="queued", deliveries=0, dispatched_at=tx.now, interruptions=0))
     claim = store.claim_attempt(run_id, step, number, worker="w1@host", lost_after=30, max_deliveries=3)
     assert claim.outcome == "run"
-    assert store.finish_attempt(
-        run_id, step, number, worker="w1@host", state=AttemptState(outcome), error=error,
-        result_json=None if result is None else json.dumps(result), datasets=datasets)
+    with store.tx("w1@host") as tx:
+        assert tx.end_attempt(run_id, step, number, state=AttemptState(outcome), worker="w1@host",
+                              error=error) is not None
+        if result is not None:
+            store._store_result(tx, run_id, step, json.dumps(result))
+        if outcome == "success" and datasets:
+            tx.conn.execute(t.dataset_events.insert(), [
+                {"uri": u, "run_id": run_id, "step": step, "attempt": number, "direction": d,
+                 "at": tx.now} for u, d in datasets])
+        tx.event("attempt_finished", run_id=run_id, step=step, attempt=number, old="running",
+                 new=outcome, reason=(error or "")[:500])
     if outcome == "success":
         new, extra = StepState.SUCCESS, {}
     elif final:

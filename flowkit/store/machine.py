@@ -1,0 +1,288 @@
+"""The run state machine over one transaction. Not public API.
+
+Whoever records an outcome moves the run forward in the same transaction: the worker that
+finished a step (Airflow's "mini scheduler", so a chain hop skips the scheduler) or the
+scheduler (lost attempts, timers, waiters). Readiness is event-driven (C1): ending a step
+bumps its downstream steps' counters (``ok_up``/``bad_up``/``skip_up``) and decides only
+the steps whose counters changed; a run ends when its ``steps_left`` reaches zero.
+
+Starting a step either queues an attempt at once (no limit applies and the gate allows it)
+or makes it a waiter (state ``scheduled``), which only the scheduler grants, in priority
+and fair order, taking its slots from the ledger.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, insert, select, update
+
+from ..graph import Decision, decide_counts
+from ..spec import FlowSpec, StepSpec
+from ..states import STEP_BAD, AttemptState, RunState, StepState
+from . import tables as t
+from .ledger import Hold, encode_holds, holds_for
+
+if TYPE_CHECKING:
+    from .sql import Tx
+
+OK, SKIP, BAD = "ok", "skip", "bad"
+_COUNTER = {OK: "ok_up", SKIP: "skip_up", BAD: "bad_up"}
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """One attempt queued in SQL, to publish to the broker after the commit."""
+
+    run_id: str
+    flow: str
+    step: StepSpec
+    attempt: int
+    task_id: str
+
+
+@dataclass
+class Effects:
+    """What a transaction of the machine leaves for its caller to do after the commit."""
+
+    to_send: list[Dispatch] = field(default_factory=list)
+    #: The scheduler has work: waiters to grant, slots freed, a run ended, a timer set.
+    wake: bool = False
+    ended_runs: list[str] = field(default_factory=list)
+    next_timer: datetime | None = None
+
+    def merge(self, other: Effects) -> None:
+        self.to_send += other.to_send
+        self.wake = self.wake or other.wake
+        self.ended_runs += other.ended_runs
+        if other.next_timer and (self.next_timer is None or other.next_timer < self.next_timer):
+            self.next_timer = other.next_timer
+
+
+#: May this step be queued now without the scheduler (no limit applies)? The worker passes
+#: its backpressure view and fast-follow budget; None means "never": make it a waiter.
+Gate = Callable[[StepSpec], bool]
+
+
+def _bump(column: str) -> Any:
+    c = t.step_runs.c
+    return (
+        update(t.step_runs)
+        .where(c.run_id == bindparam("r"), c.step.in_(bindparam("names", expanding=True)))
+        .values({column: getattr(c, column) + 1})
+        .returning(c.step, c.state, c.n_up, c.ok_up, c.bad_up, c.skip_up)
+    )
+
+
+_BUMPS = {name: _bump(name) for name in _COUNTER.values()}
+
+
+class Machine:
+    """Moves one run forward inside ``tx``."""
+
+    def __init__(self, tx: Tx, spec: FlowSpec, run_id: str, *, global_cap: int | None,
+                 gate: Gate | None = None) -> None:
+        self.tx = tx
+        self.spec = spec
+        self.run_id = run_id
+        self.global_cap = global_cap
+        self.gate = gate
+        self.effects = Effects()
+
+    # -- outcomes -----------------------------------------------------------------------
+    def attempt_ended(self, name: str, number: int, state: AttemptState, *, error: str | None = None,
+                      retry_delay: float | None = None, chosen: list[str] | None = None) -> None:
+        """The latest attempt of ``name`` ended: move the step (running -> ...) and settle."""
+        step = self.spec.step(name)
+        if state == AttemptState.SUCCESS:
+            new, outcome = StepState.SUCCESS, OK
+            reason = f"attempt {number} succeeded"
+        elif state == AttemptState.SKIPPED:
+            new, outcome = StepState.SKIPPED, SKIP
+            reason = error or "skipped by the step"
+        elif number < step.retry.max_attempts:
+            delay = retry_delay if retry_delay is not None else step.retry.delay_after(number)
+            due = self.tx.now + timedelta(seconds=delay)
+            if self.tx.cas_step(self.run_id, name, [StepState.RUNNING], StepState.UP_FOR_RETRY,
+                                reason=(f"attempt {number} of {step.retry.max_attempts} failed; "
+                                        f"retrying in {delay:.1f} s: {error}"),
+                                next_attempt_at=due):
+                self.effects.wake = True
+                self.effects.next_timer = due
+            return
+        else:
+            new, outcome = StepState.FAILED, BAD
+            reason = f"attempt {number} of {step.retry.max_attempts} failed: {error}"
+        if self.tx.cas_step(self.run_id, name, [StepState.RUNNING], new, reason=reason,
+                            ended_at=self.tx.now):
+            self.settle([(name, outcome, chosen)])
+
+    def settle(self, ended: Iterable[tuple[str, str, list[str] | None]]) -> None:
+        """Propagate ended steps to their downstream steps, then start what became ready."""
+        work = deque(ended)
+        count = 0
+        to_start: list[str] = []
+        while work:
+            name, outcome, chosen = work.popleft()
+            count += 1
+            downs = self.spec.downstream_of(name)
+            if not downs:
+                continue
+            groups: dict[str, list[str]] = {}
+            if outcome == OK and self.spec.step(name).kind == "branch":
+                picked = set(chosen if chosen is not None else self._branch_choice(name))
+                for d in downs:
+                    groups.setdefault(OK if d in picked else SKIP, []).append(d)
+            else:
+                groups[outcome] = list(downs)
+            for kind, names in groups.items():
+                rows = self.tx.conn.execute(_BUMPS[_COUNTER[kind]], {"r": self.run_id, "names": names})
+                for row in rows:
+                    if row.state != StepState.PENDING.value:
+                        continue
+                    trigger = self.spec.step(row.step).trigger
+                    decision = decide_counts(trigger, row.n_up, row.ok_up, row.bad_up, row.skip_up)
+                    if decision == Decision.WAIT:
+                        continue
+                    if decision == Decision.RUN:
+                        to_start.append(row.step)
+                        continue
+                    new = StepState.SKIPPED if decision == Decision.SKIP else StepState.UPSTREAM_FAILED
+                    why = ("not chosen by its branch or an upstream was skipped"
+                           if new == StepState.SKIPPED else "an upstream step failed")
+                    if self.tx.cas_step(self.run_id, row.step, [StepState.PENDING], new, reason=why,
+                                        ended_at=self.tx.now):
+                        work.append((row.step, SKIP if new == StepState.SKIPPED else BAD, None))
+        if to_start:
+            self.start(sorted(to_start, key=self.spec.order.index) if len(to_start) < 64 else to_start,
+                       StepState.PENDING)
+        if count:
+            self._steps_ended(count)
+
+    def _branch_choice(self, name: str) -> list[str]:
+        value = self.tx.results(self.run_id, [name]).get(name)
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def _steps_ended(self, count: int) -> None:
+        r = t.runs.c
+        left = self.tx.conn.execute(
+            update(t.runs).where(r.id == self.run_id).values(steps_left=r.steps_left - count)
+            .returning(r.steps_left)).scalar()
+        if left == 0:
+            self.finish_run()
+
+    def finish_run(self) -> None:
+        c = t.step_runs.c
+        bad = sorted(r[0] for r in self.tx.conn.execute(
+            select(c.step).where(c.run_id == self.run_id, c.state.in_([s.value for s in STEP_BAD]))))
+        failed = [b for b in bad if b != StepState.UPSTREAM_FAILED.value]
+        final = RunState.FAILED if bad else RunState.SUCCESS
+        if self.tx.cas_run(self.run_id, [RunState.RUNNING], final, ended_at=self.tx.now,
+                           reason=f"failed steps: {', '.join(failed or bad)}" if bad else "all steps done"):
+            self.effects.ended_runs.append(self.run_id)
+            self.effects.wake = True
+
+    # -- starting steps -------------------------------------------------------------------
+    def start(self, names: list[str], old: StepState, attempts: dict[str, int] | None = None) -> None:
+        """Queue ``names`` (their state is ``old``, locked by this transaction) or make them
+        waiters. ``attempts`` gives the previous attempt number of a retried step."""
+        direct: list[str] = []
+        waiters: list[str] = []
+        for name in names:
+            step = self.spec.step(name)
+            if self.gate is not None and not holds_for(self.spec, step, self.global_cap) and self.gate(step):
+                direct.append(name)
+            else:
+                waiters.append(name)
+        if direct:
+            self.queue(direct, old, attempts or {}, holds={})
+        if waiters:
+            self._wait(waiters, old)
+
+    def queue(self, names: list[str], old: StepState, attempts: dict[str, int],
+              holds: dict[str, list[Hold]]) -> list[str]:
+        """``old`` -> queued, with a new attempt each; returns the names that were not in
+        state ``old`` any more (another actor moved them), which got no attempt."""
+        tx, now = self.tx, self.tx.now
+        by_number: dict[int, list[str]] = {}
+        for name in names:
+            by_number.setdefault(attempts.get(name, 0) + 1, []).append(name)
+        c = t.step_runs.c
+        lost: list[str] = []
+        for number, group in by_number.items():
+            won = {row[0] for row in tx.conn.execute(
+                update(t.step_runs)
+                .where(c.run_id == self.run_id, c.step.in_(group), c.state == old.value)
+                .values(state=StepState.QUEUED.value, attempts=number, next_attempt_at=None,
+                        wait_seq=None, updated_at=now)
+                .returning(c.step))}
+            rows = []
+            for name in group:
+                if name not in won:
+                    lost.append(name)
+                    continue
+                task_id = task_id_for(self.run_id, name, number)
+                rows.append({"run_id": self.run_id, "step": name, "number": number, "task_id": task_id,
+                             "state": AttemptState.QUEUED.value, "deliveries": 0, "dispatched_at": now,
+                             "holds": encode_holds(holds.get(name, [])), "interruptions": 0})
+                tx.event("step_state", run_id=self.run_id, step=name, old=old.value,
+                         new=StepState.QUEUED.value, attempt=number,
+                         reason=f"attempt {number} dispatched")
+                self.effects.to_send.append(
+                    Dispatch(self.run_id, self.spec.name, self.spec.step(name), number, task_id))
+            if rows:
+                tx.conn.execute(insert(t.attempts), rows)
+        return lost
+
+    def _wait(self, names: list[str], old: StepState) -> None:
+        """Make ``names`` waiters; ``wait_seq`` interleaves runs (the k-th waiter of each run)."""
+        r, c = t.runs.c, t.step_runs.c
+        last = self.tx.conn.execute(
+            update(t.runs).where(r.id == self.run_id).values(waits=r.waits + len(names))
+            .returning(r.waits)).scalar() or len(names)
+        first = last - len(names) + 1
+        for i, name in enumerate(names):
+            step = self.spec.step(name)
+            self.tx.conn.execute(
+                update(t.step_runs).where(c.run_id == self.run_id, c.step == name, c.state == old.value)
+                .values(state=StepState.SCHEDULED.value, wait_seq=first + i,
+                        priority=step.priority or 0, updated_at=self.tx.now))
+            self.tx.event("step_state", run_id=self.run_id, step=name, old=old.value,
+                          new=StepState.SCHEDULED.value, reason="ready; waiting for a slot")
+        self.effects.wake = True
+
+
+def task_id_for(run_id: str, step: str, attempt: int) -> str:
+    """Deterministic Celery task id: a re-sent attempt keeps its id (Flower links stay)."""
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"flowkit:{run_id}/{step}/{attempt}"))
+
+
+def initial_rows(spec: FlowSpec, run_id: str, now: datetime) -> list[dict[str, Any]]:
+    """The step rows of a new run: every step pending with its upstream count."""
+    return [{"run_id": run_id, "step": s.name, "state": StepState.PENDING.value, "attempts": 0,
+             "updated_at": now, "n_up": len(s.upstream), "ok_up": 0, "bad_up": 0, "skip_up": 0,
+             "priority": s.priority or 0} for s in spec.steps]
+
+
+def recount(tx: Tx, spec: FlowSpec, run_id: str) -> None:
+    """Rebuild a run's counters from its step states (runs created before they existed)."""
+    states = {r.step: StepState(r.state) for r in tx.conn.execute(
+        select(t.step_runs.c.step, t.step_runs.c.state).where(t.step_runs.c.run_id == run_id))}
+    branches = [s.name for s in spec.steps if s.kind == "branch" and states.get(s.name) == StepState.SUCCESS]
+    chosen = {b: [v] if isinstance(v, str) else list(v or [])
+              for b, v in tx.results(run_id, branches).items()} if branches else {}
+    c = t.step_runs.c
+    for step in spec.steps:
+        ups = [StepState.SKIPPED if u in chosen and step.name not in chosen[u]
+               else states.get(u, StepState.PENDING) for u in step.upstream]
+        tx.conn.execute(update(t.step_runs).where(c.run_id == run_id, c.step == step.name).values(
+            n_up=len(ups), ok_up=sum(s == StepState.SUCCESS for s in ups),
+            bad_up=sum(s in STEP_BAD for s in ups), skip_up=sum(s == StepState.SKIPPED for s in ups)))
+    left = sum(not s.terminal for s in states.values())
+    tx.conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(steps_left=left))

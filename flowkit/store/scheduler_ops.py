@@ -1,0 +1,299 @@
+"""The scheduler's path through the store: start runs, grant waiters, retry timers, the ledger.
+
+Not public API. The scheduler is the only actor that takes slots from the ledger: a step
+that needs one waits in state ``scheduled`` until :meth:`SchedulerOps.grant_waiters` finds
+room for it, in priority order and taking turns across runs (fairness).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, update
+
+from ..errors import NotFoundError
+from ..spec import FlowSpec, StepSpec
+from ..states import AttemptState, RunState, StepState
+from . import tables as t
+from .ledger import GLOBAL_KEY, Hold, decode_holds, holds_for, pool_key
+from .machine import Effects, Gate, recount
+
+if TYPE_CHECKING:
+    from .sql import SqlStoreBase as _Base
+else:
+    _Base = object
+
+Specs = dict[tuple[str, str], FlowSpec]
+
+
+class SchedulerOps(_Base):
+    def _spec_for(self, tx: Any, specs: Specs, flow: str, version: str) -> FlowSpec:
+        from .sql import _flow_spec
+
+        key = (flow, version)
+        if key not in specs:
+            specs[key] = _flow_spec(tx.conn, flow, version)
+        return specs[key]
+
+    # -- runs ---------------------------------------------------------------------------
+    def start_runs(self, actor: str, *, specs: Specs, global_cap: int | None, gate: Gate,
+                   run_ids: Iterable[str] | None = None) -> Effects:
+        """Move queued runs to running (within each flow's max_active_runs), oldest first,
+        and start their first steps."""
+        effects = Effects()
+        r = t.runs.c
+        with self.tx(actor) as tx:
+            q = select(r.id, r.flow_name, r.version, r.steps_left).where(
+                r.state == RunState.QUEUED.value).order_by(r.created_at, r.id)
+            if run_ids is not None:
+                q = q.where(r.id.in_(list(run_ids)))
+            running: dict[str, int] = {}
+            for run in tx.conn.execute(q).all():
+                spec = self._spec_for(tx, specs, run.flow_name, run.version)
+                if spec.max_active_runs:
+                    if run.flow_name not in running:
+                        running[run.flow_name] = int(tx.conn.execute(select(func.count()).where(
+                            r.flow_name == run.flow_name, r.state == RunState.RUNNING.value)).scalar() or 0)
+                    if running[run.flow_name] >= spec.max_active_runs:
+                        continue
+                    running[run.flow_name] += 1
+                if not tx.cas_run(run.id, [RunState.QUEUED], RunState.RUNNING, started_at=tx.now):
+                    continue
+                if run.steps_left is None:
+                    recount(tx, spec, run.id)
+                machine = tx.machine(spec, run.id, global_cap=global_cap, gate=gate)
+                roots = [s.name for s in spec.steps if not s.upstream]
+                machine.start(roots, StepState.PENDING)
+                effects.merge(machine.effects)
+        return effects
+
+    def reconcile_run(self, actor: str, run_id: str, *, specs: Specs, global_cap: int | None,
+                      gate: Gate) -> Effects:
+        """Recount a running run's counters from its step states and decide its pending
+        steps: the safety net for runs created before the counters, or left stuck."""
+        from ..graph import Decision, decide_counts
+
+        effects = Effects()
+        with self.tx(actor) as tx:
+            run = tx.conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
+            if run is None or run.state != RunState.RUNNING.value:
+                return effects
+            spec = self._spec_for(tx, specs, run.flow_name, run.version)
+            recount(tx, spec, run_id)
+            c = t.step_runs.c
+            rows = tx.conn.execute(select(c.step, c.state, c.n_up, c.ok_up, c.bad_up, c.skip_up).where(
+                c.run_id == run_id)).all()
+            machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
+            to_start, ended = [], []
+            for row in rows:
+                if row.state != StepState.PENDING.value:
+                    continue
+                decision = decide_counts(spec.step(row.step).trigger, row.n_up, row.ok_up, row.bad_up,
+                                         row.skip_up)
+                if decision == Decision.RUN:
+                    to_start.append(row.step)
+                elif decision != Decision.WAIT:
+                    new = StepState.SKIPPED if decision == Decision.SKIP else StepState.UPSTREAM_FAILED
+                    if tx.cas_step(run_id, row.step, [StepState.PENDING], new, ended_at=tx.now,
+                                   reason="decided on reconcile"):
+                        ended.append((row.step, "skip" if new == StepState.SKIPPED else "bad", None))
+            if to_start:
+                machine.start(to_start, StepState.PENDING)
+            if ended:
+                machine.settle(ended)
+            left = tx.conn.execute(select(t.runs.c.steps_left).where(t.runs.c.id == run_id)).scalar()
+            if left == 0:
+                machine.finish_run()
+            effects.merge(machine.effects)
+        return effects
+
+    # -- waiters --------------------------------------------------------------------------
+    def grant_waiters(self, actor: str, *, specs: Specs, global_cap: int | None,
+                      allow: Callable[[StepSpec], bool], batch: int = 500) -> tuple[Effects, bool]:
+        """Queue waiting steps that the ledger and backpressure allow, in order.
+
+        Order: priority (9 first), then ``wait_seq`` (the k-th waiter of every run before the
+        (k+1)-th of any: runs take turns), then run id. A limit that refuses one waiter is
+        closed to the waiters behind it in this pass, so an exclusive lock or a large
+        ``slots=`` request is not overtaken for ever by smaller ones. Returns the effects
+        and whether a full batch was granted (call again).
+        """
+        effects = Effects()
+        c, r = t.step_runs.c, t.runs.c
+        with self.tx(actor) as tx:
+            rows = tx.conn.execute(
+                select(c.run_id, c.step, c.attempts, r.flow_name, r.version, r.state.label("run_state"))
+                .join(t.runs, r.id == c.run_id)
+                .where(c.state == StepState.SCHEDULED.value)
+                .order_by(c.priority.desc(), c.wait_seq, c.run_id).limit(batch)).all()
+            if not rows:
+                return effects, False
+            wanted: list[tuple[Any, FlowSpec, StepSpec, list[Hold]]] = []
+            for row in rows:
+                if row.run_state != RunState.RUNNING.value:
+                    continue
+                spec = self._spec_for(tx, specs, row.flow_name, row.version)
+                step = spec.step(row.step)
+                wanted.append((row, spec, step, holds_for(spec, step, global_cap)))
+            tx.ledger.lock(k for *_, holds in wanted for k, _ in holds)
+            closed: set[str] = set()
+            impossible: list[tuple[Any, FlowSpec, str]] = []
+            grants: dict[str, tuple[FlowSpec, list[str], dict[str, int], dict[str, list[Hold]]]] = {}
+            granted = 0
+            for row, spec, step, holds in wanted:
+                keys = [k for k, _ in holds]
+                queue_key = f"queue:{step.queue or ''}"
+                if queue_key in closed or any(k in closed for k in keys):
+                    continue
+                why = self._never_fits(tx, step, holds)
+                if why:
+                    impossible.append((row, spec, why))
+                    continue
+                if not tx.ledger.fits(holds):
+                    closed.update(keys)
+                    continue
+                if not allow(step):
+                    closed.add(queue_key)
+                    continue
+                tx.ledger.take(holds)
+                entry = grants.setdefault(row.run_id, (spec, [], {}, {}))
+                entry[1].append(row.step)
+                entry[2][row.step] = row.attempts
+                entry[3][row.step] = holds
+                granted += 1
+            for run_id, (spec, names, attempts, holds_by_step) in grants.items():
+                machine = tx.machine(spec, run_id, global_cap=global_cap)
+                lost = machine.queue(names, StepState.SCHEDULED, attempts, holds_by_step)
+                for name in lost:
+                    tx.ledger.give_back(holds_by_step[name])
+                effects.merge(machine.effects)
+            for row, spec, why in impossible:
+                # A pool deleted or shrunk after the flow loaded: fail the step, don't wait forever.
+                if tx.cas_step(row.run_id, row.step, [StepState.SCHEDULED], StepState.FAILED,
+                               reason=why, ended_at=tx.now):
+                    machine = tx.machine(spec, row.run_id, global_cap=global_cap)
+                    machine.settle([(row.step, "bad", None)])
+                    effects.merge(machine.effects)
+        return effects, granted == len(rows) == batch
+
+    @staticmethod
+    def _never_fits(tx: Any, step: StepSpec, holds: list[Hold]) -> str:
+        for key in tx.ledger.missing(holds):
+            return (f'pool "{key[5:]}" does not exist; create it with `flowkit pools set {key[5:]} SLOTS`'
+                    if key.startswith("pool:") else f"limit {key} is missing from the ledger")
+        for key, amount in holds:
+            capacity = tx.ledger._rows[key][0]
+            if key.startswith("pool:") and capacity is not None and amount > capacity:
+                return (f'asks for {amount} slots of pool "{key[5:]}", which has {capacity}; lower '
+                        f"slots= or `flowkit pools set {key[5:]} {amount}`")
+        return ""
+
+    def waiting_count(self) -> int:
+        with self._conn() as conn:
+            return int(conn.execute(select(func.count()).select_from(t.step_runs).where(
+                t.step_runs.c.state == StepState.SCHEDULED.value)).scalar() or 0)
+
+    # -- retry timers ------------------------------------------------------------------
+    def start_due_retries(self, actor: str, now: datetime, *, specs: Specs, global_cap: int | None,
+                          gate: Gate) -> Effects:
+        effects = Effects()
+        c, r = t.step_runs.c, t.runs.c
+        with self.tx(actor, now) as tx:
+            rows = tx.conn.execute(
+                select(c.run_id, c.step, c.attempts, r.flow_name, r.version)
+                .join(t.runs, r.id == c.run_id)
+                .where(c.state == StepState.UP_FOR_RETRY.value, c.next_attempt_at <= now,
+                       r.state == RunState.RUNNING.value)).all()
+            by_run: dict[str, list[Any]] = {}
+            for row in rows:
+                by_run.setdefault(row.run_id, []).append(row)
+            for run_id, items in by_run.items():
+                spec = self._spec_for(tx, specs, items[0].flow_name, items[0].version)
+                machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
+                machine.start([i.step for i in items], StepState.UP_FOR_RETRY,
+                              attempts={i.step: i.attempts for i in items})
+                effects.merge(machine.effects)
+        return effects
+
+    # -- the ledger --------------------------------------------------------------------
+    def set_limit(self, key: str, capacity: int | None) -> None:
+        from .sql import _upsert, utcnow
+
+        with self._conn() as conn:
+            _upsert(conn, t.limits, {"key": key, "capacity": capacity, "used": 0, "updated_at": utcnow()},
+                    ["key"], update_columns=["capacity", "updated_at"])
+
+    def set_pool(self, name: str, slots: int) -> None:
+        self.set_limit(pool_key(name), slots)
+
+    def delete_pool(self, name: str) -> None:
+        with self.tx("cli") as tx:
+            row = tx.conn.execute(select(t.limits.c.used).where(t.limits.c.key == pool_key(name))).first()
+            if row is None:
+                raise NotFoundError(f'no pool named "{name}"; see `flowkit pools list`')
+            if row.used:
+                raise NotFoundError(f'pool "{name}" has {row.used} slot(s) in use; delete it when idle')
+            tx.conn.execute(t.limits.delete().where(t.limits.c.key == pool_key(name)))
+
+    def limits(self) -> list[dict[str, Any]]:
+        with self._conn() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(t.limits).order_by(t.limits.c.key))]
+
+    def pool_sizes(self) -> dict[str, int | None]:
+        return {row["key"][5:]: row["capacity"] for row in self.limits() if row["key"].startswith("pool:")}
+
+    def ledger_balance(self) -> dict[str, tuple[int, int]]:
+        """For every limit: (used in the ledger, sum of the holds of live attempts). Equal
+        pairs mean the ledger balances; a difference would be a leaked slot."""
+        held: dict[str, int] = {}
+        with self._conn() as conn:
+            for (text,) in conn.execute(select(t.attempts.c.holds).where(
+                    t.attempts.c.state.in_([AttemptState.QUEUED.value, AttemptState.RUNNING.value]),
+                    t.attempts.c.holds.is_not(None))):
+                for key, amount in decode_holds(text):
+                    held[key] = held.get(key, 0) + amount
+            used = {row.key: row.used for row in conn.execute(select(t.limits.c.key, t.limits.c.used))}
+        return {k: (used.get(k, 0), held.get(k, 0)) for k in sorted(set(used) | set(held))}
+
+    def set_global_cap(self, cap: int | None) -> None:
+        self.set_limit(GLOBAL_KEY, cap)
+
+    def sync_flow_caps(self, specs: Iterable[FlowSpec]) -> None:
+        for spec in specs:
+            if spec.max_active_steps:
+                self.set_limit(f"flow:{spec.name}", spec.max_active_steps)
+
+    # -- schedulers -----------------------------------------------------------------------
+    def beat_scheduler(self, name: str, stats: dict[str, Any], *, started: bool = False) -> None:
+        from .sql import _upsert, utcnow
+
+        now = utcnow()
+        values = {"name": name, "heartbeat_at": now, "last_loop_at": now,
+                  "stats": json.dumps(stats, sort_keys=True, default=str)}
+        with self._conn() as conn:
+            if started:
+                _upsert(conn, t.schedulers, {**values, "started_at": now}, ["name"])
+            else:
+                n = conn.execute(update(t.schedulers).where(t.schedulers.c.name == name).values(
+                    **values)).rowcount
+                if n == 0:
+                    _upsert(conn, t.schedulers, {**values, "started_at": now}, ["name"])
+
+    def schedulers(self) -> list[dict[str, Any]]:
+        from .sql import _row
+
+        with self._conn() as conn:
+            rows = [_row(r) for r in conn.execute(select(t.schedulers).order_by(t.schedulers.c.name))]
+        for row in rows:
+            row["stats"] = json.loads(row["stats"] or "{}")
+        return rows
+
+    def in_flight(self) -> dict[str, int]:
+        with self._conn() as conn:
+            return {r.state: r.n for r in conn.execute(
+                select(t.attempts.c.state, func.count().label("n")).where(
+                    t.attempts.c.state.in_([AttemptState.QUEUED.value, AttemptState.RUNNING.value]))
+                .group_by(t.attempts.c.state))}

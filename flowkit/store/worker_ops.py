@@ -1,0 +1,189 @@
+"""The worker's path through the store: claim an attempt, beat, record the outcome.
+
+Not public API. Each of these is one transaction; ``finish_attempt`` also moves the run
+forward (the run state machine in :mod:`.machine`), so a chain hop needs no scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert, select, update
+
+from ..spec import FlowSpec
+from ..states import AttemptState, StepState
+from . import tables as t
+from .machine import Effects, Gate
+
+if TYPE_CHECKING:
+    from .sql import Claim
+    from .sql import SqlStoreBase as _Base
+else:
+    _Base = object
+
+class WorkerOps(_Base):
+    def claim_attempt(
+        self, run_id: str, step: str, number: int, *, worker: str, lost_after: float,
+        max_deliveries: int, specs: dict[tuple[str, str], FlowSpec] | None = None,
+    ) -> Claim:
+        """Mark an attempt running for ``worker``, or say why this delivery must not run it.
+
+        With ``specs`` (a cache the worker keeps), the same transaction also reads the
+        results of the step's upstreams: the worker's hot path is two transactions.
+        """
+        from .sql import Claim, _flow_spec, _results, as_utc
+
+        a = t.attempts
+        pk = (a.c.run_id == run_id, a.c.step == step, a.c.number == number)
+        with self.tx(worker) as tx:
+            row = tx.conn.execute(
+                update(a).where(*pk, a.c.state == AttemptState.QUEUED.value).values(
+                    state=AttemptState.RUNNING.value, deliveries=a.c.deliveries + 1, worker=worker,
+                    started_at=tx.now, heartbeat_at=tx.now)
+                .returning(a.c.deliveries, a.c.state, a.c.heartbeat_at, a.c.worker)).first()
+            won = row is not None
+            if not won:
+                row = tx.conn.execute(select(a).where(*pk)).first()
+            if row is None:
+                return Claim("unknown", detail="no such attempt in the store")
+            if won:
+                tx.cas_step(run_id, step, [StepState.QUEUED], StepState.RUNNING,
+                            reason=f"attempt {number} started on {worker}", started_at=tx.now)
+                tx.event("attempt_started", run_id=run_id, step=step, attempt=number,
+                         old="queued", new="running", reason=f"on {worker}")
+            elif AttemptState(row.state).terminal:
+                return Claim("done", deliveries=row.deliveries,
+                             detail=f"attempt already {row.state}")
+            else:  # running: another worker holds it, or held it and was lost
+                hb = as_utc(row.heartbeat_at)
+                if hb and hb > tx.now - timedelta(seconds=lost_after):
+                    return Claim("duplicate", deliveries=row.deliveries,
+                                 detail=f"running on {row.worker}, heartbeat {hb.isoformat()}")
+                if row.deliveries >= max_deliveries:
+                    reason = (f"poison: the worker running this attempt was lost {row.deliveries} "
+                              f"times (last: {row.worker}); failing it instead of crash-looping. "
+                              "Look for OOM kills or crashes in that step, or raise FLOWKIT_MAX_DELIVERIES")
+                    self._end_lost(tx, run_id, step, number, row.heartbeat_at, reason, specs)
+                    return Claim("poison", deliveries=row.deliveries, detail=reason)
+                took = tx.conn.execute(update(a).where(
+                    *pk, a.c.state == AttemptState.RUNNING.value,
+                    a.c.heartbeat_at == row.heartbeat_at).values(
+                    deliveries=a.c.deliveries + 1, worker=worker, heartbeat_at=tx.now,
+                    started_at=tx.now)).rowcount == 1
+                if not took:
+                    return Claim("duplicate", detail="another worker took the attempt over")
+                tx.event("attempt_redelivered", run_id=run_id, step=step, attempt=number,
+                         old="running", new="running",
+                         reason=f"worker {row.worker} lost; delivery {row.deliveries + 1} on {worker}")
+            run = tx.conn.execute(select(t.runs.c.flow_name, t.runs.c.version, t.runs.c.params)
+                                  .where(t.runs.c.id == run_id)).one()
+            deliveries = row.deliveries if won else row.deliveries + 1
+            upstream = None
+            if specs is not None:
+                key = (run.flow_name, run.version)
+                if key not in specs:
+                    specs[key] = _flow_spec(tx.conn, *key)
+                names = specs[key].step(step).upstream
+                upstream = _results(tx.conn, run_id, names) if names else {}
+        return Claim("run", flow=run.flow_name, version=run.version,
+                     params=json.loads(run.params), upstream=upstream, deliveries=deliveries)
+
+    def _end_lost(self, tx: Any, run_id: str, step: str, number: int, heartbeat_at: Any, reason: str,
+                  specs: dict[tuple[str, str], FlowSpec] | None, global_cap: int | None = None) -> Effects | None:
+        """Fail a running attempt whose worker is gone (poison, reaper) and move the run on."""
+        holds = tx.end_attempt(run_id, step, number, state=AttemptState.FAILED,
+                               heartbeat_at=heartbeat_at, error=reason)
+        if holds is None:
+            return None
+        tx.event("attempt_lost", run_id=run_id, step=step, attempt=number,
+                 old="running", new="failed", reason=reason)
+        machine = tx.machine(self._spec_in(tx, run_id, specs), run_id, global_cap=global_cap)
+        machine.attempt_ended(step, number, AttemptState.FAILED, error=reason)
+        effects: Effects = machine.effects
+        effects.wake = True
+        return effects
+
+    def _spec_in(self, tx: Any, run_id: str, specs: dict[tuple[str, str], FlowSpec] | None) -> FlowSpec:
+        from .sql import _flow_spec
+
+        run = tx.conn.execute(select(t.runs.c.flow_name, t.runs.c.version)
+                              .where(t.runs.c.id == run_id)).one()
+        key = (run.flow_name, run.version)
+        if specs is None:
+            return _flow_spec(tx.conn, *key)
+        if key not in specs:
+            specs[key] = _flow_spec(tx.conn, *key)
+        return specs[key]
+
+    def heartbeat(self, keys: Iterable[tuple[str, str, int]], worker: str) -> None:
+        from .sql import utcnow
+
+        a = t.attempts
+        keys = list(keys)
+        if not keys:
+            return
+        now = utcnow()
+        with self._conn() as conn:
+            for run_id, step, number in keys:
+                conn.execute(update(a).where(
+                    a.c.run_id == run_id, a.c.step == step, a.c.number == number,
+                    a.c.state == AttemptState.RUNNING.value, a.c.worker == worker,
+                ).values(heartbeat_at=now))
+
+    def finish_attempt(
+        self, run_id: str, step: str, number: int, *, worker: str, state: AttemptState,
+        result_json: str | None = None, error: str | None = None, traceback: str | None = None,
+        retry_delay: float | None = None, datasets: Iterable[tuple[str, str]] = (),
+        spec: FlowSpec | None = None, chosen: list[str] | None = None,
+        gate: Gate | None = None, global_cap: int | None = None,
+    ) -> Effects | None:
+        """Record an attempt's outcome and move the run forward, in one transaction.
+
+        Returns what to do after the commit (attempts to publish, whether to wake the
+        scheduler), or None if this worker no longer holds the attempt.
+        """
+        with self.tx(worker) as tx:
+            holds = tx.end_attempt(run_id, step, number, state=state, worker=worker, error=error,
+                                   traceback=traceback, retry_delay=retry_delay)
+            if holds is None:
+                return None
+            if result_json is not None:
+                self._store_result(tx, run_id, step, result_json)
+            if state == AttemptState.SUCCESS:
+                rows = [{"uri": uri, "run_id": run_id, "step": step, "attempt": number,
+                         "direction": direction, "at": tx.now} for uri, direction in datasets]
+                if rows:
+                    tx.conn.execute(insert(t.dataset_events), rows)
+            tx.event("attempt_finished", run_id=run_id, step=step, attempt=number,
+                     old="running", new=state.value, reason=(error or "")[:500])
+            machine = tx.machine(spec or self._spec_in(tx, run_id, None), run_id,
+                                 global_cap=global_cap, gate=gate)
+            machine.attempt_ended(step, number, state, error=error, retry_delay=retry_delay,
+                                  chosen=chosen)
+            if holds:
+                machine.effects.wake = True  # slots freed: waiters can go now
+        return machine.effects
+
+    def _store_result(self, tx: Any, run_id: str, step: str, result_json: str) -> None:
+        from .sql import _upsert
+
+        _upsert(tx.conn, t.results, dict(run_id=run_id, step=step, value=result_json,
+                                         size=len(result_json.encode()), created_at=tx.now),
+                ["run_id", "step"])
+
+    def fail_running_attempt(self, run_id: str, step: str, number: int, *, actor: str, reason: str,
+                             global_cap: int | None = None) -> Effects | None:
+        """Fail an attempt whose process is known dead (e.g. killed at the hard time limit)."""
+        with self.tx(actor) as tx:
+            holds = tx.end_attempt(run_id, step, number, state=AttemptState.FAILED, error=reason)
+            if holds is None:
+                return None
+            tx.event("attempt_finished", run_id=run_id, step=step, attempt=number,
+                     old="running", new="failed", reason=reason)
+            machine = tx.machine(self._spec_in(tx, run_id, None), run_id, global_cap=global_cap)
+            machine.attempt_ended(step, number, AttemptState.FAILED, error=reason)
+            machine.effects.wake = True
+        return machine.effects
