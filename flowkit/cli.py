@@ -530,8 +530,8 @@ def _follow(store: Any, run_id: str, timeout: float, echo: Callable[[str], None]
     return "timeout"
 
 
-# Rendering commands (render, lineage, report) live beside this module.
-from . import cli_render  # noqa: E402,F401
+# Rendering commands (render, lineage, report), pools and status live beside this module.
+from . import cli_ops, cli_render  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
