@@ -104,6 +104,15 @@ class StepSpec:
     #: Dataset URIs this step reads and writes; recorded on success for lineage.
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
+    #: The named pool whose slots this step holds while it runs, and how many (1..1000).
+    #: ``slots`` is 1 whenever ``pool`` is None.
+    pool: str | None = None
+    slots: int = 1
+    #: A named lock held while the step runs: "exclusive" (alone) or "shared" (beside other
+    #: shared holders, never beside an exclusive one). ``lock_mode`` stays "exclusive" when
+    #: ``lock`` is None.
+    lock: str | None = None
+    lock_mode: str = "exclusive"
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,10 @@ class FlowSpec:
     path: str | None = None
     lineno: int | None = None
     version: str | None = None  # sha256 prefix of the defining module's source
+    #: At most this many runs of the flow at once (None: no limit of its own).
+    max_active_runs: int | None = None
+    #: At most this many steps of one run queued or running at once (None: no limit of its own).
+    max_active_steps: int | None = None
 
     # -- lookups (cached: the scheduler asks for every step and upstream per evaluation) --
     @cached_property
@@ -138,12 +151,24 @@ class FlowSpec:
 
         return tuple(topo_order({s.name: s.upstream for s in self.steps}))
 
-    def downstream(self) -> dict[str, list[str]]:
+    @cached_property
+    def _downstream(self) -> dict[str, tuple[str, ...]]:
         out: dict[str, list[str]] = {s.name: [] for s in self.steps}
         for s in self.steps:
             for u in s.upstream:
                 out[u].append(s.name)
-        return out
+        return {name: tuple(down) for name, down in out.items()}
+
+    def downstream_of(self, name: str) -> tuple[str, ...]:
+        """The steps that list ``name`` among their upstreams, in definition order.
+
+        Built once per spec; each call is a dict lookup. Raises KeyError for an unknown step.
+        """
+        return self._downstream[name]
+
+    def downstream(self) -> dict[str, list[str]]:
+        """Every step's downstream steps, as a new dict (prefer :meth:`downstream_of` per step)."""
+        return {name: list(down) for name, down in self._downstream.items()}
 
     def max_timeout_seconds(self) -> float | None:
         timeouts = [s.timeout_seconds for s in self.steps if s.timeout_seconds]
@@ -158,6 +183,8 @@ class FlowSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FlowSpec:
+        """The inverse of :meth:`to_dict`. Keys a stored spec lacks (it was written before
+        the field existed) take the field's default."""
         steps = tuple(
             StepSpec(
                 **{
