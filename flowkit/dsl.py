@@ -28,7 +28,7 @@ from typing import Any, TypedDict, TypeVar, Unpack
 
 from .errors import CycleError, DefinitionError, DuplicateStepError, InvalidParamError, UnknownStepError
 from .graph import find_cycle
-from .spec import PARAM_TYPES, TRIGGER_RULES, FlowSpec, ParamSpec, RetryPolicy, StepSpec
+from .spec import LOCK_MODES, MAX_SLOTS, PARAM_TYPES, TRIGGER_RULES, FlowSpec, ParamSpec, RetryPolicy, StepSpec
 
 __all__ = ["Flow", "Param", "StepOptions", "UNSET", "parse_duration"]
 
@@ -71,14 +71,18 @@ class StepOptions(TypedDict, total=False):
     """The keyword options of :meth:`Flow.step`, :meth:`Flow.then` and :meth:`Flow.branch`.
 
     An option left out (or given as ``UNSET``) takes the flow's default where the flow has
-    one (retries, retry_backoff, retry_max_delay, timeout, queue), else the default shown
-    here.
+    one (retries, retry_backoff, retry_max_delay, timeout, queue, pool), else the default
+    shown here.
 
     - ``retries`` (0): further attempts after a failure.
     - ``retry_backoff`` (1 s) and ``retry_max_delay`` (300 s): the wait before retry ``n`` is
       ``backoff * 2**(n-1)`` capped at ``max_delay``; seconds or a string like ``"30s"``.
     - ``timeout`` (None): an attempt running longer fails; seconds or ``"5m"``, ``"1h30m"``.
     - ``queue`` (None: the default queue) and ``priority`` (None, else 0..9, 9 first).
+    - ``pool`` (None) and ``slots`` (1, up to 1000): the step holds ``slots`` slots of the
+      named pool while it runs. ``slots`` needs a pool (the step's or the flow's).
+    - ``lock`` (None): a lock held while the step runs: ``"name"`` alone (exclusive), or
+      ``("name", "shared")`` beside other shared holders.
     - ``trigger`` ("all_success"): when the step runs given its upstreams; see
       ``spec.TRIGGER_RULES``.
     - ``reads``/``writes`` (none): dataset URIs (``"s3://bucket/key"``) for lineage; one URI
@@ -91,6 +95,9 @@ class StepOptions(TypedDict, total=False):
     timeout: str | float | None
     queue: str | None
     priority: int | None
+    pool: str | None
+    slots: int
+    lock: str | tuple[str, str] | None
     trigger: str
     reads: str | Iterable[str]
     writes: str | Iterable[str]
@@ -288,14 +295,18 @@ class _StepDef:
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     doc: str = ""
+    slots: int = 1
+    lock: str | None = None
+    lock_mode: str = "exclusive"
 
 
 class Flow:
     """A named DAG of steps, built fluently; each builder call returns the flow.
 
-    Flow-level ``retries``, ``retry_backoff``, ``retry_max_delay``, ``timeout`` and
-    ``queue`` are defaults that each step may override. ``tags`` is a list of strings (a
-    single string is one tag).
+    Flow-level ``retries``, ``retry_backoff``, ``retry_max_delay``, ``timeout``, ``queue``
+    and ``pool`` are defaults that each step may override. ``tags`` is a list of strings
+    (a single string is one tag). ``max_active_runs`` caps the flow's runs at once and
+    ``max_active_steps`` the steps of one run queued or running at once (None: no cap).
     """
 
     @_checks_arguments(
@@ -318,6 +329,9 @@ class Flow:
         retry_max_delay: str | float = 300.0,
         timeout: str | float | None = None,
         queue: str | None = None,
+        pool: str | None = None,
+        max_active_runs: int | None = None,
+        max_active_steps: int | None = None,
     ) -> None:
         self.path, self.lineno = _caller_location()
         if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -332,6 +346,8 @@ class Flow:
         self.description = _optional_str(description, "description", who, where) or ""
         self.tags = _strings(tags, "tags", "a tag", who, where)
         self.params = self._check_params(params)
+        self.max_active_runs = _limit(max_active_runs, "max_active_runs", who, where)
+        self.max_active_steps = _limit(max_active_steps, "max_active_steps", who, where)
         self._defaults: dict[str, Any] = {
             "retries": retries,
             "retry_backoff": retry_backoff,
@@ -339,6 +355,7 @@ class Flow:
             "timeout": timeout,
             "queue": queue,
             "priority": None,
+            "pool": pool,
         }
         self._check_options(self._defaults, who, where)
         self._steps: dict[str, _StepDef] = {}
@@ -423,11 +440,25 @@ class Flow:
         upstream = _strings(after, "after", "a step name", who, where)
         if len(set(upstream)) != len(upstream):
             raise DefinitionError(f"{who}: after= names a step twice: {list(upstream)}", **where)
+        slots = options.pop("slots", UNSET)
+        lock, lock_mode = _check_lock(options.pop("lock", None), who, where)
         self._check_options(options, who, where)
+        if slots is not UNSET:
+            if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
+                raise DefinitionError(
+                    f"{who}: slots={slots!r} must be a whole number from 1 to {MAX_SLOTS}", **where
+                )
+            if options.get("pool", self._defaults["pool"]) is None:
+                raise DefinitionError(
+                    f'{who}: slots={slots!r} needs a pool to count them in; add pool="name" to the '
+                    "step or the flow, or drop slots=",
+                    **where,
+                )
         self._steps[name] = _StepDef(
             name=name, fn=fn, upstream=upstream, kind=kind, options=options,
             path=path, lineno=lineno, trigger=trigger, reads=reads, writes=writes,
             doc=(inspect.getdoc(fn) or "").split("\n")[0],
+            slots=1 if slots is UNSET else slots, lock=lock, lock_mode=lock_mode,
         )
         self._last = name
         return self
@@ -533,7 +564,7 @@ class Flow:
             raise DefinitionError(
                 f"{who}: priority={priority!r} must be a whole number from 0 to 9 (9 runs first)", **where
             )
-        for key in ("queue",):
+        for key in ("queue", "pool"):
             value = options.get(key, UNSET)
             if value not in (UNSET, None) and (not isinstance(value, str) or not _NAME_RE.match(value)):
                 raise DefinitionError(f"{who}: {key}={value!r} is not a valid {key} name; {_NAME_RULE}", **where)
@@ -613,12 +644,17 @@ class Flow:
                     writes=s.writes,
                     lineno=s.lineno,
                     doc=s.doc,
+                    pool=opt["pool"],
+                    slots=s.slots,
+                    lock=s.lock,
+                    lock_mode=s.lock_mode,
                 )
             )
         return FlowSpec(
             name=self.name, steps=tuple(steps), schedule=self.schedule, owner=self.owner,
             tags=self.tags, params=self.params, description=self.description,
             path=self.path, lineno=self.lineno, version=version,
+            max_active_runs=self.max_active_runs, max_active_steps=self.max_active_steps,
         )
 
     def callable_for(self, step: str) -> Callable[..., Any]:
@@ -664,3 +700,34 @@ def _optional_str(value: Any, label: str, who: str, where: dict[str, Any]) -> st
     if value is not None and not isinstance(value, str):
         raise DefinitionError(f"{who}: {label}= takes a string, not {type(value).__name__} {value!r}", **where)
     return value
+
+
+def _limit(value: Any, label: str, who: str, where: dict[str, Any]) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise DefinitionError(f"{who}: {label}={value!r} must be a whole number >= 1, or None for no limit", **where)
+    return value
+
+
+def _check_lock(value: Any, who: str, where: dict[str, Any]) -> tuple[str | None, str]:
+    """``lock=`` as ``(name, mode)``: a string is an exclusive lock, a tuple names the mode."""
+    if value is None:
+        return None, "exclusive"
+    if isinstance(value, str):
+        name, mode = value, "exclusive"
+    elif isinstance(value, tuple) and len(value) == 2:
+        name, mode = value
+    else:
+        raise DefinitionError(
+            f'{who}: lock={value!r} is not a lock; pass a lock name ("ledger") or a (name, mode) '
+            'tuple such as ("ledger", "shared")',
+            **where,
+        )
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise DefinitionError(f"{who}: lock name {name!r} is not valid; {_NAME_RULE}", **where)
+    if mode not in LOCK_MODES:
+        raise DefinitionError(
+            f"{who}: lock mode {mode!r} is not a lock mode.{_suggest(str(mode), LOCK_MODES)} "
+            f'Use "exclusive" (alone) or "shared" (beside other shared holders)',
+            **where,
+        )
+    return name, mode

@@ -54,6 +54,12 @@ TRIGGER_RULES = (
 
 PARAM_TYPES = ("str", "int", "float", "bool", "list", "dict")
 
+#: How a step holds its lock: "exclusive" alone, "shared" beside other shared holders.
+LOCK_MODES = ("exclusive", "shared")
+
+#: The most pool slots one step may take.
+MAX_SLOTS = 1000
+
 
 @dataclass(frozen=True)
 class RetryPolicy:

@@ -31,7 +31,7 @@ CASES = [
      r"""flow "x": unknown option 'schedual'\. Did you mean "schedule"\? Options are: description, """,
      lambda: Flow("x", schedual="*/5 * * * *")),  # L:flow-typo
     ("step-typo", DefinitionError, "x", "a",
-     r"""flow "x" step "a": unknown option 'retrys'\. Did you mean "retries"\? Options are: after, priority, """,
+     r"""flow "x" step "a": unknown option 'retrys'\. Did you mean "retries"\? Options are: after, lock, """,
      lambda: Flow("x").step("a", noop, retrys=3)),  # L:step-typo
     ("then-typo", DefinitionError, "x", "b",
      r"""flow "x" step "b": unknown option 'triger'\. Did you mean "trigger"\?""",
@@ -40,8 +40,8 @@ CASES = [
      r"""flow "x" step "pick": unknown option 'aftr'\. Did you mean "after"\?""",
      lambda: Flow("x").step("a", noop).branch("pick", noop, aftr="a")),  # L:branch-typo
     ("step-option-on-flow", DefinitionError, "x", None,
-     r'flow "x": trigger= is a step option, not a flow default; set it on the steps that need it$',
-     lambda: Flow("x", trigger="all_done")),  # L:step-option-on-flow
+     r'flow "x": lock= is a step option, not a flow default; set it on the steps that need it$',
+     lambda: Flow("x", lock="ledger")),  # L:step-option-on-flow
     ("then-after", DefinitionError, "x", "b",
      r'flow "x" step "b": then\(\) chains after the previous step; use step\(\.\.\., after=\.\.\.\)',
      lambda: Flow("x").step("a", noop).then("b", noop, after="a")),  # L:then-after
@@ -164,7 +164,7 @@ def test_every_case_has_its_marker_once():
 
 VALID_OPTIONS: StepOptions = {
     "retries": 1, "retry_backoff": "1s", "retry_max_delay": 10, "timeout": "5m", "queue": "io",
-    "priority": 3, "trigger": "all_done",
+    "priority": 3, "pool": "db", "slots": 2, "lock": ("ledger", "shared"), "trigger": "all_done",
     "reads": "s3://b/in", "writes": ["s3://b/out"],
 }
 
@@ -176,7 +176,7 @@ def test_the_valid_options_cover_step_options():
 @pytest.mark.parametrize("method", ["step", "then", "branch"])
 @pytest.mark.parametrize("option", sorted(StepOptions.__optional_keys__))
 def test_every_step_option_is_accepted_by_every_step_method(method, option):
-    flow = Flow("f").step("a", noop)
+    flow = Flow("f", pool="db").step("a", noop)  # the flow's pool, for slots= alone
     getattr(flow, method)("b", noop, **{option: VALID_OPTIONS[option]})
     assert flow.step_names == ["a", "b"]
 
