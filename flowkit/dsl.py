@@ -8,30 +8,42 @@
 ... )
 
 Imports only the standard library and flowkit's pure modules (errors, spec, graph):
-no Celery, no SQL. Errors are raised where the flow is defined and name the flow,
-the step, and the file:line of the definition.
+no Celery, no SQL. Every misuse, down to a misspelt keyword or a missing argument, is a
+:class:`DefinitionError` raised where the flow is defined; it names the flow, the step,
+and the file:line of the call.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
+import json
 import re
 import sys
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, TypeVar, Unpack
 
-from .errors import CycleError, DefinitionError, DuplicateStepError, UnknownStepError
+from .errors import CycleError, DefinitionError, DuplicateStepError, InvalidParamError, UnknownStepError
 from .graph import find_cycle
-from .spec import PARAM_TYPES, TRIGGER_RULES, FlowSpec, ParamSpec, RetryPolicy, StepSpec
+from .spec import LOCK_MODES, MAX_SLOTS, PARAM_TYPES, TRIGGER_RULES, FlowSpec, ParamSpec, RetryPolicy, StepSpec
 
-__all__ = ["Flow", "Param", "UNSET", "parse_duration"]
+__all__ = ["Flow", "Param", "StepOptions", "UNSET", "parse_duration"]
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$")
+_NAME_RULE = "use letters, digits, '_' and '-' (at most 100, starting with a letter or '_')"
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PY_TYPES: dict[type, str] = {str: "str", int: "int", float: "float", bool: "bool", list: "list", dict: "dict"}
+#: The Python types a param default of each declared type may have (bool is not an int).
+_PARAM_VALUE_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,),
+}
+
+_P = typing.ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class _Unset:
@@ -55,8 +67,63 @@ UNSET: Any = _Unset()
 _REQUIRED: Any = object()
 
 
+class StepOptions(TypedDict, total=False):
+    """The keyword options of :meth:`Flow.step`, :meth:`Flow.then` and :meth:`Flow.branch`.
+
+    An option left out (or given as ``UNSET``) takes the flow's default where the flow has
+    one (retries, retry_backoff, retry_max_delay, timeout, queue, pool), else the default
+    shown here.
+
+    - ``retries`` (0): further attempts after a failure.
+    - ``retry_backoff`` (1 s) and ``retry_max_delay`` (300 s): the wait before retry ``n`` is
+      ``backoff * 2**(n-1)`` capped at ``max_delay``; seconds or a string like ``"30s"``.
+    - ``timeout`` (None): an attempt running longer fails; seconds or ``"5m"``, ``"1h30m"``.
+    - ``queue`` (None: the default queue) and ``priority`` (None, else 0..9, 9 first).
+    - ``pool`` (None) and ``slots`` (1, up to 1000): the step holds ``slots`` slots of the
+      named pool while it runs. ``slots`` needs a pool (the step's or the flow's).
+    - ``lock`` (None): a lock held while the step runs: ``"name"`` alone (exclusive), or
+      ``("name", "shared")`` beside other shared holders.
+    - ``trigger`` ("all_success"): when the step runs given its upstreams; see
+      ``spec.TRIGGER_RULES``.
+    - ``reads``/``writes`` (none): dataset URIs (``"s3://bucket/key"``) for lineage; one URI
+      or a list.
+    """
+
+    retries: int
+    retry_backoff: str | float
+    retry_max_delay: str | float
+    timeout: str | float | None
+    queue: str | None
+    priority: int | None
+    pool: str | None
+    slots: int
+    lock: str | tuple[str, str] | None
+    trigger: str
+    reads: str | Iterable[str]
+    writes: str | Iterable[str]
+
+
+def _caller_location(depth: int = 2) -> tuple[str | None, int | None]:
+    """File and line of the user's code that called into the builder."""
+    frame = sys._getframe(depth)
+    here = __file__
+    while frame is not None and frame.f_code.co_filename == here:
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return None, None
+    return frame.f_code.co_filename, frame.f_lineno
+
+
+def _suggest(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f' Did you mean "{close[0]}"?' if close else ""
+
+
 class Param:
     """A typed run parameter. ``Param(int)`` is required; ``Param(int, default=3)`` is not.
+
+    The default must have the declared type (an int is a fine float; a bool is not an
+    int) or be None (optional, with no value); the flow checks it when it is defined.
 
     >>> Flow("report", params={"day": Param(str), "limit": Param(int, default=10)})
     """
@@ -64,9 +131,14 @@ class Param:
     def __init__(self, type: type | str = str, default: Any = _REQUIRED, help: str = "") -> None:
         type_name = type if isinstance(type, str) else _PY_TYPES.get(type)
         if type_name not in PARAM_TYPES:
+            path, lineno = _caller_location()
             raise DefinitionError(
-                f"param type {type!r} is not supported; use one of {', '.join(PARAM_TYPES)}"
+                f"param type {type!r} is not supported; use one of {', '.join(PARAM_TYPES)}",
+                path=path, lineno=lineno,
             )
+        if not isinstance(help, str):
+            path, lineno = _caller_location()
+            raise DefinitionError(f"param help={help!r} must be a string", path=path, lineno=lineno)
         self.type = type_name
         self.default = default
         self.help = help
@@ -98,20 +170,116 @@ def parse_duration(value: str | float | int | None) -> float | None:
     return total
 
 
-def _caller_location(depth: int = 2) -> tuple[str | None, int | None]:
-    """File and line of the user's code that called into the builder."""
-    frame = sys._getframe(depth)
-    here = __file__
-    while frame is not None and frame.f_code.co_filename == here:
-        frame = frame.f_back  # type: ignore[assignment]
-    if frame is None:
-        return None, None
-    return frame.f_code.co_filename, frame.f_lineno
+# -- turning malformed calls into definition errors ---------------------------------------------
 
 
-def _suggest(name: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f' Did you mean "{close[0]}"?' if close else ""
+@functools.cache
+def _keywords(method: Callable[..., Any]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Every keyword ``method`` accepts, and the options among them in declaration order,
+    read from its signature; ``**options: Unpack[StepOptions]`` contributes the TypedDict's keys."""
+    names: set[str] = set()
+    options: list[str] = []
+    for p in inspect.signature(method).parameters.values():
+        if p.name == "self":
+            continue
+        if p.kind is p.POSITIONAL_OR_KEYWORD:
+            names.add(p.name)
+        elif p.kind is p.KEYWORD_ONLY:
+            options.append(p.name)
+        elif p.kind is p.VAR_KEYWORD:
+            hint = typing.get_type_hints(method, include_extras=True)[p.name]
+            (typed_dict,) = typing.get_args(hint)  # Unpack[SomeTypedDict]
+            options += typing.get_type_hints(typed_dict)
+    return frozenset(names | set(options)), tuple(options)
+
+
+def _checks_arguments(
+    *, hints: Mapping[str, str] | None = None
+) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Make a builder method raise a DefinitionError, not a TypeError, when it is called
+    wrongly: an unknown keyword (with the closest known one), a missing or an extra
+    positional argument. ``hints`` maps a keyword the method refuses to the advice to give."""
+
+    def decorate(method: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(method)
+        def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            if kwargs:
+                unknown = kwargs.keys() - _keywords(method)[0]
+                if unknown:
+                    raise _call_error(method, args, kwargs, hints or {}, sorted(unknown)[0])
+            try:
+                return method(*args, **kwargs)
+            except TypeError:
+                try:
+                    inspect.signature(method).bind(*args, **kwargs)
+                except TypeError:
+                    raise _call_error(method, args, kwargs, hints or {}, None) from None
+                raise  # the call was well formed: a bug in the method itself
+
+        return checked
+
+    return decorate
+
+
+def _call_error(
+    method: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    hints: Mapping[str, str],
+    unknown: str | None,
+) -> DefinitionError:
+    path, lineno = _caller_location()
+    flow_obj, args = args[0], args[1:]
+    given_name = args[0] if args else kwargs.get("name")
+    if method.__name__ == "__init__":
+        call = "Flow()"
+        flow = given_name if isinstance(given_name, str) else None
+        step = None
+        who = f'flow "{flow}"' if flow is not None else "Flow()"
+    else:
+        call = f"{method.__name__}()"
+        flow = flow_obj.name
+        step = given_name if isinstance(given_name, str) else None
+        who = f'flow "{flow}" step "{step}"' if step is not None else f'flow "{flow}"'
+    where: dict[str, Any] = {"flow": flow, "step": step, "path": path, "lineno": lineno}
+
+    names, options = _keywords(method)
+    if unknown is not None:
+        if unknown in hints:
+            return DefinitionError(f"{who}: {hints[unknown]}", **where)
+        return DefinitionError(
+            f"{who}: unknown option {unknown!r}.{_suggest(unknown, names)} "
+            f"Options are: {', '.join(sorted(options))}",
+            **where,
+        )
+    params = [p for p in inspect.signature(method).parameters.values() if p.name != "self"]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p.name for p in positional if p.default is p.empty]
+    usage = f"{'Flow' if call == 'Flow()' else '.' + method.__name__}({', '.join(required)}, ...)"
+    if len(args) > len(positional):
+        return DefinitionError(
+            f"{who}: {call} takes {len(positional)} positional argument"
+            f"{'s' if len(positional) != 1 else ''} ({', '.join(p.name for p in positional)}) "
+            f"but was given {len(args)}; pass the options by keyword, e.g. "
+            f"{options[0]}=...",
+            **where,
+        )
+    twice = [p.name for p in positional[: len(args)] if p.name in kwargs]
+    if twice:
+        return DefinitionError(
+            f"{who}: {call} got {twice[0]} twice, by position and as {twice[0]}=; give it once",
+            **where,
+        )
+    missing = [name for name in required[len(args):] if name not in kwargs]
+    prefix = "" if who == call else f"{who}: "
+    return DefinitionError(
+        f"{prefix}{call} is missing its {' and '.join(missing)} argument{'s' if len(missing) > 1 else ''}; "
+        f"call it as {usage}",
+        **where,
+    )
+
+
+# -- the builder ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -120,29 +288,40 @@ class _StepDef:
     fn: Callable[..., Any]
     upstream: tuple[str, ...]
     kind: str
-    options: dict[str, Any]
+    options: dict[str, Any]  # the inherited options this step sets itself
     path: str | None
     lineno: int | None
     trigger: str = "all_success"
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     doc: str = ""
+    slots: int = 1
+    lock: str | None = None
+    lock_mode: str = "exclusive"
 
 
 class Flow:
     """A named DAG of steps, built fluently; each builder call returns the flow.
 
-    Flow-level ``retries``, ``retry_backoff``, ``retry_max_delay``, ``timeout`` and
-    ``queue`` are defaults that each step may override.
+    Flow-level ``retries``, ``retry_backoff``, ``retry_max_delay``, ``timeout``, ``queue``
+    and ``pool`` are defaults that each step may override. ``tags`` is a list of strings
+    (a single string is one tag). ``max_active_runs`` caps the flow's runs at once and
+    ``max_active_steps`` the steps of one run queued or running at once (None: no cap).
     """
 
+    @_checks_arguments(
+        hints={
+            key: f"{key}= is a step option, not a flow default; set it on the steps that need it"
+            for key in StepOptions.__optional_keys__
+        }
+    )
     def __init__(
         self,
         name: str,
         *,
         schedule: str | None = None,
         owner: str | None = None,
-        tags: Iterable[str] = (),
+        tags: str | Iterable[str] = (),
         params: Mapping[str, Param | Any] | None = None,
         description: str = "",
         retries: int = 0,
@@ -150,124 +329,84 @@ class Flow:
         retry_max_delay: str | float = 300.0,
         timeout: str | float | None = None,
         queue: str | None = None,
+        pool: str | None = None,
+        max_active_runs: int | None = None,
+        max_active_steps: int | None = None,
     ) -> None:
         self.path, self.lineno = _caller_location()
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise DefinitionError(
-                f"flow name {name!r} is not valid; use letters, digits, '_' and '-' "
-                "(at most 100, starting with a letter or '_')",
-                path=self.path, lineno=self.lineno,
+                f"flow name {name!r} is not valid; {_NAME_RULE}", path=self.path, lineno=self.lineno
             )
         self.name = name
+        where = self._where(None, self.path, self.lineno)
+        who = f'flow "{name}"'
         self.schedule = self._check_schedule(schedule)
-        self.owner = owner
-        self.tags = tuple(tags)
-        self.description = description or ""
-        self.params = self._check_params(params or {})
-        self._defaults = {
+        self.owner = _optional_str(owner, "owner", who, where)
+        self.description = _optional_str(description, "description", who, where) or ""
+        self.tags = _strings(tags, "tags", "a tag", who, where)
+        self.params = self._check_params(params)
+        self.max_active_runs = _limit(max_active_runs, "max_active_runs", who, where)
+        self.max_active_steps = _limit(max_active_steps, "max_active_steps", who, where)
+        self._defaults: dict[str, Any] = {
             "retries": retries,
             "retry_backoff": retry_backoff,
             "retry_max_delay": retry_max_delay,
             "timeout": timeout,
             "queue": queue,
             "priority": None,
+            "pool": pool,
         }
-        self._check_options(None, self._defaults, self.path, self.lineno)
+        self._check_options(self._defaults, who, where)
         self._steps: dict[str, _StepDef] = {}
         self._last: str | None = None
 
     # -- builder ---------------------------------------------------------------
+    @_checks_arguments()
     def step(
         self,
         name: str,
         fn: Callable[..., Any],
         *,
         after: str | Iterable[str] | None = None,
-        retries: int = UNSET,
-        retry_backoff: str | float = UNSET,
-        retry_max_delay: str | float = UNSET,
-        timeout: str | float | None = UNSET,
-        queue: str | None = UNSET,
-        priority: int | None = UNSET,
-        trigger: str = "all_success",
-        reads: Iterable[str] = (),
-        writes: Iterable[str] = (),
+        **options: Unpack[StepOptions],
     ) -> Flow:
-        """Add a step that runs ``fn(ctx)`` once every step in ``after`` is done.
+        """Add a step that runs ``fn(ctx)`` once its upstreams (``after``) allow it.
 
-        ``reads``/``writes`` name datasets (URIs such as ``file:///data/x.csv`` or
-        ``s3://bucket/key``) for lineage; they are recorded when the step succeeds.
+        ``after`` is a step name or a list of them; the options are :class:`StepOptions`.
         """
-        return self._add(
-            "task", name, fn, after, trigger, reads=reads, writes=writes,
-            retries=retries, retry_backoff=retry_backoff, retry_max_delay=retry_max_delay,
-            timeout=timeout, queue=queue, priority=priority,
-        )
+        return self._add("task", name, fn, after, dict(options))
 
-    def then(self, name: str, fn: Callable[..., Any], **options: Any) -> Flow:
+    @_checks_arguments(
+        hints={"after": "then() chains after the previous step; use step(..., after=...) to name upstreams"}
+    )
+    def then(self, name: str, fn: Callable[..., Any], **options: Unpack[StepOptions]) -> Flow:
         """Add a step after the most recently added one (a linear chain)."""
-        if "after" in options:
-            path, lineno = _caller_location()
-            raise DefinitionError(
-                f'flow "{self.name}" step "{name}": then() chains after the previous step; '
-                "use step(..., after=...) to name upstreams",
-                flow=self.name, step=name, path=path, lineno=lineno,
-            )
-        return self._add_with("task", name, fn, self._last, options)
+        return self._add("task", name, fn, self._last, dict(options))
 
+    @_checks_arguments()
     def branch(
         self,
         name: str,
         fn: Callable[..., Any],
         *,
         after: str | Iterable[str] | None = None,
-        **options: Any,
+        **options: Unpack[StepOptions],
     ) -> Flow:
         """Add a step whose return value names the downstream step(s) to follow.
 
         Direct downstream steps that were not chosen are skipped.
         """
-        return self._add_with("branch", name, fn, after, options)
-
-    def _add_with(
-        self, kind: str, name: str, fn: Callable[..., Any], after: Any, options: dict[str, Any]
-    ) -> Flow:
-        trigger = options.pop("trigger", "all_success")
-        reads = options.pop("reads", ())
-        writes = options.pop("writes", ())
-        allowed = {"retries", "retry_backoff", "retry_max_delay", "timeout", "queue", "priority"}
-        unknown = set(options) - allowed
-        if unknown:
-            path, lineno = _caller_location()
-            bad = sorted(unknown)[0]
-            raise DefinitionError(
-                f'flow "{self.name}" step "{name}": unknown option {bad!r}.'
-                f"{_suggest(bad, allowed)} Options are: {', '.join(sorted(allowed))}",
-                flow=self.name, step=name, path=path, lineno=lineno,
-            )
-        opts = {k: options.get(k, UNSET) for k in allowed}
-        return self._add(kind, name, fn, after, trigger, reads=reads, writes=writes, **opts)
+        return self._add("branch", name, fn, after, dict(options))
 
     def _add(
-        self,
-        kind: str,
-        name: str,
-        fn: Callable[..., Any],
-        after: str | Iterable[str] | None,
-        trigger: str,
-        *,
-        reads: Iterable[str] = (),
-        writes: Iterable[str] = (),
-        **options: Any,
+        self, kind: str, name: str, fn: Callable[..., Any], after: Any, options: dict[str, Any]
     ) -> Flow:
         path, lineno = _caller_location()
-        where: dict[str, Any] = {"flow": self.name, "step": name, "path": path, "lineno": lineno}
+        where = self._where(name if isinstance(name, str) else None, path, lineno)
         if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise DefinitionError(
-                f'flow "{self.name}": step name {name!r} is not valid; use letters, digits, '
-                "'_' and '-' (at most 100, starting with a letter or '_')",
-                **where,
-            )
+            raise DefinitionError(f'flow "{self.name}": step name {name!r} is not valid; {_NAME_RULE}', **where)
+        who = f'flow "{self.name}" step "{name}"'
         if name in self._steps:
             first = self._steps[name]
             raise DuplicateStepError(
@@ -277,82 +416,90 @@ class Flow:
             )
         if not callable(fn):
             raise DefinitionError(
-                f'flow "{self.name}" step "{name}": {fn!r} is not callable; pass the function '
-                "itself (without calling it)",
-                **where,
+                f"{who}: {fn!r} is not callable; pass the function itself (without calling it)", **where
             )
-        self._check_signature(name, fn, where)
-        if trigger not in TRIGGER_RULES:
+        self._check_signature(fn, who, where)
+        options = {k: v for k, v in options.items() if v is not UNSET}
+        trigger = options.pop("trigger", "all_success")
+        if not isinstance(trigger, str) or trigger not in TRIGGER_RULES:
             raise DefinitionError(
-                f'flow "{self.name}" step "{name}": trigger {trigger!r} is not a trigger rule.'
+                f"{who}: trigger {trigger!r} is not a trigger rule."
                 f"{_suggest(str(trigger), TRIGGER_RULES)} Use one of {', '.join(TRIGGER_RULES)}",
                 **where,
             )
-        self._check_options(name, options, path, lineno)
-        if after is None:
-            upstream: tuple[str, ...] = ()
-        elif isinstance(after, str):
-            upstream = (after,)
-        else:
-            upstream = tuple(after)
-        for up in upstream:
-            if not isinstance(up, str):
-                raise DefinitionError(
-                    f'flow "{self.name}" step "{name}": after= takes step names (strings), '
-                    f"not {up!r}",
-                    **where,
-                )
-        if len(set(upstream)) != len(upstream):
-            raise DefinitionError(
-                f'flow "{self.name}" step "{name}": after= names a step twice: {list(upstream)}',
-                **where,
-            )
-        datasets = {}
+        reads = _strings(options.pop("reads", ()), "reads", "a dataset URI", who, where)
+        writes = _strings(options.pop("writes", ()), "writes", "a dataset URI", who, where)
         for label, uris in (("reads", reads), ("writes", writes)):
-            uris = (uris,) if isinstance(uris, str) else tuple(uris)
             for uri in uris:
-                if not isinstance(uri, str) or "://" not in uri:
+                if "://" not in uri:
                     raise DefinitionError(
-                        f'flow "{self.name}" step "{name}": {label}= takes dataset URIs like '
-                        f'"file:///data/orders.csv" or "s3://bucket/key", not {uri!r}',
+                        f'{who}: {label}= takes dataset URIs like "file:///data/orders.csv" or '
+                        f'"s3://bucket/key", not {uri!r}',
                         **where,
                     )
-            datasets[label] = uris
+        upstream = _strings(after, "after", "a step name", who, where)
+        if len(set(upstream)) != len(upstream):
+            raise DefinitionError(f"{who}: after= names a step twice: {list(upstream)}", **where)
+        slots = options.pop("slots", UNSET)
+        lock, lock_mode = _check_lock(options.pop("lock", None), who, where)
+        self._check_options(options, who, where)
+        if slots is not UNSET:
+            if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
+                raise DefinitionError(
+                    f"{who}: slots={slots!r} must be a whole number from 1 to {MAX_SLOTS}", **where
+                )
+            if options.get("pool", self._defaults["pool"]) is None:
+                raise DefinitionError(
+                    f'{who}: slots={slots!r} needs a pool to count them in; add pool="name" to the '
+                    "step or the flow, or drop slots=",
+                    **where,
+                )
         self._steps[name] = _StepDef(
             name=name, fn=fn, upstream=upstream, kind=kind, options=options,
-            path=path, lineno=lineno, trigger=trigger,
-            reads=datasets["reads"], writes=datasets["writes"],
+            path=path, lineno=lineno, trigger=trigger, reads=reads, writes=writes,
             doc=(inspect.getdoc(fn) or "").split("\n")[0],
+            slots=1 if slots is UNSET else slots, lock=lock, lock_mode=lock_mode,
         )
         self._last = name
         return self
 
     # -- validation --------------------------------------------------------------
-    def _check_schedule(self, schedule: str | None) -> str | None:
+    def _where(self, step: str | None, path: str | None, lineno: int | None) -> dict[str, Any]:
+        return {"flow": self.name, "step": step, "path": path, "lineno": lineno}
+
+    def _check_schedule(self, schedule: Any) -> str | None:
         if schedule is None:
             return None
-        try:
+        ok = False
+        if isinstance(schedule, str):
             from croniter import croniter  # lazy: only flows with a schedule need it
 
             ok = croniter.is_valid(schedule)
-        except ImportError:  # pragma: no cover - croniter is a dependency
-            ok = True
         if not ok:
             raise DefinitionError(
                 f'flow "{self.name}": schedule {schedule!r} is not a cron expression; '
                 'use five fields like "*/5 * * * *" (minute hour day month weekday)',
                 flow=self.name, path=self.path, lineno=self.lineno,
             )
-        return schedule
+        return str(schedule)
 
-    def _check_params(self, params: Mapping[str, Any]) -> tuple[ParamSpec, ...]:
+    def _check_params(self, params: Any) -> tuple[ParamSpec, ...]:
+        where = self._where(None, self.path, self.lineno)
+        if params is None:
+            return ()
+        if not isinstance(params, Mapping):
+            raise DefinitionError(
+                f'flow "{self.name}": params= takes a dict of name -> Param(type, default=...), '
+                f"not {type(params).__name__} {params!r}",
+                **where,
+            )
         out = []
         for pname, value in params.items():
             if not isinstance(pname, str) or not pname.isidentifier():
                 raise DefinitionError(
-                    f'flow "{self.name}": param name {pname!r} must be a Python identifier',
-                    flow=self.name, path=self.path, lineno=self.lineno,
+                    f'flow "{self.name}": param name {pname!r} must be a Python identifier', **where
                 )
+            who = f'flow "{self.name}" param "{pname}"'
             if isinstance(value, Param):
                 p = value
             elif isinstance(value, type):
@@ -361,29 +508,43 @@ class Flow:
                 type_name = _PY_TYPES.get(type(value))
                 if type_name is None:
                     raise DefinitionError(
-                        f'flow "{self.name}": param "{pname}" default {value!r} is not JSON-like; '
-                        f"wrap it as Param(type, default=...) with a type among {', '.join(PARAM_TYPES)}",
-                        flow=self.name, path=self.path, lineno=self.lineno,
+                        f"{who}: default {value!r} is not JSON-like; wrap it as Param(type, "
+                        f"default=...) with a type among {', '.join(PARAM_TYPES)}",
+                        **where,
                     )
                 p = Param(type_name, default=value)
-            out.append(
-                ParamSpec(
-                    name=pname, type=p.type, default=None if p.required else p.default,
-                    required=p.required, help=p.help,
-                )
-            )
+            default = None if p.required else self._check_default(p, who, where)
+            out.append(ParamSpec(name=pname, type=p.type, default=default, required=p.required, help=p.help))
         return tuple(out)
 
-    def _check_options(
-        self, step: str | None, options: dict[str, Any], path: str | None, lineno: int | None
-    ) -> None:
-        who = f'flow "{self.name}" step "{step}"' if step else f'flow "{self.name}"'
-        where: dict[str, Any] = {"flow": self.name, "step": step, "path": path, "lineno": lineno}
+    @staticmethod
+    def _check_default(p: Param, who: str, where: dict[str, Any]) -> Any:
+        value: Any = p.default
+        if value is None:
+            return None
+        matches = isinstance(value, _PARAM_VALUE_TYPES[p.type]) and not (
+            p.type in ("int", "float") and isinstance(value, bool)
+        )
+        if not matches:
+            raise InvalidParamError(
+                f"{who}: default {value!r} is {_a(type(value).__name__)}, not {_a(p.type)}; "
+                f"give a default of type {p.type} or change Param's type",
+                **where,
+            )
+        try:
+            json.dumps(value, allow_nan=False)  # NaN is not JSON; PostgreSQL refuses it
+        except (TypeError, ValueError) as exc:
+            raise InvalidParamError(
+                f"{who}: default {value!r} cannot be stored as JSON ({exc}); use only str, int, "
+                "float, bool, None, lists and dicts",
+                **where,
+            ) from None
+        return float(value) if p.type == "float" else value
+
+    def _check_options(self, options: dict[str, Any], who: str, where: dict[str, Any]) -> None:
         retries = options.get("retries", UNSET)
         if retries is not UNSET and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
-            raise DefinitionError(
-                f"{who}: retries={retries!r} must be a whole number >= 0", **where
-            )
+            raise DefinitionError(f"{who}: retries={retries!r} must be a whole number >= 0", **where)
         for key in ("timeout", "retry_backoff", "retry_max_delay"):
             value = options.get(key, UNSET)
             if value is UNSET or value is None:
@@ -401,16 +562,14 @@ class Flow:
             isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9
         ):
             raise DefinitionError(
-                f"{who}: priority={priority!r} must be a whole number from 0 to 9 (9 runs first)",
-                **where,
+                f"{who}: priority={priority!r} must be a whole number from 0 to 9 (9 runs first)", **where
             )
-        queue = options.get("queue", UNSET)
-        if queue not in (UNSET, None) and (not isinstance(queue, str) or not _NAME_RE.match(queue)):
-            raise DefinitionError(
-                f"{who}: queue={queue!r} is not a valid queue name", **where
-            )
+        for key in ("queue", "pool"):
+            value = options.get(key, UNSET)
+            if value not in (UNSET, None) and (not isinstance(value, str) or not _NAME_RE.match(value)):
+                raise DefinitionError(f"{who}: {key}={value!r} is not a valid {key} name; {_NAME_RULE}", **where)
 
-    def _check_signature(self, name: str, fn: Callable[..., Any], where: dict[str, Any]) -> None:
+    def _check_signature(self, fn: Callable[..., Any], who: str, where: dict[str, Any]) -> None:
         try:
             sig = inspect.signature(fn)
         except (TypeError, ValueError):
@@ -421,9 +580,8 @@ class Flow:
         ]
         if len(required) > 1:
             raise DefinitionError(
-                f'flow "{self.name}" step "{name}": {getattr(fn, "__name__", fn)}() takes '
-                f"{len(required)} required arguments; a step function takes one (the step "
-                "context, ctx) or none",
+                f'{who}: {getattr(fn, "__name__", fn)}() takes {len(required)} required arguments; '
+                "a step function takes one (the step context, ctx) or none",
                 **where,
             )
 
@@ -465,9 +623,7 @@ class Flow:
         self.validate()
         steps = []
         for s in self._steps.values():
-            opt: dict[str, Any] = {
-                k: (self._defaults[k] if v is UNSET else v) for k, v in s.options.items()
-            }
+            opt = {**self._defaults, **s.options}
             retry = RetryPolicy(
                 retries=int(opt["retries"]),
                 backoff_seconds=parse_duration(opt["retry_backoff"]) or 1.0,
@@ -488,12 +644,17 @@ class Flow:
                     writes=s.writes,
                     lineno=s.lineno,
                     doc=s.doc,
+                    pool=opt["pool"],
+                    slots=s.slots,
+                    lock=s.lock,
+                    lock_mode=s.lock_mode,
                 )
             )
         return FlowSpec(
             name=self.name, steps=tuple(steps), schedule=self.schedule, owner=self.owner,
             tags=self.tags, params=self.params, description=self.description,
             path=self.path, lineno=self.lineno, version=version,
+            max_active_runs=self.max_active_runs, max_active_steps=self.max_active_steps,
         )
 
     def callable_for(self, step: str) -> Callable[..., Any]:
@@ -507,3 +668,66 @@ class Flow:
     def __repr__(self) -> str:
         return f"<Flow {self.name} steps={len(self._steps)}>"
 
+
+# -- argument checks shared by the flow and its steps --------------------------------------------
+
+
+def _strings(value: Any, label: str, one: str, who: str, where: dict[str, Any]) -> tuple[str, ...]:
+    """``value`` as a tuple of strings: None is none, a string is one, a list (or any iterable
+    but a mapping) is each of its items; a set is sorted so that the spec is reproducible."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (bytes, Mapping)) or not isinstance(value, Iterable):
+        raise DefinitionError(
+            f"{who}: {label}= takes {one} or a list of them, not {type(value).__name__} {value!r}", **where
+        )
+    items = tuple(value)
+    for item in items:
+        if not isinstance(item, str):
+            raise DefinitionError(
+                f"{who}: {label}= takes {one} or a list of them (strings), not {item!r} in {value!r}", **where
+            )
+    return tuple(sorted(items)) if isinstance(value, (set, frozenset)) else items
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
+
+
+def _optional_str(value: Any, label: str, who: str, where: dict[str, Any]) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise DefinitionError(f"{who}: {label}= takes a string, not {type(value).__name__} {value!r}", **where)
+    return value
+
+
+def _limit(value: Any, label: str, who: str, where: dict[str, Any]) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise DefinitionError(f"{who}: {label}={value!r} must be a whole number >= 1, or None for no limit", **where)
+    return value
+
+
+def _check_lock(value: Any, who: str, where: dict[str, Any]) -> tuple[str | None, str]:
+    """``lock=`` as ``(name, mode)``: a string is an exclusive lock, a tuple names the mode."""
+    if value is None:
+        return None, "exclusive"
+    if isinstance(value, str):
+        name, mode = value, "exclusive"
+    elif isinstance(value, tuple) and len(value) == 2:
+        name, mode = value
+    else:
+        raise DefinitionError(
+            f'{who}: lock={value!r} is not a lock; pass a lock name ("ledger") or a (name, mode) '
+            'tuple such as ("ledger", "shared")',
+            **where,
+        )
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise DefinitionError(f"{who}: lock name {name!r} is not valid; {_NAME_RULE}", **where)
+    if mode not in LOCK_MODES:
+        raise DefinitionError(
+            f"{who}: lock mode {mode!r} is not a lock mode.{_suggest(str(mode), LOCK_MODES)} "
+            f'Use "exclusive" (alone) or "shared" (beside other shared holders)',
+            **where,
+        )
+    return name, mode

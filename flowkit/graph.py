@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 
+from .spec import TRIGGER_RULES
 from .states import STEP_BAD, StepState
 
 
@@ -76,25 +77,48 @@ class Decision(StrEnum):
     UPSTREAM_FAILED = "upstream_failed"
 
 
-def decide_counts(trigger: str, total: int, succeeded: int, failed: int, skipped: int) -> Decision:
-    """What a pending step should do, from counts of its upstreams' outcomes so far.
+_KNOWN_RULES = frozenset(TRIGGER_RULES)
 
-    ``failed`` counts failed, upstream_failed and cancelled upstreams; ``skipped`` includes a
-    branch that did not choose this step. The engine calls this whenever the counts change.
+
+def decide_counts(trigger: str, total: int, succeeded: int, failed: int, skipped: int) -> Decision:
+    """What a pending step should do, given how many of its ``total`` upstream edges ended how.
+
+    ``failed`` counts upstreams that failed, were upstream_failed or cancelled; ``skipped``
+    counts skipped upstreams and branches that chose another path; the rest are still
+    running. The rules are described next to ``spec.TRIGGER_RULES``. one_success and
+    one_failed decide as soon as they can; every other rule (and the negative outcome of
+    those two) waits until all upstreams are done. A step with no upstreams runs.
+
+    Raises ValueError for an unknown rule or counts that do not add up.
     """
-    if total == 0:
+    if trigger not in _KNOWN_RULES:
+        raise ValueError(f"unknown trigger rule {trigger!r}")
+    if min(total, succeeded, failed, skipped) < 0 or succeeded + failed + skipped > total:
+        raise ValueError(
+            f"upstream counts do not add up: total={total} succeeded={succeeded} "
+            f"failed={failed} skipped={skipped}"
+        )
+    if trigger == "one_success" and succeeded:
+        return Decision.RUN
+    if trigger == "one_failed" and failed:
         return Decision.RUN
     if succeeded + failed + skipped < total:
         return Decision.WAIT
-    if trigger == "all_done":
+    if total == 0 or trigger in ("all_done", "always"):
         return Decision.RUN
-    if failed:
-        return Decision.UPSTREAM_FAILED
     if trigger == "all_success":
+        return Decision.UPSTREAM_FAILED if failed else Decision.SKIP if skipped else Decision.RUN
+    if trigger in ("none_failed", "none_failed_min_one_success"):
+        return Decision.UPSTREAM_FAILED if failed else Decision.RUN if succeeded else Decision.SKIP
+    if trigger == "all_failed":
+        return Decision.RUN if failed == total else Decision.SKIP
+    if trigger == "one_success":  # done, and none succeeded
+        return Decision.SKIP if skipped == total else Decision.UPSTREAM_FAILED
+    if trigger == "one_failed":  # done, and none failed
+        return Decision.SKIP
+    if trigger == "none_skipped":
         return Decision.SKIP if skipped else Decision.RUN
-    if trigger == "none_failed":
-        return Decision.RUN if succeeded else Decision.SKIP
-    raise ValueError(f"unknown trigger rule {trigger!r}")
+    raise AssertionError(f"trigger rule {trigger!r} is listed in spec.TRIGGER_RULES but not decided here")
 
 
 def decide(
@@ -102,27 +126,22 @@ def decide(
     upstream_states: Sequence[StepState],
     followed: Sequence[bool] | None = None,
 ) -> Decision:
-    """What a pending step should do given its upstreams' states.
+    """What a pending step should do given its upstreams' states (counts them for :func:`decide_counts`).
 
     ``followed[i]`` is False when upstream ``i`` is a branch that chose another path:
     that edge then counts as skipped even though the branch step itself succeeded.
     """
-    if any(not s.terminal for s in upstream_states):
-        return Decision.WAIT
     if followed is None:
         followed = [True] * len(upstream_states)
-    effective = [
-        StepState.SKIPPED if (s == StepState.SUCCESS and not f) else s
-        for s, f in zip(upstream_states, followed, strict=True)
-    ]
-    if not effective:
-        return Decision.RUN
-    if trigger == "all_done":
-        return Decision.RUN
-    if any(s in STEP_BAD for s in effective):
-        return Decision.UPSTREAM_FAILED
-    if trigger == "all_success":
-        return Decision.SKIP if any(s == StepState.SKIPPED for s in effective) else Decision.RUN
-    if trigger == "none_failed":
-        return Decision.RUN if any(s == StepState.SUCCESS for s in effective) else Decision.SKIP
-    raise ValueError(f"unknown trigger rule {trigger!r}")
+    succeeded = failed = skipped = 0
+    for state, chosen in zip(upstream_states, followed, strict=True):
+        if state == StepState.SUCCESS:
+            if chosen:
+                succeeded += 1
+            else:
+                skipped += 1
+        elif state == StepState.SKIPPED:
+            skipped += 1
+        elif state in STEP_BAD:
+            failed += 1
+    return decide_counts(trigger, len(upstream_states), succeeded, failed, skipped)

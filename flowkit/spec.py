@@ -15,13 +15,50 @@ from typing import Any
 #: Step kinds. ``branch`` steps return the name(s) of the downstream steps to follow.
 STEP_KINDS = ("task", "branch")
 
-#: Trigger rules: when a step with terminal upstreams runs.
-#: all_success: every upstream succeeded (a skipped upstream skips it, a failed one fails it).
-#: none_failed: no upstream failed and at least one succeeded (joins after a branch).
-#: all_done: runs once every upstream is terminal, whatever happened (cleanup, notify).
-TRIGGER_RULES = ("all_success", "none_failed", "all_done")
+#: Trigger rules: when a step runs, given how its upstreams ended. This is the one list of
+#: names; ``graph.decide_counts`` is the one implementation. Each upstream edge counts as
+#: succeeded, failed (failed, upstream_failed or cancelled) or skipped (skipped, or a branch
+#: that chose another path). A step with no upstreams runs whatever its rule. Only
+#: one_success and one_failed decide before every upstream is done; the others wait.
+#: "fails" below means the step becomes upstream_failed; "skips" means skipped.
+TRIGGER_RULES = (
+    # every upstream succeeded. Once all are done: any failed -> fails; else any skipped
+    # -> skips (checked in that order, so a failure is never hidden by a skip).
+    "all_success",
+    # no upstream failed and at least one succeeded (a join after a branch). Any failed ->
+    # fails; all skipped -> skips. This is flowkit's rule from before the others existed,
+    # kept as it was: it is the same as none_failed_min_one_success (Airflow's none_failed
+    # would also run when every upstream was skipped).
+    "none_failed",
+    # runs once every upstream is done, whatever happened (cleanup, notify). Never fails
+    # nor skips.
+    "all_done",
+    # every upstream failed (an error handler for a whole group). Once all are done: any
+    # succeeded or skipped -> skips.
+    "all_failed",
+    # runs as soon as one upstream succeeded, without waiting for the others. If all are
+    # done and none succeeded: all skipped -> skips, otherwise (some failed) -> fails.
+    "one_success",
+    # runs as soon as one upstream failed, without waiting for the others (alerting).
+    # If all are done and none failed -> skips.
+    "one_failed",
+    # the same as none_failed, under the name Airflow gives this rule.
+    "none_failed_min_one_success",
+    # runs once all are done and none was skipped, even if some failed. Any skipped ->
+    # skips.
+    "none_skipped",
+    # runs once every upstream is done, whatever happened: the same as all_done. Unlike
+    # Airflow's "always" it does wait for its upstreams, so it never runs beside them.
+    "always",
+)
 
 PARAM_TYPES = ("str", "int", "float", "bool", "list", "dict")
+
+#: How a step holds its lock: "exclusive" alone, "shared" beside other shared holders.
+LOCK_MODES = ("exclusive", "shared")
+
+#: The most pool slots one step may take.
+MAX_SLOTS = 1000
 
 
 @dataclass(frozen=True)
@@ -73,10 +110,13 @@ class StepSpec:
     #: Dataset URIs this step reads and writes; recorded on success for lineage.
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
-    #: A named pool this step takes ``slots`` of while queued or running.
+    #: The named pool whose slots this step holds while it runs, and how many (1..1000).
+    #: ``slots`` is 1 whenever ``pool`` is None.
     pool: str | None = None
     slots: int = 1
-    #: A lock across flows: exclusive holders run alone, shared holders run together.
+    #: A named lock held while the step runs: "exclusive" (alone) or "shared" (beside other
+    #: shared holders, never beside an exclusive one). ``lock_mode`` stays "exclusive" when
+    #: ``lock`` is None.
     lock: str | None = None
     lock_mode: str = "exclusive"
 
@@ -93,9 +133,9 @@ class FlowSpec:
     path: str | None = None
     lineno: int | None = None
     version: str | None = None  # sha256 prefix of the defining module's source
-    #: Runs of this flow that may be running at once (more wait queued); None: no limit.
+    #: At most this many runs of the flow at once (None: no limit of its own).
     max_active_runs: int | None = None
-    #: Steps of this flow (all its runs) that may be queued or running at once.
+    #: At most this many steps of one run queued or running at once (None: no limit of its own).
     max_active_steps: int | None = None
 
     # -- lookups (cached: the scheduler asks for every step and upstream per evaluation) --
@@ -117,9 +157,6 @@ class FlowSpec:
 
         return tuple(topo_order({s.name: s.upstream for s in self.steps}))
 
-    def downstream(self) -> dict[str, list[str]]:
-        return {name: list(down) for name, down in self._downstream.items()}
-
     @cached_property
     def _downstream(self) -> dict[str, tuple[str, ...]]:
         out: dict[str, list[str]] = {s.name: [] for s in self.steps}
@@ -129,8 +166,15 @@ class FlowSpec:
         return {name: tuple(down) for name, down in out.items()}
 
     def downstream_of(self, name: str) -> tuple[str, ...]:
-        """The steps that list ``name`` in their upstream (cached: called per finished step)."""
+        """The steps that list ``name`` among their upstreams, in definition order.
+
+        Built once per spec; each call is a dict lookup. Raises KeyError for an unknown step.
+        """
         return self._downstream[name]
+
+    def downstream(self) -> dict[str, list[str]]:
+        """Every step's downstream steps, as a new dict (prefer :meth:`downstream_of` per step)."""
+        return {name: list(down) for name, down in self._downstream.items()}
 
     def max_timeout_seconds(self) -> float | None:
         timeouts = [s.timeout_seconds for s in self.steps if s.timeout_seconds]
@@ -145,6 +189,8 @@ class FlowSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FlowSpec:
+        """The inverse of :meth:`to_dict`. Keys a stored spec lacks (it was written before
+        the field existed) take the field's default."""
         steps = tuple(
             StepSpec(
                 **{

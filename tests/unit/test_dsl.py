@@ -11,25 +11,17 @@ from flowkit import CycleError, DefinitionError, DuplicateStepError, Flow, Param
 from flowkit.dsl import parse_duration
 from flowkit.spec import FlowSpec, RetryPolicy
 
+from .where import assert_where, line_of
+
 HERE = Path(__file__)
 
 
 def _line(tag: str) -> int:
-    """The line number, in this file, of the one line that ends with ``# L:<tag>``."""
-    hits = [
-        i for i, text in enumerate(HERE.read_text().splitlines(), start=1)
-        if text.rstrip().endswith(f"# L:{tag}")
-    ]
-    assert len(hits) == 1, f"marker L:{tag} found {len(hits)} times"
-    return hits[0]
+    return line_of(tag, HERE)
 
 
 def _assert_where(err: BaseException, tag: str, *, flow: str | None, step: str | None) -> None:
-    assert getattr(err, "flow", None) == flow
-    assert getattr(err, "step", None) == step
-    assert getattr(err, "lineno", None) == _line(tag)
-    assert Path(getattr(err, "path", "")) == HERE
-    assert str(err).startswith(f"{err.path}:{err.lineno}: ")  # type: ignore[attr-defined]
+    assert_where(err, HERE, tag, flow=flow, step=step)
 
 
 def noop(ctx):
@@ -246,7 +238,8 @@ def test_unknown_option_to_then_suggests_the_close_one():
     with pytest.raises(
         DefinitionError,
         match=r"""flow "f" step "b": unknown option 'retrys'\. Did you mean "retries"\? """
-        r"Options are: priority, queue, retries, retry_backoff, retry_max_delay, timeout",
+        r"Options are: lock, pool, priority, queue, reads, retries, retry_backoff, retry_max_delay, slots, "
+        r"timeout, trigger, writes$",
     ) as ei:
         flow.then("b", noop, retrys=2)  # L:then-unknown
     _assert_where(ei.value, "then-unknown", flow="f", step="b")
@@ -271,7 +264,7 @@ def test_unknown_option_to_branch():
 
 
 def test_unknown_option_without_a_close_one_lists_the_options():
-    with pytest.raises(DefinitionError, match=r"unknown option 'colour'\. Options are: priority") as ei:
+    with pytest.raises(DefinitionError, match=r"unknown option 'colour'\. Options are: after, lock, pool") as ei:
         Flow("f").branch("pick", noop, colour="red")
     assert "Did you mean" not in str(ei.value)
 
@@ -452,5 +445,5 @@ def test_retry_delay_jitter_stays_within_bounds_and_is_seeded():
 def test_param_rejects_unsupported_types():
     with pytest.raises(DefinitionError, match=r"param type .* is not supported; use one of str, int, float"):
         Param(set)
-    with pytest.raises(DefinitionError, match=r'param "when" default .* is not JSON-like; wrap it as Param'):
+    with pytest.raises(DefinitionError, match=r'flow "f" param "when": default .* is not JSON-like; wrap it as Param'):
         Flow("f", params={"when": object()})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flowkit.graph import Decision, decide, find_cycle, topo_order
+from flowkit.graph import Decision, decide, decide_counts, find_cycle, topo_order
+from flowkit.spec import TRIGGER_RULES
 from flowkit.states import StepState
 
 S = StepState
@@ -179,3 +180,165 @@ def test_followed_only_affects_successful_upstreams():
 def test_unknown_trigger_rule():
     with pytest.raises(ValueError, match="unknown trigger rule 'sometimes'"):
         decide("sometimes", [S.SUCCESS])
+
+
+# -- decide_counts: every rule against every mix of outcomes --------------------------------------
+
+#: Upstream mixes as (succeeded, failed, skipped, still running).
+MIXES = {
+    "all ok": (2, 0, 0, 0),
+    "all failed": (0, 2, 0, 0),
+    "all skipped": (0, 0, 2, 0),
+    "ok+failed": (1, 1, 0, 0),
+    "ok+skipped": (1, 0, 1, 0),
+    "failed+skipped": (0, 1, 1, 0),
+    "ok+failed+skipped": (1, 1, 1, 0),
+    "ok, 1 running": (1, 0, 0, 1),
+    "failed, 1 running": (0, 1, 0, 1),
+    "skipped, 1 running": (0, 0, 1, 1),
+    "all running": (0, 0, 0, 2),
+    "no upstreams": (0, 0, 0, 0),
+}
+R, W, K, F = Decision.RUN, Decision.WAIT, Decision.SKIP, Decision.UPSTREAM_FAILED
+# columns follow MIXES, in order
+TABLE = {
+    "all_success":                 [R, F, K, F, K, F, F, W, W, W, W, R],
+    "none_failed":                 [R, F, K, F, R, F, F, W, W, W, W, R],
+    "none_failed_min_one_success": [R, F, K, F, R, F, F, W, W, W, W, R],
+    "all_done":                    [R, R, R, R, R, R, R, W, W, W, W, R],
+    "always":                      [R, R, R, R, R, R, R, W, W, W, W, R],
+    "all_failed":                  [K, R, K, K, K, K, K, W, W, W, W, R],
+    "one_success":                 [R, F, K, R, R, F, R, R, W, W, W, R],
+    "one_failed":                  [K, R, K, R, K, R, R, W, R, W, W, R],
+    "none_skipped":                [R, R, K, R, K, K, K, W, W, W, W, R],
+}
+CASES = [
+    pytest.param(rule, counts, expected, id=f"{rule}-{mix}")
+    for rule, row in TABLE.items()
+    for (mix, counts), expected in zip(MIXES.items(), row, strict=True)
+]
+
+
+def test_the_table_covers_every_rule():
+    assert sorted(TABLE) == sorted(TRIGGER_RULES)
+    assert TRIGGER_RULES[:3] == ("all_success", "none_failed", "all_done")  # the original order
+
+
+@pytest.mark.parametrize(("rule", "counts", "expected"), CASES)
+def test_decide_counts_table(rule, counts, expected):
+    succeeded, failed, skipped, running = counts
+    total = succeeded + failed + skipped + running
+    assert decide_counts(rule, total, succeeded, failed, skipped) is expected
+
+
+# the same table through decide(), which maps states to counts: every kind of "failed"
+# (failed, upstream_failed, cancelled), both kinds of "skipped" (skipped, or a branch that
+# chose another path) and several not-yet-terminal states
+_FAILED_STATES = [S.FAILED, S.UPSTREAM_FAILED, S.CANCELLED]
+_RUNNING_STATES = [S.RUNNING, S.QUEUED, S.UP_FOR_RETRY]
+
+
+@pytest.mark.parametrize(("rule", "counts", "expected"), CASES)
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_decide_table_from_states(rule, counts, expected, variant):
+    succeeded, failed, skipped, running = counts
+    states: list[S] = []
+    followed: list[bool] = []
+    for _ in range(succeeded):
+        states.append(S.SUCCESS)
+        followed.append(True)
+    for i in range(failed):
+        states.append(_FAILED_STATES[(variant + i) % 3])
+        followed.append(True)
+    for i in range(skipped):
+        not_chosen = (variant + i) % 2 == 1
+        states.append(S.SUCCESS if not_chosen else S.SKIPPED)
+        followed.append(not not_chosen)
+    for _ in range(running):
+        states.append(_RUNNING_STATES[variant])
+        followed.append(True)
+    assert decide(rule, states, followed) is expected
+
+
+@pytest.mark.parametrize("rule", TRIGGER_RULES)
+def test_decisions_are_final(rule):
+    """Once a rule decides, upstreams finishing later never change the decision.
+
+    Checked over every way up to 4 upstreams can end, finishing one at a time.
+    """
+    total = 4
+    for s in range(total + 1):
+        for f in range(total + 1 - s):
+            for k in range(total + 1 - s - f):
+                first = decide_counts(rule, total, s, f, k)
+                if first is Decision.WAIT:
+                    continue
+                for ds, df, dk in [(1, 0, 0), (0, 1, 0), (0, 0, 1)]:
+                    if s + ds + f + df + k + dk <= total:
+                        later = decide_counts(rule, total, s + ds, f + df, k + dk)
+                        assert later is first, (rule, (s, f, k), (ds, df, dk))
+
+
+@pytest.mark.parametrize("rule", TRIGGER_RULES)
+def test_every_rule_decides_once_all_are_done(rule):
+    total = 3
+    for s in range(total + 1):
+        for f in range(total + 1 - s):
+            assert decide_counts(rule, total, s, f, total - s - f) is not Decision.WAIT
+
+
+@pytest.mark.parametrize("rule", sorted(set(TRIGGER_RULES) - {"one_success", "one_failed"}))
+def test_other_rules_wait_for_the_last_upstream(rule):
+    # 99 of 100 upstreams done in every proportion: still waiting
+    for s, f, k in [(99, 0, 0), (0, 99, 0), (0, 0, 99), (33, 33, 33)]:
+        assert decide_counts(rule, 100, s, f, k) is Decision.WAIT
+
+
+def test_one_success_fires_early_on_the_first_success():
+    assert decide_counts("one_success", 100, 0, 0, 0) is Decision.WAIT
+    assert decide_counts("one_success", 100, 0, 50, 49) is Decision.WAIT
+    assert decide_counts("one_success", 100, 1, 0, 0) is Decision.RUN
+    assert decide_counts("one_success", 100, 1, 98, 0) is Decision.RUN
+    assert decide("one_success", [S.RUNNING, S.FAILED, S.SUCCESS]) is Decision.RUN
+    # a branch that chose another path is not a success
+    assert decide("one_success", [S.SUCCESS, S.RUNNING], followed=[False, True]) is Decision.WAIT
+
+
+def test_one_failed_fires_early_on_the_first_failure():
+    assert decide_counts("one_failed", 100, 99, 0, 0) is Decision.WAIT
+    assert decide_counts("one_failed", 100, 0, 1, 0) is Decision.RUN
+    for bad in _FAILED_STATES:
+        assert decide("one_failed", [S.RUNNING, S.PENDING, bad]) is Decision.RUN
+
+
+def test_one_success_when_none_succeeded():
+    assert decide_counts("one_success", 3, 0, 3, 0) is Decision.UPSTREAM_FAILED
+    assert decide_counts("one_success", 3, 0, 0, 3) is Decision.SKIP
+    assert decide_counts("one_success", 3, 0, 1, 2) is Decision.UPSTREAM_FAILED  # a failure is not hidden
+
+
+@pytest.mark.parametrize("rule", TRIGGER_RULES)
+def test_no_upstreams_runs_under_every_rule(rule):
+    assert decide_counts(rule, 0, 0, 0, 0) is Decision.RUN
+    assert decide(rule, []) is Decision.RUN
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [(2, 1, 1, 1), (1, -1, 0, 0), (-1, 0, 0, 0), (3, 0, 0, 4), (3, 4, 0, 0)],
+)
+def test_counts_that_do_not_add_up(counts):
+    with pytest.raises(ValueError, match="upstream counts do not add up"):
+        decide_counts("all_success", *counts)
+
+
+def test_unknown_rule_is_refused_even_without_upstreams():
+    with pytest.raises(ValueError, match="unknown trigger rule 'sometimes'"):
+        decide_counts("sometimes", 0, 0, 0, 0)
+    with pytest.raises(ValueError, match="unknown trigger rule 'sometimes'"):
+        decide("sometimes", [])
+
+
+def test_followed_must_match_the_upstreams():
+    with pytest.raises(ValueError):
+        decide("all_success", [S.SUCCESS, S.SUCCESS], followed=[True])
