@@ -72,7 +72,7 @@ class InlineHarness:
         self.events = MemoryEvents()
         self.dispatcher = InlineDispatcher()
         self.clock = clock or utcnow
-        self.backpressure = (Backpressure(self.dispatcher.queue_depth, ttl_seconds=0,
+        self.backpressure = (Backpressure(self.dispatcher.queue_depth, ttl_seconds=0.05,
                                           high=self.settings.queue_high_watermark,
                                           low=self.settings.queue_low_watermark)
                              if self.settings.queue_high_watermark else None)
