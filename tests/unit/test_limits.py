@@ -7,6 +7,7 @@ the same limits on real workers running in parallel.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -119,6 +120,7 @@ def test_global_cap_bounds_everything_in_flight(sqlite_store):
 
 def test_backpressure_holds_dispatches_above_the_high_watermark(sqlite_store, caplog):
     # Given a broker queue that already holds 12 messages, and watermarks 20/10
+    caplog.set_level(logging.INFO, logger="flowkit")
     h = harness(sqlite_store, queue_high_watermark=20, queue_low_watermark=10, fast_follow_max=4)
     h.dispatcher.depths["flowkit"] = 12
     run_id = h.trigger("wide")
