@@ -278,7 +278,10 @@ class SqlStoreBase:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
             return engine
-        return create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        # No pre-ping: it costs a round trip per checkout on the hot path. A connection the
+        # server dropped fails its statement, SQLAlchemy invalidates the pool, and the caller
+        # retries (the worker retries recording an outcome until the store answers).
+        return create_engine(self.url, pool_size=5, max_overflow=10, pool_recycle=1800)
 
     def dispose(self) -> None:
         if self._engine is not None and self._pid == os.getpid():

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 else:
     _Base = object
 
+#: Runs whose flow and version a worker process remembers (a few hundred bytes each).
+RUN_KEY_CACHE_SIZE = 4096
+
+
 class WorkerOps(_Base):
     def claim_attempt(
         self, run_id: str, step: str, number: int, *, worker: str, lost_after: float,
@@ -34,8 +38,20 @@ class WorkerOps(_Base):
         With ``specs`` (a cache the worker keeps), the same transaction also reads the
         results of the step's upstreams: the worker's hot path is two transactions.
         """
-        from .sql import Claim, _flow_spec, _results, as_utc
+        from .sql import Claim, _flow_spec, _results, as_utc, utcnow
 
+        known = self._run_keys.get(run_id) if specs is not None and not self.is_sqlite else None
+        if known is not None and specs is not None and known in specs:
+            # PostgreSQL, a run this process has seen: one statement, no transaction around it.
+            from . import pg_fast
+
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                got = pg_fast.claim(conn, run_id=run_id, step=step, number=number, worker=worker,
+                                    now=utcnow(), upstream=list(specs[known].step(step).upstream))
+            if got is not None:
+                return Claim("run", flow=got[1], version=got[2], params=got[3], upstream=got[4],
+                             deliveries=got[0])
         a = t.attempts
         pk = (a.c.run_id == run_id, a.c.step == step, a.c.number == number)
         with self.tx(worker) as tx:
@@ -81,7 +97,8 @@ class WorkerOps(_Base):
             run = tx.conn.execute(select(t.runs.c.flow_name, t.runs.c.version, t.runs.c.params)
                                   .where(t.runs.c.id == run_id)).one()
             deliveries = row.deliveries if won else row.deliveries + 1
-            upstream = None
+            self._note_run(run_id, (run.flow_name, run.version))
+            upstream: dict[str, Any] | None = None
             if specs is not None:
                 key = (run.flow_name, run.version)
                 if key not in specs:
@@ -90,6 +107,21 @@ class WorkerOps(_Base):
                 upstream = _results(tx.conn, run_id, names) if names else {}
         return Claim("run", flow=run.flow_name, version=run.version,
                      params=json.loads(run.params), upstream=upstream, deliveries=deliveries)
+
+    @property
+    def _run_keys(self) -> dict[str, tuple[str, str]]:
+        """run id -> (flow, version) of runs this process claimed steps of (bounded)."""
+        cache: dict[str, tuple[str, str]] | None = getattr(self, "_run_key_cache", None)
+        if cache is None:
+            cache = {}
+            self._run_key_cache = cache
+        return cache
+
+    def _note_run(self, run_id: str, key: tuple[str, str]) -> None:
+        cache = self._run_keys
+        if len(cache) >= RUN_KEY_CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[run_id] = key
 
     def _end_lost(self, tx: Any, run_id: str, step: str, number: int, heartbeat_at: Any, reason: str,
                   specs: dict[tuple[str, str], FlowSpec] | None, global_cap: int | None = None) -> Effects | None:
@@ -145,6 +177,11 @@ class WorkerOps(_Base):
         Returns what to do after the commit (attempts to publish, whether to wake the
         scheduler), or None if this worker no longer holds the attempt.
         """
+        if (state == AttemptState.SUCCESS and spec is not None and not self.is_sqlite
+                and spec.step(step).kind != "branch"):
+            return self._finish_success_pg(run_id, step, number, worker=worker, result_json=result_json,
+                                           datasets=list(datasets), spec=spec, gate=gate,
+                                           global_cap=global_cap)
         with self.tx(worker) as tx:
             holds = tx.end_attempt(run_id, step, number, state=state, worker=worker, error=error,
                                    traceback=traceback, retry_delay=retry_delay)
@@ -166,6 +203,58 @@ class WorkerOps(_Base):
             if holds:
                 machine.effects.wake = True  # slots freed: waiters can go now
         return machine.effects
+
+    def _finish_success_pg(self, run_id: str, step: str, number: int, *, worker: str,
+                           result_json: str | None, datasets: list[tuple[str, str]], spec: FlowSpec,
+                           gate: Gate | None, global_cap: int | None) -> Effects | None:
+        """The common case in one statement (:mod:`.pg_fast`); the machine finishes anything
+        the statement leaves undecided, in the same transaction."""
+        from ..graph import Decision, decide_counts
+        from . import pg_fast
+        from .ledger import holds_for
+        from .machine import Dispatch, task_id_for
+
+        downs = list(spec.downstream_of(step))
+        # Downstream steps this worker may queue itself if this success makes them ready: no
+        # slot to take, a rule that runs when every upstream succeeded, and the gate's consent.
+        eligible = [] if gate is None else [
+            d for d in downs if not holds_for(spec, spec.step(d), global_cap)
+            and decide_counts(spec.step(d).trigger, 1, 1, 0, 0) == Decision.RUN and gate(spec.step(d))]
+        with self.tx(worker) as tx:
+            out = pg_fast.finish_success(
+                tx.conn, run_id=run_id, step=step, number=number, worker=worker, now=tx.now,
+                result_json=result_json, datasets=datasets, downstream=downs, eligible=eligible,
+                task_ids=[task_id_for(run_id, d, 1) for d in eligible])
+            if out is None:
+                return None
+            machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
+            effects: Effects = machine.effects
+            queued = set(out["queued"])
+            effects.to_send += [Dispatch(run_id, spec.name, spec.step(d), 1, task_id_for(run_id, d, 1))
+                                for d in eligible if d in queued]
+            to_start: list[str] = []
+            ended: list[tuple[str, str, list[str] | None]] = []
+            for name, state, n_up, ok, bad, skipped in out["downs"]:
+                if name in queued or state != StepState.PENDING.value:
+                    continue
+                decision = decide_counts(spec.step(name).trigger, n_up, ok, bad, skipped)
+                if decision == Decision.RUN:
+                    to_start.append(name)
+                elif decision != Decision.WAIT:
+                    new = StepState.SKIPPED if decision == Decision.SKIP else StepState.UPSTREAM_FAILED
+                    if tx.cas_step(run_id, name, [StepState.PENDING], new, ended_at=tx.now,
+                                   reason="an upstream step failed" if new == StepState.UPSTREAM_FAILED
+                                   else "an upstream was skipped"):
+                        ended.append((name, "skip" if new == StepState.SKIPPED else "bad", None))
+            if to_start:
+                machine.start(to_start, StepState.PENDING)
+            if ended:
+                machine.settle(ended)
+            elif out["stepped"] and out["steps_left"] == 0:
+                machine.finish_run()
+            if out["holds"]:
+                effects.wake = True  # slots freed: waiters can go now
+        return effects
 
     def _store_result(self, tx: Any, run_id: str, step: str, result_json: str) -> None:
         from .sql import _upsert
