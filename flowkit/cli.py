@@ -17,7 +17,8 @@ from typing import Any
 import click
 
 from .config import Settings, redact
-from .errors import FlowkitError
+from .connectivity import broker_error, database_error, probe_broker, service_error, wait_for_services
+from .errors import FlowkitError, StoreUnavailable
 
 log = logging.getLogger("flowkit.cli")
 
@@ -33,10 +34,38 @@ class CliError(click.ClickException):
 
 @contextmanager
 def friendly_errors() -> Iterator[None]:
+    """FlowkitErrors, and failures to reach the database or broker, as one ``error:`` line."""
     try:
         yield
     except FlowkitError as exc:
+        settings = _current_settings()
+        if isinstance(exc, StoreUnavailable) and exc.__cause__ is not None and settings:
+            # one wording for every command, with the URL as the user wrote it
+            raise CliError(str(database_error(exc.__cause__, settings.database_url))) from exc
         raise CliError(str(exc)) from exc
+    except (click.ClickException, click.exceptions.Exit, click.Abort):
+        raise  # already one line (or a normal exit)
+    except Exception as exc:
+        settings = _current_settings()
+        err = service_error(exc, database_url=settings.database_url,
+                            broker_url=settings.broker_url) if settings else None
+        if err is None:
+            raise  # a bug: keep its traceback
+        raise CliError(str(err)) from exc
+
+
+def _current_settings() -> Settings | None:
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return obj.get("settings") if isinstance(obj, dict) else None
+
+
+class _Main(click.Group):
+    """The root command: whatever a subcommand raises goes through friendly_errors."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with friendly_errors():
+            return super().invoke(ctx)
 
 
 def _setup_logging(level: str) -> None:
@@ -101,7 +130,7 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=_json_default, sort_keys=True))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--database-url", envvar="FLOWKIT_DATABASE_URL", help="SQLAlchemy URL of the store.")
 @click.option("--broker-url", envvar="FLOWKIT_BROKER_URL", help="Celery broker URL.")
 @click.option("--dags-folder", envvar="FLOWKIT_DAGS_FOLDER", help="Folder of flow modules.")
@@ -195,7 +224,14 @@ def dags_check(ctx: click.Context) -> None:
 @click.pass_context
 def trigger(ctx: click.Context, flow: str, params: tuple[str, ...], reason: str,
             as_json: bool) -> None:
-    """Start a run of FLOW and print its id."""
+    """Start a run of FLOW and print its id.
+
+    The run is queued in the database, then the scheduler is woken through the broker. If
+    the broker cannot be reached, flowkit prints one warning line and still exits 0: the run
+    exists, and a scheduler that can reach the broker starts it at its next sweep
+    (FLOWKIT_SWEEP_SECONDS). Exiting 1 would invite a retry that queues the run twice. A
+    malformed FLOWKIT_BROKER_URL fails before any run is created.
+    """
     settings = _settings(ctx)
     raw = _parse_params(params)
     with friendly_errors():
@@ -218,7 +254,9 @@ def _trigger(settings: Settings, store: Any, flow: str, raw: dict[str, Any], *, 
     run_id: str = store.create_run(spec, resolved, actor=f"cli:{_user()}",
                                    trigger="manual", reason=reason)
     if notify:
-        _notify_scheduler(settings, run_id)
+        warning = _notify_scheduler(settings, run_id)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
     return run_id
 
 
@@ -232,10 +270,13 @@ def _user() -> str:
         return f"uid{os.getuid()}"
 
 
-def _notify_scheduler(settings: Settings, run_id: str) -> None:
-    """Wake the scheduler now; if the broker is away its sweep finds the run anyway."""
+def _notify_scheduler(settings: Settings, run_id: str) -> str | None:
+    """Wake the scheduler now; if the broker is away its sweep finds the run anyway.
+
+    Returns a one-line warning when the wake-up could not be published.
+    """
     if settings.broker_url.startswith("memory"):
-        return
+        return None  # an in-process broker: no scheduler elsewhere to wake
     try:
         from .celery_app import make_app
         from .dispatch.events import BrokerEvents
@@ -244,8 +285,10 @@ def _notify_scheduler(settings: Settings, run_id: str) -> None:
         app.conf.broker_connection_timeout = 2
         BrokerEvents(app, settings.events_queue).publish({"type": "run_created", "run_id": run_id})
     except Exception as exc:  # the run is safe in SQL
-        log.warning("run %s: could not notify the scheduler (%s); it starts at the next sweep",
-                    run_id, exc)
+        return (f"run {run_id} is queued, but the scheduler was not woken: "
+                f"{broker_error(exc, settings.broker_url)} (a scheduler that reaches the broker "
+                "starts the run at its next sweep)")
+    return None
 
 
 @main.group()
@@ -361,23 +404,39 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+_WAIT_OPTION = click.option(
+    "--wait-for-services", "wait_seconds", type=click.FloatRange(0), default=None, metavar="SECONDS",
+    help="At startup, retry an unreachable database or broker for this long (default: until it "
+         "answers). A malformed URL, unknown host or refused password fails at once.")
+
+
+def _wait_for_services(settings: Settings, what: str, *, database: bool = True, broker: bool = True,
+                       stop: threading.Event | None = None, wait_seconds: float | None = None) -> None:
+    """Block until the services answer (one log line per retry); exit 1 on what cannot work."""
+    with friendly_errors():
+        wait_for_services(settings, what=what, database=database, broker=broker, stop=stop,
+                          give_up_after_seconds=wait_seconds, logger=log)
+
+
 @main.command()
+@_WAIT_OPTION
 @click.pass_context
-def scheduler(ctx: click.Context) -> None:
+def scheduler(ctx: click.Context, wait_seconds: float | None) -> None:
     """Run the scheduler daemon (one per database; SQLite runs exactly one)."""
     from .celery_app import make_app
 
     settings = _settings(ctx)
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("flowkit").setLevel(logging.INFO)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    _wait_for_services(settings, "scheduler", stop=stop, wait_seconds=wait_seconds)
     with friendly_errors():
         store = _store(settings)
         app = make_app(settings)
         sched = _make_scheduler(settings, store, app)
     log.info("scheduler: store %s, broker %s, dags %s", redact(settings.database_url),
              redact(settings.broker_url), settings.dags_folder)
-    stop = threading.Event()
-    _stop_on_signals(stop)
     sched.run_forever(stop)
     log.info("scheduler: stopped")
 
@@ -389,13 +448,15 @@ def scheduler(ctx: click.Context) -> None:
 @click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork",
               show_default=True)
 @click.option("-n", "--hostname", default=None, help="Worker name (Celery -n).")
+@_WAIT_OPTION
 @click.pass_context
 def worker(ctx: click.Context, queues: str | None, concurrency: int | None, pool: str,
-           hostname: str | None) -> None:
+           hostname: str | None, wait_seconds: float | None) -> None:
     """Run a worker daemon that executes step attempts."""
     from .celery_app import make_app
 
     settings = _settings(ctx)
+    _wait_for_services(settings, "worker", wait_seconds=wait_seconds)
     with friendly_errors():
         _store(settings)  # fail now, with a clear message, if the store is not ready
     app = make_app(settings)
@@ -410,12 +471,15 @@ def worker(ctx: click.Context, queues: str | None, concurrency: int | None, pool
 
 @main.command()
 @click.option("--port", default=5555, show_default=True, type=click.IntRange(1, 65535))
+@_WAIT_OPTION
 @click.pass_context
-def flower(ctx: click.Context, port: int) -> None:
+def flower(ctx: click.Context, port: int, wait_seconds: float | None) -> None:
     """Run Flower on the broker: live task activity, named <flow>.<step>."""
     from .celery_app import make_app
 
-    app = make_app(_settings(ctx))
+    settings = _settings(ctx)
+    _wait_for_services(settings, "flower", database=False, wait_seconds=wait_seconds)
+    app = make_app(settings)
     app.start(argv=["flower", f"--port={port}"])
 
 
@@ -458,6 +522,7 @@ def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float) 
         settings = replace(settings, broker_url="memory://localhost/")
     raw = _parse_params(params)
     with friendly_errors():
+        probe_broker(settings.broker_url)  # interactive: say at once that it is down
         store = _store(settings, auto_upgrade=True)
         app = make_app(settings)
         if settings.broker_url.startswith("memory"):
