@@ -3,7 +3,6 @@ that prints, exits or installs log handlers."""
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
@@ -16,6 +15,7 @@ from typing import Any
 
 import click
 
+from . import jsonsafe
 from .config import Settings, redact
 from .connectivity import broker_error, database_error, probe_broker, service_error, wait_for_services
 from .errors import FlowkitError, StoreUnavailable
@@ -127,7 +127,8 @@ def _json_default(value: Any) -> Any:
 
 
 def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=_json_default, sort_keys=True))
+    """Valid JSON, always: NaN or Infinity stored before flowkit refused them print as null."""
+    click.echo(jsonsafe.dumps(jsonsafe.sanitize(data), indent=2, default=_json_default, sort_keys=True))
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
@@ -364,7 +365,7 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool)
 def _format_run(d: dict[str, Any]) -> str:
     head = (f"run {d['id']}  flow {d['flow_name']}  version {d['version']}  state {d['state']}  "
             f"duration {_duration(d['started_at'], d['ended_at'])}")
-    params = f"params {json.dumps(d['params'], sort_keys=True)}"
+    params = f"params {jsonsafe.dumps(jsonsafe.sanitize(d['params']), sort_keys=True, default=str)}"
     rows = [[s["step"], s["state"], str(s["attempts"]), _duration(s["started_at"], s["ended_at"]),
              s["worker"] or "-", (s["error"] or "")[:80]] for s in d["steps"]]
     lines = [head, params, "", _table(["step", "state", "attempts", "duration", "worker", "error"], rows)]

@@ -7,7 +7,7 @@
 ...     .then("load", load)
 ... )
 
-Imports only the standard library and flowkit's pure modules (errors, spec, graph):
+Imports only the standard library and flowkit's pure modules (errors, spec, graph, jsonsafe):
 no Celery, no SQL. Errors are raised where the flow is defined and name the flow,
 the step, and the file:line of the definition.
 """
@@ -24,6 +24,7 @@ from typing import Any
 
 from .errors import CycleError, DefinitionError, DuplicateStepError, UnknownStepError
 from .graph import find_cycle
+from .jsonsafe import find_non_finite
 from .spec import PARAM_TYPES, TRIGGER_RULES, FlowSpec, ParamSpec, RetryPolicy, StepSpec
 
 __all__ = ["Flow", "Param", "UNSET", "parse_duration"]
@@ -67,6 +68,9 @@ class Param:
             raise DefinitionError(
                 f"param type {type!r} is not supported; use one of {', '.join(PARAM_TYPES)}"
             )
+        if default is not _REQUIRED and find_non_finite(default) is not None:
+            raise DefinitionError(f"param default {default!r} holds NaN or Infinity, which JSON cannot store; "
+                                  "use None or a finite number")
         self.type = type_name
         self.default = default
         self.help = help

@@ -7,7 +7,6 @@ with a context, record the outcome, and tell the scheduler through an event.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 import socket
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import jsonsafe
 from .config import Settings
 from .context import StepContext
 from .errors import ResultTooLarge, Retry, Skip
@@ -98,7 +98,10 @@ def _call(fn: Callable[..., Any], ctx: StepContext) -> Any:
 
 def encode_result(value: Any, *, run_id: str, step: str, cap: int) -> str:
     try:
-        text = json.dumps(value, sort_keys=True, default=_json_default)
+        text = jsonsafe.dumps(value, sort_keys=True, default=_json_default)
+    except jsonsafe.NonFiniteNumberError as exc:
+        raise ValueError(f"run {run_id} step {step}: result contains NaN/Infinity at {exc.path}; return None "
+                         "or a string instead") from None
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"run {run_id} step {step}: the result is not JSON-serialisable ({exc}); return "

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from .. import jsonsafe
 from ..config import redact
 from ..errors import MigrationRequired, NotFoundError, StoreUnavailable
 from ..spec import FlowSpec
@@ -474,7 +475,7 @@ class SqlStore:
             with self.tx(actor) as tx:
                 tx.conn.execute(insert(t.runs).values(
                     id=run_id, flow_name=spec.name, version=spec.version,
-                    state=RunState.QUEUED.value, params=json.dumps(params, sort_keys=True),
+                    state=RunState.QUEUED.value, params=jsonsafe.dumps(params, sort_keys=True),
                     trigger=trigger, triggered_by=actor, parent_run_id=parent_run_id,
                     logical_date=logical_date, created_at=tx.now, updated_at=tx.now))
                 tx.conn.execute(insert(t.step_runs), [
