@@ -305,7 +305,10 @@ def runs() -> None:
 def runs_list(ctx: click.Context, flow: str | None, limit: int, as_json: bool) -> None:
     """The newest runs."""
     with friendly_errors():
-        rows = _store(_settings(ctx)).list_runs(flow, limit=limit)
+        store = _store(_settings(ctx))
+        rows = store.list_runs(flow, limit=limit)
+        specs: dict[tuple[str, str], Any] = {}
+        rows = [{**r, "params": _masked_params(store, r, specs)} for r in rows]
     if as_json:
         _echo_json(rows)
         return
@@ -315,12 +318,32 @@ def runs_list(ctx: click.Context, flow: str | None, limit: int, as_json: bool) -
           _fmt_time(r["created_at"]), _duration(r["started_at"], r["ended_at"])] for r in rows]))
 
 
-def run_details(store: Any, run_id: str) -> dict[str, Any]:
+def _masked_params(store: Any, run: dict[str, Any], specs: dict[tuple[str, str], Any]) -> dict[str, Any]:
+    """A run's params with secret ones as ***; all of them if the flow version is unknown."""
+    from .errors import NotFoundError
+    from .secrets import MASK, mask_params
+
+    key = (run["flow_name"], run["version"])
+    if key not in specs:
+        try:
+            specs[key] = store.flow_spec(*key)
+        except NotFoundError:
+            specs[key] = None
+    if specs[key] is None:
+        return {k: MASK for k in run["params"] or {}}
+    return mask_params(specs[key], run["params"])
+
+
+def run_details(store: Any, run_id: str, *, with_events: bool = False) -> dict[str, Any]:
+    """A run, its steps and (optionally) its audit trail, with secret param values as ***."""
+    from .secrets import mask_data, mask_params, mask_text, secret_values
+
     run = store.get_run(run_id)
     steps = {s["step"]: s for s in store.step_runs(run_id)}
     attempts = store.attempts(run_id)
     spec = store.flow_spec(run["flow_name"], run["version"])
     results = store.results(run_id)
+    hidden = secret_values(spec, run["params"])
     out_steps = []
     for name in spec.step_names:
         s = steps[name]
@@ -329,13 +352,18 @@ def run_details(store: Any, run_id: str) -> dict[str, Any]:
         out_steps.append({
             "step": name, "state": s["state"], "attempts": len(atts),
             "started_at": s["started_at"], "ended_at": s["ended_at"],
-            "worker": last.get("worker"), "error": last.get("error") if s["state"] != "success" else None,
-            "result": results.get(name),
-            "attempt_history": [{k: a[k] for k in ("number", "state", "worker", "started_at",
-                                                   "ended_at", "deliveries", "error", "task_id")}
+            "worker": last.get("worker"),
+            "error": mask_text(last.get("error"), hidden) if s["state"] != "success" else None,
+            "result": mask_data(results.get(name), hidden),
+            "attempt_history": [{**{k: a[k] for k in ("number", "state", "worker", "started_at",
+                                                      "ended_at", "deliveries", "task_id")},
+                                 "error": mask_text(a["error"], hidden)}
                                 for a in atts],
         })
-    return {**run, "steps": out_steps}
+    details = {**run, "params": mask_params(spec, run["params"]), "steps": out_steps}
+    if with_events:
+        details["events"] = [{**e, "reason": mask_text(e["reason"], hidden)} for e in store.events(run_id)]
+    return details
 
 
 @runs.command("show")
@@ -348,11 +376,11 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool)
     with friendly_errors():
         store = _store(_settings(ctx))
         run_id = store.resolve_run_id(run_id)
-        details = run_details(store, run_id)
-        events = store.events(run_id) if with_events or as_json else []
+        details = run_details(store, run_id, with_events=with_events or as_json)
     if as_json:
-        _echo_json({**details, "events": events})
+        _echo_json(details)
         return
+    events = details.pop("events", [])
     click.echo(_format_run(details))
     if with_events:
         click.echo("\nAUDIT TRAIL")

@@ -59,10 +59,16 @@ _REQUIRED: Any = object()
 class Param:
     """A typed run parameter. ``Param(int)`` is required; ``Param(int, default=3)`` is not.
 
-    >>> Flow("report", params={"day": Param(str), "limit": Param(int, default=10)})
+    ``secret=True`` shows the value as ``***`` wherever flowkit prints or logs it; the step
+    still gets the real value. The value is stored with the run: for credentials, prefer
+    :func:`flowkit.secret`.
+
+    >>> Flow("report", params={"day": Param(str), "limit": Param(int, default=10),
+    ...                        "token": Param(str, secret=True)})
     """
 
-    def __init__(self, type: type | str = str, default: Any = _REQUIRED, help: str = "") -> None:
+    def __init__(self, type: type | str = str, default: Any = _REQUIRED, help: str = "", *,
+                 secret: bool = False) -> None:
         type_name = type if isinstance(type, str) else _PY_TYPES.get(type)
         if type_name not in PARAM_TYPES:
             raise DefinitionError(
@@ -74,6 +80,7 @@ class Param:
         self.type = type_name
         self.default = default
         self.help = help
+        self.secret = bool(secret)
 
     @property
     def required(self) -> bool:
@@ -373,7 +380,7 @@ class Flow:
             out.append(
                 ParamSpec(
                     name=pname, type=p.type, default=None if p.required else p.default,
-                    required=p.required, help=p.help,
+                    required=p.required, help=p.help, secret=p.secret,
                 )
             )
         return tuple(out)

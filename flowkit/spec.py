@@ -55,6 +55,8 @@ class ParamSpec:
     default: Any = None
     required: bool = False
     help: str = ""
+    #: Shown as *** wherever flowkit prints or logs the value (specs stored before lack it).
+    secret: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,9 +163,9 @@ def _coerce(param: ParamSpec, value: Any, flow: str) -> Any:
     given = value  # as the user wrote it
 
     def bad(why: str, *, as_given: bool = False) -> InvalidParamError:
-        shown = given if as_given else value
+        shown = "***" if param.secret else repr(given if as_given else value)
         return InvalidParamError(
-            f'flow "{flow}" param "{param.name}": {shown!r} {why}; pass {_article(param.type)}, '
+            f'flow "{flow}" param "{param.name}": {shown} {why}; pass {_article(param.type)}, '
             f"e.g. -p {param.name}={_example(param.type)}",
             flow=flow,
         )

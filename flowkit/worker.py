@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import jsonsafe
+from . import jsonsafe, secrets
 from .config import Settings
 from .context import StepContext
 from .errors import ResultTooLarge, Retry, Skip
@@ -152,6 +152,7 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
     try:
         spec = rt.spec(claim.flow, claim.version)
         step_spec = spec.step(step)
+        secrets.register_secret_params(spec, claim.params)  # masked in this process's logs
         ctx = StepContext(
             flow=claim.flow, run_id=run_id, step=step, attempt=number,
             params=claim.params or {}, upstream=claim.upstream or {}, version=claim.version,
@@ -185,6 +186,7 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
     finally:
         with rt._lock:
             rt._running.discard(key)
+    error, trace = secrets.mask_text(error), secrets.mask_text(trace)  # stored, shown, audited
     recorded = rt.store.finish_attempt(
         run_id, step, number, worker=rt.name, state=state, result_json=result_json,
         error=error, traceback=trace, retry_delay=retry_delay, datasets=datasets)
