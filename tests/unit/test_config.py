@@ -195,3 +195,9 @@ def test_broker_urls_kombu_knows_pass(url):
 def test_a_bad_url_from_a_flag_is_checked_too():
     with pytest.raises(ConfigError, match="FLOWKIT_BROKER_URL='nonsense://x'"):
         Settings.from_env({}, broker_url="nonsense://x")
+
+
+def test_the_transports_accepted_without_kombu_are_all_kombus():
+    from flowkit.config import COMMON_TRANSPORTS, broker_transports
+
+    assert COMMON_TRANSPORTS <= broker_transports()
