@@ -25,6 +25,9 @@ from .errors import (
     UnknownStepError,
 )
 
+# -- inside a step: flowkit.secret(name)
+from .secrets import secret
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "StepContext",
     "Retry",
     "Skip",
+    "secret",
     # errors
     "FlowkitError",
     "DefinitionError",

@@ -3,7 +3,6 @@ that prints, exits or installs log handlers."""
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
@@ -16,8 +15,10 @@ from typing import Any
 
 import click
 
+from . import jsonsafe
 from .config import Settings, redact
-from .errors import FlowkitError
+from .connectivity import broker_error, database_error, probe_broker, service_error, wait_for_services
+from .errors import FlowkitError, StoreUnavailable
 
 log = logging.getLogger("flowkit.cli")
 
@@ -33,10 +34,38 @@ class CliError(click.ClickException):
 
 @contextmanager
 def friendly_errors() -> Iterator[None]:
+    """FlowkitErrors, and failures to reach the database or broker, as one ``error:`` line."""
     try:
         yield
     except FlowkitError as exc:
+        settings = _current_settings()
+        if isinstance(exc, StoreUnavailable) and exc.__cause__ is not None and settings:
+            # one wording for every command, with the URL as the user wrote it
+            raise CliError(str(database_error(exc.__cause__, settings.database_url))) from exc
         raise CliError(str(exc)) from exc
+    except (click.ClickException, click.exceptions.Exit, click.Abort):
+        raise  # already one line (or a normal exit)
+    except Exception as exc:
+        settings = _current_settings()
+        err = service_error(exc, database_url=settings.database_url,
+                            broker_url=settings.broker_url) if settings else None
+        if err is None:
+            raise  # a bug: keep its traceback
+        raise CliError(str(err)) from exc
+
+
+def _current_settings() -> Settings | None:
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return obj.get("settings") if isinstance(obj, dict) else None
+
+
+class _Main(click.Group):
+    """The root command: whatever a subcommand raises goes through friendly_errors."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with friendly_errors():
+            return super().invoke(ctx)
 
 
 def _setup_logging(level: str) -> None:
@@ -98,10 +127,11 @@ def _json_default(value: Any) -> Any:
 
 
 def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=_json_default, sort_keys=True))
+    """Valid JSON, always: NaN or Infinity stored before flowkit refused them print as null."""
+    click.echo(jsonsafe.dumps(jsonsafe.sanitize(data), indent=2, default=_json_default, sort_keys=True))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--database-url", envvar="FLOWKIT_DATABASE_URL", help="SQLAlchemy URL of the store.")
 @click.option("--broker-url", envvar="FLOWKIT_BROKER_URL", help="Celery broker URL.")
 @click.option("--dags-folder", envvar="FLOWKIT_DAGS_FOLDER", help="Folder of flow modules.")
@@ -195,7 +225,14 @@ def dags_check(ctx: click.Context) -> None:
 @click.pass_context
 def trigger(ctx: click.Context, flow: str, params: tuple[str, ...], reason: str,
             as_json: bool) -> None:
-    """Start a run of FLOW and print its id."""
+    """Start a run of FLOW and print its id.
+
+    The run is queued in the database, then the scheduler is woken through the broker. If
+    the broker cannot be reached, flowkit prints one warning line and still exits 0: the run
+    exists, and a scheduler that can reach the broker starts it at its next sweep
+    (FLOWKIT_SWEEP_SECONDS). Exiting 1 would invite a retry that queues the run twice. A
+    malformed FLOWKIT_BROKER_URL fails before any run is created.
+    """
     settings = _settings(ctx)
     raw = _parse_params(params)
     with friendly_errors():
@@ -218,7 +255,9 @@ def _trigger(settings: Settings, store: Any, flow: str, raw: dict[str, Any], *, 
     run_id: str = store.create_run(spec, resolved, actor=f"cli:{_user()}",
                                    trigger="manual", reason=reason)
     if notify:
-        _notify_scheduler(settings, run_id)
+        warning = _notify_scheduler(settings, run_id)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
     return run_id
 
 
@@ -232,10 +271,13 @@ def _user() -> str:
         return f"uid{os.getuid()}"
 
 
-def _notify_scheduler(settings: Settings, run_id: str) -> None:
-    """Wake the scheduler now; if the broker is away its sweep finds the run anyway."""
+def _notify_scheduler(settings: Settings, run_id: str) -> str | None:
+    """Wake the scheduler now; if the broker is away its sweep finds the run anyway.
+
+    Returns a one-line warning when the wake-up could not be published.
+    """
     if settings.broker_url.startswith("memory"):
-        return
+        return None  # an in-process broker: no scheduler elsewhere to wake
     try:
         from .celery_app import make_app
         from .dispatch.events import BrokerEvents
@@ -244,8 +286,10 @@ def _notify_scheduler(settings: Settings, run_id: str) -> None:
         app.conf.broker_connection_timeout = 2
         BrokerEvents(app, settings.events_queue).publish({"type": "run_created", "run_id": run_id})
     except Exception as exc:  # the run is safe in SQL
-        log.warning("run %s: could not notify the scheduler (%s); it starts at the next sweep",
-                    run_id, exc)
+        return (f"run {run_id} is queued, but the scheduler was not woken: "
+                f"{broker_error(exc, settings.broker_url)} (a scheduler that reaches the broker "
+                "starts the run at its next sweep)")
+    return None
 
 
 @main.group()
@@ -261,7 +305,10 @@ def runs() -> None:
 def runs_list(ctx: click.Context, flow: str | None, limit: int, as_json: bool) -> None:
     """The newest runs."""
     with friendly_errors():
-        rows = _store(_settings(ctx)).list_runs(flow, limit=limit)
+        store = _store(_settings(ctx))
+        rows = store.list_runs(flow, limit=limit)
+        specs: dict[tuple[str, str], Any] = {}
+        rows = [{**r, "params": _masked_params(store, r, specs)} for r in rows]
     if as_json:
         _echo_json(rows)
         return
@@ -271,12 +318,32 @@ def runs_list(ctx: click.Context, flow: str | None, limit: int, as_json: bool) -
           _fmt_time(r["created_at"]), _duration(r["started_at"], r["ended_at"])] for r in rows]))
 
 
-def run_details(store: Any, run_id: str) -> dict[str, Any]:
+def _masked_params(store: Any, run: dict[str, Any], specs: dict[tuple[str, str], Any]) -> dict[str, Any]:
+    """A run's params with secret ones as ***; all of them if the flow version is unknown."""
+    from .errors import NotFoundError
+    from .secrets import MASK, mask_params
+
+    key = (run["flow_name"], run["version"])
+    if key not in specs:
+        try:
+            specs[key] = store.flow_spec(*key)
+        except NotFoundError:
+            specs[key] = None
+    if specs[key] is None:
+        return {k: MASK for k in run["params"] or {}}
+    return mask_params(specs[key], run["params"])
+
+
+def run_details(store: Any, run_id: str, *, with_events: bool = False) -> dict[str, Any]:
+    """A run, its steps and (optionally) its audit trail, with secret param values as ***."""
+    from .secrets import mask_data, mask_params, mask_text, secret_values
+
     run = store.get_run(run_id)
     steps = {s["step"]: s for s in store.step_runs(run_id)}
     attempts = store.attempts(run_id)
     spec = store.flow_spec(run["flow_name"], run["version"])
     results = store.results(run_id)
+    hidden = secret_values(spec, run["params"])
     out_steps = []
     for name in spec.step_names:
         s = steps[name]
@@ -285,13 +352,18 @@ def run_details(store: Any, run_id: str) -> dict[str, Any]:
         out_steps.append({
             "step": name, "state": s["state"], "attempts": len(atts),
             "started_at": s["started_at"], "ended_at": s["ended_at"],
-            "worker": last.get("worker"), "error": last.get("error") if s["state"] != "success" else None,
-            "result": results.get(name),
-            "attempt_history": [{k: a[k] for k in ("number", "state", "worker", "started_at",
-                                                   "ended_at", "deliveries", "error", "task_id")}
+            "worker": last.get("worker"),
+            "error": mask_text(last.get("error"), hidden) if s["state"] != "success" else None,
+            "result": mask_data(results.get(name), hidden),
+            "attempt_history": [{**{k: a[k] for k in ("number", "state", "worker", "started_at",
+                                                      "ended_at", "deliveries", "task_id")},
+                                 "error": mask_text(a["error"], hidden)}
                                 for a in atts],
         })
-    return {**run, "steps": out_steps}
+    details = {**run, "params": mask_params(spec, run["params"]), "steps": out_steps}
+    if with_events:
+        details["events"] = [{**e, "reason": mask_text(e["reason"], hidden)} for e in store.events(run_id)]
+    return details
 
 
 @runs.command("show")
@@ -304,11 +376,11 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool)
     with friendly_errors():
         store = _store(_settings(ctx))
         run_id = store.resolve_run_id(run_id)
-        details = run_details(store, run_id)
-        events = store.events(run_id) if with_events or as_json else []
+        details = run_details(store, run_id, with_events=with_events or as_json)
     if as_json:
-        _echo_json({**details, "events": events})
+        _echo_json(details)
         return
+    events = details.pop("events", [])
     click.echo(_format_run(details))
     if with_events:
         click.echo("\nAUDIT TRAIL")
@@ -321,7 +393,7 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool)
 def _format_run(d: dict[str, Any]) -> str:
     head = (f"run {d['id']}  flow {d['flow_name']}  version {d['version']}  state {d['state']}  "
             f"duration {_duration(d['started_at'], d['ended_at'])}")
-    params = f"params {json.dumps(d['params'], sort_keys=True)}"
+    params = f"params {jsonsafe.dumps(jsonsafe.sanitize(d['params']), sort_keys=True, default=str)}"
     rows = [[s["step"], s["state"], str(s["attempts"]), _duration(s["started_at"], s["ended_at"]),
              s["worker"] or "-", (s["error"] or "")[:80]] for s in d["steps"]]
     lines = [head, params, "", _table(["step", "state", "attempts", "duration", "worker", "error"], rows)]
@@ -381,23 +453,39 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+_WAIT_OPTION = click.option(
+    "--wait-for-services", "wait_seconds", type=click.FloatRange(0), default=None, metavar="SECONDS",
+    help="At startup, retry an unreachable database or broker for this long (default: until it "
+         "answers). A malformed URL, unknown host or refused password fails at once.")
+
+
+def _wait_for_services(settings: Settings, what: str, *, database: bool = True, broker: bool = True,
+                       stop: threading.Event | None = None, wait_seconds: float | None = None) -> None:
+    """Block until the services answer (one log line per retry); exit 1 on what cannot work."""
+    with friendly_errors():
+        wait_for_services(settings, what=what, database=database, broker=broker, stop=stop,
+                          give_up_after_seconds=wait_seconds, logger=log)
+
+
 @main.command()
+@_WAIT_OPTION
 @click.pass_context
-def scheduler(ctx: click.Context) -> None:
+def scheduler(ctx: click.Context, wait_seconds: float | None) -> None:
     """Run the scheduler daemon (one per database; SQLite runs exactly one)."""
     from .celery_app import make_app
 
     settings = _settings(ctx)
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("flowkit").setLevel(logging.INFO)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    _wait_for_services(settings, "scheduler", stop=stop, wait_seconds=wait_seconds)
     with friendly_errors():
         store = _store(settings)
         app = make_app(settings)
         sched = _make_scheduler(settings, store, app)
     log.info("scheduler: store %s, broker %s, dags %s", redact(settings.database_url),
              redact(settings.broker_url), settings.dags_folder)
-    stop = threading.Event()
-    _stop_on_signals(stop)
     _refresh_dags_in_background(settings, store, stop)
     sched.run_forever(stop)
     log.info("scheduler: stopped")
@@ -410,13 +498,15 @@ def scheduler(ctx: click.Context) -> None:
 @click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork",
               show_default=True)
 @click.option("-n", "--hostname", default=None, help="Worker name (Celery -n).")
+@_WAIT_OPTION
 @click.pass_context
 def worker(ctx: click.Context, queues: str | None, concurrency: int | None, pool: str,
-           hostname: str | None) -> None:
+           hostname: str | None, wait_seconds: float | None) -> None:
     """Run a worker daemon that executes step attempts."""
     from .celery_app import make_app
 
     settings = _settings(ctx)
+    _wait_for_services(settings, "worker", wait_seconds=wait_seconds)
     with friendly_errors():
         _store(settings)  # fail now, with a clear message, if the store is not ready
     app = make_app(settings)
@@ -431,12 +521,15 @@ def worker(ctx: click.Context, queues: str | None, concurrency: int | None, pool
 
 @main.command()
 @click.option("--port", default=5555, show_default=True, type=click.IntRange(1, 65535))
+@_WAIT_OPTION
 @click.pass_context
-def flower(ctx: click.Context, port: int) -> None:
+def flower(ctx: click.Context, port: int, wait_seconds: float | None) -> None:
     """Run Flower on the broker: live task activity, named <flow>.<step>."""
     from .celery_app import make_app
 
-    app = make_app(_settings(ctx))
+    settings = _settings(ctx)
+    _wait_for_services(settings, "flower", database=False, wait_seconds=wait_seconds)
+    app = make_app(settings)
     app.start(argv=["flower", f"--port={port}"])
 
 
@@ -479,6 +572,7 @@ def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float) 
         settings = replace(settings, broker_url="memory://localhost/")
     raw = _parse_params(params)
     with friendly_errors():
+        probe_broker(settings.broker_url)  # interactive: say at once that it is down
         store = _store(settings, auto_upgrade=True)
         app = make_app(settings)
         if settings.broker_url.startswith("memory"):

@@ -1,12 +1,16 @@
 """One Settings object, built once at the edge (CLI, worker entry point) and passed down.
 
-Precedence: CLI flag > FLOWKIT_* environment variable > default.
+Precedence: CLI flag > FLOWKIT_* environment variable > default. Building it checks every
+value, including the shape of the database and broker URLs, so a typo fails at once with
+a one-line :class:`~flowkit.errors.ConfigError` naming the variable. Whether the servers
+behind the URLs answer is :mod:`flowkit.connectivity`'s business.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -83,6 +87,8 @@ class Settings:
             raise ConfigError(
                 f"FLOWKIT_QUEUE_LOW_WATERMARK={self.queue_low_watermark} must be below "
                 f"FLOWKIT_QUEUE_HIGH_WATERMARK={self.queue_high_watermark} (0 turns backpressure off)")
+        check_database_url(self.database_url)
+        check_broker_url(self.broker_url)
 
     @property
     def lost_after_seconds(self) -> float:
@@ -103,9 +109,106 @@ def _convert(name: str, type_name: Any, raw: str) -> Any:
     return raw
 
 
-_PASSWORD_RE = re.compile(r"(?P<scheme>[a-z0-9+]+://[^:/@]*:)(?P<pw>[^@]*)@", re.I)
+# The password runs to the last "@" of its URL (an unescaped "@" in a password is common);
+# ";" separates the URLs of a broker failover list.
+_PASSWORD_RE = re.compile(r"(?P<head>[a-z0-9+.-]+://[^:/@;\s]*:)(?P<pw>[^;\s]*)@", re.I)
+_SCHEMELESS_PASSWORD_RE = re.compile(r"^(?P<head>[^:/@;\s]*:)(?P<pw>[^;\s]*)@")
 
 
 def redact(url: str) -> str:
-    """Hide the password in a connection URL: passwords never appear in logs."""
-    return _PASSWORD_RE.sub(lambda m: f"{m.group('scheme')}***@", url)
+    """Hide the password in a connection URL: passwords never appear in output or logs.
+
+    Also hides it in a malformed URL without a scheme (``user:password@host/db``).
+    """
+    pattern = _PASSWORD_RE if "://" in url else _SCHEMELESS_PASSWORD_RE
+    return pattern.sub(lambda m: f"{m.group('head')}***@", url)
+
+
+# -- URL checks ---------------------------------------------------------------------------
+#: Database URL schemes flowkit runs on. ``postgresql://`` and ``postgres://`` mean psycopg 3
+#: (the store rewrites them); other drivers (psycopg2, asyncpg) are not installed with flowkit.
+DATABASE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
+_DATABASE_EXAMPLES = "postgresql://user:password@host:5432/flowkit or sqlite:///.flowkit/flowkit.db"
+_BROKER_EXAMPLES = "redis://host:6379/0 or amqp://user:password@host:5672//"
+
+
+def check_database_url(url: str, *, variable: str = "FLOWKIT_DATABASE_URL") -> None:
+    """Raise ConfigError unless SQLAlchemy parses ``url`` and flowkit supports its dialect.
+
+    Connects to nothing.
+    """
+    from sqlalchemy.engine import make_url  # here: building Settings must stay cheap to import
+    from sqlalchemy.exc import ArgumentError
+
+    def bad(why: str, fix: str = f"use e.g. {_DATABASE_EXAMPLES}") -> ConfigError:
+        return ConfigError(f"{variable}={redact(url)!r} {why}; {fix}")
+
+    if "://" not in url:
+        raise bad("is not a URL (it has no scheme://)")
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise bad("is not a URL SQLAlchemy can parse") from None
+    except ValueError:  # make_url's int(port)
+        raise bad("has a port that is not a number") from None
+    scheme = parsed.drivername.lower()
+    if scheme not in DATABASE_SCHEMES:
+        backend, _, driver = scheme.partition("+")
+        if backend in ("postgresql", "postgres", "sqlite"):
+            raise bad(f"asks for the {driver} driver, which flowkit does not use",
+                      "write postgresql:// (flowkit uses psycopg 3) or sqlite:///")
+        raise bad(f"uses {backend}, which flowkit does not support (it runs on PostgreSQL and SQLite)",
+                  _did_you_mean(backend, ("postgresql", "sqlite")) or f"use e.g. {_DATABASE_EXAMPLES}")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise bad(f"has port {parsed.port}, outside 1-65535")
+    if scheme.startswith("sqlite") and parsed.host:
+        raise bad(f"names a host ({parsed.host}), but SQLite opens a file",
+                  "write three slashes before a relative path (sqlite:///flowkit.db) or four "
+                  "before an absolute one (sqlite:////var/lib/flowkit/flowkit.db)")
+
+
+#: Transports every kombu has; accepted without importing kombu (which costs ~60 ms per command).
+COMMON_TRANSPORTS = frozenset({"redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp", "memory"})
+
+
+def broker_transports() -> frozenset[str]:
+    """The URL schemes kombu has a transport for (redis, rediss, amqp, pyamqp, memory, ...)."""
+    from kombu.transport import TRANSPORT_ALIASES  # kombu's own table: new transports count
+
+    return frozenset(TRANSPORT_ALIASES)
+
+
+def check_broker_url(url: str, *, variable: str = "FLOWKIT_BROKER_URL") -> None:
+    """Raise ConfigError unless every URL of ``url`` (Celery takes a ``;`` failover list)
+    names a kombu transport and, if it has one, a numeric port. Connects to nothing."""
+    from urllib.parse import urlsplit
+
+    def bad(why: str, fix: str = f"use e.g. {_BROKER_EXAMPLES}") -> ConfigError:
+        return ConfigError(f"{variable}={redact(url)!r} {why}; {fix}")
+
+    parts = [p.strip() for p in url.split(";")]
+    if not any(parts):
+        raise bad("is empty")
+    for part in parts:
+        scheme, sep, _rest = part.partition("://")
+        if not sep or not scheme:
+            raise bad(("has a part that is not" if len(parts) > 1 else "is not") + " a URL (it has no scheme://)")
+        # kombu reads "sqla+postgresql://" and "redis+socket://" as transport "sqla"/"redis"
+        transport = scheme.split("+", 1)[0]
+        if transport.lower() not in COMMON_TRANSPORTS:
+            transports = broker_transports()
+            if transport not in transports and transport.lower() not in transports:
+                raise bad(f"uses scheme {transport!r}, which no kombu transport handles",
+                          _did_you_mean(transport.lower(), sorted(transports)) or f"use e.g. {_BROKER_EXAMPLES}")
+        try:
+            _port = urlsplit(part).port  # parses it: a word or 99999 raises
+        except ValueError as exc:  # "Port could not be cast to integer value as 'x'", "Port out of range"
+            raise bad("has a port outside 1-65535" if "range" in str(exc)
+                      else "has a port that is not a number") from None
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"did you mean {close[0]}://?" if close else ""

@@ -124,11 +124,16 @@ class Param:
 
     The default must have the declared type (an int is a fine float; a bool is not an
     int) or be None (optional, with no value); the flow checks it when it is defined.
+    ``secret=True`` shows the value as ``***`` wherever flowkit prints or logs it; the step
+    still gets the real value. The value is stored with the run: for credentials, prefer
+    :func:`flowkit.secret`.
 
-    >>> Flow("report", params={"day": Param(str), "limit": Param(int, default=10)})
+    >>> Flow("report", params={"day": Param(str), "limit": Param(int, default=10),
+    ...                        "token": Param(str, secret=True)})
     """
 
-    def __init__(self, type: type | str = str, default: Any = _REQUIRED, help: str = "") -> None:
+    def __init__(self, type: type | str = str, default: Any = _REQUIRED, help: str = "", *,
+                 secret: bool = False) -> None:
         type_name = type if isinstance(type, str) else _PY_TYPES.get(type)
         if type_name not in PARAM_TYPES:
             path, lineno = _caller_location()
@@ -142,6 +147,7 @@ class Param:
         self.type = type_name
         self.default = default
         self.help = help
+        self.secret = bool(secret)
 
     @property
     def required(self) -> bool:
@@ -514,7 +520,8 @@ class Flow:
                     )
                 p = Param(type_name, default=value)
             default = None if p.required else self._check_default(p, who, where)
-            out.append(ParamSpec(name=pname, type=p.type, default=default, required=p.required, help=p.help))
+            out.append(ParamSpec(name=pname, type=p.type, default=default, required=p.required, help=p.help,
+                                 secret=p.secret))
         return tuple(out)
 
     @staticmethod

@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from .errors import FlowkitError, NotFoundError
+from .secrets import mask_data, mask_params, mask_text, secret_values
 from .spec import FlowSpec, StepSpec
 
 __all__ = [
@@ -215,18 +216,25 @@ class RunView:
 
 
 def load_run_view(store: Any, run_id: str) -> RunView:
-    """Read everything a run picture shows from the store (one run, pinned flow version)."""
+    """Read everything a run picture shows from the store (one run, pinned flow version).
+
+    Secret params show as ``***``, and their values are masked in errors, results and the
+    audit trail.
+    """
     run = store.get_run(run_id)
     spec = store.flow_spec(run["flow_name"], run["version"])
+    hidden = secret_values(spec, run["params"])
+    run = {**run, "params": mask_params(spec, run["params"])}
     attempts: dict[str, list[dict[str, Any]]] = {}
     for a in store.attempts(run_id):
-        attempts.setdefault(a["step"], []).append(a)
+        attempts.setdefault(a["step"], []).append(
+            {**a, "error": mask_text(a.get("error"), hidden), "traceback": mask_text(a.get("traceback"), hidden)})
     for rows in attempts.values():
         rows.sort(key=lambda a: a["number"])
     return RunView(
         run=run, spec=spec, steps={s["step"]: s for s in store.step_runs(run_id)},
-        attempts=attempts, events=store.events(run_id), results=store.results(run_id),
-        datasets=store.dataset_events(run_id=run_id),
+        attempts=attempts, events=[{**e, "reason": mask_text(e["reason"], hidden)} for e in store.events(run_id)],
+        results=mask_data(store.results(run_id), hidden), datasets=store.dataset_events(run_id=run_id),
     )
 
 
@@ -678,9 +686,11 @@ def load_lineage(store: Any, run_id: str, *, max_related: int = 200, max_depth: 
         except NotFoundError:
             runs[rid] = _missing_run(rid)
     created = [e for e in store.events(run_id) if e["action"] == "run_created"]
-    return Lineage(run=run, spec=spec, steps=steps, results=store.results(run_id),
+    hidden = secret_values(spec, run["params"])
+    return Lineage(run={**run, "params": mask_params(spec, run["params"])}, spec=spec, steps=steps,
+                   results=mask_data(store.results(run_id), hidden),
                    ancestors=ancestors, children=children, datasets=mine, related=related,
-                   runs=runs, created_reason=created[0]["reason"] if created else "",
+                   runs=runs, created_reason=mask_text(created[0]["reason"], hidden) or "" if created else "",
                    truncated=truncated)
 
 

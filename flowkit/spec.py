@@ -92,6 +92,8 @@ class ParamSpec:
     default: Any = None
     required: bool = False
     help: str = ""
+    #: Shown as *** wherever flowkit prints or logs the value (specs stored before lack it).
+    secret: bool = False
 
 
 @dataclass(frozen=True)
@@ -220,10 +222,14 @@ class FlowSpec:
 
 def _coerce(param: ParamSpec, value: Any, flow: str) -> Any:
     from .errors import InvalidParamError
+    from .jsonsafe import find_non_finite
 
-    def bad(why: str) -> InvalidParamError:
+    given = value  # as the user wrote it
+
+    def bad(why: str, *, as_given: bool = False) -> InvalidParamError:
+        shown = "***" if param.secret else repr(given if as_given else value)
         return InvalidParamError(
-            f'flow "{flow}" param "{param.name}": {value!r} {why}; pass {_article(param.type)}, '
+            f'flow "{flow}" param "{param.name}": {shown} {why}; pass {_article(param.type)}, '
             f"e.g. -p {param.name}={_example(param.type)}",
             flow=flow,
         )
@@ -238,9 +244,12 @@ def _coerce(param: ParamSpec, value: Any, flow: str) -> Any:
             raise bad("is not a boolean")
         if param.type in ("int", "float"):
             try:
-                return int(value) if param.type == "int" else float(value)
+                number = int(value) if param.type == "int" else float(value)
             except ValueError:
                 raise bad(f"is not a{'n' if param.type == 'int' else ''} {param.type}") from None
+            if find_non_finite(number) is not None:  # JSON has no NaN or Infinity
+                raise bad("is not a finite number")
+            return number
         try:
             value = json.loads(value)
         except ValueError:
@@ -254,6 +263,9 @@ def _coerce(param: ParamSpec, value: Any, flow: str) -> Any:
     )
     if not ok:
         raise bad(f"is a {type(value).__name__}")
+    where = find_non_finite(value)
+    if where is not None:
+        raise bad("is not a finite number" if where == "$" else f"holds NaN or Infinity at {where}", as_given=True)
     return float(value) if param.type == "float" else value
 
 

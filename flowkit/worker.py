@@ -7,7 +7,6 @@ with a context, record the outcome, and tell the scheduler through an event.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 import socket
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import jsonsafe, secrets
 from .config import Settings
 from .context import StepContext
 from .dispatch.base import Backpressure
@@ -137,7 +137,10 @@ def _call(fn: Callable[..., Any], ctx: StepContext) -> Any:
 
 def encode_result(value: Any, *, run_id: str, step: str, cap: int) -> str:
     try:
-        text = json.dumps(value, sort_keys=True, default=_json_default)
+        text = jsonsafe.dumps(value, sort_keys=True, default=_json_default)
+    except jsonsafe.NonFiniteNumberError as exc:
+        raise ValueError(f"run {run_id} step {step}: result contains NaN/Infinity at {exc.path}; return None "
+                         "or a string instead") from None
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"run {run_id} step {step}: the result is not JSON-serialisable ({exc}); return "
@@ -190,6 +193,7 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
     try:
         spec = rt.spec(claim.flow, claim.version)
         step_spec = spec.step(step)
+        secrets.register_secret_params(spec, claim.params)  # masked in this process's logs
         ctx = StepContext(
             flow=claim.flow, run_id=run_id, step=step, attempt=number,
             params=claim.params or {}, upstream=claim.upstream or {}, version=claim.version,
@@ -223,6 +227,7 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
     finally:
         with rt._lock:
             rt._running.discard(key)
+    error, trace = secrets.mask_text(error), secrets.mask_text(trace)  # stored, shown, audited
     effects = rt.store.finish_attempt(
         run_id, step, number, worker=rt.name, state=state, result_json=result_json,
         error=error, traceback=trace, retry_delay=retry_delay, datasets=datasets, spec=spec,

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from .. import jsonsafe
 from ..config import redact
 from ..errors import MigrationRequired, NotFoundError, StoreUnavailable
 from ..spec import FlowSpec
@@ -469,7 +470,7 @@ class SqlStoreBase:
             with self.tx(actor) as tx:
                 tx.conn.execute(insert(t.runs).values(
                     id=run_id, flow_name=spec.name, version=spec.version,
-                    state=RunState.QUEUED.value, params=json.dumps(params, sort_keys=True),
+                    state=RunState.QUEUED.value, params=jsonsafe.dumps(params, sort_keys=True),
                     trigger=trigger, triggered_by=actor, parent_run_id=parent_run_id,
                     logical_date=logical_date, created_at=tx.now, updated_at=tx.now,
                     steps_left=len(spec.steps), waits=0))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +25,9 @@ def cli(tmp_path):  # type: ignore[no-untyped-def]
     db = f"sqlite:///{tmp_path / 'cli.db'}"
 
     def invoke(*args: str, dags: Path = ROOT / "dags"):  # type: ignore[no-untyped-def]
-        return runner.invoke(main, ["--database-url", db, "--dags-folder", str(dags), *args])
+        # The in-memory broker: unit tests publish nothing to a shared Redis.
+        return runner.invoke(main, ["--database-url", db, "--broker-url", "memory://", "--dags-folder", str(dags),
+                                    *args])
 
     return invoke
 
@@ -156,5 +160,138 @@ def test_unreachable_database_is_one_line_without_the_password():
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("error: cannot reach the database at postgresql+psycopg://u:***@127.0.0.1:1/x")
+    assert lines[0].startswith("error: cannot reach the database at postgresql://u:***@127.0.0.1:1/x: ")
     assert "hunter2" not in result.output
+
+
+# -- configuration mistakes: one line, exit 1, no password ---------------------------------------
+DOWN_PG = "postgresql://u:hunter2@127.0.0.1:1/x"  # nothing listens on port 1: refused at once
+DOWN_REDIS = "redis://:hunter2@127.0.0.1:1/0"
+
+
+@pytest.fixture
+def restore_signals():  # type: ignore[no-untyped-def]
+    """`flowkit scheduler` installs SIGTERM/SIGINT handlers; give pytest its own back."""
+    import signal
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def _one_error_line(result) -> str:  # type: ignore[no-untyped-def]
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error: ")
+    assert "hunter2" not in result.output and "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["db", "upgrade"], ["dags", "list"], ["trigger", "orders"], ["runs", "list"], ["runs", "show", "abc"],
+        ["render", "orders"], ["report", "abc", "-o", "r.html"], ["timeline", "abc"], ["lineage", "abc"],
+        ["dev", "orders"], ["scheduler", "--wait-for-services", "0"], ["worker", "--wait-for-services", "0"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_every_command_says_in_one_line_that_the_database_is_down(args, tmp_path, monkeypatch, restore_signals):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["--database-url", DOWN_PG, "--broker-url", "memory://",
+                                       "--dags-folder", str(ROOT / "dags"), *args])
+    line = _one_error_line(result)
+    assert line.startswith("error: cannot reach the database at postgresql://u:***@127.0.0.1:1/x: ")
+    assert line.endswith("; check FLOWKIT_DATABASE_URL and that the server runs")
+
+
+@pytest.mark.parametrize(
+    ("option", "url", "expected"),
+    [
+        ("--database-url", "postgresql://u:hunter2@db:notaport/x",
+         "error: FLOWKIT_DATABASE_URL='postgresql://u:***@db:notaport/x' has a port that is not a number; use e.g. "),
+        ("--database-url", "u:hunter2@db/x", "error: FLOWKIT_DATABASE_URL='u:***@db/x' is not a URL"),
+        ("--database-url", "mysql://u:hunter2@db/x", "error: FLOWKIT_DATABASE_URL='mysql://u:***@db/x' uses mysql, "),
+        ("--broker-url", "nonsense://x", "error: FLOWKIT_BROKER_URL='nonsense://x' uses scheme 'nonsense', which "
+                                         "no kombu transport handles; use e.g. redis://"),
+    ],
+)
+@pytest.mark.parametrize("args", [["db", "upgrade"], ["runs", "list"], ["trigger", "orders"], ["scheduler"]],
+                         ids=lambda a: a[0])
+def test_a_malformed_url_is_one_line_before_any_command_runs(option, url, expected, args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, [option, url, "--dags-folder", str(ROOT / "dags"), *args])
+    assert _one_error_line(result).startswith(expected)
+    assert not (tmp_path / ".flowkit").exists()  # nothing was created
+
+
+def test_a_malformed_broker_url_from_the_environment_creates_no_run(cli, monkeypatch):
+    monkeypatch.setenv("FLOWKIT_BROKER_URL", "nonsense://x")
+    result = CliRunner().invoke(main, ["--dags-folder", str(ROOT / "dags"), "trigger", "orders"])
+    assert _one_error_line(result).startswith("error: FLOWKIT_BROKER_URL='nonsense://x' ")
+    monkeypatch.delenv("FLOWKIT_BROKER_URL")
+    assert json.loads(cli("runs", "list", "--json").stdout) == []
+
+
+def test_trigger_with_the_broker_down_queues_the_run_and_warns_in_one_line(tmp_path):
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    base = ["--database-url", db, "--dags-folder", str(ROOT / "dags")]
+    result = CliRunner().invoke(main, [*base, "--broker-url", DOWN_REDIS, "trigger", "orders", "--json"])
+    assert result.exit_code == 0, result.output
+    run_id = json.loads(result.stdout)["run_id"]  # stdout stays machine-readable
+    warning = result.stderr.strip().splitlines()
+    assert len(warning) == 1
+    assert warning[0].startswith(f"warning: run {run_id} is queued, but the scheduler was not woken: cannot reach "
+                                 "the broker at redis://:***@127.0.0.1:1/0: ")
+    assert "hunter2" not in result.output
+    listed = CliRunner().invoke(main, [*base, "--broker-url", "memory://", "runs", "list", "--json"])
+    assert [r["id"] for r in json.loads(listed.stdout)] == [run_id]
+
+
+def test_trigger_help_says_what_happens_when_the_broker_is_down():
+    text = CliRunner().invoke(main, ["trigger", "--help"]).output
+    assert "still exits 0" in text and "next sweep" in text
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["scheduler", "--wait-for-services", "0"], ["worker", "--wait-for-services", "0"],
+     ["flower", "--wait-for-services", "0"], ["dev", "orders"]],
+    ids=lambda a: a[0],
+)
+def test_daemons_say_in_one_line_that_the_broker_is_down(args, tmp_path, monkeypatch, restore_signals):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["--broker-url", DOWN_REDIS, "--dags-folder", str(ROOT / "dags"), *args])
+    line = _one_error_line(result)
+    assert line.startswith("error: cannot reach the broker at redis://:***@127.0.0.1:1/0: ")
+    assert line.endswith("; check FLOWKIT_BROKER_URL and that the server runs")
+
+
+def test_a_daemon_retries_a_down_server_with_one_log_line_per_retry(tmp_path, monkeypatch, caplog, restore_signals):
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        result = CliRunner().invoke(main, ["--broker-url", DOWN_REDIS, "--dags-folder", str(ROOT / "dags"),
+                                           "scheduler", "--wait-for-services", "1.5"])
+    _one_error_line(result)
+    retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
+    assert [r.getMessage().rsplit(";", 1)[1] for r in retries] == [" retrying in 1 s (attempt 1)"]
+    assert retries[0].getMessage().startswith("scheduler: cannot reach the broker at redis://:***@127.0.0.1:1/0")
+    assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_an_impossible_url_is_not_retried(tmp_path, monkeypatch, caplog, restore_signals):
+    import flowkit.connectivity as connectivity
+
+    def unknown_host(url: str, **_: object) -> None:
+        raise connectivity.broker_error(socket.gaierror(socket.EAI_NONAME, "Name or service not known"), url)
+
+    monkeypatch.setattr(connectivity, "probe_broker", unknown_host)
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        result = CliRunner().invoke(main, ["--broker-url", "redis://cache.example:6379/0", "--dags-folder",
+                                           str(ROOT / "dags"), "scheduler"])  # waits forever for a *down* server
+    assert _one_error_line(result) == ("error: cannot connect to the broker at redis://cache.example:6379/0: "
+                                       "[Errno -2] Name or service not known; check FLOWKIT_BROKER_URL")
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]

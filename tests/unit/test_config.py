@@ -113,3 +113,91 @@ def test_redact_hides_passwords(url, expected):
 )
 def test_redact_leaves_urls_without_password_alone(url):
     assert redact(url) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://:p@ss@redis:6379/0", "redis://:***@redis:6379/0"),  # an unescaped "@" in the password
+        ("user:s3cr3t@db/flowkit", "user:***@db/flowkit"),  # a malformed URL without a scheme
+        ("redis://:s3cr3t@h1:6379/0;redis://:s3cr3t@h2:6379/0", "redis://:***@h1:6379/0;redis://:***@h2:6379/0"),
+    ],
+)
+def test_redact_hides_passwords_in_awkward_urls(url, expected):
+    assert redact(url) == expected
+
+
+# -- URL checks when Settings is built ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("nonsense", "is not a URL (it has no scheme://); use e.g. postgresql://"),
+        ("u:s3cr3t@db/flowkit", "is not a URL (it has no scheme://)"),
+        ("postgresql://u:s3cr3t@db:notaport/flowkit", "has a port that is not a number"),
+        ("postgresql://u:s3cr3t@db:99999/flowkit", "has port 99999, outside 1-65535"),
+        ("mysql://u:s3cr3t@db/flowkit",
+         "uses mysql, which flowkit does not support (it runs on PostgreSQL and SQLite)"),
+        ("postgress://u:s3cr3t@db/flowkit", "did you mean postgresql://?"),
+        ("postgresql+psycopg2://u:s3cr3t@db/flowkit", "asks for the psycopg2 driver, which flowkit does not use; "
+                                                      "write postgresql://"),
+        ("sqlite://flowkit.db", "names a host (flowkit.db), but SQLite opens a file; write three slashes"),
+    ],
+)
+def test_a_malformed_database_url_is_one_line_naming_the_variable(url, problem):
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"FLOWKIT_DATABASE_URL": url})
+    message = str(info.value)
+    assert message.startswith(f"FLOWKIT_DATABASE_URL={redact(url)!r} ")
+    assert problem in message
+    assert "s3cr3t" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite:///.flowkit/flowkit.db", "sqlite:////var/lib/flowkit.db", "sqlite://", "sqlite+pysqlite:///x.db",
+     "postgresql://u:p@db/flowkit", "postgres://u@db/flowkit", "postgresql+psycopg://u:p@[::1]:5432/flowkit",
+     "postgresql:///flowkit"],
+)
+def test_supported_database_urls_pass(url):
+    assert Settings.from_env({"FLOWKIT_DATABASE_URL": url}).database_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("nonsense://x", "uses scheme 'nonsense', which no kombu transport handles; use e.g. redis://"),
+        ("redsi://cache:6379/0", "which no kombu transport handles; did you mean redis://?"),
+        ("cache:6379", "is not a URL (it has no scheme://)"),
+        ("redis://:s3cr3t@cache:port/0", "has a port that is not a number"),
+        ("redis://cache:70000/0", "has a port outside 1-65535"),
+        ("redis://cache:6379/0;cache2:6379", "has a part that is not a URL"),
+    ],
+)
+def test_a_bad_broker_url_is_one_line_naming_the_variable(url, problem):
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"FLOWKIT_BROKER_URL": url})
+    message = str(info.value)
+    assert message.startswith(f"FLOWKIT_BROKER_URL={redact(url)!r} ")
+    assert problem in message
+    assert "s3cr3t" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://127.0.0.1:6379/0", "rediss://:p@cache:6380/1", "amqp://guest:guest@rabbit:5672//",
+     "pyamqp://rabbit//", "memory://localhost/", "sqla+postgresql://u:p@db/flowkit", "redis+socket:///tmp/r.sock",
+     "sentinel://s1:26379;sentinel://s2:26379"],
+)
+def test_broker_urls_kombu_knows_pass(url):
+    assert Settings.from_env({"FLOWKIT_BROKER_URL": url}).broker_url == url
+
+
+def test_a_bad_url_from_a_flag_is_checked_too():
+    with pytest.raises(ConfigError, match="FLOWKIT_BROKER_URL='nonsense://x'"):
+        Settings.from_env({}, broker_url="nonsense://x")
+
+
+def test_the_transports_accepted_without_kombu_are_all_kombus():
+    from flowkit.config import COMMON_TRANSPORTS, broker_transports
+
+    assert COMMON_TRANSPORTS <= broker_transports()

@@ -15,6 +15,7 @@ EXPECTED_ALL = [
     "StepContext",
     "Retry",
     "Skip",
+    "secret",
     "FlowkitError",
     "DefinitionError",
     "CycleError",

@@ -1,0 +1,317 @@
+"""Can flowkit reach its database and broker, and is a failure worth waiting for? Not public API.
+
+:func:`classify_url_problem` tells a mistake that can never work (a malformed URL, an unknown
+scheme or host name, refused credentials, a missing driver) from a server that may answer
+later (connection refused, timeouts). Daemons call :func:`wait_for_services` at startup: an
+impossible URL fails at once with one line, a down server is retried with backoff and one
+log line per retry, never a traceback. :func:`service_error` turns a raw driver exception
+into the one-line :class:`~flowkit.errors.FlowkitError` the CLI prints.
+
+>>> retry_with_backoff(lambda: probe_database(url), what="scheduler")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from .config import redact
+from .errors import ConfigError, DispatchError, FlowkitError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How long one probe waits for a server to answer.
+PROBE_TIMEOUT_SECONDS = 5.0
+#: Waits between startup retries: 1, 2, 4 ... seconds, never more than this.
+MAX_RETRY_DELAY_SECONDS = 30.0
+
+# Lower-case fragments of driver messages. Checked in this order: "temporary failure in name
+# resolution" is a DNS hiccup, though "resolve" also appears in the unknown-host messages.
+_TRANSIENT_TEXT = (
+    "temporary failure in name resolution",
+    "connection refused",
+    "timed out",
+    "timeout expired",
+    "connection reset",
+    "broken pipe",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "too many connections",
+    "server closed the connection",
+    "loading the dataset in memory",  # Redis restarting
+    "no route to host",
+    "network is unreachable",
+)
+_PERMANENT_TEXT = (
+    "name or service not known",
+    "nodename nor servname",
+    "no address associated with hostname",
+    "failed to resolve host",
+    "could not translate host name",
+    "password authentication failed",
+    "authentication failed",
+    "no pg_hba.conf entry",
+    "access_refused",
+    "login was refused",
+    "wrongpass",
+    "invalid username-password",
+    "noauth",
+    "not_allowed",  # AMQP: no such virtual host, or no rights on it
+    "certificate verify failed",
+    "no such transport",
+    "unable to open database file",
+)
+_PERMANENT_RE = re.compile(r'(database|role) "[^"]*" does not exist')
+_PERMANENT_CLASSES = ("AccessRefused", "NotAllowed", "AuthenticationError", "AuthenticationWrongNumberOfArgsError")
+
+
+@dataclass(frozen=True)
+class UrlProblem:
+    """Why a connection failed: ``permanent`` if it can never work without a config change."""
+
+    permanent: bool
+    reason: str  # one line, passwords redacted
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what caused it, outermost first (each exception once)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])  # str(KeyError) adds quotes
+    else:
+        orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+        text = str(orig if isinstance(orig, BaseException) else exc)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    line = lines[0] if lines else type(exc).__name__
+    return redact(line.rstrip("."))
+
+
+def _reason(exc: BaseException) -> str:
+    """The most telling line: the outermost message that is not one of flowkit's own."""
+    for e in _chain(exc):
+        if not isinstance(e, FlowkitError):
+            return _first_line(e)
+    return exc.message if isinstance(exc, FlowkitError) else _first_line(exc)
+
+
+def classify_url_problem(exc: BaseException) -> UrlProblem:
+    """Tell a connection failure that can never work from one that may pass later.
+
+    Permanent: a :class:`ConfigError` (malformed URL, unknown scheme), a missing driver or
+    transport package, a host name that does not resolve, refused credentials, a missing
+    database, role or virtual host, a failed TLS verification, a file that cannot be opened
+    or created (SQLite). Transient: refused connections,
+    timeouts, resets, a server starting up, a DNS hiccup, and anything not recognised (a
+    retry costs little; giving up on a server that would have come back costs an outage).
+
+    >>> classify_url_problem(ConnectionRefusedError(111, "Connection refused")).permanent
+    False
+    """
+    for e in _chain(exc):
+        if isinstance(e, ConfigError):
+            return UrlProblem(True, e.message)
+        if isinstance(e, ImportError):
+            return UrlProblem(True, f"a package it needs is not installed ({_first_line(e)})")
+        if isinstance(e, socket.gaierror):
+            return UrlProblem(e.errno != socket.EAI_AGAIN, _reason(exc))
+        if isinstance(e, (ConnectionRefusedError, TimeoutError, ConnectionResetError, BrokenPipeError)):
+            return UrlProblem(False, _reason(exc))
+        if (isinstance(e, OSError) and e.filename) or any(c.__name__ in _PERMANENT_CLASSES for c in type(e).__mro__):
+            return UrlProblem(True, _reason(exc))
+        text = _first_line(e).lower() if not isinstance(e, FlowkitError) else ""
+        if any(fragment in text for fragment in _TRANSIENT_TEXT):
+            return UrlProblem(False, _reason(exc))
+        if any(fragment in text for fragment in _PERMANENT_TEXT) or _PERMANENT_RE.search(text):
+            return UrlProblem(True, _reason(exc))
+    return UrlProblem(False, _reason(exc))
+
+
+# -- one-line errors ------------------------------------------------------------------------
+def database_error(exc: BaseException, url: str, *, variable: str = "FLOWKIT_DATABASE_URL") -> FlowkitError:
+    """The one-line error for a failure to connect to the database at ``url``.
+
+    :class:`StoreUnavailable` when the server may come back, :class:`ConfigError` when only a
+    change of ``variable`` (or of the server's setup) can help.
+    """
+    problem = classify_url_problem(exc)
+    if isinstance(exc, ConfigError):
+        return exc
+    if problem.permanent:
+        return ConfigError(f"cannot connect to the database at {redact(url)}: {problem.reason}; "
+                           f"check {variable}")
+    return StoreUnavailable(f"cannot reach the database at {redact(url)}: {problem.reason}; "
+                            f"check {variable} and that the server runs")
+
+
+def broker_error(exc: BaseException, url: str, *, variable: str = "FLOWKIT_BROKER_URL") -> FlowkitError:
+    """The one-line error for a failure to connect to the broker at ``url`` (see database_error)."""
+    problem = classify_url_problem(exc)
+    if isinstance(exc, ConfigError):
+        return exc
+    if problem.permanent:
+        return ConfigError(f"cannot connect to the broker at {redact(url)}: {problem.reason}; "
+                           f"check {variable}")
+    return DispatchError(f"cannot reach the broker at {redact(url)}: {problem.reason}; "
+                         f"check {variable} and that the server runs")
+
+
+def _is_database_failure(e: BaseException) -> bool:
+    return any(
+        (c.__module__.startswith("sqlalchemy") and c.__name__ in ("OperationalError", "InterfaceError"))
+        or (c.__module__ in ("sqlite3", "_sqlite3") and c.__name__ == "OperationalError")
+        for c in type(e).__mro__
+    )
+
+
+def _is_broker_failure(e: BaseException) -> bool:
+    module = type(e).__module__.split(".")[0]
+    if module not in ("kombu", "redis", "amqp", "librabbitmq"):
+        return False
+    return isinstance(e, OSError) or any(
+        c.__name__ in ("OperationalError", "ConnectionError", *_PERMANENT_CLASSES) for c in type(e).__mro__)
+
+
+def service_error(exc: BaseException, *, database_url: str, broker_url: str) -> FlowkitError | None:
+    """The one-line error for ``exc`` if it is a failure to reach the database or the broker,
+    else None (a bug keeps its traceback)."""
+    chain = list(_chain(exc))
+    if any(_is_database_failure(e) for e in chain):
+        return database_error(exc, database_url)
+    if any(_is_broker_failure(e) for e in chain):
+        return broker_error(exc, broker_url)
+    if database_url.startswith("sqlite") and any(isinstance(e, OSError) and e.filename for e in chain):
+        return database_error(exc, database_url)  # e.g. the store could not create the file's folder
+    return None
+
+
+# -- probes ---------------------------------------------------------------------------------
+def probe_database(url: str, *, timeout_seconds: float = PROBE_TIMEOUT_SECONDS) -> None:
+    """Open one connection to the database and close it; raise ``database_error`` if that fails.
+
+    SQLite is a local file, created on first use: there is no server to wait for.
+    """
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    from .store.sql import normalize_url
+
+    normalized = normalize_url(url)
+    if normalized.startswith("sqlite"):
+        return
+    # libpq takes whole seconds; without a limit an unreachable host blocks for minutes
+    engine = create_engine(normalized, poolclass=NullPool,
+                           connect_args={"connect_timeout": max(1, round(timeout_seconds))})
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:
+        raise database_error(exc, url) from exc
+    finally:
+        engine.dispose()
+
+
+def probe_broker(url: str, *, timeout_seconds: float = PROBE_TIMEOUT_SECONDS) -> None:
+    """Connect to the broker once and close; raise ``broker_error`` if that fails.
+
+    The in-memory transport lives in this process: nothing to reach.
+    """
+    if url.startswith("memory"):
+        return
+    from kombu.connection import Connection
+
+    try:
+        with Connection(url, connect_timeout=timeout_seconds) as conn:
+            conn.ensure_connection(max_retries=0)  # one try: retrying is the caller's choice
+    except Exception as exc:
+        raise broker_error(exc, url) from exc
+
+
+# -- retry ----------------------------------------------------------------------------------
+def retry_with_backoff(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    stop: threading.Event | None = None,
+    give_up_after_seconds: float | None = None,
+    first_delay_seconds: float = 1.0,
+    max_delay_seconds: float = MAX_RETRY_DELAY_SECONDS,
+    logger: logging.Logger = log,
+    clock: Callable[[], float] = time.monotonic,
+    wait: Callable[[float], bool] | None = None,
+) -> T:
+    """Call ``fn`` until it returns, and return what it returns.
+
+    A permanent problem (:func:`classify_url_problem`) is raised at once. A transient one is
+    logged as one warning line starting with ``what`` (no traceback) and retried after 1, 2,
+    4 ... seconds, at most ``max_delay_seconds`` apart, until it works, ``stop`` is set or
+    ``give_up_after_seconds`` have passed (None: never give up); then the last error is
+    raised. ``clock`` and ``wait`` (returns True to stop) are injectable for tests.
+    """
+    if wait is None:
+        wait = stop.wait if stop is not None else _sleep
+    deadline = None if give_up_after_seconds is None else clock() + give_up_after_seconds
+    delay = first_delay_seconds
+    attempt = 1
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            problem = classify_url_problem(exc)
+            if problem.permanent or (stop is not None and stop.is_set()):
+                raise
+            if deadline is not None and clock() + delay > deadline:
+                raise
+            message = str(exc) if isinstance(exc, FlowkitError) else problem.reason
+            logger.warning("%s: %s; retrying in %.0f s (attempt %d)", what, message, delay, attempt)
+            if wait(delay):
+                raise
+            delay = min(delay * 2, max_delay_seconds)
+            attempt += 1
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
+
+
+def wait_for_services(
+    settings: Settings,
+    *,
+    what: str,
+    database: bool = True,
+    broker: bool = True,
+    stop: threading.Event | None = None,
+    give_up_after_seconds: float | None = None,
+    logger: logging.Logger = log,
+) -> None:
+    """Return once the database and/or broker of ``settings`` answer (see retry_with_backoff).
+
+    What a daemon calls before it starts: a down server is waited for, an impossible URL
+    raises a one-line FlowkitError at once.
+    """
+    if database:
+        retry_with_backoff(lambda: probe_database(settings.database_url), what=what, stop=stop,
+                           give_up_after_seconds=give_up_after_seconds, logger=logger)
+    if broker:
+        retry_with_backoff(lambda: probe_broker(settings.broker_url), what=what, stop=stop,
+                           give_up_after_seconds=give_up_after_seconds, logger=logger)
