@@ -404,7 +404,7 @@ def _format_run(d: dict[str, Any]) -> str:
 
 
 # -- daemons ----------------------------------------------------------------------------
-def _make_scheduler(settings: Settings, store: Any, app: Any) -> Any:
+def _make_scheduler(settings: Settings, store: Any, app: Any, lease: Any = None) -> Any:
     from .dispatch.base import Backpressure
     from .dispatch.celery import CeleryDispatcher
     from .dispatch.events import BrokerEvents
@@ -414,7 +414,7 @@ def _make_scheduler(settings: Settings, store: Any, app: Any) -> Any:
     backpressure = Backpressure(dispatcher.queue_depth, high=settings.queue_high_watermark,
                                 low=settings.queue_low_watermark)
     return Scheduler(
-        store, dispatcher, BrokerEvents(app, settings.events_queue),
+        store, dispatcher, BrokerEvents(app, settings.events_queue), lease=lease,
         sweep_seconds=settings.sweep_seconds, queued_lease_seconds=settings.queued_lease_seconds,
         lost_after_seconds=settings.lost_after_seconds, global_cap=settings.max_in_flight or None,
         backpressure=backpressure,
@@ -483,7 +483,12 @@ def scheduler(ctx: click.Context, wait_seconds: float | None) -> None:
     with friendly_errors():
         store = _store(settings)
         app = make_app(settings)
-        sched = _make_scheduler(settings, store, app)
+        from .scheduler.lease import lease_for
+
+        lease = lease_for(store)
+        if store.is_sqlite:
+            lease.acquire()  # refuses, in one line, a second scheduler on the same SQLite file
+        sched = _make_scheduler(settings, store, app, lease=lease)
     log.info("scheduler: store %s, broker %s, dags %s", redact(settings.database_url),
              redact(settings.broker_url), settings.dags_folder)
     _refresh_dags_in_background(settings, store, stop)

@@ -32,6 +32,9 @@ class Settings:
     heartbeat_seconds: float = 10.0
     #: A worker lost this many times while running one attempt fails it as poison.
     max_deliveries: int = 3
+    #: A worker that cannot reach the store to claim an attempt keeps retrying this long
+    #: (the message stays unacknowledged), then hands the message back to the broker.
+    store_retry_seconds: float = 300.0
     #: A result larger than this (JSON bytes) fails the step with a clear message.
     max_result_bytes: int = 256 * 1024
     #: The scheduler's safety-net sweep (new runs, due timers, expired leases).

@@ -74,7 +74,8 @@ STEP_TRANSITIONS: dict[StepState, frozenset[StepState]] = {
     StepState.QUEUED: frozenset({StepState.RUNNING, StepState.CANCELLED, StepState.FAILED}),
     StepState.RUNNING: frozenset(
         {StepState.SUCCESS, StepState.FAILED, StepState.SKIPPED, StepState.UP_FOR_RETRY,
-         StepState.CANCELLED}
+         StepState.CANCELLED,
+         StepState.QUEUED}  # interrupted (worker stopped, broker lost): the attempt runs again
     ),
     StepState.UP_FOR_RETRY: frozenset({StepState.QUEUED, StepState.SCHEDULED, StepState.CANCELLED}),
 }

@@ -15,7 +15,7 @@ import time
 import traceback as tb_module
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from . import jsonsafe, secrets
 from .config import Settings
@@ -218,20 +218,28 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
             error = (f"timed out after {timeout:g} s (timeout= on the step); make it faster or "
                      "raise the timeout")
         else:
-            error = f"{type(exc).__name__}: {exc}"
-        state, trace = AttemptState.FAILED, tb_module.format_exc(limit=30)
-    except SystemExit as exc:
-        if type(exc) is not SystemExit:
-            raise  # Celery's WorkerShutdown/WorkerTerminate: let the message be requeued
-        state, error = AttemptState.FAILED, f"the step called sys.exit({exc.code!r})"
+            error = describe_exception(exc)
+        state, trace = AttemptState.FAILED, _format_traceback()
+    except (SystemExit, KeyboardInterrupt) as exc:
+        if _is_interruption(exc):
+            # The worker is being stopped (SIGTERM to the pool, a warm shutdown, a lost broker
+            # connection): not the step's failure. Put the attempt back; it runs again.
+            with rt._lock:
+                rt._running.discard(key)
+            _record_interruption(rt, run_id, step, number, exc)
+            raise
+        state, error = AttemptState.FAILED, f"the step called sys.exit({exc.code!r})"  # type: ignore[union-attr]
+    error, trace = _storable(secrets.mask_text(error)), _storable(secrets.mask_text(trace))
+    try:
+        effects = _until_stored(
+            f"run {run_id} step {step}: recording attempt {number} ({state.value})",
+            lambda: rt.store.finish_attempt(
+                run_id, step, number, worker=rt.name, state=state, result_json=result_json,
+                error=error, traceback=trace, retry_delay=retry_delay, datasets=datasets, spec=spec,
+                chosen=chosen, gate=rt.fast_follow_gate(), global_cap=rt.global_cap()))
     finally:
         with rt._lock:
             rt._running.discard(key)
-    error, trace = secrets.mask_text(error), secrets.mask_text(trace)  # stored, shown, audited
-    effects = rt.store.finish_attempt(
-        run_id, step, number, worker=rt.name, state=state, result_json=result_json,
-        error=error, traceback=trace, retry_delay=retry_delay, datasets=datasets, spec=spec,
-        chosen=chosen, gate=rt.fast_follow_gate(), global_cap=rt.global_cap())
     if effects is None:
         log.warning("run %s step %s: attempt %s was taken over by another worker; outcome "
                     "discarded", run_id, step, number)
@@ -240,6 +248,80 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
              f" ({error})" if error else "")
     _after_commit(rt, run_id, step, number, effects)
     return state.value
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message``, even when the exception's ``__str__`` itself raises."""
+    try:
+        message = str(exc)
+    except Exception as broken:  # a user exception whose __str__ fails must still be recorded
+        message = f"<str() of the exception raised {type(broken).__name__}>"
+    return f"{type(exc).__name__}: {message}"
+
+
+def _format_traceback() -> str:
+    try:
+        return tb_module.format_exc(limit=30)
+    except Exception:  # formatting calls __str__ too
+        return "<the traceback could not be formatted>"
+
+
+def _storable(text: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL bytes: keep them visible, escaped."""
+    return text.replace("\x00", "\\x00") if text and "\x00" in text else text
+
+
+def _is_interruption(exc: BaseException) -> bool:
+    """A SystemExit raised because the worker process is being stopped, not by the step."""
+    if type(exc) is not SystemExit:
+        return True  # KeyboardInterrupt, Celery's WorkerShutdown / WorkerTerminate
+    try:
+        from billiard.common import terminate_handler_fired
+
+        if terminate_handler_fired():
+            return True
+    except ImportError:  # an older billiard: the exit code tells (below)
+        pass
+    return isinstance(exc.code, int) and exc.code < 0  # billiard: sys.exit(-(256 - signum))
+
+
+def _record_interruption(rt: WorkerRuntime, run_id: str, step: str, number: int,
+                         exc: BaseException) -> None:
+    reason = (f"interrupted on {rt.name} ({type(exc).__name__}{f' {exc.code}' if isinstance(exc, SystemExit) else ''}: "
+              "the worker was stopped, or lost its broker); not a failure of the step, it runs again")
+    try:
+        if rt.store.interrupt_attempt(run_id, step, number, worker=rt.name, reason=reason):
+            log.warning("run %s step %s: attempt %s %s", run_id, step, number, reason)
+    except Exception as store_exc:  # the scheduler sees the silent attempt and sends it again
+        log.warning("run %s step %s: attempt %s interrupted; could not record it (%s)", run_id, step,
+                    number, store_exc)
+
+
+_T = TypeVar("_T")
+
+
+def _until_stored(what: str, fn: Callable[[], _T], give_up_after: float | None = None) -> _T:
+    """Call ``fn`` until the store answers: a database outage delays the outcome, never loses
+    it (and a claim leaves its message unacknowledged meanwhile). One log line per retry."""
+    from sqlalchemy.exc import DBAPIError
+
+    from .errors import StoreUnavailable
+
+    delay, started = 0.25, time.monotonic()
+    while True:
+        try:
+            return fn()
+        except (StoreUnavailable, DBAPIError) as exc:
+            transient = isinstance(exc, StoreUnavailable) or exc.connection_invalidated or \
+                type(exc).__name__ in ("OperationalError", "InterfaceError")
+            if not transient:
+                raise
+            if give_up_after is not None and time.monotonic() - started > give_up_after:
+                raise
+            log.warning("%s: the database did not answer (%s); retrying in %.2g s", what,
+                        " ".join(str(getattr(exc, "orig", exc)).split())[:200], delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _claim_or_wait(rt: WorkerRuntime, run_id: str, step: str, number: int) -> Claim:
@@ -254,8 +336,12 @@ def _claim_or_wait(rt: WorkerRuntime, run_id: str, step: str, number: int) -> Cl
     s = rt.settings
     deadline = time.monotonic() + s.lost_after_seconds + s.heartbeat_seconds
     while True:
-        claim = rt.store.claim_attempt(run_id, step, number, worker=rt.name, specs=rt._specs,
-                                       lost_after=s.lost_after_seconds, max_deliveries=s.max_deliveries)
+        claim = _until_stored(
+            f"run {run_id} step {step}: claiming attempt {number}",
+            lambda: rt.store.claim_attempt(run_id, step, number, worker=rt.name, specs=rt._specs,
+                                           lost_after=s.lost_after_seconds,
+                                           max_deliveries=s.max_deliveries),
+            give_up_after=s.store_retry_seconds)
         if claim.outcome != "duplicate" or time.monotonic() >= deadline:
             return claim
         time.sleep(s.heartbeat_seconds)
@@ -348,4 +434,14 @@ def register(app: Any) -> None:
     @app.task(name=EXECUTE_TASK, bind=True, acks_late=True, base=ExecuteTask,  # type: ignore[untyped-decorator]
               reject_on_worker_lost=True, ignore_result=True)
     def execute(self: Any, run_id: str, step: str, attempt: int) -> str:
-        return run_attempt(runtime_for(self.app), run_id, step, int(attempt))
+        from celery.exceptions import Reject
+        from sqlalchemy.exc import DBAPIError
+
+        from .errors import StoreUnavailable
+
+        try:
+            return run_attempt(runtime_for(self.app), run_id, step, int(attempt))
+        except (StoreUnavailable, DBAPIError) as exc:
+            # The store stayed away past FLOWKIT_STORE_RETRY_SECONDS while claiming: hand the
+            # message back to the broker instead of dropping it.
+            raise Reject(f"the store is unavailable: {exc}", requeue=True) from exc

@@ -69,6 +69,11 @@ class BrokerEvents:
         self._buffer: list[dict[str, Any]] = []
         self._declared = False
         self._lock = threading.Lock()
+        self._broken = False
+        #: Set when the connection came back after a failure: messages published before it
+        #: failed may be gone with the broker (a restart without persistence), so the
+        #: scheduler publishes its queued attempts again. The scheduler clears it.
+        self.reconnected = False
 
     def publish(self, body: dict[str, Any]) -> None:
         with self.app.producer_or_acquire() as producer:
@@ -93,6 +98,10 @@ class BrokerEvents:
         self._consumer = Consumer(channel, queues=[self.queue], callbacks=[self._on_message],
                                   accept=["json"], no_ack=True)
         self._consumer.consume()
+        if self._broken:
+            self._broken = False
+            self.reconnected = True
+            log.warning("events: broker connection restored")
 
     def wait(self, timeout: float) -> list[dict[str, Any]]:
         with self._lock:
@@ -105,7 +114,9 @@ class BrokerEvents:
                 except TimeoutError:
                     pass
             except Exception as exc:  # a broker hiccup must not kill the scheduler loop
-                log.warning("events: broker connection failed (%s); reconnecting", exc)
+                if not self._broken:
+                    log.warning("events: broker connection failed (%s); reconnecting", exc)
+                self._broken = True
                 self._reset()
             out, self._buffer = self._buffer, []
             return out

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 #: While waiters are held back by backpressure or a full limit, look again this often even
 #: with no event (a draining broker queue sends none).
 WAITER_POLL_SECONDS = 0.2
+#: How often a standby scheduler asks for the lease (the takeover delay after a crash).
+STANDBY_POLL_SECONDS = 1.0
 #: Waiters granted per transaction.
 GRANT_BATCH = 500
 
@@ -56,6 +58,7 @@ class Scheduler:
         clock: Callable[[], datetime] = utcnow,
         name: str | None = None,
         on_sweep: Callable[[], None] | None = None,
+        lease: Any = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -70,6 +73,8 @@ class Scheduler:
         self.clock = clock
         self.actor = name or f"scheduler@{socket.gethostname()}:{os.getpid()}"
         self.on_sweep = on_sweep
+        #: Who is active (see .lease); None: this scheduler is always active (dev, tests).
+        self.lease = lease
         self._specs: dict[tuple[str, str], FlowSpec] = {}
         self._next_sweep: datetime | None = None
         self._next_timer: datetime | None = None
@@ -95,11 +100,26 @@ class Scheduler:
         self.store.beat_scheduler(self.actor, self.status(), started=True)
 
     def run_forever(self, stop: threading.Event) -> None:
-        """Loop until ``stop``; a failing database or broker is retried, never fatal."""
+        """Loop until ``stop``; a failing database or broker is retried, never fatal.
+
+        With a lease, only the holder acts; the others stand by and take over when it goes.
+        """
         backoff = 0.5
         started = False
+        standby_logged = False
         while not stop.is_set():
             try:
+                if self.lease is not None and not self.lease.held():
+                    started = False
+                    if not self.lease.acquire():
+                        if not standby_logged:
+                            log.info("scheduler %s: standing by (another scheduler is active)", self.actor)
+                            standby_logged = True
+                        self._beat_standby()
+                        stop.wait(STANDBY_POLL_SECONDS)
+                        continue
+                    log.warning("scheduler %s: active (holds the scheduler lease)", self.actor)
+                    standby_logged = False
                 if not started:
                     self.start()
                     started = True
@@ -112,6 +132,17 @@ class Scheduler:
                 log.debug("scheduler %s: loop error", self.actor, exc_info=True)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
+        if self.lease is not None:
+            self.lease.release()  # a standby takes over at once, not after a timeout
+
+    def _beat_standby(self) -> None:
+        now = time.monotonic()
+        if now - getattr(self, "_standby_beat", 0.0) >= self.sweep_seconds:
+            self._standby_beat = now
+            try:
+                self.store.beat_scheduler(self.actor, {"role": "standby"})
+            except Exception as exc:  # informative only
+                log.debug("scheduler %s: standby heartbeat failed: %s", self.actor, exc)
 
     def step_once(self, max_wait: float | None = None) -> None:
         wait = self._wait_seconds(max_wait)
@@ -237,6 +268,7 @@ class Scheduler:
 
     def status(self) -> dict[str, Any]:
         out = dict(self.stats)
+        out["role"] = "active"
         out["global_cap"] = self.global_cap
         out["backpressure"] = self.backpressure.snapshot() if self.backpressure else {}
         out["unsent"] = len(self._unsent)
@@ -250,7 +282,11 @@ class Scheduler:
         duplicate whose attempt already started or finished.
         """
         cutoff = now if everything else now - self.queued_lease
-        self._resend(self.store.expired_leases(cutoff), "queued attempt not started; published again")
+        # An interrupted attempt's message may have been acknowledged by the stopping worker:
+        # do not make it wait out the whole lease.
+        interrupted = now - timedelta(seconds=self.sweep_seconds)
+        self._resend(self.store.expired_leases(cutoff, interrupted_before=interrupted),
+                     "queued attempt not started; published again")
 
     def redispatch_silent(self, now: datetime) -> None:
         """Publish again attempts whose worker stopped beating (C3): the next worker to get

@@ -579,11 +579,17 @@ class SqlStoreBase:
                 t.step_runs.c.state == StepState.UP_FOR_RETRY.value)).scalar()
         return as_utc(value)
 
-    def expired_leases(self, queued_before: datetime) -> list[dict[str, Any]]:
+    def expired_leases(self, queued_before: datetime,
+                       interrupted_before: datetime | None = None) -> list[dict[str, Any]]:
+        """Queued attempts published before ``queued_before`` and not started; with
+        ``interrupted_before``, also interrupted ones put back before it (sent again sooner)."""
+        a = t.attempts.c
+        due = a.dispatched_at < queued_before
+        if interrupted_before is not None:
+            due = due | ((a.interruptions > 0) & (a.dispatched_at < interrupted_before))
         with self._conn() as conn:
             return [_row(r) for r in conn.execute(select(t.attempts).where(
-                t.attempts.c.state == AttemptState.QUEUED.value,
-                t.attempts.c.dispatched_at < queued_before))]
+                a.state == AttemptState.QUEUED.value, due))]
 
     def silent_attempts(self, heartbeat_before: datetime,
                         dispatched_before: datetime | None = None) -> list[dict[str, Any]]:

@@ -263,6 +263,23 @@ class WorkerOps(_Base):
                                          size=len(result_json.encode()), created_at=tx.now),
                 ["run_id", "step"])
 
+    def interrupt_attempt(self, run_id: str, step: str, number: int, *, worker: str, reason: str) -> bool:
+        """Running -> queued for an attempt this worker was stopped in: not a failure, no retry
+        used up; it keeps its slots, and is published again (by the broker's redelivery or
+        the scheduler's sweep, whichever comes first)."""
+        a = t.attempts.c
+        with self.tx(worker) as tx:
+            won = tx.conn.execute(update(t.attempts).where(
+                a.run_id == run_id, a.step == step, a.number == number,
+                a.state == AttemptState.RUNNING.value, a.worker == worker,
+            ).values(state=AttemptState.QUEUED.value, worker=None, dispatched_at=tx.now,
+                     interruptions=a.interruptions + 1)).rowcount == 1
+            if won:
+                tx.cas_step(run_id, step, [StepState.RUNNING], StepState.QUEUED, reason=reason)
+                tx.event("attempt_interrupted", run_id=run_id, step=step, attempt=number,
+                         old="running", new="queued", reason=reason)
+        return won
+
     def fail_running_attempt(self, run_id: str, step: str, number: int, *, actor: str, reason: str,
                              global_cap: int | None = None) -> Effects | None:
         """Fail an attempt whose process is known dead (e.g. killed at the hard time limit)."""

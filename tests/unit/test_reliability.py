@@ -1,0 +1,166 @@
+"""Faults on the worker's claim/finish path and in the scheduler's loop, in-process.
+
+Each test here failed on the engine before the reliability work (issue 7): an interruption
+counted as a failure, an unprintable error stranded its attempt, a silent worker's step
+waited for the broker's visibility timeout, a second SQLite scheduler was not refused.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from flowkit.errors import ConfigError, StoreUnavailable
+from flowkit.scheduler.lease import SqliteLease
+from flowkit.store import tables as t
+from flowkit.testing import InlineHarness
+from flowkit.worker import run_attempt
+
+DAGS = str(Path(__file__).resolve().parents[1] / "dags" / "reliability")
+ENGINE_DAGS = str(Path(__file__).resolve().parents[1] / "dags" / "engine")
+
+
+def test_a_worker_shutdown_is_an_interruption_not_a_failure(sqlite_store, tmp_path):
+    # Given a step that billiard's SIGTERM handler stops the first time (SystemExit(-241))
+    h = InlineHarness(sqlite_store, DAGS)
+    run_id = h.trigger("interrupted", {"marker": str(tmp_path / "m")})
+    item = h.dispatcher.sent.pop(0)
+    # When it runs, the exit propagates (Celery must see the shutdown) ...
+    with pytest.raises(SystemExit):
+        run_attempt(h.runtime, item.run_id, item.step.name, item.attempt)
+    # ... and the attempt is back in the queue: no failure recorded, no retry used
+    (a,) = sqlite_store.attempts(run_id)
+    assert (a["state"], a["interruptions"], a["error"]) == ("queued", 1, None)
+    assert {s["step"]: s["state"] for s in sqlite_store.step_runs(run_id)} == {"work": "queued"}
+    assert any(e["action"] == "attempt_interrupted" for e in sqlite_store.events(run_id))
+    # Then the scheduler publishes it again soon (not after the 300 s queued lease), and it succeeds
+    h.scheduler.sweep_seconds = 0
+    h.scheduler.sweep()
+    assert [d.task_id for d in h.dispatcher.sent] == [item.task_id]
+    assert h.run_until_done(run_id) == "success"
+    assert [a["number"] for a in sqlite_store.attempts(run_id)] == [1]
+
+
+def test_a_step_calling_sys_exit_is_its_own_failure(sqlite_store):
+    h = InlineHarness(sqlite_store, DAGS)
+    run_id = h.trigger("exits")
+    assert h.run_until_done(run_id) == "failed"
+    assert sqlite_store.attempts(run_id)[0]["error"] == "the step called sys.exit(3)"
+
+
+def test_an_exception_whose_str_raises_is_recorded(sqlite_store):
+    h = InlineHarness(sqlite_store, DAGS)
+    run_id = h.trigger("unprintable")
+    assert h.run_until_done(run_id) == "failed"
+    (a,) = sqlite_store.attempts(run_id)
+    assert a["state"] == "failed"
+    assert a["error"].startswith("BrokenStr: <str() of the exception raised ValueError>")
+
+
+def test_a_nul_byte_in_an_error_is_stored_escaped(sqlite_store):
+    h = InlineHarness(sqlite_store, DAGS)
+    run_id = h.trigger("nul")
+    assert h.run_until_done(run_id) == "failed"
+    (a,) = sqlite_store.attempts(run_id)
+    assert "\x00" not in a["error"] and "bad byte \\x00 in the message" in a["error"]
+
+
+def test_a_database_outage_while_recording_is_retried_until_it_answers(sqlite_store, tmp_path, monkeypatch):
+    # Given a store that fails twice when the outcome is written
+    h = InlineHarness(sqlite_store, ENGINE_DAGS)
+    run_id = h.trigger("chain", {"log": str(tmp_path / "log")})
+    real = sqlite_store.finish_attempt
+    failures = []
+
+    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if len(failures) < 2:
+            failures.append(1)
+            raise StoreUnavailable("cannot reach the database (test)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite_store, "finish_attempt", flaky)
+    monkeypatch.setattr("flowkit.worker.time.sleep", lambda _s: None)
+    item = h.dispatcher.sent.pop(0)
+    # When the step finishes, the outcome is recorded once the store answers
+    assert run_attempt(h.runtime, item.run_id, item.step.name, item.attempt) == "success"
+    assert len(failures) == 2
+    assert sqlite_store.attempts(run_id)[0]["state"] == "success"
+
+
+def test_a_silent_workers_attempt_is_published_again_and_taken_over(sqlite_store, tmp_path):
+    # Given worker A claimed s1 and then went silent (its machine died)
+    h = InlineHarness(sqlite_store, ENGINE_DAGS)
+    run_id = h.trigger("chain", {"log": str(tmp_path / "log")})
+    item = h.dispatcher.sent.pop(0)
+    claim = sqlite_store.claim_attempt(run_id, "s1", 1, worker="A", lost_after=30, max_deliveries=3)
+    assert claim.outcome == "run"
+    old = h.clock() - timedelta(seconds=40)
+    with sqlite_store.engine.begin() as conn:
+        conn.execute(update(t.attempts).where(t.attempts.c.run_id == run_id)
+                     .values(heartbeat_at=old, dispatched_at=old))
+    # When the scheduler sweeps, it publishes the same attempt again (no broker timeout)
+    h.scheduler.sweep()
+    assert [d.task_id for d in h.dispatcher.sent] == [item.task_id]
+    # Then another worker takes it over, and the run finishes with one attempt per step
+    assert h.run_until_done(run_id) == "success"
+    assert sqlite_store.attempts(run_id)[0]["deliveries"] == 2
+    assert any(e["action"] == "attempt_redelivered" for e in sqlite_store.events(run_id))
+
+
+def test_a_broker_reconnect_publishes_queued_attempts_again(sqlite_store, tmp_path):
+    # Given an attempt published just before the broker restarted without persistence
+    h = InlineHarness(sqlite_store, ENGINE_DAGS)
+    run_id = h.trigger("chain", {"log": str(tmp_path / "log")})
+    lost = h.dispatcher.sent.pop(0)
+    # When the scheduler's event connection comes back
+    h.events.reconnected = True
+    h.scheduler.handle([])
+    # Then the attempt is published again at once
+    assert [d.task_id for d in h.dispatcher.sent] == [lost.task_id]
+    assert h.run_until_done(run_id) == "success"
+
+
+def test_a_second_scheduler_on_one_sqlite_file_is_refused(sqlite_store):
+    first = SqliteLease(sqlite_store)
+    assert first.acquire()
+    with pytest.raises(ConfigError, match="another scheduler .* already runs on the SQLite database"):
+        SqliteLease(sqlite_store).acquire()
+    first.release()
+    again = SqliteLease(sqlite_store)
+    assert again.acquire()
+    again.release()
+
+
+def test_the_dags_refresh_never_blocks_the_scheduler(sqlite_store, monkeypatch):
+    # Given a dags folder whose import hangs
+    from flowkit import cli
+    from flowkit.config import Settings
+
+    release = threading.Event()
+    monkeypatch.setattr("flowkit.sync.sync_dags", lambda *a, **k: release.wait(10))
+    stop = threading.Event()
+    started = time.monotonic()
+    thread = cli._refresh_dags_in_background(Settings(database_url=sqlite_store.url), sqlite_store, stop)
+    # Then the caller (the scheduler's loop) goes on at once
+    assert time.monotonic() - started < 0.5
+    assert thread.is_alive()
+    stop.set()
+    release.set()
+    thread.join(5)
+
+
+def test_scheduler_names_carry_host_and_pid(sqlite_store):
+    import os
+    import socket
+
+    from flowkit.scheduler.loop import Scheduler
+
+    h = InlineHarness(sqlite_store, ENGINE_DAGS)
+    a = Scheduler(sqlite_store, h.dispatcher, h.events)
+    # two schedulers on two machines or two processes never share a name in the audit trail
+    assert a.actor == f"scheduler@{socket.gethostname()}:{os.getpid()}"
