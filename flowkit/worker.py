@@ -307,11 +307,12 @@ def _until_stored(what: str, fn: Callable[[], _T], give_up_after: float | None =
 
     from .errors import StoreUnavailable
 
-    delay, started = 0.25, time.monotonic()
+    delay, started = 0.25, None
     while True:
         try:
             return fn()
         except (StoreUnavailable, DBAPIError) as exc:
+            started = time.monotonic() if started is None else started
             transient = isinstance(exc, StoreUnavailable) or exc.connection_invalidated or \
                 type(exc).__name__ in ("OperationalError", "InterfaceError")
             if not transient:
