@@ -31,8 +31,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Redis redelivers unacked messages after this; above the longest step timeout (C5).
         "visibility_timeout": settings.visibility_timeout_seconds,
     }
+    priority: dict[str, Any] = {}
     if settings.broker_url.startswith(("redis", "rediss")):
         transport_options.update({"queue_order_strategy": "priority", "priority_steps": list(range(10))})
+    elif settings.broker_url.startswith(("amqp", "pyamqp")):
+        # RabbitMQ orders by priority only in queues declared with x-max-priority. (A queue
+        # that already exists without it must be deleted once: RabbitMQ never changes it.)
+        priority = {"task_queue_max_priority": 9, "task_default_priority": 0}
     return dict(
         task_serializer="json",
         accept_content=["json"],
@@ -57,4 +62,5 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         task_track_started=True,
         worker_hijack_root_logger=False,
         enable_utc=True,
+        **priority,
     )
