@@ -147,32 +147,30 @@ def classify_url_problem(exc: BaseException) -> UrlProblem:
 
 
 # -- one-line errors ------------------------------------------------------------------------
+def _service_error(exc: BaseException, url: str, variable: str, noun: str,
+                   transient: type[FlowkitError]) -> FlowkitError:
+    problem = classify_url_problem(exc)
+    if isinstance(exc, ConfigError):
+        return exc
+    if problem.permanent:
+        return ConfigError(f"cannot connect to the {noun} at {redact(url)}: {problem.reason}; "
+                           f"check {variable}")
+    return transient(f"cannot reach the {noun} at {redact(url)}: {problem.reason}; "
+                     f"check {variable} and that the server runs")
+
+
 def database_error(exc: BaseException, url: str, *, variable: str = "FLOWKIT_DATABASE_URL") -> FlowkitError:
     """The one-line error for a failure to connect to the database at ``url``.
 
     :class:`StoreUnavailable` when the server may come back, :class:`ConfigError` when only a
     change of ``variable`` (or of the server's setup) can help.
     """
-    problem = classify_url_problem(exc)
-    if isinstance(exc, ConfigError):
-        return exc
-    if problem.permanent:
-        return ConfigError(f"cannot connect to the database at {redact(url)}: {problem.reason}; "
-                           f"check {variable}")
-    return StoreUnavailable(f"cannot reach the database at {redact(url)}: {problem.reason}; "
-                            f"check {variable} and that the server runs")
+    return _service_error(exc, url, variable, "database", StoreUnavailable)
 
 
 def broker_error(exc: BaseException, url: str, *, variable: str = "FLOWKIT_BROKER_URL") -> FlowkitError:
     """The one-line error for a failure to connect to the broker at ``url`` (see database_error)."""
-    problem = classify_url_problem(exc)
-    if isinstance(exc, ConfigError):
-        return exc
-    if problem.permanent:
-        return ConfigError(f"cannot connect to the broker at {redact(url)}: {problem.reason}; "
-                           f"check {variable}")
-    return DispatchError(f"cannot reach the broker at {redact(url)}: {problem.reason}; "
-                         f"check {variable} and that the server runs")
+    return _service_error(exc, url, variable, "broker", DispatchError)
 
 
 def _is_database_failure(e: BaseException) -> bool:

@@ -124,14 +124,17 @@ class WorkerOps(_Base):
         cache[run_id] = key
 
     def _end_lost(self, tx: Any, run_id: str, step: str, number: int, heartbeat_at: Any, reason: str,
-                  specs: dict[tuple[str, str], FlowSpec] | None, global_cap: int | None = None) -> Effects | None:
-        """Fail a running attempt whose worker is gone (poison, reaper) and move the run on."""
+                  specs: dict[tuple[str, str], FlowSpec] | None, global_cap: int | None = None,
+                  action: str = "attempt_lost") -> Effects | None:
+        """Fail a running attempt whose worker is gone (poison, a pool child killed at the hard
+        time limit) and move the run on. ``heartbeat_at`` (unless ``...``) guards the
+        compare-and-set: a worker that beat meanwhile keeps its attempt."""
         holds = tx.end_attempt(run_id, step, number, state=AttemptState.FAILED,
                                heartbeat_at=heartbeat_at, error=reason)
         if holds is None:
             return None
-        tx.event("attempt_lost", run_id=run_id, step=step, attempt=number,
-                 old="running", new="failed", reason=reason)
+        tx.event(action, run_id=run_id, step=step, attempt=number, old="running", new="failed",
+                 reason=reason)
         machine = tx.machine(self._spec_in(tx, run_id, specs), run_id, global_cap=global_cap)
         machine.attempt_ended(step, number, AttemptState.FAILED, error=reason)
         effects: Effects = machine.effects
@@ -284,12 +287,5 @@ class WorkerOps(_Base):
                              global_cap: int | None = None) -> Effects | None:
         """Fail an attempt whose process is known dead (e.g. killed at the hard time limit)."""
         with self.tx(actor) as tx:
-            holds = tx.end_attempt(run_id, step, number, state=AttemptState.FAILED, error=reason)
-            if holds is None:
-                return None
-            tx.event("attempt_finished", run_id=run_id, step=step, attempt=number,
-                     old="running", new="failed", reason=reason)
-            machine = tx.machine(self._spec_in(tx, run_id, None), run_id, global_cap=global_cap)
-            machine.attempt_ended(step, number, AttemptState.FAILED, error=reason)
-            machine.effects.wake = True
-        return machine.effects
+            return self._end_lost(tx, run_id, step, number, ..., reason, None, global_cap,
+                                  action="attempt_finished")
