@@ -362,6 +362,9 @@ def _check_branch(spec: FlowSpec, step: str, value: Any) -> list[str]:
 def _after_commit(rt: WorkerRuntime, run_id: str, step: str, number: int, effects: Effects) -> None:
     """Publish what the finish transaction queued; wake the scheduler only when it has work."""
     failed = rt.dispatcher.dispatch_many(effects.to_send) if effects.to_send else []
+    if rt.backpressure is not None:
+        for item in effects.to_send:
+            rt.backpressure.sent(rt.dispatcher.queue_for(item))
     if effects.wake or failed:
         _notify(rt, run_id, step, number, timer=effects.next_timer)
 

@@ -90,14 +90,21 @@ class Backpressure:
         return True
 
     def allow_fast(self, queue: str, n: int = 1) -> bool:
-        """The workers' stricter test: only while the queue is at or below ``low``."""
+        """The workers' stricter test: only while the queue is at or below ``low``.
+
+        It reads no broker and counts nothing: a worker asks it for every downstream step
+        that *might* become ready, most of which (a join's) do not. :meth:`sent` counts
+        what was published, and refreshes a stale reading then.
+        """
         if self.high <= 0:
             return True
+        g = self.gauges.get(queue) or self._gauge(queue)
+        return not g.engaged and g.depth + g.sent + n <= self.low
+
+    def sent(self, queue: str, n: int = 1) -> None:
+        """``n`` messages were published to ``queue`` outside :meth:`allow`."""
         g = self._gauge(queue)
-        if g.engaged or g.depth + g.sent + n > self.low:
-            return False
         g.sent += n
-        return True
 
     def snapshot(self) -> dict[str, dict[str, object]]:
         return {q: {"depth": g.depth, "sent_since_read": g.sent, "engaged": g.engaged}
