@@ -249,3 +249,46 @@ def test_status_json_on_a_live_cluster(make_cluster, open_store, pg_url, redis_u
     assert report["waiting"] == 0 and not report["in_flight"].get("running")
     plain = flowkit(cluster, "status")
     assert "NO" not in plain.stdout.split(), plain.stdout
+
+
+def test_ledger_balance_shows_equal_pairs_while_runs_go(make_cluster, open_store, pg_url, redis_url):
+    """``SqlStore.ledger_balance()`` is what `flowkit status` calls "balanced": read on a busy
+    cluster it must not report a leak that a consistent snapshot does not show."""
+    # Given a busy cluster: a global cap, the pool, the lock and 3 runs of 16 steps
+    cluster = make_cluster(pg_url, redis_url, dags=DAGS, FLOWKIT_MAX_IN_FLIGHT="5")
+    prepare(cluster)
+    store = open_store(pg_url)
+    run_ids = create_runs(cluster, store, "lim_wide", 3)
+    cluster.scheduler()
+    cluster.worker("worker-a", concurrency=3)
+    cluster.worker("worker-b", concurrency=3)
+    # When the balance is read over and over while they run, both ways
+    snapshots: list[dict[str, tuple[int, int]]] = []
+    reported: list[dict[str, tuple[int, int]]] = []
+
+    def sample() -> None:
+        snapshots.append(consistent_balance(store))
+        for _ in range(20):
+            reported.append(store.ledger_balance())
+
+    states = wait_runs_ended(store, run_ids, 60, cluster, during=sample)
+    assert set(states.values()) == {"success"}, explain(store, run_ids, cluster)
+    # Then the ledger itself always balanced (one snapshot: used == held by live attempts)
+    assert len(snapshots) >= 5 and not [u for u in map(unbalanced, snapshots) if u]
+    # and so did what ledger_balance() reported
+    wrong = [u for u in map(unbalanced, reported) if u]
+    assert not wrong, (f"ledger_balance() reported {len(wrong)} unbalanced reading(s) of {len(reported)} "
+                       f"while every one of {len(snapshots)} consistent snapshots balanced: {wrong[:3]}")
+    assert_ledger_empty(store)
+
+
+def test_python_m_flowkit_cli_has_the_pools_and_status_commands():
+    """`python -m flowkit.cli` (what tests/integration/procs.py runs) must offer the same
+    commands as the installed `flowkit`."""
+    import subprocess
+    import sys
+
+    for command in ("pools", "status"):
+        proc = subprocess.run([sys.executable, "-m", "flowkit.cli", command, "--help"],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, f"python -m flowkit.cli {command} --help:\n{proc.stdout}{proc.stderr}"
