@@ -169,10 +169,12 @@ def test_ledger_balances_after_a_worker_holding_slots_is_sigkilled(
     # the ledger balances and is empty
     assert_ledger_empty(store)
     # and the pool and the lock held at every instant, counting the killed executions
-    # (which ended when their processes died) as well as the attempts as recorded
+    # (which ended when their processes died) as well as the attempts as recorded (a
+    # taken-over attempt's started_at is its new start). The pool was full when the kill
+    # came (above); after it, whether 3 overlap again depends on when the lost steps restart.
     for spans in (logged_spans(store, log, {pid: killed_at for pid in children}),
                   attempt_spans(store, [run_id])):
-        assert assert_within([s for s in spans if _in_pool(s)], POOL_SLOTS, f"pool {POOL}") == POOL_SLOTS
+        assert_within([s for s in spans if _in_pool(s)], POOL_SLOTS, f"pool {POOL}")
         assert_within([s for s in spans if s.lock == LOCK], 1, f"lock {LOCK}")
     cut_short = [s for s in logged_spans(store, log, {pid: killed_at for pid in children})
                  if s.end == killed_at]
