@@ -140,8 +140,11 @@ def test_ledger_balances_after_a_worker_holding_slots_is_sigkilled(
 
     def victim_holding_slots():  # type: ignore[no-untyped-def]
         """The worker whose processes run the most pool steps, once the pool is full."""
-        if _pool_in_use(store) < POOL_SLOTS:
+        if _pool_in_use(store) < POOL_SLOTS or not log.exists():
             return None
+        if sum(line.startswith("start") and line.split()[2].startswith("p")
+               for line in log.read_text().splitlines()) < POOL_SLOTS:
+            return None  # claimed, but not all executing yet
         by_worker = Counter()
         for a in store.attempts(run_id):
             if a["state"] == "running" and a["holds"] and f"pool:{POOL}" in a["holds"]:
