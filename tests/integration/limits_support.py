@@ -228,3 +228,10 @@ def assert_ledger_empty(store: SqlStore) -> None:
     assert not unbalanced(balance), f"the ledger does not balance: {balance}"
     assert all(pair == (0, 0) for pair in balance.values()), f"slots still in use: {balance}"
     assert all(row["used"] == 0 for row in store.limits()), store.limits()
+
+
+def assert_no_errors(cluster: Cluster) -> None:
+    """No daemon logged an error or a traceback (a loop error, a deadlock, a failed step)."""
+    bad = [f"{d.name}: {line}" for d in cluster.daemons for line in d.log().splitlines()
+           if " ERROR " in line or "Traceback" in line or " CRITICAL " in line]
+    assert not bad, "daemons logged errors:\n" + "\n".join(bad[:20])

@@ -20,6 +20,7 @@ from .limits_support import (
     POOL_SLOTS,
     Span,
     assert_ledger_empty,
+    assert_no_errors,
     assert_within,
     attempt_spans,
     consistent_balance,
@@ -45,7 +46,7 @@ def _lock_weight(s: Span) -> int:
     return LOCK_CAPACITY if s.exclusive else 1
 
 
-def test_every_limit_holds_under_load_and_is_reached(make_cluster, open_store, pg_url, redis_url):
+def test_every_limit_holds_under_load_and_is_reached(pg_url, redis_url, make_cluster, open_store):
     # Given a global cap of 5, a pool of 3 slots, an exclusive lock, a flow capped at 3
     # steps at once and a flow capped at one run at once; 9 runs, 120 steps; 6 processes
     cap = 5
@@ -89,10 +90,11 @@ def test_every_limit_holds_under_load_and_is_reached(make_cluster, open_store, p
     assert not bad, f"the ledger did not balance while runs went on: {bad[:5]}"
     assert max(s.get("global", (0, 0))[0] for s in samples) <= cap
     assert_ledger_empty(store)
+    assert_no_errors(cluster)
 
 
 def test_an_exclusive_lock_excludes_everyone_and_shared_holders_overlap(
-    make_cluster, open_store, pg_url, redis_url, tmp_path
+    pg_url, redis_url, make_cluster, open_store, tmp_path
 ):
     # Given two runs of a flow with 3 exclusive and 6 shared holders of one lock, 6 processes
     cluster = make_cluster(pg_url, redis_url, dags=DAGS)
@@ -120,6 +122,7 @@ def test_an_exclusive_lock_excludes_everyone_and_shared_holders_overlap(
         most, _ = max_overlap(shared)
         assert most >= 2, "no two shared holders ever overlapped"
     assert_ledger_empty(store)
+    assert_no_errors(cluster)
 
 
 def _pool_in_use(store) -> int:  # type: ignore[no-untyped-def]
@@ -127,7 +130,7 @@ def _pool_in_use(store) -> int:  # type: ignore[no-untyped-def]
 
 
 def test_ledger_balances_after_a_worker_holding_slots_is_sigkilled(
-    make_cluster, open_store, pg_url, redis_url, tmp_path
+    pg_url, redis_url, make_cluster, open_store, tmp_path
 ):
     # Given a run whose 6 pool steps (3 slots) take 3 s each, on two workers
     cluster = make_cluster(pg_url, redis_url, dags=DAGS)
@@ -182,10 +185,11 @@ def test_ledger_balances_after_a_worker_holding_slots_is_sigkilled(
     cut_short = [s for s in logged_spans(store, log, {pid: killed_at for pid in children})
                  if s.end == killed_at]
     assert cut_short, "the victim was running nothing when killed"
+    assert_no_errors(cluster)
 
 
 def test_scheduler_restart_rebuilds_readiness_and_limits_from_sql(
-    make_cluster, open_store, pg_url, redis_url, tmp_path
+    pg_url, redis_url, make_cluster, open_store, tmp_path
 ):
     # Given 3 runs of a flow with 6 pool steps each (3 slots), a lock and a global cap of 4
     cap = 4
@@ -223,9 +227,10 @@ def test_scheduler_restart_rebuilds_readiness_and_limits_from_sql(
     attempts = [a for r in run_ids for a in store.attempts(r)]
     assert len(attempts) == 3 * 12 and all(a["number"] == 1 and a["state"] == "success" for a in attempts)
     assert_ledger_empty(store)
+    assert_no_errors(cluster)
 
 
-def test_status_json_on_a_live_cluster(make_cluster, open_store, pg_url, redis_url):
+def test_status_json_on_a_live_cluster(pg_url, redis_url, make_cluster, open_store):
     # Given a live scheduler and worker running a flow that uses the pool
     cluster = make_cluster(pg_url, redis_url, dags=DAGS)
     prepare(cluster)
@@ -254,9 +259,10 @@ def test_status_json_on_a_live_cluster(make_cluster, open_store, pg_url, redis_u
     assert report["waiting"] == 0 and not report["in_flight"].get("running")
     plain = flowkit(cluster, "status")
     assert "NO" not in plain.stdout.split(), plain.stdout
+    assert_no_errors(cluster)
 
 
-def test_ledger_balance_shows_equal_pairs_while_runs_go(make_cluster, open_store, pg_url, redis_url):
+def test_ledger_balance_shows_equal_pairs_while_runs_go(pg_url, redis_url, make_cluster, open_store):
     """``SqlStore.ledger_balance()`` is what `flowkit status` calls "balanced": read on a busy
     cluster it must not report a leak that a consistent snapshot does not show."""
     # Given a busy cluster: a global cap, the pool, the lock and 3 runs of 16 steps

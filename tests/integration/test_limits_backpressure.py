@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from .limits_support import create_runs, explain, prepare, wait_runs_ended
+from .limits_support import assert_no_errors, create_runs, explain, prepare, wait_runs_ended
 from .procs import Cluster, wait_for
 
 DAGS = "tests/dags/limits"
@@ -67,8 +67,10 @@ def broker_depth() -> Iterator[Callable[[Cluster], Callable[[], int]]]:
         close()
 
 
-def _broker_url(request: pytest.FixtureRequest, broker: str) -> str:
-    return str(request.getfixturevalue("redis_url" if broker == "redis" else "amqp_url"))
+@pytest.fixture(params=["redis", "amqp"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """Redis, then RabbitMQ (set up before the cluster, so torn down after its daemons)."""
+    return str(request.getfixturevalue("redis_url" if request.param == "redis" else "amqp_url"))
 
 
 def _states(store, run_id: str) -> Counter[str]:  # type: ignore[no-untyped-def]
@@ -127,10 +129,9 @@ def _fill(cluster: Cluster, store, depth: Callable[[], int]) -> tuple[str, list[
     return run_id, seen
 
 
-@pytest.mark.parametrize("broker", ["redis", "amqp"])
-def test_backpressure_engages_and_releases(broker, request, make_cluster, open_store, pg_url, broker_depth):
+def test_backpressure_engages_and_releases(pg_url, broker_url, broker_depth, make_cluster, open_store):
     # Given watermarks 20/10 and a scheduler but no worker
-    cluster = _backpressured_cluster(make_cluster, pg_url, _broker_url(request, broker))
+    cluster = _backpressured_cluster(make_cluster, pg_url, broker_url)
     store = open_store(pg_url)
     depth = broker_depth(cluster)
     _scheduler_up(cluster, store)
@@ -154,11 +155,12 @@ def test_backpressure_engages_and_releases(broker, request, make_cluster, open_s
     assert f"at or below the low watermark {LOW}; dispatching again" in scheduler.log()
     assert depth() == 0
     assert len(store.attempts(run_id)) == WIDTH
+    assert_no_errors(cluster)
     print(f"drained in {time.monotonic() - started:.1f} s; depths seen: {seen}")
 
 
-def test_backpressure_holds_while_queued_attempts_outlive_their_lease(make_cluster, open_store, pg_url,
-                                                                      redis_url, broker_depth):
+def test_backpressure_holds_while_queued_attempts_outlive_their_lease(pg_url, redis_url, broker_depth,
+                                                                      make_cluster, open_store):
     # Given watermarks 20/10, a queued lease of 3 s, and a fan-out of 150 steps held back
     # with no worker to take them
     cluster = _backpressured_cluster(make_cluster, pg_url, redis_url, FLOWKIT_QUEUED_LEASE_SECONDS="3")
@@ -173,8 +175,8 @@ def test_backpressure_holds_while_queued_attempts_outlive_their_lease(make_clust
     assert max(seen) <= HIGH, _over(seen, store, run_id)
 
 
-def test_backpressure_holds_when_the_scheduler_starts_with_a_run_queued(make_cluster, open_store, pg_url,
-                                                                        redis_url, broker_depth):
+def test_backpressure_holds_when_the_scheduler_starts_with_a_run_queued(pg_url, redis_url, broker_depth,
+                                                                        make_cluster, open_store):
     # Given watermarks 20/10 and a fan-out of 150 steps triggered while no scheduler runs
     cluster = _backpressured_cluster(make_cluster, pg_url, redis_url)
     store = open_store(pg_url)
@@ -188,9 +190,9 @@ def test_backpressure_holds_when_the_scheduler_starts_with_a_run_queued(make_clu
     assert max(seen) <= HIGH, _over(seen, store, run_id)
 
 
-def test_a_scheduler_starts_before_anything_declared_its_rabbitmq_events_queue(make_cluster, open_store,
-                                                                                 pg_url, amqp_url,
-                                                                                 broker_depth):
+def test_a_scheduler_starts_before_anything_declared_its_rabbitmq_events_queue(pg_url, amqp_url,
+                                                                                 broker_depth,
+                                                                                 make_cluster, open_store):
     # Given a fresh RabbitMQ events queue name that nothing has declared yet
     cluster = make_cluster(pg_url, amqp_url, dags=DAGS)
     prepare(cluster)
