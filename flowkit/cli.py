@@ -633,4 +633,8 @@ def _follow(store: Any, run_id: str, timeout: float, echo: Callable[[str], None]
 from . import cli_ops, cli_render  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Under `python -m flowkit.cli` this file runs as __main__, a second copy of the module:
+    # the commands registered by cli_ops and cli_render live on flowkit.cli's group.
+    from flowkit.cli import main as _registered_main
+
+    sys.exit(_registered_main())

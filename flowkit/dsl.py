@@ -312,7 +312,8 @@ class Flow:
     Flow-level ``retries``, ``retry_backoff``, ``retry_max_delay``, ``timeout``, ``queue``
     and ``pool`` are defaults that each step may override. ``tags`` is a list of strings
     (a single string is one tag). ``max_active_runs`` caps the flow's runs at once and
-    ``max_active_steps`` the steps of one run queued or running at once (None: no cap).
+    ``max_active_steps`` the steps of the flow queued or running at once, over all its runs
+    (None: no cap).
     """
 
     @_checks_arguments(

@@ -137,7 +137,8 @@ class FlowSpec:
     version: str | None = None  # sha256 prefix of the defining module's source
     #: At most this many runs of the flow at once (None: no limit of its own).
     max_active_runs: int | None = None
-    #: At most this many steps of one run queued or running at once (None: no limit of its own).
+    #: At most this many steps of the flow queued or running at once, over all its runs
+    #: (Airflow's max_active_tasks; None: no limit of its own).
     max_active_steps: int | None = None
 
     # -- lookups (cached: the scheduler asks for every step and upstream per evaluation) --

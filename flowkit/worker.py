@@ -173,7 +173,7 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
     """Claim and run one attempt; returns what happened (for logs and tests)."""
     rt.refresh_identity()
     s = rt.settings
-    claim = _claim_or_wait(rt, run_id, step, number)
+    claim = _claim(rt, run_id, step, number)
     if claim.outcome in ("done", "duplicate", "unknown"):
         log.info("run %s step %s: attempt %s not run here (%s: %s)", run_id, step, number,
                  claim.outcome, claim.detail)
@@ -325,31 +325,24 @@ def _until_stored(what: str, fn: Callable[[], _T], give_up_after: float | None =
             delay = min(delay * 2, 5.0)
 
 
-def _claim_or_wait(rt: WorkerRuntime, run_id: str, step: str, number: int) -> Claim:
-    """Claim the attempt; if another worker holds it, watch its heartbeat before giving up.
+def _claim(rt: WorkerRuntime, run_id: str, step: str, number: int) -> Claim:
+    """Claim the attempt (retrying while the store is away).
 
-    A redelivery can arrive while a dead worker's last heartbeat still looks fresh (Redis
-    counts the visibility timeout from delivery, not from the start of the step). Acking
-    that delivery as a duplicate would drop the only live message, so wait up to the
-    lost-after window: the attempt either finishes (ack), goes silent (take over), or is
-    held by a worker that keeps beating (a real duplicate: ack).
+    A delivery of an attempt that another worker holds with a fresh heartbeat is a
+    duplicate (a re-publish, a late redelivery) and is acknowledged at once: if that worker
+    dies, the scheduler publishes the attempt again when its heartbeat goes stale, and the
+    next delivery takes it over.
     """
     s = rt.settings
-    deadline = time.monotonic() + s.lost_after_seconds + s.heartbeat_seconds
-    while True:
-        claim = _until_stored(
-            f"run {run_id} step {step}: claiming attempt {number}",
-            lambda: rt.store.claim_attempt(run_id, step, number, worker=rt.name, specs=rt._specs,
-                                           lost_after=s.lost_after_seconds,
-                                           max_deliveries=s.max_deliveries),
-            give_up_after=s.store_retry_seconds)
-        if claim.outcome != "duplicate" or time.monotonic() >= deadline:
-            return claim
-        time.sleep(s.heartbeat_seconds)
+    return _until_stored(
+        f"run {run_id} step {step}: claiming attempt {number}",
+        lambda: rt.store.claim_attempt(run_id, step, number, worker=rt.name, specs=rt._specs,
+                                       lost_after=s.lost_after_seconds, max_deliveries=s.max_deliveries),
+        give_up_after=s.store_retry_seconds)
 
 
 def _check_branch(spec: FlowSpec, step: str, value: Any) -> list[str]:
-    options = spec.downstream()[step]
+    options = spec.downstream_of(step)
     chosen = [value] if isinstance(value, str) else list(value or [])
     wrong = [c for c in chosen if c not in options]
     if wrong or not all(isinstance(c, str) for c in chosen):

@@ -123,7 +123,10 @@ class BrokerEvents:
 
     def purge(self) -> int:
         with self.app.connection_for_write() as conn:
-            return self.queue(conn.default_channel).purge() or 0
+            bound = self.queue(conn.default_channel)
+            bound.declare()  # RabbitMQ refuses to purge a queue nobody declared yet
+            self._declared = True
+            return bound.purge() or 0
 
     def _reset(self) -> None:
         try:

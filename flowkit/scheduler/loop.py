@@ -90,13 +90,16 @@ class Scheduler:
         log.info("scheduler %s: starting; dropped %s stale events, rebuilding from SQL",
                  self.actor, dropped)
         self.store.set_global_cap(self.global_cap)
+        # First what a crashed predecessor queued but may not have published (before this
+        # scheduler queues anything itself, so nothing it publishes now goes out twice).
+        self.resend_expired(self.clock(), everything=True)
         for run_id in self.store.runs_needing_attention():
             self._apply(self.store.reconcile_run(self.actor, run_id, specs=self._specs,
                                                  global_cap=self.global_cap, gate=self._gate))
         self._apply(self.store.start_runs(self.actor, specs=self._specs, global_cap=self.global_cap,
                                           gate=self._gate))
         self._grant_due = 0.0
-        self.sweep(force_leases=True)
+        self.sweep()
         self.store.beat_scheduler(self.actor, self.status(), started=True)
 
     def run_forever(self, stop: threading.Event) -> None:
@@ -302,17 +305,21 @@ class Scheduler:
 
     def _resend(self, attempts: list[dict[str, Any]], reason: str,
                 states: tuple[str, ...] = ("queued",)) -> None:
+        """Publish these live attempts again (same task id), within backpressure: what the
+        queue cannot take now stays queued in SQL and is tried at the next sweep."""
         items = []
         for a in attempts:
             run = self.store.get_run(a["run_id"])
             if RunState(run["state"]).terminal:
+                continue
+            spec = self.spec(run["flow_name"], run["version"])
+            if not self._gate(spec.step(a["step"])):
                 continue
             with self.store.tx(self.actor, self.clock()) as tx:
                 if not tx.touch_attempt_dispatch(a["run_id"], a["step"], a["number"], states=states):
                     continue
                 tx.event("lease_expired", run_id=a["run_id"], step=a["step"], attempt=a["number"],
                          reason=reason)
-            spec = self.spec(run["flow_name"], run["version"])
             items.append(Dispatch(a["run_id"], spec.name, spec.step(a["step"]), a["number"], a["task_id"]))
         self._send(items)
 

@@ -250,6 +250,9 @@ class SchedulerOps(_Base):
         pairs mean the ledger balances; a difference would be a leaked slot."""
         held: dict[str, int] = {}
         with self._conn() as conn:
+            if conn.dialect.name == "postgresql":
+                # One snapshot for both reads: a commit between them would show a false leak.
+                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             for (text,) in conn.execute(select(t.attempts.c.holds).where(
                     t.attempts.c.state.in_([AttemptState.QUEUED.value, AttemptState.RUNNING.value]),
                     t.attempts.c.holds.is_not(None))):

@@ -11,8 +11,6 @@ import os
 import time
 from collections import Counter
 
-import pytest
-
 from flowkit.store.ledger import LOCK_CAPACITY
 from flowkit.store.sql import as_utc
 
@@ -264,10 +262,6 @@ def test_status_json_on_a_live_cluster(pg_url, redis_url, make_cluster, open_sto
     assert_no_errors(cluster)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "engine bug, seen in most runs: SqlStore.ledger_balance() (flowkit/store/scheduler_ops.py:248) reads "
-    "the attempts' holds and the limits' used in two READ COMMITTED statements; a commit between "
-    "them shows unequal pairs, and `flowkit status` then reports balanced=false and exits 1"))
 def test_ledger_balance_shows_equal_pairs_while_runs_go(pg_url, redis_url, make_cluster, open_store):
     """``SqlStore.ledger_balance()`` is what `flowkit status` calls "balanced": read on a busy
     cluster it must not report a leak that a consistent snapshot does not show."""
@@ -299,9 +293,6 @@ def test_ledger_balance_shows_equal_pairs_while_runs_go(pg_url, redis_url, make_
     assert_ledger_empty(store)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: under `python -m flowkit.cli` the module runs as __main__, while flowkit/cli_ops.py "
-    "registers pools/status on flowkit.cli.main, a second copy (flowkit/cli.py:534-537)"))
 def test_python_m_flowkit_cli_has_the_pools_and_status_commands():
     """`python -m flowkit.cli` (what tests/integration/procs.py runs) must offer the same
     commands as the installed `flowkit`."""

@@ -159,10 +159,6 @@ def test_backpressure_engages_and_releases(pg_url, broker_url, broker_depth, mak
     print(f"drained in {time.monotonic() - started:.1f} s; depths seen: {seen}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: Scheduler.resend_expired/_resend (flowkit/scheduler/loop.py:245-281) publish every "
-    "queued attempt again once its lease expires, without asking Backpressure: the queue grows by "
-    "the high watermark each lease"))
 def test_backpressure_holds_while_queued_attempts_outlive_their_lease(pg_url, redis_url, broker_depth,
                                                                       make_cluster, open_store):
     # Given watermarks 20/10, a queued lease of 3 s, and a fan-out of 150 steps held back
@@ -179,9 +175,6 @@ def test_backpressure_holds_while_queued_attempts_outlive_their_lease(pg_url, re
     assert max(seen) <= HIGH, _over(seen, store, run_id)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: Scheduler.start() queues and publishes the run's first attempts (loop.py:91), then "
-    "sweep(force_leases=True) (loop.py:94, 230, 252) publishes every queued attempt again, those too"))
 def test_backpressure_holds_when_the_scheduler_starts_with_a_run_queued(pg_url, redis_url, broker_depth,
                                                                         make_cluster, open_store):
     # Given watermarks 20/10 and a fan-out of 150 steps triggered while no scheduler runs
@@ -197,10 +190,6 @@ def test_backpressure_holds_when_the_scheduler_starts_with_a_run_queued(pg_url, 
     assert max(seen) <= HIGH, _over(seen, store, run_id)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: BrokerEvents.purge() (flowkit/dispatch/events.py:113-115) purges the events queue "
-    "without declaring it; RabbitMQ answers 404 and Scheduler.start() fails, retried with backoff "
-    "until some other process declares the queue"))
 def test_a_scheduler_starts_before_anything_declared_its_rabbitmq_events_queue(pg_url, amqp_url,
                                                                                  broker_depth,
                                                                                  make_cluster, open_store):
