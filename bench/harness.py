@@ -143,13 +143,14 @@ def group_cpu_seconds(pgids: list[int]) -> dict[int, float] | None:
     return out
 
 
-def peak_rss_mb(pid: int) -> float | None:
-    """The process's peak resident set size (VmHWM), in MB; None where /proc has no figure."""
+def rss_mb(pid: int, field: str = "VmHWM") -> float | None:
+    """A memory figure of the process from /proc/PID/status, in MB: VmHWM (the peak resident
+    set size since the process started) by default, or VmRSS (now). None where /proc has none."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
+                if line.startswith(f"{field}:"):
+                    return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         pass
     return None

@@ -102,7 +102,7 @@ def cpu_lines(results: list[dict[str, Any]]) -> list[str]:
 
 def layered_table(results: list[dict[str, Any]]) -> str:
     headers = ["shape", "steps", "edges", "wall s", "scheduler CPU s", "scheduler CPU s / 1k steps",
-               "worker CPU ms / step", "scheduler peak RSS MB", "raw group s", "status"]
+               "worker CPU ms / step", "scheduler RSS MB: before run, peak", "raw group s", "status"]
     body = []
     for r in results:
         if r["kind"] != "layered":
@@ -110,7 +110,8 @@ def layered_table(results: list[dict[str, Any]]) -> str:
         cpu = r.get("cpu_s", {})
         body.append([r["shape"], str(r["steps"]), str(r["edges"]), num(r.get("wall_s"), ".1f"),
                      num(cpu.get("flowkit-scheduler"), ".1f"), num(r.get("scheduler_cpu_s_per_1k_steps"), ".2f"),
-                     num(r.get("worker_cpu_ms_per_step"), ".1f"), num(r.get("scheduler_peak_rss_mb"), ".0f"),
+                     num(r.get("worker_cpu_ms_per_step"), ".1f"),
+                     f"{num(r.get('scheduler_rss_before_mb'), '.0f')}, {num(r.get('scheduler_peak_rss_mb'), '.0f')}",
                      num(r.get("raw_group_wall_s"), ".1f"), status_text(r)])
     return markdown(headers, body) if body else ""
 

@@ -27,7 +27,7 @@ from bench.harness import (
     RunTimedOut,
     Sample,
     ShapeEnv,
-    peak_rss_mb,
+    rss_mb,
     ts,
 )
 
@@ -264,6 +264,16 @@ def measure_layered(bench: Bench, run: ShapeRun) -> dict[str, Any]:
         result["prepare_s"] = round(time.perf_counter() - started, 2)
         env.flowkit.start_daemons()
         warm_up(env)
+        if raw_group and env.raw is not None:
+            # The same number of independent tasks through plain Celery: what the hardware and
+            # broker allow without any orchestration. Before the flowkit run, so a flowkit run
+            # that times out (and keeps its daemons busy) cannot slow it down.
+            try:
+                result["raw_group_wall_s"] = round(env.raw.run("group", steps, run.timeout).wall, 3)
+            except RunTimedOut as exc:
+                result["raw_group_wall_s"] = None
+                result["raw_group_detail"] = str(exc)
+        result["scheduler_rss_before_mb"] = rss_mb(env.flowkit.scheduler.pid, "VmRSS")
         before, t0 = env.cpu(), time.perf_counter()
         done = steps
         try:
@@ -273,23 +283,15 @@ def measure_layered(bench: Bench, run: ShapeRun) -> dict[str, Any]:
             bench.problems = True
             done = successful_steps(env, env.flowkit.last_run_id)
             result.update(status="timed out", detail=str(exc), wall_s=None,
-                          steps_done_at_timeout=done, elapsed_s=round(time.perf_counter() - t0, 1))
+                          steps_done_at_timeout=done, run_elapsed_s=round(time.perf_counter() - t0, 1))
         used = cpu_used(before, env.cpu())
         # VmHWM: the scheduler's peak since it started (this shape's stack alone).
-        result["scheduler_peak_rss_mb"] = peak_rss_mb(env.flowkit.scheduler.pid)
+        result["scheduler_peak_rss_mb"] = rss_mb(env.flowkit.scheduler.pid)
         result["cpu_s"] = used
         # Per step that finished, so a run stopped at its timeout still gives a (partial) figure.
         if done:
             result["scheduler_cpu_s_per_1k_steps"] = round(used["flowkit-scheduler"] / done * 1000, 3)
             result["worker_cpu_ms_per_step"] = round(used["flowkit-worker"] / done * 1000, 2)
-        if raw_group and env.raw is not None:
-            # The same number of independent tasks through plain Celery: what the hardware
-            # and broker allow without any orchestration.
-            try:
-                result["raw_group_wall_s"] = round(env.raw.run("group", steps, run.timeout).wall, 3)
-            except RunTimedOut as exc:
-                result["raw_group_wall_s"] = None
-                result["raw_group_detail"] = str(exc)
     finally:
         env.close()
     return result
