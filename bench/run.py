@@ -14,6 +14,7 @@ flowkit / raw Celery; absolute seconds depend on the machine. See bench/README.m
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import subprocess
@@ -162,10 +163,13 @@ def main(argv: list[str] | None = None) -> int:
                 repeats=args.repeat_big if shape.big else args.repeat, options=args)
             print(f"{shape.name}: {shape.about} (size {run.size}, timeout {run.timeout:g} s) ...",
                   file=sys.stderr, flush=True)
-            t0 = time.perf_counter()
+            t0, load_before = time.perf_counter(), os.getloadavg()[0]
             result = measure(bench, run)
             result["elapsed_s"] = round(time.perf_counter() - t0, 1)
-            print(f"{shape.name}: {report.status_text(result)} in {result['elapsed_s']:.0f} s", file=sys.stderr)
+            # The machine is shared: the 1-minute load average around a shape says how noisy it was.
+            result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+            print(f"{shape.name}: {report.status_text(result)} in {result['elapsed_s']:.0f} s "
+                  f"(load average {result['loadavg_1m'][0]:.1f} -> {result['loadavg_1m'][1]:.1f})", file=sys.stderr)
             results.append(result)
     except BaseException:
         interrupted = True

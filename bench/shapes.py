@@ -178,7 +178,7 @@ def measure_compare(bench: Bench, run: ShapeRun) -> dict[str, Any]:
         after = env.cpu()
         result["rows"] = [compare_row(shape.name if i == 0 else f"{shape.name} (raw: chord)", v, steps,
                                       samples["flowkit"], samples[v]) for i, v in enumerate(variants)]
-        if before:
+        if before and result["status"] == "ok":  # after a timeout, CPU includes the unfinished run
             result["cpu"] = cpu_per_step(cpu_used(before, after), steps, raw_size, samples, variants)
         if shape.kind == "chain" and samples["flowkit"]:
             result["flowkit_segments_ms"] = chain_segments(env, samples["flowkit"], steps)
