@@ -101,15 +101,15 @@ def cpu_lines(results: list[dict[str, Any]]) -> list[str]:
 
 
 def layered_table(results: list[dict[str, Any]]) -> str:
-    headers = ["shape", "steps", "edges", "wall s", "scheduler CPU s", "scheduler CPU s / 1k steps",
+    headers = ["shape", "runs", "steps", "edges", "wall s", "scheduler CPU s", "scheduler CPU s / 1k steps",
                "worker CPU ms / step", "scheduler RSS MB: before run, peak", "raw group s", "status"]
     body = []
     for r in results:
         if r["kind"] != "layered":
             continue
-        cpu = r.get("cpu_s", {})
-        body.append([r["shape"], str(r["steps"]), str(r["edges"]), num(r.get("wall_s"), ".1f"),
-                     num(cpu.get("flowkit-scheduler"), ".1f"), num(r.get("scheduler_cpu_s_per_1k_steps"), ".2f"),
+        runs = len(r.get("runs", []))
+        body.append([r["shape"], str(runs), str(r["steps"]), str(r["edges"]), num(r.get("wall_s"), ".1f"),
+                     num(r.get("scheduler_cpu_s"), ".1f"), num(r.get("scheduler_cpu_s_per_1k_steps"), ".2f"),
                      num(r.get("worker_cpu_ms_per_step"), ".1f"),
                      f"{num(r.get('scheduler_rss_before_mb'), '.0f')}, {num(r.get('scheduler_peak_rss_mb'), '.0f')}",
                      num(r.get("raw_group_wall_s"), ".1f"), status_text(r)])

@@ -107,11 +107,11 @@ def git_commit() -> str | None:
 
 
 def print_report(args: argparse.Namespace, results: list[dict[str, Any]], elapsed: float,
-                 headline: dict[str, Any] | None) -> None:
+                 headline: dict[str, Any] | None, commit: str | None) -> None:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"\nflowkit vs raw Celery: broker {args.broker}, store {args.store}, "
           f"{'quick, ' if args.quick else ''}repeats {args.repeat} (big shapes {args.repeat_big}), {when}, "
-          f"flowkit {git_commit()}, total {elapsed:.0f} s\n")
+          f"flowkit {commit}, total {elapsed:.0f} s\n")
     print(report.ratio_table(results))
     hops = report.hop_table(results)
     if hops:
@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     started = time.perf_counter()
     started_at = datetime.now(UTC)
+    commit = git_commit()  # at the start: the code that runs, whatever happens to the tree meanwhile
     workdir = Path(tempfile.mkdtemp(prefix="flowkit-bench-"))
     bench = Bench(args.broker, args.store, workdir)
     results: list[dict[str, Any]] = []
@@ -183,9 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
 
     headline = report.layered_headline(results)
-    print_report(args, results, elapsed, headline)
+    print_report(args, results, elapsed, headline, commit)
     payload = {
-        "date_utc": started_at.isoformat(timespec="seconds"), "flowkit_commit": git_commit(),
+        "date_utc": started_at.isoformat(timespec="seconds"), "flowkit_commit": commit,
         "machine": report.machine(), "broker": args.broker, "store": args.store, "quick": args.quick,
         "repeat": args.repeat, "repeat_big": args.repeat_big, "elapsed_s": round(elapsed, 1),
         "shapes": results, "layered_headline": headline,

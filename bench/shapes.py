@@ -46,7 +46,7 @@ class Shape:
     full: Any  # size at full scale (steps, width, (layers, width) or (flow, runs))
     quick: Any  # size with --quick
     timeout: float  # default seconds one measured run may take
-    big: bool  # one repeat by default (--repeat-big) and a small warm-up only
+    big: bool  # --repeat-big (default 1) repeats, not --repeat; chain/fan-out: no full-size warm-up
     about: str
 
 
@@ -56,7 +56,9 @@ SHAPES: dict[str, Shape] = {s.name: s for s in [
     Shape("fanout500", "fanout", 500, 20, 300, False, "root, 500 parallel steps, join"),
     Shape("fanout2000", "fanout", 2000, 50, 600, True, "root, 2,000 parallel steps, join"),
     Shape("chain200", "chain", 200, 10, 300, False, "200 sequential steps; per-hop p50/p90"),
-    Shape("layered1k", "layered", (10, 100), (3, 10), 300, True, "10 layers x 100 steps, 3 upstreams each"),
+    # layered1k repeats like the small shapes: a run takes seconds, and its scheduler CPU
+    # per step, the denominator of the layered headline, varied by a third between single runs.
+    Shape("layered1k", "layered", (10, 100), (3, 10), 300, False, "10 layers x 100 steps, 3 upstreams each"),
     Shape("layered10k", "layered", (100, 100), (10, 10), 300, True, "100 layers x 100 steps, 3 upstreams each"),
     Shape("limits", "limits", ("bench_limits", 20), ("bench_limits_quick", 3), 300, True,
           "concurrent runs under a pool, a lock, an in-flight cap and queue watermarks"),
@@ -274,27 +276,45 @@ def measure_layered(bench: Bench, run: ShapeRun) -> dict[str, Any]:
                 result["raw_group_wall_s"] = None
                 result["raw_group_detail"] = str(exc)
         result["scheduler_rss_before_mb"] = rss_mb(env.flowkit.scheduler.pid, "VmRSS")
-        before, t0 = env.cpu(), time.perf_counter()
-        done = steps
-        try:
-            sample = env.flowkit.run("bench_layered", run.timeout)
-            result["wall_s"] = round(sample.wall, 3)
-        except RunTimedOut as exc:
-            bench.problems = True
-            done = successful_steps(env, env.flowkit.last_run_id)
-            result.update(status="timed out", detail=str(exc), wall_s=None,
-                          steps_done_at_timeout=done, run_elapsed_s=round(time.perf_counter() - t0, 1))
-        used = cpu_used(before, env.cpu())
+        result["runs"] = []
+        for _ in range(run.repeats):
+            figures = layered_run(env, steps, run.timeout)
+            result["runs"].append(figures)
+            if figures["status"] != "ok":
+                bench.problems = True
+                result.update(status=figures["status"], detail=figures["detail"],
+                              steps_done_at_timeout=figures["steps_done"])
+                break
         # VmHWM: the scheduler's peak since it started (this shape's stack alone).
         result["scheduler_peak_rss_mb"] = rss_mb(env.flowkit.scheduler.pid)
-        result["cpu_s"] = used
-        # Per step that finished, so a run stopped at its timeout still gives a (partial) figure.
-        if done:
-            result["scheduler_cpu_s_per_1k_steps"] = round(used["flowkit-scheduler"] / done * 1000, 3)
-            result["worker_cpu_ms_per_step"] = round(used["flowkit-worker"] / done * 1000, 2)
+        # Medians over the repeats; a run that timed out contributes its partial figures.
+        for key in ("wall_s", "scheduler_cpu_s", "scheduler_cpu_s_per_1k_steps", "worker_cpu_ms_per_step"):
+            values = [r[key] for r in result["runs"] if r.get(key) is not None]
+            result[key] = round(median(values), 3) if values else None
     finally:
         env.close()
     return result
+
+
+def layered_run(env: ShapeEnv, steps: int, timeout: float) -> dict[str, Any]:
+    """One timed layered run: wall time and the daemons' CPU, per step that finished."""
+    before, t0 = env.cpu(), time.perf_counter()
+    figures: dict[str, Any] = {"status": "ok", "steps_done": steps}
+    try:
+        figures["wall_s"] = round(env.flowkit.run("bench_layered", timeout).wall, 3)
+    except RunTimedOut as exc:
+        figures.update(status="timed out", detail=str(exc), wall_s=None,
+                       steps_done=successful_steps(env, env.flowkit.last_run_id),
+                       run_elapsed_s=round(time.perf_counter() - t0, 1))
+    used = cpu_used(before, env.cpu())
+    done = figures["steps_done"]
+    figures["cpu_s"] = used
+    figures["scheduler_cpu_s"] = used["flowkit-scheduler"]
+    # Per step that finished, so a run stopped at its timeout still gives a (partial) figure.
+    if done:
+        figures["scheduler_cpu_s_per_1k_steps"] = round(used["flowkit-scheduler"] / done * 1000, 3)
+        figures["worker_cpu_ms_per_step"] = round(used["flowkit-worker"] / done * 1000, 2)
+    return figures
 
 
 # -- limits: pools, locks, an in-flight cap and queue watermarks under concurrent runs ------------
