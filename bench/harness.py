@@ -110,7 +110,8 @@ class Daemon:
                 self._signal_group(signal.SIGKILL)
                 self.proc.wait(timeout=10)
         self._signal_group(signal.SIGKILL)  # pool children that outlived their parent
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
 
     def tail(self, chars: int = 3000) -> str:
         try:
@@ -198,6 +199,10 @@ class Bench:
         self.raw_queue = f"bench.raw.{self.suffix}"
         self.problems = False  # a shape failed or timed out: keep the logs
         self._flowkit_app: Any = None
+        # Everything started or created, so ``cleanup`` can end it even if a shape's own
+        # cleanup was cut short (say, by a second signal).
+        self.daemons: list[Daemon] = []
+        self.databases: set[str] = set()
         # raw_celery reads these when imported; the dags loader's subprocesses need ROOT on
         # their path to import bench.flows.
         os.environ.update({
@@ -222,7 +227,43 @@ class Bench:
             self._flowkit_app = make_app(Settings(broker_url=self.flowkit_broker_url, database_url="sqlite://"))
         return self._flowkit_app
 
-    def close(self) -> None:
+    def spawn(self, name: str, argv: list[str], env: dict[str, str], logdir: Path) -> Daemon:
+        daemon = Daemon(name, argv, env, logdir)
+        self.daemons.append(daemon)
+        return daemon
+
+    def create_database(self, name: str) -> str:
+        """Create a PostgreSQL database for one shape; returns its URL."""
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        self.databases.add(name)
+        return f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
+
+    def drop_database(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.databases.discard(name)
+
+    def cleanup(self) -> None:
+        """The last line of defence, at exit: stop every daemon and drop every database left."""
+        for daemon in self.daemons:
+            if daemon.alive():
+                print(f"warning: {daemon.name} (pid {daemon.pid}) still running at exit; stopping it",
+                      file=sys.stderr)
+            daemon.stop()  # also SIGKILLs a group whose leader already exited
+        for name in sorted(self.databases):
+            try:
+                self.drop_database(name)
+            except Exception as exc:
+                print(f"warning: dropping database {name}: {exc}", file=sys.stderr)
+        try:
+            self.reset_services()
+        except Exception as exc:
+            print(f"warning: emptying the brokers: {exc}", file=sys.stderr)
         if self._flowkit_app is not None:
             self._flowkit_app.close()
             self._flowkit_app = None
@@ -275,7 +316,7 @@ class RawSide:
 
         self.bench = bench
         py = sys.executable
-        self.daemon = Daemon("raw-worker", [
+        self.daemon = bench.spawn("raw-worker", [
             py, "-m", "celery", "-A", "bench.raw_celery", "worker", "-c", "2", "--pool", "prefork",
             "-Q", bench.raw_queue, "-n", f"bench-raw-{bench.suffix}@%h", "-E", "--without-gossip",
             "--without-mingle", "--loglevel=INFO"], bench.base_env(), logdir)
@@ -367,12 +408,8 @@ class FlowkitStack:
 
     def prepare(self) -> None:
         if self.bench.store_kind == "postgres":
-            import psycopg
-
             self.pg_name = f"flowkit_bench_{self.bench.suffix}_{self.name}"
-            with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-                admin.execute(f'CREATE DATABASE "{self.pg_name}"')
-            self.database_url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{self.pg_name}"
+            self.database_url = self.bench.create_database(self.pg_name)
         else:
             self.database_url = f"sqlite:///{self.logdir / 'flowkit.db'}"
         up = self.cli(["db", "upgrade"], timeout=120)
@@ -393,10 +430,10 @@ class FlowkitStack:
 
     def start_daemons(self) -> None:
         py, env = sys.executable, self.env()
-        self.daemons.append(Daemon("flowkit-worker", [
+        self.daemons.append(self.bench.spawn("flowkit-worker", [
             py, "-m", "flowkit.cli", "worker", "-c", str(self.worker_concurrency),
             "-n", f"bench-flowkit-{self.bench.suffix}-{self.name}@%h"], env, self.logdir))
-        self.daemons.append(Daemon("flowkit-scheduler", [py, "-m", "flowkit.cli", "scheduler"], env,
+        self.daemons.append(self.bench.spawn("flowkit-scheduler", [py, "-m", "flowkit.cli", "scheduler"], env,
                                    self.logdir))
         from flowkit.dispatch.events import BrokerEvents
 
@@ -422,10 +459,7 @@ class FlowkitStack:
         if self.store is not None:
             self.store.dispose()
         if self.pg_name:
-            import psycopg
-
-            with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
+            self.bench.drop_database(self.pg_name)
         if self.bench.broker == "amqp":
             self.bench.delete_amqp_queues([self.queue, self.events_queue])
 
@@ -517,9 +551,15 @@ class ShapeEnv:
         self.logdir = bench.workdir / name
         self.logdir.mkdir(parents=True, exist_ok=True)
         bench.reset_services()
-        self.raw = RawSide(bench, self.logdir) if raw else None
+        self.raw: RawSide | None = None
         self.flowkit = FlowkitStack(bench, name, dags_folder, self.logdir, extra_env=extra_env,
                                     worker_concurrency=worker_concurrency)
+        if raw:
+            try:
+                self.raw = RawSide(bench, self.logdir)
+            except BaseException:  # its worker may have started: nobody else would stop it
+                self.close()
+                raise
 
     def cpu(self) -> dict[str, float]:
         out = dict(self.flowkit.cpu() or {})

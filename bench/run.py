@@ -35,6 +35,7 @@ from bench.limits_plan import MAX_IN_FLIGHT, QUEUE_HIGH_WATERMARK, QUEUE_LOW_WAT
 from bench.shapes import ALIASES, SHAPES, ShapeRun, measure, resolve  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def parse_timeouts(values: list[str]) -> dict[str, float]:
@@ -145,10 +146,15 @@ def print_report(args: argparse.Namespace, results: list[dict[str, Any]], elapse
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
-    def on_term(signum: int, _frame: Any) -> None:
+    def on_signal(signum: int, _frame: Any) -> None:
+        # Only the first signal interrupts: a second one must not cut the cleanup short (it is
+        # bounded, about 15 s per daemon); SIGKILL still ends the bench at once.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
         raise SystemExit(128 + signum)  # unwinds through the finally blocks: everything is stopped
 
-    signal.signal(signal.SIGTERM, on_term)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
     started = time.perf_counter()
     started_at = datetime.now(UTC)
     commit = git_commit()  # at the start: the code that runs, whatever happens to the tree meanwhile
@@ -176,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
         raise
     finally:
-        bench.close()
+        bench.cleanup()
         if interrupted or bench.problems or args.keep_logs:
             print(f"logs kept in {workdir}", file=sys.stderr)
         else:
