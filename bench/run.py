@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--shapes", default="all", help=f"comma-separated: {', '.join([*SHAPES, *ALIASES])}")
     parser.add_argument("--quick", action="store_true", help="small sizes and one repeat (for CI)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per side of the smaller shapes (median)")
-    parser.add_argument("--repeat-big", type=int, default=1, help="timed runs per side of fanout2000 and layered")
+    parser.add_argument("--repeat-big", type=int, default=1, help="timed runs per side of fanout2000 and layered10k")
     parser.add_argument("--timeout", action="append", default=[], metavar="[SHAPE=]SECONDS",
                         help="seconds one measured run may take; repeatable (defaults: see README)")
     parser.add_argument("--json", dest="json_path", help="also write the results here")
