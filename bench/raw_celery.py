@@ -18,9 +18,14 @@ backend). The ``fanout_chord`` scenario is the idiomatic Celery ``chord`` instea
 which needs a result backend (Redis, database ``BENCH_RESULT_REDIS``); it is reported
 as a second, heavier baseline.
 
+Two more variants serve the larger shapes: ``timed_chain`` is a chain whose every link
+appends its end ``time.time()`` to a Redis list (``<key>:ends``), so the bench computes
+per-hop latencies the same way it does from flowkit's ``ended_at`` timestamps; and
+``group`` is a plain group whose last member to finish writes the marker.
+
 Environment (set by run.py):
   BENCH_RAW_BROKER     broker URL (default redis://127.0.0.1:6379/13)
-  BENCH_RAW_QUEUE      queue name (default bench.raw)
+  BENCH_RAW_QUEUE      queue name (default bench.raw; run.py adds a random per-run suffix)
   BENCH_MARKER_REDIS   Redis URL for markers and counters (default redis://127.0.0.1:6379/15)
   BENCH_RESULT_REDIS   result backend URL for the chord scenario (default: BENCH_MARKER_REDIS)
 """
@@ -99,6 +104,26 @@ def _register(app: Celery) -> None:
         _mark(key)
         return {"n": 1}
 
+    @app.task(name="bench.timed_link", shared=False, acks_late=True, reject_on_worker_lost=True)
+    def timed_link(prev: dict[str, Any], key: str, last: bool = False) -> dict[str, Any]:
+        """A chain link that appends its end time to ``<key>:ends`` (the last one also marks)."""
+        out = {"n": prev.get("n", 0) + 1}
+        # The end is taken after the link's work and before Celery sends the next link,
+        # the same point as flowkit's ended_at (after the step, before the finish commit).
+        ended = time.time()
+        # One round trip (a pipeline), to add as little as possible to the raw side's hop.
+        redis_client().pipeline(transaction=False).rpush(f"{key}:ends", repr(ended)).expire(
+            f"{key}:ends", KEY_TTL).execute()
+        if last:
+            _mark(key)
+        return out
+
+    @app.task(name="bench.group_member", shared=False, acks_late=True, reject_on_worker_lost=True)
+    def group_member(key: str, width: int) -> None:
+        """A member of a plain group; the last one to finish writes the marker."""
+        if redis_client().incr(f"{key}:count") == width:
+            _mark(key)
+
     # The chord scenario: members and join keep their results in the result backend.
     @app.task(name="bench.member_r", shared=False, acks_late=True, reject_on_worker_lost=True, ignore_result=False)
     def member_r(prev: dict[str, Any]) -> dict[str, Any]:
@@ -117,6 +142,25 @@ def submit_chain(client: Celery, key: str, steps: int) -> None:
     sigs += [client.signature("bench.noop", queue=QUEUE) for _ in range(steps - 2)]
     sigs.append(client.signature("bench.chain_last", kwargs={"key": key}, queue=QUEUE))
     chain(*sigs).apply_async()
+
+
+def submit_timed_chain(client: Celery, key: str, steps: int) -> None:
+    """Like ``submit_chain``, with every link recording its end time (see ``timed_link``)."""
+    sigs = [client.signature("bench.timed_link", args=({"n": 0},), kwargs={"key": key}, queue=QUEUE)]
+    sigs += [client.signature("bench.timed_link", kwargs={"key": key}, queue=QUEUE) for _ in range(steps - 2)]
+    sigs.append(client.signature("bench.timed_link", kwargs={"key": key, "last": True}, queue=QUEUE))
+    chain(*sigs).apply_async()
+
+
+def chain_ends(marker: Any, key: str) -> list[float]:
+    """The end times ``submit_timed_chain``'s links recorded, in chain order."""
+    return [float(v) for v in marker.lrange(f"{key}:ends", 0, -1)]
+
+
+def submit_group(client: Celery, key: str, size: int) -> None:
+    """``size`` independent tasks (one group); the last to finish writes the marker."""
+    group(client.signature("bench.group_member", args=(key, size), queue=QUEUE)
+          for _ in range(size)).apply_async()
 
 
 def submit_fanout(client: Celery, key: str, width: int) -> None:
