@@ -406,7 +406,10 @@ class FlowkitStack:
         env.update(self.extra_env)
         return env
 
-    def prepare(self) -> None:
+    def prepare(self, setup: tuple[list[str], ...] | list[list[str]] = ()) -> None:
+        """Create the store, run the ``setup`` CLI commands (e.g. ``pools set``), load the dags.
+
+        Setup comes before the dags load, so a flow that names a pool finds it there."""
         if self.bench.store_kind == "postgres":
             self.pg_name = f"flowkit_bench_{self.bench.suffix}_{self.name}"
             self.database_url = self.bench.create_database(self.pg_name)
@@ -415,6 +418,11 @@ class FlowkitStack:
         up = self.cli(["db", "upgrade"], timeout=120)
         if up.returncode != 0:
             raise BenchError(f"flowkit db upgrade failed:\n{up.stdout}\n{up.stderr}")
+        for args in setup:
+            made = self.cli(args)
+            if made.returncode != 0:
+                why = (made.stderr or made.stdout).strip().splitlines()[-1:] or [f"exit {made.returncode}"]
+                raise DagsDoNotLoad(f"`flowkit {' '.join(args)}` failed: {why[0]}")
         from flowkit.store.sql import SqlStore
         from flowkit.sync import sync_dags
 

@@ -401,13 +401,9 @@ def measure_limits(bench: Bench, run: ShapeRun) -> dict[str, Any]:
     probe = None
     try:
         try:
-            env.flowkit.prepare()
+            env.flowkit.prepare(setup=[["pools", "set", POOL, str(POOL_SLOTS)]])
         except DagsDoNotLoad as exc:
             return {**result, "status": "not supported", "detail": f"bench/dags_limits does not load: {exc}"}
-        made = env.flowkit.cli(["pools", "set", POOL, str(POOL_SLOTS)])
-        if made.returncode != 0:
-            why = (made.stderr or made.stdout).strip().splitlines()[-1:] or [f"exit {made.returncode}"]
-            return {**result, "status": "not supported", "detail": f"`flowkit pools set` failed: {why[0]}"}
         env.flowkit.start_daemons()
         env.flowkit.run("bench_limits_quick", WARMUP_TIMEOUT)  # warm-up; waits for the daemons
         probe = env.flowkit.queue_depth_probe()
