@@ -59,6 +59,8 @@ from bench.faults_metrics import (  # noqa: E402
     log_highlights,
     parse_exec_log,
     pending_steps,
+    ts,
+    victim_outcome,
 )
 
 RESULTS = ROOT / "bench" / "results"
@@ -188,13 +190,30 @@ def inject(c: Cluster, plan: FaultPlan, attempts: list[dict[str, Any]]) -> Fault
         return Fault(kind, t0, now(), f"SIGTERM group of {victim.name}, running there: {held}; {how}; "
                      f"left in its group: {left}; started {repl.name}")
     if kind == "child_kill":
-        running = [r for r in _running_on_workers(c, attempts) if r[1] != r[2].pid]
-        if not running:
-            raise InfraError("no pool child is running a step")
-        a, pid, w = running[0]
+        # Steps last 20-100 ms, so a row read a moment ago may be stale: poll the attempts until
+        # one has just started on a pool child (its body is then almost surely still running)
+        # and kill that child at once. Whether the body was still running is checked after
+        # the run from the execution log (``victim_*`` below, see bench/FAULTS.md).
+        choice, fresh_before = None, time.monotonic() + 10.0
+        while choice is None:
+            read_at = now()
+            rows = c.attempts(c.run_id) or []
+            running = [r for r in _running_on_workers(c, rows) if r[1] != r[2].pid]
+            young = [r for r in running if read_at - (ts(r[0]["started_at"]) or 0.0) < 0.05]
+            if young or (running and time.monotonic() > fresh_before):
+                choice = max(young or running, key=lambda r: ts(r[0]["started_at"]) or 0.0)
+            elif time.monotonic() > fresh_before + 20.0:
+                raise InfraError("no pool child is running a step")
+            else:
+                time.sleep(0.01)
+        a, pid, w = choice
         t0 = now()
         os.kill(pid, signal.SIGKILL)
-        return Fault(kind, t0, t0, f"SIGKILL pool child {pid} of {w.name} running {a['step']}#{a['number']}")
+        f = Fault(kind, t0, t0, f"SIGKILL pool child {pid} of {w.name}, which ran {a['step']}#{a['number']} "
+                  f"(started {t0 - (ts(a['started_at']) or t0):.3f} s before the kill, rows read "
+                  f"{t0 - read_at:.3f} s before it)")
+        f.victim_pid, f.victim_step = pid, a["step"]
+        return f
     if kind == "scheduler_kill":
         victim = next(s for s in reversed(c.schedulers) if s.alive())
         t0 = now()
@@ -256,7 +275,7 @@ def run_scenario(sc: ScenarioDef, pg: PgCluster, workdir: Path, deadline: float,
         if sc.standby:
             c.wait_ready([c.start_scheduler()])
         t_trigger = time.time()
-        run_id = c.trigger(seed=seed)
+        run_id = c.run_id = c.trigger(seed=seed)
         say(f"  run {run_id} triggered; deadline {deadline:g} s")
         end_at = t_trigger + deadline
         last_fault = t_trigger
@@ -285,9 +304,10 @@ def run_scenario(sc: ScenarioDef, pg: PgCluster, workdir: Path, deadline: float,
                     why = f"timer: {FAULT_FALLBACK_SECONDS:g} s since the last fault, {frac:.0%} of steps ended"
                 if why:
                     before = c.steps(run_id) or steps
+                    read_at = time.time()
                     attempts = c.attempts(run_id) or attempts
                     fault = inject(c, plan, attempts)
-                    fault.trigger = why
+                    fault.trigger = f"{why}; store read {fault.start - read_at:.2f} s before the fault"
                     after = c.read_until(lambda: c.steps(run_id)) or []
                     fault.in_flight = sorted(set(in_flight_steps(before)) | set(in_flight_steps(after)))
                     fault.pending_after = pending_steps(after)
@@ -308,6 +328,9 @@ def run_scenario(sc: ScenarioDef, pg: PgCluster, workdir: Path, deadline: float,
         executions, bad = parse_exec_log(text)
         if bad:
             note = (note + "; " if note else "") + f"{bad} malformed execution-log line(s)"
+        for f in faults:
+            if f.victim_pid:
+                f.detail += "; " + victim_outcome(f, executions, attempts)
         row = compute_row(sc.name, sc.broker, run, steps, attempts, executions, faults,
                           faults_planned=len(sc.plan), run_id=run_id, wall_seconds=0.0, note=note)
     finally:

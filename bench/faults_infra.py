@@ -311,6 +311,7 @@ class Cluster:
         self.workers: list[Daemon] = []
         self._n = 0
         self.store: Any = None
+        self.run_id = ""
         self.database_url = ""
 
     @property

@@ -84,6 +84,20 @@ class Fault:
     pending_after: list[str] = field(default_factory=list)
     recovery_seconds: float | None = None
     recovery_note: str = ""
+    victim_pid: int = 0  # a process killed while it ran ``victim_step`` (pool-child kill)
+    victim_step: str = ""
+
+
+def victim_outcome(fault: Fault, executions: list[Execution], attempts: list[dict[str, Any]]) -> str:
+    """Was the killed process still inside ``victim_step``'s body at the kill? The execution log
+    has a line (written when the body returns) from that pid for that step only if it returned."""
+    lines = [e for e in executions if e.pid == fault.victim_pid and e.step == fault.victim_step]
+    if not lines:
+        return f"body of {fault.victim_step} was running at the kill (no execution line from pid {fault.victim_pid})"
+    last = max(lines, key=lambda e: e.end)
+    gap = fault.start - last.end
+    return (f"body of {fault.victim_step} had returned {gap:.3f} s before the kill "
+            f"(the kill hit its bookkeeping or an idle child)")
 
 
 def in_flight_steps(steps: Iterable[dict[str, Any]]) -> list[str]:

@@ -267,3 +267,12 @@ def test_log_highlights_groups_repeats_and_keeps_the_first_line():
     assert [h["count"] for h in top] == [2, 1]
     assert top[0]["line"].endswith("000000000001 step a: lost")
     assert "boom 42" in top[1]["line"]
+
+
+def test_victim_outcome_tells_whether_the_killed_child_was_inside_the_body():
+    from bench.faults_metrics import victim_outcome
+
+    fault = Fault("child_kill", T0 + 10.0, T0 + 10.0, victim_pid=4242, victim_step="b")
+    assert "was running at the kill" in victim_outcome(fault, [execution("a", 1.0, 2.0)], [])
+    late = victim_outcome(fault, [execution("b", 9.0, 9.5)], [])
+    assert "had returned 0.500 s before the kill" in late
