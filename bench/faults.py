@@ -161,21 +161,61 @@ def _pick_worker(c: Cluster, attempts: list[dict[str, Any]]) -> Daemon:
     return max(live, key=lambda w: (counts.get(w.pid, 0), -w.started_at))
 
 
-def inject(c: Cluster, plan: FaultPlan, attempts: list[dict[str, Any]]) -> Fault:
+def _fresh_target(c: Cluster, fresh_for: float = 5.0, give_up: float = 10.0
+                  ) -> tuple[tuple[dict[str, Any], int, Daemon] | None, list[dict[str, Any]], float]:
+    """A running attempt on a pool child, read fresh: steps last 20-100 ms, so a row read a
+    moment ago may be stale. Polls the attempts every 10 ms for one that started less than
+    50 ms ago (its body is then almost surely still running); after ``fresh_for`` s any
+    running one does; after ``give_up`` s, None (nothing runs: a stalled run). Returns it,
+    the rows it was chosen from and when they were read. Whether the body really was still
+    running at the fault is checked after the run (``victim_outcome``, bench/FAULTS.md)."""
+    started = time.monotonic()
+    while True:
+        read_at = time.time()
+        rows = c.attempts(c.run_id) or []
+        running = [r for r in _running_on_workers(c, rows) if r[1] != r[2].pid]
+        young = [r for r in running if read_at - (ts(r[0]["started_at"]) or 0.0) < 0.05]
+        waited = time.monotonic() - started
+        if young or (running and waited > fresh_for):
+            return max(young or running, key=lambda r: ts(r[0]["started_at"]) or 0.0), rows, read_at
+        if waited > give_up:
+            return None, rows, read_at
+        time.sleep(0.01)
+
+
+def _target_worker(c: Cluster) -> tuple[Daemon, str, Any]:
+    """The worker to hit (the one running the freshest step), a description, the target."""
+    target, rows, read_at = _fresh_target(c)
+    if target is None:
+        victim = _pick_worker(c, rows)
+        return victim, "no step was running on any worker", None
+    a, pid, victim = target
+    held = [f"{r['step']}#{r['number']}" for r, _, w in _running_on_workers(c, rows) if w is victim]
+    t = time.time()
+    desc = (f"running there: {held}; target {a['step']}#{a['number']} on pid {pid}, started "
+            f"{t - (ts(a['started_at']) or 0.0):.3f} s before, rows read {t - read_at:.3f} s before")
+    return victim, desc, target
+
+
+def _mark_victim(f: Fault, target: Any) -> Fault:
+    if target is not None:
+        f.victim_pid, f.victim_step = target[1], target[0]["step"]
+    return f
+
+
+def inject(c: Cluster, plan: FaultPlan) -> Fault:
     kind = plan.kind
     now = time.time
     if kind == "worker_kill":
-        victim = _pick_worker(c, attempts)
-        pids, running = victim.group_pids(), _running_on_workers(c, attempts)
-        held = [f"{a['step']}#{a['number']}" for a, _, w in running if w is victim]
+        victim, desc, target = _target_worker(c)
+        pids = victim.group_pids()
         t0 = now()
         victim.kill()
         repl = c.start_worker()
-        return Fault(kind, t0, now(), f"SIGKILL group of {victim.name} (pids {pids}), running there: "
-                     f"{held}; started {repl.name}")
+        return _mark_victim(Fault(kind, t0, now(), f"SIGKILL group of {victim.name} (pids {pids}), {desc}; "
+                                  f"started {repl.name}"), target)
     if kind == "worker_term":
-        victim = _pick_worker(c, attempts)
-        held = [f"{a['step']}#{a['number']}" for a, _, w in _running_on_workers(c, attempts) if w is victim]
+        victim, desc, target = _target_worker(c)
         t0 = now()
         victim.signal_group(signal.SIGTERM)
         try:
@@ -187,33 +227,18 @@ def inject(c: Cluster, plan: FaultPlan, attempts: list[dict[str, Any]]) -> Fault
             how = f"still running after {TERM_GRACE_SECONDS:g} s: group SIGKILLed"
         left = victim.group_pids()
         repl = c.start_worker()
-        return Fault(kind, t0, now(), f"SIGTERM group of {victim.name}, running there: {held}; {how}; "
-                     f"left in its group: {left}; started {repl.name}")
+        return _mark_victim(Fault(kind, t0, now(), f"SIGTERM group of {victim.name}, {desc}; {how}; "
+                                  f"left in its group: {left}; started {repl.name}"), target)
     if kind == "child_kill":
-        # Steps last 20-100 ms, so a row read a moment ago may be stale: poll the attempts until
-        # one has just started on a pool child (its body is then almost surely still running)
-        # and kill that child at once. Whether the body was still running is checked after
-        # the run from the execution log (``victim_*`` below, see bench/FAULTS.md).
-        choice, fresh_before = None, time.monotonic() + 10.0
-        while choice is None:
-            read_at = now()
-            rows = c.attempts(c.run_id) or []
-            running = [r for r in _running_on_workers(c, rows) if r[1] != r[2].pid]
-            young = [r for r in running if read_at - (ts(r[0]["started_at"]) or 0.0) < 0.05]
-            if young or (running and time.monotonic() > fresh_before):
-                choice = max(young or running, key=lambda r: ts(r[0]["started_at"]) or 0.0)
-            elif time.monotonic() > fresh_before + 20.0:
-                raise InfraError("no pool child is running a step")
-            else:
-                time.sleep(0.01)
-        a, pid, w = choice
+        target, _, read_at = _fresh_target(c, fresh_for=10.0, give_up=30.0)
+        if target is None:
+            raise InfraError("no pool child is running a step")
+        a, pid, w = target
         t0 = now()
         os.kill(pid, signal.SIGKILL)
-        f = Fault(kind, t0, t0, f"SIGKILL pool child {pid} of {w.name}, which ran {a['step']}#{a['number']} "
-                  f"(started {t0 - (ts(a['started_at']) or t0):.3f} s before the kill, rows read "
-                  f"{t0 - read_at:.3f} s before it)")
-        f.victim_pid, f.victim_step = pid, a["step"]
-        return f
+        return _mark_victim(Fault(kind, t0, t0, f"SIGKILL pool child {pid} of {w.name}, which ran "
+                                  f"{a['step']}#{a['number']} (started {t0 - (ts(a['started_at']) or t0):.3f} s "
+                                  f"before the kill, rows read {t0 - read_at:.3f} s before it)"), target)
     if kind == "scheduler_kill":
         victim = next(s for s in reversed(c.schedulers) if s.alive())
         t0 = now()
@@ -241,13 +266,12 @@ def inject(c: Cluster, plan: FaultPlan, attempts: list[dict[str, Any]]) -> Fault
         c.pg.start()
         return Fault(kind, t0, now(), f"pg_ctl stop -m fast, down {OUTAGE_SECONDS:g} s, pg_ctl start")
     if kind == "worker_stop":
-        victim = _pick_worker(c, attempts)
-        held = [f"{a['step']}#{a['number']}" for a, _, w in _running_on_workers(c, attempts) if w is victim]
+        victim, desc, target = _target_worker(c)
         t0 = now()
         victim.signal_group(signal.SIGSTOP)
         victim.stopped_by_signal = True
-        return Fault(kind, t0, t0, f"SIGSTOP group of {victim.name} (pids {victim.group_pids()}), running "
-                     f"there: {held}; never continued")
+        return _mark_victim(Fault(kind, t0, t0, f"SIGSTOP group of {victim.name} (pids {victim.group_pids()}), "
+                                  f"{desc}; never continued"), target)
     raise ValueError(f"unknown fault {kind}")
 
 
@@ -305,9 +329,8 @@ def run_scenario(sc: ScenarioDef, pg: PgCluster, workdir: Path, deadline: float,
                 if why:
                     before = c.steps(run_id) or steps
                     read_at = time.time()
-                    attempts = c.attempts(run_id) or attempts
-                    fault = inject(c, plan, attempts)
-                    fault.trigger = f"{why}; store read {fault.start - read_at:.2f} s before the fault"
+                    fault = inject(c, plan)
+                    fault.trigger = f"{why}; steps read {fault.start - read_at:.2f} s before the fault"
                     after = c.read_until(lambda: c.steps(run_id)) or []
                     fault.in_flight = sorted(set(in_flight_steps(before)) | set(in_flight_steps(after)))
                     fault.pending_after = pending_steps(after)

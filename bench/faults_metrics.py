@@ -89,15 +89,19 @@ class Fault:
 
 
 def victim_outcome(fault: Fault, executions: list[Execution], attempts: list[dict[str, Any]]) -> str:
-    """Was the killed process still inside ``victim_step``'s body at the kill? The execution log
-    has a line (written when the body returns) from that pid for that step only if it returned."""
+    """Was the target process still inside ``victim_step``'s body when the fault hit? The
+    execution log has a line (written when the body returns) from that pid for that step only
+    if the body returned; its end time says whether that was before the fault."""
     lines = [e for e in executions if e.pid == fault.victim_pid and e.step == fault.victim_step]
     if not lines:
-        return f"body of {fault.victim_step} was running at the kill (no execution line from pid {fault.victim_pid})"
+        return f"body of {fault.victim_step} was running at the fault (no execution line from pid {fault.victim_pid})"
     last = max(lines, key=lambda e: e.end)
     gap = fault.start - last.end
-    return (f"body of {fault.victim_step} had returned {gap:.3f} s before the kill "
-            f"(the kill hit its bookkeeping or an idle child)")
+    if gap < 0:
+        return (f"body of {fault.victim_step} was running at the fault and returned {-gap:.3f} s after it "
+                f"(pid {fault.victim_pid})")
+    return (f"body of {fault.victim_step} had returned {gap:.3f} s before the fault "
+            f"(it hit the step's bookkeeping or an idle child)")
 
 
 def in_flight_steps(steps: Iterable[dict[str, Any]]) -> list[str]:

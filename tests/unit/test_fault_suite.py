@@ -273,6 +273,7 @@ def test_victim_outcome_tells_whether_the_killed_child_was_inside_the_body():
     from bench.faults_metrics import victim_outcome
 
     fault = Fault("child_kill", T0 + 10.0, T0 + 10.0, victim_pid=4242, victim_step="b")
-    assert "was running at the kill" in victim_outcome(fault, [execution("a", 1.0, 2.0)], [])
+    assert "was running at the fault" in victim_outcome(fault, [execution("a", 1.0, 2.0)], [])
     late = victim_outcome(fault, [execution("b", 9.0, 9.5)], [])
-    assert "had returned 0.500 s before the kill" in late
+    assert "had returned 0.500 s before the fault" in late
+    assert "returned 0.500 s after it" in victim_outcome(fault, [execution("b", 9.0, 10.5)], [])
