@@ -52,6 +52,7 @@ from bench.faults_metrics import (  # noqa: E402
     TERMINAL,
     Fault,
     Row,
+    body_seconds,
     compute_row,
     fmt_recovery,
     format_table,
@@ -163,21 +164,25 @@ def _pick_worker(c: Cluster, attempts: list[dict[str, Any]]) -> Daemon:
 
 def _fresh_target(c: Cluster, fresh_for: float = 5.0, give_up: float = 10.0
                   ) -> tuple[tuple[dict[str, Any], int, Daemon] | None, list[dict[str, Any]], float]:
-    """A running attempt on a pool child, read fresh: steps last 20-100 ms, so a row read a
-    moment ago may be stale. Polls the attempts every 10 ms for one that started less than
-    50 ms ago (its body is then almost surely still running); after ``fresh_for`` s any
-    running one does; after ``give_up`` s, None (nothing runs: a stalled run). Returns it,
-    the rows it was chosen from and when they were read. Whether the body really was still
-    running at the fault is checked after the run (``victim_outcome``, bench/FAULTS.md)."""
+    """A running attempt on a pool child whose body has time left: steps last 20-100 ms, so a
+    row read a moment ago may be stale. Polls the attempts every 10 ms for one whose body (its
+    seeded sleep, known from the flow) has at least 30 ms left, and returns the one with the
+    most; after ``fresh_for`` s any running one does; after ``give_up`` s, None (nothing runs:
+    a stalled run). Also returns the rows and when they were read. Whether the body really was
+    still running when the fault hit is checked after the run (``victim_outcome``)."""
     started = time.monotonic()
     while True:
         read_at = time.time()
         rows = c.attempts(c.run_id) or []
         running = [r for r in _running_on_workers(c, rows) if r[1] != r[2].pid]
-        young = [r for r in running if read_at - (ts(r[0]["started_at"]) or 0.0) < 0.05]
+
+        def left(r: tuple[dict[str, Any], int, Daemon]) -> float:
+            return (ts(r[0]["started_at"]) or 0.0) + body_seconds(c.seed, r[0]["step"]) - time.time()
+
+        roomy = [r for r in running if left(r) >= 0.03]
         waited = time.monotonic() - started
-        if young or (running and waited > fresh_for):
-            return max(young or running, key=lambda r: ts(r[0]["started_at"]) or 0.0), rows, read_at
+        if roomy or (running and waited > fresh_for):
+            return max(roomy or running, key=left), rows, read_at
         if waited > give_up:
             return None, rows, read_at
         time.sleep(0.01)
@@ -195,6 +200,17 @@ def _target_worker(c: Cluster) -> tuple[Daemon, str, Any]:
     desc = (f"running there: {held}; target {a['step']}#{a['number']} on pid {pid}, started "
             f"{t - (ts(a['started_at']) or 0.0):.3f} s before, rows read {t - read_at:.3f} s before")
     return victim, desc, target
+
+
+def _aim_note(c: Cluster) -> str:
+    """Wait (as for a worker fault) until a step body is running, so an outage hits work in
+    progress too; say which."""
+    target, rows, _ = _fresh_target(c)
+    running = [f"{r['step']}#{r['number']}" for r, _, _ in _running_on_workers(c, rows)]
+    if target is None:
+        return "no step was running"
+    left = (ts(target[0]["started_at"]) or 0.0) + body_seconds(c.seed, target[0]["step"]) - time.time()
+    return f"running at the fault: {running} ({target[0]['step']} had about {left * 1000:.0f} ms of body left)"
 
 
 def _mark_victim(f: Fault, target: Any) -> Fault:
@@ -253,18 +269,20 @@ def inject(c: Cluster, plan: FaultPlan) -> Fault:
         return Fault(kind, t0, t0, f"SIGKILL {victim.name} (started first); still running: {others}")
     if kind == "redis_restart":
         assert c.redis is not None
+        aim = _aim_note(c)
         t0 = now()
         c.redis.stop()
         time.sleep(OUTAGE_SECONDS)
         c.redis.start()
         return Fault(kind, t0, now(), f"redis-server SIGTERM (persistence: "
-                     f"{'AOF' if c.redis.persistent else 'none'}), down {OUTAGE_SECONDS:g} s, started again")
+                     f"{'AOF' if c.redis.persistent else 'none'}), down {OUTAGE_SECONDS:g} s, started again; {aim}")
     if kind == "pg_restart":
+        aim = _aim_note(c)
         t0 = now()
         c.pg.stop("fast")
         time.sleep(OUTAGE_SECONDS)
         c.pg.start()
-        return Fault(kind, t0, now(), f"pg_ctl stop -m fast, down {OUTAGE_SECONDS:g} s, pg_ctl start")
+        return Fault(kind, t0, now(), f"pg_ctl stop -m fast, down {OUTAGE_SECONDS:g} s, pg_ctl start; {aim}")
     if kind == "worker_stop":
         victim, desc, target = _target_worker(c)
         t0 = now()
@@ -299,6 +317,7 @@ def run_scenario(sc: ScenarioDef, pg: PgCluster, workdir: Path, deadline: float,
         if sc.standby:
             c.wait_ready([c.start_scheduler()])
         t_trigger = time.time()
+        c.seed = seed
         run_id = c.run_id = c.trigger(seed=seed)
         say(f"  run {run_id} triggered; deadline {deadline:g} s")
         end_at = t_trigger + deadline
@@ -353,7 +372,8 @@ def run_scenario(sc: ScenarioDef, pg: PgCluster, workdir: Path, deadline: float,
             note = (note + "; " if note else "") + f"{bad} malformed execution-log line(s)"
         for f in faults:
             if f.victim_pid:
-                f.detail += "; " + victim_outcome(f, executions, attempts)
+                f.victim_hit, verdict = victim_outcome(f, executions)
+                f.detail += "; " + verdict
         row = compute_row(sc.name, sc.broker, run, steps, attempts, executions, faults,
                           faults_planned=len(sc.plan), run_id=run_id, wall_seconds=0.0, note=note)
     finally:

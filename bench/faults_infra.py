@@ -312,6 +312,7 @@ class Cluster:
         self._n = 0
         self.store: Any = None
         self.run_id = ""
+        self.seed = 7
         self.database_url = ""
 
     @property

@@ -9,6 +9,7 @@ Inputs are plain dicts shaped like the store's rows (``SqlStore.step_runs`` /
 from __future__ import annotations
 
 import math
+import random
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -36,6 +37,11 @@ def ts(value: Any) -> float | None:
         return float(value)
     parsed = datetime.fromisoformat(str(value))
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def body_seconds(seed: int, step: str) -> float:
+    """How long ``step``'s body sleeps in bench/fault_dags/faultflow.py (same formula)."""
+    return random.Random(f"{seed}:{step}").uniform(0.02, 0.10)
 
 
 # -- execution log ----------------------------------------------------------------------------
@@ -84,24 +90,26 @@ class Fault:
     pending_after: list[str] = field(default_factory=list)
     recovery_seconds: float | None = None
     recovery_note: str = ""
-    victim_pid: int = 0  # a process killed while it ran ``victim_step`` (pool-child kill)
+    victim_pid: int = 0  # the process the fault was aimed at, while it ran ``victim_step``
     victim_step: str = ""
+    victim_hit: bool | None = None  # was that body still running when the fault hit?
 
 
-def victim_outcome(fault: Fault, executions: list[Execution], attempts: list[dict[str, Any]]) -> str:
+def victim_outcome(fault: Fault, executions: list[Execution]) -> tuple[bool, str]:
     """Was the target process still inside ``victim_step``'s body when the fault hit? The
     execution log has a line (written when the body returns) from that pid for that step only
     if the body returned; its end time says whether that was before the fault."""
     lines = [e for e in executions if e.pid == fault.victim_pid and e.step == fault.victim_step]
     if not lines:
-        return f"body of {fault.victim_step} was running at the fault (no execution line from pid {fault.victim_pid})"
+        return True, (f"body of {fault.victim_step} was running at the fault "
+                      f"(no execution line from pid {fault.victim_pid})")
     last = max(lines, key=lambda e: e.end)
     gap = fault.start - last.end
     if gap < 0:
-        return (f"body of {fault.victim_step} was running at the fault and returned {-gap:.3f} s after it "
-                f"(pid {fault.victim_pid})")
-    return (f"body of {fault.victim_step} had returned {gap:.3f} s before the fault "
-            f"(it hit the step's bookkeeping or an idle child)")
+        return True, (f"body of {fault.victim_step} was running at the fault and returned {-gap:.3f} s "
+                      f"after it (pid {fault.victim_pid})")
+    return False, (f"body of {fault.victim_step} had returned {gap:.3f} s before the fault "
+                   f"(it hit the step's bookkeeping or an idle child)")
 
 
 def in_flight_steps(steps: Iterable[dict[str, Any]]) -> list[str]:
@@ -234,6 +242,8 @@ def compute_row(
         misses.append("recovery")
     if len(faults) < faults_planned:
         misses.append("faults")
+    if any(f.victim_hit is False for f in faults):
+        misses.append("aim")
 
     run_seconds = None
     if run is not None and run.get("ended_at") is not None and run.get("created_at") is not None:

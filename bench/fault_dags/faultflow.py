@@ -29,6 +29,8 @@ WIDTH = 60
 
 def body(ctx):
     start = time.time()
+    # bench/faults_metrics.body_seconds has the same formula: the harness aims faults at
+    # bodies with time left
     seconds = random.Random(f"{ctx.params['seed']}:{ctx.step}").uniform(0.02, 0.10)
     time.sleep(seconds)
     end = time.time()

@@ -97,6 +97,9 @@ def test_the_flow_body_writes_one_parseable_line_per_execution(tmp_path, monkeyp
     assert bad == 0 and [(e.step, e.attempt) for e in execs] == [("a_01", 2), ("a_01", 2)]
     assert 20 <= first["slept_ms"] <= 100  # seeded: the same for every execution of a step
     assert module.body(Ctx())["slept_ms"] == first["slept_ms"]
+    from bench.faults_metrics import body_seconds
+
+    assert round(body_seconds(7, "a_01") * 1000, 1) == first["slept_ms"]  # the harness's copy
 
 
 # -- the row ---------------------------------------------------------------------------------------
@@ -273,7 +276,16 @@ def test_victim_outcome_tells_whether_the_killed_child_was_inside_the_body():
     from bench.faults_metrics import victim_outcome
 
     fault = Fault("child_kill", T0 + 10.0, T0 + 10.0, victim_pid=4242, victim_step="b")
-    assert "was running at the fault" in victim_outcome(fault, [execution("a", 1.0, 2.0)], [])
-    late = victim_outcome(fault, [execution("b", 9.0, 9.5)], [])
-    assert "had returned 0.500 s before the fault" in late
-    assert "returned 0.500 s after it" in victim_outcome(fault, [execution("b", 9.0, 10.5)], [])
+    hit, text = victim_outcome(fault, [execution("a", 1.0, 2.0)])
+    assert hit and "was running at the fault" in text
+    hit, text = victim_outcome(fault, [execution("b", 9.0, 9.5)])
+    assert not hit and "had returned 0.500 s before the fault" in text
+    hit, text = victim_outcome(fault, [execution("b", 9.0, 10.5)])
+    assert hit and "returned 0.500 s after it" in text
+
+
+def test_a_fault_that_missed_its_step_body_marks_the_row():
+    steps, attempts, execs = clean_run()
+    fault = Fault("child_kill", T0 + 0.5, T0 + 0.5, in_flight=["a"], pending_after=["b", "c"],
+                  victim_hit=False)
+    assert row_of(steps, attempts, execs, [fault]).misses == ["aim"]
