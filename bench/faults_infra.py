@@ -372,12 +372,13 @@ class Cluster:
         return d
 
     def wait_ready(self, daemons: list[Daemon], timeout: float = 120.0) -> None:
-        marks = {"scheduler": "starting; dropped", "worker": " ready."}
+        # A standby scheduler (PostgreSQL, another one active) is ready once it stands by.
+        marks = {"scheduler": ("starting; dropped", "standing by"), "worker": (" ready.",)}
         deadline = time.monotonic() + timeout
         pending = list(daemons)
         while pending and time.monotonic() < deadline:
             for d in list(pending):
-                if marks[d.name.split("-")[0]] in d.log_text():
+                if any(m in d.log_text() for m in marks[d.name.split("-")[0]]):
                     pending.remove(d)
                 elif not d.alive():
                     raise InfraError(f"{d.name} exited while starting:\n{d.log_text()[-3000:]}")
