@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..config import Settings, redact
-from ..errors import DispatchError
 from .base import Dispatch
 
 log = logging.getLogger(__name__)
@@ -66,13 +65,6 @@ class CeleryDispatcher:
             # flowkit: 9 runs first. Redis (kombu): 0 is served first; AMQP: higher first.
             options["priority"] = 9 - step.priority if self._redis else step.priority
         return options
-
-    def dispatch(self, item: Dispatch) -> None:
-        failed = self.dispatch_many([item])
-        if failed:
-            raise DispatchError(
-                f"run {item.run_id} step {item.step.name}: could not publish attempt {item.attempt} "
-                f"to {redact(self.settings.broker_url)}; it stays queued and is published again")
 
     def dispatch_many(self, items: Iterable[Dispatch]) -> list[Dispatch]:
         from ..celery_app import EXECUTE_TASK
