@@ -71,18 +71,9 @@ class Daemon:
 
     def group_pids(self) -> list[int]:
         """Live processes of this daemon's process group (the worker and its pool children)."""
-        out = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == self.pid and fields[0] != "Z":
-                out.append(int(entry))
-        return sorted(out)
+        from bench.harness import proc_stats
+
+        return sorted(pid for pid, fields in proc_stats() if int(fields[2]) == self.pid and fields[0] != "Z")
 
     def signal_group(self, sig: int) -> None:
         _signal_group(self.pid, sig)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,6 +120,18 @@ class Daemon:
             return ""
 
 
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the command name) of every live process."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                yield int(entry), f.read().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+
+
 def group_cpu_seconds(pgids: list[int]) -> dict[int, float] | None:
     """user + system CPU seconds of each process group (Linux /proc).
 
@@ -130,14 +142,7 @@ def group_cpu_seconds(pgids: list[int]) -> dict[int, float] | None:
         return None
     ticks = os.sysconf("SC_CLK_TCK")
     out = dict.fromkeys(pgids, 0.0)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:  # exited meanwhile
-            continue
+    for _pid, fields in proc_stats():
         pgrp = int(fields[2])
         if pgrp in out:
             out[pgrp] += sum(int(x) for x in fields[11:15]) / ticks  # utime stime cutime cstime

@@ -198,23 +198,9 @@ def assert_within(spans: list[Span], limit: int, what: str,
 
 # -- the ledger --------------------------------------------------------------------------------
 def consistent_balance(store: SqlStore) -> dict[str, tuple[int, int]]:
-    """Like ``SqlStore.ledger_balance()`` but read from one snapshot (REPEATABLE READ), so a
-    transaction committing between the two reads cannot make it look unbalanced."""
-    from sqlalchemy import select
-
-    from flowkit.states import AttemptState
-    from flowkit.store import tables as t
-    from flowkit.store.ledger import decode_holds
-
-    held: dict[str, int] = {}
-    with store.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
-        for (text,) in conn.execute(select(t.attempts.c.holds).where(
-                t.attempts.c.state.in_([AttemptState.QUEUED.value, AttemptState.RUNNING.value]),
-                t.attempts.c.holds.is_not(None))):
-            for key, amount in decode_holds(text):
-                held[key] = held.get(key, 0) + amount
-        used = {row.key: row.used for row in conn.execute(select(t.limits.c.key, t.limits.c.used))}
-    return {k: (used.get(k, 0), held.get(k, 0)) for k in sorted(set(used) | set(held))}
+    """The ledger against the holds of live attempts, from one snapshot (the store reads both
+    in one REPEATABLE READ transaction, so a commit in between cannot fake a leak)."""
+    return store.ledger_balance()
 
 
 def unbalanced(balance: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
