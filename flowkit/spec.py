@@ -161,6 +161,11 @@ class FlowSpec:
         return tuple(topo_order({s.name: s.upstream for s in self.steps}))
 
     @cached_property
+    def position(self) -> dict[str, int]:
+        """Each step's index in :attr:`order` (ready steps are started in that order)."""
+        return {name: i for i, name in enumerate(self.order)}
+
+    @cached_property
     def _downstream(self) -> dict[str, tuple[str, ...]]:
         out: dict[str, list[str]] = {s.name: [] for s in self.steps}
         for s in self.steps:

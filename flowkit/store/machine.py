@@ -158,7 +158,7 @@ class Machine:
                                         ended_at=self.tx.now):
                         work.append((row.step, SKIP if new == StepState.SKIPPED else BAD, None))
         if to_start:
-            self.start(sorted(to_start, key=self.spec.order.index) if len(to_start) < 64 else to_start,
+            self.start(sorted(to_start, key=self.spec.position.__getitem__),
                        StepState.PENDING)
         if count:
             self._steps_ended(count)
