@@ -1,0 +1,210 @@
+"""Shared by the renderers: style tables, escaping and formatting, and the run data a
+picture needs (:class:`RunView`)."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..errors import FlowkitError
+from ..secrets import mask_data, mask_params, mask_text, secret_values
+from ..spec import FlowSpec
+
+
+class RenderError(FlowkitError):
+    """Graphviz is missing or failed, or there is nothing to draw."""
+
+
+# -- style tables -----------------------------------------------------------------------------
+#: Node style per step kind. "map", "approval" and "sensor" are ready for when the DSL has them.
+KIND_STYLES: dict[str, dict[str, str]] = {
+    "task": {"shape": "box", "style": "rounded,filled", "fillcolor": "#ffffff", "color": "#34495e"},
+    "branch": {"shape": "diamond", "style": "filled", "fillcolor": "#f5eef8", "color": "#8e44ad"},
+    "map": {"shape": "box3d", "style": "filled", "fillcolor": "#eaf2f8", "color": "#1f618d"},
+    "approval": {"shape": "octagon", "style": "filled", "fillcolor": "#fef5e7", "color": "#b9770e"},
+    "sensor": {"shape": "ellipse", "style": "filled,dashed", "fillcolor": "#e8f8f5",
+               "color": "#117a65"},
+}
+_UNKNOWN_KIND = {"shape": "box", "style": "filled,dotted", "fillcolor": "#fdfefe", "color": "#7f8c8d"}
+_KIND_HINT = {"task": "box", "branch": "diamond", "map": "stacked box", "approval": "octagon",
+              "sensor": "dashed oval"}
+
+#: Fill colour per step state (run view).
+STEP_STATE_COLORS: dict[str, str] = {
+    "pending": "#ffffff",
+    "scheduled": "#e8eaf6",
+    "awaiting_approval": "#fad7a0",
+    "queued": "#d6eaf8",
+    "running": "#85c1e9",
+    "up_for_retry": "#f9e79f",
+    "success": "#a9dfbf",
+    "skipped": "#e5e7e9",
+    "failed": "#f1948a",
+    "upstream_failed": "#f5cba7",
+    "cancelled": "#bfc9ca",
+}
+#: Fill colour per attempt state (timeline bars).
+ATTEMPT_STATE_COLORS: dict[str, str] = {
+    "queued": "#d6eaf8",
+    "running": "#5dade2",
+    "success": "#52be80",
+    "failed": "#e74c3c",
+    "skipped": "#bdc3c7",
+}
+RUN_STATE_COLORS: dict[str, str] = {
+    "queued": "#d6eaf8", "running": "#85c1e9", "paused": "#f9e79f", "success": "#a9dfbf",
+    "failed": "#f1948a", "cancelled": "#bfc9ca",
+}
+#: Edge style by the downstream step's trigger rule.
+TRIGGER_EDGE_STYLES: dict[str, str] = {"all_success": "solid", "none_failed": "dashed",
+                                       "all_done": "dotted"}
+#: Which state an aggregate node (map step, collapsed group) is coloured by: the first present.
+_STATE_PRIORITY = ("failed", "upstream_failed", "cancelled", "up_for_retry", "running", "queued",
+                   "awaiting_approval", "scheduled", "pending", "skipped", "success")
+_STATE_ORDER = tuple(STEP_STATE_COLORS)
+_BRANCH_COLOR = "#8e44ad"
+_DIM = "#b3b6b7"
+_POOL_BADGE = "#2c3e50"
+_FONT = "Helvetica"
+DEFAULT_CLUSTER_THRESHOLD = 150
+DEFAULT_MAX_GROUP = 60
+
+
+# -- escaping and formatting ---------------------------------------------------------------
+_CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _q(text: str) -> str:
+    """A DOT double-quoted string (ids, plain labels)."""
+    text = _CTRL.sub("", str(text))
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _h(text: Any) -> str:
+    """Text for a Graphviz HTML-like label or for HTML/SVG: escaped, control characters dropped."""
+    return html.escape(_CTRL.sub("", str(text)), quote=True)
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        m, s = divmod(int(round(seconds)), 60)
+        return f"{m}m{s:02d}s"
+    h, rest = divmod(int(round(seconds)), 3600)
+    return f"{h}h{rest // 60:02d}m"
+
+
+def _fmt_limit(seconds: float) -> str:
+    """A configured duration as the user would write it: 30s, 5m, 1.5h."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and (seconds / size) * 10 % 1 == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _secs(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return max((end - start).total_seconds(), 0.0)
+
+
+def _fmt_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
+
+
+def _fmt_time_ms(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if value else "-"
+
+
+def _attrs(attrs: Mapping[str, str]) -> str:
+    """``[k=v, ...]`` with keys sorted; values quoted unless they are HTML labels ``<...>``."""
+    parts = []
+    for key in sorted(attrs):
+        value = attrs[key]
+        parts.append(f"{key}={value}" if value.startswith("<") and value.endswith(">") else
+                     f"{key}={_q(value)}")
+    return "[" + ", ".join(parts) + "]"
+
+
+def _node(node_id: str, indent: str = "  ", **attrs: str) -> str:
+    return f"{indent}{_q(node_id)} {_attrs(attrs)};"
+
+
+def _edge(a: str, b: str, indent: str = "  ", **attrs: str) -> str:
+    tail = f" {_attrs(attrs)}" if attrs else ""
+    return f"{indent}{_q(a)} -> {_q(b)}{tail};"
+
+
+def _defaults(kind: str, indent: str = "  ", **attrs: str) -> str:
+    return f"{indent}{kind} {_attrs(attrs)};"
+
+
+def _html_label(rows: Sequence[str]) -> str:
+    body = "".join(f"<TR><TD>{r}</TD></TR>" for r in rows)
+    return f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">{body}</TABLE>>'
+
+
+def _small(text: str, color: str = "#4d5656") -> str:
+    return f'<FONT POINT-SIZE="9" COLOR="{color}">{_h(text)}</FONT>'
+
+
+# -- the data a run picture needs ----------------------------------------------------------
+@dataclass
+class RunView:
+    """One run as the renderers see it; build with :func:`load_run_view` or by hand in tests."""
+
+    run: dict[str, Any]
+    spec: FlowSpec
+    steps: dict[str, dict[str, Any]]
+    attempts: dict[str, list[dict[str, Any]]]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.run["id"])
+
+    def step_attempts(self, name: str) -> list[dict[str, Any]]:
+        return self.attempts.get(name, [])
+
+    def state(self, name: str) -> str:
+        row = self.steps.get(name)
+        return str(row["state"]) if row else "pending"
+
+
+def load_run_view(store: Any, run_id: str) -> RunView:
+    """Read everything a run picture shows from the store (one run, pinned flow version).
+
+    Secret params show as ``***``, and their values are masked in errors, results and the
+    audit trail.
+    """
+    run = store.get_run(run_id)
+    spec = store.flow_spec(run["flow_name"], run["version"])
+    hidden = secret_values(spec, run["params"])
+    run = {**run, "params": mask_params(spec, run["params"])}
+    attempts: dict[str, list[dict[str, Any]]] = {}
+    for a in store.attempts(run_id):
+        attempts.setdefault(a["step"], []).append(
+            {**a, "error": mask_text(a.get("error"), hidden), "traceback": mask_text(a.get("traceback"), hidden)})
+    for rows in attempts.values():
+        rows.sort(key=lambda a: a["number"])
+    return RunView(
+        run=run, spec=spec, steps={s["step"]: s for s in store.step_runs(run_id)},
+        attempts=attempts, events=[{**e, "reason": mask_text(e["reason"], hidden)} for e in store.events(run_id)],
+        results=mask_data(store.results(run_id), hidden), datasets=store.dataset_events(run_id=run_id),
+    )

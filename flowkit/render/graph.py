@@ -1,0 +1,427 @@
+"""Graphviz DOT of flows and runs (grouping large flows), and the one call that runs ``dot``."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from ..spec import FlowSpec, StepSpec
+from .common import (
+    _BRANCH_COLOR,
+    _DIM,
+    _FONT,
+    _KIND_HINT,
+    _POOL_BADGE,
+    _STATE_ORDER,
+    _STATE_PRIORITY,
+    _UNKNOWN_KIND,
+    DEFAULT_CLUSTER_THRESHOLD,
+    DEFAULT_MAX_GROUP,
+    KIND_STYLES,
+    STEP_STATE_COLORS,
+    TRIGGER_EDGE_STYLES,
+    RenderError,
+    RunView,
+    _clip,
+    _defaults,
+    _edge,
+    _fmt_limit,
+    _h,
+    _html_label,
+    _node,
+    _q,
+    _secs,
+    _small,
+    fmt_duration,
+)
+from .lineage import _dataset_node
+
+
+# -- grouping for large flows --------------------------------------------------------------
+def _layers(spec: FlowSpec) -> dict[str, int]:
+    layer: dict[str, int] = {}
+    known = set(spec.step_names)
+    pending = list(spec.steps)
+    while pending:  # specs are acyclic; repeat until every step's upstreams have a layer
+        rest = []
+        for s in pending:
+            ups = [u for u in s.upstream if u in known]
+            if all(u in layer for u in ups):
+                layer[s.name] = 1 + max((layer[u] for u in ups), default=-1)
+            else:
+                rest.append(s)
+        if len(rest) == len(pending):  # a cycle: put the rest on one more layer
+            top = max(layer.values(), default=-1) + 1
+            layer.update({s.name: top for s in rest})
+            break
+        pending = rest
+    return layer
+
+
+def _prefix(name: str) -> str | None:
+    parts = re.split(r"[._]", name, maxsplit=1)
+    return parts[0] if len(parts) == 2 and parts[0] else None
+
+
+def group_steps(spec: FlowSpec, *, threshold: int = DEFAULT_CLUSTER_THRESHOLD,
+                max_group: int = DEFAULT_MAX_GROUP) -> dict[str, list[str]] | None:
+    """Groups of step names for a flow with more than ``threshold`` steps, else None.
+
+    Steps are grouped by the name prefix before the first ``_`` or ``.`` when that splits
+    the flow into several groups none of which holds most of it; otherwise by topological
+    layers, consecutive layers packed into chunks of at most ``max_group`` steps. Keys are
+    the group labels, in flow order; a step in no group is drawn on its own.
+    """
+    names = spec.step_names
+    n = len(names)
+    if n <= threshold:
+        return None
+    by_prefix: dict[str, list[str]] = {}
+    for name in names:
+        p = _prefix(name)
+        if p is not None:
+            by_prefix.setdefault(p, []).append(name)
+    real = {k: v for k, v in by_prefix.items() if len(v) >= 2}
+    grouped = sum(len(v) for v in real.values())
+    if (len(real) >= 2 and grouped >= 0.8 * n and max(len(v) for v in real.values()) <= 0.6 * n):
+        return real
+    layer = _layers(spec)
+    by_layer: dict[int, list[str]] = {}
+    for name in names:
+        by_layer.setdefault(layer[name], []).append(name)
+    groups: dict[str, list[str]] = {}
+    chunk: list[str] = []
+    first = last = 0
+
+    def close() -> None:
+        if chunk:
+            label = f"layer {first}" if first == last else f"layers {first}-{last}"
+            groups[label] = list(chunk)
+            chunk.clear()
+
+    for lv in sorted(by_layer):
+        members = by_layer[lv]
+        if len(members) > max_group:  # one wide layer: split it into parts
+            close()
+            parts = [members[i:i + max_group] for i in range(0, len(members), max_group)]
+            for i, part in enumerate(parts, 1):
+                groups[f"layer {lv} part {i}/{len(parts)}"] = part
+            continue
+        if chunk and len(chunk) + len(members) > max_group:
+            close()
+        if not chunk:
+            first = lv
+        chunk.extend(members)
+        last = lv
+    close()
+    return groups
+
+
+# -- flow and run graphs -------------------------------------------------------------------
+def _kind_style(kind: str) -> dict[str, str]:
+    return dict(KIND_STYLES.get(kind, _UNKNOWN_KIND))
+
+
+def _structure_notes(step: StepSpec) -> list[str]:
+    notes = []
+    if step.kind not in KIND_STYLES:  # known kinds say it with their shape
+        notes.append(f"kind {step.kind}")
+    if step.retry.retries:
+        notes.append(f"retries {step.retry.retries}")
+    if step.timeout_seconds:
+        notes.append(f"timeout {_fmt_limit(step.timeout_seconds)}")
+    if step.queue:
+        notes.append(f"queue {step.queue}")
+    if step.priority is not None:
+        notes.append(f"priority {step.priority}")
+    if step.trigger != "all_success":
+        notes.append(step.trigger)
+    return notes
+
+
+def _map_counts(view: RunView, name: str) -> Counter[str] | None:
+    """States of a map step's instances, from step rows named ``name[i]`` or carrying
+    ``map_parent``/``map_index`` (the store has no map instances yet: None until it does)."""
+    counts: Counter[str] = Counter()
+    for key, row in view.steps.items():
+        if key.startswith(f"{name}[") or row.get("map_parent") == name or (
+                key == name and row.get("map_index") is not None):
+            counts[str(row["state"])] += 1
+    return counts or None
+
+
+def _aggregate_state(counts: Mapping[str, int]) -> str:
+    for state in _STATE_PRIORITY:
+        if counts.get(state):
+            return state
+    return "pending"
+
+
+def _counts_text(counts: Mapping[str, int]) -> str:
+    order = {s: i for i, s in enumerate(_STATE_ORDER)}
+    return ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: (order.get(s, 99), s))
+                     if counts[s])
+
+
+def _step_run_lines(view: RunView, step: StepSpec) -> tuple[str, list[str]]:
+    """The state the node is filled with, and the text lines about the run."""
+    if step.kind == "map":
+        counts = _map_counts(view, step.name)
+        if counts:
+            return _aggregate_state(counts), [f"{sum(counts.values())} items", _counts_text(counts)]
+    state = view.state(step.name)
+    atts = view.step_attempts(step.name)
+    line = [state]
+    if atts:
+        line.append(f"{len(atts)} attempt{'s' if len(atts) != 1 else ''}")
+        first = atts[0].get("started_at") or atts[0].get("dispatched_at")
+        last_end = atts[-1].get("ended_at")
+        span = _secs(first, last_end)
+        if span is not None:
+            line.append(fmt_duration(span))
+    lines = [" \u00b7 ".join(line)]
+    if len(atts) > 1:
+        parts = [f"#{a['number']} {a['state']} {fmt_duration(_secs(a.get('started_at'), a.get('ended_at')))}"
+                 for a in atts[-4:]]
+        more = "\u2026, " if len(atts) > 4 else ""
+        lines.append(f"retried {len(atts) - 1}x: {more}{', '.join(parts)}")
+    return state, lines
+
+
+def _step_node(step: StepSpec, view: RunView | None, *, compact: bool) -> tuple[str, dict[str, str]]:
+    attrs = _kind_style(step.kind)
+    rows = [f"<B>{_h(step.name)}</B>"]
+    notes = _structure_notes(step)
+    if notes and not compact:
+        rows.append(_small(" \u00b7 ".join(notes)))
+    if view is not None:
+        state, lines = _step_run_lines(view, step)
+        attrs["fillcolor"] = STEP_STATE_COLORS.get(state, "#ffffff")
+        if "filled" not in attrs["style"]:
+            attrs["style"] += ",filled"
+        for line in lines if not compact else lines[:1]:
+            rows.append(_small(line, "#1b2631"))
+        if state == "running":
+            attrs["penwidth"] = "2.5"
+    pool = getattr(step, "pool", None)
+    if pool:  # a dark badge row under the name
+        badge = f'<FONT POINT-SIZE="9" COLOR="#ffffff"> pool {_h(pool)} </FONT>'
+        rows.append(f'<TABLE BORDER="0" CELLPADDING="1" BGCOLOR="{_POOL_BADGE}">'
+                    f"<TR><TD>{badge}</TD></TR></TABLE>")
+    attrs["label"] = _html_label(rows)
+    attrs["tooltip"] = _clip(f"{step.name}: {step.fn}" + (f" - {step.doc}" if step.doc else ""), 300)
+    return step.name, attrs
+
+
+def _branch_choice(view: RunView, name: str) -> set[str] | None:
+    if view.state(name) != "success" or name not in view.results:
+        return None
+    value = view.results[name]
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, list | tuple):
+        return {str(v) for v in value}
+    return set()
+
+
+def _edge_attrs(up: StepSpec, down: StepSpec, view: RunView | None) -> dict[str, str]:
+    attrs = {"style": TRIGGER_EDGE_STYLES.get(down.trigger, "solid")}
+    if up.kind == "branch":
+        attrs.update(color=_BRANCH_COLOR, dir="both", arrowtail="odiamond")
+    if view is not None:
+        taken = view.state(up.name) == "success"
+        if up.kind == "branch":
+            chosen = _branch_choice(view, up.name)
+            taken = taken and (chosen is None or down.name in chosen)
+        if up.kind == "branch" and view.state(up.name) == "success" and not taken:
+            attrs["label"] = "not taken"
+            attrs["fontcolor"] = _DIM
+        if not taken:
+            attrs["color"] = _DIM
+        elif view.state(down.name) in ("running", "success", "failed", "up_for_retry", "queued"):
+            attrs["penwidth"] = "1.6"
+    return attrs
+
+
+def _legend(spec: FlowSpec, view: RunView | None, title: str, note: str = "") -> str:
+    cells = []
+    if view is None:
+        present = {s.kind for s in spec.steps}
+        for kind in [k for k in KIND_STYLES if k in present] + sorted(present - set(KIND_STYLES)):
+            st = _kind_style(kind)
+            cells.append(f'<TD BGCOLOR="{st["fillcolor"]}" BORDER="1" COLOR="{st["color"]}">'
+                         f'{_small(f"{kind} ({_KIND_HINT.get(kind, kind)})", "#1b2631")}</TD>')
+        if any(getattr(s, "pool", None) for s in spec.steps):
+            cells.append(f'<TD BGCOLOR="{_POOL_BADGE}">{_small("pool badge", "#ffffff")}</TD>')
+    else:
+        counts: Counter[str] = Counter()
+        for s in spec.steps:
+            counts[_step_run_lines(view, s)[0] if s.kind == "map" else view.state(s.name)] += 1
+        for state in _STATE_ORDER:
+            if counts.get(state):
+                cells.append(f'<TD BGCOLOR="{STEP_STATE_COLORS[state]}" BORDER="1" COLOR="#7f8c8d">'
+                             f'{_small(f"{state} {counts[state]}", "#1b2631")}</TD>')
+    triggers = sorted({s.trigger for s in spec.steps if s.upstream},
+                      key=lambda t: (list(TRIGGER_EDGE_STYLES).index(t) if t in TRIGGER_EDGE_STYLES
+                                     else 99, t))
+    marks = {"solid": "\u2014\u2014", "dashed": "- - -", "dotted": "\u00b7\u00b7\u00b7\u00b7"}
+    for t in triggers:
+        mark = marks.get(TRIGGER_EDGE_STYLES.get(t, "solid"), "")
+        cells.append(f"<TD>{_small(f'{mark} {t}')}</TD>")
+    rows = [f'<TR><TD COLSPAN="{max(len(cells), 1)}" ALIGN="LEFT"><B>{_h(title)}</B></TD></TR>']
+    if note:
+        rows.append(f'<TR><TD COLSPAN="{max(len(cells), 1)}" ALIGN="LEFT">{_small(note)}</TD></TR>')
+    if cells:
+        rows.append("<TR>" + "".join(cells) + "</TR>")
+    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="3" CELLPADDING="2">'
+            + "".join(rows) + "</TABLE>>")
+
+
+def flow_dot(spec: FlowSpec, *, view: RunView | None = None, collapse: bool = False,
+             cluster_threshold: int = DEFAULT_CLUSTER_THRESHOLD, max_group: int = DEFAULT_MAX_GROUP,
+             datasets: bool = True) -> str:
+    """DOT source of a flow's structure, or of one run of it when ``view`` is given."""
+    groups = group_steps(spec, threshold=cluster_threshold, max_group=max_group)
+    big = groups is not None
+    steps = {s.name: s for s in spec.steps}
+    index = {s.name: i for i, s in enumerate(spec.steps)}
+    if view is None:
+        title = f"flow {spec.name} \u00b7 {len(spec.steps)} steps"
+    else:
+        run = view.run
+        title = (f"{spec.name} run {view.run_id[:8]} \u00b7 {run['state']} \u00b7 "
+                 f"{fmt_duration(_secs(run.get('started_at'), run.get('ended_at')))}")
+    note = ""
+    if groups:
+        note = (f"{len(groups)} groups of steps, drawn as "
+                + ("one node each" if collapse else "clusters"))
+    lines = [
+        f"digraph {_q(spec.name)} {{",
+        _defaults("graph", rankdir="LR", fontname=_FONT, fontsize="11", nodesep="0.25",
+                  ranksep="0.45", labelloc="t", labeljust="l", tooltip=title,
+                  label=_legend(spec, view, title, note)),
+        _defaults("node", fontname=_FONT, fontsize="11", margin="0.08,0.04"),
+        _defaults("edge", fontname=_FONT, fontsize="9", arrowsize="0.7", color="#566573"),
+    ]
+    member: dict[str, str] = {}
+    if groups:
+        for label, names in groups.items():
+            for n in names:
+                member[n] = label
+    group_ids = {label: f"group:{i}" for i, label in enumerate(groups or {})}
+
+    if groups and collapse:
+        for label, names in groups.items():
+            rows = [f"<B>{_h(label)}</B>", _small(f"{len(names)} steps")]
+            attrs = {"shape": "box3d", "style": "filled", "fillcolor": "#f4f6f7", "color": "#34495e",
+                     "margin": "0.14,0.08"}
+            if view is not None:
+                counts: Counter[str] = Counter(view.state(n) for n in names)
+                attrs["fillcolor"] = STEP_STATE_COLORS.get(_aggregate_state(counts), "#ffffff")
+                rows.append(_small(_counts_text(counts), "#1b2631"))
+            kinds = Counter(steps[n].kind for n in names if steps[n].kind != "task")
+            if kinds:
+                rows.append(_small(", ".join(f"{kinds[k]} {k}" for k in sorted(kinds))))
+            attrs["label"] = _html_label(rows)
+            lines.append(_node(group_ids[label], **attrs))
+        for s in spec.steps:
+            if s.name not in member:
+                sid, attrs = _step_node(s, view, compact=False)
+                lines.append(_node(sid, **attrs))
+        agg: Counter[tuple[str, str]] = Counter()
+        for s in spec.steps:
+            for u in s.upstream:
+                a = group_ids[member[u]] if u in member else u
+                b = group_ids[member[s.name]] if s.name in member else s.name
+                if a != b:
+                    agg[(a, b)] += 1
+        order = {**{g: i for i, g in enumerate(group_ids.values())},
+                 **{n: len(group_ids) + index[n] for n in steps if n not in member}}
+        for (a, b), k in sorted(agg.items(), key=lambda kv: (order[kv[0][1]], order[kv[0][0]])):
+            attrs = {"label": f"\u00d7{k}", "penwidth": f"{min(1 + k / 10, 4):.1f}"} if k > 1 else {}
+            lines.append(_edge(a, b, **attrs))
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    if groups:
+        for i, (label, names) in enumerate(groups.items()):
+            glabel = f"{label} ({len(names)} steps)"
+            if view is not None:
+                glabel += ": " + _counts_text(Counter(view.state(n) for n in names))
+            lines.append(f"  subgraph {_q(f'cluster_{i}')} {{")
+            lines.append(_defaults("graph", "    ", label=glabel, style="rounded,filled",
+                                   fillcolor="#fbfcfc", color="#aab7b8", fontsize="10"))
+            for n in names:
+                sid, attrs = _step_node(steps[n], view, compact=True)
+                lines.append(_node(sid, "    ", **attrs))
+            lines.append("  }")
+    for s in spec.steps:
+        if s.name in member:
+            continue
+        sid, attrs = _step_node(s, view, compact=big)
+        lines.append(_node(sid, **attrs))
+    for s in spec.steps:  # edges in flow order of the downstream step, then of the upstream
+        for u in sorted((u for u in s.upstream if u in steps), key=lambda u: index[u]):
+            lines.append(_edge(u, s.name, **_edge_attrs(steps[u], s, view)))
+    if datasets and not big:
+        lines.extend(_dataset_lines(spec, view))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _dataset_lines(spec: FlowSpec, view: RunView | None) -> list[str]:
+    """Cylinders for the datasets steps declare; recorded reads/writes drawn solid in a run."""
+    uris = sorted({u for s in spec.steps for u in (*s.reads, *s.writes)})
+    if not uris:
+        return []
+    recorded = {(d["uri"], d["step"], d["direction"]) for d in (view.datasets if view else [])}
+    out = []
+    for uri in uris:
+        out.append(_dataset_node(uri))
+    for s in spec.steps:
+        for uri in sorted(set(s.reads)):
+            attrs = {"style": "dashed", "color": "#9a7d0a", "arrowhead": "empty"}
+            if view is not None and (uri, s.name, "read") not in recorded:
+                attrs["color"] = _DIM
+            out.append(_edge("ds:" + uri, s.name, **attrs))
+        for uri in sorted(set(s.writes)):
+            attrs = {"color": "#9a7d0a", "arrowhead": "normal"}
+            if view is not None and (uri, s.name, "write") not in recorded:
+                attrs["color"] = _DIM
+                attrs["style"] = "dashed"
+            out.append(_edge(s.name, "ds:" + uri, **attrs))
+    return out
+
+
+def run_dot(view: RunView, **kwargs: Any) -> str:
+    """DOT source of a run: the flow graph coloured by step state, with attempts and durations."""
+    return flow_dot(view.spec, view=view, **kwargs)
+
+
+# -- graphviz --------------------------------------------------------------------------------
+def dot_to(source: str, fmt: str) -> bytes:
+    """Lay out DOT source with the real ``dot`` binary: ``svg``, ``png`` (or ``dot``: the source)."""
+    if fmt == "dot":
+        return source.encode()
+    import graphviz  # only here: the module must import fast
+
+    try:
+        return bytes(graphviz.pipe("dot", fmt, source.encode(), quiet=True))
+    except graphviz.ExecutableNotFound as exc:
+        raise RenderError("the Graphviz `dot` program is not installed; install graphviz "
+                          "(e.g. apt-get install graphviz) or write .dot output") from exc
+    except graphviz.CalledProcessError as exc:
+        err = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise RenderError(f"dot failed: {err[-1] if err else exc}") from exc
+
+
+def svg_for_html(svg: bytes | str) -> str:
+    """Graphviz SVG made fit to inline in HTML: no XML prolog, doctype, comments or namespaces."""
+    text = svg.decode() if isinstance(svg, bytes) else svg
+    text = re.sub(r"<\?xml[^>]*\?>", "", text)
+    text = re.sub(r"<!DOCTYPE[^>]*>", "", text, flags=re.S)
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    text = re.sub(r'\s+xmlns(:xlink)?="[^"]*"', "", text)
+    return text.strip()

@@ -1,0 +1,154 @@
+"""The timeline SVG of a run: one lane per step, a bar per attempt, waits drawn dashed."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from .common import ATTEMPT_STATE_COLORS, RunView, _clip, _fmt_time, _h, _secs, fmt_duration
+
+
+# -- timeline --------------------------------------------------------------------------------
+def _nice_step(span: float, target: int = 8) -> float:
+    raw = max(span / target, 1e-3)
+    mag = 10.0 ** math.floor(math.log10(raw))
+    for m in (1, 2, 5):
+        if raw <= m * mag:
+            return m * mag
+    return 10 * mag
+
+
+def _tick_label(seconds: float, step: float) -> str:
+    if step < 1:
+        return f"+{round(seconds * 1000, 3):g}ms"
+    if step < 60:
+        return f"+{seconds:.0f}s"
+    if step < 3600:
+        return f"+{seconds / 60:g}m"
+    return f"+{seconds / 3600:g}h"
+
+
+_WAIT_STYLE = 'stroke="#d68910" stroke-width="1.5" stroke-dasharray="3,2"'
+
+
+def _svg_rect(cls: str, x: float, y: float, w: float, h: float, fill: str, tip: str,
+              extra: str = "") -> str:
+    return (f'<rect class="{_h(cls)}" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" '
+            f'fill="{fill}"{extra}><title>{_h(tip)}</title></rect>')
+
+
+def _svg_wait(x1: float, x2: float, y: float, tip: str) -> str:
+    return (f'<line class="retry-wait" x1="{x1:.1f}" y1="{y:.1f}" x2="{x2:.1f}" y2="{y:.1f}" {_WAIT_STYLE}>'
+            f"<title>{_h(tip)}</title></line>")
+
+
+def timeline_svg(view: RunView, *, width: int = 1100, now: datetime | None = None) -> str:
+    """A Gantt chart of a run: one row per step, one bar per attempt (queued part pale, run
+    part coloured by outcome), failed attempts hatched, waits before retries dashed.
+
+    ``now`` closes the bars of attempts still queued or running (default: the run's end, or
+    the latest time known), so the same data always gives the same picture.
+    """
+    spec, run = view.spec, view.run
+    times: list[datetime] = []
+    for atts in view.attempts.values():
+        for a in atts:
+            times.extend(t for t in (a.get("dispatched_at"), a.get("started_at"), a.get("ended_at")) if t)
+    times.extend(run[k] for k in ("started_at", "ended_at") if run.get(k))
+    end_default = now or run.get("ended_at") or (max(times) if times else None)
+    times.extend(row["next_attempt_at"] for row in view.steps.values()
+                 if row.get("state") == "up_for_retry" and row.get("next_attempt_at"))
+    if end_default:
+        times.append(end_default)
+    t0 = min(times) if times else None
+    t1 = max(times) if times else None
+    span = max(_secs(t0, t1) or 0.0, 0.001)
+    label_w, right_pad, row_h, top = 210, 40, 22, 62
+    chart_w = max(width - label_w - right_pad, 100)
+    names = spec.step_names + sorted(set(view.attempts) - set(spec.step_names))
+    rows_bottom = top + row_h * len(names)
+    height = rows_bottom + 44
+
+    def x(t: datetime | None) -> float:
+        return label_w + chart_w * ((_secs(t0, t) or 0.0) / span)
+
+    subtitle = (f"{run['state']} \u00b7 first dispatch {_fmt_time(t0)} \u00b7 "
+                f"span {fmt_duration(_secs(t0, t1)) if t0 else '-'}")
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="flowkit-timeline" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" '
+        'font-family="Helvetica, Arial, sans-serif" font-size="11">',
+        '<defs><pattern id="fk-hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
+        'patternTransform="rotate(45)"><rect width="6" height="6" fill="#e74c3c"/>'
+        '<line x1="0" y1="0" x2="0" y2="6" stroke="#922b21" stroke-width="2"/></pattern></defs>',
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+        f'<text x="10" y="18" font-size="13" font-weight="bold">{_h(spec.name)} run {_h(view.run_id)}</text>',
+        f'<text x="10" y="34" fill="#4d5656">{_h(subtitle)}</text>',
+    ]
+    # time axis with a light grid
+    tick = _nice_step(span)
+    axis_y = top - 6
+    out.append(f'<line class="axis" x1="{label_w}" y1="{axis_y}" x2="{label_w + chart_w}" y2="{axis_y}" '
+               'stroke="#7f8c8d"/>')
+    k = 0
+    while k * tick <= span * 1.0001 and k <= 100:
+        tx = label_w + chart_w * (k * tick / span)
+        out.append(f'<line x1="{tx:.1f}" y1="{axis_y - 4}" x2="{tx:.1f}" y2="{rows_bottom}" '
+                   'stroke="#eaeded"/>')
+        out.append(f'<text class="tick" x="{tx:.1f}" y="{axis_y - 7}" text-anchor="middle" font-size="9" '
+                   f'fill="#566573">{_h(_tick_label(k * tick, tick))}</text>')
+        k += 1
+    for i, name in enumerate(names):
+        y = top + i * row_h
+        if i % 2:
+            out.append(f'<rect x="0" y="{y}" width="{width}" height="{row_h}" fill="#f8f9f9" '
+                       'fill-opacity="0.7"/>')
+        state = view.state(name)
+        out.append(f'<text x="10" y="{y + 15}">{_h(_clip(name, 28))}</text>')
+        out.append(f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end" font-size="9" '
+                   f'fill="#566573">{_h(state)}</text>')
+        atts = view.step_attempts(name)
+        prev_end: datetime | None = None
+        for a in atts:
+            number, state_a = a["number"], str(a["state"])
+            disp, start, end = a.get("dispatched_at"), a.get("started_at"), a.get("ended_at")
+            if prev_end is not None and disp is not None and disp >= prev_end:
+                out.append(_svg_wait(x(prev_end), x(disp), y + 11,
+                                     f"{name}: waited {fmt_duration(_secs(prev_end, disp))} "
+                                     f"before attempt {number}"))
+            queued_until = start or end or end_default
+            if disp is not None and queued_until is not None and queued_until > disp:
+                out.append(_svg_rect("queued", x(disp), y + 6, max(x(queued_until) - x(disp), 1.0), 10,
+                                     "#d6eaf8", f"{name} #{number} queued "
+                                     f"{fmt_duration(_secs(disp, queued_until))}", ' stroke="#aed6f1"'))
+            if start is not None:
+                stop = end or end_default or start
+                fill = ("url(#fk-hatch)" if state_a == "failed"
+                        else ATTEMPT_STATE_COLORS.get(state_a, "#95a5a6"))
+                tip = f"{name} attempt {number}: {state_a}, {fmt_duration(_secs(start, stop))}"
+                tip += " so far" if end is None else ""
+                tip += f" on {a['worker']}" if a.get("worker") else ""
+                tip += f" - {_clip(a['error'], 200)}" if a.get("error") else ""
+                bw = max(x(stop) - x(start), 2.0)
+                out.append(_svg_rect(f"attempt {state_a}", x(start), y + 3, bw, 16, fill, tip,
+                                     ' rx="2" stroke="#1b2631" stroke-width="0.5"'))
+                if len(atts) > 1 or state_a == "failed":
+                    out.append(f'<text x="{x(start) + bw + 3:.1f}" y="{y + 15}" font-size="9" '
+                               f'fill="#1b2631">#{number}</text>')
+            prev_end = end
+        nxt = (view.steps.get(name) or {}).get("next_attempt_at")
+        if state == "up_for_retry" and prev_end is not None and nxt is not None:
+            out.append(_svg_wait(x(prev_end), x(nxt), y + 11, f"{name}: next attempt at {_fmt_time(nxt)}"))
+    # legend
+    ly = rows_bottom + 26
+    lx = 10
+    for label, fill in (("queued", "#d6eaf8"), ("running", ATTEMPT_STATE_COLORS["running"]),
+                        ("success", ATTEMPT_STATE_COLORS["success"]), ("failed", "url(#fk-hatch)"),
+                        ("skipped", ATTEMPT_STATE_COLORS["skipped"])):
+        out.append(f'<rect x="{lx}" y="{ly - 10}" width="14" height="12" fill="{fill}" stroke="#1b2631" '
+                   f'stroke-width="0.5"/><text x="{lx + 18}" y="{ly}">{label}</text>')
+        lx += 90
+    out.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 24}" y2="{ly - 4}" {_WAIT_STYLE}/>'
+               f'<text x="{lx + 30}" y="{ly}">wait before retry</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
