@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from .common import (
     ATTEMPT_STATE_COLORS,
+    DEFAULT_CLUSTER_THRESHOLD,
+    DEFAULT_MAX_GROUP,
     KIND_STYLES,
     STEP_STATE_COLORS,
     TRIGGER_EDGE_STYLES,

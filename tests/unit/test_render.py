@@ -450,7 +450,7 @@ def test_report_without_graphviz_shows_the_dot_source(store: SqlStore, monkeypat
     def no_dot(source: str, fmt: str) -> bytes:
         raise rd.RenderError("the Graphviz `dot` program is not installed")
 
-    monkeypatch.setattr(rd, "dot_to", no_dot)
+    monkeypatch.setattr("flowkit.render.report.dot_to", no_dot)  # where the report calls it
     page = rd.report_html(rd.load_run_view(store, run_id))
     assert "dot` program is not installed" in page and "digraph &quot;orders&quot;" in page
 
