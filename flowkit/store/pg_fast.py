@@ -11,11 +11,28 @@ transaction, so every outcome keeps one code path for its rules.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
-CLAIM = text("""
+
+def _driver_sql(sql: str) -> str:
+    """``:name`` placeholders to psycopg's ``%(name)s``: these statements run on the driver
+    connection under SQLAlchemy's, skipping its per-statement work (a third of the claim's
+    CPU in a profile of the worker)."""
+    return re.sub(r"(?<![:\w]):([a-z_]+)", r"%(\1)s", sql)
+
+
+def _one(conn: Connection, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+    """Run ``sql`` on ``conn``'s psycopg connection, inside whatever transaction ``conn`` has."""
+    with conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
+        cur.execute(sql, params)
+        row: tuple[Any, ...] | None = cur.fetchone()
+        return row
+
+
+CLAIM = _driver_sql("""
 WITH a AS (
   UPDATE attempts SET state = 'running', deliveries = deliveries + 1, worker = :worker,
          started_at = :now, heartbeat_at = :now
@@ -41,17 +58,18 @@ def claim(conn: Connection, *, run_id: str, step: str, number: int, worker: str,
           upstream: list[str]) -> tuple[int, str, str, dict[str, Any], dict[str, Any]] | None:
     """Queued -> running for ``worker`` in one statement; None when the attempt was not
     queued (a redelivery, a takeover: the generic path tells those apart)."""
-    row = conn.execute(CLAIM, {
+    row = _one(conn, CLAIM, {
         "run": run_id, "step": step, "num": number, "worker": worker, "now": now, "ups": upstream,
         "step_reason": f"attempt {number} started on {worker}", "att_reason": f"on {worker}",
-    }).first()
+    })
     if row is None:
         return None
-    results = {name: json.loads(value) for name, value in (row.upstream or [])}
-    return row.deliveries, row.flow_name, row.version, json.loads(row.params), results
+    deliveries, flow_name, version, params, upstream_rows = row
+    results = {name: json.loads(value) for name, value in (upstream_rows or [])}
+    return deliveries, flow_name, version, json.loads(params), results
 
 
-FINISH_SUCCESS = text("""
+FINISH_SUCCESS = _driver_sql("""
 WITH a AS (
   UPDATE attempts SET state = 'success', ended_at = :now, error = NULL, traceback = NULL,
          retry_delay = NULL
@@ -126,14 +144,16 @@ def finish_success(conn: Connection, *, run_id: str, step: str, number: int, wor
     ``stepped`` (the step moved to success), ``steps_left``, ``downs`` (each bumped
     downstream row, after the statement) and ``queued`` (names given a first attempt).
     """
-    row = conn.execute(FINISH_SUCCESS, {
+    row = _one(conn, FINISH_SUCCESS, {
         "run": run_id, "step": step, "num": number, "worker": worker, "now": now,
         "value": result_json, "size": len(result_json.encode()) if result_json is not None else 0,
         "ds_uris": [u for u, _ in datasets], "ds_dirs": [d for _, d in datasets],
         "downs": downstream, "eligible": eligible, "task_ids": task_ids,
         "step_reason": f"attempt {number} succeeded",
-    }).one()
-    if not row.won:
+    })
+    assert row is not None  # the statement ends in a SELECT of aggregates: always one row
+    won, holds, stepped, steps_left, downs, queued = row
+    if not won:
         return None
-    return {"holds": row.holds, "stepped": bool(row.stepped), "steps_left": row.steps_left,
-            "downs": row.downs or [], "queued": row.queued or []}
+    return {"holds": holds, "stepped": bool(stepped), "steps_left": steps_left,
+            "downs": downs or [], "queued": queued or []}

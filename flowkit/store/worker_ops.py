@@ -45,7 +45,7 @@ class WorkerOps(_Base):
             # PostgreSQL, a run this process has seen: one statement, no transaction around it.
             from . import pg_fast
 
-            with self.engine.connect() as conn:
+            with self.claim_engine.connect() as conn:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 got = pg_fast.claim(conn, run_id=run_id, step=step, number=number, worker=worker,
                                     now=utcnow(), upstream=list(specs[known].step(step).upstream))

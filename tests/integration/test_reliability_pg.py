@@ -72,3 +72,25 @@ def test_a_standby_scheduler_takes_over_within_15_s(make_cluster, open_store, pg
     assert took_over < 15
     names = {s["name"] for s in store.schedulers()}
     assert len(names) == 2, names  # each scheduler has its own name
+
+
+def test_only_claims_commit_without_waiting_for_the_disk(pg_url, open_store):
+    # A claim lost in a database crash is harmless (the message is unacknowledged, the attempt
+    # reads as queued); an outcome is not, so every other write keeps a flushed commit.
+    from sqlalchemy import text
+
+    store = open_store(pg_url)
+    store.upgrade()
+    with store.claim_engine.connect() as conn:
+        assert conn.execute(text("SHOW synchronous_commit")).scalar() == "off"
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+    # and a fan-out still runs end to end on the hot path, claims and outcomes on their own
+    # connections, with one audit row per claim
+    h = InlineHarness(store, UNIT_LIMIT_DAGS)
+    run_id = h.trigger("wide")
+    assert h.run_until_done(run_id) == "success"
+    steps = store.step_runs(run_id)
+    assert len(steps) > 2 and all(s["state"] == "success" for s in steps)
+    started = [e for e in store.events(run_id) if e["action"] == "attempt_started"]
+    assert len(started) == len(steps)
