@@ -264,7 +264,8 @@ def test_unknown_option_to_branch():
 
 
 def test_unknown_option_without_a_close_one_lists_the_options():
-    with pytest.raises(DefinitionError, match=r"unknown option 'colour'\. Options are: after, compensate, lock, pool") as ei:
+    with pytest.raises(DefinitionError,
+                       match=r"unknown option 'colour'\. Options are: after, compensate, lock, pool") as ei:
         Flow("f").branch("pick", noop, colour="red")
     assert "Did you mean" not in str(ei.value)
 

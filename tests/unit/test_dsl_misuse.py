@@ -31,7 +31,8 @@ CASES = [
      r"""flow "x": unknown option 'schedual'\. Did you mean "schedule"\? Options are: description, """,
      lambda: Flow("x", schedual="*/5 * * * *")),  # L:flow-typo
     ("step-typo", DefinitionError, "x", "a",
-     r"""flow "x" step "a": unknown option 'retrys'\. Did you mean "retries"\? Options are: after, compensate, lock, """,
+     r"""flow "x" step "a": unknown option 'retrys'\. Did you mean "retries"\? Options are: after, """
+     r"""compensate, lock, """,
      lambda: Flow("x").step("a", noop, retrys=3)),  # L:step-typo
     ("then-typo", DefinitionError, "x", "b",
      r"""flow "x" step "b": unknown option 'triger'\. Did you mean "trigger"\?""",
