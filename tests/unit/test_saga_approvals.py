@@ -225,3 +225,47 @@ def test_builder_checks_approval_options():
     step = spec.step("ok")
     assert (step.kind, step.fn, step.approval_timeout_seconds, step.on_timeout) == (
         "approval", "approval", 7200.0, "approve")
+
+
+# -- stored before this feature ---------------------------------------------------------------
+
+
+def test_a_run_stored_before_migration_0005_still_runs_and_compensates(tmp_path):
+    from alembic import command
+
+    from flowkit.store.sql import SqlStore
+    from flowkit.sync import sync_dags
+
+    # Given a store at schema 0002 holding a queued run
+    store = SqlStore(f"sqlite:///{tmp_path / 'old.db'}")
+    with store.engine.connect() as conn:
+        command.upgrade(store._alembic_config(conn), "0002")
+        conn.commit()
+    sync_dags(store, SAGA_DAGS)
+    run_id = store.create_run(store.flow_spec("saga_fail"), {}, actor="old")
+    # When the store is migrated and the run is worked
+    store.upgrade()
+    h = InlineHarness(store, SAGA_DAGS)
+    h.scheduler.start_run(run_id)
+    # Then it runs as a new one would
+    assert h.run_until_done(run_id) == "failed"
+    assert store.get_run(run_id)["outcome"] == "compensated"
+    store.dispose()
+
+
+def test_a_spec_stored_before_compensations_and_approvals_loads():
+    import json
+
+    from flowkit.spec import FlowSpec
+
+    def fn(ctx):  # type: ignore[no-untyped-def]
+        return 1
+
+    data = json.loads(Flow("f").step("a", fn).then("b", fn).spec().to_json())
+    data.pop("compensations")
+    for step in data["steps"]:
+        for key in ("compensates", "compensate", "approval_timeout_seconds", "on_timeout"):
+            step.pop(key)
+    spec = FlowSpec.from_dict(data)
+    assert spec.compensations == () and spec.step("a").compensate is None
+    assert spec.kinds == {"task"}
