@@ -605,12 +605,11 @@ def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float,
             from .sync import sync_dags
 
             sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
-            cli_approvals.DevApprovals(store, settings, store.flow_spec(flow), "", approve=approve_steps,
-                                       reject=reject_steps, wake=lambda: None, user=_user())
+            cli_approvals.check_dev_decisions(store.flow_spec(flow), approve_steps, reject_steps)
         run_id = _trigger(settings, store, flow, raw, reason="flowkit dev", notify=False)
         spec = store.flow_spec(flow)
         on_change = cli_approvals.DevApprovals(
-            store, settings, spec, run_id, approve=approve_steps, reject=reject_steps, user=_user(),
+            store, settings, run_id, approve=approve_steps, reject=reject_steps, user=_user(),
             wake=lambda: sched.events.publish({"type": "approval_decided", "run_id": run_id}))
     # The embedded worker serves every queue this flow's steps name, not just the default.
     queues = sorted({settings.default_queue} | {s.queue for s in spec.steps if s.queue})

@@ -78,24 +78,28 @@ def reject(ctx: click.Context, run_id: str, step: str, by: str, reason: str) -> 
     _decide(ctx, run_id, step, by, reason, approve=False)
 
 
+def check_dev_decisions(spec: Any, approve: tuple[str, ...], reject: tuple[str, ...]) -> None:
+    """``flowkit dev --approve/--reject`` name approval steps of the flow (or ``all``), each once."""
+    names = [s.name for s in spec.steps if s.kind == "approval"]
+    for option, given in (("--approve", approve), ("--reject", reject)):
+        for name in given:
+            if name != "all" and name not in names:
+                raise click.BadParameter(
+                    f'flow "{spec.name}" has no approval step "{name}"; its approval steps are: '
+                    f'{", ".join(names) or "none"} (or all)', param_hint=option)
+    both = set(approve) & set(reject)
+    if both:
+        raise click.BadParameter(f"{sorted(both)[0]} is given to both --approve and --reject; pick one",
+                                 param_hint="--approve/--reject")
+
+
 class DevApprovals:
     """What ``flowkit dev`` does with an approval step that awaits a decision: decide it
-    when --approve/--reject name it (or ``all``), else print the command that does."""
+    when --approve/--reject name it (a step's own name before ``all``), else print the
+    commands that do, and wake the scheduler when it is decided from another terminal."""
 
-    def __init__(self, store: Any, settings: Settings, spec: Any, run_id: str, *,
-                 approve: tuple[str, ...], reject: tuple[str, ...], wake: Callable[[], None],
-                 user: str) -> None:
-        names = [s.name for s in spec.steps if s.kind == "approval"]
-        for option, given in (("--approve", approve), ("--reject", reject)):
-            for name in given:
-                if name != "all" and name not in names:
-                    raise click.BadParameter(
-                        f'flow "{spec.name}" has no approval step "{name}"; its approval steps are: '
-                        f'{", ".join(names) or "none"} (or all)', param_hint=option)
-        both = (set(approve) & set(reject)) or ({"all"} if "all" in approve and "all" in reject else set())
-        if both:
-            raise click.BadParameter(f"{sorted(both)[0]} is given to both --approve and --reject; pick one",
-                                     param_hint="--approve/--reject")
+    def __init__(self, store: Any, settings: Settings, run_id: str, *, approve: tuple[str, ...],
+                 reject: tuple[str, ...], wake: Callable[[], None], user: str) -> None:
         self.store, self.run_id, self.wake, self.user = store, run_id, wake, user
         self.approve, self.reject = set(approve), set(reject)
         self.awaiting: set[str] = set()
@@ -116,14 +120,24 @@ class DevApprovals:
             return
         from .store import approvals
 
-        decision = (True if step in self.approve or ("all" in self.approve and step not in self.reject)
-                    else False if step in self.reject or "all" in self.reject else None)
+        decision = self._decision(step)
         if decision is None:
             self.awaiting.add(step)
             for verb in ("approve", "reject"):
                 echo(f"    to {verb}: {self.prefix} {verb} {self.run_id} {step} --by {shlex.quote(self.user)}")
+            if self.prefix == "flowkit":
+                echo("    (with FLOWKIT_DATABASE_URL set to this store's URL)")
             return
         option = "--approve" if decision else "--reject"
         approvals.decide(self.store, self.run_id, step, approve=decision, by=self.user,
                          reason=f"flowkit dev {option}")
         self.wake()
+
+    def _decision(self, step: str) -> bool | None:
+        """True: approve, False: reject, None: ask. A step named itself wins over ``all``."""
+        for key in (step, "all"):
+            if key in self.approve:
+                return True
+            if key in self.reject:
+                return False
+        return None
