@@ -269,3 +269,13 @@ def test_a_spec_stored_before_compensations_and_approvals_loads():
     spec = FlowSpec.from_dict(data)
     assert spec.compensations == () and spec.step("a").compensate is None
     assert spec.kinds == {"task"}
+
+
+def test_a_compensation_holds_its_steps_pool_and_lock_and_gives_them_back(sqlite_store):
+    sqlite_store.set_pool("rooms", 1)
+    h = InlineHarness(sqlite_store, SAGA_DAGS)
+    run_id = h.trigger("saga_pool")
+    assert h.run_until_done(run_id) == "failed"
+    (att,) = attempts_of(sqlite_store, run_id, "booked:compensate")
+    assert att["state"] == "success" and "pool:rooms" in att["holds"] and "lock:calendar" in att["holds"]
+    assert all(pair == (0, 0) for pair in sqlite_store.ledger_balance().values())

@@ -75,3 +75,9 @@ approve_times_out_yes = (
 )
 
 saga_nothing = Flow("saga_nothing").step("only", boom, compensate=undo)
+
+saga_pool = (
+    Flow("saga_pool")
+    .step("booked", make, pool="rooms", lock="calendar", compensate=undo)
+    .then("explode", boom)
+)
