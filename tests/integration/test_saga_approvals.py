@@ -128,3 +128,17 @@ def test_an_approval_decided_through_the_cli_moves_the_run_at_once(saga):
     events = cluster.cli("runs", "show", no, "--events").stdout
     assert any(" rejected " in line and "bob" in line and "rejected by bob: checked" in line
                for line in events.splitlines())
+
+
+def test_an_approval_timeout_is_a_scheduler_timer(saga):
+    cluster, store = saga
+    # Given an approval with a 2 s timeout that approves (the sweep is 30 s: only the timer
+    # the worker handed to the scheduler can explain a decision on time)
+    run_id = _trigger(cluster, "approve_quick_timeout")
+    # When nobody decides
+    assert _ended(store, run_id, cluster)["state"] == "success"
+    # Then the timeout approved it, about 2 s after it began to wait
+    decided = next(e for e in store.events(run_id) if e["action"] == "approved")
+    waited = next(e for e in store.events(run_id) if e["new_state"] == "awaiting_approval")
+    assert decided["actor"] == "timeout"
+    assert 1.9 <= (decided["at"] - waited["at"]).total_seconds() < 4.0

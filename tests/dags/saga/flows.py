@@ -81,3 +81,10 @@ saga_pool = (
     .step("booked", make, pool="rooms", lock="calendar", compensate=undo)
     .then("explode", boom)
 )
+
+approve_quick_timeout = (
+    Flow("approve_quick_timeout")
+    .step("prepare", make)
+    .approval("sign_off", after="prepare", timeout="2s", on_timeout="approve")
+    .step("publish", make, after="sign_off")
+)
