@@ -314,8 +314,14 @@ def runs_list(ctx: click.Context, flow: str | None, limit: int, as_json: bool) -
         return
     click.echo(_table(
         ["run", "flow", "state", "trigger", "version", "created", "duration"],
-        [[r["id"], r["flow_name"], r["state"], r["trigger"], r["version"][:12],
+        [[r["id"], r["flow_name"], _state_label(r), r["trigger"], r["version"][:12],
           _fmt_time(r["created_at"]), _duration(r["started_at"], r["ended_at"])] for r in rows]))
+
+
+def _state_label(run: dict[str, Any]) -> str:
+    """A run's state, with how its compensation ended ("failed (compensated)")."""
+    outcome = run.get("outcome")
+    return f"{run['state']} ({outcome})" if outcome else str(run["state"])
 
 
 def _masked_params(store: Any, run: dict[str, Any], specs: dict[tuple[str, str], Any]) -> dict[str, Any]:
@@ -345,7 +351,8 @@ def run_details(store: Any, run_id: str, *, with_events: bool = False) -> dict[s
     results = store.results(run_id)
     hidden = secret_values(spec, run["params"])
     out_steps = []
-    for name in spec.step_names:
+    # then the compensation steps the run got when it failed (store/saga.py)
+    for name in spec.step_names + [c.name for c in spec.compensations if c.name in steps]:
         s = steps[name]
         atts = [a for a in attempts if a["step"] == name]
         last = atts[-1] if atts else {}
@@ -391,7 +398,7 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool)
 
 
 def _format_run(d: dict[str, Any]) -> str:
-    head = (f"run {d['id']}  flow {d['flow_name']}  version {d['version']}  state {d['state']}  "
+    head = (f"run {d['id']}  flow {d['flow_name']}  version {d['version']}  state {_state_label(d)}  "
             f"duration {_duration(d['started_at'], d['ended_at'])}")
     params = f"params {jsonsafe.dumps(jsonsafe.sanitize(d['params']), sort_keys=True, default=str)}"
     rows = [[s["step"], s["state"], str(s["attempts"]), _duration(s["started_at"], s["ended_at"]),
@@ -561,10 +568,18 @@ def db_upgrade(ctx: click.Context) -> None:
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE")
 @click.option("--timeout", default=300.0, show_default=True, type=click.FloatRange(1),
               help="Give up after this many seconds.")
+@click.option("--approve", "approve_steps", multiple=True, metavar="STEP",
+              help="Approve this approval step when it waits (repeatable; 'all' for every one).")
+@click.option("--reject", "reject_steps", multiple=True, metavar="STEP",
+              help="Reject this approval step when it waits (repeatable; 'all' for every one).")
 @click.pass_context
-def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float) -> None:
+def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float,
+        approve_steps: tuple[str, ...], reject_steps: tuple[str, ...]) -> None:
     """Run FLOW once with no servers: scheduler and worker in this process, SQLite store,
-    Celery's in-memory transport. Exit 0 if the run succeeds, 1 if not."""
+    Celery's in-memory transport. Exit 0 if the run succeeds, 1 if not.
+
+    An approval step that waits is decided by --approve/--reject; otherwise flowkit prints
+    the `flowkit approve/reject` command to run from another terminal, and keeps waiting."""
     from dataclasses import replace
 
     from celery.contrib.testing.worker import start_worker
@@ -586,8 +601,16 @@ def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float) 
         app.flowkit_settings = settings
         set_runtime(None)
         sched = _make_scheduler(settings, store, app)
+        if approve_steps or reject_steps:  # check the step names before creating the run
+            from .sync import sync_dags
+
+            sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
+            cli_approvals.check_dev_decisions(store.flow_spec(flow), approve_steps, reject_steps)
         run_id = _trigger(settings, store, flow, raw, reason="flowkit dev", notify=False)
         spec = store.flow_spec(flow)
+        on_change = cli_approvals.DevApprovals(
+            store, settings, run_id, approve=approve_steps, reject=reject_steps, user=_user(),
+            wake=lambda: sched.events.publish({"type": "approval_decided", "run_id": run_id}))
     # The embedded worker serves every queue this flow's steps name, not just the default.
     queues = sorted({settings.default_queue} | {s.queue for s in spec.steps if s.queue})
     click.echo(f"run {run_id} of {flow}: started (store {redact(settings.database_url)}, "
@@ -600,7 +623,7 @@ def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float) 
                                   name="flowkit-scheduler")
         thread.start()
         try:
-            final = _follow(store, run_id, timeout, click.echo)
+            final = _follow(store, run_id, timeout, click.echo, on_change)
             click.echo("")
             click.echo(_format_run(run_details(store, run_id)))
         finally:
@@ -610,16 +633,20 @@ def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float) 
     ctx.exit(0 if final == "success" else 1)
 
 
-def _follow(store: Any, run_id: str, timeout: float, echo: Callable[[str], None]) -> str:
+def _follow(store: Any, run_id: str, timeout: float, echo: Callable[[str], None],
+            on_change: Callable[[str, str, Callable[[str], None]], None] | None = None) -> str:
     seen: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     run = store.get_run(run_id)
-    order = store.flow_spec(run["flow_name"], run["version"]).step_names
+    order = store.flow_spec(run["flow_name"], run["version"]).position
     while time.monotonic() < deadline:
-        for s in sorted(store.step_runs(run_id), key=lambda r: order.index(r["step"])):
+        for s in sorted(store.step_runs(run_id), key=lambda r: order.get(r["step"], len(order))):
             if seen.get(s["step"]) != s["state"]:
                 seen[s["step"]] = s["state"]
                 echo(f"  {s['step']:<24} {s['state']}")
+                if on_change is not None:
+                    with friendly_errors():
+                        on_change(s["step"], s["state"], echo)
         state: str = store.get_run(run_id)["state"]
         if state in ("success", "failed", "cancelled"):
             echo(f"run {run_id}: {state}")
@@ -630,7 +657,7 @@ def _follow(store: Any, run_id: str, timeout: float, echo: Callable[[str], None]
 
 
 # Rendering commands (render, lineage, report), pools and status live beside this module.
-from . import cli_ops, cli_render  # noqa: E402,F401
+from . import cli_approvals, cli_ops, cli_render  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     # Under `python -m flowkit.cli` this file runs as __main__, a second copy of the module:

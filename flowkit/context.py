@@ -23,6 +23,9 @@ class StepContext:
     upstream: dict[str, Any]
     idempotency_key: str
     version: str | None = None
+    #: In a compensation function: the step it undoes; ``upstream`` then holds that step's
+    #: result, so ``ctx.result_of(ctx.compensates)`` is what the step returned.
+    compensates: str | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("flowkit.step"))
 
     def result_of(self, step: str) -> Any:

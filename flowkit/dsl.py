@@ -28,12 +28,26 @@ from typing import Any, TypedDict, TypeVar, Unpack
 
 from .errors import CycleError, DefinitionError, DuplicateStepError, InvalidParamError, UnknownStepError
 from .graph import find_cycle
-from .spec import LOCK_MODES, MAX_SLOTS, PARAM_TYPES, TRIGGER_RULES, FlowSpec, ParamSpec, RetryPolicy, StepSpec
+from .spec import (
+    LOCK_MODES,
+    MAX_SLOTS,
+    ON_TIMEOUT,
+    PARAM_TYPES,
+    TRIGGER_RULES,
+    FlowSpec,
+    ParamSpec,
+    RetryPolicy,
+    StepSpec,
+    compensation_name,
+)
 
 __all__ = ["Flow", "Param", "StepOptions", "UNSET", "parse_duration"]
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$")
 _NAME_RULE = "use letters, digits, '_' and '-' (at most 100, starting with a letter or '_')"
+#: The longest name of a step with ``compensate=``: its compensation step's name (the step's
+#: plus ":compensate") must fit the store's 100-character step column.
+_MAX_COMPENSATED_NAME = 100 - len(compensation_name(""))
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PY_TYPES: dict[type, str] = {str: "str", int: "int", float: "float", bool: "bool", list: "list", dict: "dict"}
@@ -87,6 +101,11 @@ class StepOptions(TypedDict, total=False):
       ``spec.TRIGGER_RULES``.
     - ``reads``/``writes`` (none): dataset URIs (``"s3://bucket/key"``) for lineage; one URI
       or a list.
+    - ``compensate`` (None): a function that undoes the step. When the run fails, the
+      compensations of the steps that succeeded run in reverse dependency order, each as a
+      step ``<name>:compensate`` with this step's retries, timeout, queue, pool and lock. It
+      gets a context whose ``compensates`` names this step and whose ``upstream`` holds this
+      step's result: ``ctx.result_of(ctx.compensates)``.
     """
 
     retries: int
@@ -101,6 +120,7 @@ class StepOptions(TypedDict, total=False):
     trigger: str
     reads: str | Iterable[str]
     writes: str | Iterable[str]
+    compensate: Callable[..., Any] | None
 
 
 def _caller_location(depth: int = 2) -> tuple[str | None, int | None]:
@@ -304,6 +324,14 @@ class _StepDef:
     slots: int = 1
     lock: str | None = None
     lock_mode: str = "exclusive"
+    compensate: Callable[..., Any] | None = None
+    approval_timeout: float | None = None
+    on_timeout: str = "reject"
+
+
+def _awaits_a_decision() -> None:
+    """Approval steps run no code: `flowkit approve` / `flowkit reject` decide them."""
+    raise RuntimeError("an approval step is decided with `flowkit approve`/`flowkit reject`, never run")
 
 
 class Flow:
@@ -406,6 +434,45 @@ class Flow:
         """
         return self._add("branch", name, fn, after, dict(options))
 
+    @_checks_arguments()
+    def approval(
+        self,
+        name: str,
+        *,
+        after: str | Iterable[str] | None = None,
+        timeout: str | float | None = None,
+        on_timeout: str = "reject",
+        trigger: str = "all_success",
+    ) -> Flow:
+        """Add a step that waits for a person: `flowkit approve RUN STEP --by NAME` makes it
+        succeed (its downstream steps go on), `flowkit reject ...` fails it. It holds no
+        worker and no slot while it waits. After ``timeout`` (None: wait for ever) with no
+        decision, ``on_timeout`` ("reject" or "approve") decides, as actor "timeout".
+        """
+        path, lineno = _caller_location()
+        where = self._where(name if isinstance(name, str) else None, path, lineno)
+        who = f'flow "{self.name}" approval "{name}"'
+        try:
+            seconds = parse_duration(timeout)
+        except ValueError:
+            raise DefinitionError(
+                f'{who}: timeout={timeout!r} is not a duration; use a number of seconds or a string '
+                'like "30m", "2h", or None to wait for ever',
+                **where,
+            ) from None
+        if on_timeout not in ON_TIMEOUT:
+            raise DefinitionError(
+                f"{who}: on_timeout={on_timeout!r} must be one of {', '.join(map(repr, ON_TIMEOUT))}"
+                f"{_suggest(str(on_timeout), ON_TIMEOUT)}",
+                **where,
+            )
+        self._add("approval", name, _awaits_a_decision, after, {"trigger": trigger})
+        self._steps[name].doc = ""
+        self._steps[name].options["pool"] = None  # it waits holding nothing (not the flow's pool)
+        self._steps[name].approval_timeout = seconds
+        self._steps[name].on_timeout = on_timeout
+        return self
+
     def _add(
         self, kind: str, name: str, fn: Callable[..., Any], after: Any, options: dict[str, Any]
     ) -> Flow:
@@ -449,6 +516,21 @@ class Flow:
             raise DefinitionError(f"{who}: after= names a step twice: {list(upstream)}", **where)
         slots = options.pop("slots", UNSET)
         lock, lock_mode = _check_lock(options.pop("lock", None), who, where)
+        compensate = options.pop("compensate", None)
+        if compensate is not None:
+            if not callable(compensate):
+                raise DefinitionError(
+                    f"{who}: compensate={compensate!r} is not callable; pass the function that undoes "
+                    "the step (without calling it)",
+                    **where,
+                )
+            self._check_signature(compensate, who, where)
+            if len(name) > _MAX_COMPENSATED_NAME:
+                raise DefinitionError(
+                    f"{who}: a step with compensate= may have a name of at most {_MAX_COMPENSATED_NAME} "
+                    f'characters (its compensation step is "<name>{compensation_name("")}"); shorten it',
+                    **where,
+                )
         self._check_options(options, who, where)
         if slots is not UNSET:
             if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
@@ -466,6 +548,7 @@ class Flow:
             path=path, lineno=lineno, trigger=trigger, reads=reads, writes=writes,
             doc=(inspect.getdoc(fn) or "").split("\n")[0],
             slots=1 if slots is UNSET else slots, lock=lock, lock_mode=lock_mode,
+            compensate=compensate,
         )
         self._last = name
         return self
@@ -629,7 +712,7 @@ class Flow:
     def spec(self, *, version: str | None = None) -> FlowSpec:
         """The validated, JSON-ready description of this flow."""
         self.validate()
-        steps = []
+        steps: list[StepSpec] = []
         for s in self._steps.values():
             opt = {**self._defaults, **s.options}
             retry = RetryPolicy(
@@ -640,7 +723,8 @@ class Flow:
             steps.append(
                 StepSpec(
                     name=s.name,
-                    fn=f"{getattr(s.fn, '__module__', '?')}:{getattr(s.fn, '__qualname__', repr(s.fn))}",
+                    fn="approval" if s.kind == "approval" else
+                    f"{getattr(s.fn, '__module__', '?')}:{getattr(s.fn, '__qualname__', repr(s.fn))}",
                     upstream=s.upstream,
                     kind=s.kind,
                     retry=retry,
@@ -656,6 +740,9 @@ class Flow:
                     slots=s.slots,
                     lock=s.lock,
                     lock_mode=s.lock_mode,
+                    compensate=compensation_name(s.name) if s.compensate else None,
+                    approval_timeout_seconds=s.approval_timeout,
+                    on_timeout=s.on_timeout,
                 )
             )
         return FlowSpec(
@@ -663,10 +750,45 @@ class Flow:
             tags=self.tags, params=self.params, description=self.description,
             path=self.path, lineno=self.lineno, version=version,
             max_active_runs=self.max_active_runs, max_active_steps=self.max_active_steps,
+            compensations=self._compensations(steps),
         )
 
+    def _compensations(self, steps: list[StepSpec]) -> tuple[StepSpec, ...]:
+        """One compensation step per step with ``compensate=``. The compensation of A waits
+        for the compensations of every step downstream of A (not only the nearest: a step in
+        between may have failed while one after it, under all_done, succeeded); ``all_done``
+        runs it whether those succeeded or failed."""
+        from dataclasses import replace
+
+        downstream: dict[str, list[str]] = {s.name: [] for s in steps}
+        for s in steps:
+            for up in s.upstream:
+                downstream[up].append(s.name)
+        out = []
+        for s in reversed(steps):
+            if s.compensate is None:
+                continue
+            seen: set[str] = set()
+            stack = list(downstream[s.name])
+            while stack:
+                name = stack.pop()
+                if name not in seen:
+                    seen.add(name)
+                    stack += downstream[name]
+            after = tuple(c for c in (t.compensate for t in steps if t.name in seen) if c)
+            fn = self._steps[s.name].compensate
+            out.append(replace(
+                s, name=s.compensate, kind="compensation", upstream=after, trigger="all_done",
+                fn=f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}",
+                doc=(inspect.getdoc(fn) or "").split("\n")[0], reads=(), writes=(),
+                compensates=s.name, compensate=None))
+        return tuple(out)
+
     def callable_for(self, step: str) -> Callable[..., Any]:
-        """The user function of ``step`` (used by workers)."""
+        """The user function of ``step`` or of a compensation step (used by workers)."""
+        base, _, role = step.partition(":")
+        if role and compensation_name(base) == step and self._steps[base].compensate:
+            return self._steps[base].compensate  # type: ignore[return-value]
         return self._steps[step].fn
 
     @property

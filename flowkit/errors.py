@@ -15,6 +15,7 @@
     │   └── MigrationRequired
     ├── DispatchError
     ├── NotFoundError              a flow or run that the store does not know
+    ├── ApprovalError              an approval that cannot be decided (not awaiting one)
     └── StepFailure                a step attempt failed in a way flowkit diagnosed
         └── ResultTooLarge
 
@@ -107,6 +108,10 @@ class DispatchError(FlowkitError):
 
 class NotFoundError(FlowkitError):
     pass
+
+
+class ApprovalError(FlowkitError):
+    """`flowkit approve`/`reject` named a step that is not awaiting a decision."""
 
 
 class StepFailure(FlowkitError):

@@ -12,8 +12,20 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
-#: Step kinds. ``branch`` steps return the name(s) of the downstream steps to follow.
-STEP_KINDS = ("task", "branch")
+#: Step kinds. ``branch`` steps return the name(s) of the downstream steps to follow;
+#: ``approval`` steps run no code and wait for ``flowkit approve/reject``; ``compensation``
+#: steps (in ``FlowSpec.compensations``) undo a succeeded step when its run fails.
+STEP_KINDS = ("task", "branch", "approval", "compensation")
+
+#: What an approval does when its ``timeout`` passes with no decision.
+ON_TIMEOUT = ("reject", "approve")
+
+#: The name of the compensation step of step ``name``. A user step name cannot hold ':'.
+COMPENSATION_SUFFIX = ":compensate"
+
+
+def compensation_name(step: str) -> str:
+    return step + COMPENSATION_SUFFIX
 
 #: Trigger rules: when a step runs, given how its upstreams ended. This is the one list of
 #: names; ``graph.decide_counts`` is the one implementation. Each upstream edge counts as
@@ -121,6 +133,13 @@ class StepSpec:
     #: ``lock`` is None.
     lock: str | None = None
     lock_mode: str = "exclusive"
+    #: Kind "compensation": the step this one undoes. A task's ``compensate`` holds the
+    #: name of its compensation step (in ``FlowSpec.compensations``), else None.
+    compensates: str | None = None
+    compensate: str | None = None
+    #: Kind "approval": seconds to wait for a decision (None: for ever), and what happens then.
+    approval_timeout_seconds: float | None = None
+    on_timeout: str = "reject"
 
 
 @dataclass(frozen=True)
@@ -140,18 +159,28 @@ class FlowSpec:
     #: At most this many steps of the flow queued or running at once, over all its runs
     #: (Airflow's max_active_tasks; None: no limit of its own).
     max_active_steps: int | None = None
+    #: Compensation steps (kind "compensation"), one per step with ``compensate=``. They are
+    #: not in ``steps``: a run gets their rows only when it fails (see store/saga.py).
+    compensations: tuple[StepSpec, ...] = ()
 
     # -- lookups (cached: the scheduler asks for every step and upstream per evaluation) --
     @cached_property
     def _by_name(self) -> dict[str, StepSpec]:
-        return {s.name: s for s in self.steps}
+        return {s.name: s for s in (*self.steps, *self.compensations)}
 
     def step(self, name: str) -> StepSpec:
+        """A step or a compensation step, by name (KeyError if neither)."""
         return self._by_name[name]
 
     @property
     def step_names(self) -> list[str]:
-        return list(self._by_name)
+        """The flow's own steps (not its compensation steps), in definition order."""
+        return [s.name for s in self.steps]
+
+    @cached_property
+    def kinds(self) -> frozenset[str]:
+        """The step kinds this flow uses (the engine skips what a flow does not need)."""
+        return frozenset(s.kind for s in self.steps) | ({"compensation"} if self.compensations else set())
 
     @cached_property
     def order(self) -> tuple[str, ...]:
@@ -162,13 +191,16 @@ class FlowSpec:
 
     @cached_property
     def position(self) -> dict[str, int]:
-        """Each step's index in :attr:`order` (ready steps are started in that order)."""
-        return {name: i for i, name in enumerate(self.order)}
+        """Each step's index in :attr:`order`, then the compensation steps' (ready steps are
+        started in that order)."""
+        names = (*self.order, *(c.name for c in self.compensations))
+        return {name: i for i, name in enumerate(names)}
 
     @cached_property
     def _downstream(self) -> dict[str, tuple[str, ...]]:
-        out: dict[str, list[str]] = {s.name: [] for s in self.steps}
-        for s in self.steps:
+        every = (*self.steps, *self.compensations)
+        out: dict[str, list[str]] = {s.name: [] for s in every}
+        for s in every:
             for u in s.upstream:
                 out[u].append(s.name)
         return {name: tuple(down) for name, down in out.items()}
@@ -199,8 +231,8 @@ class FlowSpec:
     def from_dict(cls, data: dict[str, Any]) -> FlowSpec:
         """The inverse of :meth:`to_dict`. Keys a stored spec lacks (it was written before
         the field existed) take the field's default."""
-        steps = tuple(
-            StepSpec(
+        def step(s: dict[str, Any]) -> StepSpec:
+            return StepSpec(
                 **{
                     **s,
                     "upstream": tuple(s.get("upstream", ())),
@@ -209,13 +241,13 @@ class FlowSpec:
                     "retry": RetryPolicy(**s.get("retry", {})),
                 }
             )
-            for s in data["steps"]
-        )
+
         params = tuple(ParamSpec(**p) for p in data.get("params", ()))
         return cls(
             **{
                 **data,
-                "steps": steps,
+                "steps": tuple(step(s) for s in data["steps"]),
+                "compensations": tuple(step(s) for s in data.get("compensations", ())),
                 "params": params,
                 "tags": tuple(data.get("tags", ())),
             }

@@ -70,7 +70,9 @@ STEP_TRANSITIONS: dict[StepState, frozenset[StepState]] = {
     ),
     # scheduled: ready, waiting for a slot of the ledger (or for backpressure to release)
     StepState.SCHEDULED: frozenset({StepState.QUEUED, StepState.CANCELLED, StepState.FAILED}),
-    StepState.AWAITING_APPROVAL: frozenset({StepState.QUEUED, StepState.SKIPPED, StepState.CANCELLED}),
+    # awaiting_approval: `flowkit approve` -> success, `flowkit reject` -> failed
+    StepState.AWAITING_APPROVAL: frozenset({StepState.QUEUED, StepState.SKIPPED, StepState.CANCELLED,
+                                            StepState.SUCCESS, StepState.FAILED}),
     StepState.QUEUED: frozenset({StepState.RUNNING, StepState.CANCELLED, StepState.FAILED}),
     StepState.RUNNING: frozenset(
         {StepState.SUCCESS, StepState.FAILED, StepState.SKIPPED, StepState.UP_FOR_RETRY,

@@ -209,9 +209,12 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
         spec = rt.spec(claim.flow, claim.version)
         step_spec = spec.step(step)
         secrets.register_secret_params(spec, claim.params)  # masked in this process's logs
+        upstream = claim.upstream or {}
+        if step_spec.compensates:  # a compensation gets the result of the step it undoes
+            upstream = rt.store.results(run_id, [step_spec.compensates])
         ctx = StepContext(
-            flow=claim.flow, run_id=run_id, step=step, attempt=number,
-            params=claim.params or {}, upstream=claim.upstream or {}, version=claim.version,
+            flow=claim.flow, run_id=run_id, step=step, attempt=number, compensates=step_spec.compensates,
+            params=claim.params or {}, upstream=upstream, version=claim.version,
             idempotency_key=f"{run_id}:{step}",
             log=logging.getLogger(f"flowkit.step.{claim.flow}.{step}"),
         )

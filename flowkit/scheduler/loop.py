@@ -29,6 +29,7 @@ from typing import Any
 from ..dispatch.base import Backpressure, Dispatch, Dispatcher
 from ..spec import FlowSpec, StepSpec
 from ..states import RunState
+from ..store.approvals import expire_approvals
 from ..store.machine import Effects
 from ..store.sql import SqlStore, as_utc, utcnow
 
@@ -156,6 +157,8 @@ class Scheduler:
             self._next_timer = None
             self._apply(self.store.start_due_retries(self.actor, now, specs=self._specs,
                                                      global_cap=self.global_cap, gate=self._gate))
+            self._apply(expire_approvals(self.store, now, specs=self._specs, global_cap=self.global_cap,
+                                         gate=self._gate))
             self._next_timer = self.store.next_retry_at()
         self.grant()
         if self._next_sweep is None or now >= self._next_sweep:
@@ -257,6 +260,8 @@ class Scheduler:
                                           gate=self._gate))
         self._apply(self.store.start_due_retries(self.actor, now, specs=self._specs,
                                                  global_cap=self.global_cap, gate=self._gate))
+        self._apply(expire_approvals(self.store, now, specs=self._specs, global_cap=self.global_cap,
+                                     gate=self._gate))
         for run_id in self.store.runs_needing_attention():
             self._apply(self.store.reconcile_run(self.actor, run_id, specs=self._specs,
                                                  global_cap=self.global_cap, gate=self._gate))

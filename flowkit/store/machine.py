@@ -185,12 +185,22 @@ class Machine:
 
     def finish_run(self) -> None:
         c = t.step_runs.c
-        bad = sorted(r[0] for r in self.tx.conn.execute(
-            select(c.step).where(c.run_id == self.run_id, c.state.in_([s.value for s in STEP_BAD]))))
-        failed = [b for b in bad if b != StepState.UPSTREAM_FAILED.value]
+        rows = self.tx.conn.execute(select(c.step, c.state).where(
+            c.run_id == self.run_id, c.state.in_([s.value for s in STEP_BAD]))).all()
+        bad = sorted(r.step for r in rows)
+        failed = sorted(r.step for r in rows if r.state != StepState.UPSTREAM_FAILED.value)
         final = RunState.FAILED if bad else RunState.SUCCESS
+        reason = f"failed steps: {', '.join(failed or bad)}" if bad else "all steps done"
+        values: dict[str, Any] = {}
+        if bad and self.spec.compensations:
+            from .saga import compensate_or_conclude
+
+            verdict = compensate_or_conclude(self, failed or bad)
+            if verdict is None:
+                return  # compensations run first; the run is decided again when they end
+            reason, values["outcome"] = verdict
         if self.tx.cas_run(self.run_id, [RunState.RUNNING], final, ended_at=self.tx.now,
-                           reason=f"failed steps: {', '.join(failed or bad)}" if bad else "all steps done"):
+                           reason=reason, **values):
             self.effects.ended_runs.append(self.run_id)
             self.effects.wake = True
 
@@ -198,6 +208,10 @@ class Machine:
     def start(self, names: list[str], old: StepState, attempts: dict[str, int] | None = None) -> None:
         """Queue ``names`` (their state is ``old``, locked by this transaction) or make them
         waiters. ``attempts`` gives the previous attempt number of a retried step."""
+        if "approval" in self.spec.kinds:
+            from .approvals import await_decisions
+
+            names = await_decisions(self, names, old)  # approvals wait for a person, not a slot
         direct: list[str] = []
         waiters: list[str] = []
         for name in names:

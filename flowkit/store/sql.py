@@ -604,9 +604,11 @@ class SqlStoreBase:
                     t.step_runs.c.next_attempt_at <= now))]
 
     def next_retry_at(self) -> datetime | None:
+        """The next timer: a retry, or an approval's timeout (both in ``next_attempt_at``)."""
         with self._conn() as conn:
             value = conn.execute(select(func.min(t.step_runs.c.next_attempt_at)).where(
-                t.step_runs.c.state == StepState.UP_FOR_RETRY.value)).scalar()
+                t.step_runs.c.state.in_([StepState.UP_FOR_RETRY.value,
+                                         StepState.AWAITING_APPROVAL.value]))).scalar()
         return as_utc(value)
 
     def expired_leases(self, queued_before: datetime,

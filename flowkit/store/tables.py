@@ -83,6 +83,9 @@ runs = Table(
     Column("steps_left", Integer),
     # Steps of this run that have waited for a slot so far (orders waiters fairly).
     Column("waits", Integer, nullable=False, default=0),
+    # How a failed run ended its compensation (store/saga.py): "compensating" while they
+    # run, then "compensated" or "compensation failed"; NULL when there was none.
+    Column("outcome", String(30)),
     ForeignKeyConstraint(["flow_name", "version"], ["flow_versions.flow_name", "flow_versions.version"]),
     # A scheduled interval exists once, so catch-up can never create it twice (C11).
     UniqueConstraint("flow_name", "logical_date", name="uq_runs_flow_logical_date"),

@@ -221,7 +221,8 @@ class WorkerOps(_Base):
         # Downstream steps this worker may queue itself if this success makes them ready: no
         # slot to take, a rule that runs when every upstream succeeded, and the gate's consent.
         eligible = [] if gate is None else [
-            d for d in downs if not holds_for(spec, spec.step(d), global_cap)
+            d for d in downs if spec.step(d).kind != "approval"  # it waits for a person
+            and not holds_for(spec, spec.step(d), global_cap)
             and decide_counts(spec.step(d).trigger, 1, 1, 0, 0) == Decision.RUN and gate(spec.step(d))]
         with self.tx(worker) as tx:
             out = pg_fast.finish_success(

@@ -31,7 +31,8 @@ CASES = [
      r"""flow "x": unknown option 'schedual'\. Did you mean "schedule"\? Options are: description, """,
      lambda: Flow("x", schedual="*/5 * * * *")),  # L:flow-typo
     ("step-typo", DefinitionError, "x", "a",
-     r"""flow "x" step "a": unknown option 'retrys'\. Did you mean "retries"\? Options are: after, lock, """,
+     r"""flow "x" step "a": unknown option 'retrys'\. Did you mean "retries"\? Options are: after, """
+     r"""compensate, lock, """,
      lambda: Flow("x").step("a", noop, retrys=3)),  # L:step-typo
     ("then-typo", DefinitionError, "x", "b",
      r"""flow "x" step "b": unknown option 'triger'\. Did you mean "trigger"\?""",
@@ -165,7 +166,7 @@ def test_every_case_has_its_marker_once():
 VALID_OPTIONS: StepOptions = {
     "retries": 1, "retry_backoff": "1s", "retry_max_delay": 10, "timeout": "5m", "queue": "io",
     "priority": 3, "pool": "db", "slots": 2, "lock": ("ledger", "shared"), "trigger": "all_done",
-    "reads": "s3://b/in", "writes": ["s3://b/out"],
+    "reads": "s3://b/in", "writes": ["s3://b/out"], "compensate": noop,
 }
 
 

@@ -1,0 +1,27 @@
+"""runs.outcome: how a failed run's compensation ended
+
+Revision ID: 0005
+Revises: 0002
+Create Date: 2026-11-23
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0005'
+down_revision = '0002'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # Nullable: runs stored before it had no compensation.
+    with op.batch_alter_table('runs') as b:
+        b.add_column(sa.Column('outcome', sa.String(length=30), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('runs') as b:
+        b.drop_column('outcome')
