@@ -230,7 +230,7 @@ def test_builder_checks_approval_options():
 # -- stored before this feature ---------------------------------------------------------------
 
 
-def test_a_run_stored_before_migration_0005_still_runs_and_compensates(tmp_path):
+def test_a_run_stored_before_migration_0003_still_runs_and_compensates(tmp_path):
     from alembic import command
 
     from flowkit.store.sql import SqlStore
