@@ -144,8 +144,23 @@ class _Group:
             return False
 
     def alive(self) -> bool:
+        """Does any process of the group still run? (Zombies waiting for init do not count.)"""
         self.proc.poll()  # reap the shell, or it lingers in the group as a zombie
-        return self._signal(0)
+        if not self._signal(0):
+            return False
+        try:
+            pids = [p for p in os.listdir("/proc") if p.isdigit()]
+        except OSError:  # no /proc: a zombie counts as alive, which only costs the grace period
+            return True
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # gone meanwhile
+            if int(fields[2]) == self.pgid and fields[0] not in ("Z", "X"):
+                return True
+        return False
 
     def stop(self) -> None:
         """SIGTERM every process of the group; SIGKILL those left after the grace period."""

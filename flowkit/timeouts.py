@@ -49,9 +49,9 @@ class Deadline:
     """
 
     def __init__(self, seconds: float | None, *, on_abandon: Callable[[], None] | None = None,
-                 grace: float = ABANDON_GRACE_SECONDS, name: str = "step") -> None:
+                 grace: float | None = None, name: str = "step") -> None:
         self.seconds = seconds
-        self.grace = grace
+        self.grace = ABANDON_GRACE_SECONDS if grace is None else grace
         self.name = name
         self.fired = False
         self.abandoned = False
