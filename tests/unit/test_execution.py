@@ -347,3 +347,20 @@ def test_runs_show_step_lists_every_attempt_with_traceback_and_output(tmp_path, 
     assert wrong.exit_code == 1
     assert 'has no step "cuont". Did you mean "count"?' in wrong.output
     store.dispose()
+
+
+# -- flowkit dev (an embedded worker on the threads pool) ------------------------------------------
+@pytest.mark.slow
+def test_dev_enforces_a_1_s_timeout_on_a_4_s_sleep(tmp_path):
+    import subprocess
+    import sys
+
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowkit.cli", "--dags-folder", DAGS, "dev", "timeout_sleep"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert ": failed" in proc.stdout
+    assert "timed out after 1 s (timeout= on the step)" in proc.stdout
+    assert time.monotonic() - started < 30
