@@ -111,8 +111,22 @@ class Deadline:
                 self._async_pending = False
         self._done.set()
         if self._uses_alarm:
-            signal.signal(signal.SIGALRM, self._old_handler or signal.SIG_DFL)
+            self._restore_alarm_handler()
         _current.deadline = None
+
+    def _restore_alarm_handler(self) -> None:
+        old = self._old_handler if self._old_handler is not None else signal.SIG_DFL
+        if not self.fired:
+            signal.signal(signal.SIGALRM, old)
+            return
+        # The watchdog sent SIGALRM: if the kernel has not delivered it yet, it must not reach
+        # the old handler (SIG_DFL would kill the worker). Block it, drop it, then restore.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        try:
+            signal.sigtimedwait({signal.SIGALRM}, 0)
+            signal.signal(signal.SIGALRM, old)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
 
     # -- the watchdog ----------------------------------------------------------------------
     def _watch(self) -> None:

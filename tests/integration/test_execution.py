@@ -106,3 +106,29 @@ def test_timeout_holds_on_the_pool(pool, make_cluster, open_store, pg_url, redis
     sleeper = _one(store, shell_run, "sleeper")
     assert sleeper["error"].startswith("timed out after 1 s (timeout= on the step)")
     assert _pid_gone(int((tmp_path / "child.pid").read_text())), "the shell's child outlived the timeout"
+
+
+def test_a_pool_child_told_to_stop_takes_its_command_down(make_cluster, open_store, pg_url, redis_url, tmp_path):
+    # Given a shell step whose command runs a 30 s background child, on a prefork worker
+    import os
+    import signal
+
+    from .procs import wait_for
+
+    cluster = _cluster(make_cluster, pg_url, redis_url, tmp_path)
+    store = open_store(pg_url)
+    run_id = create_runs(cluster, store, "shell_long", 1)[0]
+    cluster.scheduler()
+    cluster.worker(concurrency=1)
+    pid_file = tmp_path / "child.pid"
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 20, "the command to start", cluster)
+    child = int(pid_file.read_text())
+    pool_child = int(store.attempts(run_id, "waits")[0]["worker"].rsplit(":", 1)[1])
+    pid_file.unlink()
+    # When the pool child running it gets SIGTERM (what a revoke with terminate sends)
+    os.kill(pool_child, signal.SIGTERM)
+    # Then the command's process group is gone with it, and the attempt is put back, not failed
+    assert _pid_gone(child), "the command's child outlived the pool child"
+    wait_for(lambda: any(e["action"] == "attempt_interrupted" for e in store.events(run_id)), 10,
+             "the attempt to be put back", cluster)
+    assert store.attempts(run_id, "waits")[0]["state"] in ("queued", "running")

@@ -75,6 +75,8 @@ shell_output = Flow("shell_output").shell(
               "i=$((i+1)); done")
 shell_timeout = Flow("shell_timeout").shell(
     "sleeper", 'sleep 30 & echo $! > "$EXEC_TEST_DIR/child.pid"; echo started; wait', timeout=1)
+shell_long = Flow("shell_long").shell(
+    "waits", 'sleep 30 & echo $! > "$EXEC_TEST_DIR/child.pid"; wait')
 shell_leftover = Flow("shell_leftover").shell(
     "forks", 'sleep 30 & echo $! > "$EXEC_TEST_DIR/child.pid"; echo forked')
 shell_success_when = Flow("shell_success_when").shell(
