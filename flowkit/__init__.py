@@ -25,6 +25,9 @@ from .errors import (
     UnknownStepError,
 )
 
+# -- results: a pointer to data kept elsewhere
+from .refs import Ref
+
 # -- inside a step: flowkit.secret(name)
 from .secrets import secret
 
@@ -40,6 +43,7 @@ __all__ = [
     "Retry",
     "Skip",
     "secret",
+    "Ref",
     # errors
     "FlowkitError",
     "DefinitionError",

@@ -373,17 +373,67 @@ def run_details(store: Any, run_id: str, *, with_events: bool = False) -> dict[s
     return details
 
 
+def step_attempts(store: Any, run_id: str, step: str) -> dict[str, Any]:
+    """Every attempt of one step, with its error, full traceback and output tail (masked)."""
+    from .errors import NotFoundError
+    from .secrets import mask_text, secret_values
+
+    run = store.get_run(run_id)
+    spec = store.flow_spec(run["flow_name"], run["version"])
+    if step not in spec.step_names:
+        import difflib
+
+        close = difflib.get_close_matches(step, spec.step_names, n=1)
+        hint = f' Did you mean "{close[0]}"?' if close else ""
+        raise NotFoundError(f'run {run_id} (flow "{spec.name}") has no step "{step}".{hint} '
+                            f"Its steps are: {', '.join(spec.step_names)}")
+    hidden = secret_values(spec, run["params"])
+    keys = ("number", "state", "worker", "dispatched_at", "started_at", "ended_at", "deliveries",
+            "interruptions", "task_id")
+    return {"run_id": run_id, "flow": spec.name, "step": step, "kind": spec.step(step).kind,
+            "attempts": [{**{k: a.get(k) for k in keys},
+                          **{k: mask_text(a.get(k), hidden) for k in ("error", "traceback", "output")}}
+                         for a in store.attempts(run_id, step)]}
+
+
+def _format_attempts(d: dict[str, Any]) -> str:
+    lines = [f"run {d['run_id']}  flow {d['flow']}  step {d['step']}  ({d['kind']}, "
+             f"{len(d['attempts'])} attempt{'s' if len(d['attempts']) != 1 else ''})"]
+    for a in d["attempts"]:
+        lines += ["", f"attempt {a['number']}: {a['state']}  worker {a['worker'] or '-'}  "
+                      f"started {_fmt_time(a['started_at'])}  ended {_fmt_time(a['ended_at'])}  "
+                      f"duration {_duration(a['started_at'], a['ended_at'])}"]
+        if a["error"]:
+            lines.append(f"  error: {a['error']}")
+        for label, key in (("traceback", "traceback"), ("output (end)", "output")):
+            if a[key]:
+                lines.append(f"  {label}:")
+                lines += [f"    {line}" for line in a[key].rstrip("\n").split("\n")]
+    return "\n".join(lines)
+
+
 @runs.command("show")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--events", "with_events", is_flag=True, help="Also print the audit trail.")
+@click.option("--step", default=None, metavar="STEP",
+              help="Every attempt of STEP: error, full traceback, a shell step's output.")
 @click.pass_context
-def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool) -> None:
+def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool, step: str | None) -> None:
     """A run's steps: state, attempts, duration, worker, error."""
     with friendly_errors():
         store = _store(_settings(ctx))
         run_id = store.resolve_run_id(run_id)
-        details = run_details(store, run_id, with_events=with_events or as_json)
+        if step is not None:
+            attempts = step_attempts(store, run_id, step)
+        else:
+            details = run_details(store, run_id, with_events=with_events or as_json)
+    if step is not None:
+        if as_json:
+            _echo_json(attempts)
+        else:
+            click.echo(_format_attempts(attempts))
+        return
     if as_json:
         _echo_json(details)
         return

@@ -37,6 +37,7 @@ from .spec import (
     FlowSpec,
     ParamSpec,
     RetryPolicy,
+    ShellSpec,
     StepSpec,
     compensation_name,
 )
@@ -106,6 +107,8 @@ class StepOptions(TypedDict, total=False):
       step ``<name>:compensate`` with this step's retries, timeout, queue, pool and lock. It
       gets a context whose ``compensates`` names this step and whose ``upstream`` holds this
       step's result: ``ctx.result_of(ctx.compensates)``.
+    - ``success_when`` (None): ``callable(result)``; a falsy answer fails the attempt
+      (retries apply), see :mod:`flowkit.success`.
     """
 
     retries: int
@@ -121,6 +124,7 @@ class StepOptions(TypedDict, total=False):
     reads: str | Iterable[str]
     writes: str | Iterable[str]
     compensate: Callable[..., Any] | None
+    success_when: Callable[[Any], Any] | None
 
 
 def _caller_location(depth: int = 2) -> tuple[str | None, int | None]:
@@ -311,7 +315,7 @@ def _call_error(
 @dataclass
 class _StepDef:
     name: str
-    fn: Callable[..., Any]
+    fn: Callable[..., Any] | None  # None for a shell step
     upstream: tuple[str, ...]
     kind: str
     options: dict[str, Any]  # the inherited options this step sets itself
@@ -327,6 +331,8 @@ class _StepDef:
     compensate: Callable[..., Any] | None = None
     approval_timeout: float | None = None
     on_timeout: str = "reject"
+    shell: ShellSpec | None = None
+    success_when: Callable[[Any], Any] | None = None
 
 
 def _awaits_a_decision() -> None:
@@ -473,8 +479,35 @@ class Flow:
         self._steps[name].on_timeout = on_timeout
         return self
 
+    @_checks_arguments()
+    def shell(
+        self,
+        name: str,
+        command: str,
+        *,
+        after: str | Iterable[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        fail_on: str | Iterable[str] | None = None,
+        success_codes: int | Iterable[int] = (0,),
+        **options: Unpack[StepOptions],
+    ) -> Flow:
+        """Add a step that runs ``/bin/sh -c command`` on a worker (see :mod:`flowkit.shell`).
+
+        ``env`` is merged over the worker's environment; the attempt fails on an exit code
+        not in ``success_codes`` or on an output line matching a ``fail_on`` regex.
+        """
+        from .shell import check_definition
+
+        path, lineno = _caller_location()
+        who = f'flow "{self.name}" step "{name}"'
+        shell = check_definition(command, env, cwd, fail_on, success_codes, who=who,
+                                 where=self._where(name if isinstance(name, str) else None, path, lineno))
+        return self._add("shell", name, None, after, dict(options), shell=shell)
+
     def _add(
-        self, kind: str, name: str, fn: Callable[..., Any], after: Any, options: dict[str, Any]
+        self, kind: str, name: str, fn: Callable[..., Any] | None, after: Any, options: dict[str, Any],
+        shell: ShellSpec | None = None,
     ) -> Flow:
         path, lineno = _caller_location()
         where = self._where(name if isinstance(name, str) else None, path, lineno)
@@ -488,12 +521,20 @@ class Flow:
                 f"{first.path}:{first.lineno}); give one of them another name",
                 **where,
             )
-        if not callable(fn):
-            raise DefinitionError(
-                f"{who}: {fn!r} is not callable; pass the function itself (without calling it)", **where
-            )
-        self._check_signature(fn, who, where)
+        if shell is None:
+            if not callable(fn):
+                raise DefinitionError(
+                    f"{who}: {fn!r} is not callable; pass the function itself (without calling it)", **where
+                )
+            self._check_signature(fn, who, where)
         options = {k: v for k, v in options.items() if v is not UNSET}
+        success_when = options.pop("success_when", None)
+        if success_when is not None and not callable(success_when):
+            raise DefinitionError(
+                f"{who}: success_when={success_when!r} is not callable; pass a function that takes the "
+                "step's result and returns True when it succeeded, e.g. success_when=lambda r: r[\"rows\"] > 0",
+                **where,
+            )
         trigger = options.pop("trigger", "all_success")
         if not isinstance(trigger, str) or trigger not in TRIGGER_RULES:
             raise DefinitionError(
@@ -546,9 +587,10 @@ class Flow:
         self._steps[name] = _StepDef(
             name=name, fn=fn, upstream=upstream, kind=kind, options=options,
             path=path, lineno=lineno, trigger=trigger, reads=reads, writes=writes,
-            doc=(inspect.getdoc(fn) or "").split("\n")[0],
+            doc=(inspect.getdoc(fn) or "").split("\n")[0] if fn is not None else "",
             slots=1 if slots is UNSET else slots, lock=lock, lock_mode=lock_mode,
             compensate=compensate,
+            shell=shell, success_when=success_when,
         )
         self._last = name
         return self
@@ -724,7 +766,7 @@ class Flow:
                 StepSpec(
                     name=s.name,
                     fn="approval" if s.kind == "approval" else
-                    f"{getattr(s.fn, '__module__', '?')}:{getattr(s.fn, '__qualname__', repr(s.fn))}",
+                    _display_name(s.fn) if s.shell is None else f"/bin/sh -c {s.shell.command}"[:200],
                     upstream=s.upstream,
                     kind=s.kind,
                     retry=retry,
@@ -743,6 +785,8 @@ class Flow:
                     compensate=compensation_name(s.name) if s.compensate else None,
                     approval_timeout_seconds=s.approval_timeout,
                     on_timeout=s.on_timeout,
+                    shell=s.shell,
+                    success_when=_display_name(s.success_when) if s.success_when is not None else None,
                 )
             )
         return FlowSpec(
@@ -789,7 +833,14 @@ class Flow:
         base, _, role = step.partition(":")
         if role and compensation_name(base) == step and self._steps[base].compensate:
             return self._steps[base].compensate  # type: ignore[return-value]
-        return self._steps[step].fn
+        fn = self._steps[step].fn
+        if fn is None:
+            raise LookupError(f'step "{step}" of flow "{self.name}" is a shell step: it has no function')
+        return fn
+
+    def success_check_for(self, step: str) -> Callable[[Any], Any] | None:
+        """The success_when= check of ``step``, if it has one (used by workers)."""
+        return self._steps[step].success_when
 
     @property
     def step_names(self) -> list[str]:
@@ -800,6 +851,10 @@ class Flow:
 
 
 # -- argument checks shared by the flow and its steps --------------------------------------------
+
+
+def _display_name(fn: Any) -> str:
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def _strings(value: Any, label: str, one: str, who: str, where: dict[str, Any]) -> tuple[str, ...]:

@@ -13,9 +13,10 @@ from functools import cached_property
 from typing import Any
 
 #: Step kinds. ``branch`` steps return the name(s) of the downstream steps to follow;
+#: ``shell`` steps run a command (:class:`ShellSpec`) instead of a Python function;
 #: ``approval`` steps run no code and wait for ``flowkit approve/reject``; ``compensation``
 #: steps (in ``FlowSpec.compensations``) undo a succeeded step when its run fails.
-STEP_KINDS = ("task", "branch", "approval", "compensation")
+STEP_KINDS = ("task", "branch", "shell", "approval", "compensation")
 
 #: What an approval does when its ``timeout`` passes with no decision.
 ON_TIMEOUT = ("reject", "approve")
@@ -26,6 +27,7 @@ COMPENSATION_SUFFIX = ":compensate"
 
 def compensation_name(step: str) -> str:
     return step + COMPENSATION_SUFFIX
+
 
 #: Trigger rules: when a step runs, given how its upstreams ended. This is the one list of
 #: names; ``graph.decide_counts`` is the one implementation. Each upstream edge counts as
@@ -109,6 +111,25 @@ class ParamSpec:
 
 
 @dataclass(frozen=True)
+class ShellSpec:
+    """What a shell step runs: ``/bin/sh -c command`` (see :mod:`flowkit.shell`)."""
+
+    command: str
+    #: (name, value) pairs merged over the worker's environment (a tuple keeps the spec hashable).
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str | None = None
+    #: Regular expressions; an output line matching one fails the attempt, even on exit 0.
+    fail_on: tuple[str, ...] = ()
+    success_codes: tuple[int, ...] = (0,)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ShellSpec:
+        return cls(**{**data, "env": tuple((str(k), str(v)) for k, v in data.get("env") or ()),
+                      "fail_on": tuple(data.get("fail_on", ())),
+                      "success_codes": tuple(data.get("success_codes", (0,)))})
+
+
+@dataclass(frozen=True)
 class StepSpec:
     name: str
     fn: str  # "module:qualname" of the callable, for display; workers find it via the flow
@@ -140,6 +161,11 @@ class StepSpec:
     #: Kind "approval": seconds to wait for a decision (None: for ever), and what happens then.
     approval_timeout_seconds: float | None = None
     on_timeout: str = "reject"
+    #: The command of a shell step (kind "shell"); None for every other kind.
+    shell: ShellSpec | None = None
+    #: "module:qualname" of the step's success_when= check (workers take the callable from
+    #: the flow's module); None when the step has none.
+    success_when: str | None = None
 
 
 @dataclass(frozen=True)
@@ -239,6 +265,7 @@ class FlowSpec:
                     "reads": tuple(s.get("reads", ())),
                     "writes": tuple(s.get("writes", ())),
                     "retry": RetryPolicy(**s.get("retry", {})),
+                    "shell": ShellSpec.from_dict(s["shell"]) if s.get("shell") else None,
                 }
             )
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from . import jsonsafe, secrets
+from . import jsonsafe, refs, secrets, shell, success, timeouts
 from .config import Settings
 from .context import StepContext
 from .dispatch.base import Backpressure
@@ -111,11 +111,8 @@ class WorkerRuntime:
             self._specs[key] = self.store.flow_spec(flow, version)
         return self._specs[key]
 
-    def callable_for(self, flow: str, version: str, step: str) -> Callable[..., Any]:
-        """The step function from the exact module source the run is pinned to (C14)."""
-        found = self._callables.get((flow, version, step))
-        if found is not None:
-            return found
+    def flow(self, flow: str, version: str) -> Any:
+        """The ``Flow`` from the exact module source the run is pinned to (C14)."""
         key = (flow, version)
         module = self._modules.get(key)
         if module is None:
@@ -124,10 +121,20 @@ class WorkerRuntime:
             self._modules[key] = module
         for candidate in flows_in(module):
             if candidate.name == flow:
-                fn: Callable[..., Any] = candidate.callable_for(step)
-                self._callables[(flow, version, step)] = fn
-                return fn
+                return candidate
         raise LookupError(f'version {version} of its module defines no flow "{flow}"')
+
+    def callable_for(self, flow: str, version: str, step: str) -> Callable[..., Any]:
+        """The step function, from the pinned module source (cached: looked up per step)."""
+        fn = self._callables.get((flow, version, step))
+        if fn is None:
+            fn = self._callables[(flow, version, step)] = self.flow(flow, version).callable_for(step)
+        return fn
+
+    def success_check_for(self, flow: str, version: str, step: str) -> Callable[[Any], Any] | None:
+        """The step's success_when= callable, from the pinned module source."""
+        check: Callable[[Any], Any] | None = self.flow(flow, version).success_check_for(step)
+        return check
 
 
 def _call(fn: Callable[..., Any], ctx: StepContext) -> Any:
@@ -165,8 +172,8 @@ def encode_result(value: Any, *, run_id: str, step: str, cap: int) -> str:
     if size > cap:
         raise ResultTooLarge(
             f"run {run_id} step {step}: result is {size:,} bytes, over the {cap:,}-byte cap "
-            "(FLOWKIT_MAX_RESULT_BYTES); write large data to a file or object store and "
-            "return its path", step=step)
+            "(FLOWKIT_MAX_RESULT_BYTES); write the data elsewhere (a file, an object store) and "
+            'return flowkit.Ref("s3://...") to it', step=step)
     return text
 
 
@@ -181,6 +188,8 @@ def _json_default(value: Any) -> Any:
         return str(value)
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
+    if isinstance(value, refs.Ref):
+        return value.to_json()
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
@@ -205,6 +214,8 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
     datasets: list[tuple[str, str]] = []
     chosen: list[str] | None = None
     spec = None
+    tail: shell.OutputTail | None = None
+    deadline: timeouts.Deadline | None = None
     try:
         spec = rt.spec(claim.flow, claim.version)
         step_spec = spec.step(step)
@@ -214,16 +225,30 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
             upstream = rt.store.results(run_id, [step_spec.compensates])
         ctx = StepContext(
             flow=claim.flow, run_id=run_id, step=step, attempt=number, compensates=step_spec.compensates,
-            params=claim.params or {}, upstream=upstream, version=claim.version,
+            params=claim.params or {}, upstream=refs.revive(upstream), version=claim.version,
             idempotency_key=f"{run_id}:{step}",
             log=logging.getLogger(f"flowkit.step.{claim.flow}.{step}"),
         )
-        fn = rt.callable_for(claim.flow, claim.version, step)
         log.debug("run %s step %s: attempt %s started (delivery %s)", run_id, step, number,
                   claim.deliveries)  # the audit trail has it; INFO costs ~0.1 ms a step
-        value = _call(fn, ctx)
-        if step_spec.kind == "branch":
-            value = chosen = _check_branch(spec, step, value)
+        deadline = timeouts.Deadline(
+            step_spec.timeout_seconds, name=f"run {run_id} step {step} attempt {number}",
+            on_abandon=lambda: _abandon(rt, run_id, step, number, spec))
+        with deadline:
+            value: Any
+            if step_spec.shell is not None:
+                tail = shell.OutputTail()
+                value = shell.run(step_spec.shell, tail)
+            else:
+                value = _call(rt.callable_for(claim.flow, claim.version, step), ctx)
+            if step_spec.kind == "branch":
+                value = chosen = _check_branch(spec, step, value)
+            if step_spec.success_when is not None:
+                check = rt.success_check_for(claim.flow, claim.version, step)
+                if check is not None:
+                    success.check(check, value, step=step)
+        if deadline.fired:  # the step caught StepTimedOut and returned: still a timeout
+            raise timeouts.StepTimedOut()
         result_json = encode_result(value, run_id=run_id, step=step, cap=s.max_result_bytes)
         datasets = [(u, "read") for u in step_spec.reads] + [(u, "write") for u in step_spec.writes]
     except Skip as exc:
@@ -231,13 +256,15 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
     except Retry as exc:
         state, error, retry_delay = AttemptState.FAILED, f"retry requested: {exc.reason}", exc.delay
     except Exception as exc:
-        if type(exc).__name__ == "SoftTimeLimitExceeded":
+        state, trace = AttemptState.FAILED, _format_traceback()
+        if (deadline is not None and deadline.fired) or isinstance(exc, timeouts.StepTimedOut) \
+                or type(exc).__name__ == "SoftTimeLimitExceeded":
             timeout = rt.spec(claim.flow, claim.version).step(step).timeout_seconds or 0
-            error = (f"timed out after {timeout:g} s (timeout= on the step); make it faster or "
-                     "raise the timeout")
+            error = timeouts.timeout_message(timeout)
+        elif isinstance(exc, (shell.ShellFailed, success.NotSuccessful)):
+            error, trace = str(exc), None  # says all there is; our own frames would be noise
         else:
             error = describe_exception(exc)
-        state, trace = AttemptState.FAILED, _format_traceback()
     except (SystemExit, KeyboardInterrupt) as exc:
         if _is_interruption(exc):
             # The worker is being stopped (SIGTERM to the pool, a warm shutdown, a lost broker
@@ -248,24 +275,42 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
             raise
         state, error = AttemptState.FAILED, f"the step called sys.exit({exc.code!r})"  # type: ignore[union-attr]
     error, trace = _storable(secrets.mask_text(error)), _storable(secrets.mask_text(trace))
+    output = _storable(secrets.mask_text(tail.text())) if tail is not None else None
     try:
         effects = _until_stored(
             f"run {run_id} step {step}: recording attempt {number} ({state.value})",
             lambda: rt.store.finish_attempt(
                 run_id, step, number, worker=rt.name, state=state, result_json=result_json,
                 error=error, traceback=trace, retry_delay=retry_delay, datasets=datasets, spec=spec,
-                chosen=chosen, gate=rt.fast_follow_gate(), global_cap=rt.global_cap()))
+                chosen=chosen, gate=rt.fast_follow_gate(), global_cap=rt.global_cap(), output=output))
     finally:
         with rt._lock:
             rt._running.discard(key)
     if effects is None:
-        log.warning("run %s step %s: attempt %s was taken over by another worker; outcome "
-                    "discarded", run_id, step, number)
+        if deadline is not None and deadline.abandoned:
+            log.warning("run %s step %s: attempt %s ended after it was recorded as timed out; "
+                        "outcome (%s) discarded", run_id, step, number, state.value)
+        else:
+            log.warning("run %s step %s: attempt %s was taken over by another worker; outcome "
+                        "discarded", run_id, step, number)
         return "lost_claim"
     log.info("run %s step %s: attempt %s %s%s", run_id, step, number, state.value,
              f" ({error})" if error else "")
     _after_commit(rt, run_id, step, number, effects)
     return state.value
+
+
+def _abandon(rt: WorkerRuntime, run_id: str, step: str, number: int, spec: FlowSpec | None) -> None:
+    """A step that timed out and did not stop: record its attempt as failed now (from the
+    timeout watchdog); its later outcome loses the compare-and-set and is discarded."""
+    timeout = spec.step(step).timeout_seconds or 0 if spec is not None else 0
+    effects = rt.store.finish_attempt(
+        run_id, step, number, worker=rt.name, state=AttemptState.FAILED,
+        error=timeouts.timeout_message(timeout) + " (it did not stop; its outcome will be discarded)",
+        spec=spec, gate=rt.fast_follow_gate(), global_cap=rt.global_cap())
+    if effects is not None:
+        log.error("run %s step %s: attempt %s %s", run_id, step, number, timeouts.timeout_message(timeout))
+        _after_commit(rt, run_id, step, number, effects)
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -419,8 +464,8 @@ def runtime_for(app: Any) -> WorkerRuntime:
 
 def on_hard_timeout(rt: WorkerRuntime, run_id: str, step: str, number: int, limit: float) -> None:
     """Record an attempt the pool killed at its hard time limit (Celery acks that message)."""
-    reason = (f"killed at the hard time limit ({limit:g} s): the step ignored the soft limit "
-              "(timeout=); do not swallow SoftTimeLimitExceeded, or raise the timeout")
+    reason = (f"killed at the hard time limit ({limit:g} s): the step ignored its timeout=; "
+              "let the StepTimedOut raised in it propagate, or raise the timeout")
     effects = rt.store.fail_running_attempt(run_id, step, number, reason=reason,
                                             actor=f"{socket.gethostname()}:{os.getpid()}",
                                             global_cap=rt.global_cap())

@@ -57,9 +57,8 @@ class CeleryDispatcher:
         step = item.step
         options: dict[str, Any] = {}
         if step.timeout_seconds:
-            # The soft limit raises inside the step (recorded as a timeout); the hard one
-            # kills a step that ignores it.
-            options["soft_time_limit"] = step.timeout_seconds
+            # flowkit.timeouts stops the step on every pool; on prefork, Celery's hard limit
+            # also kills a pool child whose step ignored that (the last resort).
             options["time_limit"] = step.timeout_seconds + max(5.0, step.timeout_seconds * 0.1)
         if step.priority is not None:
             # flowkit: 9 runs first. Redis (kombu): 0 is served first; AMQP: higher first.

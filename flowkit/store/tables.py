@@ -140,6 +140,8 @@ attempts = Table(
     Column("holds", Text),
     # Times a worker shutdown, broker or database loss interrupted this attempt (not failures).
     Column("interruptions", Integer, nullable=False, default=0),
+    # The end of a shell step's output (at most flowkit.shell.OUTPUT_TAIL_BYTES); NULL otherwise.
+    Column("output", Text),
     ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
     Index("ix_attempts_state", "state"),
 )

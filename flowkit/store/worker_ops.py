@@ -173,21 +173,24 @@ class WorkerOps(_Base):
         result_json: str | None = None, error: str | None = None, traceback: str | None = None,
         retry_delay: float | None = None, datasets: Iterable[tuple[str, str]] = (),
         spec: FlowSpec | None = None, chosen: list[str] | None = None,
-        gate: Gate | None = None, global_cap: int | None = None,
+        gate: Gate | None = None, global_cap: int | None = None, output: str | None = None,
     ) -> Effects | None:
         """Record an attempt's outcome and move the run forward, in one transaction.
 
-        Returns what to do after the commit (attempts to publish, whether to wake the
-        scheduler), or None if this worker no longer holds the attempt.
+        ``output`` is the tail of a shell step's output, kept on the attempt. Returns what to
+        do after the commit (attempts to publish, whether to wake the scheduler), or None if
+        this worker no longer holds the attempt.
         """
+        # The one-statement form records no output: shell steps take the generic path.
         if (state == AttemptState.SUCCESS and spec is not None and not self.is_sqlite
-                and spec.step(step).kind != "branch"):
+                and spec.step(step).kind != "branch" and output is None):
             return self._finish_success_pg(run_id, step, number, worker=worker, result_json=result_json,
                                            datasets=list(datasets), spec=spec, gate=gate,
                                            global_cap=global_cap)
         with self.tx(worker) as tx:
+            extra: dict[str, Any] = {"output": output} if output is not None else {}
             holds = tx.end_attempt(run_id, step, number, state=state, worker=worker, error=error,
-                                   traceback=traceback, retry_delay=retry_delay)
+                                   traceback=traceback, retry_delay=retry_delay, **extra)
             if holds is None:
                 return None
             if result_json is not None:

@@ -87,18 +87,22 @@ def test_orders_flow_on_rabbitmq(make_cluster, open_store, pg_url, amqp_url, tmp
     assert len(store.attempts(run_id)) == 8
 
 
-def test_step_ignoring_its_soft_limit_is_killed_and_recorded(make_cluster, open_store, pg_url, redis_url):
-    # Given a step that swallows SoftTimeLimitExceeded (timeout 1 s, hard limit 6 s)
+def test_step_ignoring_its_timeout_is_failed_then_killed(make_cluster, open_store, pg_url, redis_url):
+    # Given a step that swallows its StepTimedOut (timeout 1 s, Celery's hard limit 6 s)
     cluster = _running_cluster(make_cluster, pg_url, redis_url, dags="tests/dags/engine")
     run_id = cluster.cli("trigger", "hard_timeout").stdout.strip()
     store = open_store(pg_url)
-    # Then the pool kills it, the attempt is failed at once (not left running), the run fails
+    # Then the attempt is failed one grace period after its timeout (not left running), the
+    # run fails, and the pool kills the stuck child at the hard limit
     assert wait_for(lambda: _run_state(store, run_id), 40, "the run to end", cluster) == "failed"
     (attempt,) = store.attempts(run_id, "stubborn")
     assert attempt["state"] == "failed"
-    assert "killed at the hard time limit (6 s)" in attempt["error"]
-    assert (attempt["ended_at"] - attempt["started_at"]).total_seconds() < 12
+    assert attempt["error"].startswith("timed out after 1 s (timeout= on the step)")
+    assert "it did not stop; its outcome will be discarded" in attempt["error"]
+    assert (attempt["ended_at"] - attempt["started_at"]).total_seconds() < 4
     assert {s["step"]: s["state"] for s in store.step_runs(run_id)}["after"] == "upstream_failed"
+    wait_for(lambda: "Hard time limit (6.0s) exceeded" in cluster.logs(), 15, "the hard limit to kill it",
+             cluster)
 
 
 def test_concurrent_dag_syncs_do_not_collide(pg_url):

@@ -239,7 +239,7 @@ def test_unknown_option_to_then_suggests_the_close_one():
         DefinitionError,
         match=r"""flow "f" step "b": unknown option 'retrys'\. Did you mean "retries"\? """
         r"Options are: compensate, lock, pool, priority, queue, reads, retries, retry_backoff, retry_max_delay, slots, "
-        r"timeout, trigger, writes$",
+        r"success_when, timeout, trigger, writes$",
     ) as ei:
         flow.then("b", noop, retrys=2)  # L:then-unknown
     _assert_where(ei.value, "then-unknown", flow="f", step="b")

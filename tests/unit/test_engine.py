@@ -96,7 +96,7 @@ def test_result_over_the_cap_fails_with_size_and_fix(sqlite_store):
     assert h.run_until_done(run_id) == "failed"
     (a,) = attempts_by_step(sqlite_store, run_id)["huge"]
     assert "result is 300,002 bytes, over the 262,144-byte cap (FLOWKIT_MAX_RESULT_BYTES)" in a["error"]
-    assert "return its path" in a["error"]
+    assert "write the data elsewhere" in a["error"] and 'return flowkit.Ref("s3://...")' in a["error"]
     assert states(sqlite_store, run_id)["next"] == "upstream_failed"
 
 

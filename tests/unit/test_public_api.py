@@ -16,6 +16,7 @@ EXPECTED_ALL = [
     "Retry",
     "Skip",
     "secret",
+    "Ref",
     "FlowkitError",
     "DefinitionError",
     "CycleError",
