@@ -115,7 +115,8 @@ class WorkerRuntime:
         module = self._modules.get(key)
         if module is None:
             path, source = self.store.flow_source(flow, version)
-            module = exec_module_source(path, source, os.path.abspath(self.settings.dags_folder))
+            module = exec_module_source(path, source, os.path.abspath(self.settings.dags_folder),
+                                        modules=self.store.flow_modules(flow, version))
             self._modules[key] = module
         for candidate in flows_in(module):
             if candidate.name == flow:
