@@ -23,12 +23,22 @@ import re
 import sys
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypedDict, TypeVar, Unpack
 
 from .errors import CycleError, DefinitionError, DuplicateStepError, InvalidParamError, UnknownStepError
 from .graph import find_cycle
-from .spec import LOCK_MODES, MAX_SLOTS, PARAM_TYPES, TRIGGER_RULES, FlowSpec, ParamSpec, RetryPolicy, StepSpec
+from .spec import (
+    CALLBACK_KINDS,
+    LOCK_MODES,
+    MAX_SLOTS,
+    PARAM_TYPES,
+    TRIGGER_RULES,
+    FlowSpec,
+    ParamSpec,
+    RetryPolicy,
+    StepSpec,
+)
 
 __all__ = ["Flow", "Param", "StepOptions", "UNSET", "parse_duration"]
 
@@ -87,6 +97,9 @@ class StepOptions(TypedDict, total=False):
       ``spec.TRIGGER_RULES``.
     - ``reads``/``writes`` (none): dataset URIs (``"s3://bucket/key"``) for lineage; one URI
       or a list.
+    - ``on_success``/``on_failure``/``on_retry`` (None): callbacks, run on a worker with a
+      :class:`~flowkit.callbacks.CallbackContext` after the step's attempt succeeded, after
+      it failed for good, or after an attempt failed and a retry was scheduled.
     """
 
     retries: int
@@ -101,6 +114,9 @@ class StepOptions(TypedDict, total=False):
     trigger: str
     reads: str | Iterable[str]
     writes: str | Iterable[str]
+    on_success: Callable[[Any], Any] | None
+    on_failure: Callable[[Any], Any] | None
+    on_retry: Callable[[Any], Any] | None
 
 
 def _caller_location(depth: int = 2) -> tuple[str | None, int | None]:
@@ -304,6 +320,7 @@ class _StepDef:
     slots: int = 1
     lock: str | None = None
     lock_mode: str = "exclusive"
+    callbacks: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
 
 class Flow:
@@ -313,7 +330,9 @@ class Flow:
     and ``pool`` are defaults that each step may override. ``tags`` is a list of strings
     (a single string is one tag). ``max_active_runs`` caps the flow's runs at once and
     ``max_active_steps`` the steps of the flow queued or running at once, over all its runs
-    (None: no cap).
+    (None: no cap). ``on_success``/``on_failure`` are called once when a run ends in that
+    state, ``on_retry`` whenever a step of the flow schedules a retry (see
+    :mod:`flowkit.callbacks`).
     """
 
     @_checks_arguments(
@@ -339,6 +358,9 @@ class Flow:
         pool: str | None = None,
         max_active_runs: int | None = None,
         max_active_steps: int | None = None,
+        on_success: Callable[[Any], Any] | None = None,
+        on_failure: Callable[[Any], Any] | None = None,
+        on_retry: Callable[[Any], Any] | None = None,
     ) -> None:
         self.path, self.lineno = _caller_location()
         if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -365,6 +387,8 @@ class Flow:
             "pool": pool,
         }
         self._check_options(self._defaults, who, where)
+        self._callbacks = _check_callbacks(
+            {"on_success": on_success, "on_failure": on_failure, "on_retry": on_retry}, who, where)
         self._steps: dict[str, _StepDef] = {}
         self._last: str | None = None
 
@@ -449,6 +473,7 @@ class Flow:
             raise DefinitionError(f"{who}: after= names a step twice: {list(upstream)}", **where)
         slots = options.pop("slots", UNSET)
         lock, lock_mode = _check_lock(options.pop("lock", None), who, where)
+        callbacks = _check_callbacks({k: options.pop(k, None) for k in CALLBACK_KINDS}, who, where)
         self._check_options(options, who, where)
         if slots is not UNSET:
             if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
@@ -466,6 +491,7 @@ class Flow:
             path=path, lineno=lineno, trigger=trigger, reads=reads, writes=writes,
             doc=(inspect.getdoc(fn) or "").split("\n")[0],
             slots=1 if slots is UNSET else slots, lock=lock, lock_mode=lock_mode,
+            callbacks=callbacks,
         )
         self._last = name
         return self
@@ -656,6 +682,7 @@ class Flow:
                     slots=s.slots,
                     lock=s.lock,
                     lock_mode=s.lock_mode,
+                    callbacks=tuple(k for k in CALLBACK_KINDS if k in s.callbacks),
                 )
             )
         return FlowSpec(
@@ -663,11 +690,16 @@ class Flow:
             tags=self.tags, params=self.params, description=self.description,
             path=self.path, lineno=self.lineno, version=version,
             max_active_runs=self.max_active_runs, max_active_steps=self.max_active_steps,
+            callbacks=tuple(k for k in CALLBACK_KINDS if k in self._callbacks),
         )
 
     def callable_for(self, step: str) -> Callable[..., Any]:
         """The user function of ``step`` (used by workers)."""
         return self._steps[step].fn
+
+    def callback_for(self, kind: str, step: str | None = None) -> Callable[..., Any] | None:
+        """The ``kind`` callback of ``step`` (of the flow when None), if defined (used by workers)."""
+        return (self._steps[step].callbacks if step else self._callbacks).get(kind)
 
     @property
     def step_names(self) -> list[str]:
@@ -739,3 +771,29 @@ def _check_lock(value: Any, who: str, where: dict[str, Any]) -> tuple[str | None
             **where,
         )
     return name, mode
+
+
+def _check_callbacks(given: dict[str, Any], who: str, where: dict[str, Any]) -> dict[str, Callable[..., Any]]:
+    """The callbacks given (None: not set), each a callable that takes the callback context."""
+    out: dict[str, Callable[..., Any]] = {}
+    for kind, fn in given.items():
+        if fn is None:
+            continue
+        if not callable(fn):
+            raise DefinitionError(
+                f"{who}: {kind}={fn!r} is not callable; pass a function that takes the callback "
+                f"context, e.g. {kind}=notify with def notify(ctx): ...", **where)
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            out[kind] = fn  # builtins and C callables: nothing to check
+            continue
+        try:
+            signature.bind(None)
+        except TypeError:
+            name = getattr(fn, "__name__", repr(fn))
+            raise DefinitionError(
+                f"{who}: {kind}={name}{signature} cannot be called with one argument; a callback "
+                f"takes the callback context: def {name}(ctx): ...", **where) from None
+        out[kind] = fn
+    return out

@@ -121,6 +121,12 @@ class StepSpec:
     #: ``lock`` is None.
     lock: str | None = None
     lock_mode: str = "exclusive"
+    #: The callbacks the step defines (names from ``CALLBACK_KINDS``); they run on workers.
+    callbacks: tuple[str, ...] = ()
+
+
+#: Callback kinds, on a flow (run ended; on_retry: any step's retry) and on a step.
+CALLBACK_KINDS = ("on_success", "on_failure", "on_retry")
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,8 @@ class FlowSpec:
     #: At most this many steps of the flow queued or running at once, over all its runs
     #: (Airflow's max_active_tasks; None: no limit of its own).
     max_active_steps: int | None = None
+    #: The flow-level callbacks it defines (names from ``CALLBACK_KINDS``).
+    callbacks: tuple[str, ...] = ()
 
     # -- lookups (cached: the scheduler asks for every step and upstream per evaluation) --
     @cached_property
@@ -206,6 +214,7 @@ class FlowSpec:
                     "upstream": tuple(s.get("upstream", ())),
                     "reads": tuple(s.get("reads", ())),
                     "writes": tuple(s.get("writes", ())),
+                    "callbacks": tuple(s.get("callbacks", ())),
                     "retry": RetryPolicy(**s.get("retry", {})),
                 }
             )
@@ -218,6 +227,7 @@ class FlowSpec:
                 "steps": steps,
                 "params": params,
                 "tags": tuple(data.get("tags", ())),
+                "callbacks": tuple(data.get("callbacks", ())),
             }
         )
 

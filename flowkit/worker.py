@@ -111,6 +111,11 @@ class WorkerRuntime:
 
     def callable_for(self, flow: str, version: str, step: str) -> Callable[..., Any]:
         """The step function from the exact module source the run is pinned to (C14)."""
+        fn: Callable[..., Any] = self.flow_for(flow, version).callable_for(step)
+        return fn
+
+    def flow_for(self, flow: str, version: str) -> Any:
+        """The ``Flow`` object of ``flow`` from the module source ``version`` is pinned to."""
         key = (flow, version)
         module = self._modules.get(key)
         if module is None:
@@ -120,8 +125,7 @@ class WorkerRuntime:
             self._modules[key] = module
         for candidate in flows_in(module):
             if candidate.name == flow:
-                fn: Callable[..., Any] = candidate.callable_for(step)
-                return fn
+                return candidate
         raise LookupError(f'version {version} of its module defines no flow "{flow}"')
 
 
@@ -181,6 +185,8 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
         return claim.outcome
     if claim.outcome == "poison":
         log.error("run %s step %s: attempt %s %s", run_id, step, number, claim.detail)
+        if claim.effects is not None:
+            _after_commit(rt, run_id, step, number, claim.effects)
         _notify(rt, run_id, step, number)
         return "poison"
 
@@ -361,6 +367,10 @@ def _after_commit(rt: WorkerRuntime, run_id: str, step: str, number: int, effect
             rt.backpressure.sent(rt.dispatcher.queue_for(item))
     if effects.wake or failed:
         _notify(rt, run_id, step, number, timer=effects.next_timer)
+    if effects.callbacks:  # after the next steps went out: a callback never delays them
+        from .callbacks import publish
+
+        publish(rt.dispatcher, effects.callbacks)
 
 
 def _notify(rt: WorkerRuntime, run_id: str, step: str, number: int, timer: Any = None) -> None:

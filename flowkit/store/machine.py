@@ -45,6 +45,19 @@ class Dispatch:
     task_id: str
 
 
+@dataclass(frozen=True)
+class CallbackDue:
+    """A callback written to the outbox (table ``callbacks``), to publish after the commit."""
+
+    id: str
+    run_id: str
+    flow: str
+    scope: str  # flow | step
+    kind: str
+    step: str | None
+    queue: str | None
+
+
 @dataclass
 class Effects:
     """What a transaction of the machine leaves for its caller to do after the commit."""
@@ -54,9 +67,12 @@ class Effects:
     wake: bool = False
     ended_runs: list[str] = field(default_factory=list)
     next_timer: datetime | None = None
+    #: Callbacks to publish (flowkit.callbacks); never needed to move the run on.
+    callbacks: list[CallbackDue] = field(default_factory=list)
 
     def merge(self, other: Effects) -> None:
         self.to_send += other.to_send
+        self.callbacks += other.callbacks
         self.wake = self.wake or other.wake
         self.ended_runs += other.ended_runs
         if other.next_timer and (self.next_timer is None or other.next_timer < self.next_timer):
@@ -113,12 +129,17 @@ class Machine:
                                 next_attempt_at=due):
                 self.effects.wake = True
                 self.effects.next_timer = due
+                for scope in ("step", "flow"):
+                    self.callback(scope, "on_retry", name, StepState.UP_FOR_RETRY.value, number, error)
             return
         else:
             new, outcome = StepState.FAILED, BAD
             reason = f"attempt {number} of {step.retry.max_attempts} failed: {error}"
         if self.tx.cas_step(self.run_id, name, [StepState.RUNNING], new, reason=reason,
                             ended_at=self.tx.now):
+            if new != StepState.SKIPPED:
+                self.callback("step", "on_success" if outcome == OK else "on_failure", name,
+                              new.value, number, error)
             self.settle([(name, outcome, chosen)])
 
     def settle(self, ended: Iterable[tuple[str, str, list[str] | None]]) -> None:
@@ -177,14 +198,34 @@ class Machine:
 
     def finish_run(self) -> None:
         c = t.step_runs.c
-        bad = sorted(r[0] for r in self.tx.conn.execute(
-            select(c.step).where(c.run_id == self.run_id, c.state.in_([s.value for s in STEP_BAD]))))
-        failed = [b for b in bad if b != StepState.UPSTREAM_FAILED.value]
+        rows = sorted(self.tx.conn.execute(select(c.step, c.state).where(
+            c.run_id == self.run_id, c.state.in_([s.value for s in STEP_BAD]))).all())
+        bad = [r.step for r in rows]
+        failed = [r.step for r in rows if r.state != StepState.UPSTREAM_FAILED.value]
         final = RunState.FAILED if bad else RunState.SUCCESS
-        if self.tx.cas_run(self.run_id, [RunState.RUNNING], final, ended_at=self.tx.now,
-                           reason=f"failed steps: {', '.join(failed or bad)}" if bad else "all steps done"):
+        reason = f"failed steps: {', '.join(failed or bad)}" if bad else "all steps done"
+        if self.tx.cas_run(self.run_id, [RunState.RUNNING], final, ended_at=self.tx.now, reason=reason):
             self.effects.ended_runs.append(self.run_id)
             self.effects.wake = True
+            self.callback("flow", "on_failure" if bad else "on_success", None, final.value,
+                          error=reason if bad else None)
+
+    def callback(self, scope: str, kind: str, step: str | None, state: str,
+                 attempt: int | None = None, error: str | None = None) -> None:
+        """Write the ``kind`` callback of the flow or of ``step`` (``scope``) to the outbox, if
+        it defines one; it is published after the commit and runs on a worker."""
+        defined = self.spec.callbacks if scope == "flow" else self.spec.step(step or "").callbacks
+        if kind not in defined:
+            return
+        import uuid
+
+        queue = self.spec.step(step).queue if scope == "step" and step else None
+        due = CallbackDue(str(uuid.uuid4()), self.run_id, self.spec.name, scope, kind, step, queue)
+        self.tx.conn.execute(insert(t.callbacks).values(
+            id=due.id, run_id=self.run_id, step=step, scope=scope, kind=kind, state=state,
+            attempt=attempt, error=error, queue=queue, created_at=self.tx.now,
+            dispatched_at=self.tx.now))
+        self.effects.callbacks.append(due)
 
     # -- starting steps -------------------------------------------------------------------
     def start(self, names: list[str], old: StepState, attempts: dict[str, int] | None = None) -> None:

@@ -93,6 +93,8 @@ class Claim:
     upstream: dict[str, Any] | None = None  # results of the step's upstreams, when asked for
     deliveries: int = 0
     detail: str = ""
+    #: What failing a poison attempt left to do after the commit (Effects), if anything.
+    effects: Any = None
 
 
 def _results(conn: Connection, run_id: str, steps: Iterable[str] | None) -> dict[str, Any]:

@@ -217,7 +217,8 @@ callbacks = Table(
     "callbacks", metadata,
     Column("id", String(36), primary_key=True),
     Column("run_id", String(36), nullable=False),
-    Column("step", String(100)),  # NULL: a flow-level callback
+    Column("step", String(100)),  # the step it is about (NULL: the run ended)
+    Column("scope", String(10), nullable=False),  # flow | step: whose callback to call
     Column("kind", String(20), nullable=False),  # on_success | on_failure | on_retry
     Column("state", String(20), nullable=False),  # the outcome: success, failed, up_for_retry
     Column("attempt", Integer),

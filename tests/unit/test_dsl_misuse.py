@@ -166,6 +166,7 @@ VALID_OPTIONS: StepOptions = {
     "retries": 1, "retry_backoff": "1s", "retry_max_delay": 10, "timeout": "5m", "queue": "io",
     "priority": 3, "pool": "db", "slots": 2, "lock": ("ledger", "shared"), "trigger": "all_done",
     "reads": "s3://b/in", "writes": ["s3://b/out"],
+    "on_success": noop, "on_failure": noop, "on_retry": noop,
 }
 
 

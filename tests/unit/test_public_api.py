@@ -16,6 +16,7 @@ EXPECTED_ALL = [
     "Retry",
     "Skip",
     "secret",
+    "CallbackContext",
     "FlowkitError",
     "DefinitionError",
     "CycleError",

@@ -47,6 +47,7 @@ def upgrade() -> None:
         sa.Column('id', sa.String(36), nullable=False),
         sa.Column('run_id', sa.String(36), nullable=False),
         sa.Column('step', sa.String(100), nullable=True),
+        sa.Column('scope', sa.String(10), nullable=False),
         sa.Column('kind', sa.String(20), nullable=False),
         sa.Column('state', sa.String(20), nullable=False),
         sa.Column('attempt', sa.Integer(), nullable=True),
