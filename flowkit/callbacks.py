@@ -60,6 +60,17 @@ def resend_due(store: Any, dispatcher: Any, actor: str, dispatched_before: datet
     return len(items)
 
 
+def wait_for_callbacks(store: Any, run_id: str, timeout: float) -> int:
+    """Wait until the run's callbacks are done (``flowkit dev`` before it exits); returns
+    how many are still pending after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (left := callback_ops.pending(store, run_id)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
 def run_callback(rt: Any, callback_id: str) -> str:
     """Run one callback on a worker (``rt`` is its WorkerRuntime); returns what happened."""
     from . import secrets

@@ -67,3 +67,13 @@ def take_due(store: SqlStore, actor: str, dispatched_before: datetime) -> list[C
                 out.append(CallbackDue(row.id, row.run_id, row.flow_name, row.scope, row.kind,
                                        row.step, row.queue))
     return out
+
+
+def pending(store: SqlStore, run_id: str) -> int:
+    """Callbacks of ``run_id`` not done yet."""
+    from sqlalchemy import func
+
+    c = t.callbacks.c
+    with store._conn() as conn:
+        return int(conn.execute(select(func.count()).select_from(t.callbacks).where(
+            c.run_id == run_id, c.done_at.is_(None))).scalar() or 0)
