@@ -392,8 +392,8 @@ class SqlStoreBase:
             names = json.loads(f.flow_names)
             err = DagLoadError(f.error, path=f.path, lineno=f.error_lineno) if f.error else None
             specs = [latest_specs[n] for n in names if n in latest_specs]
-            if len(specs) != len(names):
-                continue  # incomplete record: import it again
+            if len(specs) != len(names) or f.helpers is None:
+                continue  # incomplete, or recorded before helpers were pinned: import it again
             out[f.path] = (f.hash, specs, err, json.loads(f.helpers or "{}"))
         return out
 
@@ -413,7 +413,7 @@ class SqlStoreBase:
                     error=problem.message if problem else None,
                     error_lineno=problem.lineno if problem else None,
                     flow_names=json.dumps([s.name for s in good]), loaded_at=now,
-                    helpers=json.dumps(r.helper_hashes, sort_keys=True) if r.helper_hashes else None,
+                    helpers=json.dumps(r.helper_hashes, sort_keys=True),
                 ), ["path"])
                 for m in r.modules if good else []:
                     _upsert(conn, t.module_sources, dict(hash=m.hash, source=m.source, created_at=now),

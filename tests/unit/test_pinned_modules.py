@@ -135,6 +135,40 @@ def test_a_version_stored_before_helpers_were_pinned_still_imports_from_the_dags
     store.dispose()
 
 
+def test_a_namespace_package_of_helpers_is_pinned_too(tmp_path):
+    dags = tmp_path / "dags"
+    (dags / "shared").mkdir(parents=True)  # no __init__.py
+    (dags / "shared" / "names.py").write_text("NAME = 'ns'\n")
+    (dags / "ns_flow.py").write_text("from shared.names import NAME\nfrom flowkit import Flow\n"
+                                     "flow = Flow('ns').step('a', lambda: NAME)\n")
+    store = SqlStore(f"sqlite:///{tmp_path}/s.db")
+    store.upgrade()
+    harness = InlineHarness(store, str(dags))
+    assert [(m.name, m.package) for m in store.flow_modules("ns", store.flow_spec("ns").version)] == [
+        ("shared", True), ("shared.names", False)]
+    run_id = harness.trigger("ns")
+    shutil.rmtree(dags)
+    assert harness.run_until_done(run_id) == "success"
+    assert store.results(run_id)["a"] == "ns"
+    store.dispose()
+
+
+def test_a_file_recorded_before_helpers_were_pinned_is_imported_again(tmp_path, folder):
+    store = SqlStore(f"sqlite:///{tmp_path}/s.db")
+    store.upgrade()
+    sync_dags(store, str(folder))
+    from sqlalchemy import update
+
+    from flowkit.store import tables as t
+
+    with store.engine.begin() as conn:  # as an older flowkit left the row
+        conn.execute(update(t.dag_files).values(helpers=None))
+    assert store.known_dag_files() == {}
+    sync_dags(store, str(folder))
+    assert all(len(v) == 4 for v in store.known_dag_files().values())
+    store.dispose()
+
+
 def test_importable_sets_other_versions_aside_and_puts_them_back():
     sys.modules.pop("pin_probe", None)
     old = [ModuleSource(name="pin_probe", path="/nowhere/pin_probe.py", source="V = 'old'\n")]
