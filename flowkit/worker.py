@@ -185,9 +185,10 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
         return claim.outcome
     if claim.outcome == "poison":
         log.error("run %s step %s: attempt %s %s", run_id, step, number, claim.detail)
-        if claim.effects is not None:
+        if claim.effects is not None:  # publishes its callbacks and wakes the scheduler
             _after_commit(rt, run_id, step, number, claim.effects)
-        _notify(rt, run_id, step, number)
+        else:
+            _notify(rt, run_id, step, number)
         return "poison"
 
     key = (run_id, step, number)

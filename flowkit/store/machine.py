@@ -13,6 +13,7 @@ and fair order, taking its slots from the ledger.
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -214,12 +215,12 @@ class Machine:
                  attempt: int | None = None, error: str | None = None) -> None:
         """Write the ``kind`` callback of the flow or of ``step`` (``scope``) to the outbox, if
         it defines one; it is published after the commit and runs on a worker."""
-        defined = self.spec.callbacks if scope == "flow" else self.spec.step(step or "").callbacks
-        if kind not in defined:
+        if scope == "step" and step is None:
+            raise ValueError(f"run {self.run_id}: a step callback ({kind}) needs its step")
+        step_spec = self.spec.step(step) if scope == "step" and step is not None else None
+        if kind not in (step_spec or self.spec).callbacks:
             return
-        import uuid
-
-        queue = self.spec.step(step).queue if scope == "step" and step else None
+        queue = step_spec.queue if step_spec else None
         due = CallbackDue(str(uuid.uuid4()), self.run_id, self.spec.name, scope, kind, step, queue)
         self.tx.conn.execute(insert(t.callbacks).values(
             id=due.id, run_id=self.run_id, step=step, scope=scope, kind=kind, state=state,

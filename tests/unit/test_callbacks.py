@@ -81,6 +81,13 @@ def test_a_raising_callback_is_recorded_and_changes_no_state(harness, tmp_path):
     assert harness.store.get_run(run_id)["state"] == "success"
 
 
+def test_a_step_the_scheduler_fails_runs_its_failure_callbacks(harness, tmp_path):
+    run_id, state, lines = _run(harness, "cb_pool", tmp_path / "out.jsonl")
+    assert state == "failed"
+    assert _seen(lines) == [("on_failure", "a", "failed", None), ("on_failure", None, "failed", None)]
+    assert 'pool "cb_missing_pool" does not exist' in lines[0]["error"]
+
+
 def test_the_next_step_is_dispatched_before_the_callback_runs(harness, tmp_path):
     run_id = harness.trigger("cb_ok", {"out": str(tmp_path / "out.jsonl")})
     from flowkit.worker import run_attempt
@@ -107,6 +114,30 @@ def test_a_delivered_callback_runs_once_and_a_lost_publish_is_sent_again(harness
     assert run_callback(harness.runtime, lost.id) == "failed"
     assert run_callback(harness.runtime, lost.id) == "done"  # a second delivery does nothing
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 1
+
+
+def test_an_attempt_lost_too_often_publishes_its_callbacks_at_once(harness, tmp_path):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from flowkit.store import tables as t
+    from flowkit.worker import run_attempt
+
+    run_id = harness.trigger("cb_fail", {"out": str(tmp_path / "out.jsonl")})
+    harness.dispatcher.sent.clear()
+    for n in range(3):  # three workers died running attempt 1
+        assert harness.store.claim_attempt(run_id, "a", 1, worker=f"w{n}", lost_after=30,
+                                           max_deliveries=3).outcome == "run"
+        with harness.store.tx("test") as tx:
+            tx.conn.execute(update(t.attempts).values(heartbeat_at=tx.now - timedelta(seconds=60)))
+    assert run_attempt(harness.runtime, run_id, "a", 1) == "poison"
+    # the delivery that failed it as poison published the retry callbacks (no sweep needed)
+    assert sorted((c.scope, c.kind) for c in harness.dispatcher.callbacks) == [
+        ("flow", "on_retry"), ("step", "on_retry")]
+    harness.work()
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert all("poison" in e["error"] and e["attempt"] == 1 for e in lines) and len(lines) == 2
 
 
 def test_specs_stored_before_callbacks_existed_still_load():

@@ -52,3 +52,9 @@ cb_raise = (
     .step("a", ok, on_success=explode)
     .step("b", ok, after="a")
 )
+
+# No pool of that name exists: the scheduler fails the step when it tries to grant it.
+cb_pool = (
+    Flow("cb_pool", params=PARAMS, on_failure=record)
+    .step("a", ok, pool="cb_missing_pool", on_failure=record)
+)
