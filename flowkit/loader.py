@@ -147,9 +147,12 @@ def _describe(exc: BaseException) -> str:
 def import_in_child(path: str, dags_folder: str) -> dict[str, Any]:
     """Body of the child process: import one file and describe its flows (or its error)."""
     source = Path(path).read_text(encoding="utf-8")
+    # Only what the file itself imports is its helpers: never flowkit, even with a dags
+    # folder that holds the whole project.
+    loaded_before = set(sys.modules)
     try:
         module = exec_module_source(path, source, dags_folder)
-        helpers = helpers_under(dags_folder, skip=[module.__name__])
+        helpers = helpers_under(dags_folder, skip=loaded_before | {module.__name__})
         version = version_for(source_hash(source), helpers)
         specs = [flow.spec(version=version).to_dict() for flow in flows_in(module)]
         return {"flows": specs, "modules": [m.to_dict() for m in helpers]}

@@ -76,12 +76,17 @@ def helpers_under(folder: str | Path, *, skip: Iterable[str] = ()) -> list[Modul
             continue
         if not file or not str(file).endswith(".py") or not _is_under(Path(file), root):
             continue  # compiled extensions cannot be stored; they must be installed
+        if _INSTALLED.intersection(Path(file).parts):
+            continue  # a virtualenv inside the dags folder: installed packages are not helpers
         try:
             source = Path(file).read_bytes().decode("utf-8", errors="replace")
         except OSError:
             continue
         found.append(ModuleSource(name=name, path=str(file), source=source, package=bool(locations)))
     return sorted(found, key=lambda m: m.name)
+
+
+_INSTALLED = {"site-packages", "dist-packages"}
 
 
 def _is_under(path: Path, root: Path) -> bool:

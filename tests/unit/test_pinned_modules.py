@@ -72,6 +72,22 @@ def test_a_flow_without_helpers_keeps_the_hash_of_its_module_alone(tmp_path):
     assert report.files[0].modules == []
 
 
+def test_a_virtualenv_inside_the_dags_folder_is_not_pinned(tmp_path):
+    project = tmp_path / "project"
+    venv_pkg = project / ".venv" / "lib" / "site-packages" / "vendored"
+    venv_pkg.mkdir(parents=True)
+    (venv_pkg / "__init__.py").write_text("X = 1\n")
+    (project / "helpers.py").write_text("VALUE = 3\n")
+    site = str(venv_pkg.parent)
+    (project / "flow.py").write_text(
+        f"import sys\nsys.path.append({site!r})\nimport vendored\nimport helpers\n"
+        "from flowkit import Flow\nflow = Flow('whole').step('a', lambda: helpers.VALUE)\n")
+    report = load_folder(project, timeout=30)
+    result = {Path(r.path).name: r for r in report.files}["flow.py"]
+    assert result.error is None, result.error
+    assert [m.name for m in result.modules] == ["helpers"]
+
+
 def test_underscore_files_stay_helper_only_and_are_pinned_when_imported(tmp_path):
     dags = tmp_path / "dags"
     dags.mkdir()
