@@ -6,8 +6,8 @@ loader's subprocess, where Celery and SQLAlchemy stay unloaded.
 
 from __future__ import annotations
 
-# -- inside a step
-from .context import StepContext
+# -- inside a step (and a callback)
+from .context import CallbackContext, StepContext
 
 # -- defining flows
 from .dsl import UNSET, Flow, Param
@@ -44,6 +44,8 @@ __all__ = [
     "Skip",
     "secret",
     "Ref",
+    # callbacks
+    "CallbackContext",
     # errors
     "FlowkitError",
     "DefinitionError",

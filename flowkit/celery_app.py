@@ -19,9 +19,10 @@ EXECUTE_TASK = "flowkit.execute"
 def make_app(settings: Settings, *, name: str = "flowkit") -> Celery:
     app = Celery(name, broker=settings.broker_url, set_as_current=False)
     app.conf.update(celery_config(settings))
-    from . import worker  # registers the task on this app
+    from . import callbacks, worker  # register the tasks on this app
 
     worker.register(app)
+    callbacks.register(app)
     return app
 
 

@@ -674,6 +674,10 @@ def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float,
         thread.start()
         try:
             final = _follow(store, run_id, timeout, click.echo, on_change)
+            from .callbacks import wait_for_callbacks
+
+            if final != "timeout" and wait_for_callbacks(store, run_id, timeout=10.0):
+                click.echo(f"run {run_id}: callbacks still pending after 10 s; not waiting longer")
             click.echo("")
             click.echo(_format_run(run_details(store, run_id)))
         finally:

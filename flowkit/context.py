@@ -31,3 +31,25 @@ class StepContext:
     def result_of(self, step: str) -> Any:
         """The JSON result of upstream ``step`` (KeyError if it is not an upstream)."""
         return self.upstream[step]
+
+
+@dataclass(frozen=True)
+class CallbackContext:
+    """Passed to an ``on_success``/``on_failure``/``on_retry`` callback (one argument).
+
+    ``step`` is None for a flow's ``on_success``/``on_failure`` (the run ended); ``state``
+    is the outcome (``success``, ``failed``, ``up_for_retry``), ``attempt`` the attempt it
+    is about (None for a run) and ``error`` the failure's message. Callbacks are delivered
+    at least once: one may run again after a worker is lost, so keep them idempotent.
+    """
+
+    flow: str
+    run_id: str
+    step: str | None
+    kind: str
+    state: str
+    attempt: int | None
+    error: str | None
+    params: dict[str, Any]
+    version: str | None = None
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("flowkit.callback"))

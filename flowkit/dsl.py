@@ -23,12 +23,13 @@ import re
 import sys
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypedDict, TypeVar, Unpack
 
 from .errors import CycleError, DefinitionError, DuplicateStepError, InvalidParamError, UnknownStepError
 from .graph import find_cycle
 from .spec import (
+    CALLBACK_KINDS,
     LOCK_MODES,
     MAX_SLOTS,
     ON_TIMEOUT,
@@ -109,6 +110,9 @@ class StepOptions(TypedDict, total=False):
       step's result: ``ctx.result_of(ctx.compensates)``.
     - ``success_when`` (None): ``callable(result)``; a falsy answer fails the attempt
       (retries apply), see :mod:`flowkit.success`.
+    - ``on_success``/``on_failure``/``on_retry`` (None): callbacks, run on a worker with a
+      :class:`~flowkit.callbacks.CallbackContext` after the step's attempt succeeded, after
+      it failed for good, or after an attempt failed and a retry was scheduled.
     """
 
     retries: int
@@ -125,6 +129,9 @@ class StepOptions(TypedDict, total=False):
     writes: str | Iterable[str]
     compensate: Callable[..., Any] | None
     success_when: Callable[[Any], Any] | None
+    on_success: Callable[[Any], Any] | None
+    on_failure: Callable[[Any], Any] | None
+    on_retry: Callable[[Any], Any] | None
 
 
 def _caller_location(depth: int = 2) -> tuple[str | None, int | None]:
@@ -333,6 +340,7 @@ class _StepDef:
     on_timeout: str = "reject"
     shell: ShellSpec | None = None
     success_when: Callable[[Any], Any] | None = None
+    callbacks: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
 
 def _awaits_a_decision() -> None:
@@ -347,7 +355,9 @@ class Flow:
     and ``pool`` are defaults that each step may override. ``tags`` is a list of strings
     (a single string is one tag). ``max_active_runs`` caps the flow's runs at once and
     ``max_active_steps`` the steps of the flow queued or running at once, over all its runs
-    (None: no cap).
+    (None: no cap). ``on_success``/``on_failure`` are called once when a run ends in that
+    state, ``on_retry`` whenever a step of the flow schedules a retry (see
+    :mod:`flowkit.callbacks`).
     """
 
     @_checks_arguments(
@@ -373,6 +383,9 @@ class Flow:
         pool: str | None = None,
         max_active_runs: int | None = None,
         max_active_steps: int | None = None,
+        on_success: Callable[[Any], Any] | None = None,
+        on_failure: Callable[[Any], Any] | None = None,
+        on_retry: Callable[[Any], Any] | None = None,
     ) -> None:
         self.path, self.lineno = _caller_location()
         if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -399,6 +412,8 @@ class Flow:
             "pool": pool,
         }
         self._check_options(self._defaults, who, where)
+        self._callbacks = _check_callbacks(
+            {"on_success": on_success, "on_failure": on_failure, "on_retry": on_retry}, who, where)
         self._steps: dict[str, _StepDef] = {}
         self._last: str | None = None
 
@@ -572,6 +587,7 @@ class Flow:
                     f'characters (its compensation step is "<name>{compensation_name("")}"); shorten it',
                     **where,
                 )
+        callbacks = _check_callbacks({k: options.pop(k, None) for k in CALLBACK_KINDS}, who, where)
         self._check_options(options, who, where)
         if slots is not UNSET:
             if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
@@ -591,6 +607,7 @@ class Flow:
             slots=1 if slots is UNSET else slots, lock=lock, lock_mode=lock_mode,
             compensate=compensate,
             shell=shell, success_when=success_when,
+            callbacks=callbacks,
         )
         self._last = name
         return self
@@ -787,6 +804,7 @@ class Flow:
                     on_timeout=s.on_timeout,
                     shell=s.shell,
                     success_when=_display_name(s.success_when) if s.success_when is not None else None,
+                    callbacks=tuple(k for k in CALLBACK_KINDS if k in s.callbacks),
                 )
             )
         return FlowSpec(
@@ -795,6 +813,7 @@ class Flow:
             path=self.path, lineno=self.lineno, version=version,
             max_active_runs=self.max_active_runs, max_active_steps=self.max_active_steps,
             compensations=self._compensations(steps),
+            callbacks=tuple(k for k in CALLBACK_KINDS if k in self._callbacks),
         )
 
     def _compensations(self, steps: list[StepSpec]) -> tuple[StepSpec, ...]:
@@ -841,6 +860,10 @@ class Flow:
     def success_check_for(self, step: str) -> Callable[[Any], Any] | None:
         """The success_when= check of ``step``, if it has one (used by workers)."""
         return self._steps[step].success_when
+
+    def callback_for(self, kind: str, step: str | None = None) -> Callable[..., Any] | None:
+        """The ``kind`` callback of ``step`` (of the flow when None), if defined (used by workers)."""
+        return (self._steps[step].callbacks if step else self._callbacks).get(kind)
 
     @property
     def step_names(self) -> list[str]:
@@ -916,3 +939,29 @@ def _check_lock(value: Any, who: str, where: dict[str, Any]) -> tuple[str | None
             **where,
         )
     return name, mode
+
+
+def _check_callbacks(given: dict[str, Any], who: str, where: dict[str, Any]) -> dict[str, Callable[..., Any]]:
+    """The callbacks given (None: not set), each a callable that takes the callback context."""
+    out: dict[str, Callable[..., Any]] = {}
+    for kind, fn in given.items():
+        if fn is None:
+            continue
+        if not callable(fn):
+            raise DefinitionError(
+                f"{who}: {kind}={fn!r} is not callable; pass a function that takes the callback "
+                f"context, e.g. {kind}=notify with def notify(ctx): ...", **where)
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            out[kind] = fn  # builtins and C callables: nothing to check
+            continue
+        try:
+            signature.bind(None)
+        except TypeError:
+            name = getattr(fn, "__name__", repr(fn))
+            raise DefinitionError(
+                f"{who}: {kind}={name}{signature} cannot be called with one argument; a callback "
+                f"takes the callback context: def {name}(ctx): ...", **where) from None
+        out[kind] = fn
+    return out

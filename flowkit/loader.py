@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DagLoadError, FlowkitError
+from .pinned import ModuleSource, helpers_under, version_for
 from .spec import FlowSpec
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,10 @@ class FileResult:
     source: str = ""
     #: A flow name this file shares with another file; recomputed on every load, never cached.
     conflict: DagLoadError | None = None
+    #: Helper modules from the dags folder the file imported (empty when read from the cache).
+    modules: list[ModuleSource] = field(default_factory=list)
+    #: path -> content hash of those helpers' files: an edit to one re-imports this file.
+    helper_hashes: dict[str, str] = field(default_factory=dict)
 
     @property
     def problem(self) -> DagLoadError | None:
@@ -80,8 +85,19 @@ def module_name_for(path: str | Path) -> str:
     return f"{_MODULE_PREFIX}{stem}"
 
 
-def exec_module_source(path: str, source: str, dags_folder: str | None = None) -> types.ModuleType:
-    """Run a dags module's source as a fresh module (the worker runs the pinned version)."""
+def exec_module_source(path: str, source: str, dags_folder: str | None = None,
+                       modules: list[ModuleSource] | None = None) -> types.ModuleType:
+    """Run a dags module's source as a fresh module (the worker runs the pinned version).
+
+    With ``modules`` (the helpers pinned with the version), exactly those are importable
+    while it runs (:mod:`.pinned`); versions stored without them import helpers from
+    ``dags_folder``, as before.
+    """
+    if modules:
+        from .pinned import importable
+
+        with importable(modules):
+            return exec_module_source(path, source)
     if dags_folder and dags_folder not in sys.path:
         sys.path.insert(0, dags_folder)  # so a dags module can import its sibling helpers
     name = module_name_for(path)
@@ -131,11 +147,15 @@ def _describe(exc: BaseException) -> str:
 def import_in_child(path: str, dags_folder: str) -> dict[str, Any]:
     """Body of the child process: import one file and describe its flows (or its error)."""
     source = Path(path).read_text(encoding="utf-8")
-    version = source_hash(source)
+    # Only what the file itself imports is its helpers: never flowkit, even with a dags
+    # folder that holds the whole project.
+    loaded_before = set(sys.modules)
     try:
         module = exec_module_source(path, source, dags_folder)
+        helpers = helpers_under(dags_folder, skip=loaded_before | {module.__name__})
+        version = version_for(source_hash(source), helpers)
         specs = [flow.spec(version=version).to_dict() for flow in flows_in(module)]
-        return {"flows": specs}
+        return {"flows": specs, "modules": [m.to_dict() for m in helpers]}
     except BaseException as exc:  # the whole point: report anything the module does
         lineno = _error_location(exc, path)
         if isinstance(exc, FlowkitError) and exc.path and exc.path != path:
@@ -189,19 +209,33 @@ def import_file(path: Path, dags_folder: str | Path, timeout: float) -> FileResu
         )
     else:
         result.flows = [FlowSpec.from_dict(d) for d in payload["flows"]]
+        result.modules = [ModuleSource.from_dict(d) for d in payload.get("modules", [])]
+        result.helper_hashes = {m.path: m.hash for m in result.modules if m.path.endswith(".py")}
     return result
+
+
+def helpers_unchanged(helper_hashes: dict[str, str]) -> bool:
+    """Do the helper files a cached import depended on still hold the same source?"""
+    for path, expected in helper_hashes.items():
+        try:
+            text = Path(path).read_bytes().decode("utf-8", errors="replace")
+        except OSError:
+            return False
+        if ModuleSource(name="", path=path, source=text).hash != expected:
+            return False
+    return True
 
 
 def load_folder(
     folder: str | Path,
     *,
     timeout: float = 30.0,
-    known: dict[str, tuple[str, list[FlowSpec] | None, DagLoadError | None]] | None = None,
+    known: dict[str, tuple[Any, ...]] | None = None,
 ) -> LoadReport:
     """Import every changed module of ``folder`` in parallel subprocesses.
 
-    ``known`` maps a path to ``(hash, flows, error)`` from an earlier load; a file whose
-    hash is unchanged is not imported again.
+    ``known`` maps a path to ``(hash, flows, error[, helper_hashes])`` from an earlier load;
+    a file whose hash and helpers are unchanged is not imported again.
     """
     known = known or {}
     folder = Path(folder)
@@ -212,10 +246,11 @@ def load_folder(
         text = path.read_bytes()
         h = source_hash(text)
         prev = known.get(str(path))
-        if prev and prev[0] == h:
+        helper_hashes: dict[str, str] = prev[3] if prev and len(prev) > 3 else {}
+        if prev and prev[0] == h and helpers_unchanged(helper_hashes):
             results[str(path)] = FileResult(
                 path=str(path), hash=h, flows=list(prev[1] or []), error=prev[2],
-                source=text.decode("utf-8", errors="replace"),
+                source=text.decode("utf-8", errors="replace"), helper_hashes=helper_hashes,
             )
         else:
             todo.append(path)

@@ -166,6 +166,12 @@ class StepSpec:
     #: "module:qualname" of the step's success_when= check (workers take the callable from
     #: the flow's module); None when the step has none.
     success_when: str | None = None
+    #: The callbacks the step defines (names from ``CALLBACK_KINDS``); they run on workers.
+    callbacks: tuple[str, ...] = ()
+
+
+#: Callback kinds, on a flow (run ended; on_retry: any step's retry) and on a step.
+CALLBACK_KINDS = ("on_success", "on_failure", "on_retry")
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,8 @@ class FlowSpec:
     #: Compensation steps (kind "compensation"), one per step with ``compensate=``. They are
     #: not in ``steps``: a run gets their rows only when it fails (see store/saga.py).
     compensations: tuple[StepSpec, ...] = ()
+    #: The flow-level callbacks it defines (names from ``CALLBACK_KINDS``).
+    callbacks: tuple[str, ...] = ()
 
     # -- lookups (cached: the scheduler asks for every step and upstream per evaluation) --
     @cached_property
@@ -264,6 +272,7 @@ class FlowSpec:
                     "upstream": tuple(s.get("upstream", ())),
                     "reads": tuple(s.get("reads", ())),
                     "writes": tuple(s.get("writes", ())),
+                    "callbacks": tuple(s.get("callbacks", ())),
                     "retry": RetryPolicy(**s.get("retry", {})),
                     "shell": ShellSpec.from_dict(s["shell"]) if s.get("shell") else None,
                 }
@@ -277,6 +286,7 @@ class FlowSpec:
                 "compensations": tuple(step(s) for s in data.get("compensations", ())),
                 "params": params,
                 "tags": tuple(data.get("tags", ())),
+                "callbacks": tuple(data.get("callbacks", ())),
             }
         )
 

@@ -14,11 +14,13 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from .callbacks import run_callback
 from .config import Settings
 from .dispatch.base import Backpressure, Dispatch
 from .dispatch.events import MemoryEvents
 from .scheduler.loop import Scheduler
 from .spec import resolve_params
+from .store.machine import CallbackDue
 from .store.sql import SqlStore, utcnow
 from .sync import sync_dags
 from .worker import WorkerRuntime, run_attempt
@@ -32,6 +34,7 @@ class InlineDispatcher:
 
     def __init__(self) -> None:
         self.sent: list[Dispatch] = []
+        self.callbacks: list[CallbackDue] = []
         self.depths: dict[str, int] = {}
 
     def queue_name(self, queue: str | None) -> str:
@@ -46,6 +49,9 @@ class InlineDispatcher:
     def dispatch_many(self, items: Iterable[Dispatch]) -> list[Dispatch]:
         self.sent.extend(items)
         return []
+
+    def dispatch_callbacks(self, items: Iterable[CallbackDue]) -> None:
+        self.callbacks.extend(items)
 
 
 class FakeClock:
@@ -97,9 +103,13 @@ class InlineHarness:
         return run_id
 
     def work(self) -> int:
-        """Run every dispatched attempt once and feed the completions back. Returns how many ran."""
+        """Run every dispatched attempt (and callback) once and feed the completions back.
+        Returns how many attempts ran."""
         ran = 0
-        while self.dispatcher.sent:
+        while self.dispatcher.sent or self.dispatcher.callbacks:
+            if not self.dispatcher.sent:
+                run_callback(self.runtime, self.dispatcher.callbacks.pop(0).id)
+                continue
             item = self.dispatcher.sent.pop(0)
             run_attempt(self.runtime, item.run_id, item.step.name, item.attempt)
             ran += 1

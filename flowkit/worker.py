@@ -111,13 +111,14 @@ class WorkerRuntime:
             self._specs[key] = self.store.flow_spec(flow, version)
         return self._specs[key]
 
-    def flow(self, flow: str, version: str) -> Any:
-        """The ``Flow`` from the exact module source the run is pinned to (C14)."""
+    def flow_for(self, flow: str, version: str) -> Any:
+        """The ``Flow`` object of ``flow`` from the module source ``version`` is pinned to."""
         key = (flow, version)
         module = self._modules.get(key)
         if module is None:
             path, source = self.store.flow_source(flow, version)
-            module = exec_module_source(path, source, os.path.abspath(self.settings.dags_folder))
+            module = exec_module_source(path, source, os.path.abspath(self.settings.dags_folder),
+                                        modules=self.store.flow_modules(flow, version))
             self._modules[key] = module
         for candidate in flows_in(module):
             if candidate.name == flow:
@@ -125,15 +126,16 @@ class WorkerRuntime:
         raise LookupError(f'version {version} of its module defines no flow "{flow}"')
 
     def callable_for(self, flow: str, version: str, step: str) -> Callable[..., Any]:
-        """The step function, from the pinned module source (cached: looked up per step)."""
+        """The step function from the exact module source the run is pinned to (C14; cached:
+        looked up per step)."""
         fn = self._callables.get((flow, version, step))
         if fn is None:
-            fn = self._callables[(flow, version, step)] = self.flow(flow, version).callable_for(step)
+            fn = self._callables[(flow, version, step)] = self.flow_for(flow, version).callable_for(step)
         return fn
 
     def success_check_for(self, flow: str, version: str, step: str) -> Callable[[Any], Any] | None:
         """The step's success_when= callable, from the pinned module source."""
-        check: Callable[[Any], Any] | None = self.flow(flow, version).success_check_for(step)
+        check: Callable[[Any], Any] | None = self.flow_for(flow, version).success_check_for(step)
         return check
 
 
@@ -204,7 +206,10 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
         return claim.outcome
     if claim.outcome == "poison":
         log.error("run %s step %s: attempt %s %s", run_id, step, number, claim.detail)
-        _notify(rt, run_id, step, number)
+        if claim.effects is not None:  # publishes its callbacks and wakes the scheduler
+            _after_commit(rt, run_id, step, number, claim.effects)
+        else:
+            _notify(rt, run_id, step, number)
         return "poison"
 
     key = (run_id, step, number)
@@ -423,6 +428,10 @@ def _after_commit(rt: WorkerRuntime, run_id: str, step: str, number: int, effect
             rt.backpressure.sent(rt.dispatcher.queue_for(item))
     if effects.wake or failed:
         _notify(rt, run_id, step, number, timer=effects.next_timer)
+    if effects.callbacks:  # after the next steps went out: a callback never delays them
+        from .callbacks import publish
+
+        publish(rt.dispatcher, effects.callbacks)
 
 
 def _notify(rt: WorkerRuntime, run_id: str, step: str, number: int, timer: Any = None) -> None:

@@ -65,6 +65,12 @@ class CeleryDispatcher:
             options["priority"] = 9 - step.priority if self._redis else step.priority
         return options
 
+    def dispatch_callbacks(self, items: list[Any]) -> None:
+        """Publish ``flowkit.callback`` tasks (see flowkit.callbacks); raises on failure."""
+        from ..callbacks import send_with_celery
+
+        send_with_celery(self.app, self.settings.default_queue, items)
+
     def dispatch_many(self, items: Iterable[Dispatch]) -> list[Dispatch]:
         from ..celery_app import EXECUTE_TASK
 

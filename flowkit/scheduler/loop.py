@@ -234,6 +234,10 @@ class Scheduler:
         for run_id in effects.ended_runs:
             log.info("run %s: ended", run_id)
         self._send(effects.to_send)
+        if effects.callbacks:
+            from ..callbacks import publish
+
+            publish(self.dispatcher, effects.callbacks)
 
     def _send(self, items: list[Dispatch]) -> None:
         items = self._unsent + items
@@ -267,6 +271,10 @@ class Scheduler:
                                                  global_cap=self.global_cap, gate=self._gate))
         self.redispatch_silent(now)
         self.resend_expired(now, everything=force_leases)
+        from ..callbacks import resend_due
+
+        resend_due(self.store, self.dispatcher, self.actor,
+                   now - (timedelta(seconds=self.sweep_seconds) if force_leases else self.queued_lease))
         self._next_timer = self.store.next_retry_at()
         self._grant_due = 0.0
         try:

@@ -13,6 +13,7 @@ and fair order, taking its slots from the ledger.
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -45,6 +46,19 @@ class Dispatch:
     task_id: str
 
 
+@dataclass(frozen=True)
+class CallbackDue:
+    """A callback written to the outbox (table ``callbacks``), to publish after the commit."""
+
+    id: str
+    run_id: str
+    flow: str
+    scope: str  # flow | step
+    kind: str
+    step: str | None
+    queue: str | None
+
+
 @dataclass
 class Effects:
     """What a transaction of the machine leaves for its caller to do after the commit."""
@@ -54,9 +68,12 @@ class Effects:
     wake: bool = False
     ended_runs: list[str] = field(default_factory=list)
     next_timer: datetime | None = None
+    #: Callbacks to publish (flowkit.callbacks); never needed to move the run on.
+    callbacks: list[CallbackDue] = field(default_factory=list)
 
     def merge(self, other: Effects) -> None:
         self.to_send += other.to_send
+        self.callbacks += other.callbacks
         self.wake = self.wake or other.wake
         self.ended_runs += other.ended_runs
         if other.next_timer and (self.next_timer is None or other.next_timer < self.next_timer):
@@ -121,12 +138,17 @@ class Machine:
                                 next_attempt_at=due):
                 self.effects.wake = True
                 self.effects.next_timer = due
+                for scope in ("step", "flow"):
+                    self.callback(scope, "on_retry", name, StepState.UP_FOR_RETRY.value, number, error)
             return
         else:
             new, outcome = StepState.FAILED, BAD
             reason = f"attempt {number} of {step.retry.max_attempts} failed: {error}"
         if self.tx.cas_step(self.run_id, name, [StepState.RUNNING], new, reason=reason,
                             ended_at=self.tx.now):
+            if new != StepState.SKIPPED:
+                self.callback("step", "on_success" if outcome == OK else "on_failure", name,
+                              new.value, number, error)
             self.settle([(name, outcome, chosen)])
 
     def settle(self, ended: Iterable[tuple[str, str, list[str] | None]]) -> None:
@@ -203,6 +225,25 @@ class Machine:
                            reason=reason, **values):
             self.effects.ended_runs.append(self.run_id)
             self.effects.wake = True
+            self.callback("flow", "on_failure" if bad else "on_success", None, final.value,
+                          error=reason if bad else None)
+
+    def callback(self, scope: str, kind: str, step: str | None, state: str,
+                 attempt: int | None = None, error: str | None = None) -> None:
+        """Write the ``kind`` callback of the flow or of ``step`` (``scope``) to the outbox, if
+        it defines one; it is published after the commit and runs on a worker."""
+        if scope == "step" and step is None:
+            raise ValueError(f"run {self.run_id}: a step callback ({kind}) needs its step")
+        step_spec = self.spec.step(step) if scope == "step" and step is not None else None
+        if kind not in (step_spec or self.spec).callbacks:
+            return
+        queue = step_spec.queue if step_spec else None
+        due = CallbackDue(str(uuid.uuid4()), self.run_id, self.spec.name, scope, kind, step, queue)
+        self.tx.conn.execute(insert(t.callbacks).values(
+            id=due.id, run_id=self.run_id, step=step, scope=scope, kind=kind, state=state,
+            attempt=attempt, error=error, queue=queue, created_at=self.tx.now,
+            dispatched_at=self.tx.now))
+        self.effects.callbacks.append(due)
 
     # -- starting steps -------------------------------------------------------------------
     def start(self, names: list[str], old: StepState, attempts: dict[str, int] | None = None) -> None:

@@ -175,6 +175,7 @@ class SchedulerOps(_Base):
                 if tx.cas_step(row.run_id, row.step, [StepState.SCHEDULED], StepState.FAILED,
                                reason=why, ended_at=tx.now):
                     machine = tx.machine(spec, row.run_id, global_cap=global_cap)
+                    machine.callback("step", "on_failure", row.step, StepState.FAILED.value, error=why)
                     machine.settle([(row.step, "bad", None)])
                     effects.merge(machine.effects)
         return effects, granted == len(rows) == batch

@@ -93,6 +93,8 @@ class Claim:
     upstream: dict[str, Any] | None = None  # results of the step's upstreams, when asked for
     deliveries: int = 0
     detail: str = ""
+    #: What failing a poison attempt left to do after the commit (Effects), if anything.
+    effects: Any = None
 
 
 def _results(conn: Connection, run_id: str, steps: Iterable[str] | None) -> dict[str, Any]:
@@ -399,10 +401,10 @@ class SqlStoreBase:
         )
 
     # -- dags -------------------------------------------------------------------------
-    def known_dag_files(self) -> dict[str, tuple[str, list[FlowSpec] | None, Any]]:
+    def known_dag_files(self) -> dict[str, tuple[str, list[FlowSpec] | None, Any, dict[str, str]]]:
         from ..errors import DagLoadError
 
-        out: dict[str, tuple[str, list[FlowSpec] | None, Any]] = {}
+        out: dict[str, tuple[str, list[FlowSpec] | None, Any, dict[str, str]]] = {}
         with self._conn() as conn:
             files = conn.execute(select(t.dag_files)).all()
             latest = {r.name: r.version for r in conn.execute(select(t.flows.c.name, t.flows.c.version))}
@@ -413,9 +415,9 @@ class SqlStoreBase:
             names = json.loads(f.flow_names)
             err = DagLoadError(f.error, path=f.path, lineno=f.error_lineno) if f.error else None
             specs = [latest_specs[n] for n in names if n in latest_specs]
-            if len(specs) != len(names):
-                continue  # incomplete record: import it again
-            out[f.path] = (f.hash, specs, err)
+            if len(specs) != len(names) or f.helpers is None:
+                continue  # incomplete, or recorded before helpers were pinned: import it again
+            out[f.path] = (f.hash, specs, err, json.loads(f.helpers or "{}"))
         return out
 
     def record_load(self, files: Iterable[Any]) -> None:
@@ -434,13 +436,22 @@ class SqlStoreBase:
                     error=problem.message if problem else None,
                     error_lineno=problem.lineno if problem else None,
                     flow_names=json.dumps([s.name for s in good]), loaded_at=now,
+                    helpers=json.dumps(r.helper_hashes, sort_keys=True),
                 ), ["path"])
+                for m in r.modules if good else []:
+                    _upsert(conn, t.module_sources, dict(hash=m.hash, source=m.source, created_at=now),
+                            ["hash"], update_columns=[])
                 for spec in good:
                     present.add(spec.name)
                     _upsert(conn, t.flow_versions, dict(
                         flow_name=spec.name, version=spec.version, path=r.path,
                         spec_json=spec.to_json(), source=r.source, created_at=now),
                         ["flow_name", "version"], update_columns=[])
+                    for m in r.modules:
+                        _upsert(conn, t.flow_modules, dict(
+                            flow_name=spec.name, version=spec.version, name=m.name, path=m.path,
+                            hash=m.hash, package=m.package), ["flow_name", "version", "name"],
+                            update_columns=[])
                     values = dict(name=spec.name, version=spec.version, path=r.path,
                                   schedule=spec.schedule, owner=spec.owner,
                                   description=spec.description, active=True, updated_at=now)
@@ -488,6 +499,19 @@ class SqlStoreBase:
         if row is None:
             raise NotFoundError(f'flow "{name}" version {version} is not in the store', flow=name)
         return row.path, row.source
+
+    def flow_modules(self, name: str, version: str) -> list[Any]:
+        """The helper modules pinned with a flow version (none for versions stored before)."""
+        from ..pinned import ModuleSource
+
+        m, src = t.flow_modules.c, t.module_sources.c
+        with self._conn() as conn:
+            rows = conn.execute(select(m.name, m.path, m.package, src.source)
+                                .join_from(t.flow_modules, t.module_sources, m.hash == src.hash)
+                                .where(m.flow_name == name, m.version == version)
+                                .order_by(m.name)).all()
+        return [ModuleSource(name=r.name, path=r.path, source=r.source, package=bool(r.package))
+                for r in rows]
 
     # -- runs ---------------------------------------------------------------------------
     def create_run(

@@ -37,6 +37,8 @@ dag_files = Table(
     Column("error_lineno", Integer),
     Column("flow_names", Text, nullable=False, default="[]"),  # JSON list
     Column("loaded_at", TS, nullable=False),
+    # JSON {path: hash} of the helper modules the file imported: editing one re-imports it.
+    Column("helpers", Text),
 )
 
 flows = Table(
@@ -61,6 +63,28 @@ flow_versions = Table(
     # The module source, so that every worker runs the exact code a run was pinned to (C14).
     Column("source", Text, nullable=False),
     Column("created_at", TS, nullable=False),
+)
+
+#: Helper module sources from the dags folder, once per content hash (see flowkit.pinned).
+module_sources = Table(
+    "module_sources", metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+#: Which helper modules a flow version imports, under which names. Versions stored before
+#: helpers were pinned have no rows here and import helpers from the dags folder.
+flow_modules = Table(
+    "flow_modules", metadata,
+    Column("flow_name", String(100), primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("name", String(300), primary_key=True),
+    Column("path", String(1000), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("package", Boolean, nullable=False, default=False),
+    ForeignKeyConstraint(["flow_name", "version"], ["flow_versions.flow_name", "flow_versions.version"]),
+    ForeignKeyConstraint(["hash"], ["module_sources.hash"]),
 )
 
 runs = Table(
@@ -189,6 +213,27 @@ events = Table(
     Column("new_state", String(20)),
     Column("reason", Text, nullable=False, default=""),
     Index("ix_events_run", "run_id", "id"),
+)
+
+#: Callbacks to run (an outbox): written in the transaction that recorded the outcome,
+#: published after it commits, marked done by the worker that ran it; the scheduler's
+#: sweep publishes again the ones not done in time (at-least-once).
+callbacks = Table(
+    "callbacks", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("run_id", String(36), nullable=False),
+    Column("step", String(100)),  # the step it is about (NULL: the run ended)
+    Column("scope", String(10), nullable=False),  # flow | step: whose callback to call
+    Column("kind", String(20), nullable=False),  # on_success | on_failure | on_retry
+    Column("state", String(20), nullable=False),  # the outcome: success, failed, up_for_retry
+    Column("attempt", Integer),
+    Column("error", Text),
+    Column("queue", String(200)),
+    Column("created_at", TS, nullable=False),
+    Column("dispatched_at", TS, nullable=False),
+    Column("done_at", TS),
+    ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
+    Index("ix_callbacks_pending", "done_at", "dispatched_at"),
 )
 
 dataset_events = Table(

@@ -82,8 +82,8 @@ class WorkerOps(_Base):
                     reason = (f"poison: the worker running this attempt was lost {row.deliveries} "
                               f"times (last: {row.worker}); failing it instead of crash-looping. "
                               "Look for OOM kills or crashes in that step, or raise FLOWKIT_MAX_DELIVERIES")
-                    self._end_lost(tx, run_id, step, number, row.heartbeat_at, reason, specs)
-                    return Claim("poison", deliveries=row.deliveries, detail=reason)
+                    effects = self._end_lost(tx, run_id, step, number, row.heartbeat_at, reason, specs)
+                    return Claim("poison", deliveries=row.deliveries, detail=reason, effects=effects)
                 took = tx.conn.execute(update(a).where(
                     *pk, a.c.state == AttemptState.RUNNING.value,
                     a.c.heartbeat_at == row.heartbeat_at).values(
@@ -235,6 +235,7 @@ class WorkerOps(_Base):
             if out is None:
                 return None
             machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
+            machine.callback("step", "on_success", step, StepState.SUCCESS.value, number)
             effects: Effects = machine.effects
             queued = set(out["queued"])
             effects.to_send += [Dispatch(run_id, spec.name, spec.step(d), 1, task_id_for(run_id, d, 1))

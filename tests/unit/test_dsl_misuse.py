@@ -168,6 +168,7 @@ VALID_OPTIONS: StepOptions = {
     "priority": 3, "pool": "db", "slots": 2, "lock": ("ledger", "shared"), "trigger": "all_done",
     "reads": "s3://b/in", "writes": ["s3://b/out"], "compensate": noop,
     "success_when": bool,
+    "on_success": noop, "on_failure": noop, "on_retry": noop,
 }
 
 

@@ -17,6 +17,7 @@ EXPECTED_ALL = [
     "Skip",
     "secret",
     "Ref",
+    "CallbackContext",
     "FlowkitError",
     "DefinitionError",
     "CycleError",

@@ -236,13 +236,16 @@ def test_a_run_stored_before_migration_0003_still_runs_and_compensates(tmp_path)
     from flowkit.store.sql import SqlStore
     from flowkit.sync import sync_dags
 
-    # Given a store at schema 0002 holding a queued run
+    # Given a queued run in a store taken back to schema 0002 (the columns added since dropped)
     store = SqlStore(f"sqlite:///{tmp_path / 'old.db'}")
-    with store.engine.connect() as conn:
-        command.upgrade(store._alembic_config(conn), "0002")
-        conn.commit()
+    store.upgrade()
     sync_dags(store, SAGA_DAGS)
     run_id = store.create_run(store.flow_spec("saga_fail"), {}, actor="old")
+    store.dispose()
+    with store.engine.connect() as conn:
+        command.downgrade(store._alembic_config(conn), "0002")
+        conn.commit()
+    store.dispose()
     # When the store is migrated and the run is worked
     store.upgrade()
     h = InlineHarness(store, SAGA_DAGS)

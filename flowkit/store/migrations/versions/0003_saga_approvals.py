@@ -23,5 +23,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('runs') as b:
+    # recreate='never': ALTER TABLE ... DROP COLUMN (SQLite >= 3.35). Rebuilding the table
+    # instead would drop it with foreign keys on, and cascade-delete its children's rows.
+    with op.batch_alter_table('runs', recreate='never') as b:
         b.drop_column('outcome')
