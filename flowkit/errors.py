@@ -15,6 +15,7 @@
     │   └── MigrationRequired
     ├── DispatchError
     ├── NotFoundError              a flow or run that the store does not know
+    ├── ActionRefused              an operator's action that the current state does not allow
     └── StepFailure                a step attempt failed in a way flowkit diagnosed
         └── ResultTooLarge
 
@@ -107,6 +108,11 @@ class DispatchError(FlowkitError):
 
 class NotFoundError(FlowkitError):
     pass
+
+
+class ActionRefused(FlowkitError):
+    """An operator's action (pause, cancel, retry, mark) that the current state does not
+    allow; the message says the state and what to do instead."""
 
 
 class StepFailure(FlowkitError):

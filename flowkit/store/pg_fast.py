@@ -80,10 +80,10 @@ st AS (
 dn AS (
   UPDATE step_runs SET
     ok_up = ok_up + 1,
-    state = CASE WHEN step = ANY(CAST(:eligible AS text[])) AND state = 'pending'
+    state = CASE WHEN step = ANY(CAST(:eligible AS text[])) AND state = 'pending' AND attempts = 0
                       AND ok_up + 1 = n_up AND bad_up = 0 AND skip_up = 0
                  THEN 'queued' ELSE state END,
-    attempts = CASE WHEN step = ANY(CAST(:eligible AS text[])) AND state = 'pending'
+    attempts = CASE WHEN step = ANY(CAST(:eligible AS text[])) AND state = 'pending' AND attempts = 0
                          AND ok_up + 1 = n_up AND bad_up = 0 AND skip_up = 0
                     THEN 1 ELSE attempts END,
     updated_at = :now
@@ -125,6 +125,8 @@ def finish_success(conn: Connection, *, run_id: str, step: str, number: int, wor
     Returns None if this worker no longer holds the attempt; else ``holds`` (given back),
     ``stepped`` (the step moved to success), ``steps_left``, ``downs`` (each bumped
     downstream row, after the statement) and ``queued`` (names given a first attempt).
+    A ready step that has attempts already (an operator retried it) is not queued here: the
+    generic machine gives it its next number, in the same transaction.
     """
     row = conn.execute(FINISH_SUCCESS, {
         "run": run_id, "step": step, "num": number, "worker": worker, "now": now,
