@@ -366,8 +366,12 @@ def run_details(store: Any, run_id: str, *, with_events: bool = False) -> dict[s
         })
     details = {**run, "params": mask_params(spec, run["params"]), "steps": out_steps}
     if with_events:
-        # the flow's own events (an operator paused or unpaused it) while the run existed
-        flow_events = store.flow_events(run["flow_name"], since=run["created_at"], until=run["ended_at"])
+        # the flow's own events (an operator paused or unpaused it) while the run existed,
+        # and the pause it was created under, if any
+        flow_events = store.flow_events(run["flow_name"], until=run["ended_at"])
+        before = [e for e in flow_events if e["at"] < run["created_at"]][-1:]
+        flow_events = [e for e in before if e["action"] == "operator_pause"] + [
+            e for e in flow_events if e["at"] >= run["created_at"]]
         events = sorted(store.events(run_id) + flow_events, key=lambda e: (e["at"], e["id"]))
         details["events"] = [{**e, "reason": mask_text(e["reason"], hidden)} for e in events]
     return details
