@@ -165,8 +165,8 @@ class OperatorOps(_Base):
             if holds:
                 tx.ledger.lock(k for k, _ in holds)  # in key order: no deadlock with a grant
                 tx.ledger.give_back(holds)
-            if not tx.cas_run(run_id, [RunState.QUEUED, RunState.RUNNING, RunState.PAUSED],
-                              RunState.CANCELLED, reason=why, ended_at=tx.now, steps_left=0):
+            if not tx.cas_run(run_id, [state], RunState.CANCELLED, reason=why, ended_at=tx.now,
+                              steps_left=0):
                 # it ended meanwhile (its last step finished): undo all of this (rollback)
                 now = self._run_state(tx, run_id)
                 raise ActionRefused(f"run {run_id} ended as {now.value} while it was being "
