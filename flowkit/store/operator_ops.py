@@ -27,11 +27,14 @@ How each action ends:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import functools
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import OperationalError
 
 from ..errors import ActionRefused, NotFoundError
 from ..spec import FlowSpec
@@ -46,6 +49,11 @@ if TYPE_CHECKING:
 else:
     _Base = object
 
+log = logging.getLogger(__name__)
+
+#: Times an action runs again when PostgreSQL aborted it in a conflict with a concurrent
+#: transaction (a worker finishing a step of the same run): nothing of it was written.
+CONFLICT_RETRIES = 3
 #: How often a cancel reads the run's live steps again in its transaction: a worker that
 #: commits meanwhile (a claim, a finish that queued a downstream step) moves a step on.
 CANCEL_PASSES = 5
@@ -84,6 +92,28 @@ def notify(result: ActionResult, *, dispatcher: Any = None, events: Any = None) 
         except Exception as exc:
             warnings.append(f"the scheduler was not woken ({exc}); it acts at its next sweep")
     return warnings
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _again_on_conflict(action: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run the action's transaction again after a deadlock or serialization failure."""
+
+    @functools.wraps(action)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            try:
+                return action(*args, **kwargs)
+            except OperationalError as exc:
+                if attempt == CONFLICT_RETRIES or getattr(exc.orig, "sqlstate", None) not in ("40P01", "40001"):
+                    raise
+                log.warning("%s: conflict with a concurrent transaction (%s); trying again",
+                            action.__name__, getattr(exc.orig, "sqlstate", ""))
+        raise AssertionError("unreachable")
+
+    return wrapper
 
 
 def _why(verb: str, by: str, reason: str) -> str:
@@ -151,6 +181,7 @@ class OperatorOps(_Base):
             return [_row(r) for r in conn.execute(q)]
 
     # -- runs ----------------------------------------------------------------------------
+    @_again_on_conflict
     def cancel_run(self, run_id: str, *, by: str, reason: str = "") -> ActionResult:
         """Cancel every step not yet ended and the run; live attempts end and give their
         slots back in the same transaction."""
@@ -207,6 +238,7 @@ class OperatorOps(_Base):
                     cancelled.append(row.step)
         raise ActionRefused(f"run {run_id} kept changing while it was being cancelled; try again")
 
+    @_again_on_conflict
     def retry_run(self, run_id: str, *, steps: Iterable[str] = (), downstream: bool = False,
                   by: str, reason: str = "") -> ActionResult:
         """Run a finished run's failed, upstream_failed and cancelled steps again (or the
@@ -249,6 +281,7 @@ class OperatorOps(_Base):
         return ActionResult(f"run {run_id}: running again; {len(order)} step(s) back to pending: "
                             f"{', '.join(order)}", wake={"type": "run_retried", "run_id": run_id})
 
+    @_again_on_conflict
     def mark_step(self, run_id: str, step: str, state: StepState | str, *, by: str,
                   reason: str = "") -> ActionResult:
         """Give a step with no live attempt the state ``success`` or ``skipped``; its

@@ -320,3 +320,28 @@ def test_operator_transitions_are_apart_from_the_engine_s():
     assert not can_transition(StepState.RUNNING, StepState.SUCCESS, operator=True) or \
         can_transition(StepState.RUNNING, StepState.SUCCESS)  # the engine's own move, unchanged
     assert not can_transition(StepState.QUEUED, StepState.SUCCESS, operator=True)
+
+
+def test_an_action_runs_again_after_a_deadlock_with_a_worker(h, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from flowkit.store.operator_ops import OperatorOps
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    real = OperatorOps._cancel_steps
+    calls = []
+
+    def once_deadlocked(self, tx, run_id, why):  # type: ignore[no-untyped-def]
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise OperationalError("UPDATE step_runs", {}, Deadlock("deadlock detected"))
+        return real(self, tx, run_id, why)
+
+    monkeypatch.setattr(OperatorOps, "_cancel_steps", once_deadlocked)
+    run_id = h.trigger("held")
+    h.act(h.store.cancel_run(run_id, by="ann"))
+    assert len(calls) == 2 and run_state(h.store, run_id) == "cancelled"
+    assert len(operator_events(h.store, run_id)) == 1  # the first try wrote nothing
+    assert_balanced(h.store)
