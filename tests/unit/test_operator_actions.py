@@ -345,3 +345,24 @@ def test_an_action_runs_again_after_a_deadlock_with_a_worker(h, monkeypatch):
     assert len(calls) == 2 and run_state(h.store, run_id) == "cancelled"
     assert len(operator_events(h.store, run_id)) == 1  # the first try wrote nothing
     assert_balanced(h.store)
+
+
+def test_a_run_stored_before_migration_0006_can_be_retried_and_marked(h):
+    from alembic import command
+
+    store = h.store
+    run_id = h.trigger("broken")
+    assert h.run_until_done(run_id) == "failed"
+    # Back to the schema before this migration (no retry_base, no events.flow_name), and up
+    with store.engine.connect() as conn:
+        command.downgrade(store._alembic_config(conn), "0002")
+        conn.commit()
+    store.dispose()
+    assert store.schema_revision() == "0002"
+    store.upgrade()
+    assert store.schema_revision() == store.head_revision()
+    h.act(store.retry_run(run_id, by="ann"))
+    assert h.run_until_done(run_id) == "failed"
+    assert [a["number"] for a in store.attempts(run_id, "bad")] == [1, 2]
+    h.act(store.mark_step(run_id, "bad", "success", by="ann"))
+    assert h.run_until_done(run_id) == "success"
