@@ -93,7 +93,9 @@ q AS (
   SELECT dn.step, ids.task_id FROM dn
   JOIN unnest(CAST(:eligible AS text[]), CAST(:task_ids AS text[])) AS ids(step, task_id)
     ON ids.step = dn.step
-  WHERE dn.state = 'queued' AND dn.attempts = 1 AND dn.ok_up = dn.n_up),
+  WHERE dn.state = 'queued' AND dn.attempts = 1 AND dn.ok_up = dn.n_up
+    -- queued by this statement, not earlier (a one_success join its first upstream queued)
+    AND NOT EXISTS (SELECT 1 FROM attempts x WHERE x.run_id = :run AND x.step = dn.step)),
 ins AS (
   INSERT INTO attempts (run_id, step, number, task_id, state, deliveries, dispatched_at, interruptions)
   SELECT :run, q.step, 1, q.task_id, 'queued', 0, :now, 0 FROM q

@@ -81,3 +81,7 @@ inside = (Flow("inside", params={"store": "", "interrupt": False})
           .step("first", noop)
           .step("cancel_me", self_cancel, after="first")
           .step("never", noop, after="cancel_me"))
+
+# a join that its first upstream's success already starts (one_success), then the second ends
+early_join = (Flow("early_join").step("a", noop).step("b", noop)
+              .step("x", noop, after=["a", "b"], trigger="one_success"))
