@@ -172,18 +172,19 @@ def dags_list(ctx: click.Context, as_json: bool) -> None:
         store = _store(settings)
         report = sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
     flows = sorted(report.flows.values(), key=lambda f: f.name)
+    paused = {row["name"] for row in store.list_flows() if row["paused"]}
     if as_json:
         _echo_json({
             "flows": [{"name": f.name, "version": f.version, "steps": len(f.steps),
                        "schedule": f.schedule, "owner": f.owner, "tags": list(f.tags),
-                       "path": f.path} for f in flows],
+                       "path": f.path, "paused": f.name in paused} for f in flows],
             "errors": [{"path": e.path, "lineno": e.lineno, "message": e.message}
                        for e in report.errors],
         })
         return
     rows = [[f.name, str(len(f.steps)), f.schedule or "-", f.owner or "-", f.version or "-",
-             str(f.path)] for f in flows]
-    click.echo(_table(["flow", "steps", "schedule", "owner", "version", "file"], rows))
+             "paused" if f.name in paused else "-", str(f.path)] for f in flows]
+    click.echo(_table(["flow", "steps", "schedule", "owner", "version", "paused", "file"], rows))
     _report_errors(report)
 
 
@@ -254,6 +255,9 @@ def _trigger(settings: Settings, store: Any, flow: str, raw: dict[str, Any], *, 
     resolved = resolve_params(spec, raw)
     run_id: str = store.create_run(spec, resolved, actor=f"cli:{_user()}",
                                    trigger="manual", reason=reason)
+    if store.is_paused(flow):
+        click.echo(f'warning: flow "{flow}" is paused: run {run_id} stays queued until '
+                   f"`flowkit flows unpause {flow}`", err=True)
     if notify:
         warning = _notify_scheduler(settings, run_id)
         if warning:
@@ -369,7 +373,14 @@ def run_details(store: Any, run_id: str, *, with_events: bool = False) -> dict[s
         })
     details = {**run, "params": mask_params(spec, run["params"]), "steps": out_steps}
     if with_events:
-        details["events"] = [{**e, "reason": mask_text(e["reason"], hidden)} for e in store.events(run_id)]
+        # the flow's own events (an operator paused or unpaused it) while the run existed,
+        # and the pause it was created under, if any
+        flow_events = store.flow_events(run["flow_name"], until=run["ended_at"])
+        before = [e for e in flow_events if e["at"] < run["created_at"]][-1:]
+        flow_events = [e for e in before if e["action"] == "operator_pause"] + [
+            e for e in flow_events if e["at"] >= run["created_at"]]
+        events = sorted(store.events(run_id) + flow_events, key=lambda e: (e["at"], e["id"]))
+        details["events"] = [{**e, "reason": mask_text(e["reason"], hidden)} for e in events]
     return details
 
 
@@ -442,7 +453,8 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool,
     if with_events:
         click.echo("\nAUDIT TRAIL")
         for e in events:
-            where = f"{e['step']}#{e['attempt']}" if e["attempt"] else (e["step"] or "run")
+            where = f"{e['step']}#{e['attempt']}" if e["attempt"] else (
+                e["step"] or ("flow" if e.get("flow_name") and not e["run_id"] else "run"))
             click.echo(f"{_fmt_time(e['at'])}  {e['actor']:<28} {e['action']:<20} {where:<22} "
                        f"{e['old_state'] or ''}->{e['new_state'] or ''}  {e['reason']}")
 
@@ -710,8 +722,9 @@ def _follow(store: Any, run_id: str, timeout: float, echo: Callable[[str], None]
     return "timeout"
 
 
-# Rendering commands (render, lineage, report), pools and status live beside this module.
-from . import cli_approvals, cli_ops, cli_render  # noqa: E402,F401
+# Rendering commands (render, lineage, report), pools and status, and operators' actions
+# (flows pause/unpause, runs cancel/retry/mark, approve/reject) live beside this module.
+from . import cli_actions, cli_approvals, cli_ops, cli_render  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     # Under `python -m flowkit.cli` this file runs as __main__, a second copy of the module:

@@ -113,6 +113,7 @@ def status_report(settings: Settings, store: Any, depth: Any = None) -> dict[str
         "locks": [r for r in limits if r["kind"] == "lock"],
         "flows": [r for r in limits if r["kind"] == "flow"],
         "in_flight": store.in_flight(), "waiting": store.waiting_count(),
+        "paused_flows": [f["name"] for f in store.list_flows() if f["paused"]],
     }
 
 
@@ -151,6 +152,8 @@ def status(ctx: click.Context, as_json: bool, no_broker: bool) -> None:
     lines.append(f"\nin flight: {report['in_flight'].get('queued', 0)} queued, "
                  f"{report['in_flight'].get('running', 0)} running; {report['waiting']} step(s) waiting "
                  f"for a slot; global cap {cap['state'] if cap else 'none'}")
+    if report["paused_flows"]:
+        lines.append(f"paused flows: {', '.join(report['paused_flows'])} (`flowkit flows unpause FLOW`)")
     rows = [[r["kind"], r["name"], r["state"], "yes" if r["balanced"] else "NO"]
             for r in report["pools"] + report["locks"] + report["flows"]]
     if rows:

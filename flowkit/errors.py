@@ -16,6 +16,7 @@
     ├── DispatchError
     ├── NotFoundError              a flow or run that the store does not know
     ├── ApprovalError              an approval that cannot be decided (not awaiting one)
+    ├── ActionRefused              an operator's action that the current state does not allow
     └── StepFailure                a step attempt failed in a way flowkit diagnosed
         └── ResultTooLarge
 
@@ -112,6 +113,9 @@ class NotFoundError(FlowkitError):
 
 class ApprovalError(FlowkitError):
     """`flowkit approve`/`reject` named a step that is not awaiting a decision."""
+class ActionRefused(FlowkitError):
+    """An operator's action (pause, cancel, retry, mark) that the current state does not
+    allow; the message says the state and what to do instead."""
 
 
 class StepFailure(FlowkitError):

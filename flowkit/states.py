@@ -43,10 +43,12 @@ class AttemptState(StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     SKIPPED = "skipped"  # the step raised Skip
+    CANCELLED = "cancelled"  # its run was cancelled; a late outcome is discarded
 
     @property
     def terminal(self) -> bool:
-        return self in (AttemptState.SUCCESS, AttemptState.FAILED, AttemptState.SKIPPED)
+        return self in (AttemptState.SUCCESS, AttemptState.FAILED, AttemptState.SKIPPED,
+                        AttemptState.CANCELLED)
 
 
 RUN_TERMINAL = frozenset({RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED})
@@ -91,9 +93,44 @@ RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
 }
 
 
-def can_transition(old: StepState | RunState, new: StepState | RunState) -> bool:
-    """Whether the tables above allow ``old -> new`` (every compare-and-set checks this)."""
+#: Moves only an operator makes (``flowkit runs retry`` and ``runs mark``), on top of the
+#: tables above; the engine's own compare-and-sets never take them. A step that is queued or
+#: running is never marked or retried (its attempt must end, or the run be cancelled).
+_S = StepState
+OPERATOR_STEP_TRANSITIONS: dict[StepState, frozenset[StepState]] = {
+    # mark: a step with no live attempt takes the state the operator gives it
+    _S.PENDING: frozenset({_S.SUCCESS, _S.SKIPPED}),
+    _S.SCHEDULED: frozenset({_S.SUCCESS, _S.SKIPPED}),
+    _S.UP_FOR_RETRY: frozenset({_S.SUCCESS, _S.SKIPPED}),
+    _S.AWAITING_APPROVAL: frozenset({_S.SUCCESS, _S.SKIPPED}),
+    # retry (-> pending; attempt numbers continue) or mark
+    _S.FAILED: frozenset({_S.PENDING, _S.SUCCESS, _S.SKIPPED}),
+    _S.UPSTREAM_FAILED: frozenset({_S.PENDING, _S.SUCCESS, _S.SKIPPED}),
+    _S.CANCELLED: frozenset({_S.PENDING}),
+    _S.SUCCESS: frozenset({_S.PENDING, _S.SKIPPED}),
+    _S.SKIPPED: frozenset({_S.PENDING, _S.SUCCESS}),
+}
+
+OPERATOR_RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    # retry or mark reopens a finished run; the machine decides its end again
+    RunState.FAILED: frozenset({RunState.RUNNING}),
+    RunState.CANCELLED: frozenset({RunState.RUNNING}),
+    RunState.SUCCESS: frozenset({RunState.RUNNING}),
+}
+
+
+def can_transition(old: StepState | RunState, new: StepState | RunState, *,
+                   operator: bool = False) -> bool:
+    """Whether the tables above allow ``old -> new`` (every compare-and-set checks this);
+    ``operator`` adds the moves only an operator's action may make."""
     table: dict[Any, frozenset[Any]] = (
         STEP_TRANSITIONS if isinstance(old, StepState) else RUN_TRANSITIONS
     )
-    return new in table.get(old, frozenset())
+    if new in table.get(old, frozenset()):
+        return True
+    if not operator:
+        return False
+    extra: dict[Any, frozenset[Any]] = (
+        OPERATOR_STEP_TRANSITIONS if isinstance(old, StepState) else OPERATOR_RUN_TRANSITIONS
+    )
+    return new in extra.get(old, frozenset())

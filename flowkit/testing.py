@@ -21,6 +21,7 @@ from .dispatch.events import MemoryEvents
 from .scheduler.loop import Scheduler
 from .spec import resolve_params
 from .store.machine import CallbackDue
+from .store.operator_ops import ActionResult, notify
 from .store.sql import SqlStore, utcnow
 from .sync import sync_dags
 from .worker import WorkerRuntime, run_attempt
@@ -36,6 +37,7 @@ class InlineDispatcher:
         self.sent: list[Dispatch] = []
         self.callbacks: list[CallbackDue] = []
         self.depths: dict[str, int] = {}
+        self.revoked: list[str] = []
 
     def queue_name(self, queue: str | None) -> str:
         return queue or "flowkit"
@@ -52,6 +54,10 @@ class InlineDispatcher:
 
     def dispatch_callbacks(self, items: Iterable[CallbackDue]) -> None:
         self.callbacks.extend(items)
+    def revoke(self, task_ids: list[str]) -> None:
+        """Drop the revoked attempts' messages, as a worker does with a revoked task id."""
+        self.revoked += task_ids
+        self.sent = [d for d in self.sent if d.task_id not in task_ids]
 
 
 class FakeClock:
@@ -101,6 +107,17 @@ class InlineHarness:
         assert run_id is not None
         self.scheduler.start_run(run_id)
         return run_id
+
+    def act(self, result: ActionResult) -> ActionResult:
+        """Carry out what an operator's action left to do after its commit, as the CLI does:
+        revoke the attempts it stopped, wake the scheduler (which grants what became ready).
+
+        >>> harness.act(store.cancel_run(run_id, by="ann", reason="wrong input"))
+        """
+        notify(result, dispatcher=self.dispatcher, events=self.events)
+        self.scheduler.handle(self.events.wait(0))
+        self.scheduler.grant()
+        return result
 
     def work(self) -> int:
         """Run every dispatched attempt (and callback) once and feed the completions back.

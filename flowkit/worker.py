@@ -295,6 +295,10 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
         if deadline is not None and deadline.abandoned:
             log.warning("run %s step %s: attempt %s ended after it was recorded as timed out; "
                         "outcome (%s) discarded", run_id, step, number, state.value)
+        elif _attempt_state(rt, run_id, step, number) == AttemptState.CANCELLED.value:
+            log.warning("run %s step %s: attempt %s ended (%s) after an operator cancelled it; "
+                        "outcome discarded", run_id, step, number, state.value)
+            return "cancelled"
         else:
             log.warning("run %s step %s: attempt %s was taken over by another worker; outcome "
                         "discarded", run_id, step, number)
@@ -316,6 +320,11 @@ def _abandon(rt: WorkerRuntime, run_id: str, step: str, number: int, spec: FlowS
     if effects is not None:
         log.error("run %s step %s: attempt %s %s", run_id, step, number, timeouts.timeout_message(timeout))
         _after_commit(rt, run_id, step, number, effects)
+def _attempt_state(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str | None:
+    try:
+        return next((a["state"] for a in rt.store.attempts(run_id, step) if a["number"] == number), None)
+    except Exception:  # only chooses a log line
+        return None
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -360,6 +369,9 @@ def _record_interruption(rt: WorkerRuntime, run_id: str, step: str, number: int,
     try:
         if rt.store.interrupt_attempt(run_id, step, number, worker=rt.name, reason=reason):
             log.warning("run %s step %s: attempt %s %s", run_id, step, number, reason)
+        elif _attempt_state(rt, run_id, step, number) == AttemptState.CANCELLED.value:
+            log.warning("run %s step %s: attempt %s stopped after an operator cancelled it; not "
+                        "run again", run_id, step, number)
     except Exception as store_exc:  # the scheduler sees the silent attempt and sends it again
         log.warning("run %s step %s: attempt %s interrupted; could not record it (%s)", run_id, step,
                     number, store_exc)

@@ -70,6 +70,11 @@ class CeleryDispatcher:
         from ..callbacks import send_with_celery
 
         send_with_celery(self.app, self.settings.default_queue, items)
+    def revoke(self, task_ids: list[str]) -> None:
+        """Stop these attempts (an operator cancelled them): a worker drops their queued
+        messages, and a prefork child running one gets SIGTERM. Other pools cannot stop a
+        running step; the store discards its outcome when it ends."""
+        self.app.control.revoke(task_ids, terminate=True, signal="SIGTERM")
 
     def dispatch_many(self, items: Iterable[Dispatch]) -> list[Dispatch]:
         from ..celery_app import EXECUTE_TASK

@@ -129,12 +129,12 @@ class Machine:
         elif state == AttemptState.SKIPPED:
             new, outcome = StepState.SKIPPED, SKIP
             reason = error or "skipped by the step"
-        elif number < step.retry.max_attempts:
-            delay = retry_delay if retry_delay is not None else step.retry.delay_after(number)
+        elif (tries := number - self._retry_base(name)) < step.retry.max_attempts:
+            delay = retry_delay if retry_delay is not None else step.retry.delay_after(tries)
             due = self.tx.now + timedelta(seconds=delay)
             if self.tx.cas_step(self.run_id, name, [StepState.RUNNING], StepState.UP_FOR_RETRY,
-                                reason=(f"attempt {number} of {step.retry.max_attempts} failed; "
-                                        f"retrying in {delay:.1f} s: {error}"),
+                                reason=(f"attempt {_label(number, tries)} of {step.retry.max_attempts} "
+                                        f"failed; retrying in {delay:.1f} s: {error}"),
                                 next_attempt_at=due):
                 self.effects.wake = True
                 self.effects.next_timer = due
@@ -143,13 +143,19 @@ class Machine:
             return
         else:
             new, outcome = StepState.FAILED, BAD
-            reason = f"attempt {number} of {step.retry.max_attempts} failed: {error}"
+            reason = f"attempt {_label(number, tries)} of {step.retry.max_attempts} failed: {error}"
         if self.tx.cas_step(self.run_id, name, [StepState.RUNNING], new, reason=reason,
                             ended_at=self.tx.now):
             if new != StepState.SKIPPED:
                 self.callback("step", "on_success" if outcome == OK else "on_failure", name,
                               new.value, number, error)
             self.settle([(name, outcome, chosen)])
+
+    def _retry_base(self, name: str) -> int:
+        """Attempts made before an operator's latest retry of ``name`` (its budget restarts)."""
+        c = t.step_runs.c
+        return int(self.tx.conn.execute(select(c.retry_base).where(
+            c.run_id == self.run_id, c.step == name)).scalar() or 0)
 
     def settle(self, ended: Iterable[tuple[str, str, list[str] | None]]) -> None:
         """Propagate ended steps to their downstream steps, then start what became ready."""
@@ -192,6 +198,33 @@ class Machine:
                        StepState.PENDING)
         if count:
             self._steps_ended(count)
+
+    def decide_pending(self, reason: str) -> None:
+        """Decide every pending step of the run from its counters (after they were rebuilt:
+        a recount, an operator's retry): start the ready ones, end the ones their trigger
+        rule skips or fails, and end the run if nothing is left."""
+        c = t.step_runs.c
+        rows = self.tx.conn.execute(select(c.step, c.n_up, c.ok_up, c.bad_up, c.skip_up).where(
+            c.run_id == self.run_id, c.state == StepState.PENDING.value)).all()
+        to_start: list[str] = []
+        ended: list[tuple[str, str, list[str] | None]] = []
+        for row in sorted(rows, key=lambda r: self.spec.position[r.step]):
+            decision = decide_counts(self.spec.step(row.step).trigger, row.n_up, row.ok_up, row.bad_up,
+                                     row.skip_up)
+            if decision == Decision.RUN:
+                to_start.append(row.step)
+            elif decision != Decision.WAIT:
+                new = StepState.SKIPPED if decision == Decision.SKIP else StepState.UPSTREAM_FAILED
+                if self.tx.cas_step(self.run_id, row.step, [StepState.PENDING], new, reason=reason,
+                                    ended_at=self.tx.now):
+                    ended.append((row.step, SKIP if new == StepState.SKIPPED else BAD, None))
+        if to_start:
+            self.start(to_start, StepState.PENDING)
+        if ended:
+            self.settle(ended)
+        left = self.tx.conn.execute(select(t.runs.c.steps_left).where(t.runs.c.id == self.run_id)).scalar()
+        if left == 0:
+            self.finish_run()
 
     def _branch_choice(self, name: str) -> list[str]:
         value = self.tx.results(self.run_id, [name]).get(name)
@@ -246,9 +279,9 @@ class Machine:
         self.effects.callbacks.append(due)
 
     # -- starting steps -------------------------------------------------------------------
-    def start(self, names: list[str], old: StepState, attempts: dict[str, int] | None = None) -> None:
+    def start(self, names: list[str], old: StepState) -> None:
         """Queue ``names`` (their state is ``old``, locked by this transaction) or make them
-        waiters. ``attempts`` gives the previous attempt number of a retried step."""
+        waiters."""
         if "approval" in self.spec.kinds:
             from .approvals import await_decisions
 
@@ -262,43 +295,41 @@ class Machine:
             else:
                 waiters.append(name)
         if direct:
-            self.queue(direct, old, attempts or {}, holds={})
+            self.queue(direct, old, holds={})
         if waiters:
             self._wait(waiters, old)
 
-    def queue(self, names: list[str], old: StepState, attempts: dict[str, int],
-              holds: dict[str, list[Hold]]) -> list[str]:
+    def queue(self, names: list[str], old: StepState, holds: dict[str, list[Hold]]) -> list[str]:
         """``old`` -> queued, with a new attempt each; returns the names that were not in
         state ``old`` any more (another actor moved them), which got no attempt."""
         tx, now = self.tx, self.tx.now
-        by_number: dict[int, list[str]] = {}
-        for name in names:
-            by_number.setdefault(attempts.get(name, 0) + 1, []).append(name)
         c = t.step_runs.c
         lost: list[str] = []
-        for number, group in by_number.items():
-            won = {row[0] for row in tx.conn.execute(
-                update(t.step_runs)
-                .where(c.run_id == self.run_id, c.step.in_(group), c.state == old.value)
-                .values(state=StepState.QUEUED.value, attempts=number, next_attempt_at=None,
-                        wait_seq=None, updated_at=now)
-                .returning(c.step))}
-            rows = []
-            for name in group:
-                if name not in won:
-                    lost.append(name)
-                    continue
-                task_id = task_id_for(self.run_id, name, number)
-                rows.append({"run_id": self.run_id, "step": name, "number": number, "task_id": task_id,
-                             "state": AttemptState.QUEUED.value, "deliveries": 0, "dispatched_at": now,
-                             "holds": encode_holds(holds.get(name, [])), "interruptions": 0})
-                tx.event("step_state", run_id=self.run_id, step=name, old=old.value,
-                         new=StepState.QUEUED.value, attempt=number,
-                         reason=f"attempt {number} dispatched")
-                self.effects.to_send.append(
-                    Dispatch(self.run_id, self.spec.name, self.spec.step(name), number, task_id))
-            if rows:
-                tx.conn.execute(insert(t.attempts), rows)
+        # The step row counts its attempts: a retry timer, a waiter or a step an operator
+        # retried goes on from its last number, so task ids never collide.
+        numbers = {row.step: row.attempts for row in tx.conn.execute(
+            update(t.step_runs)
+            .where(c.run_id == self.run_id, c.step.in_(names), c.state == old.value)
+            .values(state=StepState.QUEUED.value, attempts=c.attempts + 1, next_attempt_at=None,
+                    wait_seq=None, updated_at=now)
+            .returning(c.step, c.attempts))}
+        rows = []
+        for name in names:
+            if name not in numbers:
+                lost.append(name)
+                continue
+            number = numbers[name]
+            task_id = task_id_for(self.run_id, name, number)
+            rows.append({"run_id": self.run_id, "step": name, "number": number, "task_id": task_id,
+                         "state": AttemptState.QUEUED.value, "deliveries": 0, "dispatched_at": now,
+                         "holds": encode_holds(holds.get(name, [])), "interruptions": 0})
+            tx.event("step_state", run_id=self.run_id, step=name, old=old.value,
+                     new=StepState.QUEUED.value, attempt=number,
+                     reason=f"attempt {number} dispatched")
+            self.effects.to_send.append(
+                Dispatch(self.run_id, self.spec.name, self.spec.step(name), number, task_id))
+        if rows:
+            tx.conn.execute(insert(t.attempts), rows)
         return lost
 
     def _wait(self, names: list[str], old: StepState) -> None:
@@ -319,6 +350,11 @@ class Machine:
         self.effects.wake = True
 
 
+def _label(number: int, tries: int) -> str:
+    """An attempt's number, and its place in the retry budget when an operator retried it."""
+    return str(number) if number == tries else f"{number} (try {tries} since the operator's retry)"
+
+
 def task_id_for(run_id: str, step: str, attempt: int) -> str:
     """Deterministic Celery task id: a re-sent attempt keeps its id (Flower links stay)."""
     import uuid
@@ -333,10 +369,13 @@ def initial_rows(spec: FlowSpec, run_id: str, now: datetime) -> list[dict[str, A
              "priority": s.priority or 0} for s in spec.steps]
 
 
-def recount(tx: Tx, spec: FlowSpec, run_id: str) -> None:
-    """Rebuild a run's counters from its step states (runs created before they existed)."""
+def recount(tx: Tx, spec: FlowSpec, run_id: str, pending: Iterable[str] = ()) -> None:
+    """Rebuild a run's counters from its step states (runs created before they existed, an
+    operator's retry or mark). Steps in ``pending`` count as not ended yet: the caller is
+    about to end them and settle them (Machine.settle)."""
     states = {r.step: StepState(r.state) for r in tx.conn.execute(
         select(t.step_runs.c.step, t.step_runs.c.state).where(t.step_runs.c.run_id == run_id))}
+    states.update({name: StepState.PENDING for name in pending})
     branches = [s.name for s in spec.steps if s.kind == "branch" and states.get(s.name) == StepState.SUCCESS]
     chosen = {b: [v] if isinstance(v, str) else list(v or [])
               for b, v in tx.results(run_id, branches).items()} if branches else {}

@@ -98,10 +98,10 @@ st AS (
 dn AS (
   UPDATE step_runs SET
     ok_up = ok_up + 1,
-    state = CASE WHEN step = ANY(CAST(:eligible AS text[])) AND state = 'pending'
+    state = CASE WHEN step = ANY(CAST(:eligible AS text[])) AND state = 'pending' AND attempts = 0
                       AND ok_up + 1 = n_up AND bad_up = 0 AND skip_up = 0
                  THEN 'queued' ELSE state END,
-    attempts = CASE WHEN step = ANY(CAST(:eligible AS text[])) AND state = 'pending'
+    attempts = CASE WHEN step = ANY(CAST(:eligible AS text[])) AND state = 'pending' AND attempts = 0
                          AND ok_up + 1 = n_up AND bad_up = 0 AND skip_up = 0
                     THEN 1 ELSE attempts END,
     updated_at = :now
@@ -111,7 +111,9 @@ q AS (
   SELECT dn.step, ids.task_id FROM dn
   JOIN unnest(CAST(:eligible AS text[]), CAST(:task_ids AS text[])) AS ids(step, task_id)
     ON ids.step = dn.step
-  WHERE dn.state = 'queued' AND dn.attempts = 1 AND dn.ok_up = dn.n_up),
+  WHERE dn.state = 'queued' AND dn.attempts = 1 AND dn.ok_up = dn.n_up
+    -- queued by this statement, not earlier (a one_success join its first upstream queued)
+    AND NOT EXISTS (SELECT 1 FROM attempts x WHERE x.run_id = :run AND x.step = dn.step)),
 ins AS (
   INSERT INTO attempts (run_id, step, number, task_id, state, deliveries, dispatched_at, interruptions)
   SELECT :run, q.step, 1, q.task_id, 'queued', 0, :now, 0 FROM q
@@ -143,6 +145,8 @@ def finish_success(conn: Connection, *, run_id: str, step: str, number: int, wor
     Returns None if this worker no longer holds the attempt; else ``holds`` (given back),
     ``stepped`` (the step moved to success), ``steps_left``, ``downs`` (each bumped
     downstream row, after the statement) and ``queued`` (names given a first attempt).
+    A ready step that has attempts already (an operator retried it) is not queued here: the
+    generic machine gives it its next number, in the same transaction.
     """
     row = _one(conn, FINISH_SUCCESS, {
         "run": run_id, "step": step, "num": number, "worker": worker, "now": now,

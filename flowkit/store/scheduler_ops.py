@@ -46,8 +46,9 @@ class SchedulerOps(_Base):
         effects = Effects()
         r = t.runs.c
         with self.tx(actor) as tx:
+            paused = select(t.flows.c.name).where(t.flows.c.paused.is_(True))
             q = select(r.id, r.flow_name, r.version, r.steps_left).where(
-                r.state == RunState.QUEUED.value).order_by(r.created_at, r.id)
+                r.state == RunState.QUEUED.value, r.flow_name.not_in(paused)).order_by(r.created_at, r.id)
             if run_ids is not None:
                 q = q.where(r.id.in_(list(run_ids)))
             running: dict[str, int] = {}
@@ -74,8 +75,6 @@ class SchedulerOps(_Base):
                       gate: Gate) -> Effects:
         """Recount a running run's counters from its step states and decide its pending
         steps: the safety net for runs created before the counters, or left stuck."""
-        from ..graph import Decision, decide_counts
-
         effects = Effects()
         with self.tx(actor) as tx:
             run = tx.conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
@@ -83,30 +82,8 @@ class SchedulerOps(_Base):
                 return effects
             spec = self._spec_for(tx, specs, run.flow_name, run.version)
             recount(tx, spec, run_id)
-            c = t.step_runs.c
-            rows = tx.conn.execute(select(c.step, c.state, c.n_up, c.ok_up, c.bad_up, c.skip_up).where(
-                c.run_id == run_id)).all()
             machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
-            to_start, ended = [], []
-            for row in rows:
-                if row.state != StepState.PENDING.value:
-                    continue
-                decision = decide_counts(spec.step(row.step).trigger, row.n_up, row.ok_up, row.bad_up,
-                                         row.skip_up)
-                if decision == Decision.RUN:
-                    to_start.append(row.step)
-                elif decision != Decision.WAIT:
-                    new = StepState.SKIPPED if decision == Decision.SKIP else StepState.UPSTREAM_FAILED
-                    if tx.cas_step(run_id, row.step, [StepState.PENDING], new, ended_at=tx.now,
-                                   reason="decided on reconcile"):
-                        ended.append((row.step, "skip" if new == StepState.SKIPPED else "bad", None))
-            if to_start:
-                machine.start(to_start, StepState.PENDING)
-            if ended:
-                machine.settle(ended)
-            left = tx.conn.execute(select(t.runs.c.steps_left).where(t.runs.c.id == run_id)).scalar()
-            if left == 0:
-                machine.finish_run()
+            machine.decide_pending("decided on reconcile")
             effects.merge(machine.effects)
         return effects
 
@@ -141,7 +118,7 @@ class SchedulerOps(_Base):
             tx.ledger.lock(k for *_, holds in wanted for k, _ in holds)
             closed: set[str] = set()
             impossible: list[tuple[Any, FlowSpec, str]] = []
-            grants: dict[str, tuple[FlowSpec, list[str], dict[str, int], dict[str, list[Hold]]]] = {}
+            grants: dict[str, tuple[FlowSpec, list[str], dict[str, list[Hold]]]] = {}
             granted = 0
             for row, spec, step, holds in wanted:
                 keys = [k for k, _ in holds]
@@ -159,14 +136,13 @@ class SchedulerOps(_Base):
                     closed.add(queue_key)
                     continue
                 tx.ledger.take(holds)
-                entry = grants.setdefault(row.run_id, (spec, [], {}, {}))
+                entry = grants.setdefault(row.run_id, (spec, [], {}))
                 entry[1].append(row.step)
-                entry[2][row.step] = row.attempts
-                entry[3][row.step] = holds
+                entry[2][row.step] = holds
                 granted += 1
-            for run_id, (spec, names, attempts, holds_by_step) in grants.items():
+            for run_id, (spec, names, holds_by_step) in grants.items():
                 machine = tx.machine(spec, run_id, global_cap=global_cap)
-                lost = machine.queue(names, StepState.SCHEDULED, attempts, holds_by_step)
+                lost = machine.queue(names, StepState.SCHEDULED, holds_by_step)
                 for name in lost:
                     tx.ledger.give_back(holds_by_step[name])
                 effects.merge(machine.effects)
@@ -214,8 +190,7 @@ class SchedulerOps(_Base):
             for run_id, items in by_run.items():
                 spec = self._spec_for(tx, specs, items[0].flow_name, items[0].version)
                 machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
-                machine.start([i.step for i in items], StepState.UP_FOR_RETRY,
-                              attempts={i.step: i.attempts for i in items})
+                machine.start([i.step for i in items], StepState.UP_FOR_RETRY)
                 effects.merge(machine.effects)
         return effects
 

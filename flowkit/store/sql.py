@@ -112,11 +112,13 @@ def _flow_spec(conn: Connection, name: str, version: str) -> FlowSpec:
     return FlowSpec.from_json(spec_json)
 
 
-def _check_transitions(old: Iterable[StepState | RunState], new: StepState | RunState) -> list[str]:
-    """The old states as values, after checking each move against flowkit.states' tables."""
+def _check_transitions(old: Iterable[StepState | RunState], new: StepState | RunState,
+                       operator: bool = False) -> list[str]:
+    """The old states as values, after checking each move against flowkit.states' tables
+    (with ``operator``, also the moves only an operator's action may make)."""
     olds = list(old)
     for o in olds:
-        if not can_transition(o, new):
+        if not can_transition(o, new, operator=operator):
             raise ValueError(f"{o.value} -> {new.value} is not an allowed transition (flowkit.states)")
     return [o.value for o in olds]
 
@@ -133,19 +135,19 @@ class Tx:
     def event(
         self, action: str, *, run_id: str | None = None, step: str | None = None,
         attempt: int | None = None, old: str | None = None, new: str | None = None,
-        reason: str = "", actor: str | None = None,
+        reason: str = "", actor: str | None = None, flow: str | None = None,
     ) -> None:
         self._events.append({
-            "run_id": run_id, "step": step, "attempt": attempt, "at": self.now,
+            "run_id": run_id, "flow_name": flow, "step": step, "attempt": attempt, "at": self.now,
             "actor": actor or self.actor, "action": action, "old_state": old,
             "new_state": new, "reason": reason[:4000],
         })
 
     def cas_step(
         self, run_id: str, step: str, old: Iterable[StepState], new: StepState,
-        reason: str = "", **values: Any,
+        reason: str = "", *, operator: bool = False, **values: Any,
     ) -> bool:
-        olds = _check_transitions(old, new)
+        olds = _check_transitions(old, new, operator)
         res = self.conn.execute(
             update(t.step_runs)
             .where(t.step_runs.c.run_id == run_id, t.step_runs.c.step == step,
@@ -159,9 +161,10 @@ class Tx:
         return False
 
     def cas_run(
-        self, run_id: str, old: Iterable[RunState], new: RunState, reason: str = "", **values: Any
+        self, run_id: str, old: Iterable[RunState], new: RunState, reason: str = "", *,
+        operator: bool = False, **values: Any
     ) -> bool:
-        olds = _check_transitions(old, new)
+        olds = _check_transitions(old, new, operator)
         res = self.conn.execute(
             update(t.runs)
             .where(t.runs.c.id == run_id, t.runs.c.state.in_(olds))
@@ -675,10 +678,11 @@ class SqlStoreBase:
                 select(t.runs).where(t.runs.c.parent_run_id == run_id).order_by(t.runs.c.created_at))]
 
 
-from .scheduler_ops import SchedulerOps  # noqa: E402 - the mixins need the base above
+from .operator_ops import OperatorOps  # noqa: E402 - the mixins need the base above
+from .scheduler_ops import SchedulerOps  # noqa: E402
 from .worker_ops import WorkerOps  # noqa: E402
 
 
-class SqlStore(WorkerOps, SchedulerOps, SqlStoreBase):
-    """The store: reads and dags (above), the worker's claim/finish path (worker_ops) and the
-    scheduler's queries (scheduler_ops)."""
+class SqlStore(WorkerOps, SchedulerOps, OperatorOps, SqlStoreBase):
+    """The store: reads and dags (above), the worker's claim/finish path (worker_ops), the
+    scheduler's queries (scheduler_ops) and operators' actions (operator_ops)."""

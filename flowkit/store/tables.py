@@ -138,6 +138,9 @@ step_runs = Table(
     # gets k, so runs take turns (fairness) within a priority.
     Column("wait_seq", Integer),
     Column("priority", Integer, nullable=False, default=0),
+    # Attempts made before an operator's latest retry of the step: the retry budget counts
+    # from there, while attempt numbers go on (task ids never collide).
+    Column("retry_base", Integer, nullable=False, default=0),
     ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
     Index("ix_step_runs_state_next", "state", "next_attempt_at"),
     Index("ix_step_runs_waiting", "state", "priority", "wait_seq"),
@@ -204,6 +207,8 @@ events = Table(
     "events", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("run_id", String(36)),
+    # Set on a flow's own events (run_id NULL): an operator paused or unpaused it.
+    Column("flow_name", String(100)),
     Column("step", String(100)),
     Column("attempt", Integer),
     Column("at", TS, nullable=False),
@@ -213,6 +218,7 @@ events = Table(
     Column("new_state", String(20)),
     Column("reason", Text, nullable=False, default=""),
     Index("ix_events_run", "run_id", "id"),
+    Index("ix_events_flow", "flow_name", "id"),
 )
 
 #: Callbacks to run (an outbox): written in the transaction that recorded the outcome,

@@ -274,12 +274,17 @@ class WorkerOps(_Base):
     def interrupt_attempt(self, run_id: str, step: str, number: int, *, worker: str, reason: str) -> bool:
         """Running -> queued for an attempt this worker was stopped in: not a failure, no retry
         used up; it keeps its slots, and is published again (by the broker's redelivery or
-        the scheduler's sweep, whichever comes first)."""
+        the scheduler's sweep, whichever comes first). Never for a run that has ended: a
+        cancel ends the attempt itself (and a terminated step is interrupted after it)."""
+        from ..states import RUN_TERMINAL
+
         a = t.attempts.c
+        live_run = select(t.runs.c.id).where(t.runs.c.id == run_id,
+                                             t.runs.c.state.not_in([s.value for s in RUN_TERMINAL]))
         with self.tx(worker) as tx:
             won = tx.conn.execute(update(t.attempts).where(
                 a.run_id == run_id, a.step == step, a.number == number,
-                a.state == AttemptState.RUNNING.value, a.worker == worker,
+                a.state == AttemptState.RUNNING.value, a.worker == worker, a.run_id.in_(live_run),
             ).values(state=AttemptState.QUEUED.value, worker=None, dispatched_at=tx.now,
                      interruptions=a.interruptions + 1)).rowcount == 1
             if won:

@@ -1,0 +1,146 @@
+"""Operators' actions: ``flowkit flows pause|unpause`` and ``flowkit runs cancel|retry|mark``.
+
+Registered on the main command group (see the bottom of flowkit/cli.py). Each action is one
+transaction in the store (:mod:`flowkit.store.operator_ops`), recorded in the run's audit
+trail with ``--by`` and ``--reason``; then the stopped attempts are revoked on the broker
+and the scheduler is woken, so it acts at once. A refusal is one ``error:`` line that says
+the current state and what to do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .cli import _settings, _store, _user, friendly_errors, main, runs
+from .config import Settings
+
+_BY = click.option("--by", default=None, metavar="NAME",
+                   help="Who acts (kept in the audit trail; default: your OS user).")
+_REASON = click.option("--reason", default="", help="Why (kept in the audit trail).")
+
+
+def _finish(settings: Settings, result: Any) -> None:
+    """Print the action's summary, then revoke and wake (warnings only: it is committed)."""
+    from .store.operator_ops import notify
+
+    click.echo(result.summary)
+    if settings.broker_url.startswith("memory") or (not result.revoke and result.wake is None):
+        return  # an in-process broker: no scheduler or worker elsewhere to reach
+    try:
+        from .celery_app import make_app
+        from .dispatch.celery import CeleryDispatcher
+        from .dispatch.events import BrokerEvents
+
+        app = make_app(settings)
+        app.conf.broker_connection_timeout = 2
+        warnings = notify(result, dispatcher=CeleryDispatcher(app, settings),
+                          events=BrokerEvents(app, settings.events_queue))
+    except Exception as exc:  # committed in SQL: the scheduler's sweep catches up
+        warnings = [f"the broker could not be reached ({exc}); the scheduler acts at its next sweep"]
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+def _sync_for(settings: Settings, store: Any) -> None:
+    """Load the dags folder first, so a flow defined since the last refresh is known."""
+    from .loader import dag_files
+    from .sync import sync_dags
+
+    if dag_files(settings.dags_folder):
+        sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
+
+
+@main.group()
+def flows() -> None:
+    """Pause and unpause flows."""
+
+
+@flows.command("pause")
+@click.argument("flow")
+@_BY
+@_REASON
+@click.pass_context
+def flows_pause(ctx: click.Context, flow: str, by: str | None, reason: str) -> None:
+    """Start no new run of FLOW: triggered runs stay queued, schedule ticks are not created;
+    running runs finish."""
+    settings = _settings(ctx)
+    with friendly_errors():
+        store = _store(settings)
+        _sync_for(settings, store)
+        result = store.pause_flow(flow, by=by or _user(), reason=reason)
+    _finish(settings, result)
+
+
+@flows.command("unpause")
+@click.argument("flow")
+@_BY
+@_REASON
+@click.pass_context
+def flows_unpause(ctx: click.Context, flow: str, by: str | None, reason: str) -> None:
+    """Let FLOW run again; its queued runs start now (within max_active_runs)."""
+    settings = _settings(ctx)
+    with friendly_errors():
+        store = _store(settings)
+        _sync_for(settings, store)
+        result = store.unpause_flow(flow, by=by or _user(), reason=reason)
+    _finish(settings, result)
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@_BY
+@_REASON
+@click.pass_context
+def runs_cancel(ctx: click.Context, run_id: str, by: str | None, reason: str) -> None:
+    """Cancel RUN: its steps not yet ended are cancelled, queued attempts revoked, running
+    ones terminated (prefork pool), their slots given back."""
+    settings = _settings(ctx)
+    with friendly_errors():
+        store = _store(settings)
+        result = store.cancel_run(store.resolve_run_id(run_id), by=by or _user(), reason=reason)
+    _finish(settings, result)
+
+
+@runs.command("retry")
+@click.argument("run_id")
+@click.option("--step", "steps", multiple=True, metavar="STEP",
+              help="Run this step again, even if it succeeded; repeat for more. Default: the "
+                   "failed, upstream_failed and cancelled steps.")
+@click.option("--downstream", is_flag=True, help="With --step: also every step downstream of them.")
+@_BY
+@_REASON
+@click.pass_context
+def runs_retry(ctx: click.Context, run_id: str, steps: tuple[str, ...], downstream: bool,
+               by: str | None, reason: str) -> None:
+    """Run a finished RUN again from its failed steps (or the steps named); results of the
+    other steps are kept and attempt numbers go on."""
+    if downstream and not steps:
+        raise click.BadParameter("--downstream needs --step (the steps whose downstream to run "
+                                 "again)", param_hint="--downstream")
+    settings = _settings(ctx)
+    with friendly_errors():
+        store = _store(settings)
+        result = store.retry_run(store.resolve_run_id(run_id), steps=steps, downstream=downstream,
+                                 by=by or _user(), reason=reason)
+    _finish(settings, result)
+
+
+@runs.command("mark")
+@click.argument("run_id")
+@click.argument("step")
+@click.argument("state", type=click.Choice(["success", "skipped"]))
+@_BY
+@_REASON
+@click.pass_context
+def runs_mark(ctx: click.Context, run_id: str, step: str, state: str, by: str | None,
+              reason: str) -> None:
+    """Give STEP of RUN the state success or skipped (it must not be queued or running); its
+    downstream steps follow, and a finished run ends again."""
+    settings = _settings(ctx)
+    with friendly_errors():
+        store = _store(settings)
+        result = store.mark_step(store.resolve_run_id(run_id), step, state, by=by or _user(),
+                                 reason=reason)
+    _finish(settings, result)
