@@ -23,7 +23,7 @@ from .context import StepContext
 from .dispatch.base import Backpressure
 from .errors import ResultTooLarge, Retry, Skip
 from .loader import exec_module_source, flows_in
-from .spec import FlowSpec
+from .spec import FlowSpec, split_instance
 from .states import AttemptState
 from .store.machine import Effects
 from .store.sql import Claim, SqlStore
@@ -194,13 +194,15 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
         spec = rt.spec(claim.flow, claim.version)
         step_spec = spec.step(step)
         secrets.register_secret_params(spec, claim.params)  # masked in this process's logs
+        defined, index = split_instance(step)  # an instance of a map step runs its map step's fn
         ctx = StepContext(
             flow=claim.flow, run_id=run_id, step=step, attempt=number,
             params=claim.params or {}, upstream=claim.upstream or {}, version=claim.version,
             idempotency_key=f"{run_id}:{step}",
-            log=logging.getLogger(f"flowkit.step.{claim.flow}.{step}"),
+            log=logging.getLogger(f"flowkit.step.{claim.flow}.{defined}"),
+            item=claim.item, index=index,
         )
-        fn = rt.callable_for(claim.flow, claim.version, step)
+        fn = rt.callable_for(claim.flow, claim.version, defined)
         log.info("run %s step %s: attempt %s started (delivery %s)", run_id, step, number,
                  claim.deliveries)
         value = _call(fn, ctx)

@@ -24,6 +24,7 @@ from sqlalchemy import bindparam, insert, select, update
 from ..graph import Decision, decide_counts
 from ..spec import FlowSpec, StepSpec
 from ..states import STEP_BAD, AttemptState, RunState, StepState
+from . import map_ops
 from . import tables as t
 from .ledger import Hold, encode_holds, holds_for
 
@@ -123,7 +124,7 @@ class Machine:
 
     def settle(self, ended: Iterable[tuple[str, str, list[str] | None]]) -> None:
         """Propagate ended steps to their downstream steps, then start what became ready."""
-        work = deque(ended)
+        work = deque(map_ops.route_ended(self, ended))  # instances count down their map step
         count = 0
         to_start: list[str] = []
         while work:
@@ -178,7 +179,8 @@ class Machine:
     def finish_run(self) -> None:
         c = t.step_runs.c
         bad = sorted(r[0] for r in self.tx.conn.execute(
-            select(c.step).where(c.run_id == self.run_id, c.state.in_([s.value for s in STEP_BAD]))))
+            select(c.step).where(c.run_id == self.run_id, c.state.in_([s.value for s in STEP_BAD]),
+                                 c.map_parent.is_(None))))  # a map step speaks for its instances
         failed = [b for b in bad if b != StepState.UPSTREAM_FAILED.value]
         final = RunState.FAILED if bad else RunState.SUCCESS
         if self.tx.cas_run(self.run_id, [RunState.RUNNING], final, ended_at=self.tx.now,
@@ -192,6 +194,7 @@ class Machine:
         waiters. ``attempts`` gives the previous attempt number of a retried step."""
         direct: list[str] = []
         waiters: list[str] = []
+        names = map_ops.expand_ready(self, names, old)  # map steps expand into instances
         for name in names:
             step = self.spec.step(name)
             if self.gate is not None and not holds_for(self.spec, step, self.global_cap) and self.gate(step):
@@ -273,7 +276,8 @@ def initial_rows(spec: FlowSpec, run_id: str, now: datetime) -> list[dict[str, A
 def recount(tx: Tx, spec: FlowSpec, run_id: str) -> None:
     """Rebuild a run's counters from its step states (runs created before they existed)."""
     states = {r.step: StepState(r.state) for r in tx.conn.execute(
-        select(t.step_runs.c.step, t.step_runs.c.state).where(t.step_runs.c.run_id == run_id))}
+        select(t.step_runs.c.step, t.step_runs.c.state).where(
+            t.step_runs.c.run_id == run_id, t.step_runs.c.map_parent.is_(None)))}
     branches = [s.name for s in spec.steps if s.kind == "branch" and states.get(s.name) == StepState.SUCCESS]
     chosen = {b: [v] if isinstance(v, str) else list(v or [])
               for b, v in tx.results(run_id, branches).items()} if branches else {}

@@ -32,15 +32,17 @@ e AS (
   SELECT :run, :step, :num, :now, :worker, 'attempt_started', 'queued', 'running', :att_reason FROM a)
 SELECT a.deliveries, r.flow_name, r.version, r.params,
        (SELECT json_agg(json_build_array(x.step, x.value)) FROM results x
-         WHERE x.run_id = :run AND x.step = ANY(CAST(:ups AS text[]))) AS upstream
+         WHERE x.run_id = :run AND x.step = ANY(CAST(:ups AS text[]))) AS upstream,
+       (SELECT m.map_item FROM step_runs m WHERE m.run_id = :run AND m.step = :step) AS item
 FROM a JOIN runs r ON r.id = :run
 """)
 
 
 def claim(conn: Connection, *, run_id: str, step: str, number: int, worker: str, now: Any,
-          upstream: list[str]) -> tuple[int, str, str, dict[str, Any], dict[str, Any]] | None:
+          upstream: list[str]) -> tuple[int, str, str, dict[str, Any], dict[str, Any], Any] | None:
     """Queued -> running for ``worker`` in one statement; None when the attempt was not
-    queued (a redelivery, a takeover: the generic path tells those apart)."""
+    queued (a redelivery, a takeover: the generic path tells those apart). The last item is
+    the element of a map step's instance (None for a plain step)."""
     row = conn.execute(CLAIM, {
         "run": run_id, "step": step, "num": number, "worker": worker, "now": now, "ups": upstream,
         "step_reason": f"attempt {number} started on {worker}", "att_reason": f"on {worker}",
@@ -48,7 +50,8 @@ def claim(conn: Connection, *, run_id: str, step: str, number: int, worker: str,
     if row is None:
         return None
     results = {name: json.loads(value) for name, value in (row.upstream or [])}
-    return row.deliveries, row.flow_name, row.version, json.loads(row.params), results
+    item = json.loads(row.item) if row.item is not None else None
+    return row.deliveries, row.flow_name, row.version, json.loads(row.params), results, item
 
 
 FINISH_SUCCESS = text("""

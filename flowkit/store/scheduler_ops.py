@@ -85,7 +85,7 @@ class SchedulerOps(_Base):
             recount(tx, spec, run_id)
             c = t.step_runs.c
             rows = tx.conn.execute(select(c.step, c.state, c.n_up, c.ok_up, c.bad_up, c.skip_up).where(
-                c.run_id == run_id)).all()
+                c.run_id == run_id, c.map_parent.is_(None))).all()  # instances start by map_ops
             machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
             to_start, ended = [], []
             for row in rows:

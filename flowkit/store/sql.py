@@ -93,6 +93,7 @@ class Claim:
     upstream: dict[str, Any] | None = None  # results of the step's upstreams, when asked for
     deliveries: int = 0
     detail: str = ""
+    item: Any = None  # an instance of a map step: its element
 
 
 def _results(conn: Connection, run_id: str, steps: Iterable[str] | None) -> dict[str, Any]:
