@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from . import jsonsafe
+from . import cli_map, jsonsafe
 from .config import Settings, redact
 from .connectivity import broker_error, database_error, probe_broker, service_error, wait_for_services
 from .errors import FlowkitError, StoreUnavailable
@@ -360,6 +360,7 @@ def run_details(store: Any, run_id: str, *, with_events: bool = False) -> dict[s
                                  "error": mask_text(a["error"], hidden)}
                                 for a in atts],
         })
+    cli_map.add_instances(store, run_id, out_steps, lambda text: mask_text(text, hidden))
     details = {**run, "params": mask_params(spec, run["params"]), "steps": out_steps}
     if with_events:
         details["events"] = [{**e, "reason": mask_text(e["reason"], hidden)} for e in store.events(run_id)]
@@ -370,12 +371,20 @@ def run_details(store: Any, run_id: str, *, with_events: bool = False) -> dict[s
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--events", "with_events", is_flag=True, help="Also print the audit trail.")
+@click.option("--step", "step_name", metavar="NAME",
+              help="Show one step in full (a map step's instance: name[i]).")
 @click.pass_context
-def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool) -> None:
+def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool,
+              step_name: str | None) -> None:
     """A run's steps: state, attempts, duration, worker, error."""
     with friendly_errors():
         store = _store(_settings(ctx))
         run_id = store.resolve_run_id(run_id)
+        if step_name is not None:
+            one = _one_step(store, run_id, step_name)
+            _echo_json(one) if as_json else click.echo(
+                cli_map.format_step(one, _duration, _table, _fmt_time))
+            return
         details = run_details(store, run_id, with_events=with_events or as_json)
     if as_json:
         _echo_json(details)
@@ -390,16 +399,30 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool)
                        f"{e['old_state'] or ''}->{e['new_state'] or ''}  {e['reason']}")
 
 
+def _one_step(store: Any, run_id: str, name: str) -> dict[str, Any]:
+    from .secrets import mask_data, mask_text, secret_values
+
+    run = store.get_run(run_id)
+    spec = store.flow_spec(run["flow_name"], run["version"])
+    hidden = secret_values(spec, run["params"])
+    return cli_map.step_details(store, run_id, spec, name, lambda text: mask_text(text, hidden),
+                                lambda data: mask_data(data, hidden))
+
+
 def _format_run(d: dict[str, Any]) -> str:
     head = (f"run {d['id']}  flow {d['flow_name']}  version {d['version']}  state {d['state']}  "
             f"duration {_duration(d['started_at'], d['ended_at'])}")
     params = f"params {jsonsafe.dumps(jsonsafe.sanitize(d['params']), sort_keys=True, default=str)}"
-    rows = [[s["step"], s["state"], str(s["attempts"]), _duration(s["started_at"], s["ended_at"]),
-             s["worker"] or "-", (s["error"] or "")[:80]] for s in d["steps"]]
+    rows = []
+    for s in d["steps"]:
+        rows.append([s["step"], s["state"], str(s["attempts"]), _duration(s["started_at"], s["ended_at"]),
+                     s["worker"] or "-", (s["error"] or "")[:80]])
+        rows += cli_map.table_rows(s, _duration)  # a map step's instances
     lines = [head, params, "", _table(["step", "state", "attempts", "duration", "worker", "error"], rows)]
     failed = [s for s in d["steps"] if s["state"] == "failed" and s["error"]]
     if failed:
         lines += ["", "ERRORS"] + [f"{s['step']}: {s['error']}" for s in failed]
+        lines += [line for s in failed for line in cli_map.error_lines(s)]
     return "\n".join(lines)
 
 

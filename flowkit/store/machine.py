@@ -248,12 +248,15 @@ class Machine:
             update(t.runs).where(r.id == self.run_id).values(waits=r.waits + len(names))
             .returning(r.waits)).scalar() or len(names)
         first = last - len(names) + 1
-        for i, name in enumerate(names):
-            step = self.spec.step(name)
-            self.tx.conn.execute(
-                update(t.step_runs).where(c.run_id == self.run_id, c.step == name, c.state == old.value)
-                .values(state=StepState.SCHEDULED.value, wait_seq=first + i,
-                        priority=step.priority or 0, updated_at=self.tx.now))
+        # One executemany: a map step makes thousands of waiters at once.
+        self.tx.conn.execute(
+            update(t.step_runs).where(c.run_id == self.run_id, c.step == bindparam("name"),
+                                      c.state == old.value)
+            .values(state=StepState.SCHEDULED.value, wait_seq=bindparam("seq"),
+                    priority=bindparam("prio"), updated_at=self.tx.now),
+            [{"name": name, "seq": first + i, "prio": self.spec.step(name).priority or 0}
+             for i, name in enumerate(names)])
+        for name in names:
             self.tx.event("step_state", run_id=self.run_id, step=name, old=old.value,
                           new=StepState.SCHEDULED.value, reason="ready; waiting for a slot")
         self.effects.wake = True

@@ -25,7 +25,7 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from ..spec import StepSpec, instance_name, split_instance
 from ..states import StepState
@@ -155,3 +155,40 @@ def read_item(conn: Any, run_id: str, name: str) -> Any:
     text = conn.execute(select(t.step_runs.c.map_item).where(
         t.step_runs.c.run_id == run_id, t.step_runs.c.step == name)).scalar()
     return json.loads(text) if text is not None else None
+
+
+class MapReads:
+    """The store's reads of map instances (for ``flowkit runs show``); a mixin of SqlStore."""
+
+    _conn: Any
+
+    def map_counts(self, run_id: str) -> dict[str, dict[str, int]]:
+        """For each map step of the run: its instances counted by state."""
+        c = t.step_runs.c
+        out: dict[str, dict[str, int]] = {}
+        with self._conn() as conn:
+            for row in conn.execute(select(c.map_parent, c.state, func.count().label("n")).where(
+                    c.run_id == run_id, c.map_parent.is_not(None)).group_by(c.map_parent, c.state)):
+                out.setdefault(row.map_parent, {})[row.state] = int(row.n)
+        return out
+
+    def map_instances(self, run_id: str, parent: str, *, states: Iterable[str] | None = None,
+                      limit: int | None = None) -> list[dict[str, Any]]:
+        """Instance rows of map step ``parent`` in index order (optionally only ``states``)."""
+        c = t.step_runs.c
+        q = select(t.step_runs).where(c.run_id == run_id, c.map_parent == parent).order_by(c.map_index)
+        if states is not None:
+            q = q.where(c.state.in_(list(states)))
+        if limit is not None:
+            q = q.limit(limit)
+        with self._conn() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def last_reason(self, run_id: str, step: str) -> str | None:
+        """The reason of the latest state change of ``step`` (why a map step failed)."""
+        e = t.events.c
+        with self._conn() as conn:
+            reason: str | None = conn.execute(
+                select(e.reason).where(e.run_id == run_id, e.step == step, e.action == "step_state")
+                .order_by(e.id.desc()).limit(1)).scalar()
+        return reason

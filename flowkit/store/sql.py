@@ -627,10 +627,11 @@ class SqlStoreBase:
                 select(t.runs).where(t.runs.c.parent_run_id == run_id).order_by(t.runs.c.created_at))]
 
 
-from .scheduler_ops import SchedulerOps  # noqa: E402 - the mixins need the base above
+from .map_ops import MapReads  # noqa: E402 - the mixins need the base above
+from .scheduler_ops import SchedulerOps  # noqa: E402
 from .worker_ops import WorkerOps  # noqa: E402
 
 
-class SqlStore(WorkerOps, SchedulerOps, SqlStoreBase):
-    """The store: reads and dags (above), the worker's claim/finish path (worker_ops) and the
-    scheduler's queries (scheduler_ops)."""
+class SqlStore(WorkerOps, SchedulerOps, MapReads, SqlStoreBase):
+    """The store: reads and dags (above), the worker's claim/finish path (worker_ops), the
+    scheduler's queries (scheduler_ops) and reads of map instances (map_ops)."""
