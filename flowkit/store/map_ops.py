@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, select, update
 
-from ..spec import StepSpec, instance_name, split_instance
+from ..spec import FlowSpec, StepSpec, instance_name, split_instance
 from ..states import StepState
 from . import tables as t
 
 if TYPE_CHECKING:
-    from .machine import Machine
+    from .machine import Effects, Gate, Machine
 
 OK, SKIP, BAD = "ok", "skip", "bad"
 
@@ -112,13 +112,44 @@ def _instance_ended(machine: Machine, parent: str, outcome: str) -> None:
         .returning(c.map_left, c.map_failed, c.map_next, c.map_total)).first()
     if row is None:
         return  # the map step is no longer running (cancelled): nothing to count
-    if row.map_next < row.map_total:
-        # max_parallel held the rest back: this instance's end lets the next one start.
-        tx.conn.execute(update(t.step_runs).where(c.run_id == run_id, c.step == parent)
-                        .values(map_next=row.map_next + 1))
-        machine.start([instance_name(parent, row.map_next)], StepState.PENDING)
-    if row.map_left == 0:
-        _finish(machine, parent, row.map_total, row.map_failed)
+    counted(machine, parent, row.map_left, row.map_failed, row.map_next, row.map_total)
+
+
+def counted(machine: Machine, parent: str, left: int, failed: int, next_index: int, total: int) -> None:
+    """An instance's end was counted on its map step's row (now ``left``, ``failed``,
+    ``next_index`` of ``total``): start the next instance max_parallel held back, and end the
+    map step after its last instance."""
+    if next_index < total:
+        c = t.step_runs.c
+        machine.tx.conn.execute(update(t.step_runs).where(c.run_id == machine.run_id, c.step == parent)
+                                .values(map_next=next_index + 1))
+        machine.start([instance_name(parent, next_index)], StepState.PENDING)
+    if left == 0:
+        _finish(machine, parent, total, failed)
+
+
+def finish_success_pg(store: Any, run_id: str, step: str, number: int, *, worker: str,
+                      result_json: str | None, datasets: list[tuple[str, str]], spec: FlowSpec,
+                      gate: Gate | None, global_cap: int | None) -> Effects | None:
+    """PostgreSQL: an instance's success and its map step's count in one statement
+    (:mod:`.pg_fast`); the machine does the rest (the next instance, the map step's end) in
+    the same transaction."""
+    from . import pg_fast
+
+    parent = split_instance(step)[0]
+    with store.tx(worker) as tx:
+        out = pg_fast.finish_instance_success(
+            tx.conn, run_id=run_id, step=step, parent=parent, number=number, worker=worker,
+            now=tx.now, result_json=result_json, datasets=datasets)
+        if out is None:
+            return None
+        machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
+        if out["parent"] is not None:
+            counted(machine, parent, *out["parent"])
+        effects: Effects = machine.effects
+        if out["holds"]:
+            effects.wake = True  # slots freed: waiters can go now
+    return effects
 
 
 def _finish(machine: Machine, parent: str, total: int, failed: int) -> None:

@@ -54,7 +54,8 @@ def claim(conn: Connection, *, run_id: str, step: str, number: int, worker: str,
     return row.deliveries, row.flow_name, row.version, json.loads(row.params), results, item
 
 
-FINISH_SUCCESS = text("""
+#: The attempt's end, its slots given back, its result and datasets: shared by both finishes.
+_FINISH_ATTEMPT = """
 WITH a AS (
   UPDATE attempts SET state = 'success', ended_at = :now, error = NULL, traceback = NULL,
          retry_delay = NULL
@@ -80,7 +81,9 @@ st AS (
   UPDATE step_runs SET state = 'success', ended_at = :now, updated_at = :now
   WHERE run_id = :run AND step = :step AND state = 'running' AND EXISTS (SELECT 1 FROM a)
   RETURNING step),
-dn AS (
+"""
+
+FINISH_SUCCESS = text(_FINISH_ATTEMPT + """dn AS (
   UPDATE step_runs SET
     ok_up = ok_up + 1,
     state = CASE WHEN step = ANY(CAST(:eligible AS text[])) AND state = 'pending'
@@ -140,3 +143,38 @@ def finish_success(conn: Connection, *, run_id: str, step: str, number: int, wor
         return None
     return {"holds": row.holds, "stepped": bool(row.stepped), "steps_left": row.steps_left,
             "downs": row.downs or [], "queued": row.queued or []}
+
+
+FINISH_INSTANCE_SUCCESS = text(_FINISH_ATTEMPT + """p AS (
+  UPDATE step_runs SET map_left = map_left - 1, updated_at = :now
+  WHERE run_id = :run AND step = :parent AND state = 'running' AND EXISTS (SELECT 1 FROM st)
+  RETURNING map_left, map_failed, map_next, map_total),
+ev AS (
+  INSERT INTO events (run_id, step, attempt, at, actor, action, old_state, new_state, reason)
+  SELECT :run, :step, :num, :now, :worker, 'attempt_finished', 'running', 'success', '' FROM a
+  UNION ALL
+  SELECT :run, :step, NULL, :now, :worker, 'step_state', 'running', 'success', :step_reason FROM st)
+SELECT (SELECT count(*) FROM a) AS won, (SELECT holds FROM a) AS holds,
+       (SELECT json_build_array(map_left, map_failed, map_next, map_total) FROM p) AS parent
+""")
+
+
+def finish_instance_success(conn: Connection, *, run_id: str, step: str, parent: str, number: int,
+                            worker: str, now: Any, result_json: str | None,
+                            datasets: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """Running -> success for an instance of map step ``parent``, with its result and slots
+    given back, and the map step's count of instances left decremented, in one statement.
+
+    Returns None if this worker no longer holds the attempt; else ``holds`` (given back) and
+    ``parent``: the map step's (map_left, map_failed, map_next, map_total) after the count,
+    or None if the map step is not running.
+    """
+    row = conn.execute(FINISH_INSTANCE_SUCCESS, {
+        "run": run_id, "step": step, "parent": parent, "num": number, "worker": worker, "now": now,
+        "value": result_json, "size": len(result_json.encode()) if result_json is not None else 0,
+        "ds_uris": [u for u, _ in datasets], "ds_dirs": [d for _, d in datasets],
+        "step_reason": f"attempt {number} succeeded",
+    }).one()
+    if not row.won:
+        return None
+    return {"holds": row.holds, "parent": tuple(row.parent) if row.parent is not None else None}

@@ -182,10 +182,13 @@ class WorkerOps(_Base):
         Returns what to do after the commit (attempts to publish, whether to wake the
         scheduler), or None if this worker no longer holds the attempt.
         """
-        # The one-statement success settles downstream steps; an instance of a map step
-        # counts down its map step instead (map_ops), through the generic machine.
+        if state == AttemptState.SUCCESS and spec is not None and not self.is_sqlite \
+                and map_ops.is_instance(step):  # counts down its map step instead of settling
+            return map_ops.finish_success_pg(self, run_id, step, number, worker=worker,
+                                             result_json=result_json, datasets=list(datasets),
+                                             spec=spec, gate=gate, global_cap=global_cap)
         if (state == AttemptState.SUCCESS and spec is not None and not self.is_sqlite
-                and spec.step(step).kind != "branch" and not map_ops.is_instance(step)):
+                and spec.step(step).kind != "branch"):
             return self._finish_success_pg(run_id, step, number, worker=worker, result_json=result_json,
                                            datasets=list(datasets), spec=spec, gate=gate,
                                            global_cap=global_cap)

@@ -132,9 +132,9 @@ def test_max_parallel_holds_on_six_worker_processes(cluster, store, tmp_path):
 
 
 def test_a_worker_sigkilled_mid_map_loses_no_instance_and_reruns_no_finished_one(cluster, store, tmp_path):
-    # Given a map of 40 instances of 0.4 s on the two workers
+    # Given a map of 30 instances of 0.3 s on the two workers
     log = tmp_path / "bodies.log"
-    (run_id,) = create_runs(cluster, store, "it_slow", 1, n=40, sleep=0.4, log=str(log))
+    (run_id,) = create_runs(cluster, store, "it_slow", 1, n=30, sleep=0.3, log=str(log))
     victim = next(d for d in cluster.daemons if d.name == "worker-a")
 
     def victim_busy_and_some_done() -> bool:
@@ -151,9 +151,9 @@ def test_a_worker_sigkilled_mid_map_loses_no_instance_and_reruns_no_finished_one
     states = wait_runs_ended(store, [run_id], 90, cluster)
     # Then the run succeeds with every instance's result, in order
     assert states[run_id] == "success", explain(store, [run_id], cluster)
-    assert store.results(run_id, ["total"])["total"] == {"count": 40, "ordered": True}
+    assert store.results(run_id, ["total"])["total"] == {"count": 30, "ordered": True}
     by_instance = _instance_attempts(store, run_id)
-    assert len(by_instance) == 40
+    assert len(by_instance) == 30
     assert all([a["state"] for a in atts] == ["success"] for atts in by_instance.values()), by_instance
     assert any(a[0]["deliveries"] >= 2 for a in by_instance.values()), "nothing was taken over from worker-a"
     # and no body started again after its instance's success was recorded
