@@ -90,3 +90,16 @@ pooled = (Flow("pooled_map", params={"n": Param(int, default=8)})
           .step("numbers", numbers)
           .map("square", square, over="numbers", pool="mpool")
           .step("total", total, after="square"))
+
+
+def skips_odd(ctx):
+    from flowkit import Skip
+
+    if ctx.index % 2:
+        raise Skip("odd elements are not needed")
+    return ctx.item
+
+
+skippy = (Flow("skippy").step("numbers", lambda: [10, 11, 12, 13])
+          .map("even", skips_odd, over="numbers")
+          .step("after", lambda ctx: ctx.upstream["even"], after="even"))
