@@ -228,6 +228,34 @@ def test_a_pool_on_a_map_step_limits_each_instance_through_the_ledger(sqlite_sto
     assert sqlite_store.ledger_balance()["pool:mpool"] == (0, 0)
 
 
+def test_backpressure_holds_a_large_maps_instances_back(sqlite_store):
+    from dataclasses import replace
+
+    from flowkit.config import Settings
+
+    # Given a broker queue whose high watermark is 40 messages (low 10)
+    settings = replace(Settings(database_url=sqlite_store.url), queue_high_watermark=40,
+                       queue_low_watermark=10)
+    h = InlineHarness(sqlite_store, DAGS, settings=settings)
+    run_id = h.trigger("squares", {"n": 300})
+    deepest = 0
+    for _ in range(500):
+        while h.dispatcher.sent:
+            deepest = max(deepest, len(h.dispatcher.sent))
+            item = h.dispatcher.sent.pop(0)
+            run_attempt(h.runtime, item.run_id, item.step.name, item.attempt)
+            h.scheduler.handle(h.events.wait(0))
+            h.scheduler.grant()
+        if sqlite_store.get_run(run_id)["state"] != "running":
+            break
+        time.sleep(0.06)  # the harness's backpressure reads the depth every 50 ms
+        h.scheduler.step_once(max_wait=0)
+    # Then the 300 instances went out in waves that never filled the queue past 40
+    assert sqlite_store.get_run(run_id)["state"] == "success"
+    assert 10 <= deepest <= 40, deepest
+    assert sqlite_store.results(run_id)["total"]["count"] == 300
+
+
 def test_an_instance_lost_at_the_hard_time_limit_counts_as_failed_and_gives_back_its_slot(sqlite_store):
     sqlite_store.set_pool("mpool", 2)
     h = InlineHarness(sqlite_store, DAGS)
