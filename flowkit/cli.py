@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from . import jsonsafe
+from . import cli_map, jsonsafe
 from .config import Settings, redact
 from .connectivity import broker_error, database_error, probe_broker, service_error, wait_for_services
 from .errors import FlowkitError, StoreUnavailable
@@ -371,6 +371,7 @@ def run_details(store: Any, run_id: str, *, with_events: bool = False) -> dict[s
                                  "error": mask_text(a["error"], hidden)}
                                 for a in atts],
         })
+    cli_map.add_instances(store, run_id, out_steps, lambda text: mask_text(text, hidden))
     details = {**run, "params": mask_params(spec, run["params"]), "steps": out_steps}
     if with_events:
         # the flow's own events (an operator paused or unpaused it) while the run existed,
@@ -384,67 +385,26 @@ def run_details(store: Any, run_id: str, *, with_events: bool = False) -> dict[s
     return details
 
 
-def step_attempts(store: Any, run_id: str, step: str) -> dict[str, Any]:
-    """Every attempt of one step, with its error, full traceback and output tail (masked)."""
-    from .errors import NotFoundError
-    from .secrets import mask_text, secret_values
-
-    run = store.get_run(run_id)
-    spec = store.flow_spec(run["flow_name"], run["version"])
-    if step not in spec.step_names:
-        import difflib
-
-        close = difflib.get_close_matches(step, spec.step_names, n=1)
-        hint = f' Did you mean "{close[0]}"?' if close else ""
-        raise NotFoundError(f'run {run_id} (flow "{spec.name}") has no step "{step}".{hint} '
-                            f"Its steps are: {', '.join(spec.step_names)}")
-    hidden = secret_values(spec, run["params"])
-    keys = ("number", "state", "worker", "dispatched_at", "started_at", "ended_at", "deliveries",
-            "interruptions", "task_id")
-    return {"run_id": run_id, "flow": spec.name, "step": step, "kind": spec.step(step).kind,
-            "attempts": [{**{k: a.get(k) for k in keys},
-                          **{k: mask_text(a.get(k), hidden) for k in ("error", "traceback", "output")}}
-                         for a in store.attempts(run_id, step)]}
-
-
-def _format_attempts(d: dict[str, Any]) -> str:
-    lines = [f"run {d['run_id']}  flow {d['flow']}  step {d['step']}  ({d['kind']}, "
-             f"{len(d['attempts'])} attempt{'s' if len(d['attempts']) != 1 else ''})"]
-    for a in d["attempts"]:
-        lines += ["", f"attempt {a['number']}: {a['state']}  worker {a['worker'] or '-'}  "
-                      f"started {_fmt_time(a['started_at'])}  ended {_fmt_time(a['ended_at'])}  "
-                      f"duration {_duration(a['started_at'], a['ended_at'])}"]
-        if a["error"]:
-            lines.append(f"  error: {a['error']}")
-        for label, key in (("traceback", "traceback"), ("output (end)", "output")):
-            if a[key]:
-                lines.append(f"  {label}:")
-                lines += [f"    {line}" for line in a[key].rstrip("\n").split("\n")]
-    return "\n".join(lines)
-
-
 @runs.command("show")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--events", "with_events", is_flag=True, help="Also print the audit trail.")
-@click.option("--step", default=None, metavar="STEP",
-              help="Every attempt of STEP: error, full traceback, a shell step's output.")
+@click.option("--step", "step_name", metavar="NAME",
+              help="One step in full (a map step's instance: name[i]): every attempt with its "
+                   "error, full traceback and a shell step's output.")
 @click.pass_context
-def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool, step: str | None) -> None:
+def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool,
+              step_name: str | None) -> None:
     """A run's steps: state, attempts, duration, worker, error."""
     with friendly_errors():
         store = _store(_settings(ctx))
         run_id = store.resolve_run_id(run_id)
-        if step is not None:
-            attempts = step_attempts(store, run_id, step)
-        else:
-            details = run_details(store, run_id, with_events=with_events or as_json)
-    if step is not None:
-        if as_json:
-            _echo_json(attempts)
-        else:
-            click.echo(_format_attempts(attempts))
-        return
+        if step_name is not None:
+            one = _one_step(store, run_id, step_name)
+            _echo_json(one) if as_json else click.echo(
+                cli_map.format_step(one, _duration, _fmt_time))
+            return
+        details = run_details(store, run_id, with_events=with_events or as_json)
     if as_json:
         _echo_json(details)
         return
@@ -459,16 +419,30 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool,
                        f"{e['old_state'] or ''}->{e['new_state'] or ''}  {e['reason']}")
 
 
+def _one_step(store: Any, run_id: str, name: str) -> dict[str, Any]:
+    from .secrets import mask_data, mask_text, secret_values
+
+    run = store.get_run(run_id)
+    spec = store.flow_spec(run["flow_name"], run["version"])
+    hidden = secret_values(spec, run["params"])
+    return cli_map.step_details(store, run_id, spec, name, lambda text: mask_text(text, hidden),
+                                lambda data: mask_data(data, hidden))
+
+
 def _format_run(d: dict[str, Any]) -> str:
     head = (f"run {d['id']}  flow {d['flow_name']}  version {d['version']}  state {_state_label(d)}  "
             f"duration {_duration(d['started_at'], d['ended_at'])}")
     params = f"params {jsonsafe.dumps(jsonsafe.sanitize(d['params']), sort_keys=True, default=str)}"
-    rows = [[s["step"], s["state"], str(s["attempts"]), _duration(s["started_at"], s["ended_at"]),
-             s["worker"] or "-", (s["error"] or "")[:80]] for s in d["steps"]]
+    rows = []
+    for s in d["steps"]:
+        rows.append([s["step"], s["state"], str(s["attempts"]), _duration(s["started_at"], s["ended_at"]),
+                     s["worker"] or "-", (s["error"] or "")[:80]])
+        rows += cli_map.table_rows(s, _duration)  # a map step's instances
     lines = [head, params, "", _table(["step", "state", "attempts", "duration", "worker", "error"], rows)]
     failed = [s for s in d["steps"] if s["state"] == "failed" and s["error"]]
     if failed:
         lines += ["", "ERRORS"] + [f"{s['step']}: {s['error']}" for s in failed]
+        lines += [line for s in failed for line in cli_map.error_lines(s)]
     return "\n".join(lines)
 
 

@@ -13,6 +13,10 @@ class StepContext:
 
     ``idempotency_key`` is the same for every delivery and retry of this step in this run:
     pass it to external systems so that an effect happens once even if the step runs twice.
+
+    In an instance of a map step, ``item`` is its element of the ``over`` step's list and
+    ``index`` its position (both None elsewhere); ``upstream`` then holds the map step's
+    other upstreams, not the whole list.
     """
 
     flow: str
@@ -26,6 +30,8 @@ class StepContext:
     #: In a compensation function: the step it undoes; ``upstream`` then holds that step's
     #: result, so ``ctx.result_of(ctx.compensates)`` is what the step returned.
     compensates: str | None = None
+    item: Any = None
+    index: int | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("flowkit.step"))
 
     def result_of(self, step: str) -> Any:

@@ -341,6 +341,13 @@ class _StepDef:
     shell: ShellSpec | None = None
     success_when: Callable[[Any], Any] | None = None
     callbacks: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    over: str | None = None
+    max_parallel: int | None = None
+
+
+#: A map step's instances are named "step[i]" in a 100-character column: leave room for
+#: "[" + 10 digits + "]".
+MAX_MAP_NAME = 88
 
 
 def _awaits_a_decision() -> None:
@@ -519,6 +526,52 @@ class Flow:
         shell = check_definition(command, env, cwd, fail_on, success_codes, who=who,
                                  where=self._where(name if isinstance(name, str) else None, path, lineno))
         return self._add("shell", name, None, after, dict(options), shell=shell)
+
+    @_checks_arguments()
+    def map(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *,
+        over: str | None = None,
+        max_parallel: int | None = None,
+        after: str | Iterable[str] | None = None,
+        **options: Unpack[StepOptions],
+    ) -> Flow:
+        """Add a step that runs ``fn(ctx)`` once per element of step ``over``'s list result,
+        with ``ctx.item`` (the element) and ``ctx.index``; each instance (``name[i]``) is
+        retried and limited on its own. Downstream steps get the list of the instances'
+        results, in element order. An empty list skips the step; anything but a list fails it.
+
+        ``over`` is added to the upstreams if ``after`` omits it. ``max_parallel`` caps the
+        instances queued or running at once (None: no cap of its own).
+
+        >>> Flow("orders").step("invoice", invoice).map("notify", send_notice, over="invoice")
+        """
+        path, lineno = _caller_location()
+        where = self._where(name if isinstance(name, str) else None, path, lineno)
+        who = f'flow "{self.name}" step "{name}"'
+        if isinstance(name, str) and len(name) > MAX_MAP_NAME:
+            raise DefinitionError(
+                f"{who}: a map step's name may have at most {MAX_MAP_NAME} characters (its "
+                "instances are named name[i]); shorten it", **where)
+        if over is None:
+            raise DefinitionError(
+                f'{who}: map() needs over="step", the upstream step whose list result it maps over',
+                **where)
+        if not isinstance(over, str):
+            raise DefinitionError(f"{who}: over={over!r} must be the name of one step", **where)
+        if max_parallel is not None and (isinstance(max_parallel, bool) or not isinstance(max_parallel, int)
+                                         or max_parallel < 1):
+            raise DefinitionError(
+                f"{who}: max_parallel={max_parallel!r} must be a whole number >= 1, or None for no cap",
+                **where)
+        self._add("map", name, fn, after, dict(options))
+        added = self._steps[name]
+        if over not in added.upstream:
+            added.upstream = (over, *added.upstream)
+        added.over, added.max_parallel = over, max_parallel
+        return self
 
     def _add(
         self, kind: str, name: str, fn: Callable[..., Any] | None, after: Any, options: dict[str, Any],
@@ -739,6 +792,12 @@ class Flow:
         """Check what can only be checked once every step exists: upstreams and cycles."""
         names = list(self._steps)
         for s in self._steps.values():
+            if s.over is not None and s.over not in self._steps:
+                raise UnknownStepError(
+                    f'map step "{s.name}" maps over "{s.over}" (over=), which flow "{self.name}" '
+                    f"does not define.{_suggest(s.over, names) or ' Define it or fix the name in over='}",
+                    flow=self.name, step=s.name, path=s.path, lineno=s.lineno,
+                )
             for up in s.upstream:
                 if up == s.name:
                     raise CycleError(
@@ -805,6 +864,8 @@ class Flow:
                     shell=s.shell,
                     success_when=_display_name(s.success_when) if s.success_when is not None else None,
                     callbacks=tuple(k for k in CALLBACK_KINDS if k in s.callbacks),
+                    over=s.over,
+                    max_parallel=s.max_parallel,
                 )
             )
         return FlowSpec(

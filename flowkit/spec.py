@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 #: Step kinds. ``branch`` steps return the name(s) of the downstream steps to follow;
+#: ``map`` steps run once per element of their ``over`` upstream's list result;
 #: ``shell`` steps run a command (:class:`ShellSpec`) instead of a Python function;
 #: ``approval`` steps run no code and wait for ``flowkit approve/reject``; ``compensation``
 #: steps (in ``FlowSpec.compensations``) undo a succeeded step when its run fails.
-STEP_KINDS = ("task", "branch", "shell", "approval", "compensation")
+STEP_KINDS = ("task", "branch", "map", "shell", "approval", "compensation")
 
 #: What an approval does when its ``timeout`` passes with no decision.
 ON_TIMEOUT = ("reject", "approve")
@@ -168,10 +169,29 @@ class StepSpec:
     success_when: str | None = None
     #: The callbacks the step defines (names from ``CALLBACK_KINDS``); they run on workers.
     callbacks: tuple[str, ...] = ()
+    #: A map step: the upstream whose list result it maps over (one instance per element),
+    #: and how many of its instances may be queued or running at once (None: no cap).
+    over: str | None = None
+    max_parallel: int | None = None
 
 
 #: Callback kinds, on a flow (run ended; on_retry: any step's retry) and on a step.
 CALLBACK_KINDS = ("on_success", "on_failure", "on_retry")
+
+
+def instance_name(step: str, index: int) -> str:
+    """The name of element ``index``'s instance of map step ``step``: ``step[index]``."""
+    return f"{step}[{index}]"
+
+
+def split_instance(name: str) -> tuple[str, int | None]:
+    """``"notify[3]"`` -> ``("notify", 3)``; a plain step name -> ``(name, None)``.
+    Step names cannot contain "[" (see dsl), so the two never clash."""
+    if name.endswith("]"):
+        base, sep, index = name[:-1].partition("[")
+        if sep and index.isdigit():
+            return base, int(index)
+    return name, None
 
 
 @dataclass(frozen=True)
@@ -203,8 +223,17 @@ class FlowSpec:
         return {s.name: s for s in (*self.steps, *self.compensations)}
 
     def step(self, name: str) -> StepSpec:
-        """A step or a compensation step, by name (KeyError if neither)."""
-        return self._by_name[name]
+        """The step or compensation step called ``name``; an instance name of a map step (``"notify[3]"``) gives
+        the map step's spec under that name, so limits, queue and retries apply per instance.
+        Its upstream omits ``over``: an instance gets its element as ``ctx.item``, not the list."""
+        found = self._by_name.get(name)
+        if found is not None:
+            return found
+        base, index = split_instance(name)
+        step = self._by_name.get(base) if index is not None else None
+        if step is None or step.kind != "map":
+            raise KeyError(name)
+        return replace(step, name=name, upstream=tuple(u for u in step.upstream if u != step.over))
 
     @property
     def step_names(self) -> list[str]:

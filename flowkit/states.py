@@ -68,7 +68,9 @@ STEP_BAD = frozenset({StepState.FAILED, StepState.UPSTREAM_FAILED, StepState.CAN
 STEP_TRANSITIONS: dict[StepState, frozenset[StepState]] = {
     StepState.PENDING: frozenset(
         {StepState.QUEUED, StepState.SKIPPED, StepState.UPSTREAM_FAILED, StepState.CANCELLED,
-         StepState.SCHEDULED, StepState.AWAITING_APPROVAL}
+         StepState.SCHEDULED, StepState.AWAITING_APPROVAL,
+         StepState.RUNNING,  # a map step expanded: it runs while its instances do
+         StepState.FAILED}  # a map step whose upstream gave no list
     ),
     # scheduled: ready, waiting for a slot of the ledger (or for backpressure to release)
     StepState.SCHEDULED: frozenset({StepState.QUEUED, StepState.CANCELLED, StepState.FAILED}),

@@ -24,7 +24,7 @@ from .context import StepContext
 from .dispatch.base import Backpressure
 from .errors import ResultTooLarge, Retry, Skip
 from .loader import exec_module_source, flows_in
-from .spec import FlowSpec
+from .spec import FlowSpec, split_instance
 from .states import AttemptState
 from .store.machine import Effects
 from .store.sql import Claim, SqlStore
@@ -228,11 +228,13 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
         upstream = claim.upstream or {}
         if step_spec.compensates:  # a compensation gets the result of the step it undoes
             upstream = rt.store.results(run_id, [step_spec.compensates])
+        defined, index = split_instance(step)  # an instance of a map step runs its map step's fn
         ctx = StepContext(
             flow=claim.flow, run_id=run_id, step=step, attempt=number, compensates=step_spec.compensates,
             params=claim.params or {}, upstream=refs.revive(upstream), version=claim.version,
             idempotency_key=f"{run_id}:{step}",
-            log=logging.getLogger(f"flowkit.step.{claim.flow}.{step}"),
+            log=logging.getLogger(f"flowkit.step.{claim.flow}.{defined}"),
+            item=claim.item, index=index,
         )
         log.debug("run %s step %s: attempt %s started (delivery %s)", run_id, step, number,
                   claim.deliveries)  # the audit trail has it; INFO costs ~0.1 ms a step
@@ -245,11 +247,11 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
                 tail = shell.OutputTail()
                 value = shell.run(step_spec.shell, tail)
             else:
-                value = _call(rt.callable_for(claim.flow, claim.version, step), ctx)
+                value = _call(rt.callable_for(claim.flow, claim.version, defined), ctx)
             if step_spec.kind == "branch":
                 value = chosen = _check_branch(spec, step, value)
             if step_spec.success_when is not None:
-                check = rt.success_check_for(claim.flow, claim.version, step)
+                check = rt.success_check_for(claim.flow, claim.version, defined)
                 if check is not None:
                     success.check(check, value, step=step)
         if deadline.fired:  # the step caught StepTimedOut and returned: still a timeout

@@ -25,6 +25,7 @@ from sqlalchemy import bindparam, insert, select, update
 from ..graph import Decision, decide_counts
 from ..spec import FlowSpec, StepSpec
 from ..states import STEP_BAD, AttemptState, RunState, StepState
+from . import map_ops
 from . import tables as t
 from .ledger import Hold, encode_holds, holds_for
 
@@ -159,7 +160,7 @@ class Machine:
 
     def settle(self, ended: Iterable[tuple[str, str, list[str] | None]]) -> None:
         """Propagate ended steps to their downstream steps, then start what became ready."""
-        work = deque(ended)
+        work = deque(map_ops.route_ended(self, ended))  # instances count down their map step
         count = 0
         to_start: list[str] = []
         while work:
@@ -205,7 +206,8 @@ class Machine:
         rule skips or fails, and end the run if nothing is left."""
         c = t.step_runs.c
         rows = self.tx.conn.execute(select(c.step, c.n_up, c.ok_up, c.bad_up, c.skip_up).where(
-            c.run_id == self.run_id, c.state == StepState.PENDING.value)).all()
+            c.run_id == self.run_id, c.state == StepState.PENDING.value,
+            c.map_parent.is_(None))).all()  # instances held back by max_parallel: map_ops starts them
         to_start: list[str] = []
         ended: list[tuple[str, str, list[str] | None]] = []
         for row in sorted(rows, key=lambda r: self.spec.position[r.step]):
@@ -241,7 +243,8 @@ class Machine:
     def finish_run(self) -> None:
         c = t.step_runs.c
         rows = self.tx.conn.execute(select(c.step, c.state).where(
-            c.run_id == self.run_id, c.state.in_([s.value for s in STEP_BAD]))).all()
+            c.run_id == self.run_id, c.state.in_([s.value for s in STEP_BAD]),
+            c.map_parent.is_(None))).all()  # a map step speaks for its instances
         bad = sorted(r.step for r in rows)
         failed = sorted(r.step for r in rows if r.state != StepState.UPSTREAM_FAILED.value)
         final = RunState.FAILED if bad else RunState.SUCCESS
@@ -288,6 +291,7 @@ class Machine:
             names = await_decisions(self, names, old)  # approvals wait for a person, not a slot
         direct: list[str] = []
         waiters: list[str] = []
+        names = map_ops.expand_ready(self, names, old)  # map steps expand into instances
         for name in names:
             step = self.spec.step(name)
             if self.gate is not None and not holds_for(self.spec, step, self.global_cap) and self.gate(step):
@@ -374,7 +378,8 @@ def recount(tx: Tx, spec: FlowSpec, run_id: str, pending: Iterable[str] = ()) ->
     operator's retry or mark). Steps in ``pending`` count as not ended yet: the caller is
     about to end them and settle them (Machine.settle)."""
     states = {r.step: StepState(r.state) for r in tx.conn.execute(
-        select(t.step_runs.c.step, t.step_runs.c.state).where(t.step_runs.c.run_id == run_id))}
+        select(t.step_runs.c.step, t.step_runs.c.state).where(
+            t.step_runs.c.run_id == run_id, t.step_runs.c.map_parent.is_(None)))}
     states.update({name: StepState.PENDING for name in pending})
     branches = [s.name for s in spec.steps if s.kind == "branch" and states.get(s.name) == StepState.SUCCESS]
     chosen = {b: [v] if isinstance(v, str) else list(v or [])

@@ -49,27 +49,31 @@ e AS (
   SELECT :run, :step, :num, :now, :worker, 'attempt_started', 'queued', 'running', :att_reason FROM a)
 SELECT a.deliveries, r.flow_name, r.version, r.params,
        (SELECT json_agg(json_build_array(x.step, x.value)) FROM results x
-         WHERE x.run_id = :run AND x.step = ANY(CAST(:ups AS text[]))) AS upstream
+         WHERE x.run_id = :run AND x.step = ANY(CAST(:ups AS text[]))) AS upstream,
+       (SELECT m.map_item FROM step_runs m WHERE m.run_id = :run AND m.step = :step) AS item
 FROM a JOIN runs r ON r.id = :run
 """)
 
 
 def claim(conn: Connection, *, run_id: str, step: str, number: int, worker: str, now: Any,
-          upstream: list[str]) -> tuple[int, str, str, dict[str, Any], dict[str, Any]] | None:
+          upstream: list[str]) -> tuple[int, str, str, dict[str, Any], dict[str, Any], Any] | None:
     """Queued -> running for ``worker`` in one statement; None when the attempt was not
-    queued (a redelivery, a takeover: the generic path tells those apart)."""
+    queued (a redelivery, a takeover: the generic path tells those apart). The last item is
+    the element of a map step's instance (None for a plain step)."""
     row = _one(conn, CLAIM, {
         "run": run_id, "step": step, "num": number, "worker": worker, "now": now, "ups": upstream,
         "step_reason": f"attempt {number} started on {worker}", "att_reason": f"on {worker}",
     })
     if row is None:
         return None
-    deliveries, flow_name, version, params, upstream_rows = row
+    deliveries, flow_name, version, params, upstream_rows, item = row
     results = {name: json.loads(value) for name, value in (upstream_rows or [])}
-    return deliveries, flow_name, version, json.loads(params), results
+    return (deliveries, flow_name, version, json.loads(params), results,
+            json.loads(item) if item is not None else None)
 
 
-FINISH_SUCCESS = _driver_sql("""
+#: The attempt's end, its slots given back, its result and datasets: shared by both finishes.
+_FINISH_ATTEMPT = """
 WITH a AS (
   UPDATE attempts SET state = 'success', ended_at = :now, error = NULL, traceback = NULL,
          retry_delay = NULL
@@ -95,7 +99,9 @@ st AS (
   UPDATE step_runs SET state = 'success', ended_at = :now, updated_at = :now
   WHERE run_id = :run AND step = :step AND state = 'running' AND EXISTS (SELECT 1 FROM a)
   RETURNING step),
-dn AS (
+"""
+
+FINISH_SUCCESS = _driver_sql(_FINISH_ATTEMPT + """dn AS (
   UPDATE step_runs SET
     ok_up = ok_up + 1,
     state = CASE WHEN step = ANY(CAST(:eligible AS text[])) AND state = 'pending' AND attempts = 0
@@ -161,3 +167,40 @@ def finish_success(conn: Connection, *, run_id: str, step: str, number: int, wor
         return None
     return {"holds": holds, "stepped": bool(stepped), "steps_left": steps_left,
             "downs": downs or [], "queued": queued or []}
+
+
+FINISH_INSTANCE_SUCCESS = _driver_sql(_FINISH_ATTEMPT + """p AS (
+  UPDATE step_runs SET map_left = map_left - 1, updated_at = :now
+  WHERE run_id = :run AND step = :parent AND state = 'running' AND EXISTS (SELECT 1 FROM st)
+  RETURNING map_left, map_failed, map_next, map_total),
+ev AS (
+  INSERT INTO events (run_id, step, attempt, at, actor, action, old_state, new_state, reason)
+  SELECT :run, :step, :num, :now, :worker, 'attempt_finished', 'running', 'success', '' FROM a
+  UNION ALL
+  SELECT :run, :step, NULL, :now, :worker, 'step_state', 'running', 'success', :step_reason FROM st)
+SELECT (SELECT count(*) FROM a) AS won, (SELECT holds FROM a) AS holds,
+       (SELECT json_build_array(map_left, map_failed, map_next, map_total) FROM p) AS parent
+""")
+
+
+def finish_instance_success(conn: Connection, *, run_id: str, step: str, parent: str, number: int,
+                            worker: str, now: Any, result_json: str | None,
+                            datasets: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """Running -> success for an instance of map step ``parent``, with its result and slots
+    given back, and the map step's count of instances left decremented, in one statement.
+
+    Returns None if this worker no longer holds the attempt; else ``holds`` (given back) and
+    ``parent``: the map step's (map_left, map_failed, map_next, map_total) after the count,
+    or None if the map step is not running.
+    """
+    row = _one(conn, FINISH_INSTANCE_SUCCESS, {
+        "run": run_id, "step": step, "parent": parent, "num": number, "worker": worker, "now": now,
+        "value": result_json, "size": len(result_json.encode()) if result_json is not None else 0,
+        "ds_uris": [u for u, _ in datasets], "ds_dirs": [d for _, d in datasets],
+        "step_reason": f"attempt {number} succeeded",
+    })
+    assert row is not None  # the statement ends in a SELECT of aggregates: always one row
+    won, holds, parent_counts = row
+    if not won:
+        return None
+    return {"holds": holds, "parent": tuple(parent_counts) if parent_counts is not None else None}

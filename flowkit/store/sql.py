@@ -95,6 +95,7 @@ class Claim:
     detail: str = ""
     #: What failing a poison attempt left to do after the commit (Effects), if anything.
     effects: Any = None
+    item: Any = None  # an instance of a map step: its element
 
 
 def _results(conn: Connection, run_id: str, steps: Iterable[str] | None) -> dict[str, Any]:
@@ -678,11 +679,13 @@ class SqlStoreBase:
                 select(t.runs).where(t.runs.c.parent_run_id == run_id).order_by(t.runs.c.created_at))]
 
 
+from .map_ops import MapReads  # noqa: E402 - the mixins need the base above
 from .operator_ops import OperatorOps  # noqa: E402 - the mixins need the base above
 from .scheduler_ops import SchedulerOps  # noqa: E402
 from .worker_ops import WorkerOps  # noqa: E402
 
 
-class SqlStore(WorkerOps, SchedulerOps, OperatorOps, SqlStoreBase):
+class SqlStore(WorkerOps, SchedulerOps, OperatorOps, MapReads, SqlStoreBase):
     """The store: reads and dags (above), the worker's claim/finish path (worker_ops), the
-    scheduler's queries (scheduler_ops) and operators' actions (operator_ops)."""
+    scheduler's queries (scheduler_ops), operators' actions (operator_ops) and reads of map
+    instances (map_ops)."""

@@ -141,6 +141,16 @@ step_runs = Table(
     # Attempts made before an operator's latest retry of the step: the retry budget counts
     # from there, while attempt numbers go on (task ids never collide).
     Column("retry_base", Integer, nullable=False, default=0),
+    # Map steps (see store.map_ops). An instance row ("notify[3]") names its map step, its
+    # index and its element (JSON). The map step's own row counts its instances: in all,
+    # not yet ended, failed, and the next index to start (when max_parallel holds some back).
+    Column("map_parent", String(100)),
+    Column("map_index", Integer),
+    Column("map_item", Text),
+    Column("map_total", Integer),
+    Column("map_left", Integer),
+    Column("map_failed", Integer),
+    Column("map_next", Integer),
     ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
     Index("ix_step_runs_state_next", "state", "next_attempt_at"),
     Index("ix_step_runs_waiting", "state", "priority", "wait_seq"),

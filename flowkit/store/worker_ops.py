@@ -15,6 +15,7 @@ from sqlalchemy import insert, select, update
 
 from ..spec import FlowSpec
 from ..states import AttemptState, StepState
+from . import map_ops
 from . import tables as t
 from .machine import Effects, Gate
 
@@ -51,7 +52,7 @@ class WorkerOps(_Base):
                                     now=utcnow(), upstream=list(specs[known].step(step).upstream))
             if got is not None:
                 return Claim("run", flow=got[1], version=got[2], params=got[3], upstream=got[4],
-                             deliveries=got[0])
+                             deliveries=got[0], item=got[5])
         a = t.attempts
         pk = (a.c.run_id == run_id, a.c.step == step, a.c.number == number)
         with self.tx(worker) as tx:
@@ -105,8 +106,9 @@ class WorkerOps(_Base):
                     specs[key] = _flow_spec(tx.conn, *key)
                 names = specs[key].step(step).upstream
                 upstream = _results(tx.conn, run_id, names) if names else {}
+            item = map_ops.read_item(tx.conn, run_id, step) if map_ops.is_instance(step) else None
         return Claim("run", flow=run.flow_name, version=run.version,
-                     params=json.loads(run.params), upstream=upstream, deliveries=deliveries)
+                     params=json.loads(run.params), upstream=upstream, deliveries=deliveries, item=item)
 
     @property
     def _run_keys(self) -> dict[str, tuple[str, str]]:
@@ -182,6 +184,11 @@ class WorkerOps(_Base):
         this worker no longer holds the attempt.
         """
         # The one-statement form records no output: shell steps take the generic path.
+        if state == AttemptState.SUCCESS and spec is not None and not self.is_sqlite and output is None \
+                and map_ops.is_instance(step):  # counts down its map step instead of settling
+            return map_ops.finish_success_pg(self, run_id, step, number, worker=worker,
+                                             result_json=result_json, datasets=list(datasets),
+                                             spec=spec, gate=gate, global_cap=global_cap)
         if (state == AttemptState.SUCCESS and spec is not None and not self.is_sqlite
                 and spec.step(step).kind != "branch" and output is None):
             return self._finish_success_pg(run_id, step, number, worker=worker, result_json=result_json,
@@ -224,7 +231,8 @@ class WorkerOps(_Base):
         # Downstream steps this worker may queue itself if this success makes them ready: no
         # slot to take, a rule that runs when every upstream succeeded, and the gate's consent.
         eligible = [] if gate is None else [
-            d for d in downs if spec.step(d).kind != "approval"  # it waits for a person
+            # an approval waits for a person; a map step expands (map_ops)
+            d for d in downs if spec.step(d).kind not in ("approval", "map")
             and not holds_for(spec, spec.step(d), global_cap)
             and decide_counts(spec.step(d).trigger, 1, 1, 0, 0) == Decision.RUN and gate(spec.step(d))]
         with self.tx(worker) as tx:
