@@ -905,7 +905,7 @@ class Flow:
                 s, name=s.compensate, kind="compensation", upstream=after, trigger="all_done",
                 fn=f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}",
                 doc=(inspect.getdoc(fn) or "").split("\n")[0], reads=(), writes=(),
-                compensates=s.name, compensate=None))
+                compensates=s.name, compensate=None, callbacks=()))  # the step's callbacks are its own
         return tuple(out)
 
     def callable_for(self, step: str) -> Callable[..., Any]:
@@ -923,8 +923,13 @@ class Flow:
         return self._steps[step].success_when
 
     def callback_for(self, kind: str, step: str | None = None) -> Callable[..., Any] | None:
-        """The ``kind`` callback of ``step`` (of the flow when None), if defined (used by workers)."""
-        return (self._steps[step].callbacks if step else self._callbacks).get(kind)
+        """The ``kind`` callback of ``step`` (of the flow when None), if defined (used by
+        workers). A map step's instance (``name[i]``) has its map step's callbacks."""
+        if not step:
+            return self._callbacks.get(kind)
+        from .spec import split_instance
+
+        return self._steps[split_instance(step)[0]].callbacks.get(kind)
 
     @property
     def step_names(self) -> list[str]:

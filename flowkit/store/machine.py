@@ -147,8 +147,8 @@ class Machine:
             reason = f"attempt {_label(number, tries)} of {step.retry.max_attempts} failed: {error}"
         if self.tx.cas_step(self.run_id, name, [StepState.RUNNING], new, reason=reason,
                             ended_at=self.tx.now):
-            if new != StepState.SKIPPED:
-                self.callback("step", "on_success" if outcome == OK else "on_failure", name,
+            if new != StepState.SKIPPED and not map_ops.is_instance(name):  # a map step's own
+                self.callback("step", "on_success" if outcome == OK else "on_failure", name,  # at its end
                               new.value, number, error)
             self.settle([(name, outcome, chosen)])
 

@@ -163,6 +163,8 @@ def _finish(machine: Machine, parent: str, total: int, failed: int) -> None:
             .order_by(c.map_index).limit(1)).scalar()
         if tx.cas_step(run_id, parent, [StepState.RUNNING], StepState.FAILED, ended_at=tx.now,
                        reason=f"{failed} of {total} instance(s) failed (the first: {first_failed})"):
+            machine.callback("step", "on_failure", parent, StepState.FAILED.value,
+                             error=f"{failed} of {total} instance(s) failed")
             machine.settle([(parent, BAD, None)])
         return
     # The ordered list, spliced from the stored JSON texts (no parse); an instance that
@@ -178,6 +180,7 @@ def _finish(machine: Machine, parent: str, total: int, failed: int) -> None:
                                  "size": len(text.encode()), "created_at": tx.now}, ["run_id", "step"])
     if tx.cas_step(run_id, parent, [StepState.RUNNING], StepState.SUCCESS, ended_at=tx.now,
                    reason=f"all {total} instance(s) ended"):
+        machine.callback("step", "on_success", parent, StepState.SUCCESS.value)
         machine.settle([(parent, OK, None)])
 
 

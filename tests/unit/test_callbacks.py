@@ -169,3 +169,16 @@ def test_a_callback_with_the_wrong_arity_is_a_definition_error_at_its_line():
         Flow("x").step("a", noop, on_retry=two_args)  # L:cb-arity
     assert_where(err.value, HERE, "cb-arity", flow="x", step="a")
     assert "on_retry=two_args(ctx, extra) cannot be called with one argument" in str(err.value)
+
+
+def test_a_map_steps_callbacks_fire_for_the_map_step_and_its_retries_per_instance(harness, tmp_path):
+    _, state, lines = _run(harness, "cb_map", tmp_path / "out.jsonl")
+    assert state == "success"
+    assert _seen(lines) == [("on_retry", "doubled[1]", "up_for_retry", 1),
+                            ("on_success", "doubled", "success", None)]
+
+
+def test_a_compensation_does_not_fire_the_callbacks_of_the_step_it_undoes(harness, tmp_path):
+    run_id, state, lines = _run(harness, "cb_saga", tmp_path / "out.jsonl")
+    assert state == "failed" and harness.store.get_run(run_id)["outcome"] == "compensated"
+    assert _seen(lines) == [("on_success", "charge", "success", 1)]

@@ -58,3 +58,33 @@ cb_pool = (
     Flow("cb_pool", params=PARAMS, on_failure=record)
     .step("a", ok, pool="cb_missing_pool", on_failure=record)
 )
+
+
+def three(ctx: StepContext) -> list[int]:
+    return [1, 2, 3]
+
+
+def double(ctx: StepContext) -> int:
+    if ctx.item == 2 and ctx.attempt < 2:
+        raise RuntimeError("the instance of 2 fails once")
+    return int(ctx.item) * 2
+
+
+def refund(ctx: StepContext) -> None:
+    return None
+
+
+# A map step's on_success/on_failure are about the map step (once), its on_retry about an
+# instance; a compensation step does not fire the callbacks of the step it undoes.
+cb_map = (
+    Flow("cb_map", params=PARAMS)
+    .step("numbers", three)
+    .map("doubled", double, over="numbers", retries=1, retry_backoff=0.2,
+         on_success=record, on_failure=record, on_retry=record)
+)
+
+cb_saga = (
+    Flow("cb_saga", params=PARAMS)
+    .step("charge", ok, compensate=refund, on_success=record, on_failure=record)
+    .step("ship", broken, after="charge")
+)
