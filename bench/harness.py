@@ -485,7 +485,10 @@ class FlowkitStack:
     def submit(self, flow: str) -> str:
         """What ``flowkit trigger`` does, minus the CLI start-up and the dags sync."""
         spec = self._specs.get(flow) or self._specs.setdefault(flow, self.store.flow_spec(flow))
-        run_id: str = self.store.create_run(spec, {}, actor="bench", trigger="manual", reason="bench")
+        from flowkit.spec import resolve_params
+
+        run_id: str = self.store.create_run(spec, resolve_params(spec, {}), actor="bench", trigger="manual",
+                                            reason="bench")
         self.events.publish({"type": "run_created", "run_id": run_id})
         return run_id
 

@@ -48,7 +48,7 @@ def ratio_table(results: list[dict[str, Any]]) -> str:
                "flowkit overhead ms/step", "ratio (timestamps)", "status"]
     body = []
     for r in results:
-        if r["kind"] in ("chain", "fanout") and r.get("rows"):
+        if r["kind"] in ("chain", "fanout", "map") and r.get("rows"):
             for row in r["rows"]:
                 body.append([row["row"], str(row["steps"]), num(row["raw_median_s"]), num(row["flowkit_median_s"]),
                              num(row["ratio"], ".1f", "x"), num(row["overhead_ms_per_step"], ".1f"),

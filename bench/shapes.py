@@ -42,7 +42,7 @@ LIMITS_WORKER_CONCURRENCY = 10
 @dataclass(frozen=True)
 class Shape:
     name: str
-    kind: str  # chain | fanout | layered | limits
+    kind: str  # chain | fanout | map | layered | limits
     full: Any  # size at full scale (steps, width, (layers, width) or (flow, runs))
     quick: Any  # size with --quick
     timeout: float  # default seconds one measured run may take
@@ -55,6 +55,7 @@ SHAPES: dict[str, Shape] = {s.name: s for s in [
     Shape("fanout40", "fanout", 40, 5, 60, False, "root, 40 parallel steps, join"),
     Shape("fanout500", "fanout", 500, 20, 300, False, "root, 500 parallel steps, join"),
     Shape("fanout2000", "fanout", 2000, 50, 600, True, "root, 2,000 parallel steps, join"),
+    Shape("map2000", "map", 2000, 50, 600, True, "root, a map over 2,000 elements, join"),
     Shape("chain200", "chain", 200, 10, 300, False, "200 sequential steps; per-hop p50/p90"),
     # layered1k repeats like the small shapes: a run takes seconds, and its scheduler CPU
     # per step, the denominator of the layered headline, varied by a third between single runs.
@@ -144,6 +145,9 @@ def measure_compare(bench: Bench, run: ShapeRun) -> dict[str, Any]:
         flow_call, steps, raw_size = f"chain_flow('bench_main', {size})", size, size
         # chain200 reports hops on both sides, so its raw links record their end times.
         variants = ["timed_chain"] if shape.name == "chain200" else ["chain"]
+    elif shape.kind == "map":  # the same work as fanout: the raw side is the same group
+        flow_call, steps, raw_size = f"map_flow('bench_main', {size})", size + 2, size
+        variants = ["fanout"]
     else:
         flow_call, steps, raw_size = f"fanout_flow('bench_main', {size})", size + 2, size
         variants = ["fanout"] + (["fanout_chord"] if shape.name == "fanout40" and not opts.no_chord else [])
@@ -449,7 +453,8 @@ def measure_limits(bench: Bench, run: ShapeRun) -> dict[str, Any]:
 
 
 MEASURE: dict[str, Callable[[Bench, ShapeRun], dict[str, Any]]] = {
-    "chain": measure_compare, "fanout": measure_compare, "layered": measure_layered, "limits": measure_limits,
+    "chain": measure_compare, "fanout": measure_compare, "map": measure_compare, "layered": measure_layered,
+    "limits": measure_limits,
 }
 
 
