@@ -10,10 +10,13 @@ nor graphviz.
 What is drawn:
 
 * a step's *kind* picks its shape (:data:`KIND_STYLES`: task box, branch diamond, map 3-D
-  box, approval octagon, sensor dashed ellipse); a step with a ``pool`` attribute gets a
-  dark pool badge; the edge style says the downstream step's trigger rule;
+  box with ``over``/``max_parallel``, shell command box, approval octagon with its timeout,
+  compensation dashed box in a dashed cluster with "undoes" edges); a step with a ``pool``
+  attribute gets a dark pool badge; the edge style says the downstream step's trigger rule;
 * with a run, the fill colour is the step state (:data:`STEP_STATE_COLORS`), and the node
-  says attempts, retries and durations; a map step is one node with counts by state;
+  says attempts, retries and durations; a map step is one node with its instances counted
+  by state; an approval says who decided and why; compensation steps the run started are
+  drawn, and the run's outcome is in the title and legend;
 * flows larger than ``cluster_threshold`` steps are grouped into clusters (by name prefix,
   else by topological layers) or, with ``collapse=True``, drawn one node per group.
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import FlowkitError
 from ..secrets import mask_data, mask_params, mask_text, secret_values
-from ..spec import FlowSpec
+from ..spec import FlowSpec, StepSpec, split_instance
 
 
 class RenderError(FlowkitError):
@@ -20,18 +20,21 @@ class RenderError(FlowkitError):
 
 
 # -- style tables -----------------------------------------------------------------------------
-#: Node style per step kind. "map", "approval" and "sensor" are ready for when the DSL has them.
+#: Node style per step kind. "sensor" is ready for when the DSL has it.
 KIND_STYLES: dict[str, dict[str, str]] = {
     "task": {"shape": "box", "style": "rounded,filled", "fillcolor": "#ffffff", "color": "#34495e"},
     "branch": {"shape": "diamond", "style": "filled", "fillcolor": "#f5eef8", "color": "#8e44ad"},
     "map": {"shape": "box3d", "style": "filled", "fillcolor": "#eaf2f8", "color": "#1f618d"},
+    "shell": {"shape": "component", "style": "filled", "fillcolor": "#f2f3f4", "color": "#1c2833"},
     "approval": {"shape": "octagon", "style": "filled", "fillcolor": "#fef5e7", "color": "#b9770e"},
+    "compensation": {"shape": "box", "style": "rounded,filled,dashed", "fillcolor": "#fdedec",
+                     "color": "#943126"},
     "sensor": {"shape": "ellipse", "style": "filled,dashed", "fillcolor": "#e8f8f5",
                "color": "#117a65"},
 }
 _UNKNOWN_KIND = {"shape": "box", "style": "filled,dotted", "fillcolor": "#fdfefe", "color": "#7f8c8d"}
-_KIND_HINT = {"task": "box", "branch": "diamond", "map": "stacked box", "approval": "octagon",
-              "sensor": "dashed oval"}
+_KIND_HINT = {"task": "box", "branch": "diamond", "map": "stacked box", "shell": "command box",
+              "approval": "octagon", "compensation": "dashed, undoes", "sensor": "dashed oval"}
 
 #: Fill colour per step state (run view).
 STEP_STATE_COLORS: dict[str, str] = {
@@ -54,11 +57,20 @@ ATTEMPT_STATE_COLORS: dict[str, str] = {
     "success": "#52be80",
     "failed": "#e74c3c",
     "skipped": "#bdc3c7",
+    "cancelled": "#85929e",
 }
 RUN_STATE_COLORS: dict[str, str] = {
     "queued": "#d6eaf8", "running": "#85c1e9", "paused": "#f9e79f", "success": "#a9dfbf",
     "failed": "#f1948a", "cancelled": "#bfc9ca",
 }
+#: Colour of a run's outcome (``runs.outcome``: what its compensation made of a failure).
+RUN_OUTCOME_COLORS: dict[str, str] = {
+    "compensating": "#f9e79f", "compensated": "#d5f5e3", "compensation failed": "#e74c3c",
+}
+#: A map step's instances drawn one by one (timeline lanes, report rows); the rest are counted.
+MAP_INSTANCES_SHOWN = 10
+#: Failed instances shown besides the first ones (with their errors), however many failed.
+MAP_FAILED_SHOWN = 5
 #: Edge style by the downstream step's trigger rule.
 TRIGGER_EDGE_STYLES: dict[str, str] = {"all_success": "solid", "none_failed": "dashed",
                                        "all_done": "dotted"}
@@ -174,37 +186,77 @@ class RunView:
     events: list[dict[str, Any]] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
     datasets: list[dict[str, Any]] = field(default_factory=list)
+    #: Map step -> its instances counted by state (all of them, however many).
+    map_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Map step -> the instance rows drawn one by one (the first ones by index, then failed
+    #: ones); their attempts are in ``attempts`` under the instance name.
+    instances: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: Audit events of map instances, counted rather than listed.
+    instance_events: int = 0
 
     @property
     def run_id(self) -> str:
         return str(self.run["id"])
 
+    @property
+    def outcome(self) -> str | None:
+        """What compensation made of a failed run ("compensated", ...), else None."""
+        value = self.run.get("outcome")
+        return str(value) if value else None
+
+    def run_status(self) -> str:
+        """The run's state with its outcome: "failed, compensated", "cancelled"."""
+        return f"{self.run['state']}, {self.outcome}" if self.outcome else str(self.run["state"])
+
+    def compensations(self) -> list[StepSpec]:
+        """The compensation steps this run has rows for (none unless a failure started them)."""
+        return [c for c in self.spec.compensations if c.name in self.steps]
+
     def step_attempts(self, name: str) -> list[dict[str, Any]]:
         return self.attempts.get(name, [])
 
+    def row(self, name: str) -> dict[str, Any] | None:
+        """The step_runs row of a step, compensation step or drawn map instance."""
+        found = self.steps.get(name)
+        if found is None and name.endswith("]"):
+            parent = split_instance(name)[0]
+            found = next((r for r in self.instances.get(parent, ()) if r["step"] == name), None)
+        return found
+
     def state(self, name: str) -> str:
-        row = self.steps.get(name)
+        row = self.row(name)
         return str(row["state"]) if row else "pending"
 
+    def last_reason(self, name: str) -> str | None:
+        """The audit reason of the step's latest state change (why a map step failed)."""
+        return next((str(e["reason"]) for e in reversed(self.events)
+                     if e.get("step") == name and e.get("action") == "step_state" and e.get("reason")), None)
 
-def load_run_view(store: Any, run_id: str) -> RunView:
+
+def load_run_view(store: Any, run_id: str, *, instances_shown: int = MAP_INSTANCES_SHOWN,
+                  failed_shown: int = MAP_FAILED_SHOWN) -> RunView:
     """Read everything a run picture shows from the store (one run, pinned flow version).
 
-    Secret params show as ``***``, and their values are masked in errors, results and the
+    A map step's instances are counted by state; only the first ``instances_shown`` (and
+    up to ``failed_shown`` failed ones after them) are read row by row, with their
+    attempts, so a map of 10,000 elements costs what a map of 10 does. Secret params show
+    as ``***``, and their values are masked in errors, tracebacks, output, results and the
     audit trail.
     """
     run = store.get_run(run_id)
     spec = store.flow_spec(run["flow_name"], run["version"])
     hidden = secret_values(spec, run["params"])
     run = {**run, "params": mask_params(spec, run["params"])}
+    rows = store.run_picture(run_id, instances_shown=instances_shown, failed_shown=failed_shown)
     attempts: dict[str, list[dict[str, Any]]] = {}
-    for a in store.attempts(run_id):
+    for a in rows["attempts"]:
         attempts.setdefault(a["step"], []).append(
-            {**a, "error": mask_text(a.get("error"), hidden), "traceback": mask_text(a.get("traceback"), hidden)})
-    for rows in attempts.values():
-        rows.sort(key=lambda a: a["number"])
+            {**a, **{k: mask_text(a.get(k), hidden) for k in ("error", "traceback", "output")}})
+    for atts in attempts.values():
+        atts.sort(key=lambda a: a["number"])
     return RunView(
-        run=run, spec=spec, steps={s["step"]: s for s in store.step_runs(run_id)},
-        attempts=attempts, events=[{**e, "reason": mask_text(e["reason"], hidden)} for e in store.events(run_id)],
-        results=mask_data(store.results(run_id), hidden), datasets=store.dataset_events(run_id=run_id),
+        run=run, spec=spec, steps={s["step"]: s for s in rows["steps"]},
+        attempts=attempts, events=[{**e, "reason": mask_text(e["reason"], hidden)} for e in rows["events"]],
+        results=mask_data(rows["results"], hidden), datasets=rows["datasets"],
+        map_counts=rows["map_counts"], instances=rows["instances"], instance_events=rows["instance_events"],
     )

@@ -20,6 +20,7 @@ from .common import (
     DEFAULT_CLUSTER_THRESHOLD,
     DEFAULT_MAX_GROUP,
     KIND_STYLES,
+    RUN_OUTCOME_COLORS,
     STEP_STATE_COLORS,
     TRIGGER_EDGE_STYLES,
     RenderError,
@@ -128,6 +129,16 @@ def _structure_notes(step: StepSpec) -> list[str]:
     notes = []
     if step.kind not in KIND_STYLES:  # known kinds say it with their shape
         notes.append(f"kind {step.kind}")
+    if step.kind == "map":
+        notes.append(f"over {step.over}" if step.over else "map")
+        if step.max_parallel:
+            notes.append(f"max_parallel {step.max_parallel}")
+    if step.kind == "approval":
+        seconds = step.approval_timeout_seconds
+        notes.append(f"timeout {_fmt_limit(seconds)} \u2192 {step.on_timeout}" if seconds
+                     else "waits for a decision")
+    if step.kind == "compensation" and step.compensates:
+        notes.append(f"undoes {step.compensates}")
     if step.retry.retries:
         notes.append(f"retries {step.retry.retries}")
     if step.timeout_seconds:
@@ -136,18 +147,31 @@ def _structure_notes(step: StepSpec) -> list[str]:
         notes.append(f"queue {step.queue}")
     if step.priority is not None:
         notes.append(f"priority {step.priority}")
-    if step.trigger != "all_success":
+    if step.trigger != "all_success" and step.kind != "compensation":  # all_done, by design
         notes.append(step.trigger)
     return notes
 
 
+#: Characters of a shell step's command shown in its node (the tooltip holds more).
+SHELL_COMMAND_SHOWN = 48
+
+
+def _command_row(step: StepSpec) -> str | None:
+    """A shell step's command, one line in a fixed-width font, clipped and escaped."""
+    if step.shell is None:
+        return None
+    command = _h(_clip(step.shell.command, SHELL_COMMAND_SHOWN))
+    return f'<FONT FACE="Courier" POINT-SIZE="9" COLOR="#1c2833">$ {command}</FONT>'
+
+
 def _map_counts(view: RunView, name: str) -> Counter[str] | None:
-    """States of a map step's instances, from step rows named ``name[i]`` or carrying
-    ``map_parent``/``map_index`` (the store has no map instances yet: None until it does)."""
+    """States of a map step's instances: the store's counts (:attr:`RunView.map_counts`),
+    else, for a view built by hand, its step rows named ``name[i]``; None before expansion."""
+    if name in view.map_counts:
+        return Counter({k: v for k, v in view.map_counts[name].items() if v}) or None
     counts: Counter[str] = Counter()
     for key, row in view.steps.items():
-        if key.startswith(f"{name}[") or row.get("map_parent") == name or (
-                key == name and row.get("map_index") is not None):
+        if key.startswith(f"{name}[") or row.get("map_parent") == name:
             counts[str(row["state"])] += 1
     return counts or None
 
@@ -165,13 +189,44 @@ def _counts_text(counts: Mapping[str, int]) -> str:
                      if counts[s])
 
 
+def approval_text(view: RunView, name: str) -> str | None:
+    """Who decided an approval step and why ("approved by ann: looks right"), or since when
+    it waits; None when it never waited."""
+    state = view.state(name)
+    decision = view.results.get(name)
+    if isinstance(decision, dict) and "approved" in decision:
+        verb = "approved" if decision.get("approved") else "rejected"
+        reason = str(decision.get("reason") or "")
+        return f"{verb} by {decision.get('by') or '?'}" + (f": {_clip(reason, 60)}" if reason else "")
+    if state == "awaiting_approval":
+        row = view.steps.get(name) or {}
+        since = row.get("started_at")
+        text = f"awaiting a decision since {since:%H:%M:%S}" if since else "awaiting a decision"
+        deadline = row.get("next_attempt_at")
+        if deadline:
+            on_timeout = view.spec.step(name).on_timeout
+            text += f"; {on_timeout} at {deadline:%H:%M:%S}"
+        return text
+    return None
+
+
 def _step_run_lines(view: RunView, step: StepSpec) -> tuple[str, list[str]]:
     """The state the node is filled with, and the text lines about the run."""
     if step.kind == "map":
         counts = _map_counts(view, step.name)
         if counts:
-            return _aggregate_state(counts), [f"{sum(counts.values())} items", _counts_text(counts)]
+            total = sum(counts.values())
+            lines = [f"{total} instance{'s' if total != 1 else ''}", _counts_text(counts)]
+            failed = [r["step"] for r in view.instances.get(step.name, ()) if r.get("state") == "failed"]
+            if failed:
+                others = counts.get("failed", 0) - 1
+                lines.append(f"first failed {failed[0]}" + (f" (+{others} more)" if others > 0 else ""))
+            return _aggregate_state(counts), lines
     state = view.state(step.name)
+    if step.kind == "approval":
+        decided = approval_text(view, step.name)
+        if decided:
+            return state, [state, decided]
     atts = view.step_attempts(step.name)
     line = [state]
     if atts:
@@ -196,6 +251,9 @@ def _step_node(step: StepSpec, view: RunView | None, *, compact: bool) -> tuple[
     notes = _structure_notes(step)
     if notes and not compact:
         rows.append(_small(" \u00b7 ".join(notes)))
+    command = _command_row(step)
+    if command and not compact:
+        rows.append(command)
     if view is not None:
         state, lines = _step_run_lines(view, step)
         attrs["fillcolor"] = STEP_STATE_COLORS.get(state, "#ffffff")
@@ -211,7 +269,8 @@ def _step_node(step: StepSpec, view: RunView | None, *, compact: bool) -> tuple[
         rows.append(f'<TABLE BORDER="0" CELLPADDING="1" BGCOLOR="{_POOL_BADGE}">'
                     f"<TR><TD>{badge}</TD></TR></TABLE>")
     attrs["label"] = _html_label(rows)
-    attrs["tooltip"] = _clip(f"{step.name}: {step.fn}" + (f" - {step.doc}" if step.doc else ""), 300)
+    what = f"$ {step.shell.command}" if step.shell is not None else step.fn
+    attrs["tooltip"] = _clip(f"{step.name}: {what}" + (f" - {step.doc}" if step.doc else ""), 300)
     return step.name, attrs
 
 
@@ -248,7 +307,7 @@ def _edge_attrs(up: StepSpec, down: StepSpec, view: RunView | None) -> dict[str,
 def _legend(spec: FlowSpec, view: RunView | None, title: str, note: str = "") -> str:
     cells = []
     if view is None:
-        present = {s.kind for s in spec.steps}
+        present = {s.kind for s in (*spec.steps, *spec.compensations)}
         for kind in [k for k in KIND_STYLES if k in present] + sorted(present - set(KIND_STYLES)):
             st = _kind_style(kind)
             cells.append(f'<TD BGCOLOR="{st["fillcolor"]}" BORDER="1" COLOR="{st["color"]}">'
@@ -263,6 +322,15 @@ def _legend(spec: FlowSpec, view: RunView | None, title: str, note: str = "") ->
             if counts.get(state):
                 cells.append(f'<TD BGCOLOR="{STEP_STATE_COLORS[state]}" BORDER="1" COLOR="#7f8c8d">'
                              f'{_small(f"{state} {counts[state]}", "#1b2631")}</TD>')
+        undo = Counter(view.state(c.name) for c in view.compensations())
+        if undo:
+            st = KIND_STYLES["compensation"]
+            cells.append(f'<TD BGCOLOR="{st["fillcolor"]}" BORDER="1" COLOR="{st["color"]}">'
+                         f'{_small("compensation: " + _counts_text(undo), "#1b2631")}</TD>')
+        if view.outcome:
+            color = RUN_OUTCOME_COLORS.get(view.outcome, "#ffffff")
+            cells.append(f'<TD BGCOLOR="{color}" BORDER="1" COLOR="#7f8c8d">'
+                         f'{_small(f"outcome {view.outcome}", "#1b2631")}</TD>')
     triggers = sorted({s.trigger for s in spec.steps if s.upstream},
                       key=lambda t: (list(TRIGGER_EDGE_STYLES).index(t) if t in TRIGGER_EDGE_STYLES
                                      else 99, t))
@@ -291,7 +359,7 @@ def flow_dot(spec: FlowSpec, *, view: RunView | None = None, collapse: bool = Fa
         title = f"flow {spec.name} \u00b7 {len(spec.steps)} steps"
     else:
         run = view.run
-        title = (f"{spec.name} run {view.run_id[:8]} \u00b7 {run['state']} \u00b7 "
+        title = (f"{spec.name} run {view.run_id[:8]} \u00b7 {view.run_status()} \u00b7 "
                  f"{fmt_duration(_secs(run.get('started_at'), run.get('ended_at')))}")
     note = ""
     if groups:
@@ -342,6 +410,8 @@ def flow_dot(spec: FlowSpec, *, view: RunView | None = None, collapse: bool = Fa
         for (a, b), k in sorted(agg.items(), key=lambda kv: (order[kv[0][1]], order[kv[0][0]])):
             attrs = {"label": f"\u00d7{k}", "penwidth": f"{min(1 + k / 10, 4):.1f}"} if k > 1 else {}
             lines.append(_edge(a, b, **attrs))
+        lines.extend(_compensation_lines(spec, view, lambda n: group_ids[member[n]] if n in member else n,
+                                         compact=True))
         lines.append("}")
         return "\n".join(lines) + "\n"
 
@@ -365,10 +435,62 @@ def flow_dot(spec: FlowSpec, *, view: RunView | None = None, collapse: bool = Fa
     for s in spec.steps:  # edges in flow order of the downstream step, then of the upstream
         for u in sorted((u for u in s.upstream if u in steps), key=lambda u: index[u]):
             lines.append(_edge(u, s.name, **_edge_attrs(steps[u], s, view)))
+    lines.extend(_compensation_lines(spec, view, lambda n: n, compact=big))
     if datasets and not big:
         lines.extend(_dataset_lines(spec, view))
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _compensation_lines(spec: FlowSpec, view: RunView | None, target: Any, *, compact: bool) -> list[str]:
+    """The compensation steps in a dashed cluster, each with a dashed "undoes" edge back to
+    the step it undoes, and dashed edges in the order they run (the last step's first).
+
+    In a run, only the compensations the run started are drawn (a run that compensated
+    nothing shows none). ``target`` maps a step name to its node id (its group's, when
+    groups are drawn one node each).
+    """
+    comps = list(spec.compensations) if view is None else view.compensations()
+    if not comps:
+        return []
+    color = KIND_STYLES["compensation"]["color"]
+    label = ("on failure: undo the succeeded steps, last first" if view is None
+             else f"compensation ({view.outcome or 'not started'})")
+    out = ['  subgraph "cluster_compensation" {',
+           _defaults("graph", "    ", label=label, style="rounded,dashed", color=color, fontcolor=color,
+                     fontsize="10")]
+    for comp in comps:
+        sid, attrs = _step_node(comp, view, compact=compact)
+        out.append(_node(sid, "    ", **attrs))
+    out.append("  }")
+    drawn = {c.name for c in comps}
+    before = {c.name: {u for u in c.upstream if u in drawn} for c in comps}
+    for comp in comps:  # an upstream of a compensation runs before it; implied edges left out
+        for up in sorted(before[comp.name], key=spec.position.__getitem__):
+            if any(up in _reaches(before, other) for other in before[comp.name] - {up}):
+                continue
+            attrs = {"style": "dashed", "color": color}
+            if view is not None and view.state(up) not in ("success", "failed", "skipped"):
+                attrs["color"] = _DIM
+            out.append(_edge(up, comp.name, **attrs))
+    for comp in comps:  # the node says "undoes X" too: these edges stay light and unlabelled
+        if comp.compensates:
+            out.append(_edge(comp.name, target(comp.compensates), style="dotted", color=color,
+                             arrowhead="empty", penwidth="0.7", constraint="false",
+                             tooltip=f"{comp.name} undoes {comp.compensates}"))
+    return out
+
+
+def _reaches(before: Mapping[str, set[str]], name: str) -> set[str]:
+    """Every compensation that runs before ``name`` (its upstreams, transitively)."""
+    seen: set[str] = set()
+    todo = list(before.get(name, ()))
+    while todo:
+        up = todo.pop()
+        if up not in seen:
+            seen.add(up)
+            todo.extend(before.get(up, ()))
+    return seen
 
 
 def _dataset_lines(spec: FlowSpec, view: RunView | None) -> list[str]:

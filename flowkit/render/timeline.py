@@ -1,11 +1,31 @@
-"""The timeline SVG of a run: one lane per step, a bar per attempt, waits drawn dashed."""
+"""The timeline SVG of a run: one lane per step, a bar per attempt, waits drawn dashed.
+
+A map step is one lane with a bar over its span and its instances counted by state, then a
+lane for each of the first instances (:data:`~.common.MAP_INSTANCES_SHOWN`) and one line
+for the rest, so a map of 10,000 elements stays a page. An approval is a bar of waiting
+until its decision, with who decided and why; the compensation steps a failed run started
+come last, under their own heading.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from .common import ATTEMPT_STATE_COLORS, RunView, _clip, _fmt_time, _h, _secs, fmt_duration
+from .common import (
+    ATTEMPT_STATE_COLORS,
+    KIND_STYLES,
+    STEP_STATE_COLORS,
+    RunView,
+    _clip,
+    _fmt_time,
+    _h,
+    _secs,
+    fmt_duration,
+)
+from .graph import _aggregate_state, _counts_text, _map_counts, approval_text
 
 
 # -- timeline --------------------------------------------------------------------------------
@@ -42,6 +62,75 @@ def _svg_wait(x1: float, x2: float, y: float, tip: str) -> str:
             f"<title>{_h(tip)}</title></line>")
 
 
+@dataclass(frozen=True)
+class _Lane:
+    #: "step" (bars per attempt), "map" (the map step's span and counts), "approval",
+    #: "more" (instances not drawn, counted) or "heading" (the compensation section).
+    kind: str
+    name: str
+    label: str
+    text: str = ""
+    #: Drawn under its map step (an instance, or the count of those not drawn).
+    indent: bool = False
+
+
+def _lanes(view: RunView) -> list[_Lane]:
+    lanes: list[_Lane] = []
+    for step in view.spec.steps:
+        if step.kind == "approval":
+            lanes.append(_Lane("approval", step.name, step.name))
+            continue
+        counts = _map_counts(view, step.name) if step.kind == "map" else None
+        if not counts:
+            lanes.append(_Lane("step", step.name, step.name))
+            continue
+        total = sum(counts.values())
+        lanes.append(_Lane("map", step.name, step.name, f"{total} instances: {_counts_text(counts)}"))
+        shown = view.instances.get(step.name)
+        if shown is None:  # a view built by hand: its instance rows are in steps
+            shown = sorted((r for k, r in view.steps.items() if k.startswith(f"{step.name}[")),
+                           key=lambda r: int(str(r["step"]).rsplit("[", 1)[1].rstrip("]")))
+        for row in shown:
+            lanes.append(_Lane("step", str(row["step"]), str(row["step"]), indent=True))
+        if total > len(shown):
+            lanes.append(_Lane("more", step.name, f"\u2026 {total - len(shown)} more",
+                               f"{total - len(shown)} more instances not drawn; "
+                               f"see flowkit runs show {view.run_id[:8]} --step {step.name}[i]", indent=True))
+    started = {c.name: view.steps[c.name].get("started_at") for c in view.compensations()}
+    # in the order they ran (the last step's first); those not started yet after them
+    comps = sorted(view.compensations(), key=lambda c: (started[c.name] is None, str(started[c.name] or ""),
+                                                         view.spec.position[c.name]))
+    if comps:
+        lanes.append(_Lane("heading", "", f"compensation: {view.outcome or 'running'}"))
+        lanes.extend(_Lane("step", c.name, c.name) for c in comps)
+    known = {lane.name for lane in lanes}
+    lanes.extend(_Lane("step", n, n) for n in sorted(set(view.attempts) - known))
+    return lanes
+
+
+def _approval_lane(view: RunView, name: str, y: float, x: Any, end_default: datetime | None) -> list[str]:
+    """The wait from when the approval became ready until its decision (or until now), and
+    who decided and why."""
+    row = view.steps.get(name) or {}
+    start = row.get("started_at")
+    if start is None:
+        return []
+    decided = row.get("ended_at")
+    stop = decided or end_default or start
+    text = approval_text(view, name) or view.state(name)
+    bw = max(x(stop) - x(start), 2.0)
+    out = [_svg_rect("approval-wait", x(start), y + 4, bw, 14, STEP_STATE_COLORS["awaiting_approval"],
+                     f"{name}: waited {fmt_duration(_secs(start, stop))}" + ("" if decided else " so far")
+                     + f"; {text}", ' rx="2" stroke="#b9770e" stroke-dasharray="3,2"')]
+    if decided is not None:
+        mark = ATTEMPT_STATE_COLORS["success"] if view.state(name) == "success" else ATTEMPT_STATE_COLORS["failed"]
+        out.append(f'<rect class="decision" x="{x(decided) - 2:.1f}" y="{y + 2}" width="4" height="18" '
+                   f'fill="{mark}"/>')
+    out.append(f'<text class="decision-text" x="{x(start) + bw + 5:.1f}" y="{y + 15}" font-size="9" '
+               f'fill="#1b2631">{_h(_clip(text, 90))}</text>')
+    return out
+
+
 def timeline_svg(view: RunView, *, width: int = 1100, now: datetime | None = None) -> str:
     """A Gantt chart of a run: one row per step, one bar per attempt (queued part pale, run
     part coloured by outcome), failed attempts hatched, waits before retries dashed.
@@ -60,19 +149,23 @@ def timeline_svg(view: RunView, *, width: int = 1100, now: datetime | None = Non
                  if row.get("state") == "up_for_retry" and row.get("next_attempt_at"))
     if end_default:
         times.append(end_default)
+    label_w, right_pad, row_h, top = 210, 40, 22, 62
+    chart_w = max(width - label_w - right_pad, 100)
+    lanes = _lanes(view)
+    for lane in lanes:  # a map step's and an approval's own span count too
+        row = view.steps.get(lane.name) or {}
+        if lane.kind in ("map", "approval"):
+            times.extend(row[k] for k in ("started_at", "ended_at") if row.get(k))
     t0 = min(times) if times else None
     t1 = max(times) if times else None
     span = max(_secs(t0, t1) or 0.0, 0.001)
-    label_w, right_pad, row_h, top = 210, 40, 22, 62
-    chart_w = max(width - label_w - right_pad, 100)
-    names = spec.step_names + sorted(set(view.attempts) - set(spec.step_names))
-    rows_bottom = top + row_h * len(names)
+    rows_bottom = top + row_h * len(lanes)
     height = rows_bottom + 44
 
     def x(t: datetime | None) -> float:
         return label_w + chart_w * ((_secs(t0, t) or 0.0) / span)
 
-    subtitle = (f"{run['state']} \u00b7 first dispatch {_fmt_time(t0)} \u00b7 "
+    subtitle = (f"{view.run_status()} \u00b7 first dispatch {_fmt_time(t0)} \u00b7 "
                 f"span {fmt_duration(_secs(t0, t1)) if t0 else '-'}")
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="flowkit-timeline" width="{width}" '
@@ -98,15 +191,45 @@ def timeline_svg(view: RunView, *, width: int = 1100, now: datetime | None = Non
         out.append(f'<text class="tick" x="{tx:.1f}" y="{axis_y - 7}" text-anchor="middle" font-size="9" '
                    f'fill="#566573">{_h(_tick_label(k * tick, tick))}</text>')
         k += 1
-    for i, name in enumerate(names):
+    for i, lane in enumerate(lanes):
         y = top + i * row_h
+        name = lane.name
         if i % 2:
             out.append(f'<rect x="0" y="{y}" width="{width}" height="{row_h}" fill="#f8f9f9" '
                        'fill-opacity="0.7"/>')
-        state = view.state(name)
-        out.append(f'<text x="10" y="{y + 15}">{_h(_clip(name, 28))}</text>')
+        if lane.kind == "heading":
+            color = KIND_STYLES["compensation"]["color"]
+            out.append(f'<line class="compensation-heading" x1="0" y1="{y + 1}" x2="{width}" y2="{y + 1}" '
+                       f'stroke="{color}" stroke-dasharray="4,3"/>')
+            out.append(f'<text x="10" y="{y + 15}" font-weight="bold" fill="{color}">{_h(lane.label)}</text>')
+            continue
+        label_x = 22 if lane.indent else 10
+        if lane.kind == "more":
+            out.append(f'<text class="more-instances" x="{label_x}" y="{y + 15}" fill="#566573">'
+                       f'{_h(lane.label)}<title>{_h(lane.text)}</title></text>')
+            out.append(f'<text x="{label_w}" y="{y + 15}" font-size="9" fill="#566573">{_h(lane.text)}</text>')
+            continue
+        row = view.row(name) or {}
+        state = _aggregate_state(_map_counts(view, name) or {}) if lane.kind == "map" else view.state(name)
+        out.append(f'<text x="{label_x}" y="{y + 15}">{_h(_clip(lane.label, 26 if lane.indent else 28))}</text>')
         out.append(f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end" font-size="9" '
                    f'fill="#566573">{_h(state)}</text>')
+        if lane.kind == "map":
+            start, stop = row.get("started_at"), row.get("ended_at") or end_default
+            text_x = label_w + 4.0
+            if start is not None and stop is not None:
+                bw = max(x(stop) - x(start), 2.0)
+                out.append(_svg_rect("map-span", x(start), y + 4, bw, 14, STEP_STATE_COLORS.get(state, "#ffffff"),
+                                     f"{name}: {lane.text}, {fmt_duration(_secs(start, stop))}",
+                                     ' rx="2" stroke="#1f618d" stroke-width="1"'))
+                if x(start) + bw + 4 < width - 200:  # after the bar when it fits, else over the lane start
+                    text_x = x(start) + bw + 4
+            out.append(f'<text class="map-counts" x="{text_x:.1f}" y="{y + 15}" font-size="9" '
+                       f'fill="#1b2631">{_h(lane.text)}</text>')
+            continue
+        if lane.kind == "approval":
+            out.extend(_approval_lane(view, name, y, x, end_default))
+            continue
         atts = view.step_attempts(name)
         prev_end: datetime | None = None
         for a in atts:
@@ -136,7 +259,7 @@ def timeline_svg(view: RunView, *, width: int = 1100, now: datetime | None = Non
                     out.append(f'<text x="{x(start) + bw + 3:.1f}" y="{y + 15}" font-size="9" '
                                f'fill="#1b2631">#{number}</text>')
             prev_end = end
-        nxt = (view.steps.get(name) or {}).get("next_attempt_at")
+        nxt = row.get("next_attempt_at")
         if state == "up_for_retry" and prev_end is not None and nxt is not None:
             out.append(_svg_wait(x(prev_end), x(nxt), y + 11, f"{name}: next attempt at {_fmt_time(nxt)}"))
     # legend
@@ -144,10 +267,12 @@ def timeline_svg(view: RunView, *, width: int = 1100, now: datetime | None = Non
     lx = 10
     for label, fill in (("queued", "#d6eaf8"), ("running", ATTEMPT_STATE_COLORS["running"]),
                         ("success", ATTEMPT_STATE_COLORS["success"]), ("failed", "url(#fk-hatch)"),
-                        ("skipped", ATTEMPT_STATE_COLORS["skipped"])):
+                        ("skipped", ATTEMPT_STATE_COLORS["skipped"]),
+                        ("cancelled", ATTEMPT_STATE_COLORS["cancelled"]),
+                        ("awaiting approval", STEP_STATE_COLORS["awaiting_approval"])):
         out.append(f'<rect x="{lx}" y="{ly - 10}" width="14" height="12" fill="{fill}" stroke="#1b2631" '
                    f'stroke-width="0.5"/><text x="{lx + 18}" y="{ly}">{label}</text>')
-        lx += 90
+        lx += 90 if len(label) < 10 else 130
     out.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 24}" y2="{ly - 4}" {_WAIT_STYLE}/>'
                f'<text x="{lx + 30}" y="{ly}">wait before retry</text>')
     out.append("</svg>")

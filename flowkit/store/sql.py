@@ -681,11 +681,12 @@ class SqlStoreBase:
 
 from .map_ops import MapReads  # noqa: E402 - the mixins need the base above
 from .operator_ops import OperatorOps  # noqa: E402 - the mixins need the base above
+from .picture_reads import PictureReads  # noqa: E402
 from .scheduler_ops import SchedulerOps  # noqa: E402
 from .worker_ops import WorkerOps  # noqa: E402
 
 
-class SqlStore(WorkerOps, SchedulerOps, OperatorOps, MapReads, SqlStoreBase):
+class SqlStore(WorkerOps, SchedulerOps, OperatorOps, MapReads, PictureReads, SqlStoreBase):
     """The store: reads and dags (above), the worker's claim/finish path (worker_ops), the
-    scheduler's queries (scheduler_ops), operators' actions (operator_ops) and reads of map
-    instances (map_ops)."""
+    scheduler's queries (scheduler_ops), operators' actions (operator_ops), reads of map
+    instances (map_ops) and of run pictures (picture_reads)."""

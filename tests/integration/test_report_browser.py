@@ -98,3 +98,67 @@ def test_report_of_a_real_run_renders_in_chromium(tmp_path: Path) -> None:
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(data) > 50_000, f"screenshot is only {len(data)} bytes: is the page blank?"
+
+
+def test_report_of_a_map_approval_and_compensation_run_renders_in_chromium(tmp_path: Path) -> None:
+    """A run with map instances, a decided approval, a failing shell step and compensation
+    (made in-process on the same SQLite file), reported by the CLI and opened in Chromium:
+    tracebacks and output stay closed until clicked."""
+    from flowkit.store import approvals
+    from flowkit.testing import InlineHarness
+
+    browser = chromium()
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    shutil.copy(ROOT / "tests" / "dags" / "render" / "flows.py", dags / "flows.py")
+    db = tmp_path / "flowkit.db"
+    store = SqlStore(f"sqlite:///{db}")
+    try:
+        store.upgrade()
+        h = InlineHarness(store, str(dags))
+        run_id = h.trigger("pictured", {"bad": -1})
+        h.work()
+        approvals.decide(store, run_id, "sign_off", approve=True, by="ann", reason="checked")
+        h.scheduler.handle([{"type": "approval_decided", "run_id": run_id}])
+        assert h.run_until_done(run_id) == "failed"
+    finally:
+        store.dispose()
+
+    report = tmp_path / "report.html"
+    res = flowkit("report", run_id, "-o", str(report), db=db, dags=dags)
+    assert res.returncode == 0, res.stderr
+    dom = browse(browser, tmp_path / "profile-dom", "--dump-dom", report.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    page = dom.stdout
+    assert "approved by ann: checked" in page and ">compensation failed</span>" in page
+    for name in ("square[0]", "square[3]", "numbers:compensate", "prepare:compensate"):
+        assert f'data-step="{name}"' in page
+    assert page.count("<details ") == 2 and "<details open" not in page  # the shell step, the compensation
+    assert "key=***" in page and "hunter2-secret" not in page
+    assert page.count('<g id="node') >= 7
+
+
+def test_report_reads_the_same_rows_on_postgresql(pg_url: str) -> None:
+    """The run-picture reads (instance counts, the first instances, instance events left
+    out) on PostgreSQL, over a run made in-process; then the report, laid out by dot."""
+    from flowkit import render as rd
+    from flowkit.testing import InlineHarness
+
+    store = SqlStore(pg_url)
+    try:
+        store.upgrade()
+        h = InlineHarness(store, str(ROOT / "tests" / "dags" / "render"))
+        run_id = h.trigger("pictured", {"n": 14, "bad": 12})  # the map fails: no approval asked
+        assert h.run_until_done(run_id) == "failed"
+        view = rd.load_run_view(store, run_id, instances_shown=5, failed_shown=2)
+    finally:
+        store.dispose()
+    assert view.map_counts == {"square": {"success": 13, "failed": 1}}
+    assert [r["step"] for r in view.instances["square"]] == [f"square[{i}]" for i in (0, 1, 2, 3, 4, 12)]
+    assert "square[7]" not in view.attempts and len(view.attempts["square[12]"]) == 1
+    assert view.instance_events > 0 and not any("[" in (e["step"] or "") for e in view.events)
+    page = rd.report_html(view)
+    assert "8 more of 14 instances (13 success, 1 failed)" in page
+    assert "hunter2-secret" not in page and "token ***" in page
+    assert ">compensation failed</span>" in page and 'data-step="prepare:compensate"' in page
+    assert page.count('<g id="node') >= 5

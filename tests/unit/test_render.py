@@ -244,7 +244,7 @@ def test_map_step_is_one_node_with_counts_by_state() -> None:
     view = rd.RunView(run={"id": "r" * 36, "state": "running"}, spec=spec, steps=rows, attempts={})
     dot = rd.run_dot(view)
     fan = next(ln for ln in dot.splitlines() if ln.startswith('  "fan" ['))
-    assert "5 items" in fan and "2 success" in fan and "1 failed" in fan and "1 running" in fan
+    assert "5 instances" in fan and "2 success" in fan and "1 failed" in fan and "1 running" in fan
     assert rd.STEP_STATE_COLORS["failed"] in fan  # coloured by its worst state
     assert '"fan[0]"' not in dot
 
