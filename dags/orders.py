@@ -172,23 +172,24 @@ def void_invoice(ctx: StepContext) -> dict:
 
 
 def review(ctx: StepContext) -> list[str]:
-    """Branch: an order whose total is above ``approval_threshold`` needs a person's approval;
-    a smaller one chooses nothing, so the approval step is skipped."""
+    """Branch: a total above approval_threshold goes to approve_large, a smaller one skips it.
+
+    Choosing nothing (an empty list) skips every downstream step of the branch."""
     total = ctx.upstream["invoice"]["total"]
     return ["approve_large"] if total > ctx.params["approval_threshold"] else []
 
 
 def pack(ctx: StepContext) -> list[dict]:
-    """One parcel per order line: the list that ``ship`` maps over."""
+    """One parcel per order line: the list that ship maps over."""
     carrier = "express" if ctx.params["express"] else "ground"
     return [{"line": number, "item": line["item"], "quantity": line["quantity"], "carrier": carrier}
             for number, line in enumerate(ctx.upstream["invoice"]["lines"], 1)]
 
 
 def ship(ctx: StepContext) -> dict:
-    """Hand one parcel (``ctx.item``) to the carrier and write its label, once per parcel.
+    """Hand one parcel (ctx.item) to the carrier and write its label, once per parcel.
 
-    ``fail_shipping=true`` makes the carrier refuse every parcel, to show the compensation."""
+    fail_shipping=true makes the carrier refuse every parcel, to show the compensation."""
     parcel = ctx.item
     if ctx.params["fail_shipping"]:
         raise RuntimeError(f"carrier {parcel['carrier']} refused parcel {parcel['line']} "
