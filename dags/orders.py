@@ -52,7 +52,7 @@ def _save(path: Path, data: object) -> None:
 
 def _stock(work: Path) -> dict[str, int]:
     """The warehouse's stock, created with DEFAULT_STOCK on first use."""
-    stock = _load(work / "stock.json", None)
+    stock: dict[str, int] | None = _load(work / "stock.json", None)
     if stock is None:
         stock = dict(DEFAULT_STOCK)
         _save(work / "stock.json", stock)
@@ -69,7 +69,7 @@ def _needed(lines: list[dict[str, Any]]) -> dict[str, int]:
 
 def _lines(ctx: StepContext) -> list[dict[str, Any]]:
     """The order's lines, checked: a non-empty list of {"item": known item, "quantity": n > 0}."""
-    lines = ctx.params["lines"]
+    lines: list[dict[str, Any]] = ctx.params["lines"]
     if not lines:
         raise ValueError('the order has no lines; pass e.g. -p lines=\'[{"item": "widget", "quantity": 2}]\'')
     for number, line in enumerate(lines, 1):
@@ -85,14 +85,14 @@ def _lines(ctx: StepContext) -> list[dict[str, Any]]:
 
 
 # -- the steps ---------------------------------------------------------------------------
-def receive(ctx: StepContext) -> dict:
+def receive(ctx: StepContext) -> dict[str, Any]:
     """Check the order's lines and give the order an id."""
     order = {"order_id": f"o-{ctx.run_id[:8]}", "customer": ctx.params["customer"], "lines": _lines(ctx)}
     _save(_workdir(ctx) / f"{order['order_id']}.order.json", order)
     return order
 
 
-def check_inventory(ctx: StepContext) -> dict:
+def check_inventory(ctx: StepContext) -> dict[str, Any]:
     """Read the stock (created on first use) and report, per item, whether there is enough."""
     stock = _stock(_workdir(ctx))
     needed = _needed(ctx.upstream["receive"]["lines"])
@@ -105,7 +105,7 @@ def route(ctx: StepContext) -> str:
     return "reserve" if ctx.upstream["check_inventory"]["in_stock"] else "backorder"
 
 
-def reserve(ctx: StepContext) -> dict:
+def reserve(ctx: StepContext) -> dict[str, Any]:
     """Take every line's items out of stock, once per run (keyed by the step's idempotency key)."""
     work = _workdir(ctx)
     reservations = _load(work / "reservations.json", {})
@@ -120,10 +120,10 @@ def reserve(ctx: StepContext) -> dict:
     return {"reservation": ctx.idempotency_key, "items": reservations[ctx.idempotency_key]["items"]}
 
 
-def release_stock(ctx: StepContext) -> dict:
+def release_stock(ctx: StepContext) -> dict[str, Any]:
     """Compensation of reserve: put the reserved items back in stock, once."""
     work = _workdir(ctx)
-    key = ctx.result_of(ctx.compensates)["reservation"]
+    key = ctx.result_of("reserve")["reservation"]  # ctx.compensates == "reserve"
     reservations = _load(work / "reservations.json", {})
     held = reservations[key]
     if held["status"] == "reserved":  # a second delivery finds it released and does nothing
@@ -136,7 +136,7 @@ def release_stock(ctx: StepContext) -> dict:
     return {"released": held["items"]}
 
 
-def backorder(ctx: StepContext) -> dict:
+def backorder(ctx: StepContext) -> dict[str, Any]:
     """Record a back-order for the supplier."""
     work = _workdir(ctx)
     backorders = _load(work / "backorders.json", {})
@@ -145,7 +145,7 @@ def backorder(ctx: StepContext) -> dict:
     return {"backordered": True, "eta_days": 7}
 
 
-def invoice(ctx: StepContext) -> dict:
+def invoice(ctx: StepContext) -> dict[str, Any]:
     """Price every line and issue the invoice, once (the billing file is keyed by invoice id)."""
     lines = [{**line, "unit_price": UNIT_PRICE[line["item"]],
               "amount": round(UNIT_PRICE[line["item"]] * line["quantity"], 2)} for line in _lines(ctx)]
@@ -161,9 +161,9 @@ def invoice(ctx: StepContext) -> dict:
     return inv
 
 
-def void_invoice(ctx: StepContext) -> dict:
+def void_invoice(ctx: StepContext) -> dict[str, Any]:
     """Compensation of invoice: mark the invoice void (a credit note in a real system), once."""
-    invoice_id = ctx.result_of(ctx.compensates)["invoice_id"]
+    invoice_id = ctx.result_of("invoice")["invoice_id"]  # ctx.compensates == "invoice"
     work = _workdir(ctx)
     invoices = _load(work / "invoices.json", {})
     invoices[invoice_id]["status"] = "void"
@@ -179,14 +179,14 @@ def review(ctx: StepContext) -> list[str]:
     return ["approve_large"] if total > ctx.params["approval_threshold"] else []
 
 
-def pack(ctx: StepContext) -> list[dict]:
+def pack(ctx: StepContext) -> list[dict[str, Any]]:
     """One parcel per order line: the list that ship maps over."""
     carrier = "express" if ctx.params["express"] else "ground"
     return [{"line": number, "item": line["item"], "quantity": line["quantity"], "carrier": carrier}
             for number, line in enumerate(ctx.upstream["invoice"]["lines"], 1)]
 
 
-def ship(ctx: StepContext) -> dict:
+def ship(ctx: StepContext) -> dict[str, Any]:
     """Hand one parcel (ctx.item) to the carrier and write its label, once per parcel.
 
     fail_shipping=true makes the carrier refuse every parcel, to show the compensation."""
@@ -201,7 +201,7 @@ def ship(ctx: StepContext) -> dict:
     return {"label": str(path), "line": parcel["line"], "carrier": parcel["carrier"]}
 
 
-def notify_customer(ctx: StepContext) -> dict:
+def notify_customer(ctx: StepContext) -> dict[str, Any]:
     """Compose the message for whichever path the order took, and queue it once."""
     parcels = ctx.upstream.get("ship")
     if parcels:
@@ -215,7 +215,7 @@ def notify_customer(ctx: StepContext) -> dict:
     return {"message": text}
 
 
-def update_accounting(ctx: StepContext) -> dict:
+def update_accounting(ctx: StepContext) -> dict[str, Any]:
     """Post the invoice (if any) to the ledger, once."""
     inv = ctx.upstream.get("invoice")
     ledger = _load(_workdir(ctx) / "ledger.json", {})

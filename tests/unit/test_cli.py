@@ -118,6 +118,8 @@ def test_dev_runs_a_flow_end_to_end_in_one_process(tmp_path):
     # 10 steps and the 2 instances of the map step (one shipment per order line)
     assert table.count("success") == 12
     assert "  ship[0]          success" in table and "  ship[1]          success" in table
+    labels = sorted(p.read_text() for p in (tmp_path / "work").glob("label-*.txt"))
+    assert labels == ["SHIP 1 x gizmo BY ground TO customer 42\n", "SHIP 2 x widget BY ground TO customer 42\n"]
 
 
 @pytest.mark.slow
