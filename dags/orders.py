@@ -1,9 +1,19 @@
-"""Order processing: receive an order, check stock, reserve or back-order, invoice, ship,
-notify the customer, and post to the ledger.
+"""Order processing: receive an order of several lines, check stock, reserve or back-order,
+invoice, ask a person to approve a large order, ship one parcel per order line, notify the
+customer and post to the ledger. When shipping fails (or the approval is refused) the run
+undoes what it did: the invoice is voided, then the reserved stock is released.
 
-The "warehouse" and the "ledger" are JSON files in a work folder (param ``workdir``,
-default: a folder under the system temp dir), so the flow does real I/O without servers.
-Every write is keyed by the step's idempotency key, so a redelivered step writes once.
+The "warehouse", the "billing system" and the "ledger" are JSON files in a work folder
+(param ``workdir``, default: a folder under the system temp dir), so the flow does real I/O
+without servers. Every write is keyed by the step's idempotency key (or the id it derives),
+so a redelivered or retried step writes once.
+
+Try it (no servers needed)::
+
+    flowkit dev orders                                  # small order: ships, exit 0
+    flowkit dev orders -p fail_shipping=true            # carrier refuses: failed (compensated)
+    flowkit dev orders -p approval_threshold=10 --approve all        # a large order, approved
+    flowkit dev orders -p approval_threshold=10 --reject approve_large
 """
 
 from __future__ import annotations
@@ -11,13 +21,18 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from flowkit import Flow, Param, StepContext
 
-DEFAULT_STOCK = {"widget": 12, "gadget": 0, "gizmo": 5}
+DEFAULT_STOCK = {"widget": 100, "gadget": 0, "gizmo": 40}
 UNIT_PRICE = {"widget": 4.50, "gadget": 19.99, "gizmo": 7.25}
+TAX_RATE = 0.2
+#: The order ``flowkit dev orders`` places with no params: two lines, total 19.50.
+DEFAULT_LINES = [{"item": "widget", "quantity": 2}, {"item": "gizmo", "quantity": 1}]
 
 
+# -- the work folder ---------------------------------------------------------------------
 def _workdir(ctx: StepContext) -> Path:
     base = ctx.params.get("workdir") or str(Path(tempfile.gettempdir()) / "flowkit-orders")
     path = Path(base)
@@ -25,7 +40,7 @@ def _workdir(ctx: StepContext) -> Path:
     return path
 
 
-def _load(path: Path, default: object) -> object:
+def _load(path: Path, default: Any) -> Any:
     return json.loads(path.read_text()) if path.exists() else default
 
 
@@ -35,102 +50,175 @@ def _save(path: Path, data: object) -> None:
     tmp.replace(path)  # atomic: a killed worker never leaves half a file
 
 
-def receive(ctx: StepContext) -> dict:
-    """Validate the incoming order and give it an id."""
-    qty = ctx.params["quantity"]
-    item = ctx.params["item"]
-    if qty <= 0:
-        raise ValueError(f"quantity must be positive, got {qty}")
-    if item not in UNIT_PRICE:
-        raise ValueError(f"unknown item {item!r}; we sell {', '.join(sorted(UNIT_PRICE))}")
-    order = {"order_id": f"o-{ctx.run_id[:8]}", "customer": ctx.params["customer"],
-             "item": item, "quantity": qty}
+def _stock(work: Path) -> dict[str, int]:
+    """The warehouse's stock, created with DEFAULT_STOCK on first use."""
+    stock: dict[str, int] | None = _load(work / "stock.json", None)
+    if stock is None:
+        stock = dict(DEFAULT_STOCK)
+        _save(work / "stock.json", stock)
+    return stock
+
+
+def _needed(lines: list[dict[str, Any]]) -> dict[str, int]:
+    """Quantity per item over all lines (two lines may name the same item)."""
+    needed: dict[str, int] = {}
+    for line in lines:
+        needed[line["item"]] = needed.get(line["item"], 0) + line["quantity"]
+    return needed
+
+
+def _lines(ctx: StepContext) -> list[dict[str, Any]]:
+    """The order's lines, checked: a non-empty list of {"item": known item, "quantity": n > 0}."""
+    lines: list[dict[str, Any]] = ctx.params["lines"]
+    if not lines:
+        raise ValueError('the order has no lines; pass e.g. -p lines=\'[{"item": "widget", "quantity": 2}]\'')
+    for number, line in enumerate(lines, 1):
+        if not isinstance(line, dict) or set(line) != {"item", "quantity"}:
+            raise ValueError(f'line {number} is {line!r}; each line is {{"item": name, "quantity": n}}')
+        if line["item"] not in UNIT_PRICE:
+            raise ValueError(f"line {number}: unknown item {line['item']!r}; we sell "
+                             f"{', '.join(sorted(UNIT_PRICE))}")
+        quantity = line["quantity"]
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity <= 0:
+            raise ValueError(f"line {number}: quantity must be a positive whole number, got {quantity!r}")
+    return lines
+
+
+# -- the steps ---------------------------------------------------------------------------
+def receive(ctx: StepContext) -> dict[str, Any]:
+    """Check the order's lines and give the order an id."""
+    order = {"order_id": f"o-{ctx.run_id[:8]}", "customer": ctx.params["customer"], "lines": _lines(ctx)}
     _save(_workdir(ctx) / f"{order['order_id']}.order.json", order)
     return order
 
 
-def check_inventory(ctx: StepContext) -> dict:
-    """Read the stock file (created on first use) and report availability."""
-    order = ctx.upstream["receive"]
-    stock_file = _workdir(ctx) / "stock.json"
-    stock = _load(stock_file, None)
-    if stock is None:
-        stock = dict(DEFAULT_STOCK)
-        _save(stock_file, stock)
-    available = stock.get(order["item"], 0)
-    return {"item": order["item"], "available": available,
-            "in_stock": available >= order["quantity"]}
+def check_inventory(ctx: StepContext) -> dict[str, Any]:
+    """Read the stock (created on first use) and report, per item, whether there is enough."""
+    stock = _stock(_workdir(ctx))
+    needed = _needed(ctx.upstream["receive"]["lines"])
+    short = {item: qty - stock.get(item, 0) for item, qty in needed.items() if stock.get(item, 0) < qty}
+    return {"needed": needed, "short": short, "in_stock": not short}
 
 
 def route(ctx: StepContext) -> str:
-    """Branch: reserve stock when there is enough, otherwise back-order."""
+    """Branch: reserve the stock when every line can be served, otherwise back-order."""
     return "reserve" if ctx.upstream["check_inventory"]["in_stock"] else "backorder"
 
 
-def reserve(ctx: StepContext) -> dict:
-    """Take the items out of stock, once per run (idempotent on the run's key)."""
+def reserve(ctx: StepContext) -> dict[str, Any]:
+    """Take every line's items out of stock, once per run (keyed by the step's idempotency key)."""
     work = _workdir(ctx)
     reservations = _load(work / "reservations.json", {})
-    assert isinstance(reservations, dict)
     if ctx.idempotency_key not in reservations:
-        stock = _load(work / "stock.json", dict(DEFAULT_STOCK))
-        assert isinstance(stock, dict)
-        qty = ctx.params["quantity"]
-        item = ctx.params["item"]
-        stock[item] -= qty
-        reservations[ctx.idempotency_key] = {"item": item, "quantity": qty}
+        stock = _stock(work)
+        needed = _needed(_lines(ctx))
+        for item, qty in needed.items():
+            stock[item] -= qty
+        reservations[ctx.idempotency_key] = {"items": needed, "status": "reserved"}
         _save(work / "stock.json", stock)
         _save(work / "reservations.json", reservations)
-    return {"reserved": reservations[ctx.idempotency_key]}
+    return {"reservation": ctx.idempotency_key, "items": reservations[ctx.idempotency_key]["items"]}
 
 
-def backorder(ctx: StepContext) -> dict:
+def release_stock(ctx: StepContext) -> dict[str, Any]:
+    """Compensation of reserve: put the reserved items back in stock, once."""
+    work = _workdir(ctx)
+    key = ctx.result_of("reserve")["reservation"]  # ctx.compensates == "reserve"
+    reservations = _load(work / "reservations.json", {})
+    held = reservations[key]
+    if held["status"] == "reserved":  # a second delivery finds it released and does nothing
+        stock = _stock(work)
+        for item, qty in held["items"].items():
+            stock[item] += qty
+        held["status"] = "released"
+        _save(work / "stock.json", stock)
+        _save(work / "reservations.json", reservations)
+    return {"released": held["items"]}
+
+
+def backorder(ctx: StepContext) -> dict[str, Any]:
     """Record a back-order for the supplier."""
     work = _workdir(ctx)
     backorders = _load(work / "backorders.json", {})
-    assert isinstance(backorders, dict)
-    backorders[ctx.idempotency_key] = {"item": ctx.params["item"], "quantity": ctx.params["quantity"]}
+    backorders[ctx.idempotency_key] = {"lines": _lines(ctx), "short": ctx.upstream.get("check_inventory")}
     _save(work / "backorders.json", backorders)
     return {"backordered": True, "eta_days": 7}
 
 
-def invoice(ctx: StepContext) -> dict:
-    """Price the order."""
-    qty, item = ctx.params["quantity"], ctx.params["item"]
-    subtotal = round(UNIT_PRICE[item] * qty, 2)
-    tax = round(subtotal * 0.2, 2)
-    inv = {"invoice_id": f"inv-{ctx.run_id[:8]}", "subtotal": subtotal, "tax": tax,
-           "total": round(subtotal + tax, 2)}
-    _save(_workdir(ctx) / f"{inv['invoice_id']}.json", inv)
+def invoice(ctx: StepContext) -> dict[str, Any]:
+    """Price every line and issue the invoice, once (the billing file is keyed by invoice id)."""
+    lines = [{**line, "unit_price": UNIT_PRICE[line["item"]],
+              "amount": round(UNIT_PRICE[line["item"]] * line["quantity"], 2)} for line in _lines(ctx)]
+    subtotal = round(sum(line["amount"] for line in lines), 2)
+    tax = round(subtotal * TAX_RATE, 2)
+    inv = {"invoice_id": f"inv-{ctx.run_id[:8]}", "customer": ctx.params["customer"], "lines": lines,
+           "subtotal": subtotal, "tax": tax, "total": round(subtotal + tax, 2)}
+    work = _workdir(ctx)
+    invoices = _load(work / "invoices.json", {})
+    if inv["invoice_id"] not in invoices:
+        invoices[inv["invoice_id"]] = {"total": inv["total"], "status": "issued", "key": ctx.idempotency_key}
+        _save(work / "invoices.json", invoices)
     return inv
 
 
-def ship(ctx: StepContext) -> dict:
-    """Write the shipping label."""
-    label = f"SHIP {ctx.params['quantity']} x {ctx.params['item']} TO customer {ctx.params['customer']}"
-    path = _workdir(ctx) / f"label-{ctx.run_id[:8]}.txt"
-    path.write_text(label + "\n")
-    return {"label": str(path), "carrier": "express" if ctx.params["express"] else "ground"}
+def void_invoice(ctx: StepContext) -> dict[str, Any]:
+    """Compensation of invoice: mark the invoice void (a credit note in a real system), once."""
+    invoice_id = ctx.result_of("invoice")["invoice_id"]  # ctx.compensates == "invoice"
+    work = _workdir(ctx)
+    invoices = _load(work / "invoices.json", {})
+    invoices[invoice_id]["status"] = "void"
+    _save(work / "invoices.json", invoices)
+    return {"voided": invoice_id}
 
 
-def notify_customer(ctx: StepContext) -> dict:
-    """Compose the message for whichever path the order took."""
-    if "ship" in ctx.upstream and ctx.upstream["ship"]:
-        text = f"Your order ships by {ctx.upstream['ship']['carrier']}."
+def review(ctx: StepContext) -> list[str]:
+    """Branch: a total above approval_threshold goes to approve_large, a smaller one skips it.
+
+    Choosing nothing (an empty list) skips every downstream step of the branch."""
+    total = ctx.upstream["invoice"]["total"]
+    return ["approve_large"] if total > ctx.params["approval_threshold"] else []
+
+
+def pack(ctx: StepContext) -> list[dict[str, Any]]:
+    """One parcel per order line: the list that ship maps over."""
+    carrier = "express" if ctx.params["express"] else "ground"
+    return [{"line": number, "item": line["item"], "quantity": line["quantity"], "carrier": carrier}
+            for number, line in enumerate(ctx.upstream["invoice"]["lines"], 1)]
+
+
+def ship(ctx: StepContext) -> dict[str, Any]:
+    """Hand one parcel (ctx.item) to the carrier and write its label, once per parcel.
+
+    fail_shipping=true makes the carrier refuse every parcel, to show the compensation."""
+    parcel = ctx.item
+    if ctx.params["fail_shipping"]:
+        raise RuntimeError(f"carrier {parcel['carrier']} refused parcel {parcel['line']} "
+                           "(fail_shipping=true)")
+    label = (f"SHIP {parcel['quantity']} x {parcel['item']} BY {parcel['carrier']} "
+             f"TO customer {ctx.params['customer']}")
+    path = _workdir(ctx) / f"label-{ctx.run_id[:8]}-{ctx.index}.txt"
+    path.write_text(label + "\n")  # the same content on a second delivery
+    return {"label": str(path), "line": parcel["line"], "carrier": parcel["carrier"]}
+
+
+def notify_customer(ctx: StepContext) -> dict[str, Any]:
+    """Compose the message for whichever path the order took, and queue it once."""
+    parcels = ctx.upstream.get("ship")
+    if parcels:
+        text = f"Your order ships in {len(parcels)} parcel(s) by {parcels[0]['carrier']}."
     else:
         text = "Your order is back-ordered; we will write when it ships."
-    outbox = _workdir(ctx) / "outbox.jsonl"
-    with outbox.open("a") as fh:
-        fh.write(json.dumps({"key": ctx.idempotency_key, "customer": ctx.params["customer"],
-                             "text": text}) + "\n")
+    work = _workdir(ctx)
+    outbox = _load(work / "outbox.json", {})
+    outbox[ctx.idempotency_key] = {"customer": ctx.params["customer"], "text": text}
+    _save(work / "outbox.json", outbox)
     return {"message": text}
 
 
-def update_accounting(ctx: StepContext) -> dict:
+def update_accounting(ctx: StepContext) -> dict[str, Any]:
     """Post the invoice (if any) to the ledger, once."""
     inv = ctx.upstream.get("invoice")
     ledger = _load(_workdir(ctx) / "ledger.json", {})
-    assert isinstance(ledger, dict)
     if inv and ctx.idempotency_key not in ledger:
         ledger[ctx.idempotency_key] = inv["total"]
         _save(_workdir(ctx) / "ledger.json", ledger)
@@ -142,12 +230,17 @@ flow = (
         "orders",
         owner="commerce",
         tags=["orders", "example"],
-        description="Receive, stock check, reserve or back-order, invoice, ship, notify, ledger.",
+        description="Receive, stock check, reserve or back-order, invoice, approve large orders, "
+                    "ship each line, notify, ledger; void and release when shipping fails.",
         params={
             "customer": Param(int, default=42, help="customer id"),
-            "item": Param(str, default="widget", help="widget, gadget or gizmo"),
-            "quantity": Param(int, default=2),
+            "lines": Param(list, default=DEFAULT_LINES,
+                           help='order lines: [{"item": "widget", "quantity": 2}, ...]; '
+                                "items: widget, gadget (never in stock), gizmo"),
             "express": False,
+            "approval_threshold": Param(float, default=100.0,
+                                        help="orders with a larger total wait for a person's approval"),
+            "fail_shipping": Param(bool, default=False, help="make the carrier refuse every parcel"),
             "workdir": Param(str, default="", help="folder for the demo's files"),
         },
     )
@@ -156,10 +249,18 @@ flow = (
     .step("check_inventory", check_inventory, after="receive", retries=3, timeout="30s",
           reads=["warehouse://stock"])
     .branch("route", route, after="check_inventory")
-    .step("reserve", reserve, after="route", reads=["warehouse://stock"], writes=["warehouse://stock"])
+    .step("reserve", reserve, after="route", compensate=release_stock,
+          reads=["warehouse://stock"], writes=["warehouse://stock"])
     .step("backorder", backorder, after="route", writes=["warehouse://backorders"])
-    .step("invoice", invoice, after="reserve", reads=["orders://incoming"], writes=["billing://invoices"])
-    .step("ship", ship, after="invoice", retries=2, retry_backoff="2s", writes=["shipping://labels"])
+    .step("invoice", invoice, after="reserve", compensate=void_invoice,
+          reads=["orders://incoming"], writes=["billing://invoices"])
+    .branch("review", review, after="invoice")
+    .approval("approve_large", after="review", timeout="24h")  # no decision in a day: rejected
+    # the approval is skipped for a small order: none_failed runs pack after the invoice alone
+    # (and skips it on the back-order path, where nothing upstream succeeded)
+    .step("pack", pack, after=["invoice", "approve_large"], trigger="none_failed")
+    .map("ship", ship, over="pack", retries=2, retry_backoff="1s", timeout="30s",
+         writes=["shipping://labels"])
     .step("notify_customer", notify_customer, after=["ship", "backorder"], trigger="none_failed",
           writes=["mail://outbox"])
     # after invoice too: ctx.upstream holds direct upstreams only (skipped on the back-order path)

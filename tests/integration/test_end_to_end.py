@@ -27,30 +27,37 @@ def _run_state(store: SqlStore, run_id: str) -> str | None:
 def test_orders_flow_on_redis_and_postgres(make_cluster, open_store, pg_url, redis_url, tmp_path):
     # Given a migrated PostgreSQL store, a scheduler and a worker on Redis
     cluster = _running_cluster(make_cluster, pg_url, redis_url, concurrency=2)
-    # When the orders flow is triggered from the CLI
-    run_id = cluster.cli("trigger", "orders", "-p", f"workdir={tmp_path}", "-p", "quantity=3").stdout.strip()
+    # When the orders flow is triggered from the CLI, with three order lines
+    lines = '[{"item": "widget", "quantity": 3}, {"item": "gizmo", "quantity": 1}, {"item": "widget", "quantity": 1}]'
+    run_id = cluster.cli("trigger", "orders", "-p", f"workdir={tmp_path}", "-p", f"lines={lines}").stdout.strip()
     store = open_store(pg_url)
     # Then it succeeds, every step has the right state, result and one attempt in SQL
     assert wait_for(lambda: _run_state(store, run_id), 60, "the run to end", cluster) == "success"
     steps = {s["step"]: s for s in store.step_runs(run_id)}
     expected = {"receive": "success", "check_inventory": "success", "route": "success",
-                "reserve": "success", "backorder": "skipped", "invoice": "success",
-                "ship": "success", "notify_customer": "success", "update_accounting": "success"}
+                "reserve": "success", "backorder": "skipped", "invoice": "success", "review": "success",
+                "approve_large": "skipped", "pack": "success", "ship": "success", "ship[0]": "success",
+                "ship[1]": "success", "ship[2]": "success", "notify_customer": "success",
+                "update_accounting": "success"}
     assert {k: v["state"] for k, v in steps.items()} == expected
     attempts = store.attempts(run_id)
-    assert sorted(a["step"] for a in attempts) == sorted(k for k, v in expected.items() if v == "success")
+    # every step that ran has one attempt; the map step runs as its instances (one per line)
+    assert sorted(a["step"] for a in attempts) == sorted(
+        k for k, v in expected.items() if v == "success" and k != "ship")
     assert all(a["number"] == 1 and a["deliveries"] == 1 and a["state"] == "success" for a in attempts)
     assert all(a["worker"] and a["started_at"] <= a["ended_at"] for a in attempts)
     results = store.results(run_id)
-    assert results["receive"]["quantity"] == 3
-    assert results["invoice"]["total"] == 16.2
+    assert [line["quantity"] for line in results["receive"]["lines"]] == [3, 1, 1]
+    assert results["invoice"]["total"] == 30.3  # (4 x 4.50 + 7.25) + 20 % tax
     assert results["route"] == ["reserve"]
-    assert json.loads((tmp_path / "stock.json").read_text())["widget"] == 9
+    assert [r["line"] for r in results["ship"]] == [1, 2, 3]
+    assert json.loads((tmp_path / "stock.json").read_text()) == {"widget": 96, "gadget": 0, "gizmo": 39}
+    assert len(list(tmp_path.glob("label-*.txt"))) == 3
     # and the CLI shows it, as a table and as JSON
     table = cluster.cli("runs", "show", run_id).stdout
     assert "backorder" in table and "skipped" in table and "state success" in table
     shown = json.loads(cluster.cli("runs", "show", run_id, "--json").stdout)
-    assert {s["step"]: s["attempts"] for s in shown["steps"]}["ship"] == 1
+    assert {s["step"]: s["attempts"] for s in shown["steps"]}["invoice"] == 1
     listed = json.loads(cluster.cli("runs", "list", "--json").stdout)
     assert listed[0]["id"] == run_id and listed[0]["state"] == "success"
 
@@ -84,7 +91,8 @@ def test_orders_flow_on_rabbitmq(make_cluster, open_store, pg_url, amqp_url, tmp
     run_id = cluster.cli("trigger", "orders", "-p", f"workdir={tmp_path}").stdout.strip()
     store = open_store(pg_url)
     assert wait_for(lambda: _run_state(store, run_id), 60, "the run to end", cluster) == "success"
-    assert len(store.attempts(run_id)) == 8
+    # 9 steps ran (backorder and the approval were skipped) and the map step's 2 instances
+    assert len(store.attempts(run_id)) == 11
 
 
 def test_step_ignoring_its_timeout_is_failed_then_killed(make_cluster, open_store, pg_url, redis_url):

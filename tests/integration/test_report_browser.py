@@ -59,7 +59,8 @@ def test_report_of_a_real_run_renders_in_chromium(tmp_path: Path) -> None:
     db = tmp_path / "flowkit.db"
 
     # a real run that fails: quantity 0 is refused by the first step
-    dev = flowkit("dev", "orders", "-p", "quantity=0", "-p", f"workdir={tmp_path / 'work'}",
+    dev = flowkit("dev", "orders", "-p", 'lines=[{"item": "widget", "quantity": 0}]',
+                  "-p", f"workdir={tmp_path / 'work'}",
                   "--timeout", "60", db=db, dags=dags)
     assert dev.returncode == 1, dev.stdout + dev.stderr
     store = SqlStore(f"sqlite:///{db}")
@@ -80,15 +81,15 @@ def test_report_of_a_real_run_renders_in_chromium(tmp_path: Path) -> None:
     assert dom.returncode == 0, dom.stderr[-2000:]
     page = dom.stdout
     assert f"orders run {run_id}" in page
-    for step in ("receive", "check_inventory", "route", "reserve", "backorder", "invoice", "ship",
-                 "notify_customer", "update_accounting"):
+    for step in ("receive", "check_inventory", "route", "reserve", "backorder", "invoice", "review",
+                 "approve_large", "pack", "ship", "notify_customer", "update_accounting"):
         assert f'<tr data-step="{step}"><td>{step}</td>' in page
     assert '<span class="state" style="background:#f1948a">failed</span>' in page
-    assert page.count(">upstream_failed</span>") == 8
-    assert "quantity must be positive, got 0" in page
+    assert page.count(">upstream_failed</span>") == 11
+    assert "line 1: quantity must be a positive whole number, got 0" in page
     for action in ("run_created", "run_state", "step_state", "attempt_started", "attempt_finished"):
         assert f"<td>{action}</td>" in page
-    assert page.count('<g id="node') >= 9  # the run graph, laid out by dot, inline
+    assert page.count('<g id="node') >= 12  # the run graph, laid out by dot, inline
 
     # a screenshot, left in pytest's tmp dir for a human to look at
     shot = tmp_path / "report.png"

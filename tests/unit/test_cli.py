@@ -61,16 +61,20 @@ def test_dags_check_passes_on_the_examples(cli):
 
 
 def test_trigger_validates_params_before_creating_a_run(cli):
-    bad = cli("trigger", "orders", "-p", "quantity=lots")
+    bad = cli("trigger", "orders", "-p", "customer=lots")
     assert bad.exit_code == 1
     assert bad.output.strip().splitlines() == [
-        "error: flow \"orders\" param \"quantity\": 'lots' is not an int; pass an int, e.g. -p quantity=42"]
+        "error: flow \"orders\" param \"customer\": 'lots' is not an int; pass an int, e.g. -p customer=42"]
+    not_a_list = cli("trigger", "orders", "-p", "lines=widget")
+    assert not_a_list.exit_code == 1
+    assert not_a_list.output.strip().splitlines() == [
+        "error: flow \"orders\" param \"lines\": 'widget' is not JSON; pass a list, e.g. -p lines='[1,2]'"]
     unknown = cli("trigger", "ordres")
     assert unknown.exit_code == 1
     assert 'no flow named "ordres". Did you mean "orders"?' in unknown.output
-    malformed = cli("trigger", "orders", "-p", "quantity")
+    malformed = cli("trigger", "orders", "-p", "customer")
     assert malformed.exit_code == 2
-    assert "'quantity' is not key=value" in malformed.output
+    assert "'customer' is not key=value" in malformed.output
     assert json.loads(cli("runs", "list", "--json").stdout) == []
 
 
@@ -91,7 +95,7 @@ def test_trigger_then_show_and_list(cli):
     shown = json.loads(cli("runs", "show", run_id[:8], "--json").stdout)
     assert shown["id"] == run_id and shown["state"] == "queued"
     assert shown["params"]["customer"] == 7
-    assert [s["state"] for s in shown["steps"]] == ["pending"] * 9
+    assert [s["state"] for s in shown["steps"]] == ["pending"] * 12
     assert shown["events"][0]["action"] == "run_created"
     table = cli("runs", "list").stdout
     assert run_id in table and "queued" in table
@@ -110,7 +114,12 @@ def test_dev_runs_a_flow_end_to_end_in_one_process(tmp_path):
     assert (tmp_path / ".flowkit" / "flowkit.db").exists()
     table = proc.stdout.split("STEP", 1)[1]
     assert "backorder          skipped" in table
-    assert table.count("success") == 8
+    assert "approve_large      skipped" in table
+    # 10 steps and the 2 instances of the map step (one shipment per order line)
+    assert table.count("success") == 12
+    assert "  ship[0]          success" in table and "  ship[1]          success" in table
+    labels = sorted(p.read_text() for p in (tmp_path / "work").glob("label-*.txt"))
+    assert labels == ["SHIP 1 x gizmo BY ground TO customer 42\n", "SHIP 2 x widget BY ground TO customer 42\n"]
 
 
 @pytest.mark.slow

@@ -33,32 +33,38 @@ def attempts_by_step(store, run_id):  # type: ignore[no-untyped-def]
 def test_orders_in_stock_takes_the_reserve_path(sqlite_store, tmp_path):
     # Given the example orders flow and a fresh work folder
     h = InlineHarness(sqlite_store, EXAMPLE_DAGS)
-    # When an order for an item in stock runs
-    run_id = h.trigger("orders", {"workdir": str(tmp_path), "item": "widget", "quantity": 2})
-    # Then it succeeds through reserve, and the back-order branch is skipped
+    # When the default order (2 widgets, 1 gizmo: total 19.50, under the approval threshold) runs
+    run_id = h.trigger("orders", {"workdir": str(tmp_path)})
+    # Then it succeeds through reserve; the back-order branch and the approval are skipped
     assert h.run_until_done(run_id) == "success"
     st = states(sqlite_store, run_id)
-    assert st["backorder"] == "skipped"
-    assert {st[s] for s in ("receive", "reserve", "invoice", "ship", "notify_customer",
-                            "update_accounting")} == {"success"}
+    assert st["backorder"] == st["approve_large"] == "skipped"
+    assert {st[s] for s in ("receive", "check_inventory", "route", "reserve", "invoice", "review", "pack",
+                            "ship", "ship[0]", "ship[1]", "notify_customer", "update_accounting")} == {"success"}
+    assert not [s for s in st if s.endswith(":compensate")]  # nothing to undo
     results = sqlite_store.results(run_id)
     assert results["route"] == ["reserve"]
-    assert results["invoice"]["total"] == pytest.approx(10.8)
-    assert results["update_accounting"] == {"posted": pytest.approx(10.8), "ledger_entries": 1}
+    assert results["review"] == []
+    assert results["invoice"]["total"] == pytest.approx(19.5)
+    assert [p["item"] for p in results["pack"]] == ["widget", "gizmo"]
+    assert [r["line"] for r in results["ship"]] == [1, 2]  # one shipment per order line, in order
+    assert results["notify_customer"]["message"] == "Your order ships in 2 parcel(s) by ground."
+    assert results["update_accounting"] == {"posted": pytest.approx(19.5), "ledger_entries": 1}
     assert all(len(a) == 1 for a in attempts_by_step(sqlite_store, run_id).values())
     assert sqlite_store.get_run(run_id)["state"] == "success"
 
 
 def test_orders_out_of_stock_takes_the_backorder_path(sqlite_store, tmp_path):
     h = InlineHarness(sqlite_store, EXAMPLE_DAGS)
-    run_id = h.trigger("orders", {"workdir": str(tmp_path), "item": "gadget"})
+    run_id = h.trigger("orders", {"workdir": str(tmp_path), "lines": '[{"item": "gadget", "quantity": 1}]'})
     assert h.run_until_done(run_id) == "success"
     st = states(sqlite_store, run_id)
     assert st["backorder"] == "success"
-    assert st["reserve"] == st["invoice"] == st["ship"] == "skipped"
+    assert {st[s] for s in ("reserve", "invoice", "review", "approve_large", "pack", "ship")} == {"skipped"}
     # the join after the branch runs (trigger none_failed)
     assert st["notify_customer"] == "success"
     assert "back-ordered" in sqlite_store.results(run_id)["notify_customer"]["message"]
+    assert sqlite_store.results(run_id)["check_inventory"]["short"] == {"gadget": 1}
 
 
 def test_failing_step_retries_with_growing_delays_then_fails_downstream(sqlite_store):
@@ -130,8 +136,8 @@ def test_trigger_rejects_bad_params(sqlite_store, tmp_path):
     h = InlineHarness(sqlite_store, EXAMPLE_DAGS)
     with pytest.raises(InvalidParamError, match='flow "orders" has no param "custmer". Did you mean "customer"'):
         h.trigger("orders", {"custmer": "1"})
-    with pytest.raises(InvalidParamError, match='param "quantity": \'lots\' is not an int'):
-        h.trigger("orders", {"quantity": "lots"})
+    with pytest.raises(InvalidParamError, match='param "customer": \'lots\' is not an int'):
+        h.trigger("orders", {"customer": "lots"})
 
 
 def test_redelivered_finished_attempt_is_acknowledged_not_rerun(sqlite_store, tmp_path):

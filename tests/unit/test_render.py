@@ -139,8 +139,9 @@ FAILED_RUN_TIMES = {
 def make_failed_run(store: SqlStore) -> str:
     """An orders run: a retried stock check, the reserve path, an invoice that fails."""
     spec = store.flow_spec("orders")
-    run_id = store.create_run(spec, {"customer": 7, "item": "widget", "quantity": 2, "express": False,
-                                     "workdir": ""}, actor="test")
+    run_id = store.create_run(spec, {"customer": 7, "lines": [{"item": "widget", "quantity": 2}],
+                                     "express": False, "approval_threshold": 100.0,
+                                     "fail_shipping": False, "workdir": ""}, actor="test")
     assert run_id
     attempt(store, run_id, "receive", 1, "success", result={"order_id": "o-1"})
     attempt(store, run_id, "check_inventory", 1, "failed", error="ConnectionError: stock service down",
@@ -150,7 +151,7 @@ def make_failed_run(store: SqlStore) -> str:
     attempt(store, run_id, "reserve", 1, "success", result={"reserved": 2})
     settle(store, run_id, "backorder", StepState.SKIPPED)
     attempt(store, run_id, "invoice", 1, "failed", error="ValueError: price <missing> & \"tax\"")
-    for step in ("ship", "notify_customer", "update_accounting"):
+    for step in ("review", "approve_large", "pack", "ship", "notify_customer", "update_accounting"):
         settle(store, run_id, step, StepState.UPSTREAM_FAILED)
     end_run(store, run_id, RunState.FAILED)
     pin_times(store, run_id, FAILED_RUN_TIMES, (0.0, 6.8))
@@ -201,7 +202,7 @@ def test_run_graph_shows_states_attempts_retries_and_durations(store: SqlStore) 
     assert re.search(r'"route" -> "backorder" \[.*label="not taken"', dot)
     assert not re.search(r'"route" -> "reserve" \[.*not taken', dot)
     # the legend counts states
-    for cell in ("success 4", "skipped 1", "failed 1", "upstream_failed 3"):
+    for cell in ("success 4", "skipped 1", "failed 1", "upstream_failed 6"):
         assert f'COLOR="#1b2631">{cell}</FONT>' in dot
 
 
@@ -366,8 +367,8 @@ def test_a_run_that_has_not_started_still_draws(store: SqlStore) -> None:
     root = ElementTree.fromstring(rd.timeline_svg(view))
     assert not [el for el in root.iter() if (el.get("class") or "").startswith("attempt")]
     page = rd.report_html(view, graph_svg="<svg></svg>")
-    assert page.count('<span class="state" style="background:#ffffff">pending</span>') == 9
-    assert "pending 9" in rd.run_dot(view)
+    assert page.count('<span class="state" style="background:#ffffff">pending</span>') == 12
+    assert "pending 12" in rd.run_dot(view)
 
 
 # -- lineage -------------------------------------------------------------------------------------
