@@ -4,16 +4,15 @@ PostgreSQL and Redis, shared by the tests of this module. Flows: tests/dags/maps
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from flowkit.store.sql import SqlStore, as_utc
 
-from ..conftest import PG_ADMIN_URL, REDIS_HOST, REDIS_PORT, REDIS_TEST_DB, ROOT, service_missing
 from .limits_support import Span, assert_within, create_runs, explain, wait_runs_ended
 from .procs import Cluster, wait_for
+from .services import FAST_DETECTION, cluster_env, fresh_services
 
 DAGS = "tests/dags/maps_it"
 
@@ -21,36 +20,14 @@ DAGS = "tests/dags/maps_it"
 @pytest.fixture(scope="module")
 def services() -> Iterator[tuple[str, str]]:
     """A PostgreSQL database and the Redis test database, for the whole module."""
-    import psycopg
-    import redis
-
-    client = redis.Redis(host=REDIS_HOST, port=int(REDIS_PORT), db=REDIS_TEST_DB, socket_connect_timeout=2)
-    try:
-        client.ping()
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except Exception as exc:
-        service_missing("Redis and PostgreSQL", exc)
-    client.flushdb()
-    name = f"flowkit_it_{uuid.uuid4().hex[:10]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    yield f"{base}/{name}", f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_TEST_DB}"
-    client.flushdb()
-    client.close()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_services() as urls:
+        yield urls
 
 
 @pytest.fixture(scope="module")
 def cluster(services: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     pg, broker = services
-    suffix = uuid.uuid4().hex[:8]
-    env = {**os.environ, "FLOWKIT_DATABASE_URL": pg, "FLOWKIT_BROKER_URL": broker,
-           "FLOWKIT_DAGS_FOLDER": str(ROOT / DAGS), "FLOWKIT_SWEEP_SECONDS": "2",
-           "FLOWKIT_HEARTBEAT_SECONDS": "1", "FLOWKIT_VISIBILITY_TIMEOUT_SECONDS": "10",
-           "FLOWKIT_QUEUED_LEASE_SECONDS": "30", "FLOWKIT_DEFAULT_QUEUE": f"flowkit-{suffix}",
-           "FLOWKIT_EVENTS_QUEUE": f"flowkit-{suffix}.events", "PYTHONUNBUFFERED": "1"}
+    env = cluster_env(pg, broker, DAGS, **FAST_DETECTION)
     c = Cluster(env, tmp_path_factory.mktemp("map-cluster"))
     c.cli("db", "upgrade")
     c.scheduler()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,55 +13,19 @@ import pytest
 
 from flowkit.store.sql import SqlStore
 
-from ..conftest import PG_ADMIN_URL, REDIS_HOST, REDIS_PORT, REDIS_TEST_DB, service_missing
-from .conftest import ROOT
 from .limits_support import flowkit
 from .procs import Cluster, wait_for
+from .services import FAST_DETECTION, cluster_on_fresh_services
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, SqlStore]]:
     """A database and Redis of their own, the schema, pool "one" (1 slot), a scheduler and a
     worker with two prefork processes."""
-    import psycopg
-    import redis
-
-    client = redis.Redis(host=REDIS_HOST, port=int(REDIS_PORT), db=REDIS_TEST_DB, socket_connect_timeout=2)
-    try:
-        client.ping()
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except Exception as exc:
-        service_missing("Redis or PostgreSQL", exc)
-    client.flushdb()
-    name = f"flowkit_it_{uuid.uuid4().hex[:10]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://')}/{name}"
-    suffix = uuid.uuid4().hex[:8]
-    cluster = Cluster({
-        **os.environ,
-        "FLOWKIT_DATABASE_URL": url,
-        "FLOWKIT_BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_TEST_DB}",
-        "FLOWKIT_DAGS_FOLDER": str(ROOT / "tests" / "dags" / "operator"),
-        "FLOWKIT_SWEEP_SECONDS": "2", "FLOWKIT_HEARTBEAT_SECONDS": "1",
-        "FLOWKIT_VISIBILITY_TIMEOUT_SECONDS": "10", "FLOWKIT_QUEUED_LEASE_SECONDS": "30",
-        "FLOWKIT_DEFAULT_QUEUE": f"flowkit-{suffix}", "FLOWKIT_EVENTS_QUEUE": f"flowkit-{suffix}.events",
-        "PYTHONUNBUFFERED": "1",
-    }, tmp_path_factory.mktemp("operator"))
-    store = SqlStore(url)
-    try:
-        cluster.cli("db", "upgrade")
-        flowkit(cluster, "pools", "set", "one", "1")
-        cluster.scheduler()
-        cluster.worker("worker", concurrency=2)
-        yield cluster, store
-    finally:
-        cluster.close()
-        store.dispose()
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        client.flushdb()
-        client.close()
+    with cluster_on_fresh_services(tmp_path_factory.mktemp("operator"), "tests/dags/operator",
+                                   workers=[("worker", 2)], setup=[("pools", "set", "one", "1")],
+                                   **FAST_DETECTION) as got:
+        yield got
 
 
 def trigger(cluster: Cluster, flow: str, *params: str) -> str:

@@ -6,8 +6,6 @@ test_end_to_end.py)."""
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +14,8 @@ import pytest
 
 from flowkit.store.sql import SqlStore
 
-from ..conftest import PG_ADMIN_URL, REDIS_HOST, REDIS_PORT, REDIS_TEST_DB, service_missing
 from .procs import Cluster, wait_for
+from .services import cluster_on_fresh_services
 
 ROOT = Path(__file__).resolve().parents[2]
 FRESH_STOCK = {"widget": 100, "gadget": 0, "gizmo": 40}  # dags/orders.py DEFAULT_STOCK
@@ -26,46 +24,10 @@ FRESH_STOCK = {"widget": 100, "gadget": 0, "gizmo": 40}  # dags/orders.py DEFAUL
 @pytest.fixture(scope="module")
 def orders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, SqlStore]]:
     """A fresh PostgreSQL database and Redis db, a scheduler and two prefork workers."""
-    import psycopg
-    import redis
-
-    client = redis.Redis(host=REDIS_HOST, port=int(REDIS_PORT), db=REDIS_TEST_DB, socket_connect_timeout=2)
-    name = f"flowkit_it_{uuid.uuid4().hex[:10]}"
-    try:
-        client.ping()
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except Exception as exc:
-        service_missing("Redis and PostgreSQL", exc)
-    client.flushdb()
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    pg_url = f"{PG_ADMIN_URL.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://')}/{name}"
-    suffix = uuid.uuid4().hex[:8]
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("FLOWKIT_") or k.startswith("FLOWKIT_TEST_")},
-        "FLOWKIT_DATABASE_URL": pg_url,
-        "FLOWKIT_BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_TEST_DB}",
-        "FLOWKIT_DAGS_FOLDER": str(ROOT / "dags"),
-        "FLOWKIT_HEARTBEAT_SECONDS": "1",
-        "FLOWKIT_DEFAULT_QUEUE": f"flowkit-{suffix}",
-        "FLOWKIT_EVENTS_QUEUE": f"flowkit-{suffix}.events",
-        "PYTHONUNBUFFERED": "1",
-    }
-    cluster = Cluster(env, tmp_path_factory.mktemp("orders"))
-    store = SqlStore(pg_url)
-    try:
-        cluster.cli("db", "upgrade")
-        cluster.scheduler()
-        cluster.worker("worker-a", concurrency=2)
-        cluster.worker("worker-b", concurrency=2)
-        yield cluster, store
-    finally:
-        cluster.close()
-        store.dispose()
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        client.flushdb()
-        client.close()
+    with cluster_on_fresh_services(tmp_path_factory.mktemp("orders"), "dags",
+                                   workers=[("worker-a", 2), ("worker-b", 2)],
+                                   FLOWKIT_HEARTBEAT_SECONDS="1") as got:
+        yield got
 
 
 def _ended(store: SqlStore, run_id: str, cluster: Cluster) -> dict[str, Any]:

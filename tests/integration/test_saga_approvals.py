@@ -4,10 +4,8 @@ cluster for the module. Flows: tests/dags/saga/flows.py."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +13,8 @@ import pytest
 
 from flowkit.store.sql import SqlStore
 
-from ..conftest import PG_ADMIN_URL, REDIS_HOST, REDIS_PORT, REDIS_TEST_DB, service_missing
 from .procs import Cluster, wait_for
+from .services import cluster_on_fresh_services
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,47 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def saga(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, SqlStore]]:
     """A fresh PostgreSQL database and Redis db, a scheduler and two prefork workers. The
     sweep is slow (30 s) so that only the scheduler's events can explain a quick hop."""
-    import psycopg
-    import redis
-
-    client = redis.Redis(host=REDIS_HOST, port=int(REDIS_PORT), db=REDIS_TEST_DB, socket_connect_timeout=2)
-    name = f"flowkit_it_{uuid.uuid4().hex[:10]}"
-    try:
-        client.ping()
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except Exception as exc:
-        service_missing("Redis and PostgreSQL", exc)
-    client.flushdb()
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    pg_url = f"{PG_ADMIN_URL.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://')}/{name}"
-    suffix = uuid.uuid4().hex[:8]
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("FLOWKIT_") or k.startswith("FLOWKIT_TEST_")},
-        "FLOWKIT_DATABASE_URL": pg_url,
-        "FLOWKIT_BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_TEST_DB}",
-        "FLOWKIT_DAGS_FOLDER": str(ROOT / "tests" / "dags" / "saga"),
-        "FLOWKIT_SWEEP_SECONDS": "30",
-        "FLOWKIT_HEARTBEAT_SECONDS": "1",
-        "FLOWKIT_DEFAULT_QUEUE": f"flowkit-{suffix}",
-        "FLOWKIT_EVENTS_QUEUE": f"flowkit-{suffix}.events",
-        "PYTHONUNBUFFERED": "1",
-    }
-    cluster = Cluster(env, tmp_path_factory.mktemp("saga"))
-    store = SqlStore(pg_url)
-    try:
-        cluster.cli("db", "upgrade")
-        cluster.scheduler()
-        cluster.worker("worker-a", concurrency=2)
-        cluster.worker("worker-b", concurrency=2)
-        yield cluster, store
-    finally:
-        cluster.close()
-        store.dispose()
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        client.flushdb()
-        client.close()
+    with cluster_on_fresh_services(tmp_path_factory.mktemp("saga"), "tests/dags/saga",
+                                   workers=[("worker-a", 2), ("worker-b", 2)],
+                                   FLOWKIT_SWEEP_SECONDS="30", FLOWKIT_HEARTBEAT_SECONDS="1") as got:
+        yield got
 
 
 def _trigger(cluster: Cluster, flow: str) -> str:
