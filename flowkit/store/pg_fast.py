@@ -10,6 +10,7 @@ transaction, so every outcome keeps one code path for its rules.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -24,12 +25,77 @@ def _driver_sql(sql: str) -> str:
     return re.sub(r"(?<![:\w]):([a-z_]+)", r"%(\1)s", sql)
 
 
-def _one(conn: Connection, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+def _one(conn: Connection, sql: str, params: dict[str, Any], *, prepare: bool | None = None
+         ) -> tuple[Any, ...] | None:
     """Run ``sql`` on ``conn``'s psycopg connection, inside whatever transaction ``conn`` has."""
     with conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
-        cur.execute(sql, params)
+        cur.execute(sql, params, prepare=prepare)
         row: tuple[Any, ...] | None = cur.fetchone()
         return row
+
+
+@functools.lru_cache(maxsize=64)
+def _fill(sql: str, marker: str, predicate: str) -> str:
+    """``sql`` with its ``marker`` replaced: one text per list length, so each is prepared once."""
+    return sql.replace(marker, predicate)
+
+
+#: Up to this many step names are looked up one primary-key probe each; a longer list (a
+#: fan-out's root, once per run) is one array, planned with its values (prepare=False).
+LISTED_NAMES = 8
+
+# Why one probe per name: the statements are prepared, and after five runs PostgreSQL may use
+# a generic plan, costed from the statistics' rows per run. When those say "a few" (a big run
+# that is new, or rare among small ones), ``run_id = $1 AND step = ANY($2)``, even with one
+# placeholder per name, was planned as a scan of every row of the run (10,000 in a
+# 10,000-step flow) per step. An equality on the whole primary key is always a unique probe.
+
+
+def _upstream_results(names: list[str], params: dict[str, Any]) -> tuple[str, bool]:
+    """SQL of the JSON array of ``[step, value]`` of these upstreams' results, and whether the
+    statement may be prepared (adds the names to ``params``)."""
+    if len(names) > LISTED_NAMES:
+        params["ups"] = names
+        return ("(SELECT json_agg(json_build_array(x.step, x.value)) FROM results x "
+                "WHERE x.run_id = %(run)s AND x.step = ANY(CAST(%(ups)s AS text[])))"), False
+    if not names:
+        return "NULL", True
+    probes = []
+    for i, name in enumerate(names):
+        params[f"up{i}"] = name
+        probes.append(f"SELECT step, value FROM results WHERE run_id = %(run)s AND step = %(up{i})s")
+    return f"(SELECT json_agg(json_build_array(x.step, x.value)) FROM ({' UNION ALL '.join(probes)}) x)", True
+
+
+_BUMP_SET = """
+    ok_up = ok_up + 1,
+    state = CASE WHEN step = ANY(CAST(%(eligible)s AS text[])) AND state = 'pending' AND attempts = 0
+                      AND ok_up + 1 = n_up AND bad_up = 0 AND skip_up = 0
+                 THEN 'queued' ELSE state END,
+    attempts = CASE WHEN step = ANY(CAST(%(eligible)s AS text[])) AND state = 'pending' AND attempts = 0
+                         AND ok_up + 1 = n_up AND bad_up = 0 AND skip_up = 0
+                    THEN 1 ELSE attempts END,
+    updated_at = %(now)s"""
+_BUMP_RETURNING = "RETURNING step, state, attempts, n_up, ok_up, bad_up, skip_up"
+
+
+def _bump_downstream(names: list[str], params: dict[str, Any]) -> tuple[str, bool]:
+    """The CTEs that bump the downstream steps' ok_up (ending in ``dn``: every bumped row after
+    the statement), and whether the statement may be prepared (adds the names to ``params``)."""
+    if len(names) > LISTED_NAMES:
+        params["downs"] = names
+        return (f"dn AS (UPDATE step_runs SET {_BUMP_SET} WHERE run_id = %(run)s AND "
+                f"step = ANY(CAST(%(downs)s AS text[])) AND EXISTS (SELECT 1 FROM st) {_BUMP_RETURNING}),"), False
+    if not names:
+        return ("dn AS (SELECT step, state, attempts, n_up, ok_up, bad_up, skip_up FROM step_runs "
+                "WHERE FALSE),"), True
+    ctes = []
+    for i, name in enumerate(names):
+        params[f"down{i}"] = name
+        ctes.append(f"dn{i} AS (UPDATE step_runs SET {_BUMP_SET} WHERE run_id = %(run)s AND "
+                    f"step = %(down{i})s AND EXISTS (SELECT 1 FROM st) {_BUMP_RETURNING}),")
+    union = " UNION ALL ".join(f"SELECT * FROM dn{i}" for i in range(len(names)))
+    return "\n".join(ctes) + f"\ndn AS ({union}),", True
 
 
 CLAIM = _driver_sql("""
@@ -48,8 +114,7 @@ e AS (
   UNION ALL
   SELECT :run, :step, :num, :now, :worker, 'attempt_started', 'queued', 'running', :att_reason FROM a)
 SELECT a.deliveries, r.flow_name, r.version, r.params,
-       (SELECT json_agg(json_build_array(x.step, x.value)) FROM results x
-         WHERE x.run_id = :run AND x.step = ANY(CAST(:ups AS text[]))) AS upstream,
+       {upstream} AS upstream,
        (SELECT m.map_item FROM step_runs m WHERE m.run_id = :run AND m.step = :step) AS item
 FROM a JOIN runs r ON r.id = :run
 """)
@@ -60,15 +125,17 @@ def claim(conn: Connection, *, run_id: str, step: str, number: int, worker: str,
     """Queued -> running for ``worker`` in one statement; None when the attempt was not
     queued (a redelivery, a takeover: the generic path tells those apart). The last item is
     the element of a map step's instance (None for a plain step)."""
-    row = _one(conn, CLAIM, {
-        "run": run_id, "step": step, "num": number, "worker": worker, "now": now, "ups": upstream,
+    params: dict[str, Any] = {
+        "run": run_id, "step": step, "num": number, "worker": worker, "now": now,
         "step_reason": f"attempt {number} started on {worker}", "att_reason": f"on {worker}",
-    })
+    }
+    upstream_sql, prepare = _upstream_results(upstream, params)
+    row = _one(conn, _fill(CLAIM, "{upstream}", upstream_sql), params, prepare=None if prepare else False)
     if row is None:
         return None
-    deliveries, flow_name, version, params, upstream_rows, item = row
+    deliveries, flow_name, version, run_params, upstream_rows, item = row
     results = {name: json.loads(value) for name, value in (upstream_rows or [])}
-    return (deliveries, flow_name, version, json.loads(params), results,
+    return (deliveries, flow_name, version, json.loads(run_params), results,
             json.loads(item) if item is not None else None)
 
 
@@ -101,28 +168,18 @@ st AS (
   RETURNING step),
 """
 
-FINISH_SUCCESS = _driver_sql(_FINISH_ATTEMPT + """dn AS (
-  UPDATE step_runs SET
-    ok_up = ok_up + 1,
-    state = CASE WHEN step = ANY(CAST(:eligible AS text[])) AND state = 'pending' AND attempts = 0
-                      AND ok_up + 1 = n_up AND bad_up = 0 AND skip_up = 0
-                 THEN 'queued' ELSE state END,
-    attempts = CASE WHEN step = ANY(CAST(:eligible AS text[])) AND state = 'pending' AND attempts = 0
-                         AND ok_up + 1 = n_up AND bad_up = 0 AND skip_up = 0
-                    THEN 1 ELSE attempts END,
-    updated_at = :now
-  WHERE run_id = :run AND step = ANY(CAST(:downs AS text[])) AND EXISTS (SELECT 1 FROM st)
-  RETURNING step, state, attempts, n_up, ok_up, bad_up, skip_up),
+FINISH_SUCCESS = _driver_sql(_FINISH_ATTEMPT + """{dn}
 q AS (
   SELECT dn.step, ids.task_id FROM dn
   JOIN unnest(CAST(:eligible AS text[]), CAST(:task_ids AS text[])) AS ids(step, task_id)
     ON ids.step = dn.step
-  WHERE dn.state = 'queued' AND dn.attempts = 1 AND dn.ok_up = dn.n_up
-    -- queued by this statement, not earlier (a one_success join its first upstream queued)
-    AND NOT EXISTS (SELECT 1 FROM attempts x WHERE x.run_id = :run AND x.step = dn.step)),
+  WHERE dn.state = 'queued' AND dn.attempts = 1 AND dn.ok_up = dn.n_up),
 ins AS (
+  -- a step queued before this statement (a one_success join its first upstream queued)
+  -- already has attempt 1: nothing is inserted for it, and it is not reported as queued
   INSERT INTO attempts (run_id, step, number, task_id, state, deliveries, dispatched_at, interruptions)
   SELECT :run, q.step, 1, q.task_id, 'queued', 0, :now, 0 FROM q
+  ON CONFLICT DO NOTHING
   RETURNING step),
 rn AS (
   UPDATE runs SET steps_left = steps_left - 1 WHERE id = :run AND EXISTS (SELECT 1 FROM st)
@@ -133,8 +190,8 @@ ev AS (
   UNION ALL
   SELECT :run, :step, NULL, :now, :worker, 'step_state', 'running', 'success', :step_reason FROM st
   UNION ALL
-  SELECT :run, q.step, 1, :now, :worker, 'step_state', 'pending', 'queued', 'attempt 1 dispatched'
-  FROM q)
+  SELECT :run, ins.step, 1, :now, :worker, 'step_state', 'pending', 'queued', 'attempt 1 dispatched'
+  FROM ins)
 SELECT (SELECT count(*) FROM a) AS won, (SELECT holds FROM a) AS holds,
        (SELECT count(*) FROM st) AS stepped, (SELECT steps_left FROM rn) AS steps_left,
        (SELECT json_agg(json_build_array(step, state, n_up, ok_up, bad_up, skip_up)) FROM dn) AS downs,
@@ -154,13 +211,14 @@ def finish_success(conn: Connection, *, run_id: str, step: str, number: int, wor
     A ready step that has attempts already (an operator retried it) is not queued here: the
     generic machine gives it its next number, in the same transaction.
     """
-    row = _one(conn, FINISH_SUCCESS, {
+    params: dict[str, Any] = {
         "run": run_id, "step": step, "num": number, "worker": worker, "now": now,
         "value": result_json, "size": len(result_json.encode()) if result_json is not None else 0,
         "ds_uris": [u for u, _ in datasets], "ds_dirs": [d for _, d in datasets],
-        "downs": downstream, "eligible": eligible, "task_ids": task_ids,
-        "step_reason": f"attempt {number} succeeded",
-    })
+        "eligible": eligible, "task_ids": task_ids, "step_reason": f"attempt {number} succeeded",
+    }
+    bumps, prepare = _bump_downstream(downstream, params)
+    row = _one(conn, _fill(FINISH_SUCCESS, "{dn}", bumps), params, prepare=None if prepare else False)
     assert row is not None  # the statement ends in a SELECT of aggregates: always one row
     won, holds, stepped, steps_left, downs, queued = row
     if not won:
