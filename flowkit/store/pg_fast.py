@@ -27,11 +27,27 @@ def _driver_sql(sql: str) -> str:
 
 def _one(conn: Connection, sql: str, params: dict[str, Any], *, prepare: bool | None = None
          ) -> tuple[Any, ...] | None:
-    """Run ``sql`` on ``conn``'s psycopg connection, inside whatever transaction ``conn`` has."""
-    with conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
-        cur.execute(sql, params, prepare=prepare)
-        row: tuple[Any, ...] | None = cur.fetchone()
-        return row
+    """Run ``sql`` on ``conn``'s psycopg connection, inside whatever transaction ``conn`` has.
+
+    A driver error is handed on as SQLAlchemy's own execution would: a lost connection is
+    invalidated (the pool opens a new one; callers retry until the store answers) and every
+    error is a ``DBAPIError``. Without that, a database restart left dead connections in the
+    pool and every later claim failed on them.
+    """
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
+            cur.execute(sql, params, prepare=prepare)
+            row: tuple[Any, ...] | None = cur.fetchone()
+            return row
+    except psycopg.Error as exc:
+        lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)  # type: ignore[arg-type]
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(sql, params, exc, psycopg.Error, connection_invalidated=lost,
+                                  dialect=conn.dialect) from exc
 
 
 @functools.lru_cache(maxsize=64)

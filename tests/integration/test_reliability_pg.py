@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from flowkit.testing import InlineHarness
+from flowkit.worker import run_attempt
 
 from .procs import wait_for
 
@@ -94,3 +95,27 @@ def test_only_claims_commit_without_waiting_for_the_disk(pg_url, open_store):
     assert len(steps) > 2 and all(s["state"] == "success" for s in steps)
     started = [e for e in store.events(run_id) if e["action"] == "attempt_started"]
     assert len(started) == len(steps)
+
+
+def test_the_hot_path_survives_connections_the_server_dropped(pg_url, open_store):
+    # A database restart leaves dead connections in every pool (the claim's own included).
+    # The one-statement claim and finish run on the driver connection: their errors must reach
+    # the retry loop as SQLAlchemy's would, with the dead connection invalidated, or every
+    # later claim fails on it (the fault suite's postgres-restart row stalled like that).
+    import psycopg
+
+    store = open_store(pg_url)
+    store.upgrade()
+    h = InlineHarness(store, UNIT_LIMIT_DAGS)
+    run_id = h.trigger("wide")
+    for _ in range(5):  # a few steps: the pools hold connections, the run's key is cached
+        item = h.dispatcher.sent.pop(0)
+        run_attempt(h.runtime, item.run_id, item.step.name, item.attempt)
+    database = pg_url.rsplit("/", 1)[1]
+    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/test",
+                         autocommit=True) as admin:
+        dropped = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                "WHERE datname = %s", (database,)).fetchone()
+    assert dropped is not None and dropped[0] >= 2  # the claim's connection and the outcome's
+    assert h.run_until_done(run_id) == "success"
+    assert all(s["state"] == "success" for s in store.step_runs(run_id))
