@@ -5,31 +5,19 @@ Flows: tests/dags/exec/execution.py."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
 from flowkit.store.sql import SqlStore
 
+from ..pids import pid_gone
 from .limits_support import create_runs, explain, wait_runs_ended
 from .procs import Cluster
 
 DAGS = "tests/dags/exec"
 
 
-def _pid_gone(pid: int, within: float = 5.0) -> bool:
-    """``pid`` has exited (a zombie not yet reaped by init has exited too)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                if fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _cluster(make_cluster, pg_url: str, redis_url: str, workdir: Path) -> Cluster:  # type: ignore[no-untyped-def]
@@ -71,7 +59,7 @@ def test_shell_success_when_and_refs_on_a_prefork_worker(make_cluster, open_stor
     sleeper = _one(store, runs["shell_timeout"], "sleeper")
     assert sleeper["error"].startswith("timed out after 1 s (timeout= on the step)")
     assert (sleeper["ended_at"] - sleeper["started_at"]).total_seconds() < 5
-    assert _pid_gone(int((tmp_path / "child.pid").read_text())), "the shell's child outlived the timeout"
+    assert pid_gone(int((tmp_path / "child.pid").read_text())), "the shell's child outlived the timeout"
     # success_when turns a returned result into failed attempts (retries apply)
     counts = store.attempts(runs["success_when"], "count")
     assert [a["state"] for a in counts] == ["failed", "failed"]
@@ -105,7 +93,7 @@ def test_timeout_holds_on_the_pool(pool, make_cluster, open_store, pg_url, redis
     assert {s["step"]: s["state"] for s in store.step_runs(sleep_run)}["after"] == "upstream_failed"
     sleeper = _one(store, shell_run, "sleeper")
     assert sleeper["error"].startswith("timed out after 1 s (timeout= on the step)")
-    assert _pid_gone(int((tmp_path / "child.pid").read_text())), "the shell's child outlived the timeout"
+    assert pid_gone(int((tmp_path / "child.pid").read_text())), "the shell's child outlived the timeout"
 
 
 def test_a_pool_child_told_to_stop_takes_its_command_down(make_cluster, open_store, pg_url, redis_url, tmp_path):
@@ -128,7 +116,7 @@ def test_a_pool_child_told_to_stop_takes_its_command_down(make_cluster, open_sto
     # When the pool child running it gets SIGTERM (what a revoke with terminate sends)
     os.kill(pool_child, signal.SIGTERM)
     # Then the command's process group is gone with it, and the attempt is put back, not failed
-    assert _pid_gone(child), "the command's child outlived the pool child"
+    assert pid_gone(child), "the command's child outlived the pool child"
     wait_for(lambda: any(e["action"] == "attempt_interrupted" for e in store.events(run_id)), 10,
              "the attempt to be put back", cluster)
     assert store.attempts(run_id, "waits")[0]["state"] in ("queued", "running")

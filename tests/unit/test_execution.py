@@ -17,6 +17,8 @@ from flowkit.cli import main
 from flowkit.testing import FakeClock, InlineHarness
 from flowkit.worker import run_attempt
 
+from ..pids import pid_gone
+
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = str(ROOT / "tests" / "dags" / "exec")
 
@@ -44,18 +46,6 @@ def step_states(h: InlineHarness, run_id: str) -> dict[str, str]:
     return {s["step"]: s["state"] for s in h.store.step_runs(run_id)}
 
 
-def pid_gone(pid: int, within: float = 5.0) -> bool:
-    """``pid`` has exited (a zombie not yet reaped by init has exited too)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                if fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # -- shell steps ------------------------------------------------------------------------------
