@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -27,6 +28,9 @@ metadata = MetaData(
 )
 
 TS = DateTime(timezone=True)
+
+#: A pending step whose upstreams have all ended (migration 0008 holds the same text).
+READY_PENDING = "state = 'pending' AND n_up > 0 AND ok_up + bad_up + skip_up >= n_up"
 
 dag_files = Table(
     "dag_files", metadata,
@@ -154,6 +158,10 @@ step_runs = Table(
     ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
     Index("ix_step_runs_state_next", "state", "next_attempt_at"),
     Index("ix_step_runs_waiting", "state", "priority", "wait_seq"),
+    # Pending with every upstream counted: decided by whoever counted the last one, so a
+    # row stays so only if that actor died first (the sweep's safety net reads this).
+    Index("ix_step_runs_ready_pending", "run_id", postgresql_where=text(READY_PENDING),
+          sqlite_where=text(READY_PENDING)),
 )
 
 attempts = Table(

@@ -221,11 +221,21 @@ class WorkerOps(_Base):
                            result_json: str | None, datasets: list[tuple[str, str]], spec: FlowSpec,
                            gate: Gate | None, global_cap: int | None) -> Effects | None:
         """The common case in one statement (:mod:`.pg_fast`); the machine finishes anything
-        the statement leaves undecided, in the same transaction."""
+        the statement leaves undecided.
+
+        The statement commits on its own (no BEGIN/COMMIT round trips around it) unless this
+        step has an on_success callback (its outbox row shares the outcome's transaction) or
+        a one_success downstream step (which one success can decide while its other
+        upstreams run). What it can leave undecided then is a downstream step whose
+        upstreams are all counted, or the run's last step: the machine settles those in a
+        second transaction, and if the worker dies in between, the scheduler's sweep finds
+        them (``runs_needing_attention``) and decides them from the counters.
+        """
         from ..graph import Decision, decide_counts
         from . import pg_fast
         from .ledger import holds_for
         from .machine import Dispatch, task_id_for
+        from .sql import utcnow
 
         downs = list(spec.downstream_of(step))
         # Downstream steps this worker may queue itself if this success makes them ready: no
@@ -235,41 +245,44 @@ class WorkerOps(_Base):
             d for d in downs if spec.step(d).kind not in ("approval", "map")
             and not holds_for(spec, spec.step(d), global_cap)
             and decide_counts(spec.step(d).trigger, 1, 1, 0, 0) == Decision.RUN and gate(spec.step(d))]
-        with self.tx(worker) as tx:
-            out = pg_fast.finish_success(
-                tx.conn, run_id=run_id, step=step, number=number, worker=worker, now=tx.now,
+        task_ids = [task_id_for(run_id, d, 1) for d in eligible]
+        alone = "on_success" not in spec.step(step).callbacks and \
+            not any(spec.step(d).trigger == "one_success" for d in downs)
+
+        def statement(conn: Any, now: Any) -> dict[str, Any] | None:
+            return pg_fast.finish_success(
+                conn, run_id=run_id, step=step, number=number, worker=worker, now=now,
                 result_json=result_json, datasets=datasets, downstream=downs, eligible=eligible,
-                task_ids=[task_id_for(run_id, d, 1) for d in eligible])
+                task_ids=task_ids)
+
+        effects = Effects()
+        if alone:
+            with self.engine.connect() as conn:
+                out = statement(conn.execution_options(isolation_level="AUTOCOMMIT"), utcnow())
             if out is None:
                 return None
-            machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
-            machine.callback("step", "on_success", step, StepState.SUCCESS.value, number)
-            effects: Effects = machine.effects
-            queued = set(out["queued"])
-            effects.to_send += [Dispatch(run_id, spec.name, spec.step(d), 1, task_id_for(run_id, d, 1))
-                                for d in eligible if d in queued]
-            to_start: list[str] = []
-            ended: list[tuple[str, str, list[str] | None]] = []
-            for name, state, n_up, ok, bad, skipped in out["downs"]:
-                if name in queued or state != StepState.PENDING.value:
-                    continue
-                decision = decide_counts(spec.step(name).trigger, n_up, ok, bad, skipped)
-                if decision == Decision.RUN:
-                    to_start.append(name)
-                elif decision != Decision.WAIT:
-                    new = StepState.SKIPPED if decision == Decision.SKIP else StepState.UPSTREAM_FAILED
-                    if tx.cas_step(run_id, name, [StepState.PENDING], new, ended_at=tx.now,
-                                   reason="an upstream step failed" if new == StepState.UPSTREAM_FAILED
-                                   else "an upstream was skipped"):
-                        ended.append((name, "skip" if new == StepState.SKIPPED else "bad", None))
-            if to_start:
-                machine.start(to_start, StepState.PENDING)
-            if ended:
-                machine.settle(ended)
-            elif out["stepped"] and out["steps_left"] == 0:
-                machine.finish_run()
-            if out["holds"]:
-                effects.wake = True  # slots freed: waiters can go now
+            undecided = _undecided(spec, out)
+            if undecided or (out["stepped"] and out["steps_left"] == 0):
+                with self.tx(worker) as tx:
+                    machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
+                    _settle_after_success(tx, machine, spec, run_id, undecided,
+                                          run_may_end=out["stepped"] and out["steps_left"] == 0)
+                effects = machine.effects
+        else:
+            with self.tx(worker) as tx:
+                out = statement(tx.conn, tx.now)
+                if out is None:
+                    return None
+                machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
+                machine.callback("step", "on_success", step, StepState.SUCCESS.value, number)
+                _settle_after_success(tx, machine, spec, run_id, _undecided(spec, out),
+                                      run_may_end=out["stepped"] and out["steps_left"] == 0)
+            effects = machine.effects
+        queued = set(out["queued"])
+        effects.to_send += [Dispatch(run_id, spec.name, spec.step(d), 1, task_id)
+                            for d, task_id in zip(eligible, task_ids, strict=True) if d in queued]
+        if out["holds"]:
+            effects.wake = True  # slots freed: waiters can go now
         return effects
 
     def _store_result(self, tx: Any, run_id: str, step: str, result_json: str) -> None:
@@ -307,3 +320,49 @@ class WorkerOps(_Base):
         with self.tx(actor) as tx:
             return self._end_lost(tx, run_id, step, number, ..., reason, None, global_cap,
                                   action="attempt_finished")
+
+
+def _undecided(spec: FlowSpec, out: dict[str, Any]) -> list[str]:
+    """Downstream steps the finish statement bumped that are pending and that their counters
+    decide (run, skip or upstream_failed), and that it did not queue itself."""
+    from ..graph import Decision, decide_counts
+
+    queued = set(out["queued"])
+    return [name for name, state, n_up, ok, bad, skipped in out["downs"]
+            if name not in queued and state == StepState.PENDING.value
+            and decide_counts(spec.step(name).trigger, n_up, ok, bad, skipped) != Decision.WAIT]
+
+
+def _settle_after_success(tx: Any, machine: Any, spec: FlowSpec, run_id: str, names: list[str], *,
+                          run_may_end: bool) -> None:
+    """Start, skip or fail the downstream steps ``names`` as their counters decide, and end the
+    run if this was its last step. The rows are read again under a lock: after a finish that
+    committed on its own, another actor (the sweep, an operator) may have moved them."""
+    from sqlalchemy import select
+
+    from ..graph import Decision, decide_counts
+
+    c = t.step_runs.c
+    to_start: list[str] = []
+    ended: list[tuple[str, str, list[str] | None]] = []
+    rows = tx.conn.execute(select(c.step, c.state, c.n_up, c.ok_up, c.bad_up, c.skip_up).where(
+        c.run_id == run_id, c.step.in_(names)).order_by(c.step).with_for_update()).all() if names else []
+    for row in sorted(rows, key=lambda r: spec.position[r.step]):
+        if row.state != StepState.PENDING.value:
+            continue
+        decision = decide_counts(spec.step(row.step).trigger, row.n_up, row.ok_up, row.bad_up, row.skip_up)
+        if decision == Decision.RUN:
+            to_start.append(row.step)
+        elif decision != Decision.WAIT:
+            new = StepState.SKIPPED if decision == Decision.SKIP else StepState.UPSTREAM_FAILED
+            if tx.cas_step(run_id, row.step, [StepState.PENDING], new, ended_at=tx.now,
+                           reason="an upstream step failed" if new == StepState.UPSTREAM_FAILED
+                           else "an upstream was skipped"):
+                ended.append((row.step, "skip" if new == StepState.SKIPPED else "bad", None))
+    if to_start:
+        machine.start(to_start, StepState.PENDING)
+    if ended:
+        machine.settle(ended)
+    elif run_may_end and tx.conn.execute(select(t.runs.c.steps_left).where(
+            t.runs.c.id == run_id).with_for_update()).scalar() == 0:
+        machine.finish_run()

@@ -1,0 +1,118 @@
+"""PostgreSQL's finish commits on its own; what it leaves for the machine (a downstream step
+it made ready, the run's end) is done in a second transaction. A worker that dies between
+the two leaves a durable trace that the scheduler's sweep decides from: nothing is lost and
+nothing runs twice (InlineHarness over PostgreSQL: the worker's finish takes the pg_fast path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowkit.store import worker_ops
+from flowkit.testing import InlineHarness
+from flowkit.worker import run_attempt
+
+FLOWS = '''
+from flowkit import Flow
+
+def noop():
+    return None
+
+flow = (Flow("followup").step("root", noop)
+        .step("a", noop, after="root").step("b", noop, after="root")
+        .step("join", noop, after=["a", "b"]))
+'''
+
+
+class WorkerDied(BaseException):
+    """Stands for the worker process dying (not an Exception: nothing retries it)."""
+
+
+@pytest.fixture
+def harness(pg_url, open_store, tmp_path: Path) -> InlineHarness:
+    (tmp_path / "dags").mkdir()
+    (tmp_path / "dags" / "followup.py").write_text(FLOWS)
+    store = open_store(pg_url)
+    store.upgrade()
+    return InlineHarness(store, str(tmp_path / "dags"))
+
+
+def _run_next(h: InlineHarness, step: str) -> None:
+    item = next(d for d in h.dispatcher.sent if d.step.name == step)
+    h.dispatcher.sent.remove(item)
+    run_attempt(h.runtime, item.run_id, item.step.name, item.attempt)
+    h.scheduler.handle(h.events.wait(0))
+    h.scheduler.grant()
+
+
+def _die_after_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    def die(*args: object, **kwargs: object) -> None:
+        raise WorkerDied()
+
+    monkeypatch.setattr(worker_ops, "_settle_after_success", die)
+
+
+def _state(h: InlineHarness, run_id: str, step: str) -> str:
+    return next(r["state"] for r in h.store.step_runs(run_id) if r["step"] == step)
+
+
+def test_a_ready_step_left_by_a_dead_worker_is_started_by_the_sweep(harness, monkeypatch):
+    h = harness
+    run_id = h.trigger("followup")
+    _run_next(h, "root")
+    _run_next(h, "a")
+    # Given b's finish committed (join's last upstream counted) and the worker died before
+    # the follow-up that starts join (no fast-follow: the scheduler granted a and b)
+    _die_after_commit(monkeypatch)
+    h.runtime.dispatcher = None  # no fast-follow: join must be started by the follow-up
+    item = next(d for d in h.dispatcher.sent if d.step.name == "b")
+    h.dispatcher.sent.remove(item)
+    with pytest.raises(WorkerDied):
+        run_attempt(h.runtime, run_id, "b", item.attempt)
+    monkeypatch.undo()
+    assert _state(h, run_id, "b") == "success"
+    assert _state(h, run_id, "join") == "pending"
+    # Then the sweep finds the run through the ready-pending index and starts join once
+    assert run_id in h.store.runs_needing_attention()
+    h.scheduler.sweep()
+    assert _state(h, run_id, "join") == "queued"
+    assert run_id not in h.store.runs_needing_attention()
+    assert h.run_until_done(run_id) == "success"
+    assert sorted((a["step"], a["number"]) for a in h.store.attempts(run_id)) == [
+        ("a", 1), ("b", 1), ("join", 1), ("root", 1)]
+
+
+def test_a_run_whose_last_finish_died_before_ending_it_is_ended_by_the_sweep(harness, monkeypatch):
+    h = harness
+    run_id = h.trigger("followup")
+    for step in ("root", "a", "b"):
+        _run_next(h, step)
+    # Given join's finish committed (steps_left 0) and the worker died before ending the run
+    _die_after_commit(monkeypatch)
+    item = next(d for d in h.dispatcher.sent if d.step.name == "join")
+    h.dispatcher.sent.remove(item)
+    with pytest.raises(WorkerDied):
+        run_attempt(h.runtime, run_id, "join", item.attempt)
+    monkeypatch.undo()
+    assert h.store.get_run(run_id)["state"] == "running"
+    # Then the sweep ends it, with the audit trail of a normal end
+    h.scheduler.sweep()
+    run = h.store.get_run(run_id)
+    assert run["state"] == "success"
+    assert [e["new_state"] for e in h.store.events(run_id) if e["action"] == "run_state"][-1] == "success"
+
+
+def test_a_finish_that_needs_nothing_more_commits_alone(harness, monkeypatch):
+    # Given the follow-up would fail if it were called
+    h = harness
+    run_id = h.trigger("followup")
+    _run_next(h, "root")
+    _die_after_commit(monkeypatch)
+    # When a (join still waits for b) finishes: the statement alone records it
+    _run_next(h, "a")
+    monkeypatch.undo()
+    assert _state(h, run_id, "a") == "success"
+    assert _state(h, run_id, "join") == "pending"
+    assert run_id not in h.store.runs_needing_attention()
+    assert h.run_until_done(run_id) == "success"
