@@ -26,6 +26,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from ..dispatch.base import Backpressure, Dispatch, Dispatcher
 from ..spec import FlowSpec, StepSpec
 from ..states import RunState
@@ -95,8 +97,12 @@ class Scheduler:
         # scheduler queues anything itself, so nothing it publishes now goes out twice).
         self.resend_expired(self.clock(), everything=True)
         for run_id in self.store.runs_needing_attention():
-            self._apply(self.store.reconcile_run(self.actor, run_id, specs=self._specs,
-                                                 global_cap=self.global_cap, gate=self._gate))
+            try:
+                self._apply(self.store.reconcile_run(self.actor, run_id, specs=self._specs,
+                                                     global_cap=self.global_cap, gate=self._gate))
+            except DBAPIError as exc:  # a deadlock with a worker's finish: the next sweep retries
+                log.warning("run %s: reconcile failed (%s); retried at the next sweep", run_id,
+                            " ".join(str(exc.orig).split())[:200])
         self._apply(self.store.start_runs(self.actor, specs=self._specs, global_cap=self.global_cap,
                                           gate=self._gate))
         self._grant_due = 0.0
@@ -267,8 +273,12 @@ class Scheduler:
         self._apply(expire_approvals(self.store, now, specs=self._specs, global_cap=self.global_cap,
                                      gate=self._gate))
         for run_id in self.store.runs_needing_attention():
-            self._apply(self.store.reconcile_run(self.actor, run_id, specs=self._specs,
-                                                 global_cap=self.global_cap, gate=self._gate))
+            try:
+                self._apply(self.store.reconcile_run(self.actor, run_id, specs=self._specs,
+                                                     global_cap=self.global_cap, gate=self._gate))
+            except DBAPIError as exc:  # a deadlock with a worker's finish: the next sweep retries
+                log.warning("run %s: reconcile failed (%s); retried at the next sweep", run_id,
+                            " ".join(str(exc.orig).split())[:200])
         self.redispatch_silent(now)
         self.resend_expired(now, everything=force_leases)
         from ..callbacks import resend_due

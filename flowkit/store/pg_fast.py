@@ -197,8 +197,15 @@ ins AS (
   SELECT :run, q.step, 1, q.task_id, 'queued', 0, :now, 0 FROM q
   ON CONFLICT DO NOTHING
   RETURNING step),
+ready AS (
+  SELECT 1 FROM dn WHERE dn.state = 'pending' AND dn.ok_up + dn.bad_up + dn.skip_up >= dn.n_up),
 rn AS (
-  UPDATE runs SET steps_left = steps_left - 1 WHERE id = :run AND EXISTS (SELECT 1 FROM st)
+  -- followups: this statement commits alone and made a step ready that it did not queue; the
+  -- worker's next transaction decides it (worker_ops), the sweep's reconcile resets the mark
+  UPDATE runs SET steps_left = steps_left - 1,
+         followups = followups + CASE WHEN CAST(:track AS boolean) AND EXISTS (SELECT 1 FROM ready)
+                                      THEN 1 ELSE 0 END
+  WHERE id = :run AND EXISTS (SELECT 1 FROM st)
   RETURNING steps_left),
 ev AS (
   INSERT INTO events (run_id, step, attempt, at, actor, action, old_state, new_state, reason)
@@ -211,19 +218,24 @@ ev AS (
 SELECT (SELECT count(*) FROM a) AS won, (SELECT holds FROM a) AS holds,
        (SELECT count(*) FROM st) AS stepped, (SELECT steps_left FROM rn) AS steps_left,
        (SELECT json_agg(json_build_array(step, state, n_up, ok_up, bad_up, skip_up)) FROM dn) AS downs,
-       (SELECT json_agg(step) FROM ins) AS queued
+       (SELECT json_agg(step) FROM ins) AS queued,
+       CAST(:track AS boolean) AND EXISTS (SELECT 1 FROM ready) AND EXISTS (SELECT 1 FROM rn) AS followup
 """)
 
 
 def finish_success(conn: Connection, *, run_id: str, step: str, number: int, worker: str, now: Any,
                    result_json: str | None, datasets: list[tuple[str, str]], downstream: list[str],
-                   eligible: list[str], task_ids: list[str]) -> dict[str, Any] | None:
+                   eligible: list[str], task_ids: list[str], track_followup: bool = False
+                   ) -> dict[str, Any] | None:
     """Running -> success with its result, slots given back, downstream counters bumped and the
     ``eligible`` downstream steps that became ready queued, in one statement.
 
     Returns None if this worker no longer holds the attempt; else ``holds`` (given back),
     ``stepped`` (the step moved to success), ``steps_left``, ``downs`` (each bumped
-    downstream row, after the statement) and ``queued`` (names given a first attempt).
+    downstream row, after the statement), ``queued`` (names given a first attempt) and
+    ``followup``: with ``track_followup`` (the statement commits alone), whether it made a
+    step ready that it did not queue (counted in ``runs.followups``, which the sweep's
+    reconcile resets after deciding every pending step of the run).
     A ready step that has attempts already (an operator retried it) is not queued here: the
     generic machine gives it its next number, in the same transaction.
     """
@@ -232,15 +244,16 @@ def finish_success(conn: Connection, *, run_id: str, step: str, number: int, wor
         "value": result_json, "size": len(result_json.encode()) if result_json is not None else 0,
         "ds_uris": [u for u, _ in datasets], "ds_dirs": [d for _, d in datasets],
         "eligible": eligible, "task_ids": task_ids, "step_reason": f"attempt {number} succeeded",
+        "track": track_followup,
     }
     bumps, prepare = _bump_downstream(downstream, params)
     row = _one(conn, _fill(FINISH_SUCCESS, "{dn}", bumps), params, prepare=None if prepare else False)
     assert row is not None  # the statement ends in a SELECT of aggregates: always one row
-    won, holds, stepped, steps_left, downs, queued = row
+    won, holds, stepped, steps_left, downs, queued, followup = row
     if not won:
         return None
     return {"holds": holds, "stepped": bool(stepped), "steps_left": steps_left,
-            "downs": downs or [], "queued": queued or []}
+            "downs": downs or [], "queued": queued or [], "followup": bool(followup)}
 
 
 FINISH_INSTANCE_SUCCESS = _driver_sql(_FINISH_ATTEMPT + """p AS (

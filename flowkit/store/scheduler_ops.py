@@ -77,10 +77,13 @@ class SchedulerOps(_Base):
         steps: the safety net for runs created before the counters, or left stuck."""
         effects = Effects()
         with self.tx(actor) as tx:
-            run = tx.conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
+            # Locked: a worker's finish counting a follow-up in waits for this decision.
+            run = tx.conn.execute(select(t.runs).where(t.runs.c.id == run_id).with_for_update()).first()
             if run is None or run.state != RunState.RUNNING.value:
                 return effects
             spec = self._spec_for(tx, specs, run.flow_name, run.version)
+            if run.followups:  # every pending step is decided below
+                tx.conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(followups=0))
             recount(tx, spec, run_id)
             machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
             machine.decide_pending("decided on reconcile")

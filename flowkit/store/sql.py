@@ -602,15 +602,12 @@ class SqlStoreBase:
         )
         uncounted = select(r.c.id).where(r.c.state == RunState.RUNNING.value,
                                          (r.c.steps_left.is_(None)) | (r.c.steps_left <= 0))
-        # A worker's finish commits on its own; one that died before deciding the steps it
-        # made ready leaves them pending with every upstream counted (ix_step_runs_ready_pending).
-        # (The predicate spelt as the index's, with literals, so the planner uses the index.)
-        ready_unseen = (select(sr.c.run_id).join_from(sr, r, r.c.id == sr.c.run_id)
-                        .where(sr.c.state == literal_column("'pending'"), sr.c.n_up > literal_column("0"),
-                               sr.c.ok_up + sr.c.bad_up + sr.c.skip_up >= sr.c.n_up,
-                               r.c.state == RunState.RUNNING.value))
+        # A worker's finish commits on its own, then decides what it made ready: one that died
+        # in between left its count in runs.followups (store/worker_ops.py).
+        left_undecided = select(r.c.id).where(r.c.followups > literal_column("0"),
+                                              r.c.state == RunState.RUNNING.value)
         with self._conn() as conn:
-            return sorted({row[0] for row in conn.execute(uncounted.union(finished_unseen, ready_unseen))})
+            return sorted({row[0] for row in conn.execute(uncounted.union(finished_unseen, left_undecided))})
 
     def run_ids_in_states(self, states: Iterable[RunState]) -> list[str]:
         with self._conn() as conn:

@@ -29,9 +29,6 @@ metadata = MetaData(
 
 TS = DateTime(timezone=True)
 
-#: A pending step whose upstreams have all ended (migration 0008 holds the same text).
-READY_PENDING = "state = 'pending' AND n_up > 0 AND ok_up + bad_up + skip_up >= n_up"
-
 dag_files = Table(
     "dag_files", metadata,
     Column("path", String(500), primary_key=True),
@@ -114,11 +111,17 @@ runs = Table(
     # How a failed run ended its compensation (store/saga.py): "compensating" while they
     # run, then "compensated" or "compensation failed"; NULL when there was none.
     Column("outcome", String(30)),
+    # Worker finishes that made a downstream step ready and committed without deciding it
+    # (their follow-up transaction decides it next; a worker may die in between): the
+    # sweep reconciles such runs, deciding every pending step, and resets this to 0.
+    Column("followups", Integer, nullable=False, default=0, server_default="0"),
     ForeignKeyConstraint(["flow_name", "version"], ["flow_versions.flow_name", "flow_versions.version"]),
     # A scheduled interval exists once, so catch-up can never create it twice (C11).
     UniqueConstraint("flow_name", "logical_date", name="uq_runs_flow_logical_date"),
     Index("ix_runs_state", "state"),
     Index("ix_runs_flow_created", "flow_name", "created_at"),
+    Index("ix_runs_followups", "id", postgresql_where=text("followups > 0"),
+          sqlite_where=text("followups > 0")),
 )
 
 step_runs = Table(
@@ -158,10 +161,6 @@ step_runs = Table(
     ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
     Index("ix_step_runs_state_next", "state", "next_attempt_at"),
     Index("ix_step_runs_waiting", "state", "priority", "wait_seq"),
-    # Pending with every upstream counted: decided by whoever counted the last one, so a
-    # row stays so only if that actor died first (the sweep's safety net reads this).
-    Index("ix_step_runs_ready_pending", "run_id", postgresql_where=text(READY_PENDING),
-          sqlite_where=text(READY_PENDING)),
 )
 
 attempts = Table(

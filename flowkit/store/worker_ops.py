@@ -226,10 +226,11 @@ class WorkerOps(_Base):
         The statement commits on its own (no BEGIN/COMMIT round trips around it) unless this
         step has an on_success callback (its outbox row shares the outcome's transaction) or
         a one_success downstream step (which one success can decide while its other
-        upstreams run). What it can leave undecided then is a downstream step whose
-        upstreams are all counted, or the run's last step: the machine settles those in a
-        second transaction, and if the worker dies in between, the scheduler's sweep finds
-        them (``runs_needing_attention``) and decides them from the counters.
+        upstreams run). A downstream step it made ready and could not queue itself (a
+        waiter, a skip, a map step) is then decided in a second transaction, and the run
+        ended there if this was its last step. The statement marks the run for the first
+        (``runs.followups``), and ``steps_left`` at 0 tells the second: if the worker dies in
+        between, the scheduler's sweep reconciles the run (``runs_needing_attention``).
         """
         from ..graph import Decision, decide_counts
         from . import pg_fast
@@ -253,7 +254,7 @@ class WorkerOps(_Base):
             return pg_fast.finish_success(
                 conn, run_id=run_id, step=step, number=number, worker=worker, now=now,
                 result_json=result_json, datasets=datasets, downstream=downs, eligible=eligible,
-                task_ids=task_ids)
+                task_ids=task_ids, track_followup=alone)
 
         effects = Effects()
         if alone:

@@ -73,11 +73,13 @@ def test_a_ready_step_left_by_a_dead_worker_is_started_by_the_sweep(harness, mon
     monkeypatch.undo()
     assert _state(h, run_id, "b") == "success"
     assert _state(h, run_id, "join") == "pending"
-    # Then the sweep finds the run through the ready-pending index and starts join once
+    # Then the statement marked the run, and the sweep finds it and starts join once
+    assert h.store.get_run(run_id)["followups"] == 1
     assert run_id in h.store.runs_needing_attention()
     h.scheduler.sweep()
     assert _state(h, run_id, "join") == "queued"
     assert run_id not in h.store.runs_needing_attention()
+    assert h.store.get_run(run_id)["followups"] == 0
     assert h.run_until_done(run_id) == "success"
     assert sorted((a["step"], a["number"]) for a in h.store.attempts(run_id)) == [
         ("a", 1), ("b", 1), ("join", 1), ("root", 1)]
@@ -116,3 +118,20 @@ def test_a_finish_that_needs_nothing_more_commits_alone(harness, monkeypatch):
     assert _state(h, run_id, "join") == "pending"
     assert run_id not in h.store.runs_needing_attention()
     assert h.run_until_done(run_id) == "success"
+
+
+def test_a_live_follow_up_and_the_sweep_start_a_ready_step_once(harness):
+    # Given b's finish made join ready with no fast-follow: its follow-up queued join
+    h = harness
+    h.runtime.dispatcher = None
+    run_id = h.trigger("followup")
+    for step in ("root", "a", "b"):
+        _run_next(h, step)
+    assert _state(h, run_id, "join") in ("queued", "scheduled")
+    assert h.store.get_run(run_id)["followups"] == 2  # root's (a and b ready) and b's (join)
+    # When the sweep reconciles the marked run
+    h.scheduler.sweep()
+    # Then the mark is reset and join has one attempt
+    assert h.store.get_run(run_id)["followups"] == 0
+    assert h.run_until_done(run_id) == "success"
+    assert [a["number"] for a in h.store.attempts(run_id) if a["step"] == "join"] == [1]

@@ -71,7 +71,8 @@ def test_claim_and_finish_probe_by_step_under_stale_statistics(pg_url, open_stor
 
         params: dict[str, Any] = {
             "run": run_id, "step": "m001", "num": 1, "worker": "w", "now": utcnow(), "value": None,
-            "size": 0, "ds_uris": [], "ds_dirs": [], "eligible": [], "task_ids": [], "step_reason": "x"}
+            "size": 0, "ds_uris": [], "ds_dirs": [], "eligible": [], "task_ids": [], "step_reason": "x",
+            "track": True}
         bumps, prepared = pg_fast._bump_downstream(["join", "m002", "m003"], params)
         assert prepared
         finish = _generic_plan(conn, pg_fast._fill(pg_fast.FINISH_SUCCESS, "{dn}", bumps), params)
