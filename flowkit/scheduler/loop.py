@@ -96,10 +96,13 @@ class Scheduler:
         # First what a crashed predecessor queued but may not have published (before this
         # scheduler queues anything itself, so nothing it publishes now goes out twice).
         self.resend_expired(self.clock(), everything=True)
-        for run_id in self.store.runs_needing_attention():
+        stuck = self.store.runs_needing_attention()
+        marked = [r for r in self.store.runs_with_followups() if r not in stuck]
+        for run_id in stuck + marked:
             try:
                 self._apply(self.store.reconcile_run(self.actor, run_id, specs=self._specs,
-                                                     global_cap=self.global_cap, gate=self._gate))
+                                                     global_cap=self.global_cap, gate=self._gate,
+                                                     recount_counters=run_id in stuck))
             except DBAPIError as exc:  # a deadlock with a worker's finish: the next sweep retries
                 log.warning("run %s: reconcile failed (%s); retried at the next sweep", run_id,
                             " ".join(str(exc.orig).split())[:200])
@@ -272,10 +275,13 @@ class Scheduler:
                                                  global_cap=self.global_cap, gate=self._gate))
         self._apply(expire_approvals(self.store, now, specs=self._specs, global_cap=self.global_cap,
                                      gate=self._gate))
-        for run_id in self.store.runs_needing_attention():
+        stuck = self.store.runs_needing_attention()
+        marked = [r for r in self.store.runs_with_followups() if r not in stuck]
+        for run_id in stuck + marked:
             try:
                 self._apply(self.store.reconcile_run(self.actor, run_id, specs=self._specs,
-                                                     global_cap=self.global_cap, gate=self._gate))
+                                                     global_cap=self.global_cap, gate=self._gate,
+                                                     recount_counters=run_id in stuck))
             except DBAPIError as exc:  # a deadlock with a worker's finish: the next sweep retries
                 log.warning("run %s: reconcile failed (%s); retried at the next sweep", run_id,
                             " ".join(str(exc.orig).split())[:200])

@@ -72,9 +72,13 @@ class SchedulerOps(_Base):
         return effects
 
     def reconcile_run(self, actor: str, run_id: str, *, specs: Specs, global_cap: int | None,
-                      gate: Gate) -> Effects:
+                      gate: Gate, recount_counters: bool = True) -> Effects:
         """Recount a running run's counters from its step states and decide its pending
-        steps: the safety net for runs created before the counters, or left stuck."""
+        steps: the safety net for runs created before the counters, or left stuck.
+
+        Without ``recount_counters`` (a run only marked by ``runs.followups``, whose steps may
+        still be finishing) the counters are left as the workers' finishes keep them: a
+        recount writes totals read before a concurrent finish's bump, and would lose it."""
         effects = Effects()
         with self.tx(actor) as tx:
             # Locked: a worker's finish counting a follow-up in waits for this decision.
@@ -84,7 +88,8 @@ class SchedulerOps(_Base):
             spec = self._spec_for(tx, specs, run.flow_name, run.version)
             if run.followups:  # every pending step is decided below
                 tx.conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(followups=0))
-            recount(tx, spec, run_id)
+            if recount_counters:
+                recount(tx, spec, run_id)
             machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
             machine.decide_pending("decided on reconcile")
             effects.merge(machine.effects)

@@ -602,12 +602,17 @@ class SqlStoreBase:
         )
         uncounted = select(r.c.id).where(r.c.state == RunState.RUNNING.value,
                                          (r.c.steps_left.is_(None)) | (r.c.steps_left <= 0))
-        # A worker's finish commits on its own, then decides what it made ready: one that died
-        # in between left its count in runs.followups (store/worker_ops.py).
-        left_undecided = select(r.c.id).where(r.c.followups > literal_column("0"),
-                                              r.c.state == RunState.RUNNING.value)
         with self._conn() as conn:
-            return sorted({row[0] for row in conn.execute(uncounted.union(finished_unseen, left_undecided))})
+            return sorted({row[0] for row in conn.execute(uncounted.union(finished_unseen))})
+
+    def runs_with_followups(self) -> list[str]:
+        """Running runs marked by a worker's finish that committed before deciding the steps it
+        made ready (``runs.followups``): its next transaction decides them, or, if it died,
+        the sweep does (without rewriting the counters, which live finishes go on bumping)."""
+        r = t.runs.c
+        with self._conn() as conn:
+            return sorted(row[0] for row in conn.execute(select(r.id).where(
+                r.followups > literal_column("0"), r.state == RunState.RUNNING.value)))
 
     def run_ids_in_states(self, states: Iterable[RunState]) -> list[str]:
         with self._conn() as conn:

@@ -75,10 +75,10 @@ def test_a_ready_step_left_by_a_dead_worker_is_started_by_the_sweep(harness, mon
     assert _state(h, run_id, "join") == "pending"
     # Then the statement marked the run, and the sweep finds it and starts join once
     assert h.store.get_run(run_id)["followups"] == 1
-    assert run_id in h.store.runs_needing_attention()
+    assert h.store.runs_with_followups() == [run_id]
     h.scheduler.sweep()
     assert _state(h, run_id, "join") == "queued"
-    assert run_id not in h.store.runs_needing_attention()
+    assert h.store.runs_with_followups() == []
     assert h.store.get_run(run_id)["followups"] == 0
     assert h.run_until_done(run_id) == "success"
     assert sorted((a["step"], a["number"]) for a in h.store.attempts(run_id)) == [
@@ -116,7 +116,7 @@ def test_a_finish_that_needs_nothing_more_commits_alone(harness, monkeypatch):
     monkeypatch.undo()
     assert _state(h, run_id, "a") == "success"
     assert _state(h, run_id, "join") == "pending"
-    assert run_id not in h.store.runs_needing_attention()
+    assert h.store.runs_with_followups() == []
     assert h.run_until_done(run_id) == "success"
 
 
@@ -135,3 +135,61 @@ def test_a_live_follow_up_and_the_sweep_start_a_ready_step_once(harness):
     assert h.store.get_run(run_id)["followups"] == 0
     assert h.run_until_done(run_id) == "success"
     assert [a["number"] for a in h.store.attempts(run_id) if a["step"] == "join"] == [1]
+
+
+WIDE = '''
+from flowkit import Flow
+
+def noop():
+    return None
+
+flow = Flow("wide").step("root", noop)
+members = [f"m{i:03d}" for i in range(120)]
+for m in members:
+    flow.step(m, noop, after="root")
+flow.step("join", noop, after=members)
+'''
+
+
+def test_sweeps_during_a_fan_out_lose_no_count(pg_url, open_store, tmp_path):
+    """The sweep reconciles a marked run while its members still finish: it must not rewrite
+    the counters from a snapshot (a recount would drop the bumps that commit meanwhile, and
+    the join would never start)."""
+    import threading
+
+    (tmp_path / "dags").mkdir()
+    (tmp_path / "dags" / "wide.py").write_text(WIDE)
+    store = open_store(pg_url)
+    store.upgrade()
+    h = InlineHarness(store, str(tmp_path / "dags"))
+    h.runtime.dispatcher = None  # every ready step goes through a follow-up (and marks the run)
+    run_id = h.trigger("wide")
+    _run_next(h, "root")
+    members = [d for d in h.dispatcher.sent if d.step.name.startswith("m")]
+    assert len(members) == 120 and h.store.runs_with_followups() == [run_id]
+    h.dispatcher.sent = [d for d in h.dispatcher.sent if d not in members]
+    errors: list[BaseException] = []
+
+    def work(items: list) -> None:
+        try:
+            for d in items:
+                run_attempt(h.runtime, d.run_id, d.step.name, d.attempt)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(members[i::2],)) for i in range(2)]
+    for th in threads:
+        th.start()
+    sweeps = 0
+    while any(th.is_alive() for th in threads):
+        h.scheduler.sweep()
+        sweeps += 1
+    for th in threads:
+        th.join()
+    assert not errors and sweeps > 1
+    join = next(r for r in store.step_runs(run_id) if r["step"] == "join")
+    assert (join["ok_up"], join["n_up"]) == (120, 120)
+    h.scheduler.handle(h.events.wait(0))
+    h.scheduler.grant()
+    assert h.run_until_done(run_id) == "success"
+    assert [a["number"] for a in store.attempts(run_id) if a["step"] == "join"] == [1]
