@@ -61,6 +61,8 @@ class FileResult:
     modules: list[ModuleSource] = field(default_factory=list)
     #: path -> content hash of those helpers' files: an edit to one re-imports this file.
     helper_hashes: dict[str, str] = field(default_factory=dict)
+    #: Read from the store's cache (unchanged file): its flow versions are stored already.
+    cached: bool = False
 
     @property
     def problem(self) -> DagLoadError | None:
@@ -251,6 +253,7 @@ def load_folder(
             results[str(path)] = FileResult(
                 path=str(path), hash=h, flows=list(prev[1] or []), error=prev[2],
                 source=text.decode("utf-8", errors="replace"), helper_hashes=helper_hashes,
+                cached=True,
             )
         else:
             todo.append(path)

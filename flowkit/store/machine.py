@@ -200,14 +200,21 @@ class Machine:
         if count:
             self._steps_ended(count)
 
-    def decide_pending(self, reason: str) -> None:
+    def decide_pending(self, reason: str, *, counted_only: bool = False) -> None:
         """Decide every pending step of the run from its counters (after they were rebuilt:
         a recount, an operator's retry): start the ready ones, end the ones their trigger
-        rule skips or fails, and end the run if nothing is left."""
+        rule skips or fails, and end the run if nothing is left.
+
+        ``counted_only``: just the pending steps whose upstreams have all ended (what a
+        worker's finish leaves to its follow-up), filtered in SQL, so a big run's sweep does
+        not bring every pending row of it to Python."""
         c = t.step_runs.c
-        rows = self.tx.conn.execute(select(c.step, c.n_up, c.ok_up, c.bad_up, c.skip_up).where(
+        query = select(c.step, c.n_up, c.ok_up, c.bad_up, c.skip_up).where(
             c.run_id == self.run_id, c.state == StepState.PENDING.value,
-            c.map_parent.is_(None))).all()  # instances held back by max_parallel: map_ops starts them
+            c.map_parent.is_(None))  # instances held back by max_parallel: map_ops starts them
+        if counted_only:
+            query = query.where(c.n_up > 0, c.ok_up + c.bad_up + c.skip_up >= c.n_up)
+        rows = self.tx.conn.execute(query).all()
         to_start: list[str] = []
         ended: list[tuple[str, str, list[str] | None]] = []
         for row in sorted(rows, key=lambda r: self.spec.position[r.step]):

@@ -91,7 +91,10 @@ class SchedulerOps(_Base):
             if recount_counters:
                 recount(tx, spec, run_id)
             machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
-            machine.decide_pending("decided on reconcile")
+            # A run only marked by followups: its finishes kept the counters, and only steps
+            # with every upstream counted can be left undecided (one_success downstream steps
+            # are decided in the finish's own transaction).
+            machine.decide_pending("decided on reconcile", counted_only=not recount_counters)
             effects.merge(machine.effects)
         return effects
 

@@ -199,3 +199,29 @@ def test_importable_sets_other_versions_aside_and_puts_them_back():
             assert inner.V == "new"
         assert sys.modules["pin_probe"].V == "old"
     assert "pin_probe" not in sys.modules
+
+
+def test_a_refresh_of_unchanged_files_stores_no_version_again(tmp_path, folder, monkeypatch):
+    # Given the folder synced once
+    store = SqlStore(f"sqlite:///{tmp_path}/s.db")
+    store.upgrade()
+    sync_dags(store, str(folder))
+    version = store.flow_spec("pinned").version
+
+    # When it is synced again unchanged: no spec is serialised (a 10,000-step flow's cost)
+    from flowkit.spec import FlowSpec
+
+    def refuse(self: FlowSpec) -> str:
+        raise AssertionError(f"{self.name} serialised again")
+
+    monkeypatch.setattr(FlowSpec, "to_json", refuse)
+    report = sync_dags(store, str(folder))
+    assert all(r.cached for r in report.files)
+    assert store.flow_spec("pinned").version == version
+    monkeypatch.undo()
+
+    # And an edited helper still makes (and stores) a new version
+    (folder / "helpers.py").write_text("VALUE = 3\n")
+    report = sync_dags(store, str(folder))
+    assert store.flow_spec("pinned").version != version
+    store.dispose()
