@@ -7,11 +7,13 @@ forward (the run state machine in :mod:`.machine`), so a chain hop needs no sche
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import DBAPIError
 
 from ..spec import FlowSpec
 from ..states import AttemptState, StepState
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from .sql import SqlStoreBase as _Base
 else:
     _Base = object
+
+log = logging.getLogger(__name__)
 
 #: Runs whose flow and version a worker process remembers (a few hundred bytes each).
 RUN_KEY_CACHE_SIZE = 4096
@@ -264,11 +268,20 @@ class WorkerOps(_Base):
                 return None
             undecided = _undecided(spec, out)
             if undecided or (out["stepped"] and out["steps_left"] == 0):
-                with self.tx(worker) as tx:
-                    machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
-                    _settle_after_success(tx, machine, spec, run_id, undecided,
-                                          run_may_end=out["stepped"] and out["steps_left"] == 0)
-                effects = machine.effects
+                try:
+                    with self.tx(worker) as tx:
+                        machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
+                        _settle_after_success(tx, machine, spec, run_id, undecided,
+                                              run_may_end=out["stepped"] and out["steps_left"] == 0)
+                    effects = machine.effects
+                except DBAPIError as exc:
+                    # The outcome is committed: retrying the finish would lose the steps its
+                    # statement queued (they must still be published, below). The run is
+                    # marked, so the sweep decides the rest; wake the scheduler for it.
+                    log.warning("run %s step %s: deciding what attempt %s made ready failed (%s); "
+                                "the scheduler's sweep decides it", run_id, step, number,
+                                " ".join(str(exc.orig).split())[:200])
+                    effects.wake = True
         else:
             with self.tx(worker) as tx:
                 out = statement(tx.conn, tx.now)

@@ -193,3 +193,50 @@ def test_sweeps_during_a_fan_out_lose_no_count(pg_url, open_store, tmp_path):
     h.scheduler.grant()
     assert h.run_until_done(run_id) == "success"
     assert [a["number"] for a in store.attempts(run_id) if a["step"] == "join"] == [1]
+
+
+SPLIT = '''
+from flowkit import Flow
+
+def noop():
+    return None
+
+flow = (Flow("split").step("root", noop)
+        .step("fast", noop, after="root")
+        .step("slow", noop, after="root", pool="p"))
+'''
+
+
+def test_a_failed_follow_up_still_publishes_what_the_statement_queued(pg_url, open_store, tmp_path,
+                                                                      monkeypatch):
+    """A deadlock or a dropped connection in the follow-up must not cost the steps the
+    finish statement already queued (fast-follow): they are published, the rest is the
+    sweep's. Retrying the whole finish instead would find the attempt ended, drop them, and
+    leave them queued in SQL until the 300 s lease."""
+    from sqlalchemy.exc import OperationalError
+
+    (tmp_path / "dags").mkdir()
+    (tmp_path / "dags" / "split.py").write_text(SPLIT)
+    store = open_store(pg_url)
+    store.upgrade()
+    store.set_pool("p", 1)
+    h = InlineHarness(store, str(tmp_path / "dags"))
+    run_id = h.trigger("split")
+
+    def deadlock(*args: object, **kwargs: object) -> None:
+        raise OperationalError("SELECT ... FOR UPDATE", {}, Exception("deadlock detected"))
+
+    monkeypatch.setattr(worker_ops, "_settle_after_success", deadlock)
+    item = next(d for d in h.dispatcher.sent if d.step.name == "root")
+    h.dispatcher.sent.remove(item)
+    assert run_attempt(h.runtime, run_id, "root", item.attempt) == "success"
+    monkeypatch.undo()
+    # fast was queued by the statement and published; slow waits for the sweep
+    assert [d.step.name for d in h.dispatcher.sent] == ["fast"]
+    assert _state(h, run_id, "slow") == "pending"
+    assert h.store.runs_with_followups() == [run_id]
+    h.scheduler.sweep()
+    assert _state(h, run_id, "slow") in ("scheduled", "queued")
+    assert h.run_until_done(run_id) == "success"
+    assert sorted((a["step"], a["number"]) for a in store.attempts(run_id)) == [
+        ("fast", 1), ("root", 1), ("slow", 1)]
