@@ -96,16 +96,7 @@ class Scheduler:
         # First what a crashed predecessor queued but may not have published (before this
         # scheduler queues anything itself, so nothing it publishes now goes out twice).
         self.resend_expired(self.clock(), everything=True)
-        stuck = self.store.runs_needing_attention()
-        marked = [r for r in self.store.runs_with_followups() if r not in stuck]
-        for run_id in stuck + marked:
-            try:
-                self._apply(self.store.reconcile_run(self.actor, run_id, specs=self._specs,
-                                                     global_cap=self.global_cap, gate=self._gate,
-                                                     recount_counters=run_id in stuck))
-            except DBAPIError as exc:  # a deadlock with a worker's finish: the next sweep retries
-                log.warning("run %s: reconcile failed (%s); retried at the next sweep", run_id,
-                            " ".join(str(exc.orig).split())[:200])
+        self.reconcile_runs()
         self._apply(self.store.start_runs(self.actor, specs=self._specs, global_cap=self.global_cap,
                                           gate=self._gate))
         self._grant_due = 0.0
@@ -275,16 +266,7 @@ class Scheduler:
                                                  global_cap=self.global_cap, gate=self._gate))
         self._apply(expire_approvals(self.store, now, specs=self._specs, global_cap=self.global_cap,
                                      gate=self._gate))
-        stuck = self.store.runs_needing_attention()
-        marked = [r for r in self.store.runs_with_followups() if r not in stuck]
-        for run_id in stuck + marked:
-            try:
-                self._apply(self.store.reconcile_run(self.actor, run_id, specs=self._specs,
-                                                     global_cap=self.global_cap, gate=self._gate,
-                                                     recount_counters=run_id in stuck))
-            except DBAPIError as exc:  # a deadlock with a worker's finish: the next sweep retries
-                log.warning("run %s: reconcile failed (%s); retried at the next sweep", run_id,
-                            " ".join(str(exc.orig).split())[:200])
+        self.reconcile_runs()
         self.redispatch_silent(now)
         self.resend_expired(now, everything=force_leases)
         from ..callbacks import resend_due
@@ -297,6 +279,21 @@ class Scheduler:
             self.store.beat_scheduler(self.actor, self.status())
         except Exception as exc:  # status is informative; the loop goes on
             log.warning("scheduler %s: could not record its heartbeat: %s", self.actor, exc)
+
+    def reconcile_runs(self) -> None:
+        """Decide what runs left undecided: stuck ones are recounted from their step states;
+        ones only marked by a worker's finish (``runs.followups``) keep their counters, which
+        live finishes go on bumping."""
+        stuck = self.store.runs_needing_attention()
+        marked = [r for r in self.store.runs_with_followups() if r not in stuck]
+        for run_id in stuck + marked:
+            try:
+                self._apply(self.store.reconcile_run(self.actor, run_id, specs=self._specs,
+                                                     global_cap=self.global_cap, gate=self._gate,
+                                                     recount_counters=run_id in stuck))
+            except DBAPIError as exc:  # a deadlock with a worker's finish: the next sweep retries
+                log.warning("run %s: reconcile failed (%s); retried at the next sweep", run_id,
+                            " ".join(str(exc.orig).split())[:200])
 
     def status(self) -> dict[str, Any]:
         out = dict(self.stats)
