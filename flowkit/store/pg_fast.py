@@ -114,15 +114,21 @@ def _bump_downstream(names: list[str], params: dict[str, Any]) -> tuple[str, boo
     return "\n".join(ctes) + f"\ndn AS ({union}),", True
 
 
+# Why ``(state = 'queued') IS TRUE``: every compare-and-set on a state also names the row's
+# whole primary key, and the state test is written so that no index can serve it. The state
+# indexes hold every queued (or running) row of every run; a generic plan costed from
+# statistics that saw few such rows picked ix_attempts_state over the primary key, and each
+# claim then walked the whole backlog of queued attempts (847 rows in one fan-out's claim).
+
 CLAIM = _driver_sql("""
 WITH a AS (
   UPDATE attempts SET state = 'running', deliveries = deliveries + 1, worker = :worker,
          started_at = :now, heartbeat_at = :now
-  WHERE run_id = :run AND step = :step AND number = :num AND state = 'queued'
+  WHERE run_id = :run AND step = :step AND number = :num AND (state = 'queued') IS TRUE
   RETURNING deliveries),
 s AS (
   UPDATE step_runs SET state = 'running', started_at = :now, updated_at = :now
-  WHERE run_id = :run AND step = :step AND state = 'queued' AND EXISTS (SELECT 1 FROM a)
+  WHERE run_id = :run AND step = :step AND (state = 'queued') IS TRUE AND EXISTS (SELECT 1 FROM a)
   RETURNING step),
 e AS (
   INSERT INTO events (run_id, step, attempt, at, actor, action, old_state, new_state, reason)
@@ -160,7 +166,8 @@ _FINISH_ATTEMPT = """
 WITH a AS (
   UPDATE attempts SET state = 'success', ended_at = :now, error = NULL, traceback = NULL,
          retry_delay = NULL
-  WHERE run_id = :run AND step = :step AND number = :num AND state = 'running' AND worker = :worker
+  WHERE run_id = :run AND step = :step AND number = :num AND (state = 'running') IS TRUE
+        AND worker = :worker
   RETURNING holds),
 rel AS (
   UPDATE limits l SET used = l.used - CAST(h.value->>1 AS integer), updated_at = :now
@@ -180,7 +187,7 @@ ds AS (
   RETURNING 1),
 st AS (
   UPDATE step_runs SET state = 'success', ended_at = :now, updated_at = :now
-  WHERE run_id = :run AND step = :step AND state = 'running' AND EXISTS (SELECT 1 FROM a)
+  WHERE run_id = :run AND step = :step AND (state = 'running') IS TRUE AND EXISTS (SELECT 1 FROM a)
   RETURNING step),
 """
 
@@ -258,7 +265,7 @@ def finish_success(conn: Connection, *, run_id: str, step: str, number: int, wor
 
 FINISH_INSTANCE_SUCCESS = _driver_sql(_FINISH_ATTEMPT + """p AS (
   UPDATE step_runs SET map_left = map_left - 1, updated_at = :now
-  WHERE run_id = :run AND step = :parent AND state = 'running' AND EXISTS (SELECT 1 FROM st)
+  WHERE run_id = :run AND step = :parent AND (state = 'running') IS TRUE AND EXISTS (SELECT 1 FROM st)
   RETURNING map_left, map_failed, map_next, map_total),
 ev AS (
   INSERT INTO events (run_id, step, attempt, at, actor, action, old_state, new_state, reason)
