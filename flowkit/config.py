@@ -53,8 +53,9 @@ class Settings:
     #: ... until it falls to this many (0 for both turns backpressure off).
     queue_low_watermark: int = 500
     #: A worker that finishes a step queues at most this many ready downstream steps itself
-    #: (a chain hop skips the scheduler); the rest wait for the scheduler, in fair order.
-    fast_follow_max: int = 16
+    #: (a chain hop skips the scheduler), and no more than keep each queue at or below the
+    #: low watermark; the rest wait for the scheduler, in fair order.
+    fast_follow_max: int = 1000
     default_queue: str = "flowkit"
     events_queue: str = "flowkit.events"
     worker_concurrency: int = 2

@@ -89,18 +89,23 @@ class WorkerRuntime:
         return cap
 
     def fast_follow_gate(self) -> Callable[[Any], bool] | None:
-        """Which ready downstream steps this worker may queue itself, for one finish."""
+        """Which ready downstream steps this worker may queue itself, for one finish: at most
+        ``fast_follow_max``, and per queue no more than fit under the low watermark (each
+        one consented to counts, whether it becomes ready or not)."""
         if self.dispatcher is None:
             return None
         budget = [self.settings.fast_follow_max]
+        taken: dict[str, int] = {}
         bp = self.backpressure
 
         def gate(step: Any) -> bool:
             if budget[0] <= 0:
                 return False
-            if bp is not None and not bp.allow_fast(step.queue or self.settings.default_queue):
+            queue = step.queue or self.settings.default_queue
+            if bp is not None and not bp.allow_fast(queue, taken.get(queue, 0) + 1):
                 return False
             budget[0] -= 1
+            taken[queue] = taken.get(queue, 0) + 1
             return True
 
         return gate
@@ -289,7 +294,8 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
             lambda: rt.store.finish_attempt(
                 run_id, step, number, worker=rt.name, state=state, result_json=result_json,
                 error=error, traceback=trace, retry_delay=retry_delay, datasets=datasets, spec=spec,
-                chosen=chosen, gate=rt.fast_follow_gate(), global_cap=rt.global_cap(), output=output))
+                chosen=chosen, gate=rt.fast_follow_gate(), global_cap=rt.global_cap(), output=output,
+                publish=lambda items: _publish(rt, items)))
     finally:
         with rt._lock:
             rt._running.discard(key)
@@ -434,12 +440,25 @@ def _check_branch(spec: FlowSpec, step: str, value: Any) -> list[str]:
     return chosen
 
 
+def _publish(rt: WorkerRuntime, items: list[Any]) -> list[Any]:
+    """Publish committed attempts, counted against backpressure; returns those that failed
+    (they stay queued in SQL, and the scheduler publishes them again)."""
+    if not items:
+        return []
+    failed: list[Any] = rt.dispatcher.dispatch_many(items)
+    if rt.backpressure is not None:
+        per_queue: dict[str, int] = {}
+        for item in items:
+            queue = rt.dispatcher.queue_for(item)
+            per_queue[queue] = per_queue.get(queue, 0) + 1
+        for queue, n in per_queue.items():
+            rt.backpressure.sent(queue, n)
+    return failed
+
+
 def _after_commit(rt: WorkerRuntime, run_id: str, step: str, number: int, effects: Effects) -> None:
     """Publish what the finish transaction queued; wake the scheduler only when it has work."""
-    failed = rt.dispatcher.dispatch_many(effects.to_send) if effects.to_send else []
-    if rt.backpressure is not None:
-        for item in effects.to_send:
-            rt.backpressure.sent(rt.dispatcher.queue_for(item))
+    failed = _publish(rt, effects.to_send)
     if effects.wake or failed:
         _notify(rt, run_id, step, number, timer=effects.next_timer)
     if effects.callbacks:  # after the next steps went out: a callback never delays them

@@ -90,15 +90,16 @@ class Backpressure:
         return True
 
     def allow_fast(self, queue: str, n: int = 1) -> bool:
-        """The workers' stricter test: only while the queue is at or below ``low``.
+        """The workers' stricter test: ``n`` more messages keep the queue at or below ``low``.
 
-        It reads no broker and counts nothing: a worker asks it for every downstream step
-        that *might* become ready, most of which (a join's) do not. :meth:`sent` counts
-        what was published, and refreshes a stale reading then.
+        It counts nothing: a worker asks it for every downstream step that *might* become
+        ready, most of which (a join's) do not; :meth:`sent` counts what was published. A
+        reading older than ``ttl_seconds`` is taken again (a worker's last reading may be
+        from its previous fan-out, long drained).
         """
         if self.high <= 0:
             return True
-        g = self.gauges.get(queue) or self._gauge(queue)
+        g = self._gauge(queue)
         return not g.engaged and g.depth + g.sent + n <= self.low
 
     def sent(self, queue: str, n: int = 1) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -180,12 +181,15 @@ class WorkerOps(_Base):
         retry_delay: float | None = None, datasets: Iterable[tuple[str, str]] = (),
         spec: FlowSpec | None = None, chosen: list[str] | None = None,
         gate: Gate | None = None, global_cap: int | None = None, output: str | None = None,
+        publish: Publish | None = None,
     ) -> Effects | None:
         """Record an attempt's outcome and move the run forward, in one transaction.
 
         ``output`` is the tail of a shell step's output, kept on the attempt. Returns what to
         do after the commit (attempts to publish, whether to wake the scheduler), or None if
-        this worker no longer holds the attempt.
+        this worker no longer holds the attempt. ``publish``, if given, is called with
+        attempts that are already committed while the finish still has work to do (see
+        ``_finish_success_pg``); what it could not publish makes the effects wake the scheduler.
         """
         # The one-statement form records no output: shell steps take the generic path.
         if state == AttemptState.SUCCESS and spec is not None and not self.is_sqlite and output is None \
@@ -197,7 +201,7 @@ class WorkerOps(_Base):
                 and spec.step(step).kind != "branch" and output is None):
             return self._finish_success_pg(run_id, step, number, worker=worker, result_json=result_json,
                                            datasets=list(datasets), spec=spec, gate=gate,
-                                           global_cap=global_cap)
+                                           global_cap=global_cap, publish=publish)
         with self.tx(worker) as tx:
             extra: dict[str, Any] = {"output": output} if output is not None else {}
             holds = tx.end_attempt(run_id, step, number, state=state, worker=worker, error=error,
@@ -223,7 +227,8 @@ class WorkerOps(_Base):
 
     def _finish_success_pg(self, run_id: str, step: str, number: int, *, worker: str,
                            result_json: str | None, datasets: list[tuple[str, str]], spec: FlowSpec,
-                           gate: Gate | None, global_cap: int | None) -> Effects | None:
+                           gate: Gate | None, global_cap: int | None,
+                           publish: Publish | None = None) -> Effects | None:
         """The common case in one statement (:mod:`.pg_fast`); the machine finishes anything
         the statement leaves undecided.
 
@@ -235,21 +240,20 @@ class WorkerOps(_Base):
         ended there if this was its last step. The statement marks the run for the first
         (``runs.followups``), and ``steps_left`` at 0 tells the second: if the worker dies in
         between, the scheduler's sweep reconciles the run (``runs_needing_attention``).
+
+        What the statement queued is committed at once, so with ``publish`` it goes to the
+        broker before that second transaction: a fan-out's first members start while the
+        rest become waiters.
         """
-        from ..graph import Decision, decide_counts
         from . import pg_fast
-        from .ledger import holds_for
         from .machine import Dispatch, task_id_for
         from .sql import utcnow
 
         downs = list(spec.downstream_of(step))
-        # Downstream steps this worker may queue itself if this success makes them ready: no
-        # slot to take, a rule that runs when every upstream succeeded, and the gate's consent.
-        eligible = [] if gate is None else [
-            # an approval waits for a person; a map step expands (map_ops)
-            d for d in downs if spec.step(d).kind not in ("approval", "map")
-            and not holds_for(spec, spec.step(d), global_cap)
-            and decide_counts(spec.step(d).trigger, 1, 1, 0, 0) == Decision.RUN and gate(spec.step(d))]
+        # Downstream steps this worker may queue itself if this success makes them ready (no
+        # slot to take, a rule that runs when every upstream succeeded), with the gate's consent.
+        eligible = [] if gate is None or global_cap else [
+            d for d in queueable_after_success(spec, step) if gate(spec.step(d))]
         task_ids = [task_id_for(run_id, d, 1) for d in eligible]
         alone = "on_success" not in spec.step(step).callbacks and \
             not any(spec.step(d).trigger == "one_success" for d in downs)
@@ -260,6 +264,11 @@ class WorkerOps(_Base):
                 result_json=result_json, datasets=datasets, downstream=downs, eligible=eligible,
                 task_ids=task_ids, track_followup=alone)
 
+        def queued_by(out: dict[str, Any]) -> list[Dispatch]:
+            queued = set(out["queued"])
+            return [Dispatch(run_id, spec.name, spec.step(d), 1, task_id)
+                    for d, task_id in zip(eligible, task_ids, strict=True) if d in queued]
+
         effects = Effects()
         if alone:
             with self.engine.connect() as conn:
@@ -267,12 +276,17 @@ class WorkerOps(_Base):
             if out is None:
                 return None
             undecided = _undecided(spec, out)
+            if undecided and publish is not None and out["queued"]:
+                # committed: out to the broker now, not after the second transaction
+                effects.wake = bool(publish(queued_by(out)))
+                out["queued"] = []
             if undecided or (out["stepped"] and out["steps_left"] == 0):
                 try:
                     with self.tx(worker) as tx:
                         machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
                         _settle_after_success(tx, machine, spec, run_id, undecided,
                                               run_may_end=out["stepped"] and out["steps_left"] == 0)
+                    machine.effects.wake = machine.effects.wake or effects.wake
                     effects = machine.effects
                 except DBAPIError as exc:
                     # The outcome is committed: retrying the finish would lose the steps its
@@ -292,9 +306,7 @@ class WorkerOps(_Base):
                 _settle_after_success(tx, machine, spec, run_id, _undecided(spec, out),
                                       run_may_end=out["stepped"] and out["steps_left"] == 0)
             effects = machine.effects
-        queued = set(out["queued"])
-        effects.to_send += [Dispatch(run_id, spec.name, spec.step(d), 1, task_id)
-                            for d, task_id in zip(eligible, task_ids, strict=True) if d in queued]
+        effects.to_send += queued_by(out)
         if out["holds"]:
             effects.wake = True  # slots freed: waiters can go now
         return effects
@@ -334,6 +346,39 @@ class WorkerOps(_Base):
         with self.tx(actor) as tx:
             return self._end_lost(tx, run_id, step, number, ..., reason, None, global_cap,
                                   action="attempt_finished")
+
+
+#: Dispatches attempts that are already committed; returns those it could not publish.
+Publish = Callable[[list[Any]], list[Any]]
+
+#: Per spec (by identity; the spec is kept so its id is not reused): step -> what
+#: ``queueable_after_success`` found. Workers keep one spec per flow version.
+_QUEUEABLE: OrderedDict[int, tuple[FlowSpec, dict[str, tuple[str, ...]]]] = OrderedDict()
+_QUEUEABLE_SPECS = 256
+
+
+def queueable_after_success(spec: FlowSpec, step: str) -> tuple[str, ...]:
+    """The downstream steps of ``step`` that a worker may queue itself when this success
+    makes them ready (when no global cap applies, and with its gate's consent): no slot to
+    take, and a rule that runs when every upstream succeeded. An approval waits for a
+    person; a map step expands first (map_ops). Built once per spec and step: a fan-out's
+    root has thousands of downstream steps, and every member asks for its join."""
+    from ..graph import Decision, decide_counts
+    from .ledger import holds_for
+
+    entry = _QUEUEABLE.get(id(spec))
+    if entry is None or entry[0] is not spec:
+        entry = _QUEUEABLE[id(spec)] = (spec, {})
+        if len(_QUEUEABLE) > _QUEUEABLE_SPECS:
+            _QUEUEABLE.popitem(last=False)
+    per_step = entry[1]
+    found = per_step.get(step)
+    if found is None:
+        found = per_step[step] = tuple(
+            d for d in spec.downstream_of(step)
+            if spec.step(d).kind not in ("approval", "map") and not holds_for(spec, spec.step(d), None)
+            and decide_counts(spec.step(d).trigger, 1, 1, 0, 0) == Decision.RUN)
+    return found
 
 
 def _undecided(spec: FlowSpec, out: dict[str, Any]) -> list[str]:

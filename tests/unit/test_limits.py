@@ -194,3 +194,39 @@ def test_the_same_run_with_and_without_fast_follow(sqlite_store, fast_follow_max
     steps = sqlite_store.step_runs(run_id)
     assert {s["state"] for s in steps} == {"success"}
     assert sqlite_store.get_run(run_id)["steps_left"] == 0
+
+
+def test_a_worker_fast_follows_up_to_the_low_watermark_and_leaves_the_rest_to_the_scheduler(sqlite_store):
+    # Given a queue holding 4 messages, watermarks 20/10, and no small fast-follow budget
+    h = harness(sqlite_store, queue_high_watermark=20, queue_low_watermark=10, fast_follow_max=1000)
+    h.dispatcher.depths["flowkit"] = 4
+    run_id = h.trigger("wide")
+    root = h.dispatcher.sent.pop(0)
+    h.backpressure.gauges.clear()  # a worker's own reading (here it shares the scheduler's)
+    # When the root's worker finishes it (40 steps become ready at once)
+    run_attempt(h.runtime, root.run_id, root.step.name, root.attempt)
+    # Then it queued 6 itself (the queue at the low watermark), and 34 wait for the scheduler
+    assert len(h.dispatcher.sent) == 6
+    assert sum(s == "scheduled" for s in states(sqlite_store, run_id).values()) == 34
+    # And the scheduler fills the queue to the high watermark, no further
+    h.scheduler.handle(h.events.wait(0))
+    h.scheduler.grant()
+    assert h.dispatcher.queue_depth("flowkit") == 20
+    h.dispatcher.depths["flowkit"] = 0
+    assert h.run_until_done(run_id) == "success"
+
+
+def test_a_worker_reads_the_queue_depth_again_when_its_reading_is_stale():
+    from flowkit.dispatch.base import Backpressure
+
+    # Given a worker whose last reading saw a full queue (its previous fan-out)
+    depth, now = [600], [0.0]
+    bp = Backpressure(lambda queue: depth[0], high=1000, low=500, ttl_seconds=0.25,
+                      clock=lambda: now[0])
+    assert not bp.allow_fast("q")
+    # When the queue has drained and the reading is older than its ttl
+    depth[0] = 0
+    now[0] = 0.3
+    # Then the worker may fast-follow again (a stale reading blocked it for good)
+    assert bp.allow_fast("q")
+    assert bp.allow_fast("q", 500) and not bp.allow_fast("q", 501)
