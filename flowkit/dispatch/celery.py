@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 
 #: Messages published per pipelined round trip (Redis; other brokers publish one by one).
 PUBLISH_BATCH = 500
+#: The first batch is small and each next one 4x larger, up to PUBLISH_BATCH: a worker
+#: idles until the first flush, and building 500 messages takes about 0.1 s.
+FIRST_BATCH = 16
 
 
 class CeleryDispatcher:
@@ -94,8 +97,9 @@ class CeleryDispatcher:
             return []
         try:
             with self.app.producer_or_acquire() as producer:
-                for start in range(0, len(items), PUBLISH_BATCH):
-                    chunk = items[start:start + PUBLISH_BATCH]
+                start, size = 0, FIRST_BATCH
+                while start < len(items):
+                    chunk = items[start:start + size]
                     try:
                         batch = producer.batch(max_size=len(chunk)) if hasattr(producer, "batch") \
                             else contextlib.nullcontext()
@@ -108,6 +112,7 @@ class CeleryDispatcher:
                         return items[start:]
                     if sent < len(chunk):
                         return items[start + sent:]
+                    start, size = start + len(chunk), min(size * 4, PUBLISH_BATCH)
         except Exception as exc:  # no connection at all
             log.error("dispatch: broker %s unreachable (%s); %s attempt(s) stay queued in SQL",
                       redact(self.settings.broker_url), exc, len(items))

@@ -39,14 +39,20 @@ def _queued(redis_url: str, queue: str) -> list[str]:
         client.close()
 
 
+def _lpushes(pipeline: Any) -> int:
+    return sum(1 for args, _options in pipeline.command_stack if args and args[0] == "LPUSH")
+
+
 def _count_pipelines(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The LPUSHes of each pipeline that holds some (kombu pipelines other commands too)."""
     from redis.client import Pipeline
 
     executed: list[int] = []
     real = Pipeline.execute
 
     def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
-        executed.append(len(self.command_stack))
+        if _lpushes(self):
+            executed.append(_lpushes(self))
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(Pipeline, "execute", execute)
@@ -59,8 +65,8 @@ def test_a_big_dispatch_goes_out_in_few_round_trips_and_in_order(redis_url, monk
     executed = _count_pipelines(monkeypatch)
     assert d.dispatch_many(items) == []
     assert _queued(redis_url, d.settings.default_queue) == [i.task_id for i in items]
-    lpushes = [n for n in executed if n >= 100]  # the batches (kombu may pipeline other things)
-    assert sum(lpushes) >= 1200 and len(lpushes) == 3  # 500 + 500 + 200
+    # a small first batch, so that workers start at once, then 4x larger ones up to 500
+    assert executed == [16, 64, 256, 500, 364]
 
 
 def test_a_failed_send_returns_it_and_everything_after(redis_url, monkeypatch):
@@ -75,7 +81,8 @@ def test_a_failed_send_returns_it_and_everything_after(redis_url, monkeypatch):
 
     monkeypatch.setattr(d.app, "send_task", send_task)
     failed = d.dispatch_many(items)
-    # The first batch (500) and the 120 before the failure went out; the rest is returned
+    # The first batches (16 + 64 + 256 + the 284 of the fourth before the failure) went out;
+    # the rest is returned
     assert failed == items[620:]
     assert _queued(redis_url, d.settings.default_queue) == [i.task_id for i in items[:620]]
 
@@ -89,16 +96,16 @@ def test_a_failed_flush_returns_the_whole_batch(redis_url, monkeypatch):
     calls = {"n": 0}
 
     def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if len(self.command_stack) >= 100:
+        if _lpushes(self):
             calls["n"] += 1
-            if calls["n"] == 2:
+            if calls["n"] == 3:  # the third batch: 256 after 16 + 64
                 self.reset()
                 raise ConnectionError("connection reset during the flush")
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(Pipeline, "execute", execute)
-    assert d.dispatch_many(items) == items[500:]
-    assert _queued(redis_url, d.settings.default_queue) == [i.task_id for i in items[:500]]
+    assert d.dispatch_many(items) == items[80:]
+    assert _queued(redis_url, d.settings.default_queue) == [i.task_id for i in items[:80]]
 
 
 def test_an_unreachable_broker_returns_every_item():
@@ -110,4 +117,4 @@ def test_an_unreachable_broker_returns_every_item():
     d.app.conf.broker_connection_max_retries = 0
     items = _items(3)
     assert d.dispatch_many(items) == items
-    assert celery_dispatch.PUBLISH_BATCH == 500
+    assert (celery_dispatch.FIRST_BATCH, celery_dispatch.PUBLISH_BATCH) == (16, 500)
