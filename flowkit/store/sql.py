@@ -256,6 +256,12 @@ class SqlStoreBase:
         self._claim_engine: Engine | None = None
         self._claim_pid: int | None = None
         self._lock = threading.Lock()
+        from .hot import HotConnections
+
+        #: The worker's one-statement claims and finishes (PostgreSQL): per-thread
+        #: autocommit connections of claim_engine and engine, outside their pools.
+        self.hot_claims = HotConnections(lambda: self.claim_engine)
+        self.hot_finishes = HotConnections(lambda: self.engine)
         #: Parsed specs by (flow, version): a version is a content hash, so it never changes;
         #: a 10,000-step spec takes ~0.1 s to parse, and the dags refresh reads every flow.
         self._parsed: dict[tuple[str, str], FlowSpec] = {}
@@ -332,6 +338,8 @@ class SqlStoreBase:
         return self._claim_engine
 
     def dispose(self) -> None:
+        self.hot_claims.close()
+        self.hot_finishes.close()
         if self._engine is not None and self._pid == os.getpid():
             self._engine.dispose()
         self._engine = None

@@ -51,9 +51,8 @@ class WorkerOps(_Base):
             # PostgreSQL, a run this process has seen: one statement, no transaction around it.
             from . import pg_fast
 
-            with self.claim_engine.connect() as conn:
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                got = pg_fast.claim(conn, run_id=run_id, step=step, number=number, worker=worker,
+            with self.hot_claims.connection() as hot:
+                got = pg_fast.claim(hot, run_id=run_id, step=step, number=number, worker=worker,
                                     now=utcnow(), upstream=list(specs[known].step(step).upstream))
             if got is not None:
                 return Claim("run", flow=got[1], version=got[2], params=got[3], upstream=got[4],
@@ -271,8 +270,8 @@ class WorkerOps(_Base):
 
         effects = Effects()
         if alone:
-            with self.engine.connect() as conn:
-                out = statement(conn.execution_options(isolation_level="AUTOCOMMIT"), utcnow())
+            with self.hot_finishes.connection() as hot:
+                out = statement(hot, utcnow())
             if out is None:
                 return None
             undecided = _undecided(spec, out)

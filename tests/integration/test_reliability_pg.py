@@ -86,6 +86,12 @@ def test_only_claims_commit_without_waiting_for_the_disk(pg_url, open_store):
         assert conn.execute(text("SHOW synchronous_commit")).scalar() == "off"
     with store.engine.connect() as conn:
         assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+    # the worker's own connections for the one-statement claim and finish take the same
+    # settings from those engines, in autocommit
+    with store.hot_claims.connection() as hot:
+        assert hot.raw.execute("SHOW synchronous_commit").fetchone()[0] == "off" and hot.raw.autocommit
+    with store.hot_finishes.connection() as hot:
+        assert hot.raw.execute("SHOW synchronous_commit").fetchone()[0] == "on" and hot.raw.autocommit
     # and a fan-out still runs end to end on the hot path, claims and outcomes on their own
     # connections, with one audit row per claim
     h = InlineHarness(store, UNIT_LIMIT_DAGS)
