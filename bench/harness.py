@@ -395,6 +395,7 @@ class FlowkitStack:
         self.store: Any = None
         self.events: Any = None
         self._specs: dict[str, Any] = {}
+        self._poll: RunStatePoll | None = None
         self.last_run_id: str | None = None  # a shape that times out reports this run's progress
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -469,6 +470,8 @@ class FlowkitStack:
                 print(f"warning: stopping {d.name} (pid {d.pid}): {exc}", file=sys.stderr)
         if self.events is not None:
             self.events.close()
+        if self._poll is not None:
+            self._poll.close()
         if self.store is not None:
             self.store.dispose()
         if self.pg_name:
@@ -493,8 +496,11 @@ class FlowkitStack:
         return run_id
 
     def ended(self, run_id: str) -> tuple[str, Any] | None:
-        run = self.store.get_run(run_id)
-        return (run["state"], run["ended_at"]) if run["state"] in TERMINAL else None
+        """The run's (state, ended_at) once it has ended, else None: what the 20 ms poll asks."""
+        if self._poll is None:
+            self._poll = RunStatePoll(self.database_url)
+        row = self._poll(run_id)
+        return row if row is not None and row[0] in TERMINAL else None
 
     def run(self, flow: str, timeout: float) -> Sample:
         """Submit one run of ``flow`` and wait until it succeeds."""
@@ -514,6 +520,41 @@ class FlowkitStack:
 
     def queue_depth_probe(self) -> QueueDepthProbe:
         return QueueDepthProbe(self.bench, self.queue)
+
+
+class RunStatePoll:
+    """A run's state and end, read the cheapest way the store allows: one prepared SELECT on
+    a connection of its own. The raw side polls a Redis GET; through ``SqlStore.get_run``
+    (SQLAlchemy, the whole row, its params decoded) each poll cost the flowkit side about
+    0.5 ms of the bench's and the database's CPU, on the two cores both sides share."""
+
+    SQL = "SELECT state, ended_at FROM runs WHERE id = "
+
+    def __init__(self, database_url: str) -> None:
+        self._pg: Any = None
+        self._sqlite: Any = None
+        if database_url.startswith("postgresql"):
+            import psycopg
+
+            self._pg = psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"),
+                                       autocommit=True)
+        else:
+            import sqlite3
+
+            self._sqlite = sqlite3.connect(f"file:{database_url.split('///', 1)[1]}?mode=ro", uri=True,
+                                           isolation_level=None, check_same_thread=False)
+
+    def __call__(self, run_id: str) -> tuple[str, Any] | None:
+        if self._pg is not None:
+            row = self._pg.execute(self.SQL + "%s", (run_id,), prepare=True).fetchone()
+        else:
+            row = self._sqlite.execute(self.SQL + "?", (run_id,)).fetchone()
+        return (row[0], row[1]) if row is not None else None
+
+    def close(self) -> None:
+        for conn in (self._pg, self._sqlite):
+            if conn is not None:
+                conn.close()
 
 
 class QueueDepthProbe:
