@@ -19,6 +19,7 @@ from psycopg import sql
 from flowkit.store import pg_fast
 from flowkit.store.sql import utcnow
 from flowkit.testing import InlineHarness
+from flowkit.worker import run_attempt
 
 DAGS = str(Path(__file__).resolve().parents[1] / "dags" / "plans")
 
@@ -55,24 +56,38 @@ def _nodes(value: Any) -> list[dict[str, Any]]:
     return []
 
 
+def _stale_statistics(conn: psycopg.Connection, h: InlineHarness, tables: tuple[str, ...]) -> None:
+    """Statistics of ``tables`` taken after many tiny runs (tables of a few pages, two rows
+    per run, nothing queued), kept as they are (no autovacuum) for what the test does next."""
+    for table in tables:
+        conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+    for _ in range(60):
+        assert h.run_until_done(h.trigger("tiny_plans")) == "success"
+    for table in tables:
+        conn.execute(f"ANALYZE {table}")
+
+
+def _finish_params(run_id: str, step: str) -> dict[str, Any]:
+    return {"run": run_id, "step": step, "num": 1, "worker": "w", "now": utcnow(), "value": None,
+            "size": 0, "ds_uris": [], "ds_dirs": [], "eligible": [], "task_ids": [], "step_reason": "x",
+            "track": True}
+
+
+def _claim_params(run_id: str, step: str) -> dict[str, Any]:
+    return {"run": run_id, "step": step, "num": 1, "worker": "w", "now": utcnow(), "step_reason": "x",
+            "att_reason": "x"}
+
+
 def test_claim_and_finish_probe_by_step_under_stale_statistics(pg_url, open_store):
     store = open_store(pg_url)
     store.upgrade()
     h = InlineHarness(store, DAGS)
     with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
-        for table in ("step_runs", "results"):
-            conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
-        for _ in range(60):  # tables of a few pages, two rows per run
-            assert h.run_until_done(h.trigger("tiny_plans")) == "success"
-        conn.execute("ANALYZE step_runs")
-        conn.execute("ANALYZE results")
+        _stale_statistics(conn, h, ("step_runs", "results"))
         run_id = h.trigger("wide_plans")  # 402 rows of one run, unknown to the statistics
         assert h.run_until_done(run_id) == "success"
 
-        params: dict[str, Any] = {
-            "run": run_id, "step": "m001", "num": 1, "worker": "w", "now": utcnow(), "value": None,
-            "size": 0, "ds_uris": [], "ds_dirs": [], "eligible": [], "task_ids": [], "step_reason": "x",
-            "track": True}
+        params = _finish_params(run_id, "m001")
         bumps, prepared = pg_fast._bump_downstream(["join", "m002", "m003"], params)
         assert prepared
         finish = _generic_plan(conn, pg_fast._fill(pg_fast.FINISH_SUCCESS, "{dn}", bumps), params)
@@ -81,8 +96,7 @@ def test_claim_and_finish_probe_by_step_under_stale_statistics(pg_url, open_stor
         by_run = [c for c in _index_conds(finish, "step_runs") if "run_id" in c]
         assert len(by_run) == 4 and all("step" in c for c in by_run), finish
 
-        params = {"run": run_id, "step": "join", "num": 1, "worker": "w", "now": utcnow(),
-                  "step_reason": "x", "att_reason": "x"}
+        params = _claim_params(run_id, "join")
         upstream, prepared = pg_fast._upstream_results(["m001", "m002", "m003"], params)
         assert prepared
         claim = _generic_plan(conn, pg_fast._fill(pg_fast.CLAIM, "{upstream}", upstream), params)
@@ -111,14 +125,9 @@ def test_the_claim_and_finish_find_their_rows_by_primary_key_under_a_queued_back
     store.upgrade()
     h = InlineHarness(store, DAGS)
     with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
-        for table in ("attempts", "step_runs"):
-            conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
-        # Given statistics taken when nothing was queued or running...
-        for _ in range(60):
-            assert h.run_until_done(h.trigger("tiny_plans")) == "success"
-        conn.execute("ANALYZE attempts")
-        conn.execute("ANALYZE step_runs")
-        # ... and then a fan-out whose 400 members are queued at once
+        # Given statistics taken when nothing was queued or running, and then a fan-out whose
+        # 400 members are queued at once
+        _stale_statistics(conn, h, ("attempts", "step_runs"))
         run_id = h.trigger("wide_plans")
         root = h.dispatcher.sent.pop(0)
         run_attempt(h.runtime, root.run_id, root.step.name, root.attempt)
@@ -128,13 +137,10 @@ def test_the_claim_and_finish_find_their_rows_by_primary_key_under_a_queued_back
                               (run_id,)).fetchone()[0]
         assert queued >= 300
 
-        params: dict[str, Any] = {"run": run_id, "step": "m001", "num": 1, "worker": "w", "now": utcnow(),
-                                  "step_reason": "x", "att_reason": "x"}
+        params = _claim_params(run_id, "m001")
         upstream, _ = pg_fast._upstream_results(["root"], params)
         claim = _generic_plan(conn, pg_fast._fill(pg_fast.CLAIM, "{upstream}", upstream), params)
-        params = {"run": run_id, "step": "m001", "num": 1, "worker": "w", "now": utcnow(), "value": None,
-                  "size": 0, "ds_uris": [], "ds_dirs": [], "eligible": [], "task_ids": [], "step_reason": "x",
-                  "track": True}
+        params = _finish_params(run_id, "m001")
         bumps, _ = pg_fast._bump_downstream(["join"], params)
         finish = _generic_plan(conn, pg_fast._fill(pg_fast.FINISH_SUCCESS, "{dn}", bumps), params)
     # Then every lookup of attempts and step_runs is an equality on the whole primary key
@@ -142,9 +148,3 @@ def test_the_claim_and_finish_find_their_rows_by_primary_key_under_a_queued_back
         for relation, keys in (("attempts", ("run_id", "step", "number")), ("step_runs", ("run_id", "step"))):
             conds = _index_conds(plan, relation)
             assert conds and all(all(k in c for k in keys) and "state" not in c for c in conds), plan
-
-
-def run_attempt(rt: Any, run_id: str, step: str, number: int) -> str:
-    from flowkit.worker import run_attempt as run
-
-    return run(rt, run_id, step, number)
