@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,17 @@ class HotConnection:
     """One autocommit psycopg connection, with what pg_fast needs to report its errors."""
 
     def __init__(self, engine: Engine) -> None:
-        fairy = engine.raw_connection()
+        try:
+            fairy = engine.raw_connection()
+        except Exception as exc:
+            # raw_connection() hands on the driver's own error, which the worker's retry loop
+            # does not know: as SQLAlchemy's, a refused connection is retried until the
+            # database is back (unwrapped, a claim during a restart failed its task)
+            dbapi = engine.dialect.loaded_dbapi
+            if isinstance(exc, dbapi.Error):
+                raise DBAPIError.instance(None, None, exc, dbapi.Error, connection_invalidated=True,
+                                          dialect=engine.dialect) from exc
+            raise
         raw = fairy.driver_connection
         if raw is None:  # only a closed fairy has none
             raise RuntimeError("the engine gave a closed connection")

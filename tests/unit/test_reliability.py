@@ -92,6 +92,36 @@ def test_a_database_outage_while_recording_is_retried_until_it_answers(sqlite_st
     assert sqlite_store.attempts(run_id)[0]["state"] == "success"
 
 
+def test_a_refused_hot_connection_is_a_store_error_the_worker_retries(monkeypatch):
+    """The worker's own PostgreSQL connections are opened outside SQLAlchemy's execution,
+    which would wrap the driver's error: during a database restart a claim's connect
+    failed the task with psycopg's raw error (retried only after three heartbeats)."""
+    import socket
+
+    from sqlalchemy.exc import DBAPIError
+
+    from flowkit.store.sql import SqlStore
+    from flowkit.worker import _until_stored
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here
+    store = SqlStore(f"postgresql+psycopg://postgres@127.0.0.1:{port}/flowkit")
+    calls = []
+
+    def claim() -> None:
+        calls.append(1)
+        with store.hot_claims.connection():
+            pass
+
+    monkeypatch.setattr("flowkit.worker.time.sleep", lambda _s: None)
+    # When the connection is refused, the error is SQLAlchemy's, marked as a lost
+    # connection, and the retry loop retries it until it gives up
+    with pytest.raises(DBAPIError) as raised:
+        _until_stored("claiming (test)", claim, give_up_after=0.2)
+    assert raised.value.connection_invalidated and len(calls) > 1
+
+
 def test_a_silent_workers_attempt_is_published_again_and_taken_over(sqlite_store, tmp_path):
     # Given worker A claimed s1 and then went silent (its machine died)
     h = InlineHarness(sqlite_store, ENGINE_DAGS)
