@@ -51,6 +51,9 @@ class WorkerRuntime:
     _specs: dict[tuple[str, str], FlowSpec] = field(default_factory=dict)
     _callables: dict[tuple[str, str, str], Callable[..., Any]] = field(default_factory=dict)
     _running: set[tuple[str, str, int]] = field(default_factory=set)
+    #: Task ids this process published after its finishes queued them: the heartbeat
+    #: confirms them to the store (one statement a beat, not one a publish).
+    _published: list[str] = field(default_factory=list)
     _hb_thread: threading.Thread | None = None
     _hb_pid: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -60,6 +63,7 @@ class WorkerRuntime:
         if self._hb_pid != os.getpid():
             self.name = f"{socket.gethostname()}:{os.getpid()}"
             self._running = set()
+            self._published = []
             self._hb_pid = os.getpid()
             self._hb_thread = threading.Thread(target=self._beat, name="flowkit-heartbeat",
                                                daemon=True)
@@ -72,8 +76,27 @@ class WorkerRuntime:
                 keys = list(self._running)
             try:
                 self.store.heartbeat(keys, self.name)
+                self.confirm_published()
             except Exception as exc:  # a missed beat is survivable; a dead thread is not
                 log.warning("worker %s: heartbeat failed: %s", self.name, exc)
+
+    def published(self, task_ids: list[str]) -> None:
+        """These attempts, queued by this process's finishes, went out to the broker."""
+        with self._lock:
+            self._published.extend(task_ids)
+        if self._hb_thread is None:  # no heartbeat thread (tests, the inline harness)
+            self.confirm_published()
+
+    def confirm_published(self) -> None:
+        """Tell the store what went out since the last beat (kept for the next if it fails)."""
+        with self._lock:
+            ids, self._published = self._published, []
+        try:
+            self.store.confirm_published(ids)
+        except Exception:
+            with self._lock:
+                self._published = ids + self._published
+            raise
 
     def global_cap(self) -> int | None:
         """The scheduler's global in-flight cap, as the ledger holds it (cached a few seconds):
@@ -449,6 +472,8 @@ def _publish(rt: WorkerRuntime, items: list[Any]) -> list[Any]:
     if not items:
         return []
     failed: list[Any] = rt.dispatcher.dispatch_many(items)
+    missing = {id(item) for item in failed}
+    rt.published([item.task_id for item in items if id(item) not in missing])
     if rt.backpressure is not None:
         per_queue: dict[str, int] = {}
         for item in items:

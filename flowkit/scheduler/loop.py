@@ -316,6 +316,16 @@ class Scheduler:
         interrupted = now - timedelta(seconds=self.sweep_seconds)
         self._resend(self.store.expired_leases(cutoff, interrupted_before=interrupted),
                      "queued attempt not started; published again")
+        # A worker's finish queued these and the worker never confirmed publishing them: it
+        # died or froze between its commit and its publish. Waiting out the whole lease
+        # would strand a fan-out for minutes; a live worker confirms within a heartbeat.
+        unconfirmed = self.store.unconfirmed_publishes(now - self.lost_after)
+        if unconfirmed:
+            log.warning("scheduler %s: %s attempt(s) queued by a worker that went silent before "
+                        "confirming their publish (first: run %s step %s); publishing them again",
+                        self.actor, len(unconfirmed), unconfirmed[0]["run_id"], unconfirmed[0]["step"])
+            self._resend(unconfirmed, "queued by a worker that went silent before publishing it; "
+                                      "published again")
 
     def redispatch_silent(self, now: datetime) -> None:
         """Publish again attempts whose worker stopped beating (C3): the next worker to get

@@ -111,12 +111,16 @@ class Machine:
     """Moves one run forward inside ``tx``."""
 
     def __init__(self, tx: Tx, spec: FlowSpec, run_id: str, *, global_cap: int | None,
-                 gate: Gate | None = None) -> None:
+                 gate: Gate | None = None, worker_publishes: bool = False) -> None:
         self.tx = tx
         self.spec = spec
         self.run_id = run_id
         self.global_cap = global_cap
         self.gate = gate
+        #: A worker publishes what this transaction queues: the attempts carry its mark
+        #: (heartbeat_at) until it confirms the publish, so a worker that dies or freezes
+        #: before publishing strands nothing for longer than a lost worker's running steps.
+        self.worker_publishes = worker_publishes
         self.effects = Effects()
 
     # -- outcomes -----------------------------------------------------------------------
@@ -333,6 +337,7 @@ class Machine:
             task_id = task_id_for(self.run_id, name, number)
             rows.append({"run_id": self.run_id, "step": name, "number": number, "task_id": task_id,
                          "state": AttemptState.QUEUED.value, "deliveries": 0, "dispatched_at": now,
+                         "heartbeat_at": now if self.worker_publishes else None,
                          "holds": encode_holds(holds.get(name, [])), "interruptions": 0})
             tx.event("step_state", run_id=self.run_id, step=name, old=old.value,
                      new=StepState.QUEUED.value, attempt=number,

@@ -226,8 +226,10 @@ q AS (
 ins AS (
   -- a step queued before this statement (a one_success join its first upstream queued)
   -- already has attempt 1: nothing is inserted for it, and it is not reported as queued
-  INSERT INTO attempts (run_id, step, number, task_id, state, deliveries, dispatched_at, interruptions)
-  SELECT :run, q.step, 1, q.task_id, 'queued', 0, :now, 0 FROM q
+  -- heartbeat_at: this worker publishes them, and clears it once it has (worker.py)
+  INSERT INTO attempts (run_id, step, number, task_id, state, deliveries, dispatched_at, heartbeat_at,
+                        interruptions)
+  SELECT :run, q.step, 1, q.task_id, 'queued', 0, :now, :now, 0 FROM q
   ON CONFLICT DO NOTHING
   RETURNING step),
 ready AS (

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    case,
     create_engine,
     delete,
     event,
@@ -189,12 +190,14 @@ class Tx:
 
     def touch_attempt_dispatch(self, run_id: str, step: str, number: int,
                                states: Iterable[str] = ("queued",)) -> bool:
-        """Renew the lease of a live attempt that is being published again."""
+        """Renew the lease of a live attempt that is being published again (by the
+        scheduler: a queued one no longer waits for a worker to confirm its publish)."""
+        a = t.attempts.c
         res = self.conn.execute(
             update(t.attempts)
-            .where(t.attempts.c.run_id == run_id, t.attempts.c.step == step,
-                   t.attempts.c.number == number, t.attempts.c.state.in_(list(states)))
-            .values(dispatched_at=self.now)
+            .where(a.run_id == run_id, a.step == step, a.number == number, a.state.in_(list(states)))
+            .values(dispatched_at=self.now,
+                    heartbeat_at=case((a.state == AttemptState.QUEUED.value, None), else_=a.heartbeat_at))
         )
         return res.rowcount == 1
 
@@ -227,8 +230,9 @@ class Tx:
         return Ledger(self.conn, self.now)
 
     def machine(self, spec: FlowSpec, run_id: str, *, global_cap: int | None,
-                gate: Gate | None = None) -> Machine:
-        return Machine(self, spec, run_id, global_cap=global_cap, gate=gate)
+                gate: Gate | None = None, worker_publishes: bool = False) -> Machine:
+        return Machine(self, spec, run_id, global_cap=global_cap, gate=gate,
+                       worker_publishes=worker_publishes)
 
     def results(self, run_id: str, steps: Iterable[str]) -> dict[str, Any]:
         return _results(self.conn, run_id, steps)
@@ -681,6 +685,14 @@ class SqlStoreBase:
         with self._conn() as conn:
             return [_row(r) for r in conn.execute(select(t.attempts).where(
                 a.state == AttemptState.QUEUED.value, due))]
+
+    def unconfirmed_publishes(self, taken_before: datetime) -> list[dict[str, Any]]:
+        """Queued attempts a worker's finish queued before ``taken_before`` and never confirmed
+        publishing: that worker died or froze between its commit and its publish."""
+        a = t.attempts.c
+        with self._conn() as conn:
+            return [_row(r) for r in conn.execute(select(t.attempts).where(
+                a.state == AttemptState.QUEUED.value, a.heartbeat_at < taken_before))]
 
     def silent_attempts(self, heartbeat_before: datetime,
                         dispatched_before: datetime | None = None) -> list[dict[str, Any]]:

@@ -174,6 +174,9 @@ attempts = Table(
     Column("worker", String(200)),
     Column("dispatched_at", TS, nullable=False),
     Column("started_at", TS),
+    # Running: the worker's last heartbeat. Queued by a worker's finish (fast-follow): when
+    # that worker took it on, until it confirms the publish (then NULL); a queued attempt
+    # whose publisher stays silent this long is published again by the scheduler.
     Column("heartbeat_at", TS),
     Column("ended_at", TS),
     Column("error", Text),

@@ -174,6 +174,19 @@ class WorkerOps(_Base):
                     a.c.state == AttemptState.RUNNING.value, a.c.worker == worker,
                 ).values(heartbeat_at=now))
 
+    def confirm_published(self, task_ids: Iterable[str]) -> None:
+        """These queued attempts, which this worker's finishes queued, are with the broker:
+        clear the mark that would have the scheduler publish them again."""
+        ids = list(task_ids)
+        if not ids:
+            return
+        a = t.attempts.c
+        with self._conn() as conn:
+            for start in range(0, len(ids), 1000):
+                conn.execute(update(t.attempts).where(
+                    a.task_id.in_(ids[start:start + 1000]), a.state == AttemptState.QUEUED.value,
+                ).values(heartbeat_at=None))
+
     def finish_attempt(
         self, run_id: str, step: str, number: int, *, worker: str, state: AttemptState,
         result_json: str | None = None, error: str | None = None, traceback: str | None = None,
@@ -217,7 +230,7 @@ class WorkerOps(_Base):
             tx.event("attempt_finished", run_id=run_id, step=step, attempt=number,
                      old="running", new=state.value, reason=(error or "")[:500])
             machine = tx.machine(spec or self._spec_in(tx, run_id, None), run_id,
-                                 global_cap=global_cap, gate=gate)
+                                 global_cap=global_cap, gate=gate, worker_publishes=True)
             machine.attempt_ended(step, number, state, error=error, retry_delay=retry_delay,
                                   chosen=chosen)
             if holds:
@@ -282,7 +295,7 @@ class WorkerOps(_Base):
             if undecided or (out["stepped"] and out["steps_left"] == 0):
                 try:
                     with self.tx(worker) as tx:
-                        machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
+                        machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate, worker_publishes=True)
                         _settle_after_success(tx, machine, spec, run_id, undecided,
                                               run_may_end=out["stepped"] and out["steps_left"] == 0)
                     machine.effects.wake = machine.effects.wake or effects.wake
@@ -300,7 +313,7 @@ class WorkerOps(_Base):
                 out = statement(tx.conn, tx.now)
                 if out is None:
                     return None
-                machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
+                machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate, worker_publishes=True)
                 machine.callback("step", "on_success", step, StepState.SUCCESS.value, number)
                 _settle_after_success(tx, machine, spec, run_id, _undecided(spec, out),
                                       run_may_end=out["stepped"] and out["steps_left"] == 0)
@@ -332,7 +345,7 @@ class WorkerOps(_Base):
                 a.run_id == run_id, a.step == step, a.number == number,
                 a.state == AttemptState.RUNNING.value, a.worker == worker, a.run_id.in_(live_run),
             ).values(state=AttemptState.QUEUED.value, worker=None, dispatched_at=tx.now,
-                     interruptions=a.interruptions + 1)).rowcount == 1
+                     heartbeat_at=None, interruptions=a.interruptions + 1)).rowcount == 1
             if won:
                 tx.cas_step(run_id, step, [StepState.RUNNING], StepState.QUEUED, reason=reason)
                 tx.event("attempt_interrupted", run_id=run_id, step=step, attempt=number,

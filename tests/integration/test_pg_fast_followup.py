@@ -271,6 +271,9 @@ def test_what_the_statement_queued_is_published_before_the_follow_up(pg_url, ope
     assert [d.step.name for d in h.dispatcher.sent] == published_before_follow_up
     states = [r["state"] for r in store.step_runs(run_id) if r["step"].startswith("m")]
     assert states.count("queued") == 7 and states.count("scheduled") == 113
+    # and once out, the worker confirmed them: the scheduler has none to publish again
+    queued = [a for a in store.attempts(run_id) if a["state"] == "queued"]
+    assert len(queued) == 7 and not any(a["heartbeat_at"] for a in queued)
     monkeypatch.undo()
     h.scheduler.handle(h.events.wait(0))
     h.scheduler.grant()

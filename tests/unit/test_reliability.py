@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -194,3 +194,47 @@ def test_scheduler_names_carry_host_and_pid(sqlite_store):
     a = Scheduler(sqlite_store, h.dispatcher, h.events)
     # two schedulers on two machines or two processes never share a name in the audit trail
     assert a.actor == f"scheduler@{socket.gethostname()}:{os.getpid()}"
+
+
+LIMIT_DAGS = str(Path(__file__).resolve().parents[1] / "dags" / "limits_unit")
+
+
+def test_steps_a_worker_queued_and_froze_before_publishing_are_published_again(sqlite_store, monkeypatch):
+    from flowkit.testing import FakeClock
+
+    clock = FakeClock()
+    h = InlineHarness(sqlite_store, LIMIT_DAGS, clock=clock)
+    run_id = h.trigger("wide")
+    root = h.dispatcher.sent.pop(0)
+    # Given the root's worker committed its finish (queuing the 40 members itself) and froze
+    # before publishing any of them
+    monkeypatch.setattr("flowkit.worker._publish", lambda rt, items: [])
+    run_attempt(h.runtime, run_id, "root", root.attempt)
+    monkeypatch.undo()
+    queued = [a for a in sqlite_store.attempts(run_id) if a["state"] == "queued"]
+    assert len(queued) == 40 and all(a["heartbeat_at"] for a in queued) and not h.dispatcher.sent
+    # When a sweep comes before the worker counts as lost, nothing is published twice
+    clock.advance(10)
+    h.scheduler.sweep()
+    assert not h.dispatcher.sent
+    # Then once it has been silent for three heartbeats, the scheduler publishes them, once
+    clock.advance(25)
+    h.scheduler.sweep()
+    assert sorted(d.step.name for d in h.dispatcher.sent) == sorted(a["step"] for a in queued)
+    h.scheduler.sweep()
+    assert len(h.dispatcher.sent) == 40
+    reasons = {e["reason"] for e in sqlite_store.events(run_id) if e["action"] == "lease_expired"}
+    assert reasons == {"queued by a worker that went silent before publishing it; published again"}
+    assert h.run_until_done(run_id) == "success"
+    assert all(a["number"] == 1 for a in sqlite_store.attempts(run_id))
+
+
+def test_what_a_worker_published_it_confirms_to_the_store(sqlite_store):
+    h = InlineHarness(sqlite_store, LIMIT_DAGS)
+    run_id = h.trigger("wide")
+    root = h.dispatcher.sent.pop(0)
+    run_attempt(h.runtime, run_id, "root", root.attempt)
+    queued = [a for a in sqlite_store.attempts(run_id) if a["state"] == "queued"]
+    assert len(queued) == 40 and len(h.dispatcher.sent) == 40
+    assert not any(a["heartbeat_at"] for a in queued)  # the scheduler has nothing to publish again
+    assert sqlite_store.unconfirmed_publishes(datetime.now(UTC) + timedelta(days=1)) == []
