@@ -22,6 +22,7 @@ results, once, to store the list.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from .machine import Effects, Gate, Machine
 
 OK, SKIP, BAD = "ok", "skip", "bad"
+
+log = logging.getLogger(__name__)
 
 
 def is_instance(name: str) -> bool:
@@ -132,24 +135,72 @@ def finish_success_pg(store: Any, run_id: str, step: str, number: int, *, worker
                       result_json: str | None, datasets: list[tuple[str, str]], spec: FlowSpec,
                       gate: Gate | None, global_cap: int | None) -> Effects | None:
     """PostgreSQL: an instance's success and its map step's count in one statement
-    (:mod:`.pg_fast`); the machine does the rest (the next instance, the map step's end) in
-    the same transaction."""
+    (:mod:`.pg_fast`); the machine does the rest (the next instance, the map step's end).
+
+    Without max_parallel the statement commits on its own (one round trip, not three), and
+    only the last instance needs a second transaction, to end the map step: a worker that
+    dies in between leaves the map step running with no instance left, which the sweep
+    finds and ends (:func:`end_counted_maps`). With max_parallel, starting the next
+    instance shares the count's transaction."""
+    from sqlalchemy.exc import DBAPIError
+
     from . import pg_fast
+    from .machine import Effects
 
     parent = split_instance(step)[0]
-    with store.tx(worker) as tx:
-        out = pg_fast.finish_instance_success(
-            tx.conn, run_id=run_id, step=step, parent=parent, number=number, worker=worker,
-            now=tx.now, result_json=result_json, datasets=datasets)
+    if spec.step(parent).max_parallel is None:
+        with store.hot_finishes.connection() as hot:
+            out = pg_fast.finish_instance_success(
+                hot, run_id=run_id, step=step, parent=parent, number=number, worker=worker,
+                now=_utcnow(), result_json=result_json, datasets=datasets)
         if out is None:
             return None
-        machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
-        if out["parent"] is not None:
-            counted(machine, parent, *out["parent"])
-        effects: Effects = machine.effects
-        if out["holds"]:
-            effects.wake = True  # slots freed: waiters can go now
+        effects = Effects()
+        if out["parent"] is not None and out["parent"][0] == 0:
+            try:
+                with store.tx(worker) as tx:
+                    machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate, worker_publishes=True)
+                    counted(machine, parent, *out["parent"])
+                effects = machine.effects
+            except DBAPIError as exc:  # committed: the sweep ends the map step
+                log.warning("run %s step %s: ending map step %s failed (%s); the scheduler's sweep "
+                            "ends it", run_id, step, parent, " ".join(str(exc.orig).split())[:200])
+                effects.wake = True
+    else:
+        with store.tx(worker) as tx:
+            out = pg_fast.finish_instance_success(
+                tx.conn, run_id=run_id, step=step, parent=parent, number=number, worker=worker,
+                now=tx.now, result_json=result_json, datasets=datasets)
+            if out is None:
+                return None
+            machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate, worker_publishes=True)
+            if out["parent"] is not None:
+                counted(machine, parent, *out["parent"])
+            effects = machine.effects
+    if out["holds"]:
+        effects.wake = True  # slots freed: waiters can go now
     return effects
+
+
+def counted_maps_query(run_id: Any = None) -> Any:
+    """Running map steps with no instance left: ended, but not yet decided (the last
+    instance's worker died between its finish and ending the map step)."""
+    c = t.step_runs.c
+    q = select(c.run_id, c.step, c.map_total, c.map_failed).where(
+        c.state == StepState.RUNNING.value, c.map_total.is_not(None), c.map_left == 0)
+    return q if run_id is None else q.where(c.run_id == run_id)
+
+
+def end_counted_maps(machine: Machine) -> None:
+    """End the map steps of the run that :func:`counted_maps_query` finds (the sweep)."""
+    for row in machine.tx.conn.execute(counted_maps_query(machine.run_id)).all():
+        _finish(machine, row.step, row.map_total, row.map_failed)
+
+
+def _utcnow() -> Any:
+    from .sql import utcnow
+
+    return utcnow()
 
 
 def _finish(machine: Machine, parent: str, total: int, failed: int) -> None:

@@ -305,7 +305,7 @@ SELECT (SELECT count(*) FROM a) AS won, (SELECT holds FROM a) AS holds,
 """)
 
 
-def finish_instance_success(conn: Connection, *, run_id: str, step: str, parent: str, number: int,
+def finish_instance_success(conn: Connection | HotConnection, *, run_id: str, step: str, parent: str, number: int,
                             worker: str, now: Any, result_json: str | None,
                             datasets: list[tuple[str, str]]) -> dict[str, Any] | None:
     """Running -> success for an instance of map step ``parent``, with its result and slots

@@ -91,6 +91,10 @@ class SchedulerOps(_Base):
             if recount_counters:
                 recount(tx, spec, run_id)
             machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate)
+            if "map" in spec.kinds:
+                from .map_ops import end_counted_maps
+
+                end_counted_maps(machine)
             # A run only marked by followups: its finishes kept the counters, and only steps
             # with every upstream counted can be left undecided (one_success downstream steps
             # are decided in the finish's own transaction).

@@ -622,12 +622,17 @@ class SqlStoreBase:
 
     def runs_with_followups(self) -> list[str]:
         """Running runs marked by a worker's finish that committed before deciding the steps it
-        made ready (``runs.followups``): its next transaction decides them, or, if it died,
-        the sweep does (without rewriting the counters, which live finishes go on bumping)."""
+        made ready (``runs.followups``), or holding a map step whose instances have all ended
+        (its last instance's finish commits before the map step ends): that worker's next
+        transaction decides them, or, if it died, the sweep does (without rewriting the
+        counters, which live finishes go on bumping)."""
+        from .map_ops import counted_maps_query
+
         r = t.runs.c
+        marked = select(r.id).where(r.followups > literal_column("0"), r.state == RunState.RUNNING.value)
+        maps_left = select(counted_maps_query().subquery().c.run_id)
         with self._conn() as conn:
-            return sorted(row[0] for row in conn.execute(select(r.id).where(
-                r.followups > literal_column("0"), r.state == RunState.RUNNING.value)))
+            return sorted({row[0] for row in conn.execute(marked.union(maps_left))})
 
     def run_ids_in_states(self, states: Iterable[RunState]) -> list[str]:
         with self._conn() as conn:

@@ -278,3 +278,85 @@ def test_what_the_statement_queued_is_published_before_the_follow_up(pg_url, ope
     h.scheduler.handle(h.events.wait(0))
     h.scheduler.grant()
     assert h.run_until_done(run_id) == "success"
+
+
+MAPPED = '''
+from flowkit import Flow
+
+def items():
+    return [1, 2, 3, 4]
+
+def double(ctx):
+    return ctx.item * 2
+
+def total(ctx):
+    return sum(ctx.upstream["each"])
+
+flow = Flow("mapped").step("items", items).map("each", double, over="items").step("sum", total, after="each")
+'''
+
+
+def _mapped(pg_url, open_store, tmp_path) -> InlineHarness:  # type: ignore[no-untyped-def]
+    (tmp_path / "dags").mkdir()
+    (tmp_path / "dags" / "mapped.py").write_text(MAPPED)
+    store = open_store(pg_url)
+    store.upgrade()
+    return InlineHarness(store, str(tmp_path / "dags"))
+
+
+def test_a_map_instance_commits_alone_and_only_the_last_ends_its_map_step(pg_url, open_store, tmp_path,
+                                                                          monkeypatch):
+    from flowkit.store import map_ops
+
+    h = _mapped(pg_url, open_store, tmp_path)
+    run_id = h.trigger("mapped")
+    _run_next(h, "items")
+    # Given a machine that would fail if an instance other than the last needed it
+    calls: list[tuple[int, ...]] = []
+    real = map_ops.counted
+
+    def counted(machine: object, parent: str, *counts: int) -> None:
+        calls.append(counts)
+        real(machine, parent, *counts)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(map_ops, "counted", counted)
+    for i in range(4):
+        _run_next(h, f"each[{i}]")
+    # Then only the last instance's finish went on to the machine, which ended the map step
+    assert [c[0] for c in calls] == [0]
+    assert _state(h, run_id, "each") == "success"
+    assert h.run_until_done(run_id) == "success"
+    assert h.store.results(run_id, ["sum"]) == {"sum": 20}
+
+
+def test_a_map_step_whose_last_instance_died_before_ending_it_is_ended_by_the_sweep(
+        pg_url, open_store, tmp_path, monkeypatch):
+    from flowkit.store import map_ops
+
+    h = _mapped(pg_url, open_store, tmp_path)
+    run_id = h.trigger("mapped")
+    _run_next(h, "items")
+    for i in range(3):
+        _run_next(h, f"each[{i}]")
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise WorkerDied()
+
+    # Given the last instance's finish committed and its worker died before ending the map step
+    monkeypatch.setattr(map_ops, "counted", die)
+    item = next(d for d in h.dispatcher.sent if d.step.name == "each[3]")
+    h.dispatcher.sent.remove(item)
+    with pytest.raises(WorkerDied):
+        run_attempt(h.runtime, run_id, "each[3]", item.attempt)
+    monkeypatch.undo()
+    assert _state(h, run_id, "each[3]") == "success" and _state(h, run_id, "each") == "running"
+    assert h.store.runs_with_followups() == [run_id]
+    # Then the sweep ends the map step with the ordered results, once, and the run goes on
+    h.scheduler.sweep()
+    assert _state(h, run_id, "each") == "success"
+    assert h.store.results(run_id, ["each"]) == {"each": [2, 4, 6, 8]}
+    assert h.store.runs_with_followups() == []
+    assert h.run_until_done(run_id) == "success"
+    assert h.store.results(run_id, ["sum"]) == {"sum": 20}
+    ends = [e for e in h.store.events(run_id) if e["step"] == "each" and e["new_state"] == "success"]
+    assert len(ends) == 1
