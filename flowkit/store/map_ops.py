@@ -146,20 +146,22 @@ def finish_success_pg(store: Any, run_id: str, step: str, number: int, *, worker
 
     from . import pg_fast
     from .machine import Effects
+    from .sql import utcnow
 
     parent = split_instance(step)[0]
     if spec.step(parent).max_parallel is None:
         with store.hot_finishes.connection() as hot:
             out = pg_fast.finish_instance_success(
                 hot, run_id=run_id, step=step, parent=parent, number=number, worker=worker,
-                now=_utcnow(), result_json=result_json, datasets=datasets)
+                now=utcnow(), result_json=result_json, datasets=datasets)
         if out is None:
             return None
         effects = Effects()
         if out["parent"] is not None and out["parent"][0] == 0:
             try:
                 with store.tx(worker) as tx:
-                    machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate, worker_publishes=True)
+                    machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate,
+                                         worker_publishes=True)
                     counted(machine, parent, *out["parent"])
                 effects = machine.effects
             except DBAPIError as exc:  # committed: the sweep ends the map step
@@ -195,12 +197,6 @@ def end_counted_maps(machine: Machine) -> None:
     """End the map steps of the run that :func:`counted_maps_query` finds (the sweep)."""
     for row in machine.tx.conn.execute(counted_maps_query(machine.run_id)).all():
         _finish(machine, row.step, row.map_total, row.map_failed)
-
-
-def _utcnow() -> Any:
-    from .sql import utcnow
-
-    return utcnow()
 
 
 def _finish(machine: Machine, parent: str, total: int, failed: int) -> None:

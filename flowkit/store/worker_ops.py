@@ -295,7 +295,8 @@ class WorkerOps(_Base):
             if undecided or (out["stepped"] and out["steps_left"] == 0):
                 try:
                     with self.tx(worker) as tx:
-                        machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate, worker_publishes=True)
+                        machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate,
+                                             worker_publishes=True)
                         _settle_after_success(tx, machine, spec, run_id, undecided,
                                               run_may_end=out["stepped"] and out["steps_left"] == 0)
                     machine.effects.wake = machine.effects.wake or effects.wake
