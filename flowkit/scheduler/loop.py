@@ -44,6 +44,8 @@ WAITER_POLL_SECONDS = 0.2
 STANDBY_POLL_SECONDS = 1.0
 #: Waiters granted per transaction.
 GRANT_BATCH = 500
+#: Old queued attempts looked at per sweep for a message that went with a dead worker.
+UNSTARTED_BATCH = 500
 
 
 class Scheduler:
@@ -269,6 +271,7 @@ class Scheduler:
         self.reconcile_runs()
         self.redispatch_silent(now)
         self.resend_expired(now, everything=force_leases)
+        self.resend_unstarted(now)
         from ..callbacks import resend_due
 
         resend_due(self.store, self.dispatcher, self.actor,
@@ -326,6 +329,39 @@ class Scheduler:
                         self.actor, len(unconfirmed), unconfirmed[0]["run_id"], unconfirmed[0]["step"])
             self._resend(unconfirmed, "queued by a worker that went silent before publishing it; "
                                       "published again")
+
+    def resend_unstarted(self, now: datetime) -> None:
+        """Publish again attempts queued for three heartbeats, never started, whose queue is
+        empty: their message left the queue for a worker that died before claiming it.
+
+        With prefetch 1 a live worker hands a message to a free process at once, so one
+        still unclaimed after that long went with its worker; on Redis it would come back
+        only after the visibility timeout (an hour). A deep queue may legitimately hold an
+        old message, so only empty queues are looked at; the lease covers the rest. A
+        duplicate is harmless: the claim of an attempt already started drops it."""
+        old = self.store.expired_leases(now - self.lost_after, limit=UNSTARTED_BATCH)
+        if not old:
+            return
+        empty: dict[str, bool] = {}
+        unstarted = []
+        for a in old:
+            run = self.store.get_run(a["run_id"])
+            queue = self._queue(self.spec(run["flow_name"], run["version"]).step(a["step"]))
+            if queue not in empty:
+                try:
+                    empty[queue] = self.dispatcher.queue_depth(queue) == 0
+                except Exception as exc:  # the lease still covers it
+                    log.warning("scheduler %s: cannot read the depth of queue %s: %s", self.actor, queue, exc)
+                    empty[queue] = False
+            if empty[queue]:
+                unstarted.append(a)
+        if unstarted:
+            log.warning("scheduler %s: %s attempt(s) queued for over %.0f s and never started while "
+                        "their queue is empty (first: run %s step %s); publishing them again", self.actor,
+                        len(unstarted), self.lost_after.total_seconds(), unstarted[0]["run_id"],
+                        unstarted[0]["step"])
+            self._resend(unstarted, "never started; its message went with a worker that died before "
+                                    "claiming it; published again")
 
     def redispatch_silent(self, now: datetime) -> None:
         """Publish again attempts whose worker stopped beating (C3): the next worker to get

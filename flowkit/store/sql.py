@@ -679,17 +679,20 @@ class SqlStoreBase:
                                          StepState.AWAITING_APPROVAL.value]))).scalar()
         return as_utc(value)
 
-    def expired_leases(self, queued_before: datetime,
-                       interrupted_before: datetime | None = None) -> list[dict[str, Any]]:
-        """Queued attempts published before ``queued_before`` and not started; with
-        ``interrupted_before``, also interrupted ones put back before it (sent again sooner)."""
+    def expired_leases(self, queued_before: datetime, interrupted_before: datetime | None = None,
+                       limit: int | None = None) -> list[dict[str, Any]]:
+        """Queued attempts published before ``queued_before`` and not started (the oldest
+        ``limit``); with ``interrupted_before``, also interrupted ones put back before it
+        (sent again sooner)."""
         a = t.attempts.c
         due = a.dispatched_at < queued_before
         if interrupted_before is not None:
             due = due | ((a.interruptions > 0) & (a.dispatched_at < interrupted_before))
+        q = select(t.attempts).where(a.state == AttemptState.QUEUED.value, due)
+        if limit is not None:
+            q = q.order_by(a.dispatched_at).limit(limit)
         with self._conn() as conn:
-            return [_row(r) for r in conn.execute(select(t.attempts).where(
-                a.state == AttemptState.QUEUED.value, due))]
+            return [_row(r) for r in conn.execute(q)]
 
     def unconfirmed_publishes(self, taken_before: datetime) -> list[dict[str, Any]]:
         """Queued attempts a worker's finish queued before ``taken_before`` and never confirmed

@@ -238,3 +238,31 @@ def test_what_a_worker_published_it_confirms_to_the_store(sqlite_store):
     assert len(queued) == 40 and len(h.dispatcher.sent) == 40
     assert not any(a["heartbeat_at"] for a in queued)  # the scheduler has nothing to publish again
     assert sqlite_store.unconfirmed_publishes(datetime.now(UTC) + timedelta(days=1)) == []
+
+
+def test_a_message_that_went_with_a_dead_worker_before_its_claim_is_published_again(sqlite_store):
+    from flowkit.testing import FakeClock
+
+    clock = FakeClock()
+    h = InlineHarness(sqlite_store, LIMIT_DAGS, clock=clock)
+    run_id = h.trigger("wide")
+    root = h.dispatcher.sent.pop(0)
+    run_attempt(h.runtime, run_id, "root", root.attempt)
+    # Given the 40 members' messages were taken from the queue by a worker that died before
+    # claiming any (on Redis they would come back after the visibility timeout, an hour)
+    taken = list(h.dispatcher.sent)
+    h.dispatcher.sent.clear()
+    # When the queue holds other messages, an old queued attempt may just be waiting there
+    h.dispatcher.depths["flowkit"] = 3
+    clock.advance(31)
+    h.scheduler.sweep()
+    assert not h.dispatcher.sent
+    # Then once the queue is empty, three heartbeats after their dispatch, they go out again
+    h.dispatcher.depths["flowkit"] = 0
+    h.scheduler.sweep()
+    assert sorted(d.task_id for d in h.dispatcher.sent) == sorted(d.task_id for d in taken)
+    reasons = {e["reason"] for e in sqlite_store.events(run_id) if e["action"] == "lease_expired"}
+    assert reasons == {"never started; its message went with a worker that died before claiming it; "
+                       "published again"}
+    assert h.run_until_done(run_id) == "success"
+    assert all(a["number"] == 1 and a["state"] == "success" for a in sqlite_store.attempts(run_id))
