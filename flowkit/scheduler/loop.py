@@ -343,9 +343,10 @@ class Scheduler:
         if not old:
             return
         empty: dict[str, bool] = {}
+        runs: dict[str, dict[str, Any]] = {}  # a backlog is mostly a few big runs
         unstarted = []
         for a in old:
-            run = self.store.get_run(a["run_id"])
+            run = runs.get(a["run_id"]) or runs.setdefault(a["run_id"], self.store.get_run(a["run_id"]))
             queue = self._queue(self.spec(run["flow_name"], run["version"]).step(a["step"]))
             if queue not in empty:
                 try:
