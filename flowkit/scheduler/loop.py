@@ -346,7 +346,9 @@ class Scheduler:
         runs: dict[str, dict[str, Any]] = {}  # a backlog is mostly a few big runs
         unstarted = []
         for a in old:
-            run = runs.get(a["run_id"]) or runs.setdefault(a["run_id"], self.store.get_run(a["run_id"]))
+            run = runs.get(a["run_id"])
+            if run is None:
+                run = runs[a["run_id"]] = self.store.get_run(a["run_id"])
             queue = self._queue(self.spec(run["flow_name"], run["version"]).step(a["step"]))
             if queue not in empty:
                 try:
