@@ -528,10 +528,12 @@ def scheduler(ctx: click.Context, wait_seconds: float | None) -> None:
         app = make_app(settings)
         from .scheduler.lease import lease_for
 
-        lease = lease_for(store)
+        sched = _make_scheduler(settings, store, app)
+        # The lease fences every write of this store from now on (PostgreSQL).
+        sched.lease = lease_for(store, sched.actor, duration_seconds=settings.scheduler_lease_seconds,
+                                renew_seconds=settings.scheduler_lease_renew_seconds)
         if store.is_sqlite:
-            lease.acquire()  # refuses, in one line, a second scheduler on the same SQLite file
-        sched = _make_scheduler(settings, store, app, lease=lease)
+            sched.lease.acquire()  # refuses, in one line, a second scheduler on the same SQLite file
     log.info("scheduler: store %s, broker %s, dags %s", redact(settings.database_url),
              redact(settings.broker_url), settings.dags_folder)
     _refresh_dags_in_background(settings, store, stop)

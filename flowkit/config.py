@@ -39,6 +39,12 @@ class Settings:
     max_result_bytes: int = 256 * 1024
     #: The scheduler's safety-net sweep (new runs, due timers, expired leases).
     sweep_seconds: float = 5.0
+    #: PostgreSQL: the active scheduler's lease runs out this long after its last renewal;
+    #: a standby then takes over (so a frozen or dead scheduler is replaced within this
+    #: plus one second), and the frozen one's later writes are refused.
+    scheduler_lease_seconds: float = 10.0
+    #: ... and the active scheduler renews it this often (at most half the lease).
+    scheduler_lease_renew_seconds: float = 2.0
     #: An attempt published but not started after this long is published again.
     queued_lease_seconds: float = 300.0
     #: A dags/ module may take this long to import before it is reported as hung.
@@ -91,6 +97,11 @@ class Settings:
             raise ConfigError(
                 f"FLOWKIT_QUEUE_LOW_WATERMARK={self.queue_low_watermark} must be below "
                 f"FLOWKIT_QUEUE_HIGH_WATERMARK={self.queue_high_watermark} (0 turns backpressure off)")
+        if not 0 < 2 * self.scheduler_lease_renew_seconds <= self.scheduler_lease_seconds:
+            raise ConfigError(
+                f"FLOWKIT_SCHEDULER_LEASE_RENEW_SECONDS={self.scheduler_lease_renew_seconds:g} must be "
+                f"above 0 and at most half of FLOWKIT_SCHEDULER_LEASE_SECONDS={self.scheduler_lease_seconds:g}, "
+                "so one failed renewal does not lose the lease; lower it or raise the lease")
         check_database_url(self.database_url)
         check_broker_url(self.broker_url)
 

@@ -12,7 +12,8 @@
     ├── ConfigError
     ├── StoreError
     │   ├── StoreUnavailable
-    │   └── MigrationRequired
+    │   ├── MigrationRequired
+    │   └── LeaseLost              a scheduler's write refused: another scheduler took over
     ├── DispatchError
     ├── NotFoundError              a flow or run that the store does not know
     ├── ApprovalError              an approval that cannot be decided (not awaiting one)
@@ -101,6 +102,11 @@ class StoreUnavailable(StoreError):
 
 class MigrationRequired(StoreError):
     pass
+
+
+class LeaseLost(StoreError):
+    """A scheduler's transaction was refused: its lease's fencing token moved on (another
+    scheduler took over while this one was frozen or cut off). Nothing of it was written."""
 
 
 class DispatchError(FlowkitError):

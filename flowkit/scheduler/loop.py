@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from ..dispatch.base import Backpressure, Dispatch, Dispatcher
+from ..errors import LeaseLost
 from ..spec import FlowSpec, StepSpec
 from ..states import RunState
 from ..store.approvals import expire_approvals
@@ -85,6 +86,7 @@ class Scheduler:
         self._next_timer: datetime | None = None
         self._grant_due: float | None = 0.0  # monotonic time to look at waiters again
         self._unsent: list[Dispatch] = []
+        self._standby_beat = float("-inf")  # monotonic time of the last standby heartbeat
         self.stats: dict[str, Any] = {"events": 0, "dispatched": 0, "granted_batches": 0,
                                       "loops": 0, "last_loop_at": None}
 
@@ -109,14 +111,20 @@ class Scheduler:
         """Loop until ``stop``; a failing database or broker is retried, never fatal.
 
         With a lease, only the holder acts; the others stand by and take over when it goes.
+        A scheduler that finds its lease gone (it froze, or lost the database for longer than
+        the lease) stops acting at once: its writes would be refused anyway.
         """
+        self.register()
         backoff = 0.5
         started = False
         standby_logged = False
         while not stop.is_set():
             try:
                 if self.lease is not None and not self.lease.held():
-                    started = False
+                    if started:
+                        self._stand_down(getattr(self.lease, "lost_reason", "") or
+                                         "its lease ran out before it could renew it")
+                        started = False
                     if not self.lease.acquire():
                         if not standby_logged:
                             log.info("scheduler %s: standing by (another scheduler is active)", self.actor)
@@ -124,7 +132,9 @@ class Scheduler:
                         self._beat_standby()
                         stop.wait(STANDBY_POLL_SECONDS)
                         continue
-                    log.warning("scheduler %s: active (holds the scheduler lease)", self.actor)
+                    log.warning("scheduler %s: active (holds the scheduler lease)%s", self.actor,
+                                f", fencing token {self.lease.token}" if getattr(self.lease, "token", None)
+                                else "")
                     standby_logged = False
                 if not started:
                     self.start()
@@ -132,18 +142,49 @@ class Scheduler:
                 # Bounded waits keep a stop request (SIGTERM) answered within a second.
                 self.step_once(max_wait=1.0)
                 backoff = 0.5
+            except LeaseLost as exc:
+                self._stand_down(getattr(self.lease, "lost_reason", "") or str(exc))
+                started = standby_logged = False
             except Exception as exc:
                 log.error("scheduler %s: loop error (%s: %s); retrying in %.1f s", self.actor,
                           type(exc).__name__, " ".join(str(exc).split())[:300], backoff)
                 log.debug("scheduler %s: loop error", self.actor, exc_info=True)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
+        self._stopped()
+
+    def register(self) -> None:
+        """Record this scheduler and the settings it runs with (`flowkit status` shows these,
+        not the settings of the shell it runs in)."""
+        bp = self.backpressure
+        config = {"queue_high_watermark": bp.high if bp else 0, "queue_low_watermark": bp.low if bp else 0,
+                  "max_in_flight": self.global_cap or 0, "sweep_seconds": self.sweep_seconds,
+                  **(self.lease.describe() if self.lease is not None else {})}
+        try:
+            self.store.register_scheduler(self.actor, config)
+        except Exception as exc:  # informative only; the loop retries the database itself
+            log.warning("scheduler %s: could not record its start: %s", self.actor, exc)
+
+    def _stand_down(self, why: str) -> None:
+        """No longer active: publish nothing more. What was queued but not yet published is
+        published by the active scheduler, which sends every queued attempt when it starts."""
+        log.warning("scheduler %s: no longer active (%s); standing by, writing nothing", self.actor, why)
+        self._unsent = []
+        self._standby_beat = float("-inf")
+        self._beat_standby()
+
+    def _stopped(self) -> None:
         if self.lease is not None:
             self.lease.release()  # a standby takes over at once, not after a timeout
+        try:
+            self.store.mark_scheduler_stopped(self.actor)
+        except Exception as exc:  # status then shows it as not responding
+            log.warning("scheduler %s: could not record its stop: %s", self.actor,
+                        " ".join(str(exc).split())[:200])
 
     def _beat_standby(self) -> None:
         now = time.monotonic()
-        if now - getattr(self, "_standby_beat", 0.0) >= self.sweep_seconds:
+        if now - self._standby_beat >= self.sweep_seconds:
             self._standby_beat = now
             try:
                 self.store.beat_scheduler(self.actor, {"role": "standby"})
@@ -246,6 +287,11 @@ class Scheduler:
         self._unsent = []
         if not items:
             return
+        if self.lease is not None and not self.lease.held():
+            # Frozen past the lease after committing these: a standby may have taken over and
+            # published every queued attempt already; it does so at its start in any case.
+            raise LeaseLost(f"scheduler {self.actor}: lease not held; {len(items)} publish(es) dropped "
+                            "for the active scheduler to send")
         failed = self.dispatcher.dispatch_many(items)
         self.stats["dispatched"] += len(items) - len(failed)
         # Kept in SQL as queued either way; retried every loop until the broker takes them.

@@ -261,6 +261,18 @@ class SchedulerOps(_Base):
                 self.set_limit(f"flow:{spec.name}", spec.max_active_steps)
 
     # -- schedulers -----------------------------------------------------------------------
+    def register_scheduler(self, name: str, config: dict[str, Any]) -> None:
+        """A scheduler process starts (as a standby until it holds the lease): its row, with
+        the settings it runs with, which `flowkit status` shows rather than its own."""
+        from .sql import _upsert, utcnow
+
+        now = utcnow()
+        with self._conn() as conn:
+            _upsert(conn, t.schedulers, {
+                "name": name, "started_at": now, "heartbeat_at": now, "last_loop_at": None,
+                "stats": json.dumps({"role": "standby"}), "stopped_at": None,
+                "config": json.dumps(config, sort_keys=True, default=str)}, ["name"])
+
     def beat_scheduler(self, name: str, stats: dict[str, Any], *, started: bool = False) -> None:
         from .sql import _upsert, utcnow
 
@@ -269,12 +281,36 @@ class SchedulerOps(_Base):
                   "stats": json.dumps(stats, sort_keys=True, default=str)}
         with self._conn() as conn:
             if started:
-                _upsert(conn, t.schedulers, {**values, "started_at": now}, ["name"])
+                _upsert(conn, t.schedulers, {**values, "started_at": now}, ["name"],
+                        update_columns=["heartbeat_at", "last_loop_at", "stats"])
             else:
                 n = conn.execute(update(t.schedulers).where(t.schedulers.c.name == name).values(
                     **values)).rowcount
                 if n == 0:
                     _upsert(conn, t.schedulers, {**values, "started_at": now}, ["name"])
+
+    def mark_scheduler_stopped(self, name: str) -> None:
+        """A clean stop: `flowkit status` shows it stopped, not "not responding"."""
+        from .sql import utcnow
+
+        with self._conn() as conn:
+            conn.execute(update(t.schedulers).where(t.schedulers.c.name == name).values(
+                stopped_at=utcnow(), stats=json.dumps({"role": "stopped"})))
+
+    def scheduler_lease(self) -> dict[str, Any] | None:
+        """The lease row (PostgreSQL) with ``expired`` decided by the database's clock, the
+        one the schedulers use; None on SQLite or before any scheduler asked for it."""
+        if self.is_sqlite:
+            return None
+        lease = t.scheduler_lease.c
+        with self._conn() as conn:
+            row = conn.execute(select(lease.holder, lease.token, lease.expires_at, lease.acquired_at,
+                                      (lease.expires_at <= func.clock_timestamp()).label("expired"))
+                               .where(lease.id == 1)).first()
+        if row is None or row.holder is None:
+            return None
+        return {"holder": row.holder, "token": row.token, "expires_at": row.expires_at,
+                "acquired_at": row.acquired_at, "expired": bool(row.expired)}
 
     def schedulers(self) -> list[dict[str, Any]]:
         from .sql import _row
@@ -283,6 +319,7 @@ class SchedulerOps(_Base):
             rows = [_row(r) for r in conn.execute(select(t.schedulers).order_by(t.schedulers.c.name))]
         for row in rows:
             row["stats"] = json.loads(row["stats"] or "{}")
+            row["config"] = json.loads(row["config"] or "{}")
         return rows
 
     def in_flight(self) -> dict[str, int]:

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -269,6 +269,11 @@ class SqlStoreBase:
         #: Parsed specs by (flow, version): a version is a content hash, so it never changes;
         #: a 10,000-step spec takes ~0.1 s to parse, and the dags refresh reads every flow.
         self._parsed: dict[tuple[str, str], FlowSpec] = {}
+        #: Run first in every :meth:`tx` of this store object, inside the transaction: the
+        #: scheduler's lease check (flowkit/scheduler/lease.py), which raises LeaseLost to
+        #: refuse the whole transaction. Only a scheduler process's store has one; workers'
+        #: writes are not fenced.
+        self.fence: Callable[[Connection], None] | None = None
 
     def _spec_from(self, name: str, version: str, load: Any) -> FlowSpec:
         key = (name, version)
@@ -372,6 +377,8 @@ class SqlStoreBase:
     @contextmanager
     def tx(self, actor: str, now: datetime | None = None) -> Iterator[Tx]:
         with self._conn() as conn:
+            if self.fence is not None:
+                self.fence(conn)
             tx = Tx(conn, actor, now)
             yield tx
             tx.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -211,6 +212,21 @@ schedulers = Table(
     Column("heartbeat_at", TS, nullable=False),
     Column("last_loop_at", TS),
     Column("stats", Text, nullable=False, default="{}"),  # JSON, for `flowkit status`
+    Column("stopped_at", TS),  # set by a clean stop; NULL while it runs (or if it died)
+    Column("config", Text),  # JSON: the settings it runs with (watermarks, cap), for `status`
+)
+
+#: One row (id 1): which scheduler is active. ``token`` goes up by one at every takeover and
+#: fences the scheduler's writes (see flowkit/scheduler/lease.py); ``expires_at`` is database
+#: time, pushed forward by the holder's renewals.
+scheduler_lease = Table(
+    "scheduler_lease", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("holder", String(200)),
+    Column("token", BigInteger, nullable=False, unique=True),
+    Column("expires_at", TS, nullable=False),
+    Column("acquired_at", TS),
+    Column("renewed_at", TS),
 )
 
 results = Table(
