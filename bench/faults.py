@@ -115,6 +115,9 @@ SCENARIOS: list[ScenarioDef] = [
                 "SIGKILL the scheduler at 10/35/60% of the steps; start it again each time"),
     ScenarioDef("scheduler-standby", "redis", (FaultPlan("standby_kill", 0.30, needs_running=False),),
                 "two schedulers from the start; SIGKILL the first (active) one, no restart", standby=True),
+    ScenarioDef("scheduler-sigstop", "redis", (FaultPlan("scheduler_stop", 0.30, needs_running=False),),
+                "two schedulers from the start; SIGSTOP the active one until the standby took over, "
+                "then SIGCONT it", standby=True),
     ScenarioDef("redis-restart", "redis", (FaultPlan("redis_restart", 0.30),),
                 f"stop the Redis broker (no persistence) for {OUTAGE_SECONDS:g} s, start it again"),
     ScenarioDef("redis-restart-aof", "redis", (FaultPlan("redis_restart", 0.30),),
@@ -267,6 +270,8 @@ def inject(c: Cluster, plan: FaultPlan) -> Fault:
         victim.kill()
         others = [s.name for s in c.schedulers if s.alive()]
         return Fault(kind, t0, t0, f"SIGKILL {victim.name} (started first); still running: {others}")
+    if kind == "scheduler_stop":
+        return _freeze_active_scheduler(c)
     if kind == "redis_restart":
         assert c.redis is not None
         aim = _aim_note(c)
@@ -291,6 +296,46 @@ def inject(c: Cluster, plan: FaultPlan) -> Fault:
         return _mark_victim(Fault(kind, t0, t0, f"SIGSTOP group of {victim.name} (pids {victim.group_pids()}), "
                                   f"{desc}; never continued"), target)
     raise ValueError(f"unknown fault {kind}")
+
+
+def _lease_holder(c: Cluster) -> str | None:
+    try:
+        lease = c.store.scheduler_lease()
+    except Exception:  # the store is away for a moment: ask again
+        return None
+    return None if lease is None or lease["expired"] else str(lease["holder"])
+
+
+def _freeze_active_scheduler(c: Cluster, give_up: float = 60.0) -> Fault:
+    """SIGSTOP the lease holder, wait for a standby to take the lease over, SIGCONT it, and
+    check that it stands down and writes nothing more (its name is in the audit trail)."""
+    holder = c.read_until(lambda: _lease_holder(c))
+    victim = next(s for s in c.schedulers if holder and holder.endswith(f":{s.pid}"))
+    t0 = time.time()
+    victim.signal_group(signal.SIGSTOP)
+    victim.stopped_by_signal = True
+    new = None
+    while time.time() - t0 < give_up:
+        new = _lease_holder(c)
+        if new and new != holder:
+            break
+        time.sleep(0.1)
+    took = time.time() - t0
+    victim.signal_group(signal.SIGCONT)
+    victim.stopped_by_signal = False
+    resumed = time.time()
+    deadline = resumed + 15
+    while "no longer active" not in victim.log_text() and time.time() < deadline:
+        time.sleep(0.2)
+    stood_down = "no longer active" in victim.log_text()
+    time.sleep(2)  # a few of its loops
+    late = [e for e in (c.store.events(c.run_id) or []) if e["actor"] == holder and (ts(e["at"]) or 0.0) >= resumed]
+    outcome = (f"taken over after {took:.1f} s by {new}" if new and new != holder
+               else f"NOT taken over within {give_up:g} s")
+    return Fault("scheduler_stop", t0, resumed,
+                 f"SIGSTOP {victim.name} ({holder}), the active one; {outcome}; SIGCONT: "
+                 f"{'it stood down' if stood_down else 'it did NOT stand down'}, "
+                 f"{len(late)} event(s) written by it after resuming")
 
 
 # -- running a scenario ---------------------------------------------------------------------------
