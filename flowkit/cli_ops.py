@@ -3,13 +3,14 @@ sees them. Registered on the main command group (see the bottom of flowkit/cli.p
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from typing import Any
 
 import click
 
 from .cli import CliError, _echo_json, _settings, _store, _table, friendly_errors, main
-from .config import Settings
+from .config import Settings, redact
 from .store.ledger import LOCK_CAPACITY
 
 
@@ -77,37 +78,96 @@ def pools_list(ctx: click.Context, as_json: bool) -> None:
                       [[r["name"], str(r["capacity"]), str(r["used"])] for r in rows]))
 
 
+#: `flowkit status` lists a cleanly stopped scheduler for this long (`--json` lists all).
+STOPPED_SHOWN_SECONDS = 3600.0
+
+
+def _scheduler_role(row: dict[str, Any], alive: bool, lease: dict[str, Any] | None, sqlite: bool) -> str:
+    """active | standby | stopped | not responding. Active comes from the lease (PostgreSQL)
+    or the single scheduler's own word (SQLite), and never from a scheduler gone silent."""
+    if row["stopped_at"] is not None:
+        return "stopped"
+    if not alive:
+        return "not responding"
+    if sqlite:
+        return "active" if row["stats"].get("role") == "active" else "standby"
+    holds = lease is not None and lease["holder"] == row["name"] and not lease["expired"]
+    return "active" if holds else "standby"
+
+
+def scheduler_rows(settings: Settings, store: Any, now: datetime) -> list[dict[str, Any]]:
+    """Every scheduler with its role, judged by its own sweep interval (from its row)."""
+    lease = store.scheduler_lease()
+    out = []
+    for s in store.schedulers():
+        age = (now - s["heartbeat_at"]).total_seconds()
+        sweep = float(s["config"].get("sweep_seconds") or settings.sweep_seconds)
+        alive = s["stopped_at"] is None and age < 3 * max(sweep, 1.0)
+        role = _scheduler_role(s, alive, lease, store.is_sqlite)
+        out.append({"name": s["name"], "role": role, "alive": alive, "heartbeat_at": s["heartbeat_at"],
+                    "last_loop_at": s["last_loop_at"],
+                    "seconds_since_heartbeat": round(age, 1), "stopped_at": s["stopped_at"],
+                    "config": s["config"], "stats": s["stats"],
+                    "lease_token": lease["token"] if lease and role == "active" else None})
+    return out
+
+
+def _watermarks(schedulers: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The watermarks the active scheduler runs with (else a live standby's), as it recorded
+    them at its start; None if no running scheduler recorded any."""
+    live = [s for s in schedulers if s["role"] == "active"] + [s for s in schedulers if s["role"] == "standby"]
+    for s in live:
+        if "queue_high_watermark" in s["config"]:
+            return {"high": s["config"]["queue_high_watermark"], "low": s["config"]["queue_low_watermark"],
+                    "scheduler": s["name"]}
+    return None
+
+
+def broker_problem(exc: BaseException, url: str) -> str:
+    """``redis://host:6379/0: connection refused``: the broker and why, on one line."""
+    from .connectivity import classify_url_problem
+
+    cause: BaseException | None = exc
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno):
+        cause = cause.__cause__ or cause.__context__
+    reason = os.strerror(cause.errno).lower() if isinstance(cause, OSError) and cause.errno \
+        else classify_url_problem(exc).reason
+    return f"{redact(url)}: {' '.join(reason.split())[:200]}"
+
+
+def _queue_rows(schedulers: list[dict[str, Any]], settings: Settings,
+                depth: Any) -> tuple[dict[str, Any], str | None]:
+    """Queue depths and backpressure as the active scheduler sees them; the second value says
+    why the broker could not be read (then no depth is shown)."""
+    queues: dict[str, Any] = {}
+    for s in schedulers:
+        if s["role"] == "active":
+            for q, g in (s["stats"].get("backpressure") or {}).items():
+                queues[q] = {"scheduler_view": g}
+    if depth is None:
+        return queues, None
+    for q in sorted(set(queues) | {settings.default_queue}):
+        try:
+            d = depth(q)
+        except Exception as exc:  # the broker is away: one line says so, the rest is shown
+            return queues, broker_problem(exc, settings.broker_url)
+        entry = queues.setdefault(q, {})
+        entry["depth"] = d
+        entry["backpressure"] = "engaged" if (entry.get("scheduler_view") or {}).get("engaged") else "off"
+    return queues, None
+
+
 def status_report(settings: Settings, store: Any, depth: Any = None) -> dict[str, Any]:
     """What `flowkit status` shows: schedulers, queues and backpressure, limits, in flight."""
     from .store.sql import utcnow
 
     now = utcnow()
-    schedulers = []
-    for s in store.schedulers():
-        age = (now - s["heartbeat_at"]).total_seconds()
-        alive = age < 3 * max(settings.sweep_seconds, 1.0)
-        schedulers.append({"name": s["name"], "alive": alive, "last_loop_at": s["last_loop_at"],
-                           "seconds_since_heartbeat": round(age, 1), "stats": s["stats"]})
-    queues: dict[str, Any] = {}
-    for s in schedulers:
-        if s["alive"]:
-            for q, g in (s["stats"].get("backpressure") or {}).items():
-                queues[q] = {"scheduler_view": g}
-    if depth is not None:
-        for q in sorted(set(queues) | {settings.default_queue}):
-            try:
-                d = depth(q)
-            except Exception as exc:  # the broker may be away; say so, show the rest
-                d = f"unreadable: {exc}"
-            entry = queues.setdefault(q, {})
-            entry["depth"] = d
-            if isinstance(d, int):
-                entry["backpressure"] = ("engaged" if (entry.get("scheduler_view") or {}).get("engaged")
-                                         else "off")
+    schedulers = scheduler_rows(settings, store, now)
+    queues, broker_down = _queue_rows(schedulers, settings, depth)
     limits = _limit_rows(store)
     return {
-        "at": now, "schedulers": schedulers, "queues": queues,
-        "watermarks": {"high": settings.queue_high_watermark, "low": settings.queue_low_watermark},
+        "at": now, "schedulers": schedulers, "lease": store.scheduler_lease(), "queues": queues,
+        "broker_unreachable": broker_down, "watermarks": _watermarks(schedulers),
         "global_cap": next((r for r in limits if r["kind"] == "global"), None),
         "pools": [r for r in limits if r["kind"] == "pool"],
         "locks": [r for r in limits if r["kind"] == "lock"],
@@ -117,13 +177,51 @@ def status_report(settings: Settings, store: Any, depth: Any = None) -> dict[str
     }
 
 
+def _clock(value: Any) -> str:
+    return value.strftime("%H:%M:%S") if isinstance(value, datetime) else "-"
+
+
+def scheduler_lines(report: dict[str, Any]) -> list[str]:
+    if not report["schedulers"]:
+        return ["schedulers: none has run on this database"]
+    lines, hidden = [], 0
+    for s in report["schedulers"]:
+        since = f"({s['seconds_since_heartbeat']:g} s ago)"
+        if s["role"] == "stopped":
+            if (report["at"] - s["stopped_at"]).total_seconds() > STOPPED_SHOWN_SECONDS:
+                hidden += 1
+                continue
+            lines.append(f"scheduler {s['name']}: stopped at {_clock(s['stopped_at'])}")
+        elif s["role"] == "not responding":
+            lines.append(f"scheduler {s['name']}: NOT RESPONDING, last heartbeat "
+                         f"{_clock(s['heartbeat_at'])} {since}")
+        else:
+            token = f", fencing token {s['lease_token']}" if s["lease_token"] is not None else ""
+            lines.append(f"scheduler {s['name']}: {s['role']}{token}, last heartbeat "
+                         f"{_clock(s['heartbeat_at'])} {since}")
+    if hidden:
+        lines.append(f"({hidden} scheduler(s) stopped over an hour ago; `flowkit status --json` lists them)")
+    return lines
+
+
+def queue_lines(report: dict[str, Any]) -> list[str]:
+    wm = report["watermarks"]
+    if report["broker_unreachable"]:
+        return [f"\nqueues: broker unreachable ({report['broker_unreachable']})"]
+    head = (f"\nqueues (backpressure at {wm['high']}, released at {wm['low']}, as scheduler {wm['scheduler']} "
+            "runs):" if wm else "\nqueues (watermarks unknown: no running scheduler recorded them):")
+    return [head] + [f"  {q}: {info.get('depth', '?')} waiting, backpressure {info.get('backpressure', '?')}"
+                     for q, info in report["queues"].items()]
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--no-broker", is_flag=True, help="Do not read queue depths from the broker.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, no_broker: bool) -> None:
-    """Schedulers (alive, last loop), queue depths and backpressure, slots in use per pool,
-    lock and cap, attempts in flight and steps waiting for a slot."""
+    """Schedulers (active, standby, stopped or not responding), queue depths and backpressure
+    at the watermarks the active scheduler runs with, slots in use per pool, lock and cap,
+    attempts in flight and steps waiting for a slot."""
     settings = _settings(ctx)
     with friendly_errors():
         store = _store(settings)
@@ -137,17 +235,7 @@ def status(ctx: click.Context, as_json: bool, no_broker: bool) -> None:
     if as_json:
         _echo_json(report)
         return
-    lines = []
-    if not report["schedulers"]:
-        lines.append("schedulers: none has run on this database")
-    for s in report["schedulers"]:
-        last = s["last_loop_at"].strftime("%H:%M:%S") if isinstance(s["last_loop_at"], datetime) else "-"
-        lines.append(f"scheduler {s['name']}: {'alive' if s['alive'] else 'NOT RESPONDING'}, last loop "
-                     f"{last} ({s['seconds_since_heartbeat']:g} s ago)")
-    wm = report["watermarks"]
-    lines.append(f"\nqueues (backpressure at {wm['high']}, released at {wm['low']}):")
-    for q, info in report["queues"].items():
-        lines.append(f"  {q}: {info.get('depth', '?')} waiting, backpressure {info.get('backpressure', '?')}")
+    lines = scheduler_lines(report) + queue_lines(report)
     cap = report["global_cap"]
     lines.append(f"\nin flight: {report['in_flight'].get('queued', 0)} queued, "
                  f"{report['in_flight'].get('running', 0)} running; {report['waiting']} step(s) waiting "

@@ -120,6 +120,32 @@ def test_a_clean_release_hands_over_at_once(two_leases):
     assert not a.held()
 
 
+def test_status_shows_as_active_only_the_holder_of_a_live_lease(two_leases, pg_url):
+    import json
+
+    from click.testing import CliRunner
+
+    from flowkit.cli import main
+
+    def roles() -> dict[str, str]:
+        out = CliRunner().invoke(main, ["--database-url", pg_url, "status", "--json", "--no-broker"]).output
+        return {s["name"]: s["role"] for s in json.loads(out)["schedulers"]}
+
+    a, b = two_leases
+    for lease in (a, b):
+        lease.store.register_scheduler(lease.holder, {"queue_high_watermark": 9, "queue_low_watermark": 3})
+        lease.store.beat_scheduler(lease.holder, {"role": "active"})  # both claim it
+    assert a.acquire()
+    assert roles() == {"a": "active", "b": "standby"}
+    text = CliRunner().invoke(main, ["--database-url", pg_url, "status", "--no-broker"]).output
+    assert f"scheduler a: active, fencing token {a.token}, last heartbeat" in text
+    assert "scheduler b: standby, last heartbeat" in text
+    # When "a" stops renewing, its heartbeat fresh: once the lease expired it is not active
+    time.sleep(1.2)
+    a.store.beat_scheduler("a", {"role": "active"})
+    assert roles() == {"a": "standby", "b": "standby"}
+
+
 # -- two real schedulers ----------------------------------------------------------------------
 def test_a_sigstopped_scheduler_is_replaced_and_writes_nothing_when_resumed(
         make_cluster, open_store, pg_url, redis_url, tmp_path):
