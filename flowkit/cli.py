@@ -514,7 +514,8 @@ def _wait_for_services(settings: Settings, what: str, *, database: bool = True, 
 @_WAIT_OPTION
 @click.pass_context
 def scheduler(ctx: click.Context, wait_seconds: float | None) -> None:
-    """Run the scheduler daemon (one per database; SQLite runs exactly one)."""
+    """Run the scheduler daemon (on PostgreSQL several: one active, the others stand by;
+    SQLite runs exactly one)."""
     from .celery_app import make_app
 
     settings = _settings(ctx)
