@@ -95,9 +95,9 @@ def _scheduler_role(row: dict[str, Any], alive: bool, lease: dict[str, Any] | No
     return "active" if holds else "standby"
 
 
-def scheduler_rows(settings: Settings, store: Any, now: datetime) -> list[dict[str, Any]]:
+def scheduler_rows(settings: Settings, store: Any, now: datetime,
+                   lease: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Every scheduler with its role, judged by its own sweep interval (from its row)."""
-    lease = store.scheduler_lease()
     out = []
     for s in store.schedulers():
         age = (now - s["heartbeat_at"]).total_seconds()
@@ -162,11 +162,12 @@ def status_report(settings: Settings, store: Any, depth: Any = None) -> dict[str
     from .store.sql import utcnow
 
     now = utcnow()
-    schedulers = scheduler_rows(settings, store, now)
+    lease = store.scheduler_lease()
+    schedulers = scheduler_rows(settings, store, now, lease)
     queues, broker_down = _queue_rows(schedulers, settings, depth)
     limits = _limit_rows(store)
     return {
-        "at": now, "schedulers": schedulers, "lease": store.scheduler_lease(), "queues": queues,
+        "at": now, "schedulers": schedulers, "lease": lease, "queues": queues,
         "broker_unreachable": broker_down, "watermarks": _watermarks(schedulers),
         "global_cap": next((r for r in limits if r["kind"] == "global"), None),
         "pools": [r for r in limits if r["kind"] == "pool"],
