@@ -280,18 +280,24 @@ class Scheduler:
         if effects.callbacks:
             from ..callbacks import publish
 
+            self._still_active(len(effects.callbacks))
             publish(self.dispatcher, effects.callbacks)
+
+    def _still_active(self, publishes: int) -> None:
+        """Refuse to publish what a transaction committed if the lease is gone since: frozen
+        past the lease after the commit, a standby may have taken over and published it
+        already; the active scheduler publishes every queued attempt (and callbacks due) in
+        any case."""
+        if self.lease is not None and not self.lease.held():
+            raise LeaseLost(f"scheduler {self.actor}: lease not held; {publishes} publish(es) dropped "
+                            "for the active scheduler to send")
 
     def _send(self, items: list[Dispatch]) -> None:
         items = self._unsent + items
         self._unsent = []
         if not items:
             return
-        if self.lease is not None and not self.lease.held():
-            # Frozen past the lease after committing these: a standby may have taken over and
-            # published every queued attempt already; it does so at its start in any case.
-            raise LeaseLost(f"scheduler {self.actor}: lease not held; {len(items)} publish(es) dropped "
-                            "for the active scheduler to send")
+        self._still_active(len(items))
         failed = self.dispatcher.dispatch_many(items)
         self.stats["dispatched"] += len(items) - len(failed)
         # Kept in SQL as queued either way; retried every loop until the broker takes them.

@@ -4,6 +4,7 @@ with two real `flowkit scheduler` processes, one SIGSTOPped."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -121,8 +122,6 @@ def test_a_clean_release_hands_over_at_once(two_leases):
 
 
 def test_status_shows_as_active_only_the_holder_of_a_live_lease(two_leases, pg_url):
-    import json
-
     from click.testing import CliRunner
 
     from flowkit.cli import main
@@ -172,6 +171,11 @@ def test_a_sigstopped_scheduler_is_replaced_and_writes_nothing_when_resumed(
         wait_for(lambda: store.get_run(run_id)["state"] != "queued", 15, "the run to start", cluster,
                  interval=0.1)
         started_after = time.monotonic() - frozen_at
+        # and status names the standby active, never the frozen one
+        report = json.loads(cluster.cli("status", "--json", "--no-broker").stdout)
+        roles = {s["name"]: s["role"] for s in report["schedulers"]}
+        assert roles[f"scheduler@{socket.gethostname()}:{second.pid}"] == "active", roles
+        assert roles[a_name] != "active", roles
     finally:
         os.killpg(first.pid, signal.SIGCONT)
     resumed_at = time.time()
