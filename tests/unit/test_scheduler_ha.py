@@ -209,3 +209,14 @@ def test_status_with_the_broker_down_says_so_on_one_clean_line(sqlite_store, sta
              if line.startswith(("queues", "  ")) or "broker" in line or "waiting," in line]
     assert lines == [f"queues: broker unreachable ({url}: connection refused)"]
     assert json.loads(status("--json", broker=url).output)["broker_unreachable"] == f"{url}: connection refused"
+
+
+# -- settings ---------------------------------------------------------------------------------
+def test_the_lease_settings_default_to_a_takeover_within_15_s_and_are_checked():
+    from flowkit.config import Settings
+
+    defaults = Settings.from_env({})
+    assert (defaults.scheduler_lease_seconds, defaults.scheduler_lease_renew_seconds) == (10.0, 2.0)
+    with pytest.raises(ConfigError, match="FLOWKIT_SCHEDULER_LEASE_RENEW_SECONDS=3 must be above 0 and at "
+                                          "most half of FLOWKIT_SCHEDULER_LEASE_SECONDS=4"):
+        Settings.from_env({"FLOWKIT_SCHEDULER_LEASE_SECONDS": "4", "FLOWKIT_SCHEDULER_LEASE_RENEW_SECONDS": "3"})
