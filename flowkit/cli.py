@@ -252,7 +252,8 @@ def _trigger(settings: Settings, store: Any, flow: str, raw: dict[str, Any], *, 
 
     sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
     spec = store.flow_spec(flow)
-    resolved = resolve_params(spec, raw)
+    resolved = resolve_params(spec, raw, max_depth=settings.max_json_depth,
+                              max_bytes=settings.max_params_bytes)
     run_id: str = store.create_run(spec, resolved, actor=f"cli:{_user()}",
                                    trigger="manual", reason=reason)
     if store.is_paused(flow):

@@ -187,24 +187,39 @@ def _wants_ctx(fn: Callable[..., Any]) -> bool:
         return True
 
 
-def encode_result(value: Any, *, run_id: str, step: str, cap: int) -> str:
+def encode_result(value: Any, *, run_id: str, step: str, cap: int,
+                  max_depth: int = jsonsafe.MAX_DEPTH) -> str:
+    """The JSON a step's result is stored as; raises a one-line error for a result that is not JSON, nested too deep or too large."""
+    where = f"run {run_id} step {step}"
+    # Before dumps: json recurses per level, and a value ~1,000 deep raises RecursionError
+    # here or, stored, in every reader of the downstream steps.
+    depth = jsonsafe.nesting_depth(value, stop_after=MAX_RESULT_DEPTH_WALK)
+    problem = jsonsafe.shape_problem(depth=depth, max_depth=max_depth)
+    if problem is not None:
+        raise ResultTooLarge(
+            f"{where}: result {problem} (FLOWKIT_MAX_JSON_DEPTH); flatten it, or write the data "
+            'elsewhere and return flowkit.Ref("s3://...") to it', step=step)
     try:
         text = jsonsafe.dumps(value, sort_keys=True, default=_json_default)
     except jsonsafe.NonFiniteNumberError as exc:
-        raise ValueError(f"run {run_id} step {step}: result contains NaN/Infinity at {exc.path}; return None "
+        raise ValueError(f"{where}: result contains NaN/Infinity at {exc.path}; return None "
                          "or a string instead") from None
     except (TypeError, ValueError) as exc:
         raise TypeError(
-            f"run {run_id} step {step}: the result is not JSON-serialisable ({exc}); return "
+            f"{where}: the result is not JSON-serialisable ({exc}); return "
             "dicts, lists, strings, numbers, booleans or None"
         ) from None
     size = len(text.encode())
     if size > cap:
         raise ResultTooLarge(
-            f"run {run_id} step {step}: result is {size:,} bytes, over the {cap:,}-byte cap "
+            f"{where}: result is {size:,} bytes, over the {cap:,}-byte cap "
             "(FLOWKIT_MAX_RESULT_BYTES); write the data elsewhere (a file, an object store) and "
             'return flowkit.Ref("s3://...") to it', step=step)
     return text
+
+
+#: encode_result measures a result's depth down to this many levels (a cyclic value ends there).
+MAX_RESULT_DEPTH_WALK = 10_000
 
 
 def _json_default(value: Any) -> Any:
@@ -284,7 +299,8 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
                     success.check(check, value, step=step)
         if deadline.fired:  # the step caught StepTimedOut and returned: still a timeout
             raise timeouts.StepTimedOut()
-        result_json = encode_result(value, run_id=run_id, step=step, cap=s.max_result_bytes)
+        result_json = encode_result(value, run_id=run_id, step=step, cap=s.max_result_bytes,
+                                    max_depth=s.max_json_depth)
         datasets = [(u, "read") for u in step_spec.reads] + [(u, "write") for u in step_spec.writes]
     except Skip as exc:
         state, error = AttemptState.SKIPPED, exc.reason
