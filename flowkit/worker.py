@@ -31,6 +31,8 @@ from .store.sql import Claim, SqlStore
 
 log = logging.getLogger(__name__)
 
+_V = TypeVar("_V")
+
 #: How long a worker trusts its reading of the global in-flight cap.
 GLOBAL_CAP_CACHE_SECONDS = 5.0
 
@@ -189,7 +191,8 @@ def _wants_ctx(fn: Callable[..., Any]) -> bool:
 
 def encode_result(value: Any, *, run_id: str, step: str, cap: int,
                   max_depth: int = jsonsafe.MAX_DEPTH) -> str:
-    """The JSON a step's result is stored as; raises a one-line error for a result that is not JSON, nested too deep or too large."""
+    """The JSON a step's result is stored as, with every known secret masked (``_masked``);
+    raises a one-line error for a result that is not JSON, nested too deep or too large."""
     where = f"run {run_id} step {step}"
     # Before dumps: json recurses per level, and a value ~1,000 deep raises RecursionError
     # here or, stored, in every reader of the downstream steps.
@@ -209,6 +212,7 @@ def encode_result(value: Any, *, run_id: str, step: str, cap: int,
             f"{where}: the result is not JSON-serialisable ({exc}); return "
             "dicts, lists, strings, numbers, booleans or None"
         ) from None
+    text = _masked_json(text)
     size = len(text.encode())
     if size > cap:
         raise ResultTooLarge(
@@ -220,6 +224,25 @@ def encode_result(value: Any, *, run_id: str, step: str, cap: int,
 
 #: encode_result measures a result's depth down to this many levels (a cyclic value ends there).
 MAX_RESULT_DEPTH_WALK = 10_000
+
+
+def _masked(value: _V) -> _V:
+    """What the worker stores (result, error, traceback, output) with every known secret as
+    ``***``: the one masking function all of them go through."""
+    masked: _V = secrets.mask_stored(value)
+    return masked
+
+
+def _masked_json(text: str) -> str:
+    """A result's JSON text, masked as data, never as text (a secret matching part of a
+    number must not make it invalid JSON, and an escaped one must still be found). Parsed
+    again only in a process that knows a secret."""
+    secrets.register_configured_secrets()
+    if not secrets.any_registered():
+        return text
+    parsed = jsonsafe.loads(text)
+    masked = _masked(parsed)
+    return text if masked == parsed else jsonsafe.dumps(masked, sort_keys=True)
 
 
 def _json_default(value: Any) -> Any:
@@ -325,8 +348,8 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
             _record_interruption(rt, run_id, step, number, exc)
             raise
         state, error = AttemptState.FAILED, f"the step called sys.exit({exc.code!r})"  # type: ignore[union-attr]
-    error, trace = _storable(secrets.mask_text(error)), _storable(secrets.mask_text(trace))
-    output = _storable(secrets.mask_text(tail.text())) if tail is not None else None
+    error, trace = _storable(_masked(error)), _storable(_masked(trace))
+    output = _storable(_masked(tail.text())) if tail is not None else None
     try:
         effects = _until_stored(
             f"run {run_id} step {step}: recording attempt {number} ({state.value})",
