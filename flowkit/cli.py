@@ -276,6 +276,10 @@ def _user() -> str:
         return f"uid{os.getuid()}"
 
 
+#: How long `flowkit trigger` waits for the broker (each connect, TLS handshake and read).
+NOTIFY_TIMEOUT_SECONDS = 2.0
+
+
 def _notify_scheduler(settings: Settings, run_id: str) -> str | None:
     """Wake the scheduler now; if the broker is away its sweep finds the run anyway.
 
@@ -285,15 +289,22 @@ def _notify_scheduler(settings: Settings, run_id: str) -> str | None:
         return None  # an in-process broker: no scheduler elsewhere to wake
     try:
         from .celery_app import make_app
+        from .connectivity import bounded_transport_options
         from .dispatch.events import BrokerEvents
 
+        # One bounded try first: the publish below retries, and a broker that can never
+        # answer (TLS to a plain server, a bad database index) should cost seconds, not minutes.
+        probe_broker(settings.broker_url, timeout_seconds=NOTIFY_TIMEOUT_SECONDS)
         app = make_app(settings)
-        app.conf.broker_connection_timeout = 2
+        app.conf.broker_connection_timeout = NOTIFY_TIMEOUT_SECONDS
+        app.conf.broker_transport_options = {
+            **app.conf.broker_transport_options,
+            **bounded_transport_options(settings.broker_url, NOTIFY_TIMEOUT_SECONDS)}
         BrokerEvents(app, settings.events_queue).publish({"type": "run_created", "run_id": run_id})
     except Exception as exc:  # the run is safe in SQL
+        err = exc if isinstance(exc, FlowkitError) else broker_error(exc, settings.broker_url)
         return (f"run {run_id} is queued, but the scheduler was not woken: "
-                f"{broker_error(exc, settings.broker_url)} (a scheduler that reaches the broker "
-                "starts the run at its next sweep)")
+                f"{err} (a scheduler that reaches the broker starts the run at its next sweep)")
     return None
 
 
