@@ -248,10 +248,10 @@ def trigger(ctx: click.Context, flow: str, params: tuple[str, ...], reason: str,
 def _trigger(settings: Settings, store: Any, flow: str, raw: dict[str, Any], *, reason: str = "",
              notify: bool = True) -> str:
     from .spec import resolve_params
-    from .sync import sync_dags
+    from .sync import spec_for_trigger
 
-    sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
-    spec = store.flow_spec(flow)
+    # Imports only this flow's file, and only if it changed: never waits on other modules.
+    spec = spec_for_trigger(store, settings.dags_folder, flow, timeout=settings.dag_import_timeout_seconds)
     resolved = resolve_params(spec, raw, max_depth=settings.max_json_depth,
                               max_bytes=settings.max_params_bytes)
     run_id: str = store.create_run(spec, resolved, actor=f"cli:{_user()}",
