@@ -165,12 +165,15 @@ def _report_errors(report: Any) -> None:
 @click.pass_context
 def dags_list(ctx: click.Context, as_json: bool) -> None:
     """List the flows; modules that fail to import are named with file and line."""
-    from .sync import sync_dags
+    from .sync import pool_problems, sync_dags
 
     settings = _settings(ctx)
     with friendly_errors():
         store = _store(settings)
-        report = sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
+        # printed below, once each (not also logged)
+        report = sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds,
+                           log_problems=False)
+        problems = pool_problems(report.flows.values(), store.pool_sizes())
     flows = sorted(report.flows.values(), key=lambda f: f.name)
     paused = {row["name"] for row in store.list_flows() if row["paused"]}
     if as_json:
@@ -181,11 +184,15 @@ def dags_list(ctx: click.Context, as_json: bool) -> None:
             "errors": [{"path": e.path, "lineno": e.lineno, "message": e.message}
                        for e in report.errors],
         })
+        for problem in problems:  # stderr, as before: the JSON lists load errors only
+            click.echo(f"error: {problem}", err=True)
         return
     rows = [[f.name, str(len(f.steps)), f.schedule or "-", f.owner or "-", f.version or "-",
              "paused" if f.name in paused else "-", str(f.path)] for f in flows]
     click.echo(_table(["flow", "steps", "schedule", "owner", "version", "paused", "file"], rows))
     _report_errors(report)
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
 
 
 @dags.command("check")

@@ -16,15 +16,20 @@ from .store.sql import SqlStore
 log = logging.getLogger(__name__)
 
 
-def sync_dags(store: SqlStore, folder: str, *, timeout: float = 30.0) -> LoadReport:
-    """Import only files whose hash changed since the store last saw them."""
+def sync_dags(store: SqlStore, folder: str, *, timeout: float = 30.0, log_problems: bool = True) -> LoadReport:
+    """Import only files whose hash changed since the store last saw them.
+
+    ``log_problems``: log load errors and pool problems (a caller that prints them itself,
+    such as `flowkit dags list`, passes False so each is shown once).
+    """
     report = load_folder(folder, timeout=timeout, known=store.known_dag_files())
     store.record_load(report.files)
     store.sync_flow_caps(report.flows.values())
-    for err in report.errors:
-        log.warning("dags: %s", err)
-    for problem in pool_problems(report.flows.values(), store.pool_sizes()):
-        log.error("dags: %s", problem)
+    if log_problems:
+        for err in report.errors:
+            log.warning("dags: %s", err)
+        for problem in pool_problems(report.flows.values(), store.pool_sizes()):
+            log.error("dags: %s", problem)
     return report
 
 
