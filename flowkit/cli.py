@@ -692,6 +692,14 @@ def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float,
     ctx.exit(0 if final == "success" else 1)
 
 
+def _step_order(order: dict[str, int], name: str) -> tuple[int, int]:
+    """Where step ``name`` is printed: in flow order, a map step's instances right under it."""
+    from .spec import split_instance
+
+    base, index = split_instance(name)
+    return order.get(base, len(order)), -1 if index is None else index
+
+
 def _follow(store: Any, run_id: str, timeout: float, echo: Callable[[str], None],
             on_change: Callable[[str, str, Callable[[str], None]], None] | None = None) -> str:
     seen: dict[str, str] = {}
@@ -699,7 +707,7 @@ def _follow(store: Any, run_id: str, timeout: float, echo: Callable[[str], None]
     run = store.get_run(run_id)
     order = store.flow_spec(run["flow_name"], run["version"]).position
     while time.monotonic() < deadline:
-        for s in sorted(store.step_runs(run_id), key=lambda r: order.get(r["step"], len(order))):
+        for s in sorted(store.step_runs(run_id), key=lambda r: _step_order(order, r["step"])):
             if seen.get(s["step"]) != s["state"]:
                 seen[s["step"]] = s["state"]
                 echo(f"  {s['step']:<24} {s['state']}")

@@ -316,3 +316,16 @@ def test_dags_list_prints_each_load_error_once(tmp_path):
         lines = [line for line in result.stderr.splitlines() if "broken_import.py" in line]
         assert len(lines) == 1, result.stderr
         assert lines[0].startswith("error: ")
+
+
+def test_dev_echo_lists_map_instances_right_under_their_map_step(sqlite_store):
+    from flowkit.cli import _follow
+    from flowkit.testing import InlineHarness
+
+    h = InlineHarness(sqlite_store, str(ROOT / "tests" / "dags" / "maps"))
+    run_id = h.trigger("squares", {"n": 12})
+    assert h.run_until_done(run_id) == "success"
+    lines: list[str] = []
+    assert _follow(sqlite_store, run_id, 5, lines.append) == "success"
+    names = [line.split()[0] for line in lines[:-1]]
+    assert names == ["numbers", "square", *[f"square[{i}]" for i in range(12)], "total"]
