@@ -345,3 +345,47 @@ def test_one_function_masks_text_and_data_and_reads_the_configured_secrets(monke
     path.write_text('db = "file-secret-33"\n')  # an edited file is read again
     assert fs.mask_stored("file-secret-33") == "***"
     assert fs.mask_stored(None) is None
+
+
+CALLBACK_MODULE = '''
+import os
+
+from flowkit import Flow
+
+
+def boom(ctx):
+    raise RuntimeError("step failed")
+
+
+def page(ctx):
+    raise RuntimeError("pager refused key " + os.environ["FLOWKIT_SECRET_PAGER_KEY"])
+
+
+flow = Flow("paged", on_failure=page).step("boom", boom)
+'''
+
+
+def test_a_failed_callback_is_stored_masked_in_a_process_that_never_read_the_secret(
+        sqlite_store, tmp_path, monkeypatch):
+    from flowkit.callbacks import run_callback
+    from flowkit.worker import run_attempt
+
+    folder = tmp_path / "cdags"
+    folder.mkdir()
+    (folder / "paged.py").write_text(CALLBACK_MODULE)
+    monkeypatch.setenv("FLOWKIT_SECRET_PAGER_KEY", "pg-71c0d2e9")  # never read through secret()
+    h = InlineHarness(sqlite_store, str(folder))
+    run_id = h.trigger("paged")
+    while h.dispatcher.sent:  # the attempts only; the callback waits in the dispatcher
+        item = h.dispatcher.sent.pop(0)
+        run_attempt(h.runtime, item.run_id, item.step.name, item.attempt)
+        h.scheduler.handle(h.events.wait(0))
+    assert sqlite_store.get_run(run_id)["state"] == "failed"
+    with fs._lock:  # the callback runs in another pool process: it knows no secret yet
+        fs._registered.clear()
+        fs._pattern = None
+        fs._file_seen = None
+    (due,) = h.dispatcher.callbacks
+    assert run_callback(h.runtime, due.id) == "failed"
+    (failed,) = [e for e in sqlite_store.events(run_id) if e["action"] == "callback_failed"]
+    assert "pager refused key ***" in failed["reason"] and "pg-71c0d2e9" not in failed["reason"]
