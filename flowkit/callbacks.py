@@ -101,7 +101,7 @@ def run_callback(rt: Any, callback_id: str) -> str:
             log=logging.getLogger(f"flowkit.callback.{cb['flow_name']}"))
         fn(ctx)
     except Exception as exc:
-        error = secrets.mask_text(describe_exception(exc))
+        error = secrets.mask_stored(describe_exception(exc))  # what the worker stores goes masked
         log.exception("run %s step %s: %s %s callback failed (the run's state is unchanged): %s",
                       run_id, step or "-", scope, kind, error)
     _until_stored(f"run {run_id}: recording the {kind} callback",

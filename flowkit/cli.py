@@ -165,12 +165,15 @@ def _report_errors(report: Any) -> None:
 @click.pass_context
 def dags_list(ctx: click.Context, as_json: bool) -> None:
     """List the flows; modules that fail to import are named with file and line."""
-    from .sync import sync_dags
+    from .sync import pool_problems, sync_dags
 
     settings = _settings(ctx)
     with friendly_errors():
         store = _store(settings)
-        report = sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
+        # printed below, once each (not also logged)
+        report = sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds,
+                           log_problems=False)
+        problems = pool_problems(report.flows.values(), store.pool_sizes())
     flows = sorted(report.flows.values(), key=lambda f: f.name)
     paused = {row["name"] for row in store.list_flows() if row["paused"]}
     if as_json:
@@ -181,11 +184,15 @@ def dags_list(ctx: click.Context, as_json: bool) -> None:
             "errors": [{"path": e.path, "lineno": e.lineno, "message": e.message}
                        for e in report.errors],
         })
+        for problem in problems:  # stderr, as before: the JSON lists load errors only
+            click.echo(f"error: {problem}", err=True)
         return
     rows = [[f.name, str(len(f.steps)), f.schedule or "-", f.owner or "-", f.version or "-",
              "paused" if f.name in paused else "-", str(f.path)] for f in flows]
     click.echo(_table(["flow", "steps", "schedule", "owner", "version", "paused", "file"], rows))
     _report_errors(report)
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
 
 
 @dags.command("check")
@@ -248,11 +255,12 @@ def trigger(ctx: click.Context, flow: str, params: tuple[str, ...], reason: str,
 def _trigger(settings: Settings, store: Any, flow: str, raw: dict[str, Any], *, reason: str = "",
              notify: bool = True) -> str:
     from .spec import resolve_params
-    from .sync import sync_dags
+    from .sync import spec_for_trigger
 
-    sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
-    spec = store.flow_spec(flow)
-    resolved = resolve_params(spec, raw)
+    # Imports only this flow's file, and only if it changed: never waits on other modules.
+    spec = spec_for_trigger(store, settings.dags_folder, flow, timeout=settings.dag_import_timeout_seconds)
+    resolved = resolve_params(spec, raw, max_depth=settings.max_json_depth,
+                              max_bytes=settings.max_params_bytes)
     run_id: str = store.create_run(spec, resolved, actor=f"cli:{_user()}",
                                    trigger="manual", reason=reason)
     if store.is_paused(flow):
@@ -275,6 +283,10 @@ def _user() -> str:
         return f"uid{os.getuid()}"
 
 
+#: How long `flowkit trigger` waits for the broker (each connect, TLS handshake and read).
+NOTIFY_TIMEOUT_SECONDS = 2.0
+
+
 def _notify_scheduler(settings: Settings, run_id: str) -> str | None:
     """Wake the scheduler now; if the broker is away its sweep finds the run anyway.
 
@@ -284,15 +296,22 @@ def _notify_scheduler(settings: Settings, run_id: str) -> str | None:
         return None  # an in-process broker: no scheduler elsewhere to wake
     try:
         from .celery_app import make_app
+        from .connectivity import bounded_transport_options
         from .dispatch.events import BrokerEvents
 
+        # One bounded try first: the publish below retries, and a broker that can never
+        # answer (TLS to a plain server, a bad database index) should cost seconds, not minutes.
+        probe_broker(settings.broker_url, timeout_seconds=NOTIFY_TIMEOUT_SECONDS)
         app = make_app(settings)
-        app.conf.broker_connection_timeout = 2
+        app.conf.broker_connection_timeout = NOTIFY_TIMEOUT_SECONDS
+        app.conf.broker_transport_options = {
+            **app.conf.broker_transport_options,
+            **bounded_transport_options(settings.broker_url, NOTIFY_TIMEOUT_SECONDS)}
         BrokerEvents(app, settings.events_queue).publish({"type": "run_created", "run_id": run_id})
     except Exception as exc:  # the run is safe in SQL
+        err = exc if isinstance(exc, FlowkitError) else broker_error(exc, settings.broker_url)
         return (f"run {run_id} is queued, but the scheduler was not woken: "
-                f"{broker_error(exc, settings.broker_url)} (a scheduler that reaches the broker "
-                "starts the run at its next sweep)")
+                f"{err} (a scheduler that reaches the broker starts the run at its next sweep)")
     return None
 
 
@@ -676,6 +695,14 @@ def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float,
     ctx.exit(0 if final == "success" else 1)
 
 
+def _step_order(order: dict[str, int], name: str) -> tuple[int, int]:
+    """Where step ``name`` is printed: in flow order, a map step's instances right under it."""
+    from .spec import split_instance
+
+    base, index = split_instance(name)
+    return order.get(base, len(order)), -1 if index is None else index
+
+
 def _follow(store: Any, run_id: str, timeout: float, echo: Callable[[str], None],
             on_change: Callable[[str, str, Callable[[str], None]], None] | None = None) -> str:
     seen: dict[str, str] = {}
@@ -683,7 +710,7 @@ def _follow(store: Any, run_id: str, timeout: float, echo: Callable[[str], None]
     run = store.get_run(run_id)
     order = store.flow_spec(run["flow_name"], run["version"]).position
     while time.monotonic() < deadline:
-        for s in sorted(store.step_runs(run_id), key=lambda r: order.get(r["step"], len(order))):
+        for s in sorted(store.step_runs(run_id), key=lambda r: _step_order(order, r["step"])):
             if seen.get(s["step"]) != s["state"]:
                 seen[s["step"]] = s["state"]
                 echo(f"  {s['step']:<24} {s['state']}")

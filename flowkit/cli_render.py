@@ -136,19 +136,21 @@ def lineage_cmd(ctx: click.Context, run_id: str | None, uri: str | None, output:
 
 @main.command("timeline")
 @click.argument("run_id", metavar="RUN")
-@click.option("-o", "--output", metavar="PATH", help="Write the SVG here (default: stdout).")
+@click.option("-o", "--output", metavar="PATH", help="Write here (.svg or .png); default: SVG to stdout.")
 @click.option("--width", default=1100, show_default=True, type=click.IntRange(400, 20000))
 @click.pass_context
 def timeline_cmd(ctx: click.Context, run_id: str, output: str | None, width: int) -> None:
-    """A Gantt chart (SVG) of RUN: one bar per attempt, failures and waits before retries shown."""
+    """A Gantt chart (SVG or PNG) of RUN: one bar per attempt, failures and waits before retries shown."""
     from . import render as rd
 
     if output:
-        _check_suffix(output, (".svg",), "a timeline")
+        _check_suffix(output, (".svg", ".png"), "a timeline")
+    png = bool(output) and Path(str(output)).suffix.lower() == ".png"
     with friendly_errors():
         view = _run_view(_store(_settings(ctx)), run_id)
-    svg = rd.timeline_svg(view, width=width, now=None if view.run.get("ended_at") else datetime.now(UTC))
-    _emit(svg.encode(), output, f"timeline of run {view.run_id}")
+        svg = rd.timeline_svg(view, width=width, now=None if view.run.get("ended_at") else datetime.now(UTC))
+        data = rd.svg_to_png(svg) if png else svg.encode()
+    _emit(data, output, f"{'png' if png else 'svg'} timeline of run {view.run_id}")
 
 
 @main.command("report")

@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .jsonsafe import MAX_DEPTH, MAX_PARAMS_BYTES
 
 DEFAULT_HOME = Path(".flowkit")
+#: The deepest FLOWKIT_MAX_JSON_DEPTH may go: ``--json`` output takes ~4 frames a level,
+#: and Python stops at 1,000.
+MAX_JSON_DEPTH_LIMIT = 200
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,12 @@ class Settings:
     store_retry_seconds: float = 300.0
     #: A result larger than this (JSON bytes) fails the step with a clear message.
     max_result_bytes: int = 256 * 1024
+    #: Params larger than this (JSON bytes, each and all together) are refused at trigger.
+    max_params_bytes: int = MAX_PARAMS_BYTES
+    #: Params and results nested deeper than this (lists and objects inside each other) are
+    #: refused where they come in: Python's json recurses per level, so a value ~1,000 deep
+    #: would crash every later reader (the worker's claim, ``runs show``, renders).
+    max_json_depth: int = MAX_DEPTH
     #: The scheduler's safety-net sweep (new runs, due timers, expired leases).
     sweep_seconds: float = 5.0
     #: PostgreSQL: the active scheduler's lease runs out this long after its last renewal;
@@ -91,6 +101,12 @@ class Settings:
             )
         if self.max_deliveries < 1:
             raise ConfigError("FLOWKIT_MAX_DELIVERIES must be at least 1")
+        if self.max_params_bytes < 0:
+            raise ConfigError("FLOWKIT_MAX_PARAMS_BYTES must be 0 (no cap) or more")
+        if not 1 <= self.max_json_depth <= MAX_JSON_DEPTH_LIMIT:
+            raise ConfigError(f"FLOWKIT_MAX_JSON_DEPTH={self.max_json_depth} is outside 1-{MAX_JSON_DEPTH_LIMIT}: "
+                              "deeper values crash flowkit's own readers (Python's json recurses per "
+                              "level); set it within that range")
         if self.max_in_flight < 0:
             raise ConfigError("FLOWKIT_MAX_IN_FLIGHT must be 0 (no cap) or more")
         if self.queue_high_watermark and not 0 <= self.queue_low_watermark < self.queue_high_watermark:

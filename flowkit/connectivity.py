@@ -72,8 +72,23 @@ _PERMANENT_TEXT = (
     "certificate verify failed",
     "no such transport",
     "unable to open database file",
+    "db index is out of range",  # Redis: /N past its `databases` setting
+    "invalid db index",
+    "file is not a database",  # SQLite: the file holds something else
+    "file is encrypted or is not a database",
 )
 _PERMANENT_RE = re.compile(r'(database|role) "[^"]*" does not exist')
+# A TLS client (rediss://, amqps://) talking to a server that does not speak TLS: the server
+# answers something that is not a TLS record, or nothing at all until the socket times out.
+_PLAIN_SERVER_TEXT = (
+    "wrong version number",
+    "record layer failure",
+    "packet length too long",
+    "unknown protocol",
+    "handshake operation timed out",
+)
+_PLAIN_SERVER_REASON = ("the TLS handshake failed ({}): the server does not speak TLS there; use "
+                        "redis:// or amqp:// for a plain server, or the port where it serves TLS")
 _PERMANENT_CLASSES = ("AccessRefused", "NotAllowed", "AuthenticationError", "AuthenticationWrongNumberOfArgsError")
 
 
@@ -119,8 +134,9 @@ def classify_url_problem(exc: BaseException) -> UrlProblem:
 
     Permanent: a :class:`ConfigError` (malformed URL, unknown scheme), a missing driver or
     transport package, a host name that does not resolve, refused credentials, a missing
-    database, role or virtual host, a failed TLS verification, a file that cannot be opened
-    or created (SQLite). Transient: refused connections,
+    database, role or virtual host, a Redis database index past the server's ``databases``,
+    a failed TLS verification, TLS to a server that does not speak it, a file that cannot
+    be opened or created or is not a database (SQLite). Transient: refused connections,
     timeouts, resets, a server starting up, a DNS hiccup, and anything not recognised (a
     retry costs little; giving up on a server that would have come back costs an outage).
 
@@ -130,6 +146,8 @@ def classify_url_problem(exc: BaseException) -> UrlProblem:
     for e in _chain(exc):
         if isinstance(e, ConfigError):
             return UrlProblem(True, e.message)
+        if isinstance(e, OSError) and any(t in _first_line(e).lower() for t in _PLAIN_SERVER_TEXT):
+            return UrlProblem(True, _PLAIN_SERVER_REASON.format(_first_line(e)))
         if isinstance(e, ImportError):
             return UrlProblem(True, f"a package it needs is not installed ({_first_line(e)})")
         if isinstance(e, socket.gaierror):
@@ -165,7 +183,18 @@ def database_error(exc: BaseException, url: str, *, variable: str = "FLOWKIT_DAT
     :class:`StoreUnavailable` when the server may come back, :class:`ConfigError` when only a
     change of ``variable`` (or of the server's setup) can help.
     """
+    if any(_not_a_sqlite_file(e) for e in _chain(exc)):
+        return ConfigError(f"{redact(url)} is not a SQLite database (file is not a database); point "
+                           f"{variable} at a flowkit store or remove the file")
     return _service_error(exc, url, variable, "database", StoreUnavailable)
+
+
+def _not_a_sqlite_file(e: BaseException) -> bool:
+    """SQLite's answer when the file at the URL holds something else (text, another format)."""
+    if not any(c.__module__ in ("sqlite3", "_sqlite3") and c.__name__ == "DatabaseError"
+               for c in type(e).__mro__):
+        return False
+    return "is not a database" in str(e)
 
 
 def broker_error(exc: BaseException, url: str, *, variable: str = "FLOWKIT_BROKER_URL") -> FlowkitError:
@@ -174,6 +203,8 @@ def broker_error(exc: BaseException, url: str, *, variable: str = "FLOWKIT_BROKE
 
 
 def _is_database_failure(e: BaseException) -> bool:
+    if _not_a_sqlite_file(e):
+        return True
     return any(
         (c.__module__.startswith("sqlalchemy") and c.__name__ in ("OperationalError", "InterfaceError"))
         or (c.__module__ in ("sqlite3", "_sqlite3") and c.__name__ == "OperationalError")
@@ -215,6 +246,7 @@ def probe_database(url: str, *, timeout_seconds: float = PROBE_TIMEOUT_SECONDS) 
 
     normalized = normalize_url(url)
     if normalized.startswith("sqlite"):
+        _probe_sqlite_file(normalized, url)
         return
     # libpq takes whole seconds; without a limit an unreachable host blocks for minutes
     engine = create_engine(normalized, poolclass=NullPool,
@@ -228,6 +260,38 @@ def probe_database(url: str, *, timeout_seconds: float = PROBE_TIMEOUT_SECONDS) 
         engine.dispose()
 
 
+def _probe_sqlite_file(normalized: str, url: str) -> None:
+    """An existing SQLite file must be a database (a missing one is created on first use)."""
+    import sqlite3
+    from pathlib import Path
+    from urllib.parse import quote
+
+    path = normalized.split("///", 1)[-1].split("?", 1)[0]
+    if not path or path == ":memory:" or not Path(path).is_file():
+        return
+    try:
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=PROBE_TIMEOUT_SECONDS)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        if _not_a_sqlite_file(exc):
+            raise database_error(exc, url) from exc
+
+
+def bounded_transport_options(url: str, timeout_seconds: float) -> dict[str, float]:
+    """Broker transport options that bound every socket wait, the TLS handshake included.
+
+    On Redis the connect timeout covers only the TCP connect: a ``rediss://`` URL pointed at
+    a plain Redis then waits for ever for the server's half of the handshake. py-amqp's
+    connect timeout covers its handshake already.
+    """
+    if url.split("://", 1)[0].split("+", 1)[0].lower() in ("redis", "rediss", "sentinel"):
+        return {"socket_timeout": timeout_seconds, "socket_connect_timeout": timeout_seconds}
+    return {}
+
+
 def probe_broker(url: str, *, timeout_seconds: float = PROBE_TIMEOUT_SECONDS) -> None:
     """Connect to the broker once and close; raise ``broker_error`` if that fails.
 
@@ -238,7 +302,8 @@ def probe_broker(url: str, *, timeout_seconds: float = PROBE_TIMEOUT_SECONDS) ->
     from kombu.connection import Connection
 
     try:
-        with Connection(url, connect_timeout=timeout_seconds) as conn:
+        with Connection(url, connect_timeout=timeout_seconds,
+                        transport_options=bounded_transport_options(url, timeout_seconds)) as conn:
             conn.ensure_connection(max_retries=0)  # one try: retrying is the caller's choice
     except Exception as exc:
         raise broker_error(exc, url) from exc

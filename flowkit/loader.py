@@ -179,21 +179,24 @@ def import_file(path: Path, dags_folder: str | Path, timeout: float) -> FileResu
     result = FileResult(path=str(path), hash=source_hash(raw), source=source)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="flowkit-load-") as tmp:
-        out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "flowkit._load_one", str(path), str(dags_folder), str(out)]
+        out, stack = Path(tmp) / "result.json", Path(tmp) / "stack.txt"
+        cmd = [sys.executable, "-m", "flowkit._load_one", str(path), str(dags_folder), str(out), str(stack)]
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
         try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=timeout,
-                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-            )
+            _stdout, stderr = child.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            lineno = _hung_line(child, stack, str(path))
+            child.kill()
+            child.communicate()
             result.import_ms = (time.perf_counter() - started) * 1000
             result.error = DagLoadError(
                 f"import took longer than {timeout:g} s and was stopped; keep I/O and heavy work "
                 "out of module level (or raise FLOWKIT_DAG_IMPORT_TIMEOUT_SECONDS)",
-                path=str(path),
+                path=str(path), lineno=lineno,
             )
             return result
+        proc = subprocess.CompletedProcess(cmd, child.returncode, _stdout, stderr)
         result.import_ms = (time.perf_counter() - started) * 1000
         if not out.exists():
             tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no output"]
@@ -214,6 +217,36 @@ def import_file(path: Path, dags_folder: str | Path, timeout: float) -> FileResu
         result.modules = [ModuleSource.from_dict(d) for d in payload.get("modules", [])]
         result.helper_hashes = {m.path: m.hash for m in result.modules if m.path.endswith(".py")}
     return result
+
+
+#: How long a hung import gets to write its stack before it is killed.
+STACK_DUMP_WAIT_SECONDS = 2.0
+
+
+def _hung_line(child: subprocess.Popen[str], stack: Path, path: str) -> int | None:
+    """The line of ``path`` a hung import child is running: it writes its stack on SIGUSR1
+    (see ``_load_one``); the innermost frame in ``path`` is the line. None if it cannot tell."""
+    import re
+    import signal
+
+    if not hasattr(signal, "SIGUSR1"):
+        return None
+    try:
+        child.send_signal(signal.SIGUSR1)
+    except OSError:
+        return None
+    frame = re.compile(r'^\s*File "' + re.escape(path) + r'", line (\d+) in ', re.M)
+    deadline = time.monotonic() + STACK_DUMP_WAIT_SECONDS
+    while time.monotonic() < deadline and child.poll() is None:
+        try:
+            text = stack.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = ""
+        found = frame.search(text)
+        if found:
+            return int(found.group(1))
+        time.sleep(0.02)
+    return None
 
 
 def helpers_unchanged(helper_hashes: dict[str, str]) -> bool:

@@ -15,11 +15,13 @@ Where a secret comes from, first match wins:
 Both are read in the process that calls :func:`secret`: the worker, for a step.
 
 Masking: a param declared ``Param(str, secret=True)`` shows as ``***`` in ``runs show``,
-``runs list``, the audit trail, renders and the HTML report, and every value
-:func:`secret` returns (and every secret param value a worker runs with) is replaced by
-``***`` in the log records of that process and in the errors it stores. The real value
-still reaches the step (``ctx.params``, the return value of ``secret()``). Secret params
-are stored in the runs table as given: keep real credentials in ``secret()``.
+``runs list``, the audit trail, renders and the HTML report. Every known secret value (what
+:func:`secret` returned in the process, every secret param value a worker runs with, and
+every value ``FLOWKIT_SECRET_*`` and the secrets file hold) is replaced by ``***`` in the
+log records of the worker and in everything it stores: results, errors, tracebacks and a
+shell step's output (:func:`mask_stored`, the one function the worker writes through). The
+real value still reaches the step (``ctx.params``, the return value of ``secret()``).
+Secret params are stored in the runs table as given: keep real credentials in ``secret()``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ _lock = threading.Lock()
 _registered: set[str] = set()
 _pattern: re.Pattern[str] | None = None
 _factory_installed = False
+#: (path, mtime_ns, size) of the secrets file whose values are registered already.
+_file_seen: tuple[str, int, int] | None = None
 
 
 def secret(name: str) -> str:
@@ -141,15 +145,67 @@ def mask_text(text: str | None, values: Iterable[str] = ()) -> str | None:
 
 
 def mask_data(value: Any, values: Iterable[str] = ()) -> Any:
-    """A copy of JSON-like ``value`` with secrets masked inside every string."""
-    hidden = [str(v) for v in values]
+    """A copy of JSON-like ``value`` with secrets masked inside every string (keys too);
+    ``value`` itself when there is nothing to mask."""
+    pattern = _compiled([str(v) for v in values])
+    if pattern is None:
+        return value
+    return _mask_with(pattern, value)
+
+
+def _mask_with(pattern: re.Pattern[str], value: Any) -> Any:
     if isinstance(value, str):
-        return mask_text(value, hidden)
+        return pattern.sub(MASK, value) if value else value
     if isinstance(value, dict):
-        return {k: mask_data(v, hidden) for k, v in value.items()}
+        return {(pattern.sub(MASK, k) if isinstance(k, str) else k): _mask_with(pattern, v)
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [mask_data(v, hidden) for v in value]
+        return [_mask_with(pattern, v) for v in value]
     return value
+
+
+def any_registered() -> bool:
+    """Whether this process knows a secret to mask (a cheap test before costly masking)."""
+    return bool(_registered)
+
+
+def register_configured_secrets() -> None:
+    """Register every value ``FLOWKIT_SECRET_*`` and the secrets file hold, so they are
+    masked even in a process where no step called :func:`secret` (a shell step that echoes
+    ``$FLOWKIT_SECRET_TOKEN``, another pool process). The file is read again only when it
+    changes; a file that cannot be read registers nothing here (``secret()`` reports it)."""
+    global _file_seen
+    for key, value in os.environ.items():
+        if key.startswith(ENV_PREFIX) and value:
+            register_secret(value)
+    path = os.environ.get(FILE_VARIABLE)
+    if not path:
+        return
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    seen = (path, st.st_mtime_ns, st.st_size)
+    if seen == _file_seen:
+        return
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return
+    for value in data.values():
+        if isinstance(value, str) and value:
+            register_secret(value)
+    _file_seen = seen
+
+
+def mask_stored(value: Any) -> Any:
+    """``value`` (a result, an error, a traceback, a shell step's output) with every known
+    secret masked: what the worker writes to the store goes through this one function."""
+    register_configured_secrets()
+    return mask_data(value)
 
 
 def secret_param_names(spec: FlowSpec | None) -> frozenset[str]:

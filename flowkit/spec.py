@@ -324,11 +324,19 @@ class FlowSpec:
         return cls.from_dict(json.loads(text))
 
 
-def _coerce(param: ParamSpec, value: Any, flow: str) -> Any:
+def _coerce(param: ParamSpec, value: Any, flow: str, *, max_depth: int, max_bytes: int) -> Any:
     from .errors import InvalidParamError
-    from .jsonsafe import find_non_finite
+    from .jsonsafe import find_non_finite, nesting_depth, text_nesting_depth
 
     given = value  # as the user wrote it
+    # The shape first: parsing or walking a value nested ~1,000 deep raises RecursionError.
+    if isinstance(value, str):
+        size = len(value.encode("utf-8", errors="replace"))
+        depth = text_nesting_depth(value) if param.type in ("list", "dict") and size <= max_bytes else 0
+    else:
+        depth, size = nesting_depth(value, stop_after=max_depth), None
+    _check_shape(flow, f'param "{param.name}"', depth=depth, size=size, max_depth=max_depth,
+                 max_bytes=max_bytes)
 
     def bad(why: str, *, as_given: bool = False) -> InvalidParamError:
         shown = "***" if param.secret else repr(given if as_given else value)
@@ -382,14 +390,38 @@ def _example(type_name: str) -> str:
             "list": "'[1,2]'", "dict": "'{\"k\":1}'"}[type_name]
 
 
-def resolve_params(flow: FlowSpec, given: dict[str, Any]) -> dict[str, Any]:
+def _check_shape(flow: str, what: str, *, depth: int, size: int | None, max_depth: int,
+                 max_bytes: int) -> None:
+    from .errors import InvalidParamError
+    from .jsonsafe import shape_problem
+
+    problem = shape_problem(depth=depth, size=size, max_depth=max_depth, max_bytes=max_bytes)
+    if problem is None:
+        return
+    if problem.startswith("nested"):
+        fix = "(FLOWKIT_MAX_JSON_DEPTH): flatten it, or pass the path or URI of the data instead"
+    else:
+        fix = ("(FLOWKIT_MAX_PARAMS_BYTES): write the data elsewhere (a file, an object store) "
+               "and pass its path or URI instead")
+    raise InvalidParamError(f'flow "{flow}" {what}: {problem} {fix}', flow=flow)
+
+
+def resolve_params(flow: FlowSpec, given: dict[str, Any], *, max_depth: int | None = None,
+                   max_bytes: int | None = None) -> dict[str, Any]:
     """Check and coerce the params a run was triggered with against the flow's declared ones.
 
-    Strings (from the CLI) are parsed to the declared type; defaults fill the rest.
+    Strings (from the CLI) are parsed to the declared type; defaults fill the rest. A given
+    value nested deeper than ``max_depth`` levels, or params taking more than ``max_bytes``
+    of JSON (each, and all together), are refused (defaults: ``jsonsafe.MAX_DEPTH`` and
+    ``MAX_PARAMS_BYTES``; 0 turns a bound off).
     """
     import difflib
 
+    from . import jsonsafe
     from .errors import InvalidParamError
+
+    max_depth = jsonsafe.MAX_DEPTH if max_depth is None else max_depth
+    max_bytes = jsonsafe.MAX_PARAMS_BYTES if max_bytes is None else max_bytes
 
     declared = {p.name: p for p in flow.params}
     for key in given:
@@ -404,7 +436,7 @@ def resolve_params(flow: FlowSpec, given: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, p in declared.items():
         if name in given:
-            out[name] = _coerce(p, given[name], flow.name)
+            out[name] = _coerce(p, given[name], flow.name, max_depth=max_depth, max_bytes=max_bytes)
         elif p.required:
             raise InvalidParamError(
                 f'flow "{flow.name}" needs param "{name}" ({p.type}); pass -p {name}={_example(p.type)}',
@@ -412,4 +444,7 @@ def resolve_params(flow: FlowSpec, given: dict[str, Any]) -> dict[str, Any]:
             )
         else:
             out[name] = p.default
+    if given and max_bytes:
+        size = len(jsonsafe.dumps(out, default=str).encode())
+        _check_shape(flow.name, "params", depth=0, size=size, max_depth=max_depth, max_bytes=max_bytes)
     return out

@@ -31,6 +31,8 @@ from .store.sql import Claim, SqlStore
 
 log = logging.getLogger(__name__)
 
+_V = TypeVar("_V")
+
 #: How long a worker trusts its reading of the global in-flight cap.
 GLOBAL_CAP_CACHE_SECONDS = 5.0
 
@@ -187,24 +189,60 @@ def _wants_ctx(fn: Callable[..., Any]) -> bool:
         return True
 
 
-def encode_result(value: Any, *, run_id: str, step: str, cap: int) -> str:
+def encode_result(value: Any, *, run_id: str, step: str, cap: int,
+                  max_depth: int = jsonsafe.MAX_DEPTH) -> str:
+    """The JSON a step's result is stored as, with every known secret masked (``_masked``);
+    raises a one-line error for a result that is not JSON, nested too deep or too large."""
+    where = f"run {run_id} step {step}"
+    # Before dumps: json recurses per level, and a value ~1,000 deep raises RecursionError
+    # here or, stored, in every reader of the downstream steps.
+    depth = jsonsafe.nesting_depth(value, stop_after=MAX_RESULT_DEPTH_WALK)
+    problem = jsonsafe.shape_problem(depth=depth, max_depth=max_depth)
+    if problem is not None:
+        raise ResultTooLarge(
+            f"{where}: result {problem} (FLOWKIT_MAX_JSON_DEPTH); flatten it, or write the data "
+            'elsewhere and return flowkit.Ref("s3://...") to it', step=step)
     try:
         text = jsonsafe.dumps(value, sort_keys=True, default=_json_default)
     except jsonsafe.NonFiniteNumberError as exc:
-        raise ValueError(f"run {run_id} step {step}: result contains NaN/Infinity at {exc.path}; return None "
+        raise ValueError(f"{where}: result contains NaN/Infinity at {exc.path}; return None "
                          "or a string instead") from None
     except (TypeError, ValueError) as exc:
         raise TypeError(
-            f"run {run_id} step {step}: the result is not JSON-serialisable ({exc}); return "
+            f"{where}: the result is not JSON-serialisable ({exc}); return "
             "dicts, lists, strings, numbers, booleans or None"
         ) from None
+    text = _masked_json(text)
     size = len(text.encode())
     if size > cap:
         raise ResultTooLarge(
-            f"run {run_id} step {step}: result is {size:,} bytes, over the {cap:,}-byte cap "
+            f"{where}: result is {size:,} bytes, over the {cap:,}-byte cap "
             "(FLOWKIT_MAX_RESULT_BYTES); write the data elsewhere (a file, an object store) and "
             'return flowkit.Ref("s3://...") to it', step=step)
     return text
+
+
+#: encode_result measures a result's depth down to this many levels (a cyclic value ends there).
+MAX_RESULT_DEPTH_WALK = 10_000
+
+
+def _masked(value: _V) -> _V:
+    """What the worker stores (result, error, traceback, output) with every known secret as
+    ``***``: the one masking function all of them go through."""
+    masked: _V = secrets.mask_stored(value)
+    return masked
+
+
+def _masked_json(text: str) -> str:
+    """A result's JSON text, masked as data, never as text (a secret matching part of a
+    number must not make it invalid JSON, and an escaped one must still be found). Parsed
+    again only in a process that knows a secret."""
+    secrets.register_configured_secrets()
+    if not secrets.any_registered():
+        return text
+    parsed = jsonsafe.loads(text)
+    masked = _masked(parsed)
+    return text if masked == parsed else jsonsafe.dumps(masked, sort_keys=True)
 
 
 def _json_default(value: Any) -> Any:
@@ -284,7 +322,8 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
                     success.check(check, value, step=step)
         if deadline.fired:  # the step caught StepTimedOut and returned: still a timeout
             raise timeouts.StepTimedOut()
-        result_json = encode_result(value, run_id=run_id, step=step, cap=s.max_result_bytes)
+        result_json = encode_result(value, run_id=run_id, step=step, cap=s.max_result_bytes,
+                                    max_depth=s.max_json_depth)
         datasets = [(u, "read") for u in step_spec.reads] + [(u, "write") for u in step_spec.writes]
     except Skip as exc:
         state, error = AttemptState.SKIPPED, exc.reason
@@ -309,8 +348,8 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
             _record_interruption(rt, run_id, step, number, exc)
             raise
         state, error = AttemptState.FAILED, f"the step called sys.exit({exc.code!r})"  # type: ignore[union-attr]
-    error, trace = _storable(secrets.mask_text(error)), _storable(secrets.mask_text(trace))
-    output = _storable(secrets.mask_text(tail.text())) if tail is not None else None
+    error, trace = _storable(_masked(error)), _storable(_masked(trace))
+    output = _storable(_masked(tail.text())) if tail is not None else None
     try:
         effects = _until_stored(
             f"run {run_id} step {step}: recording attempt {number} ({state.value})",

@@ -50,13 +50,13 @@ from .lineage import (
     load_lineage,
 )
 from .report import report_html
-from .timeline import timeline_svg
+from .timeline import svg_to_png, timeline_svg
 
 __all__ = [
     "ATTEMPT_STATE_COLORS", "DEFAULT_CLUSTER_THRESHOLD", "DEFAULT_MAX_GROUP", "KIND_STYLES",
     "STEP_STATE_COLORS", "TRIGGER_EDGE_STYLES",
     "DatasetLineage", "Lineage", "RenderError", "RunView",
     "dataset_lineage_dot", "dataset_lineage_text", "dot_to", "flow_dot", "group_steps",
-    "lineage_dot", "lineage_text", "load_dataset_lineage", "load_lineage", "load_run_view",
+    "lineage_dot", "lineage_text", "load_dataset_lineage", "load_lineage", "load_run_view", "svg_to_png",
     "report_html", "run_dot", "svg_for_html", "timeline_svg",
 ]

@@ -18,6 +18,7 @@ from .common import (
     ATTEMPT_STATE_COLORS,
     KIND_STYLES,
     STEP_STATE_COLORS,
+    RenderError,
     RunView,
     _clip,
     _fmt_time,
@@ -277,3 +278,32 @@ def timeline_svg(view: RunView, *, width: int = 1100, now: datetime | None = Non
                f'<text x="{lx + 30}" y="{ly}">wait before retry</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+#: How long rsvg-convert may take to turn a timeline into PNG.
+PNG_TIMEOUT_SECONDS = 60.0
+
+
+def svg_to_png(svg: str | bytes) -> bytes:
+    """A PNG of the timeline SVG, drawn by ``rsvg-convert`` (librsvg, the SVG library of
+    Graphviz's own cairo renderer). Graphviz's ``dot`` cannot do it: it lays out graphs, and
+    this SVG is drawn by hand. Raises :class:`RenderError` (one line) if it is missing or fails."""
+    import shutil
+    import subprocess
+
+    data = svg.encode() if isinstance(svg, str) else svg
+    binary = shutil.which("rsvg-convert")
+    if binary is None:
+        raise RenderError("a PNG timeline needs rsvg-convert, which is not installed; install librsvg "
+                          "(e.g. apt-get install librsvg2-bin) or write the timeline as .svg")
+    try:
+        proc = subprocess.run([binary, "--format", "png", "--background-color", "white"], input=data,
+                              capture_output=True, timeout=PNG_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise RenderError(f"rsvg-convert took longer than {PNG_TIMEOUT_SECONDS:g} s; write the timeline "
+                          "as .svg") from None
+    if proc.returncode != 0 or not proc.stdout.startswith(b"\x89PNG"):
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise RenderError(f"rsvg-convert failed: {err[-1] if err else f'exit code {proc.returncode}'}; "
+                          "write the timeline as .svg")
+    return proc.stdout

@@ -454,8 +454,14 @@ class SqlStoreBase:
             out[f.path] = (f.hash, specs, err, json.loads(f.helpers or "{}"))
         return out
 
-    def record_load(self, files: Iterable[Any]) -> None:
-        """Write one load report: file hashes and errors, new flow versions with their source."""
+    def record_load(self, files: Iterable[Any], *, complete: bool = True) -> None:
+        """Write one load report: file hashes and errors, new flow versions with their source.
+
+        ``complete``: the report covers the whole dags folder, so files it lacks are gone and
+        flows it lacks are inactive. Otherwise (one file imported again) only the flows of
+        its files are touched.
+        """
+        files = list(files)
         now = utcnow()
         with self._conn() as conn:
             present: set[str] = set()
@@ -494,11 +500,14 @@ class SqlStoreBase:
                                   description=spec.description, active=True, updated_at=now)
                     # paused is the operator's choice: set on insert, never overwritten here
                     _upsert(conn, t.flows, {**values, "paused": False}, ["name"], update_columns=values)
-            conn.execute(delete(t.dag_files).where(t.dag_files.c.path.not_in(seen_paths)))
+            if complete:
+                conn.execute(delete(t.dag_files).where(t.dag_files.c.path.not_in(seen_paths)))
             # A flow whose file failed to import keeps its last good version, still active.
             broken = {r.path for r in files if r.problem}
-            conn.execute(update(t.flows).where(
-                t.flows.c.name.not_in(present), t.flows.c.path.not_in(broken)).values(active=False))
+            gone = update(t.flows).where(t.flows.c.name.not_in(present), t.flows.c.path.not_in(broken))
+            if not complete:
+                gone = gone.where(t.flows.c.path.in_(seen_paths))
+            conn.execute(gone.values(active=False))
 
     def dag_file_rows(self) -> list[dict[str, Any]]:
         with self._conn() as conn:

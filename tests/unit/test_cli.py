@@ -304,3 +304,28 @@ def test_an_impossible_url_is_not_retried(tmp_path, monkeypatch, caplog, restore
     assert _one_error_line(result) == ("error: cannot connect to the broker at redis://cache.example:6379/0: "
                                        "[Errno -2] Name or service not known; check FLOWKIT_BROKER_URL")
     assert not [r for r in caplog.records if "retrying" in r.getMessage()]
+
+
+def test_dags_list_prints_each_load_error_once(tmp_path):
+    # A real process: the log handler `flowkit` installs is what printed each error twice.
+    args = [sys.executable, "-m", "flowkit.cli", "--database-url", f"sqlite:///{tmp_path / 'once.db'}",
+            "--broker-url", "memory://", "--dags-folder", str(MIXED), "dags", "list"]
+    for _ in range(2):  # the first load imports, the second reads the cache
+        result = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        lines = [line for line in result.stderr.splitlines() if "broken_import.py" in line]
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("error: ")
+
+
+def test_dev_echo_lists_map_instances_right_under_their_map_step(sqlite_store):
+    from flowkit.cli import _follow
+    from flowkit.testing import InlineHarness
+
+    h = InlineHarness(sqlite_store, str(ROOT / "tests" / "dags" / "maps"))
+    run_id = h.trigger("squares", {"n": 12})
+    assert h.run_until_done(run_id) == "success"
+    lines: list[str] = []
+    assert _follow(sqlite_store, run_id, 5, lines.append) == "success"
+    names = [line.split()[0] for line in lines[:-1]]
+    assert names == ["numbers", "square", *[f"square[{i}]" for i in range(12)], "total"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 
 import pytest
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from flowkit.config import Settings
 from flowkit.connectivity import (
@@ -259,3 +261,69 @@ def test_wait_for_services_gives_up_on_a_closed_port():
     with pytest.raises(StoreUnavailable):
         wait_for_services(settings, what="scheduler", give_up_after_seconds=0)
     wait_for_services(settings, what="scheduler", database=False)  # memory broker: nothing to wait for
+
+
+# -- refusals that never fix themselves ---------------------------------------------------------
+@pytest.mark.parametrize(
+    "exc",
+    [
+        _raised_from(KombuOperationalError("DB index is out of range"),
+                     RuntimeError("DB index is out of range")),
+        _raised_from(KombuOperationalError("Timeout connecting to server"),
+                     TimeoutError("_ssl.c:989: The handshake operation timed out")),
+        ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"),
+        ssl.SSLError(1, "[SSL: RECORD_LAYER_FAILURE] record layer failure (_ssl.c:1000)"),
+    ],
+    ids=["redis-db-index", "tls-handshake-timeout", "tls-wrong-version", "tls-record-layer"],
+)
+def test_a_bad_db_index_and_tls_to_a_plain_server_are_permanent(exc):
+    problem = classify_url_problem(exc)
+    assert problem.permanent is True
+    if "DB index" not in str(exc):
+        assert "the server does not speak TLS there" in problem.reason
+
+
+def test_a_timeout_that_is_not_a_tls_handshake_stays_transient():
+    assert classify_url_problem(TimeoutError("timed out")).permanent is False
+    assert classify_url_problem(OSError("_ssl.c:2000: The read operation timed out")).permanent is False
+
+
+def test_redis_urls_get_a_socket_timeout_that_covers_the_tls_handshake():
+    from flowkit.connectivity import bounded_transport_options
+
+    assert bounded_transport_options("rediss://h:6380/0", 2) == {"socket_timeout": 2, "socket_connect_timeout": 2}
+    assert bounded_transport_options("redis://h/0", 3)["socket_timeout"] == 3
+    assert bounded_transport_options("amqps://h//", 2) == {}
+
+
+NOT_A_DATABASE = "this file is not a SQLite database, it only shares the name\n" * 20
+
+
+def test_a_file_that_is_not_sqlite_is_one_permanent_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.db").write_text(NOT_A_DATABASE)
+    expected = ("sqlite:///g.db is not a SQLite database (file is not a database); point "
+                "FLOWKIT_DATABASE_URL at a flowkit store or remove the file")
+    with pytest.raises(ConfigError) as info:
+        probe_database("sqlite:///g.db")
+    assert str(info.value) == expected
+    assert classify_url_problem(info.value).permanent is True
+    assert (tmp_path / "g.db").read_text() == NOT_A_DATABASE  # never touched
+
+
+@pytest.mark.parametrize("command", [["status", "--no-broker"], ["db", "upgrade"], ["trigger", "orders"],
+                                     ["runs", "list"]])
+def test_commands_on_a_file_that_is_not_sqlite_print_one_line(tmp_path, monkeypatch, command):
+    from click.testing import CliRunner
+
+    from flowkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.db").write_text(NOT_A_DATABASE)
+    result = CliRunner().invoke(main, ["--database-url", "sqlite:///g.db", "--broker-url", "memory://",
+                                       *command])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "error: sqlite:///g.db is not a SQLite database (file is not a database); point "
+        "FLOWKIT_DATABASE_URL at a flowkit store or remove the file"]
+    assert (tmp_path / "g.db").read_text() == NOT_A_DATABASE

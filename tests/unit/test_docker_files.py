@@ -243,7 +243,18 @@ def test_readme_commands_run_real_subcommands_on_real_services(services: dict[st
         assert service in services, service
         _assert_real_command(shlex.split(command), _env(services[service]))
     for scaled in re.findall(r"--scale (\w+)=\d+", text):
-        assert scaled in services and scaled != "scheduler"
+        assert scaled in services and scaled != "migrate"  # a one-shot
+
+
+def test_the_scheduler_comment_matches_high_availability_on_postgresql(services: dict[str, Any]) -> None:
+    """PostgreSQL runs several schedulers (one active, the others standing by): nothing in
+    the compose files may say there must be exactly one."""
+    assert "postgresql" in _env(services["scheduler"])["FLOWKIT_DATABASE_URL"]
+    compose = COMPOSE_FILE.read_text()
+    comment = compose[:compose.index("\n  scheduler:")].rsplit("\n\n", 1)[-1]
+    assert "stand by" in comment and "active" in comment
+    for text in (compose, README.read_text()):
+        assert "exactly one scheduler" not in text.lower() and "exactly one `scheduler`" not in text
 
 
 def test_readme_flow_exists_in_the_mounted_dags_folder() -> None:

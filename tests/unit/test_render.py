@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from flowkit.spec import FlowSpec, RetryPolicy, StepSpec
 from flowkit.states import AttemptState, RunState, StepState
 from flowkit.store import tables as t
 from flowkit.store.sql import SqlStore
+
+from ..conftest import service_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -500,7 +503,8 @@ def test_render_command_colours_a_run(store: SqlStore, tmp_path: Path, dags: Pat
     (["render", "orders", "--run", "zzzz"], 1, "error: no run with id 'zzzz'"),
     (["lineage"], 2, "error: give either a RUN id or --dataset URI"),
     (["lineage", "--dataset", "s3://none"], 1, "error: no step run read or wrote dataset 's3://none'"),
-    (["timeline", "zzzz", "-o", "t.png"], 2, "error: a timeline is written as .svg; got 't.png'"),
+    (["timeline", "zzzz", "-o", "t.pdf"], 2, "error: a timeline is written as .svg or .png; got 't.pdf'"),
+    (["timeline", "zzzz", "-o", "t.png"], 1, "error: no run with id 'zzzz'"),
     (["report", "zzzz", "-o", "r.pdf"], 2, "error: a report is written as .html or .htm; got 'r.pdf'"),
     (["report", "zzzz", "-o", "r.html"], 1, "error: no run with id 'zzzz'"),
 ])
@@ -533,3 +537,32 @@ def test_lineage_timeline_and_report_commands(store: SqlStore, tmp_path: Path, d
     assert res.exit_code == 0, res.output
     page = (tmp_path / "r.html").read_text()
     assert "ConnectionError: stock service down" in page and "upstream_failed" in page
+
+
+@pytest.fixture
+def rsvg_binary() -> None:
+    """librsvg's `rsvg-convert` draws PNG timelines; a required system package in CI (.ci/run)."""
+    if shutil.which("rsvg-convert") is None:
+        service_missing("the librsvg `rsvg-convert` binary", FileNotFoundError("rsvg-convert"))
+
+
+def test_timeline_is_written_as_png_too(store: SqlStore, tmp_path: Path, dags: Path, rsvg_binary: None) -> None:
+    run_id = make_failed_run(store)
+    res = invoke(tmp_path, dags, "timeline", run_id[:8], "-o", str(tmp_path / "t.png"))
+    assert res.exit_code == 0, res.output
+    assert res.stderr == f"wrote png timeline of run {run_id} to {tmp_path / 't.png'}\n"
+    data = (tmp_path / "t.png").read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    width = int.from_bytes(data[16:20], "big")  # the IHDR chunk: the SVG's width
+    assert width == 1100
+
+
+def test_a_png_timeline_without_rsvg_convert_is_one_line_saying_why(store: SqlStore, tmp_path: Path, dags: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    run_id = make_failed_run(store)
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    res = invoke(tmp_path, dags, "timeline", run_id[:8], "-o", str(tmp_path / "t.png"))
+    assert res.exit_code == 1
+    assert res.stderr == ("error: a PNG timeline needs rsvg-convert, which is not installed; install librsvg "
+                          "(e.g. apt-get install librsvg2-bin) or write the timeline as .svg\n")
+    assert not (tmp_path / "t.png").exists()

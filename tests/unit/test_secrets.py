@@ -55,6 +55,7 @@ def forget_secrets():  # type: ignore[no-untyped-def]
     with fs._lock:
         fs._registered.clear()
         fs._pattern = None
+        fs._file_seen = None
 
 
 @pytest.fixture
@@ -278,3 +279,113 @@ def test_a_flow_version_the_store_cannot_find_shows_every_param_masked(leaked, s
     monkeypatch.setattr(SqlStore, "flow_spec", gone)
     listed = json.loads(_cli(sqlite_store, dags, "runs", "list", "--json").stdout)
     assert listed[0]["params"] == {"region": "***", "token": "***"}
+
+
+# -- results and outputs: masked as the worker writes them ------------------------------------------
+RETURNS_MODULE = '''
+import flowkit
+from flowkit import Flow, Param
+
+
+def give(ctx):
+    key = flowkit.secret("api_key")
+    return {"key": key, "header": "Bearer " + key, key: [ctx.params["token"]], "n": 1234567890}
+
+
+flow = (
+    Flow("returns", params={"token": Param(str, secret=True)})
+    .step("give", give)
+    .shell("echo", 'echo "token=$FLOWKIT_SECRET_SHELL_TOKEN"; echo done', after="give")
+)
+'''
+SHELL_TOKEN = "sh-9e2c4b1a"
+
+
+@pytest.fixture
+def returns_run(sqlite_store, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    folder = tmp_path / "rdags"
+    folder.mkdir()
+    (folder / "returns.py").write_text(RETURNS_MODULE)
+    monkeypatch.setenv("FLOWKIT_SECRET_API_KEY", API_KEY)
+    # never read by a secret() call in this process: the shell step echoes it
+    monkeypatch.setenv("FLOWKIT_SECRET_SHELL_TOKEN", SHELL_TOKEN)
+    h = InlineHarness(sqlite_store, str(folder))
+    run_id = h.trigger("returns", {"token": TOKEN})
+    assert h.run_until_done(run_id) == "success"
+    return run_id, folder
+
+
+def test_results_and_shell_output_are_stored_masked(returns_run, sqlite_store):
+    run_id, _ = returns_run
+    results = sqlite_store.results(run_id)
+    assert results["give"] == {"key": "***", "header": "Bearer ***", "***": ["***"], "n": 1234567890}
+    assert results["echo"]["last_lines"] == ["token=***", "done"]
+    (attempt,) = sqlite_store.attempts(run_id, "echo")
+    assert SHELL_TOKEN not in attempt["output"] and "token=***" in attempt["output"]
+
+
+def test_runs_show_json_and_lineage_never_show_a_returned_secret(returns_run, sqlite_store):
+    run_id, folder = returns_run
+    outputs = [_cli(sqlite_store, folder, "runs", "show", run_id, "--step", "give").stdout,
+               _cli(sqlite_store, folder, "runs", "show", run_id, "--step", "echo").stdout,
+               _cli(sqlite_store, folder, "runs", "show", run_id, "--json").stdout,
+               _cli(sqlite_store, folder, "lineage", run_id).stdout]
+    for output in outputs:
+        assert API_KEY not in output and TOKEN not in output and SHELL_TOKEN not in output
+    assert "Bearer ***" in outputs[0] and "token=***" in outputs[1]
+
+
+def test_one_function_masks_text_and_data_and_reads_the_configured_secrets(monkeypatch, tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('db = "file-secret-1"\n')
+    monkeypatch.setenv("FLOWKIT_SECRETS_FILE", str(path))
+    monkeypatch.setenv("FLOWKIT_SECRET_X", "env-secret-2")
+    assert fs.mask_stored("a file-secret-1 b env-secret-2") == "a *** b ***"
+    assert fs.mask_stored({"env-secret-2": ("file-secret-1", 5)}) == {"***": ["***", 5]}
+    path.write_text('db = "file-secret-33"\n')  # an edited file is read again
+    assert fs.mask_stored("file-secret-33") == "***"
+    assert fs.mask_stored(None) is None
+
+
+CALLBACK_MODULE = '''
+import os
+
+from flowkit import Flow
+
+
+def boom(ctx):
+    raise RuntimeError("step failed")
+
+
+def page(ctx):
+    raise RuntimeError("pager refused key " + os.environ["FLOWKIT_SECRET_PAGER_KEY"])
+
+
+flow = Flow("paged", on_failure=page).step("boom", boom)
+'''
+
+
+def test_a_failed_callback_is_stored_masked_in_a_process_that_never_read_the_secret(
+        sqlite_store, tmp_path, monkeypatch):
+    from flowkit.callbacks import run_callback
+    from flowkit.worker import run_attempt
+
+    folder = tmp_path / "cdags"
+    folder.mkdir()
+    (folder / "paged.py").write_text(CALLBACK_MODULE)
+    monkeypatch.setenv("FLOWKIT_SECRET_PAGER_KEY", "pg-71c0d2e9")  # never read through secret()
+    h = InlineHarness(sqlite_store, str(folder))
+    run_id = h.trigger("paged")
+    while h.dispatcher.sent:  # the attempts only; the callback waits in the dispatcher
+        item = h.dispatcher.sent.pop(0)
+        run_attempt(h.runtime, item.run_id, item.step.name, item.attempt)
+        h.scheduler.handle(h.events.wait(0))
+    assert sqlite_store.get_run(run_id)["state"] == "failed"
+    with fs._lock:  # the callback runs in another pool process: it knows no secret yet
+        fs._registered.clear()
+        fs._pattern = None
+        fs._file_seen = None
+    (due,) = h.dispatcher.callbacks
+    assert run_callback(h.runtime, due.id) == "failed"
+    (failed,) = [e for e in sqlite_store.events(run_id) if e["action"] == "callback_failed"]
+    assert "pager refused key ***" in failed["reason"] and "pg-71c0d2e9" not in failed["reason"]

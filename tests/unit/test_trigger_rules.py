@@ -29,3 +29,16 @@ def test_every_rule_ends_each_mix_of_upstreams_as_its_name_says(sqlite_store):
     for rule, mixes in EXPECTED.items():
         for mix, want in mixes.items():
             assert (f"{rule}__{mix}" in attempts) == (want == "success"), (rule, mix)
+
+
+def test_the_readme_says_how_none_failed_differs_from_airflows_rule_of_that_name():
+    from flowkit.graph import Decision, decide_counts
+
+    # every upstream skipped: Airflow's none_failed runs; flowkit's skips, as its README says
+    assert decide_counts("none_failed", 2, 0, 0, 2) == Decision.SKIP
+    assert decide_counts("none_failed", 2, 1, 0, 1) == Decision.RUN
+    assert decide_counts("none_failed", 2, 1, 1, 0) == Decision.UPSTREAM_FAILED
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert ("Unlike Airflow's rule of the same name, flowkit's `none_failed` is "
+            "`none_failed_min_one_success`") in readme
+    assert "it is skipped when every upstream was skipped" in readme
