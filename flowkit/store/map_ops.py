@@ -202,7 +202,7 @@ def end_counted_maps(machine: Machine) -> None:
 def _finish(machine: Machine, parent: str, total: int, failed: int) -> None:
     """The last instance ended: end the map step and settle its downstream steps."""
     tx, run_id = machine.tx, machine.run_id
-    c, r = t.step_runs.c, t.results.c
+    c = t.step_runs.c
     if failed:
         first_failed = tx.conn.execute(
             select(c.step).where(c.run_id == run_id, c.map_parent == parent,
@@ -214,13 +214,7 @@ def _finish(machine: Machine, parent: str, total: int, failed: int) -> None:
                              error=f"{failed} of {total} instance(s) failed")
             machine.settle([(parent, BAD, None)])
         return
-    # The ordered list, spliced from the stored JSON texts (no parse); an instance that
-    # skipped itself has no result and contributes null.
-    values = tx.conn.execute(
-        select(r.value).select_from(t.step_runs.outerjoin(
-            t.results, (r.run_id == c.run_id) & (r.step == c.step)))
-        .where(c.run_id == run_id, c.map_parent == parent).order_by(c.map_index)).scalars()
-    text = "[" + ",".join(v if v is not None else "null" for v in values) + "]"
+    text = instance_results_text(tx.conn, run_id, parent)
     from .sql import _upsert
 
     _upsert(tx.conn, t.results, {"run_id": run_id, "step": parent, "value": text,
@@ -229,6 +223,18 @@ def _finish(machine: Machine, parent: str, total: int, failed: int) -> None:
                    reason=f"all {total} instance(s) ended"):
         machine.callback("step", "on_success", parent, StepState.SUCCESS.value)
         machine.settle([(parent, OK, None)])
+
+
+def instance_results_text(conn: Any, run_id: str, parent: str) -> str:
+    """The JSON list of the instances' results in index order, spliced from the stored JSON
+    texts (no parse); an instance with no result (it skipped itself, failed, or never ran)
+    contributes null."""
+    c, r = t.step_runs.c, t.results.c
+    values = conn.execute(
+        select(r.value).select_from(t.step_runs.outerjoin(
+            t.results, (r.run_id == c.run_id) & (r.step == c.step)))
+        .where(c.run_id == run_id, c.map_parent == parent).order_by(c.map_index)).scalars()
+    return "[" + ",".join(v if v is not None else "null" for v in values) + "]"
 
 
 def read_item(conn: Any, run_id: str, name: str) -> Any:

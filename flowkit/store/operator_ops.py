@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import OperationalError
 
+from ..config import Settings
 from ..errors import ActionRefused, NotFoundError
 from ..spec import FlowSpec
 from ..states import AttemptState, RunState, StepState
@@ -283,33 +285,26 @@ class OperatorOps(_Base):
 
     @_again_on_conflict
     def mark_step(self, run_id: str, step: str, state: StepState | str, *, by: str,
-                  reason: str = "") -> ActionResult:
+                  reason: str = "", result: str | None = None,
+                  max_result_bytes: int = Settings.max_result_bytes) -> ActionResult:
         """Give a step with no live attempt the state ``success`` or ``skipped``; its
-        downstream settles, and a finished run ends again by the machine's rule."""
+        downstream settles, and a finished run ends again by the machine's rule.
+
+        A step marked success has a result: ``result`` (JSON text, at most
+        ``max_result_bytes``), else null, or for a map step the list of its instances'
+        results. A step marked skipped has none."""
         target = StepState(state)
         if target not in (StepState.SUCCESS, StepState.SKIPPED):
             raise ActionRefused(f"a step can be marked success or skipped, not {target.value}")
+        _check_mark_result(target, result, max_result_bytes)
         why = _why(f"marked {target.value}", by, reason)
         with self.tx(by) as tx:
             run_state = self._run_state(tx, run_id)
-            if run_state == RunState.QUEUED:
-                raise ActionRefused(f"run {run_id} is queued and has not started; mark its steps once it "
-                                    f"runs, or cancel it (`flowkit runs cancel {run_id}`)")
-            if run_state == RunState.CANCELLED:
-                raise ActionRefused(f"run {run_id} is cancelled; `flowkit runs retry {run_id}` runs its "
-                                    "cancelled steps again, then mark")
             spec = self._run_spec(tx, run_id)
             _check_step(spec, step)
             rows = self._step_rows(tx, run_id)
             old = StepState(rows[step].state)
-            if old in (StepState.QUEUED, StepState.RUNNING):
-                raise ActionRefused(f"run {run_id} step {step} is {old.value} (attempt {rows[step].attempts}); "
-                                    f"wait for it to end, or cancel the run (`flowkit runs cancel {run_id}`)")
-            if old == target:
-                raise ActionRefused(f"run {run_id} step {step} is already {target.value}")
-            if old == StepState.CANCELLED:
-                raise ActionRefused(f"run {run_id} step {step} is cancelled; `flowkit runs retry {run_id} "
-                                    f"--step {step}` runs it again")
+            _check_markable(run_id, run_state, step, old, target, rows[step].attempts)
             if run_state.terminal:
                 self._check_run_cap(tx, spec)
                 tx.cas_run(run_id, [run_state], RunState.RUNNING, operator=True, reason=why, ended_at=None)
@@ -321,8 +316,9 @@ class OperatorOps(_Base):
             recount(tx, spec, run_id, pending=[step])
             tx.cas_step(run_id, step, [old], target, operator=True, reason=why, ended_at=tx.now,
                         next_attempt_at=None, wait_seq=None)
+            given = _store_mark_result(tx, spec, run_id, step, target, result)
             tx.event("operator_mark", run_id=run_id, step=step, old=old.value, new=target.value,
-                     reason=why)
+                     reason=why if given is None else f"{why}; result: {_brief(given)}")
             machine = tx.machine(spec, run_id, global_cap=None)
             machine.settle([(step, OK if target == StepState.SUCCESS else SKIP, None)])
             left = tx.conn.execute(select(t.runs.c.steps_left).where(t.runs.c.id == run_id)).scalar()
@@ -385,6 +381,70 @@ class OperatorOps(_Base):
                     out.add(down)
                     todo.append(down)
         return out
+
+
+def _check_markable(run_id: str, run_state: RunState, step: str, old: StepState, target: StepState,
+                    attempts: int) -> None:
+    """Refuse a mark the run or the step is not in a state to take, saying what to do."""
+    if run_state == RunState.QUEUED:
+        raise ActionRefused(f"run {run_id} is queued and has not started; mark its steps once it "
+                            f"runs, or cancel it (`flowkit runs cancel {run_id}`)")
+    if run_state == RunState.CANCELLED:
+        raise ActionRefused(f"run {run_id} is cancelled; `flowkit runs retry {run_id}` runs its "
+                            "cancelled steps again, then mark")
+    if old in (StepState.QUEUED, StepState.RUNNING):
+        raise ActionRefused(f"run {run_id} step {step} is {old.value} (attempt {attempts}); "
+                            f"wait for it to end, or cancel the run (`flowkit runs cancel {run_id}`)")
+    if old == target:
+        raise ActionRefused(f"run {run_id} step {step} is already {target.value}")
+    if old == StepState.CANCELLED:
+        raise ActionRefused(f"run {run_id} step {step} is cancelled; `flowkit runs retry {run_id} "
+                            f"--step {step}` runs it again")
+
+
+#: How much of a marked step's result the audit trail's reason quotes.
+MARK_RESULT_QUOTED_CHARS = 300
+
+
+def _check_mark_result(target: StepState, result: str | None, cap: int) -> None:
+    """A mark's ``--result``: JSON, within the results' cap, and only for ``success``."""
+    if result is None:
+        return
+    if target != StepState.SUCCESS:
+        raise ActionRefused("a step marked skipped has no result; drop --result, or mark it success")
+    try:
+        json.loads(result)
+    except ValueError as exc:
+        raise ActionRefused(f"--result is not JSON ({exc}); pass a JSON value, e.g. "
+                            """--result '{"rows": 3}' or --result null""") from None
+    size = len(result.encode())
+    if size > cap:
+        raise ActionRefused(f"--result is {size:,} bytes, over the {cap:,}-byte cap "
+                            "(FLOWKIT_MAX_RESULT_BYTES); store the data elsewhere and pass a "
+                            """pointer to it, e.g. --result '{"uri": "s3://..."}'""")
+
+
+def _store_mark_result(tx: Tx, spec: FlowSpec, run_id: str, step: str, target: StepState,
+                       result: str | None) -> str | None:
+    """Store the result of a step marked success, so its downstream steps read one: the one
+    given, else the list of a map step's instances' results, else null. Returns it."""
+    if target != StepState.SUCCESS:
+        return None
+    from . import map_ops
+    from .sql import _upsert
+
+    if result is None:
+        result = (map_ops.instance_results_text(tx.conn, run_id, step)
+                  if spec.step(step).kind == "map" else "null")
+    _upsert(tx.conn, t.results, {"run_id": run_id, "step": step, "value": result,
+                                 "size": len(result.encode()), "created_at": tx.now}, ["run_id", "step"])
+    return result
+
+
+def _brief(text: str) -> str:
+    if len(text) <= MARK_RESULT_QUOTED_CHARS:
+        return text
+    return f"{text[:MARK_RESULT_QUOTED_CHARS]}... ({len(text.encode()):,} bytes)"
 
 
 def _check_step(spec: FlowSpec, name: str) -> None:

@@ -55,7 +55,10 @@ class WorkerOps(_Base):
                 got = pg_fast.claim(hot, run_id=run_id, step=step, number=number, worker=worker,
                                     now=utcnow(), upstream=list(specs[known].step(step).upstream))
             if got is not None:
-                return Claim("run", flow=got[1], version=got[2], params=got[3], upstream=got[4],
+                names = specs[known].step(step).upstream
+                with self._conn() as conn:
+                    results = every_upstream(conn, run_id, names, got[4])
+                return Claim("run", flow=got[1], version=got[2], params=got[3], upstream=results,
                              deliveries=got[0], item=got[5])
         a = t.attempts
         pk = (a.c.run_id == run_id, a.c.step == step, a.c.number == number)
@@ -109,7 +112,8 @@ class WorkerOps(_Base):
                 if key not in specs:
                     specs[key] = _flow_spec(tx.conn, *key)
                 names = specs[key].step(step).upstream
-                upstream = _results(tx.conn, run_id, names) if names else {}
+                upstream = every_upstream(tx.conn, run_id, names, _results(tx.conn, run_id, names)
+                                          if names else {})
             item = map_ops.read_item(tx.conn, run_id, step) if map_ops.is_instance(step) else None
         return Claim("run", flow=run.flow_name, version=run.version,
                      params=json.loads(run.params), upstream=upstream, deliveries=deliveries, item=item)
@@ -359,6 +363,20 @@ class WorkerOps(_Base):
         with self.tx(actor) as tx:
             return self._end_lost(tx, run_id, step, number, ..., reason, None, global_cap,
                                   action="attempt_finished")
+
+
+def every_upstream(conn: Any, run_id: str, names: Iterable[str], found: dict[str, Any]) -> dict[str, Any]:
+    """``found`` (the stored results of upstreams ``names``) with None for every upstream that
+    did not skip and has no stored result (it failed, or an operator marked it success
+    before marks stored one), so ``ctx.upstream[name]`` holds for every direct upstream that
+    did not skip. Reads step states only when a result is missing: the hot path pays nothing."""
+    missing = [n for n in names if n not in found]
+    if not missing:
+        return found
+    c = t.step_runs.c
+    skipped = {r.step for r in conn.execute(select(c.step).where(
+        c.run_id == run_id, c.step.in_(missing), c.state == StepState.SKIPPED.value))}
+    return {**found, **{n: None for n in missing if n not in skipped}}
 
 
 #: Dispatches attempts that are already committed; returns those it could not publish.

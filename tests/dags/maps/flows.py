@@ -103,3 +103,8 @@ def skips_odd(ctx):
 skippy = (Flow("skippy").step("numbers", lambda: [10, 11, 12, 13])
           .map("even", skips_odd, over="numbers")
           .step("after", lambda ctx: ctx.upstream["even"], after="even"))
+
+one_fails_then_reads = (Flow("one_fails_then_reads", params={"n": Param(int, default=3)})
+                        .step("numbers", numbers)
+                        .map("work", always_fails_on_one, over="numbers")
+                        .step("after", lambda ctx: {"got": ctx.upstream["work"]}, after="work"))
