@@ -41,6 +41,7 @@ from ..config import Settings
 from ..errors import ActionRefused, NotFoundError
 from ..spec import FlowSpec
 from ..states import AttemptState, RunState, StepState
+from . import saga
 from . import tables as t
 from .ledger import Hold, decode_holds
 from .machine import OK, SKIP, recount
@@ -244,7 +245,8 @@ class OperatorOps(_Base):
     def retry_run(self, run_id: str, *, steps: Iterable[str] = (), downstream: bool = False,
                   by: str, reason: str = "") -> ActionResult:
         """Run a finished run's failed, upstream_failed and cancelled steps again (or the
-        ``steps`` named, and with ``downstream`` everything downstream of them)."""
+        ``steps`` named, and with ``downstream`` everything downstream of them). In a run
+        that compensated, the steps its compensations undid run again too (saga.reopen)."""
         named = list(dict.fromkeys(steps))
         why = _why("retried", by, reason)
         with self.tx(by) as tx:
@@ -253,28 +255,15 @@ class OperatorOps(_Base):
                 raise ActionRefused(f"run {run_id} is {state.value}; retry it once it has ended, or "
                                     f"cancel it first (`flowkit runs cancel {run_id}`)")
             spec = self._run_spec(tx, run_id)
-            rows = self._step_rows(tx, run_id)
             for name in named:
                 _check_step(spec, name)
-            if named:
-                chosen = set(named) | (_downstream_closure(spec, named) if downstream else set())
-            else:
-                bad = {StepState.FAILED, StepState.UPSTREAM_FAILED, StepState.CANCELLED}
-                chosen = {n for n, row in rows.items() if StepState(row.state) in bad}
-                if not chosen:
-                    raise ActionRefused(f"run {run_id} is {state.value} and has no failed, upstream_failed "
-                                        "or cancelled step; name the steps to run again with --step")
-            chosen |= self._consequences(tx, spec, run_id, rows, chosen)
+            rows = self._step_rows(tx, run_id)
+            chosen = self._chosen_for_retry(tx, spec, run_id, state, rows, named, downstream, why)
             self._check_run_cap(tx, spec)
             order = [n for n in spec.step_names if n in chosen and rows[n].state != StepState.PENDING.value]
-            for name in order:
-                tx.cas_step(run_id, name, [StepState(rows[name].state)], StepState.PENDING, operator=True,
-                            reason=why, started_at=None, ended_at=None, next_attempt_at=None,
-                            wait_seq=None, retry_base=rows[name].attempts)
-            # A retried step's old result must not be read by its downstream steps meanwhile.
-            tx.conn.execute(delete(t.results).where(t.results.c.run_id == run_id,
-                                                    t.results.c.step.in_(order)))
-            tx.cas_run(run_id, [state], RunState.RUNNING, operator=True, reason=why, ended_at=None)
+            _back_to_pending(tx, run_id, rows, order, why)
+            tx.cas_run(run_id, [state], RunState.RUNNING, operator=True, reason=why, ended_at=None,
+                       outcome=None)  # decided again when the run ends again
             tx.event("operator_retry", run_id=run_id, old=state.value, new=RunState.RUNNING.value,
                      reason=f"{why} (steps: {', '.join(order)})")
             recount(tx, spec, run_id)
@@ -282,6 +271,24 @@ class OperatorOps(_Base):
             machine.decide_pending("decided again after an operator's retry")
         return ActionResult(f"run {run_id}: running again; {len(order)} step(s) back to pending: "
                             f"{', '.join(order)}", wake={"type": "run_retried", "run_id": run_id})
+
+    def _chosen_for_retry(self, tx: Tx, spec: FlowSpec, run_id: str, state: RunState,
+                          rows: dict[str, Any], named: list[str], downstream: bool, why: str) -> set[str]:
+        """The steps a retry runs again: those named (and their downstream), else the failed,
+        upstream_failed and cancelled ones; the steps a compensation undid; and the steps
+        that ended only because of these."""
+        own = set(spec.step_names)
+        if named:
+            chosen = set(named) | (_downstream_closure(spec, named) if downstream else set())
+        else:
+            bad = {StepState.FAILED, StepState.UPSTREAM_FAILED, StepState.CANCELLED}
+            chosen = {n for n, row in rows.items() if n in own and StepState(row.state) in bad}
+        hint = "".join(f" --step {n}" for n in spec.step_names if n in chosen and n not in named)
+        chosen |= saga.reopen(tx, spec, run_id, decided=named, why=why, hint=hint)
+        if not chosen:
+            raise ActionRefused(f"run {run_id} is {state.value} and has no failed, upstream_failed "
+                                "or cancelled step; name the steps to run again with --step")
+        return chosen | self._consequences(tx, spec, run_id, rows, chosen)
 
     @_again_on_conflict
     def mark_step(self, run_id: str, step: str, state: StepState | str, *, by: str,
@@ -305,10 +312,8 @@ class OperatorOps(_Base):
             rows = self._step_rows(tx, run_id)
             old = StepState(rows[step].state)
             _check_markable(run_id, run_state, step, old, target, rows[step].attempts)
-            if run_state.terminal:
-                self._check_run_cap(tx, spec)
-                tx.cas_run(run_id, [run_state], RunState.RUNNING, operator=True, reason=why, ended_at=None)
-            for name in sorted(self._consequences(tx, spec, run_id, rows, {step}) - {step},
+            redo = self._reopen_for_mark(tx, spec, run_id, run_state, step, rows, why)
+            for name in sorted(self._consequences(tx, spec, run_id, rows, {step} | redo) - {step} - redo,
                                key=spec.position.__getitem__):
                 tx.cas_step(run_id, name, [StepState(rows[name].state)], StepState.PENDING, operator=True,
                             reason=f"{why} (upstream {step})", ended_at=None, wait_seq=None)
@@ -321,6 +326,8 @@ class OperatorOps(_Base):
                      reason=why if given is None else f"{why}; result: {_brief(given)}")
             machine = tx.machine(spec, run_id, global_cap=None)
             machine.settle([(step, OK if target == StepState.SUCCESS else SKIP, None)])
+            if redo:
+                machine.decide_pending("decided again after an operator's mark")
             left = tx.conn.execute(select(t.runs.c.steps_left).where(t.runs.c.id == run_id)).scalar()
             now = self._run_state(tx, run_id)
         ended = f"; the run ended {now.value}" if now.terminal else ""
@@ -328,6 +335,26 @@ class OperatorOps(_Base):
         return ActionResult(f"run {run_id} step {step}: {old.value} -> {target.value}; run "
                             f"{now.value}{reopened}, {left} step(s) left{ended}",
                             wake={"type": "step_marked", "run_id": run_id})
+
+    def _reopen_for_mark(self, tx: Tx, spec: FlowSpec, run_id: str, run_state: RunState, step: str,
+                         rows: dict[str, Any], why: str) -> set[str]:
+        """Reopen a finished run for a mark of ``step``; return the steps that go back to
+        pending with it. Marking a compensation step reopens the compensation: the run's
+        outcome is decided again at its end. Marking one of the run's own steps in a run
+        that compensated redoes the undone steps first (saga.reopen), as a retry does."""
+        if not run_state.terminal:
+            return set()
+        self._check_run_cap(tx, spec)
+        if spec.step(step).kind == "compensation":
+            tx.cas_run(run_id, [run_state], RunState.RUNNING, operator=True, reason=why, ended_at=None,
+                       outcome=saga.COMPENSATING)
+            return set()
+        redo = saga.reopen(tx, spec, run_id, decided=[step], why=why)
+        tx.cas_run(run_id, [run_state], RunState.RUNNING, operator=True, reason=why, ended_at=None,
+                   outcome=None)
+        order = [n for n in spec.step_names if n in redo]
+        _back_to_pending(tx, run_id, rows, order, f"{why} (its compensation undid it: it runs again)")
+        return set(order)
 
     # -- helpers ---------------------------------------------------------------------------
     @staticmethod
@@ -381,6 +408,16 @@ class OperatorOps(_Base):
                     out.add(down)
                     todo.append(down)
         return out
+
+
+def _back_to_pending(tx: Tx, run_id: str, rows: dict[str, Any], names: list[str], why: str) -> None:
+    """An operator's retry: ``names`` go back to pending with their whole retry budget, and
+    lose their results (their downstream steps must not read an old one meanwhile)."""
+    for name in names:
+        tx.cas_step(run_id, name, [StepState(rows[name].state)], StepState.PENDING, operator=True,
+                    reason=why, started_at=None, ended_at=None, next_attempt_at=None,
+                    wait_seq=None, retry_base=rows[name].attempts)
+    tx.conn.execute(delete(t.results).where(t.results.c.run_id == run_id, t.results.c.step.in_(names)))
 
 
 def _check_markable(run_id: str, run_state: RunState, step: str, old: StepState, target: StepState,

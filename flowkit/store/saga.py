@@ -10,19 +10,31 @@ those of its succeeded descendants and no other; it raises ``steps_left`` by the
 and starts those with nothing to wait for. Each then runs as an ordinary step (attempts,
 retries, timeout, ledger holds, workers). When they are all done the run is decided again:
 ``failed``, with ``runs.outcome`` "compensated" or "compensation failed".
+
+An operator who reopens a compensated run (``runs retry``, or ``runs mark`` of one of its
+own steps) gets the undone work done again (:func:`reopen`): a step whose compensation
+succeeded lost its effect, so it runs again, before its downstream steps as the readiness
+counters order it; a step whose compensation failed (or was cancelled while it ran) may
+be half undone, and the action is refused unless the operator names it, until someone
+looked. The compensation rows leave the run (their attempts and events stay, the history),
+``runs.outcome`` is cleared, and a later failure compensates again, attempt numbers going on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 
+from ..errors import ActionRefused
+from ..spec import COMPENSATION_SUFFIX, FlowSpec
 from ..states import StepState
 from . import tables as t
 
 if TYPE_CHECKING:
     from .machine import Machine
+    from .sql import Tx
 
 #: runs.outcome while the compensations run, and once they are done.
 COMPENSATING = "compensating"
@@ -55,12 +67,14 @@ def compensate_or_conclude(machine: Machine, failed: list[str]) -> tuple[str, st
     rows = {r.step: r.state for r in tx.conn.execute(select(c.step, c.state).where(
         c.run_id == run_id, c.step.in_(names)))}
     broken = [n for n in names if rows.get(n) == StepState.FAILED.value]
-    done = [n for n in names if n in rows and n not in broken]
+    done = [n for n in names if rows.get(n) == StepState.SUCCESS.value]
+    kept = [n for n in names if rows.get(n) == StepState.SKIPPED.value]  # an operator's mark
     undone = f"compensated: {', '.join(done)}"
+    notes = (f"; not undone (marked skipped): {', '.join(kept)}" if kept else "")
     if broken:
         also = f" ({undone})" if done else ""
-        return f"{reason}; compensation failed: {', '.join(broken)}{also}", COMPENSATION_FAILED
-    return f"{reason}; {undone}", COMPENSATED
+        return f"{reason}; compensation failed: {', '.join(broken)}{also}{notes}", COMPENSATION_FAILED
+    return f"{reason}; {undone if done else 'nothing undone'}{notes}", COMPENSATED
 
 
 def _start(machine: Machine, names: list[str], reason: str) -> None:
@@ -68,9 +82,11 @@ def _start(machine: Machine, names: list[str], reason: str) -> None:
     chosen = set(names)
     rows: list[dict[str, Any]] = []
     ready: list[str] = []
+    made = attempts_made(tx, run_id, names)
     for name in names:
         comp = spec.step(name)
-        rows.append({"run_id": run_id, "step": name, "state": StepState.PENDING.value, "attempts": 0,
+        rows.append({"run_id": run_id, "step": name, "state": StepState.PENDING.value,
+                     "attempts": made.get(name, 0), "retry_base": made.get(name, 0),
                      "updated_at": tx.now, "n_up": sum(u in chosen for u in comp.upstream),
                      "ok_up": 0, "bad_up": 0, "skip_up": 0, "priority": comp.priority or 0})
         if rows[-1]["n_up"] == 0:
@@ -83,3 +99,59 @@ def _start(machine: Machine, names: list[str], reason: str) -> None:
     tx.event("compensation_started", run_id=run_id, new=COMPENSATING,
              reason=f"{reason}; undoing the steps that succeeded, last first: {', '.join(order)}")
     machine.start(sorted(ready, key=spec.position.__getitem__), StepState.PENDING)
+
+
+def attempts_made(tx: Tx, run_id: str, names: Iterable[str]) -> dict[str, int]:
+    """Attempts made so far by each of ``names`` (compensations of a run compensated before
+    an operator reopened it): a new row goes on from there, so task ids never collide."""
+    a = t.attempts.c
+    return {r.step: int(r.n) for r in tx.conn.execute(
+        select(a.step, func.max(a.number).label("n")).where(
+            a.run_id == run_id, a.step.in_(list(names))).group_by(a.step))}
+
+
+def reopen(tx: Tx, spec: FlowSpec, run_id: str, *, decided: Iterable[str], why: str,
+           hint: str = "") -> set[str]:
+    """An operator reopens ``run_id``: return the steps its compensations undid, which must
+    run again (before their downstream steps), and take the compensation rows out of the run.
+
+    A step whose compensation failed, or was cancelled after it started, may be half undone:
+    refused unless it is among ``decided`` (the steps the operator named: to run again, or
+    to mark). ``hint`` is the retry the refusal suggests (its ``--step`` options)."""
+    c = t.step_runs.c
+    names = [comp.name for comp in spec.compensations]
+    rows = {r.step: r for r in tx.conn.execute(select(c.step, c.state, c.attempts).where(
+        c.run_id == run_id, c.step.in_(names)))} if names else {}
+    if not rows:
+        return set()
+    undone = {spec.step(n).compensates or n for n, r in rows.items() if r.state == StepState.SUCCESS.value}
+    unsure = [spec.step(n).compensates or n for n, r in rows.items()
+              if r.state == StepState.FAILED.value
+              or (r.state == StepState.CANCELLED.value and r.attempts > 0)]
+    unsure = sorted(set(unsure) - set(decided), key=spec.position.__getitem__)
+    if unsure:
+        first = unsure[0]
+        raise ActionRefused(
+            f"run {run_id}: the compensation of {', '.join(unsure)} did not complete, so its effect "
+            f"may be half undone; check it, then `flowkit runs retry {run_id} --step {first}{hint}` "
+            f"runs it again, or `flowkit runs mark {run_id} {first}{COMPENSATION_SUFFIX} skipped` "
+            "keeps it as it stands")
+    _take_out(tx, run_id, {n: r.state for n, r in rows.items()}, why)
+    return undone - set(decided)
+
+
+def _take_out(tx: Tx, run_id: str, rows: dict[str, str], why: str) -> None:
+    """Delete a reopened run's compensation rows (and their map instances' rows) and their
+    results; their attempts and events stay as the history of the earlier compensation."""
+    c, r = t.step_runs.c, t.results.c
+    members = [m for (m,) in tx.conn.execute(select(c.step).where(
+        c.run_id == run_id, c.map_parent.in_(list(rows))))]
+    for name, state in rows.items():
+        if tx.conn.execute(delete(t.step_runs).where(c.run_id == run_id, c.step == name,
+                                                     c.state == state)).rowcount:
+            tx.event("compensation_reset", run_id=run_id, step=name, old=state, new="reset",
+                     reason=f"{why}: the run is reopened; a later failure compensates again")
+    if members:
+        tx.conn.execute(delete(t.step_runs).where(c.run_id == run_id, c.step.in_(members)))
+    tx.conn.execute(delete(t.results).where(r.run_id == run_id, or_(
+        r.step.in_(list(rows)), r.step.in_(members))))

@@ -11,6 +11,8 @@ from flowkit.errors import ApprovalError, DefinitionError, NotFoundError
 from flowkit.store import approvals
 from flowkit.testing import FakeClock, InlineHarness
 
+from . import saga_retry_cases
+
 ROOT = Path(__file__).resolve().parents[2]
 SAGA_DAGS = str(ROOT / "tests" / "dags" / "saga")
 
@@ -282,3 +284,9 @@ def test_a_compensation_holds_its_steps_pool_and_lock_and_gives_them_back(sqlite
     (att,) = attempts_of(sqlite_store, run_id, "booked:compensate")
     assert att["state"] == "success" and "pool:rooms" in att["holds"] and "lock:calendar" in att["holds"]
     assert all(pair == (0, 0) for pair in sqlite_store.ledger_balance().values())
+
+
+# -- retrying a compensated run (the same cases run on PostgreSQL in tests/integration) ------
+@pytest.mark.parametrize("case", saga_retry_cases.CASES, ids=lambda c: c.__name__)
+def test_retry_of_a_compensated_run(sqlite_store, tmp_path, case):  # type: ignore[no-untyped-def]
+    case(sqlite_store, tmp_path)
