@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from ..config import Settings
@@ -416,8 +416,15 @@ def _back_to_pending(tx: Tx, run_id: str, rows: dict[str, Any], names: list[str]
     for name in names:
         tx.cas_step(run_id, name, [StepState(rows[name].state)], StepState.PENDING, operator=True,
                     reason=why, started_at=None, ended_at=None, next_attempt_at=None,
-                    wait_seq=None, retry_base=rows[name].attempts)
-    tx.conn.execute(delete(t.results).where(t.results.c.run_id == run_id, t.results.c.step.in_(names)))
+                    wait_seq=None, retry_base=rows[name].attempts, map_total=None, map_left=None,
+                    map_failed=None, map_next=None)
+    c, r = t.step_runs.c, t.results.c
+    # A map step expands again when it runs: its instances' rows (and results) of the last
+    # expansion leave the run; their attempts and events stay, and numbers go on (map_ops).
+    instances = select(c.step).where(c.run_id == run_id, c.map_parent.in_(names))
+    tx.conn.execute(delete(t.results).where(r.run_id == run_id, or_(r.step.in_(names),
+                                                                    r.step.in_(instances))))
+    tx.conn.execute(delete(t.step_runs).where(c.run_id == run_id, c.map_parent.in_(names)))
 
 
 def _check_markable(run_id: str, run_state: RunState, step: str, old: StepState, target: StepState,

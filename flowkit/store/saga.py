@@ -11,6 +11,11 @@ and starts those with nothing to wait for. Each then runs as an ordinary step (a
 retries, timeout, ledger holds, workers). When they are all done the run is decided again:
 ``failed``, with ``runs.outcome`` "compensated" or "compensation failed".
 
+The compensation of a map step undoes each instance that succeeded (the map step may have
+failed because another instance did), as instances ``step[i]:compensate`` run one at a
+time from the highest index down (:func:`expand_ready`); the compensations of the steps
+before the map step wait for all of them.
+
 An operator who reopens a compensated run (``runs retry``, or ``runs mark`` of one of its
 own steps) gets the undone work done again (:func:`reopen`): a step whose compensation
 succeeded lost its effect, so it runs again, before its downstream steps as the readiness
@@ -25,11 +30,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import delete, insert, or_, select, update
 
 from ..errors import ActionRefused
-from ..spec import COMPENSATION_SUFFIX, FlowSpec
+from ..spec import COMPENSATION_SUFFIX, FlowSpec, compensation_name, split_instance
 from ..states import StepState
+from . import map_ops
 from . import tables as t
 
 if TYPE_CHECKING:
@@ -51,10 +57,7 @@ def compensate_or_conclude(machine: Machine, failed: list[str]) -> tuple[str, st
     own_failures = [f for f in failed if f not in {c.name for c in spec.compensations}]
     reason = f"failed steps: {', '.join(own_failures or failed)}"
     if outcome is None:
-        c = t.step_runs.c
-        compensated = [s.name for s in spec.steps if s.compensate]
-        succeeded = {r[0] for r in tx.conn.execute(select(c.step).where(
-            c.run_id == run_id, c.step.in_(compensated), c.state == StepState.SUCCESS.value))}
+        succeeded = _succeeded(machine)
         if not succeeded:
             return reason, None
         _start(machine, [s.compensate for s in spec.steps if s.name in succeeded and s.compensate],
@@ -62,10 +65,7 @@ def compensate_or_conclude(machine: Machine, failed: list[str]) -> tuple[str, st
         return None
     if outcome != COMPENSATING:
         return reason, outcome  # decided before (a second finish of the same run)
-    c = t.step_runs.c
-    names = [comp.name for comp in spec.compensations]
-    rows = {r.step: r.state for r in tx.conn.execute(select(c.step, c.state).where(
-        c.run_id == run_id, c.step.in_(names)))}
+    names, rows = _compensation_states(machine)
     broken = [n for n in names if rows.get(n) == StepState.FAILED.value]
     done = [n for n in names if rows.get(n) == StepState.SUCCESS.value]
     kept = [n for n in names if rows.get(n) == StepState.SKIPPED.value]  # an operator's mark
@@ -77,12 +77,98 @@ def compensate_or_conclude(machine: Machine, failed: list[str]) -> tuple[str, st
     return f"{reason}; {undone if done else 'nothing undone'}{notes}", COMPENSATED
 
 
+def _succeeded(machine: Machine) -> set[str]:
+    """The steps with ``compensate=`` that have something to undo: those that succeeded, and
+    map steps with an instance that succeeded (a map step fails when one instance fails, but
+    the others' effects stand); a map step none of whose instances succeeded has none."""
+    tx, spec, run_id = machine.tx, machine.spec, machine.run_id
+    c = t.step_runs.c
+    compensated = [s.name for s in spec.steps if s.compensate and s.kind != "map"]
+    maps = [s.name for s in spec.steps if s.compensate and s.kind == "map"]
+    found = {r[0] for r in tx.conn.execute(select(c.step).where(
+        c.run_id == run_id, c.step.in_(compensated), c.state == StepState.SUCCESS.value))}
+    if maps:
+        found |= {r[0] for r in tx.conn.execute(select(c.map_parent).distinct().where(
+            c.run_id == run_id, c.map_parent.in_(maps), c.state == StepState.SUCCESS.value))}
+    return found
+
+
+def _compensation_states(machine: Machine) -> tuple[list[str], dict[str, str]]:
+    """The run's compensation steps in order, and their states: the instances of a map
+    step's compensation in its place, in the order they ran, so a reason names each."""
+    tx, spec, run_id = machine.tx, machine.spec, machine.run_id
+    c = t.step_runs.c
+    plain = [comp.name for comp in spec.compensations]
+    rows = tx.conn.execute(select(c.step, c.state, c.map_parent).where(
+        c.run_id == run_id, or_(c.step.in_(plain), c.map_parent.in_(plain)))
+        .order_by(c.map_index)).all()
+    members: dict[str, list[str]] = {}
+    for row in rows:
+        if row.map_parent is not None:
+            members.setdefault(row.map_parent, []).append(row.step)
+    names = [m for name in plain for m in members.get(name, [name])]
+    return names, {row.step: row.state for row in rows}
+
+
+def undoes_a_map(spec: FlowSpec, name: str) -> bool:
+    """Is ``name`` the compensation of a map step (which expands, one per instance)?"""
+    step = spec.step(name)
+    return (step.kind == "compensation" and step.compensates is not None
+            and split_instance(name)[1] is None and spec.step(step.compensates).kind == "map")
+
+
+def expand_ready(machine: Machine, names: list[str], old: StepState) -> list[str]:
+    """Expand the compensations of map steps among ``names`` (ready to start, in state
+    ``old``); return the other names, which start as usual."""
+    maps = [n for n in names if undoes_a_map(machine.spec, n)]
+    for name in maps:
+        _expand(machine, name, old)
+    return [n for n in names if n not in maps] if maps else names
+
+
+def _expand(machine: Machine, name: str, old: StepState) -> None:
+    """The compensation of a map step undoes each of its instances that succeeded, each as
+    an instance ``step[i]:compensate`` of its own (attempts, retries, slots), one at a time
+    from the highest index down: the reverse of the order they were started in. It runs
+    like a map step (map_ops): each instance that ends starts the next (``map_next`` over
+    ``map_index``, the order here) and the last one ends it, failed if any instance failed."""
+    tx, run_id = machine.tx, machine.run_id
+    mapped = machine.spec.step(name).compensates or ""
+    c = t.step_runs.c
+    done = tx.conn.execute(select(c.step, c.map_item).where(
+        c.run_id == run_id, c.map_parent == mapped, c.state == StepState.SUCCESS.value)
+        .order_by(c.map_index.desc())).all()
+    if not done:
+        if tx.cas_step(run_id, name, [old], StepState.SKIPPED, ended_at=tx.now,
+                       reason=f"no instance of {mapped} succeeded: nothing to undo"):
+            from .machine import SKIP
+
+            machine.settle([(name, SKIP, None)])
+        return
+    members = [compensation_name(r.step) for r in done]
+    if not tx.cas_step(run_id, name, [old], StepState.RUNNING, started_at=tx.now,
+                       reason=f"undoing the {len(done)} instance(s) of {mapped} that succeeded, last "
+                              f"first: {', '.join(members)}",
+                       map_total=len(done), map_left=len(done), map_failed=0, map_next=1):
+        return
+    made = map_ops.attempts_made(tx, run_id, members)
+    priority = machine.spec.step(name).priority or 0
+    # n_up=1 with nothing counted: held, like a map step's instances, until map_ops starts it
+    tx.conn.execute(insert(t.step_runs), [
+        {"run_id": run_id, "step": member, "state": StepState.PENDING.value,
+         "attempts": made.get(member, 0), "retry_base": made.get(member, 0), "updated_at": tx.now,
+         "n_up": 1, "ok_up": 0, "bad_up": 0, "skip_up": 0, "priority": priority,
+         "map_parent": name, "map_index": k, "map_item": row.map_item}
+        for k, (member, row) in enumerate(zip(members, done, strict=True))])
+    machine.start([members[0]], StepState.PENDING)
+
+
 def _start(machine: Machine, names: list[str], reason: str) -> None:
     tx, spec, run_id = machine.tx, machine.spec, machine.run_id
     chosen = set(names)
     rows: list[dict[str, Any]] = []
     ready: list[str] = []
-    made = attempts_made(tx, run_id, names)
+    made = map_ops.attempts_made(tx, run_id, names)
     for name in names:
         comp = spec.step(name)
         rows.append({"run_id": run_id, "step": name, "state": StepState.PENDING.value,
@@ -101,15 +187,6 @@ def _start(machine: Machine, names: list[str], reason: str) -> None:
     machine.start(sorted(ready, key=spec.position.__getitem__), StepState.PENDING)
 
 
-def attempts_made(tx: Tx, run_id: str, names: Iterable[str]) -> dict[str, int]:
-    """Attempts made so far by each of ``names`` (compensations of a run compensated before
-    an operator reopened it): a new row goes on from there, so task ids never collide."""
-    a = t.attempts.c
-    return {r.step: int(r.n) for r in tx.conn.execute(
-        select(a.step, func.max(a.number).label("n")).where(
-            a.run_id == run_id, a.step.in_(list(names))).group_by(a.step))}
-
-
 def reopen(tx: Tx, spec: FlowSpec, run_id: str, *, decided: Iterable[str], why: str,
            hint: str = "") -> set[str]:
     """An operator reopens ``run_id``: return the steps its compensations undid, which must
@@ -120,14 +197,15 @@ def reopen(tx: Tx, spec: FlowSpec, run_id: str, *, decided: Iterable[str], why: 
     to mark). ``hint`` is the retry the refusal suggests (its ``--step`` options)."""
     c = t.step_runs.c
     names = [comp.name for comp in spec.compensations]
-    rows = {r.step: r for r in tx.conn.execute(select(c.step, c.state, c.attempts).where(
+    rows = {r.step: r for r in tx.conn.execute(select(c.step, c.state, c.attempts, c.map_total).where(
         c.run_id == run_id, c.step.in_(names)))} if names else {}
     if not rows:
         return set()
     undone = {spec.step(n).compensates or n for n, r in rows.items() if r.state == StepState.SUCCESS.value}
+    # a map step's compensation has no attempts of its own: it started if it expanded
     unsure = [spec.step(n).compensates or n for n, r in rows.items()
               if r.state == StepState.FAILED.value
-              or (r.state == StepState.CANCELLED.value and r.attempts > 0)]
+              or (r.state == StepState.CANCELLED.value and (r.attempts > 0 or r.map_total is not None))]
     unsure = sorted(set(unsure) - set(decided), key=spec.position.__getitem__)
     if unsure:
         first = unsure[0]

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ..spec import FlowSpec
 from ..states import AttemptState, StepState
-from . import map_ops
+from . import map_ops, saga
 from . import tables as t
 from .machine import Effects, Gate
 
@@ -207,14 +207,18 @@ class WorkerOps(_Base):
         attempts that are already committed while the finish still has work to do (see
         ``_finish_success_pg``); what it could not publish makes the effects wake the scheduler.
         """
-        # The one-statement form records no output: shell steps take the generic path.
-        if state == AttemptState.SUCCESS and spec is not None and not self.is_sqlite and output is None \
-                and map_ops.is_instance(step):  # counts down its map step instead of settling
+        # The one-statement form records no output: shell steps take the generic path. So
+        # do branches, and the instances of a map step's compensation: each one's end starts
+        # the next (saga), a rule the machine keeps in one place.
+        instance = map_ops.is_instance(step)
+        fast = (state == AttemptState.SUCCESS and spec is not None and not self.is_sqlite
+                and output is None and spec.step(step).kind != "branch"
+                and not (instance and spec.step(step).kind == "compensation"))
+        if fast and spec is not None and instance:  # counts down its map step
             return map_ops.finish_success_pg(self, run_id, step, number, worker=worker,
                                              result_json=result_json, datasets=list(datasets),
                                              spec=spec, gate=gate, global_cap=global_cap)
-        if (state == AttemptState.SUCCESS and spec is not None and not self.is_sqlite
-                and spec.step(step).kind != "branch" and output is None):
+        if fast and spec is not None:
             return self._finish_success_pg(run_id, step, number, worker=worker, result_json=result_json,
                                            datasets=list(datasets), spec=spec, gate=gate,
                                            global_cap=global_cap, publish=publish)
@@ -392,8 +396,9 @@ def queueable_after_success(spec: FlowSpec, step: str) -> tuple[str, ...]:
     """The downstream steps of ``step`` that a worker may queue itself when this success
     makes them ready (when no global cap applies, and with its gate's consent): no slot to
     take, and a rule that runs when every upstream succeeded. An approval waits for a
-    person; a map step expands first (map_ops). Built once per spec and step: a fan-out's
-    root has thousands of downstream steps, and every member asks for its join."""
+    person; a map step, or a map step's compensation, expands first (map_ops, saga).
+    Built once per spec and step: a fan-out's root has thousands of downstream steps, and
+    every member asks for its join."""
     from ..graph import Decision, decide_counts
     from .ledger import holds_for
 
@@ -407,7 +412,8 @@ def queueable_after_success(spec: FlowSpec, step: str) -> tuple[str, ...]:
     if found is None:
         found = per_step[step] = tuple(
             d for d in spec.downstream_of(step)
-            if spec.step(d).kind not in ("approval", "map") and not holds_for(spec, spec.step(d), None)
+            if spec.step(d).kind not in ("approval", "map") and not saga.undoes_a_map(spec, d)
+            and not holds_for(spec, spec.step(d), None)
             and decide_counts(spec.step(d).trigger, 1, 1, 0, 0) == Decision.RUN)
     return found
 

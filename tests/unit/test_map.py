@@ -19,6 +19,8 @@ from flowkit.spec import FlowSpec, instance_name, split_instance
 from flowkit.testing import FakeClock, InlineHarness
 from flowkit.worker import run_attempt
 
+from . import map_compensation_cases
+
 DAGS = str(Path(__file__).resolve().parents[1] / "dags" / "maps")
 
 
@@ -379,3 +381,9 @@ def test_a_map_step_marked_success_gives_downstream_its_instances_results_or_the
     h.act(sqlite_store.mark_step(again, "work", "success", by="ann", result="[7, 8, 9]"))
     assert h.run_until_done(again) == "success"
     assert sqlite_store.results(again)["after"] == {"got": [7, 8, 9]}
+
+
+# -- compensation of map steps (the same cases run on PostgreSQL in tests/integration) ------
+@pytest.mark.parametrize("case", map_compensation_cases.CASES, ids=lambda c: c.__name__)
+def test_compensation_of_a_map_step(sqlite_store, case):  # type: ignore[no-untyped-def]
+    case(sqlite_store)

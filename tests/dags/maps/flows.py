@@ -108,3 +108,28 @@ one_fails_then_reads = (Flow("one_fails_then_reads", params={"n": Param(int, def
                         .step("numbers", numbers)
                         .map("work", always_fails_on_one, over="numbers")
                         .step("after", lambda ctx: {"got": ctx.upstream["work"]}, after="work"))
+
+
+def undo_work(ctx):
+    """Undo one instance: name it, with its result and element (tests check the order)."""
+    return {"undid": ctx.compensates, "result": ctx.result_of(ctx.compensates), "item": ctx.item,
+            "index": ctx.index}
+
+
+def fails_on_item(ctx):
+    if ctx.item == ctx.params["bad"]:
+        raise RuntimeError(f"item {ctx.item} is bad")
+    return {"did": ctx.item}
+
+
+def boom(ctx):
+    raise RuntimeError("the step after the map fails")
+
+
+# prepare -> work (a map over [1, 2, 3] with compensate=) -> finish; item `bad` of work
+# fails (0: none does), and finish fails when `late` is true
+compensated_map = (
+    Flow("compensated_map", params={"bad": Param(int, default=3), "late": Param(bool, default=False)})
+    .step("prepare", lambda: [1, 2, 3], compensate=undo_work)
+    .map("work", fails_on_item, over="prepare", compensate=undo_work)
+    .step("finish", lambda ctx: boom(ctx) if ctx.params["late"] else "done", after="work"))
