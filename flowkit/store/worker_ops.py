@@ -44,22 +44,13 @@ class WorkerOps(_Base):
         With ``specs`` (a cache the worker keeps), the same transaction also reads the
         results of the step's upstreams: the worker's hot path is two transactions.
         """
-        from .sql import Claim, _flow_spec, _results, as_utc, utcnow
+        from .sql import Claim, _flow_spec, _results, as_utc
 
         known = self._run_keys.get(run_id) if specs is not None and not self.is_sqlite else None
         if known is not None and specs is not None and known in specs:
-            # PostgreSQL, a run this process has seen: one statement, no transaction around it.
-            from . import pg_fast
-
-            with self.hot_claims.connection() as hot:
-                got = pg_fast.claim(hot, run_id=run_id, step=step, number=number, worker=worker,
-                                    now=utcnow(), upstream=list(specs[known].step(step).upstream))
-            if got is not None:
-                names = specs[known].step(step).upstream
-                with self._conn() as conn:
-                    results = every_upstream(conn, run_id, names, got[4])
-                return Claim("run", flow=got[1], version=got[2], params=got[3], upstream=results,
-                             deliveries=got[0], item=got[5])
+            claimed = self._claim_in_one_statement(run_id, step, number, worker, specs[known])
+            if claimed is not None:
+                return claimed
         a = t.attempts
         pk = (a.c.run_id == run_id, a.c.step == step, a.c.number == number)
         with self.tx(worker) as tx:
@@ -117,6 +108,27 @@ class WorkerOps(_Base):
             item = map_ops.read_item(tx.conn, run_id, step) if map_ops.is_instance(step) else None
         return Claim("run", flow=run.flow_name, version=run.version,
                      params=json.loads(run.params), upstream=upstream, deliveries=deliveries, item=item)
+
+    def _claim_in_one_statement(self, run_id: str, step: str, number: int, worker: str,
+                                spec: FlowSpec) -> Claim | None:
+        """PostgreSQL, a run this process has seen: the claim in one statement, no
+        transaction around it; None when the attempt was not queued (the generic path
+        tells a redelivery from a takeover)."""
+        from . import pg_fast
+        from .sql import Claim, utcnow
+
+        names = spec.step(step).upstream
+        with self.hot_claims.connection() as hot:
+            got = pg_fast.claim(hot, run_id=run_id, step=step, number=number, worker=worker,
+                                now=utcnow(), upstream=list(names))
+        if got is None:
+            return None
+        results = got[4]
+        if any(n not in results for n in names):  # no connection taken on the hot path
+            with self._conn() as conn:
+                results = every_upstream(conn, run_id, names, results)
+        return Claim("run", flow=got[1], version=got[2], params=got[3], upstream=results,
+                     deliveries=got[0], item=got[5])
 
     @property
     def _run_keys(self) -> dict[str, tuple[str, str]]:
