@@ -8,6 +8,9 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from flowkit.errors import ActionRefused
 from flowkit.testing import InlineHarness
 
 MAP_DAGS = str(Path(__file__).resolve().parents[1] / "dags" / "maps")
@@ -77,6 +80,27 @@ def a_compensated_map_step_runs_again_when_the_run_is_retried(store: Any) -> Non
     assert store.get_run(run_id)["outcome"] == "compensated"
 
 
+def a_failed_instance_compensation_is_named_and_the_others_still_run(store: Any) -> None:
+    # Given work[0] and work[1] succeeded (item 3 failed), and undoing item 2 fails
+    h = InlineHarness(store, MAP_DAGS)
+    run_id = h.trigger("compensated_map", {"bad": 3, "undo_bad": 2})
+    assert h.run_until_done(run_id) == "failed"
+    # Then work[0] and prepare are still undone, after it
+    order = ["work[1]:compensate", "work[0]:compensate", "prepare:compensate"]
+    assert _compensations_in_order(store, run_id) == order
+    states = {s["step"]: s["state"] for s in store.step_runs(run_id)}
+    assert [states[n] for n in ["work:compensate", *order]] == ["failed", "failed", "success", "success"]
+    # ... and the outcome and its reason name the instance whose compensation failed
+    assert store.get_run(run_id)["outcome"] == "compensation failed"
+    ended = [e for e in store.events(run_id) if e["action"] == "run_state" and e["new_state"] == "failed"]
+    assert ended[-1]["reason"] == ("failed steps: work; compensation failed: work[1]:compensate "
+                                   "(compensated: work[0]:compensate, prepare:compensate)")
+    # A retry is refused until someone looked: work may be half undone
+    with pytest.raises(ActionRefused, match=f"run {run_id}: the compensation of work did not complete"):
+        store.retry_run(run_id, by="ann")
+
+
 CASES = [a_partly_failed_map_compensates_its_succeeded_instances_last_first,
          a_map_that_succeeded_is_compensated_per_instance_when_a_later_step_fails,
-         a_compensated_map_step_runs_again_when_the_run_is_retried]
+         a_compensated_map_step_runs_again_when_the_run_is_retried,
+         a_failed_instance_compensation_is_named_and_the_others_still_run]

@@ -123,3 +123,36 @@ def test_mark_with_a_result_checks_it_in_one_line_and_keeps_it_in_the_audit_trai
     shown = json.loads(cli("runs", "show", run_id, "--json").stdout)
     reasons = [e["reason"] for e in shown["events"] if e["action"] == "operator_mark"]
     assert reasons == ['marked success by ann; result: {"rows": 3}']
+
+
+def test_runs_show_tells_the_truth_about_a_retried_compensated_run(tmp_path):
+    from flowkit.store.sql import SqlStore
+    from flowkit.testing import InlineHarness
+
+    saga_dags = Path(__file__).resolve().parents[1] / "dags" / "saga"
+    db = f"sqlite:///{tmp_path / 'saga.db'}"
+
+    def cli(*args: str):  # type: ignore[no-untyped-def]
+        return CliRunner().invoke(main, ["--database-url", db, "--broker-url", "memory://",
+                                         "--dags-folder", str(saga_dags), *args])
+
+    # Given a run that failed at ship and was compensated
+    flag = tmp_path / "flag"
+    store = SqlStore(db)
+    store.upgrade()
+    h = InlineHarness(store, str(saga_dags))
+    run_id = h.trigger("saga_retry", {"flag": str(flag)})
+    assert h.run_until_done(run_id) == "failed"
+    assert "state failed (compensated)" in cli("runs", "show", run_id).stdout
+    # When the cause is fixed and the run retried through the CLI, and worked to its end
+    flag.write_text("go")
+    retried = cli("runs", "retry", run_id, "--by", "ann")
+    assert retried.exit_code == 0, retried.output
+    h.scheduler.step_once(max_wait=0)
+    assert h.run_until_done(run_id) == "success"
+    store.dispose()
+    # Then runs show says success, with no outcome, in text and JSON
+    shown = cli("runs", "show", run_id)
+    assert "state success " in shown.stdout and "compensated" not in shown.stdout.split("\n")[0]
+    details = json.loads(cli("runs", "show", run_id, "--json").stdout)
+    assert (details["state"], details["outcome"]) == ("success", None)
