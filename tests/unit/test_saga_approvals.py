@@ -290,3 +290,15 @@ def test_a_compensation_holds_its_steps_pool_and_lock_and_gives_them_back(sqlite
 @pytest.mark.parametrize("case", saga_retry_cases.CASES, ids=lambda c: c.__name__)
 def test_retry_of_a_compensated_run(sqlite_store, tmp_path, case):  # type: ignore[no-untyped-def]
     case(sqlite_store, tmp_path)
+
+
+def test_a_compensation_runs_its_function_not_the_shell_command_or_check_of_its_step(sqlite_store):
+    # Given a shell step and a step with success_when=, each with compensate=, then a failure
+    h = InlineHarness(sqlite_store, SAGA_DAGS)
+    run_id = h.trigger("saga_shell")
+    assert h.run_until_done(run_id) == "failed"
+    # Then each compensation ran its own function (not the command, not the step's check)
+    results = sqlite_store.results(run_id)
+    assert results["touch:compensate"]["undid"] == "touch"
+    assert results["checked:compensate"] == {"undid": "checked", "result": {"made": "checked"}}
+    assert sqlite_store.get_run(run_id)["outcome"] == "compensated"

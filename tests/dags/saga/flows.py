@@ -118,3 +118,11 @@ saga_retry_comp_fails = (
     .then("second", make, compensate=undo_broken)
     .then("third", ship_when_flagged)
 )
+
+# a shell step and a step with success_when=, both undone by a function, then a failure
+saga_shell = (
+    Flow("saga_shell")
+    .shell("touch", "true", compensate=undo)
+    .step("checked", make, after="touch", compensate=undo, success_when=lambda r: r["made"] == "checked")
+    .then("explode", boom)
+)
