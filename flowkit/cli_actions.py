@@ -131,16 +131,20 @@ def runs_retry(ctx: click.Context, run_id: str, steps: tuple[str, ...], downstre
 @click.argument("run_id")
 @click.argument("step")
 @click.argument("state", type=click.Choice(["success", "skipped"]))
+@click.option("--result", "result", default=None, metavar="JSON",
+              help="With success: the step's result, which its downstream steps get (JSON, at most "
+                   "FLOWKIT_MAX_RESULT_BYTES). Default: null (a map step: its instances' results).")
 @_BY
 @_REASON
 @click.pass_context
-def runs_mark(ctx: click.Context, run_id: str, step: str, state: str, by: str | None,
-              reason: str) -> None:
+def runs_mark(ctx: click.Context, run_id: str, step: str, state: str, result: str | None,
+              by: str | None, reason: str) -> None:
     """Give STEP of RUN the state success or skipped (it must not be queued or running); its
     downstream steps follow, and a finished run ends again."""
     settings = _settings(ctx)
     with friendly_errors():
         store = _store(settings)
-        result = store.mark_step(store.resolve_run_id(run_id), step, state, by=by or _user(),
-                                 reason=reason)
-    _finish(settings, result)
+        marked = store.mark_step(store.resolve_run_id(run_id), step, state, by=by or _user(),
+                                 reason=reason, result=result,
+                                 max_result_bytes=settings.max_result_bytes)
+    _finish(settings, marked)

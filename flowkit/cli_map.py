@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from .errors import NotFoundError
+from .spec import split_instance
 
 #: A map step with at most this many instances lists each one; a larger one shows counts.
 LIST_INSTANCES_UP_TO = 10
@@ -92,7 +93,9 @@ def step_details(store: Any, run_id: str, spec: Any, name: str, mask: Any, mask_
     return {
         "run_id": run_id, "flow": spec.name, "step": name, "kind": kind, "state": row["state"],
         "started_at": row["started_at"], "ended_at": row["ended_at"],
-        "map_step": row.get("map_parent"), "index": row.get("map_index"),
+        # the element's index (an instance's compensation has its instance's, not its turn)
+        "map_step": row.get("map_parent"),
+        "index": split_instance(name)[1] if row.get("map_parent") is not None else None,
         "item": mask_data(json.loads(row["map_item"])) if row.get("map_item") is not None else None,
         "result": mask_data(store.results(run_id, [name]).get(name)),
         "attempts": [{**{k: a.get(k) for k in keys}, **{k: mask(a.get(k)) for k in ("error", "traceback", "output")}}

@@ -762,7 +762,8 @@ class Flow:
                 s, name=s.compensate, kind="compensation", upstream=after, trigger="all_done",
                 fn=f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}",
                 doc=(inspect.getdoc(fn) or "").split("\n")[0], reads=(), writes=(),
-                compensates=s.name, compensate=None, callbacks=()))  # the step's callbacks are its own
+                compensates=s.name, compensate=None, callbacks=(),  # the step's callbacks are its own
+                shell=None, success_when=None))  # it runs its function, checked by nothing of the step's
         return tuple(out)
 
     def callable_for(self, step: str) -> Callable[..., Any]:

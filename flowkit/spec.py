@@ -180,13 +180,22 @@ CALLBACK_KINDS = ("on_success", "on_failure", "on_retry")
 
 
 def instance_name(step: str, index: int) -> str:
-    """The name of element ``index``'s instance of map step ``step``: ``step[index]``."""
+    """The name of element ``index``'s instance of map step ``step``: ``step[index]``. The
+    compensation of a map step has one instance per instance it undoes, named as that
+    instance's compensation: ``instance_name("notify:compensate", 3)`` is
+    ``"notify[3]:compensate"``."""
+    if step.endswith(COMPENSATION_SUFFIX):
+        return compensation_name(f"{step[:-len(COMPENSATION_SUFFIX)]}[{index}]")
     return f"{step}[{index}]"
 
 
 def split_instance(name: str) -> tuple[str, int | None]:
-    """``"notify[3]"`` -> ``("notify", 3)``; a plain step name -> ``(name, None)``.
-    Step names cannot contain "[" (see dsl), so the two never clash."""
+    """``"notify[3]"`` -> ``("notify", 3)``, ``"notify[3]:compensate"`` ->
+    ``("notify:compensate", 3)``; a plain step name -> ``(name, None)``. Step names cannot
+    contain "[" or ":" (see dsl), so these never clash."""
+    if name.endswith(COMPENSATION_SUFFIX):
+        undone, position = split_instance(name[:-len(COMPENSATION_SUFFIX)])
+        return (compensation_name(undone), position) if position is not None else (name, None)
     if name.endswith("]"):
         base, sep, index = name[:-1].partition("[")
         if sep and index.isdigit():
@@ -225,12 +234,18 @@ class FlowSpec:
     def step(self, name: str) -> StepSpec:
         """The step or compensation step called ``name``; an instance name of a map step (``"notify[3]"``) gives
         the map step's spec under that name, so limits, queue and retries apply per instance.
-        Its upstream omits ``over``: an instance gets its element as ``ctx.item``, not the list."""
+        Its upstream omits ``over``: an instance gets its element as ``ctx.item``, not the list.
+        An instance's compensation (``"notify[3]:compensate"``) gives the map step's
+        compensation under that name, undoing that instance."""
         found = self._by_name.get(name)
         if found is not None:
             return found
         base, index = split_instance(name)
         step = self._by_name.get(base) if index is not None else None
+        if step is not None and index is not None and step.kind == "compensation" and step.compensates:
+            # an instance's compensation: it undoes that instance (store/saga.py)
+            return replace(step, name=name, upstream=(),
+                           compensates=instance_name(step.compensates, index))
         if step is None or step.kind != "map":
             raise KeyError(name)
         return replace(step, name=name, upstream=tuple(u for u in step.upstream if u != step.over))

@@ -300,6 +300,10 @@ class Machine:
             from .approvals import await_decisions
 
             names = await_decisions(self, names, old)  # approvals wait for a person, not a slot
+        if "compensation" in self.spec.kinds:
+            from .saga import expand_ready
+
+            names = expand_ready(self, names, old)  # a map step's compensation: one per instance
         direct: list[str] = []
         waiters: list[str] = []
         names = map_ops.expand_ready(self, names, old)  # map steps expand into instances

@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, select, update
 
-from ..spec import FlowSpec, StepSpec, instance_name, split_instance
+from ..spec import COMPENSATION_SUFFIX, FlowSpec, StepSpec, instance_name, split_instance
 from ..states import StepState
 from . import tables as t
 
 if TYPE_CHECKING:
     from .machine import Effects, Gate, Machine
+    from .sql import Tx
 
 OK, SKIP, BAD = "ok", "skip", "bad"
 
@@ -82,13 +83,36 @@ def _expand(machine: Machine, step: StepSpec, old: StepState) -> None:
         return
     # n_up=1 with nothing counted: any trigger rule says "wait", so no path that decides
     # pending steps by their counters can start an instance that max_parallel holds back.
+    # Attempt numbers go on after an operator's retry (none on a first expansion).
+    made = _instance_attempts_made(tx, run_id, step.name)
     tx.conn.execute(insert(t.step_runs), [
         {"run_id": run_id, "step": instance_name(step.name, i), "state": StepState.PENDING.value,
-         "attempts": 0, "updated_at": tx.now, "n_up": 1, "ok_up": 0, "bad_up": 0, "skip_up": 0,
+         "attempts": made.get(instance_name(step.name, i), 0),
+         "retry_base": made.get(instance_name(step.name, i), 0),
+         "updated_at": tx.now, "n_up": 1, "ok_up": 0, "bad_up": 0, "skip_up": 0,
          "priority": step.priority or 0, "map_parent": step.name, "map_index": i,
          "map_item": json.dumps(item)}
         for i, item in enumerate(value)])
     machine.start([instance_name(step.name, i) for i in range(first)], StepState.PENDING)
+
+
+def attempts_made(tx: Tx, run_id: str, names: Iterable[str]) -> dict[str, int]:
+    """Attempts made so far by each of ``names``, steps whose rows an operator's retry took
+    out of the run (instances of a map step run again, compensations of a compensated run):
+    a new row goes on from there, so task ids never collide."""
+    a = t.attempts.c
+    return {r.step: int(r.n) for r in tx.conn.execute(
+        select(a.step, func.max(a.number).label("n")).where(
+            a.run_id == run_id, a.step.in_(list(names))).group_by(a.step))}
+
+
+def _instance_attempts_made(tx: Tx, run_id: str, parent: str) -> dict[str, int]:
+    """:func:`attempts_made` for every instance of map step ``parent`` (by name prefix: one
+    range of the attempts' primary key, whatever the map's size)."""
+    a = t.attempts.c
+    return {r.step: int(r.n) for r in tx.conn.execute(
+        select(a.step, func.max(a.number).label("n")).where(
+            a.run_id == run_id, a.step.startswith(f"{parent}[", autoescape=True)).group_by(a.step))}
 
 
 def route_ended(machine: Machine, ended: Iterable[tuple[str, str, list[str] | None]]
@@ -126,9 +150,21 @@ def counted(machine: Machine, parent: str, left: int, failed: int, next_index: i
         c = t.step_runs.c
         machine.tx.conn.execute(update(t.step_runs).where(c.run_id == machine.run_id, c.step == parent)
                                 .values(map_next=next_index + 1))
-        machine.start([instance_name(parent, next_index)], StepState.PENDING)
+        machine.start([_member(machine, parent, next_index)], StepState.PENDING)
     if left == 0:
         _finish(machine, parent, total, failed)
+
+
+def _member(machine: Machine, parent: str, index: int) -> str:
+    """The instance of ``parent`` that starts ``index``-th: ``parent[index]`` of a map step.
+    The instances of a map step's compensation start in the order of their rows' map_index
+    (the highest instance first, see store/saga.py), which their names do not give."""
+    if not parent.endswith(COMPENSATION_SUFFIX):
+        return instance_name(parent, index)
+    c = t.step_runs.c
+    name: str = machine.tx.conn.execute(select(c.step).where(
+        c.run_id == machine.run_id, c.map_parent == parent, c.map_index == index)).scalar_one()
+    return name
 
 
 def finish_success_pg(store: Any, run_id: str, step: str, number: int, *, worker: str,
@@ -202,7 +238,7 @@ def end_counted_maps(machine: Machine) -> None:
 def _finish(machine: Machine, parent: str, total: int, failed: int) -> None:
     """The last instance ended: end the map step and settle its downstream steps."""
     tx, run_id = machine.tx, machine.run_id
-    c, r = t.step_runs.c, t.results.c
+    c = t.step_runs.c
     if failed:
         first_failed = tx.conn.execute(
             select(c.step).where(c.run_id == run_id, c.map_parent == parent,
@@ -214,13 +250,7 @@ def _finish(machine: Machine, parent: str, total: int, failed: int) -> None:
                              error=f"{failed} of {total} instance(s) failed")
             machine.settle([(parent, BAD, None)])
         return
-    # The ordered list, spliced from the stored JSON texts (no parse); an instance that
-    # skipped itself has no result and contributes null.
-    values = tx.conn.execute(
-        select(r.value).select_from(t.step_runs.outerjoin(
-            t.results, (r.run_id == c.run_id) & (r.step == c.step)))
-        .where(c.run_id == run_id, c.map_parent == parent).order_by(c.map_index)).scalars()
-    text = "[" + ",".join(v if v is not None else "null" for v in values) + "]"
+    text = instance_results_text(tx.conn, run_id, parent)
     from .sql import _upsert
 
     _upsert(tx.conn, t.results, {"run_id": run_id, "step": parent, "value": text,
@@ -229,6 +259,18 @@ def _finish(machine: Machine, parent: str, total: int, failed: int) -> None:
                    reason=f"all {total} instance(s) ended"):
         machine.callback("step", "on_success", parent, StepState.SUCCESS.value)
         machine.settle([(parent, OK, None)])
+
+
+def instance_results_text(conn: Any, run_id: str, parent: str) -> str:
+    """The JSON list of the instances' results in index order, spliced from the stored JSON
+    texts (no parse); an instance with no result (it skipped itself, failed, or never ran)
+    contributes null."""
+    c, r = t.step_runs.c, t.results.c
+    values = conn.execute(
+        select(r.value).select_from(t.step_runs.outerjoin(
+            t.results, (r.run_id == c.run_id) & (r.step == c.step)))
+        .where(c.run_id == run_id, c.map_parent == parent).order_by(c.map_index)).scalars()
+    return "[" + ",".join(v if v is not None else "null" for v in values) + "]"
 
 
 def read_item(conn: Any, run_id: str, name: str) -> Any:

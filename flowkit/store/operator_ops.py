@@ -28,17 +28,20 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 
+from ..config import Settings
 from ..errors import ActionRefused, NotFoundError
 from ..spec import FlowSpec
 from ..states import AttemptState, RunState, StepState
+from . import saga
 from . import tables as t
 from .ledger import Hold, decode_holds
 from .machine import OK, SKIP, recount
@@ -242,7 +245,8 @@ class OperatorOps(_Base):
     def retry_run(self, run_id: str, *, steps: Iterable[str] = (), downstream: bool = False,
                   by: str, reason: str = "") -> ActionResult:
         """Run a finished run's failed, upstream_failed and cancelled steps again (or the
-        ``steps`` named, and with ``downstream`` everything downstream of them)."""
+        ``steps`` named, and with ``downstream`` everything downstream of them). In a run
+        that compensated, the steps its compensations undid run again too (saga.reopen)."""
         named = list(dict.fromkeys(steps))
         why = _why("retried", by, reason)
         with self.tx(by) as tx:
@@ -251,28 +255,15 @@ class OperatorOps(_Base):
                 raise ActionRefused(f"run {run_id} is {state.value}; retry it once it has ended, or "
                                     f"cancel it first (`flowkit runs cancel {run_id}`)")
             spec = self._run_spec(tx, run_id)
-            rows = self._step_rows(tx, run_id)
             for name in named:
                 _check_step(spec, name)
-            if named:
-                chosen = set(named) | (_downstream_closure(spec, named) if downstream else set())
-            else:
-                bad = {StepState.FAILED, StepState.UPSTREAM_FAILED, StepState.CANCELLED}
-                chosen = {n for n, row in rows.items() if StepState(row.state) in bad}
-                if not chosen:
-                    raise ActionRefused(f"run {run_id} is {state.value} and has no failed, upstream_failed "
-                                        "or cancelled step; name the steps to run again with --step")
-            chosen |= self._consequences(tx, spec, run_id, rows, chosen)
+            rows = self._step_rows(tx, run_id)
+            chosen = self._chosen_for_retry(tx, spec, run_id, state, rows, named, downstream, why)
             self._check_run_cap(tx, spec)
             order = [n for n in spec.step_names if n in chosen and rows[n].state != StepState.PENDING.value]
-            for name in order:
-                tx.cas_step(run_id, name, [StepState(rows[name].state)], StepState.PENDING, operator=True,
-                            reason=why, started_at=None, ended_at=None, next_attempt_at=None,
-                            wait_seq=None, retry_base=rows[name].attempts)
-            # A retried step's old result must not be read by its downstream steps meanwhile.
-            tx.conn.execute(delete(t.results).where(t.results.c.run_id == run_id,
-                                                    t.results.c.step.in_(order)))
-            tx.cas_run(run_id, [state], RunState.RUNNING, operator=True, reason=why, ended_at=None)
+            _back_to_pending(tx, run_id, rows, order, why)
+            tx.cas_run(run_id, [state], RunState.RUNNING, operator=True, reason=why, ended_at=None,
+                       outcome=None)  # decided again when the run ends again
             tx.event("operator_retry", run_id=run_id, old=state.value, new=RunState.RUNNING.value,
                      reason=f"{why} (steps: {', '.join(order)})")
             recount(tx, spec, run_id)
@@ -281,39 +272,48 @@ class OperatorOps(_Base):
         return ActionResult(f"run {run_id}: running again; {len(order)} step(s) back to pending: "
                             f"{', '.join(order)}", wake={"type": "run_retried", "run_id": run_id})
 
+    def _chosen_for_retry(self, tx: Tx, spec: FlowSpec, run_id: str, state: RunState,
+                          rows: dict[str, Any], named: list[str], downstream: bool, why: str) -> set[str]:
+        """The steps a retry runs again: those named (and their downstream), else the failed,
+        upstream_failed and cancelled ones; the steps a compensation undid; and the steps
+        that ended only because of these."""
+        own = set(spec.step_names)
+        if named:
+            chosen = set(named) | (_downstream_closure(spec, named) if downstream else set())
+        else:
+            bad = {StepState.FAILED, StepState.UPSTREAM_FAILED, StepState.CANCELLED}
+            chosen = {n for n, row in rows.items() if n in own and StepState(row.state) in bad}
+        hint = "".join(f" --step {n}" for n in spec.step_names if n in chosen and n not in named)
+        chosen |= saga.reopen(tx, spec, run_id, decided=named, why=why, hint=hint)
+        if not chosen:
+            raise ActionRefused(f"run {run_id} is {state.value} and has no failed, upstream_failed "
+                                "or cancelled step; name the steps to run again with --step")
+        return chosen | self._consequences(tx, spec, run_id, rows, chosen)
+
     @_again_on_conflict
     def mark_step(self, run_id: str, step: str, state: StepState | str, *, by: str,
-                  reason: str = "") -> ActionResult:
+                  reason: str = "", result: str | None = None,
+                  max_result_bytes: int = Settings.max_result_bytes) -> ActionResult:
         """Give a step with no live attempt the state ``success`` or ``skipped``; its
-        downstream settles, and a finished run ends again by the machine's rule."""
+        downstream settles, and a finished run ends again by the machine's rule.
+
+        A step marked success has a result: ``result`` (JSON text, at most
+        ``max_result_bytes``), else null, or for a map step the list of its instances'
+        results. A step marked skipped has none."""
         target = StepState(state)
         if target not in (StepState.SUCCESS, StepState.SKIPPED):
             raise ActionRefused(f"a step can be marked success or skipped, not {target.value}")
+        _check_mark_result(target, result, max_result_bytes)
         why = _why(f"marked {target.value}", by, reason)
         with self.tx(by) as tx:
             run_state = self._run_state(tx, run_id)
-            if run_state == RunState.QUEUED:
-                raise ActionRefused(f"run {run_id} is queued and has not started; mark its steps once it "
-                                    f"runs, or cancel it (`flowkit runs cancel {run_id}`)")
-            if run_state == RunState.CANCELLED:
-                raise ActionRefused(f"run {run_id} is cancelled; `flowkit runs retry {run_id}` runs its "
-                                    "cancelled steps again, then mark")
             spec = self._run_spec(tx, run_id)
             _check_step(spec, step)
             rows = self._step_rows(tx, run_id)
             old = StepState(rows[step].state)
-            if old in (StepState.QUEUED, StepState.RUNNING):
-                raise ActionRefused(f"run {run_id} step {step} is {old.value} (attempt {rows[step].attempts}); "
-                                    f"wait for it to end, or cancel the run (`flowkit runs cancel {run_id}`)")
-            if old == target:
-                raise ActionRefused(f"run {run_id} step {step} is already {target.value}")
-            if old == StepState.CANCELLED:
-                raise ActionRefused(f"run {run_id} step {step} is cancelled; `flowkit runs retry {run_id} "
-                                    f"--step {step}` runs it again")
-            if run_state.terminal:
-                self._check_run_cap(tx, spec)
-                tx.cas_run(run_id, [run_state], RunState.RUNNING, operator=True, reason=why, ended_at=None)
-            for name in sorted(self._consequences(tx, spec, run_id, rows, {step}) - {step},
+            _check_markable(run_id, run_state, step, old, target, rows[step].attempts)
+            redo = self._reopen_for_mark(tx, spec, run_id, run_state, step, rows, why)
+            for name in sorted(self._consequences(tx, spec, run_id, rows, {step} | redo) - {step} - redo,
                                key=spec.position.__getitem__):
                 tx.cas_step(run_id, name, [StepState(rows[name].state)], StepState.PENDING, operator=True,
                             reason=f"{why} (upstream {step})", ended_at=None, wait_seq=None)
@@ -321,10 +321,13 @@ class OperatorOps(_Base):
             recount(tx, spec, run_id, pending=[step])
             tx.cas_step(run_id, step, [old], target, operator=True, reason=why, ended_at=tx.now,
                         next_attempt_at=None, wait_seq=None)
+            given = _store_mark_result(tx, spec, run_id, step, target, result)
             tx.event("operator_mark", run_id=run_id, step=step, old=old.value, new=target.value,
-                     reason=why)
+                     reason=why if given is None else f"{why}; result: {_brief(given)}")
             machine = tx.machine(spec, run_id, global_cap=None)
             machine.settle([(step, OK if target == StepState.SUCCESS else SKIP, None)])
+            if redo:
+                machine.decide_pending("decided again after an operator's mark")
             left = tx.conn.execute(select(t.runs.c.steps_left).where(t.runs.c.id == run_id)).scalar()
             now = self._run_state(tx, run_id)
         ended = f"; the run ended {now.value}" if now.terminal else ""
@@ -332,6 +335,26 @@ class OperatorOps(_Base):
         return ActionResult(f"run {run_id} step {step}: {old.value} -> {target.value}; run "
                             f"{now.value}{reopened}, {left} step(s) left{ended}",
                             wake={"type": "step_marked", "run_id": run_id})
+
+    def _reopen_for_mark(self, tx: Tx, spec: FlowSpec, run_id: str, run_state: RunState, step: str,
+                         rows: dict[str, Any], why: str) -> set[str]:
+        """Reopen a finished run for a mark of ``step``; return the steps that go back to
+        pending with it. Marking a compensation step reopens the compensation: the run's
+        outcome is decided again at its end. Marking one of the run's own steps in a run
+        that compensated redoes the undone steps first (saga.reopen), as a retry does."""
+        if not run_state.terminal:
+            return set()
+        self._check_run_cap(tx, spec)
+        if spec.step(step).kind == "compensation":
+            tx.cas_run(run_id, [run_state], RunState.RUNNING, operator=True, reason=why, ended_at=None,
+                       outcome=saga.COMPENSATING)
+            return set()
+        redo = saga.reopen(tx, spec, run_id, decided=[step], why=why)
+        tx.cas_run(run_id, [run_state], RunState.RUNNING, operator=True, reason=why, ended_at=None,
+                   outcome=None)
+        order = [n for n in spec.step_names if n in redo]
+        _back_to_pending(tx, run_id, rows, order, f"{why} (its compensation undid it: it runs again)")
+        return set(order)
 
     # -- helpers ---------------------------------------------------------------------------
     @staticmethod
@@ -385,6 +408,87 @@ class OperatorOps(_Base):
                     out.add(down)
                     todo.append(down)
         return out
+
+
+def _back_to_pending(tx: Tx, run_id: str, rows: dict[str, Any], names: list[str], why: str) -> None:
+    """An operator's retry: ``names`` go back to pending with their whole retry budget, and
+    lose their results (their downstream steps must not read an old one meanwhile)."""
+    for name in names:
+        tx.cas_step(run_id, name, [StepState(rows[name].state)], StepState.PENDING, operator=True,
+                    reason=why, started_at=None, ended_at=None, next_attempt_at=None,
+                    wait_seq=None, retry_base=rows[name].attempts, map_total=None, map_left=None,
+                    map_failed=None, map_next=None)
+    c, r = t.step_runs.c, t.results.c
+    # A map step expands again when it runs: its instances' rows (and results) of the last
+    # expansion leave the run; their attempts and events stay, and numbers go on (map_ops).
+    instances = select(c.step).where(c.run_id == run_id, c.map_parent.in_(names))
+    tx.conn.execute(delete(t.results).where(r.run_id == run_id, or_(r.step.in_(names),
+                                                                    r.step.in_(instances))))
+    tx.conn.execute(delete(t.step_runs).where(c.run_id == run_id, c.map_parent.in_(names)))
+
+
+def _check_markable(run_id: str, run_state: RunState, step: str, old: StepState, target: StepState,
+                    attempts: int) -> None:
+    """Refuse a mark the run or the step is not in a state to take, saying what to do."""
+    if run_state == RunState.QUEUED:
+        raise ActionRefused(f"run {run_id} is queued and has not started; mark its steps once it "
+                            f"runs, or cancel it (`flowkit runs cancel {run_id}`)")
+    if run_state == RunState.CANCELLED:
+        raise ActionRefused(f"run {run_id} is cancelled; `flowkit runs retry {run_id}` runs its "
+                            "cancelled steps again, then mark")
+    if old in (StepState.QUEUED, StepState.RUNNING):
+        raise ActionRefused(f"run {run_id} step {step} is {old.value} (attempt {attempts}); "
+                            f"wait for it to end, or cancel the run (`flowkit runs cancel {run_id}`)")
+    if old == target:
+        raise ActionRefused(f"run {run_id} step {step} is already {target.value}")
+    if old == StepState.CANCELLED:
+        raise ActionRefused(f"run {run_id} step {step} is cancelled; `flowkit runs retry {run_id} "
+                            f"--step {step}` runs it again")
+
+
+#: How much of a marked step's result the audit trail's reason quotes.
+MARK_RESULT_QUOTED_CHARS = 300
+
+
+def _check_mark_result(target: StepState, result: str | None, cap: int) -> None:
+    """A mark's ``--result``: JSON, within the results' cap, and only for ``success``."""
+    if result is None:
+        return
+    if target != StepState.SUCCESS:
+        raise ActionRefused("a step marked skipped has no result; drop --result, or mark it success")
+    try:
+        json.loads(result)
+    except ValueError as exc:
+        raise ActionRefused(f"--result is not JSON ({exc}); pass a JSON value, e.g. "
+                            """--result '{"rows": 3}' or --result null""") from None
+    size = len(result.encode())
+    if size > cap:
+        raise ActionRefused(f"--result is {size:,} bytes, over the {cap:,}-byte cap "
+                            "(FLOWKIT_MAX_RESULT_BYTES); store the data elsewhere and pass a "
+                            """pointer to it, e.g. --result '{"uri": "s3://..."}'""")
+
+
+def _store_mark_result(tx: Tx, spec: FlowSpec, run_id: str, step: str, target: StepState,
+                       result: str | None) -> str | None:
+    """Store the result of a step marked success, so its downstream steps read one: the one
+    given, else the list of a map step's instances' results, else null. Returns it."""
+    if target != StepState.SUCCESS:
+        return None
+    from . import map_ops
+    from .sql import _upsert
+
+    if result is None:
+        result = (map_ops.instance_results_text(tx.conn, run_id, step)
+                  if spec.step(step).kind == "map" else "null")
+    _upsert(tx.conn, t.results, {"run_id": run_id, "step": step, "value": result,
+                                 "size": len(result.encode()), "created_at": tx.now}, ["run_id", "step"])
+    return result
+
+
+def _brief(text: str) -> str:
+    if len(text) <= MARK_RESULT_QUOTED_CHARS:
+        return text
+    return f"{text[:MARK_RESULT_QUOTED_CHARS]}... ({len(text.encode()):,} bytes)"
 
 
 def _check_step(spec: FlowSpec, name: str) -> None:

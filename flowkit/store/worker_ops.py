@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ..spec import FlowSpec
 from ..states import AttemptState, StepState
-from . import map_ops
+from . import map_ops, saga
 from . import tables as t
 from .machine import Effects, Gate
 
@@ -44,19 +44,13 @@ class WorkerOps(_Base):
         With ``specs`` (a cache the worker keeps), the same transaction also reads the
         results of the step's upstreams: the worker's hot path is two transactions.
         """
-        from .sql import Claim, _flow_spec, _results, as_utc, utcnow
+        from .sql import Claim, _flow_spec, _results, as_utc
 
         known = self._run_keys.get(run_id) if specs is not None and not self.is_sqlite else None
         if known is not None and specs is not None and known in specs:
-            # PostgreSQL, a run this process has seen: one statement, no transaction around it.
-            from . import pg_fast
-
-            with self.hot_claims.connection() as hot:
-                got = pg_fast.claim(hot, run_id=run_id, step=step, number=number, worker=worker,
-                                    now=utcnow(), upstream=list(specs[known].step(step).upstream))
-            if got is not None:
-                return Claim("run", flow=got[1], version=got[2], params=got[3], upstream=got[4],
-                             deliveries=got[0], item=got[5])
+            claimed = self._claim_in_one_statement(run_id, step, number, worker, specs[known])
+            if claimed is not None:
+                return claimed
         a = t.attempts
         pk = (a.c.run_id == run_id, a.c.step == step, a.c.number == number)
         with self.tx(worker) as tx:
@@ -109,10 +103,32 @@ class WorkerOps(_Base):
                 if key not in specs:
                     specs[key] = _flow_spec(tx.conn, *key)
                 names = specs[key].step(step).upstream
-                upstream = _results(tx.conn, run_id, names) if names else {}
+                upstream = every_upstream(tx.conn, run_id, names, _results(tx.conn, run_id, names)
+                                          if names else {})
             item = map_ops.read_item(tx.conn, run_id, step) if map_ops.is_instance(step) else None
         return Claim("run", flow=run.flow_name, version=run.version,
                      params=json.loads(run.params), upstream=upstream, deliveries=deliveries, item=item)
+
+    def _claim_in_one_statement(self, run_id: str, step: str, number: int, worker: str,
+                                spec: FlowSpec) -> Claim | None:
+        """PostgreSQL, a run this process has seen: the claim in one statement, no
+        transaction around it; None when the attempt was not queued (the generic path
+        tells a redelivery from a takeover)."""
+        from . import pg_fast
+        from .sql import Claim, utcnow
+
+        names = spec.step(step).upstream
+        with self.hot_claims.connection() as hot:
+            got = pg_fast.claim(hot, run_id=run_id, step=step, number=number, worker=worker,
+                                now=utcnow(), upstream=list(names))
+        if got is None:
+            return None
+        results = got[4]
+        if any(n not in results for n in names):  # no connection taken on the hot path
+            with self._conn() as conn:
+                results = every_upstream(conn, run_id, names, results)
+        return Claim("run", flow=got[1], version=got[2], params=got[3], upstream=results,
+                     deliveries=got[0], item=got[5])
 
     @property
     def _run_keys(self) -> dict[str, tuple[str, str]]:
@@ -203,14 +219,18 @@ class WorkerOps(_Base):
         attempts that are already committed while the finish still has work to do (see
         ``_finish_success_pg``); what it could not publish makes the effects wake the scheduler.
         """
-        # The one-statement form records no output: shell steps take the generic path.
-        if state == AttemptState.SUCCESS and spec is not None and not self.is_sqlite and output is None \
-                and map_ops.is_instance(step):  # counts down its map step instead of settling
+        # The one-statement form records no output: shell steps take the generic path. So
+        # do branches, and the instances of a map step's compensation: each one's end starts
+        # the next (saga), a rule the machine keeps in one place.
+        instance = map_ops.is_instance(step)
+        fast = (state == AttemptState.SUCCESS and spec is not None and not self.is_sqlite
+                and output is None and spec.step(step).kind != "branch"
+                and not (instance and spec.step(step).kind == "compensation"))
+        if fast and spec is not None and instance:  # counts down its map step
             return map_ops.finish_success_pg(self, run_id, step, number, worker=worker,
                                              result_json=result_json, datasets=list(datasets),
                                              spec=spec, gate=gate, global_cap=global_cap)
-        if (state == AttemptState.SUCCESS and spec is not None and not self.is_sqlite
-                and spec.step(step).kind != "branch" and output is None):
+        if fast and spec is not None:
             return self._finish_success_pg(run_id, step, number, worker=worker, result_json=result_json,
                                            datasets=list(datasets), spec=spec, gate=gate,
                                            global_cap=global_cap, publish=publish)
@@ -361,6 +381,20 @@ class WorkerOps(_Base):
                                   action="attempt_finished")
 
 
+def every_upstream(conn: Any, run_id: str, names: Iterable[str], found: dict[str, Any]) -> dict[str, Any]:
+    """``found`` (the stored results of upstreams ``names``) with None for every upstream that
+    did not skip and has no stored result (it failed, or an operator marked it success
+    before marks stored one), so ``ctx.upstream[name]`` holds for every direct upstream that
+    did not skip. Reads step states only when a result is missing: the hot path pays nothing."""
+    missing = [n for n in names if n not in found]
+    if not missing:
+        return found
+    c = t.step_runs.c
+    skipped = {r.step for r in conn.execute(select(c.step).where(
+        c.run_id == run_id, c.step.in_(missing), c.state == StepState.SKIPPED.value))}
+    return {**found, **{n: None for n in missing if n not in skipped}}
+
+
 #: Dispatches attempts that are already committed; returns those it could not publish.
 Publish = Callable[[list[Any]], list[Any]]
 
@@ -374,8 +408,9 @@ def queueable_after_success(spec: FlowSpec, step: str) -> tuple[str, ...]:
     """The downstream steps of ``step`` that a worker may queue itself when this success
     makes them ready (when no global cap applies, and with its gate's consent): no slot to
     take, and a rule that runs when every upstream succeeded. An approval waits for a
-    person; a map step expands first (map_ops). Built once per spec and step: a fan-out's
-    root has thousands of downstream steps, and every member asks for its join."""
+    person; a map step, or a map step's compensation, expands first (map_ops, saga).
+    Built once per spec and step: a fan-out's root has thousands of downstream steps, and
+    every member asks for its join."""
     from ..graph import Decision, decide_counts
     from .ledger import holds_for
 
@@ -389,7 +424,8 @@ def queueable_after_success(spec: FlowSpec, step: str) -> tuple[str, ...]:
     if found is None:
         found = per_step[step] = tuple(
             d for d in spec.downstream_of(step)
-            if spec.step(d).kind not in ("approval", "map") and not holds_for(spec, spec.step(d), None)
+            if spec.step(d).kind not in ("approval", "map") and not saga.undoes_a_map(spec, d)
+            and not holds_for(spec, spec.step(d), None)
             and decide_counts(spec.step(d).trigger, 1, 1, 0, 0) == Decision.RUN)
     return found
 

@@ -10,6 +10,7 @@ import pytest
 
 from flowkit.store.sql import SqlStore, as_utc
 
+from ..unit import map_compensation_cases
 from .limits_support import Span, assert_within, create_runs, explain, wait_runs_ended
 from .procs import Cluster, wait_for
 from .services import FAST_DETECTION, cluster_env, fresh_services
@@ -141,3 +142,11 @@ def test_a_worker_sigkilled_mid_map_loses_no_instance_and_reruns_no_finished_one
     assert store.get_run(run_id)["steps_left"] == 0
     for key, (used, held) in store.ledger_balance().items():
         assert used == held == 0, key
+
+
+# -- compensation of map steps, in-process over PostgreSQL (the pg_fast finish included) ----
+@pytest.mark.parametrize("case", map_compensation_cases.CASES, ids=lambda c: c.__name__)
+def test_compensation_of_a_map_step_on_postgresql(pg_url, open_store, case):  # type: ignore[no-untyped-def]
+    fresh = open_store(pg_url)
+    fresh.upgrade()
+    case(fresh)

@@ -13,6 +13,7 @@ import pytest
 
 from flowkit.store.sql import SqlStore
 
+from ..unit import saga_retry_cases
 from .procs import Cluster, wait_for
 from .services import cluster_on_fresh_services
 
@@ -103,3 +104,11 @@ def test_an_approval_timeout_is_a_scheduler_timer(saga):
     waited = next(e for e in store.events(run_id) if e["new_state"] == "awaiting_approval")
     assert decided["actor"] == "timeout"
     assert 1.9 <= (decided["at"] - waited["at"]).total_seconds() < 4.0
+
+
+# -- retrying a compensated run, in-process over PostgreSQL (the pg_fast finish included) ---
+@pytest.mark.parametrize("case", saga_retry_cases.CASES, ids=lambda c: c.__name__)
+def test_retry_of_a_compensated_run_on_postgresql(pg_url, open_store, tmp_path, case):  # type: ignore[no-untyped-def]
+    store = open_store(pg_url)
+    store.upgrade()
+    case(store, tmp_path)

@@ -92,3 +92,67 @@ def test_cancel_retry_and_mark_print_one_line_each_and_refuse_in_one_line(cli):
     ops = [(e["action"], e["actor"]) for e in events if e["action"].startswith("operator_")]
     assert [a for a, _ in ops] == ["operator_cancel", "operator_retry", "operator_mark"]
     assert ops[0][1] == ops[1][1] == "ann"
+
+
+def test_mark_with_a_result_checks_it_in_one_line_and_keeps_it_in_the_audit_trail(cli, monkeypatch):
+    from flowkit.store.sql import SqlStore
+    from flowkit.testing import InlineHarness
+
+    # Given a failed run of handoff (bad failed; uses, which reads bad's result, did not run)
+    store = SqlStore(cli.db)
+    store.upgrade()
+    try:
+        h = InlineHarness(store, str(OPERATOR))
+        run_id = h.trigger("handoff")
+        assert h.run_until_done(run_id) == "failed"
+    finally:
+        store.dispose()
+    # When the result is not JSON, or too big: one line with the fix, nothing changed
+    bad_json = cli("runs", "mark", run_id, "bad", "success", "--result", "{rows: 3}")
+    assert bad_json.exit_code == 1 and bad_json.stderr.count("\n") == 1
+    assert bad_json.stderr.startswith("error: --result is not JSON (Expecting property name")
+    assert "pass a JSON value, e.g. --result '{\"rows\": 3}' or --result null" in bad_json.stderr
+    monkeypatch.setenv("FLOWKIT_MAX_RESULT_BYTES", "8")
+    too_big = cli("runs", "mark", run_id, "bad", "success", "--result", '{"rows": 3}')
+    assert too_big.exit_code == 1 and too_big.stderr.count("\n") == 1
+    assert "--result is 11 bytes, over the 8-byte cap (FLOWKIT_MAX_RESULT_BYTES)" in too_big.stderr
+    monkeypatch.delenv("FLOWKIT_MAX_RESULT_BYTES")
+    # When it is good: the step is marked and the audit trail quotes the result
+    marked = cli("runs", "mark", run_id, "bad", "success", "--result", '{"rows": 3}', "--by", "ann")
+    assert marked.exit_code == 0, marked.output
+    shown = json.loads(cli("runs", "show", run_id, "--json").stdout)
+    reasons = [e["reason"] for e in shown["events"] if e["action"] == "operator_mark"]
+    assert reasons == ['marked success by ann; result: {"rows": 3}']
+
+
+def test_runs_show_tells_the_truth_about_a_retried_compensated_run(tmp_path):
+    from flowkit.store.sql import SqlStore
+    from flowkit.testing import InlineHarness
+
+    saga_dags = Path(__file__).resolve().parents[1] / "dags" / "saga"
+    db = f"sqlite:///{tmp_path / 'saga.db'}"
+
+    def cli(*args: str):  # type: ignore[no-untyped-def]
+        return CliRunner().invoke(main, ["--database-url", db, "--broker-url", "memory://",
+                                         "--dags-folder", str(saga_dags), *args])
+
+    # Given a run that failed at ship and was compensated
+    flag = tmp_path / "flag"
+    store = SqlStore(db)
+    store.upgrade()
+    h = InlineHarness(store, str(saga_dags))
+    run_id = h.trigger("saga_retry", {"flag": str(flag)})
+    assert h.run_until_done(run_id) == "failed"
+    assert "state failed (compensated)" in cli("runs", "show", run_id).stdout
+    # When the cause is fixed and the run retried through the CLI, and worked to its end
+    flag.write_text("go")
+    retried = cli("runs", "retry", run_id, "--by", "ann")
+    assert retried.exit_code == 0, retried.output
+    h.scheduler.step_once(max_wait=0)
+    assert h.run_until_done(run_id) == "success"
+    store.dispose()
+    # Then runs show says success, with no outcome, in text and JSON
+    shown = cli("runs", "show", run_id)
+    assert "state success " in shown.stdout and "compensated" not in shown.stdout.split("\n")[0]
+    details = json.loads(cli("runs", "show", run_id, "--json").stdout)
+    assert (details["state"], details["outcome"]) == ("success", None)

@@ -19,6 +19,8 @@ from flowkit.spec import FlowSpec, instance_name, split_instance
 from flowkit.testing import FakeClock, InlineHarness
 from flowkit.worker import run_attempt
 
+from . import map_compensation_cases
+
 DAGS = str(Path(__file__).resolve().parents[1] / "dags" / "maps")
 
 
@@ -361,3 +363,27 @@ def test_a_map_of_10000_elements_completes_within_bounded_statements(sqlite_stor
     # finish of an ordinary step on SQLite); the bounds leave room for a loaded machine.
     assert statements / 10_000 < 15, statements
     assert seconds < 240, seconds
+
+
+def test_a_map_step_marked_success_gives_downstream_its_instances_results_or_the_given_one(sqlite_store):
+    # Given work over [0, 1, 2] where instance 1 fails: work failed, after upstream_failed
+    h = InlineHarness(sqlite_store, DAGS)
+    run_id = h.trigger("one_fails_then_reads")
+    assert h.run_until_done(run_id) == "failed"
+    # When work is marked success without a result
+    h.act(sqlite_store.mark_step(run_id, "work", "success", by="ann"))
+    assert h.run_until_done(run_id) == "success"
+    # Then after got the ordered list of the instances' results (null for the failed one)
+    assert sqlite_store.results(run_id)["after"] == {"got": [0, None, 2]}
+    # And with a result given, that is what downstream gets
+    again = h.trigger("one_fails_then_reads")
+    assert h.run_until_done(again) == "failed"
+    h.act(sqlite_store.mark_step(again, "work", "success", by="ann", result="[7, 8, 9]"))
+    assert h.run_until_done(again) == "success"
+    assert sqlite_store.results(again)["after"] == {"got": [7, 8, 9]}
+
+
+# -- compensation of map steps (the same cases run on PostgreSQL in tests/integration) ------
+@pytest.mark.parametrize("case", map_compensation_cases.CASES, ids=lambda c: c.__name__)
+def test_compensation_of_a_map_step(sqlite_store, case):  # type: ignore[no-untyped-def]
+    case(sqlite_store)

@@ -366,3 +366,59 @@ def test_a_run_stored_before_migration_0006_can_be_retried_and_marked(h):
     assert [a["number"] for a in store.attempts(run_id, "bad")] == [1, 2]
     h.act(store.mark_step(run_id, "bad", "success", by="ann"))
     assert h.run_until_done(run_id) == "success"
+
+
+# -- mark: the marked step's result, and what its downstream steps see -------------------------
+def test_a_step_marked_success_gives_its_downstream_a_null_result(h):
+    # Given bad failed, so uses (which reads ctx.upstream["bad"]) did not run
+    store = h.store
+    run_id = h.trigger("handoff")
+    assert h.run_until_done(run_id) == "failed"
+    # When bad is marked success without a result
+    h.act(store.mark_step(run_id, "bad", "success", by="ann", reason="done by hand"))
+    # Then uses runs, and gets None for bad (no KeyError)
+    assert h.run_until_done(run_id) == "success"
+    results = store.results(run_id)
+    assert results["bad"] is None
+    assert results["uses"] == {"bad": None}
+    # ... and the audit trail says a result was given (null)
+    marked = [e for e in operator_events(store, run_id) if e["action"] == "operator_mark"]
+    assert marked[-1]["reason"] == "marked success by ann: done by hand; result: null"
+
+
+def test_a_step_marked_success_with_a_result_hands_it_downstream(h):
+    store = h.store
+    run_id = h.trigger("handoff")
+    assert h.run_until_done(run_id) == "failed"
+    h.act(store.mark_step(run_id, "bad", "success", by="ann", result='{"rows": 3}'))
+    assert h.run_until_done(run_id) == "success"
+    assert store.results(run_id)["uses"] == {"bad": {"rows": 3}}
+    marked = [e for e in operator_events(store, run_id) if e["action"] == "operator_mark"]
+    assert marked[-1]["reason"] == 'marked success by ann; result: {"rows": 3}'
+
+
+def test_every_upstream_that_did_not_skip_is_in_ctx_upstream(h):
+    # Given after_all (all_done) after first (succeeded) and bad (failed: no result)
+    store = h.store
+    run_id = h.trigger("handoff")
+    assert h.run_until_done(run_id) == "failed"
+    # Then after_all saw both, bad as None
+    assert store.results(run_id)["after_all"] == {"bad": None, "first": {"step": "first"}}
+
+
+def test_mark_result_refusals(h):
+    store = h.store
+    run_id = h.trigger("handoff")
+    assert h.run_until_done(run_id) == "failed"
+    with pytest.raises(ActionRefused, match=r"--result is not JSON \(Expecting property name enclosed in "
+                                            r"double quotes: line 1 column 2 \(char 1\)\); pass a JSON value, "
+                                            r"e.g. --result .\{\"rows\": 3\}. or --result null"):
+        store.mark_step(run_id, "bad", "success", by="ann", result="{rows: 3}")
+    with pytest.raises(ActionRefused, match=r"--result is 17 bytes, over the 10-byte cap "
+                                            r"\(FLOWKIT_MAX_RESULT_BYTES\)"):
+        store.mark_step(run_id, "bad", "success", by="ann", result='{"rows": 3000000}', max_result_bytes=10)
+    with pytest.raises(ActionRefused, match="a step marked skipped has no result; drop --result"):
+        store.mark_step(run_id, "bad", "skipped", by="ann", result="1")
+    # nothing was changed by the refusals
+    assert states(store, run_id)["bad"] == "failed"
+    assert not operator_events(store, run_id)

@@ -11,6 +11,8 @@ from flowkit.errors import ApprovalError, DefinitionError, NotFoundError
 from flowkit.store import approvals
 from flowkit.testing import FakeClock, InlineHarness
 
+from . import saga_retry_cases
+
 ROOT = Path(__file__).resolve().parents[2]
 SAGA_DAGS = str(ROOT / "tests" / "dags" / "saga")
 
@@ -282,3 +284,21 @@ def test_a_compensation_holds_its_steps_pool_and_lock_and_gives_them_back(sqlite
     (att,) = attempts_of(sqlite_store, run_id, "booked:compensate")
     assert att["state"] == "success" and "pool:rooms" in att["holds"] and "lock:calendar" in att["holds"]
     assert all(pair == (0, 0) for pair in sqlite_store.ledger_balance().values())
+
+
+# -- retrying a compensated run (the same cases run on PostgreSQL in tests/integration) ------
+@pytest.mark.parametrize("case", saga_retry_cases.CASES, ids=lambda c: c.__name__)
+def test_retry_of_a_compensated_run(sqlite_store, tmp_path, case):  # type: ignore[no-untyped-def]
+    case(sqlite_store, tmp_path)
+
+
+def test_a_compensation_runs_its_function_not_the_shell_command_or_check_of_its_step(sqlite_store):
+    # Given a shell step and a step with success_when=, each with compensate=, then a failure
+    h = InlineHarness(sqlite_store, SAGA_DAGS)
+    run_id = h.trigger("saga_shell")
+    assert h.run_until_done(run_id) == "failed"
+    # Then each compensation ran its own function (not the command, not the step's check)
+    results = sqlite_store.results(run_id)
+    assert results["touch:compensate"]["undid"] == "touch"
+    assert results["checked:compensate"] == {"undid": "checked", "result": {"made": "checked"}}
+    assert sqlite_store.get_run(run_id)["outcome"] == "compensated"

@@ -103,3 +103,37 @@ def skips_odd(ctx):
 skippy = (Flow("skippy").step("numbers", lambda: [10, 11, 12, 13])
           .map("even", skips_odd, over="numbers")
           .step("after", lambda ctx: ctx.upstream["even"], after="even"))
+
+one_fails_then_reads = (Flow("one_fails_then_reads", params={"n": Param(int, default=3)})
+                        .step("numbers", numbers)
+                        .map("work", always_fails_on_one, over="numbers")
+                        .step("after", lambda ctx: {"got": ctx.upstream["work"]}, after="work"))
+
+
+def undo_work(ctx):
+    """Undo one instance: name it, with its result and element (tests check the order).
+    Undoing item `undo_bad` fails."""
+    if ctx.item is not None and ctx.item == ctx.params["undo_bad"]:
+        raise RuntimeError(f"cannot undo item {ctx.item}")
+    return {"undid": ctx.compensates, "result": ctx.result_of(ctx.compensates), "item": ctx.item,
+            "index": ctx.index}
+
+
+def fails_on_item(ctx):
+    if ctx.item == ctx.params["bad"]:
+        raise RuntimeError(f"item {ctx.item} is bad")
+    return {"did": ctx.item}
+
+
+def boom(ctx):
+    raise RuntimeError("the step after the map fails")
+
+
+# prepare -> work (a map over [1, 2, 3] with compensate=) -> finish; item `bad` of work
+# fails (0: none does), finish fails when `late` is true, undoing item `undo_bad` fails
+compensated_map = (
+    Flow("compensated_map", params={"bad": Param(int, default=3), "late": Param(bool, default=False),
+                                    "undo_bad": Param(int, default=0)})
+    .step("prepare", lambda: [1, 2, 3], compensate=undo_work)
+    .map("work", fails_on_item, over="prepare", compensate=undo_work)
+    .step("finish", lambda ctx: boom(ctx) if ctx.params["late"] else "done", after="work"))

@@ -85,3 +85,20 @@ inside = (Flow("inside", params={"store": "", "interrupt": False})
 # a join that its first upstream's success already starts (one_success), then the second ends
 early_join = (Flow("early_join").step("a", noop).step("b", noop)
               .step("x", noop, after=["a", "b"], trigger="one_success"))
+
+
+def upstream_seen(ctx):
+    """What the step got from its direct upstreams (None where one has no result)."""
+    return {name: ctx.upstream[name] for name in sorted(ctx.upstream)}
+
+
+def reads_bad(ctx):
+    return {"bad": ctx.upstream["bad"]}
+
+
+# bad fails; uses reads its result; after_all (all_done) sees every upstream that did not skip
+handoff = (Flow("handoff")
+           .step("first", noop)
+           .step("bad", fail, after="first")
+           .step("uses", reads_bad, after="bad")
+           .step("after_all", upstream_seen, after=["bad", "first"], trigger="all_done"))

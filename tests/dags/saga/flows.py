@@ -88,3 +88,41 @@ approve_quick_timeout = (
     .approval("sign_off", after="prepare", timeout="2s", on_timeout="approve")
     .step("publish", make, after="sign_off")
 )
+
+
+def ship_when_flagged(ctx):
+    """Fails until the file named by the flag param says "go" (a cause an operator fixes)."""
+    import os
+
+    flag = ctx.params["flag"]
+    text = open(flag).read().strip() if flag and os.path.exists(flag) else ""
+    if text != "go":
+        raise RuntimeError(f"flag file {flag} says {text!r}, not 'go'")
+    return {"made": ctx.step}
+
+
+# reserve -> charge -> ship (fails until fixed), reserve -> notify, charge -> audit (no compensation)
+saga_retry = (
+    Flow("saga_retry", params={"flag": ""})
+    .step("reserve", make, compensate=undo)
+    .step("charge", make, after="reserve", compensate=undo)
+    .step("notify", make, after="reserve", compensate=undo)
+    .step("audit", make, after="charge")
+    .step("ship", ship_when_flagged, after="charge", compensate=undo)
+)
+
+# first -> second (its compensation always fails) -> third (fails until fixed)
+saga_retry_comp_fails = (
+    Flow("saga_retry_comp_fails", params={"flag": ""})
+    .step("first", make, compensate=undo)
+    .then("second", make, compensate=undo_broken)
+    .then("third", ship_when_flagged)
+)
+
+# a shell step and a step with success_when=, both undone by a function, then a failure
+saga_shell = (
+    Flow("saga_shell")
+    .shell("touch", "true", compensate=undo)
+    .step("checked", make, after="touch", compensate=undo, success_when=lambda r: r["made"] == "checked")
+    .then("explode", boom)
+)
