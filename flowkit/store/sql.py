@@ -29,6 +29,7 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    or_,
     select,
     update,
 )
@@ -204,15 +205,19 @@ class Tx:
     def end_attempt(
         self, run_id: str, step: str, number: int, *, state: AttemptState,
         from_states: Iterable[AttemptState] = (AttemptState.RUNNING,), worker: str | None = None,
-        heartbeat_at: Any = ..., **values: Any,
+        heartbeat_at: Any = ..., unclaimed_or: str | None = None, **values: Any,
     ) -> list[Hold] | None:
         """End a live attempt (compare-and-set on its state, and on its worker or heartbeat
-        when given) and give back its ledger holds. Returns the holds, or None if lost."""
+        when given; ``unclaimed_or``: no worker recorded, or that one, which then holds it) and
+        give back its ledger holds. Returns the holds, or None if lost."""
         a = t.attempts.c
         cond = [a.run_id == run_id, a.step == step, a.number == number,
                 a.state.in_([s.value for s in from_states])]
         if worker is not None:
             cond.append(a.worker == worker)
+        if unclaimed_or is not None:
+            cond.append(or_(a.worker.is_(None), a.worker == unclaimed_or))
+            values["worker"] = unclaimed_or  # it is this worker's attempt from now on
         if heartbeat_at is not ...:
             cond.append(a.heartbeat_at == heartbeat_at if heartbeat_at else a.heartbeat_at.is_(None))
         row = self.conn.execute(update(t.attempts).where(*cond).values(
