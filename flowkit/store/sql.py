@@ -230,6 +230,15 @@ class Tx:
             self.ledger.give_back(holds)
         return holds
 
+    @property
+    def clock(self) -> Any:
+        """The time of the write that uses it: ``clock_timestamp()`` on PostgreSQL, where
+        ``now`` (this transaction's start) can precede a concurrent transaction that
+        committed before this one wrote (a cancel that waited for a claim's lock stamped
+        its end before the claim's start); ``now`` on SQLite, which runs one writer at a
+        time and takes its lock before ``now`` is read."""
+        return func.clock_timestamp() if self.conn.dialect.name == "postgresql" else self.now
+
     @cached_property
     def ledger(self) -> Ledger:
         return Ledger(self.conn, self.now)
@@ -246,9 +255,17 @@ class Tx:
         return _flow_spec(self.conn, name, version)
 
     def flush(self) -> None:
-        if self._events:
+        """Write the events, on PostgreSQL stamped with the time of their write: just before
+        the commit, so the audit trail's times follow the order in which transactions that
+        touched the same rows committed (as its ids do)."""
+        if not self._events:
+            return
+        if self.conn.dialect.name == "postgresql":
+            rows = [{k: v for k, v in e.items() if k != "at"} for e in self._events]
+            self.conn.execute(insert(t.events).values(at=func.clock_timestamp()), rows)
+        else:
             self.conn.execute(insert(t.events), self._events)
-            self._events = []
+        self._events = []
 
 
 class SqlStoreBase:

@@ -102,3 +102,79 @@ def test_a_finish_that_another_worker_took_over_is_discarded_and_says_by_whom(pg
     (b,) = store.attempts(run_id, "b")
     assert (b["state"], b["worker"]) == ("running", "other@host")
     assert "attempt 1 was taken over by worker other@host; outcome (success) discarded" in caplog.text
+
+
+CANCEL_ROUNDS = 4
+
+
+def test_a_cancel_racing_claims_and_finishes_neither_deadlocks_nor_lets_a_body_start_after_it(tmp_path):
+    from .limits_support import flowkit
+    from .procs import wait_for
+    from .services import FAST_DETECTION, cluster_on_fresh_services
+
+    # Given a worker with four processes claiming and finishing the members of a fan-out
+    with cluster_on_fresh_services(tmp_path, "tests/dags/pgrace", workers=[("worker", 4)],
+                                   **FAST_DETECTION) as (cluster, store):
+        for round_ in range(CANCEL_ROUNDS):
+            log = tmp_path / f"bodies-{round_}.log"
+            run_id = flowkit(cluster, "trigger", "fanout", "-p", f"log={log}", "-p", "seconds=0.25").stdout.strip()
+            wait_for(lambda log=log, n=2 + round_: sum(s[1].startswith("m") for s in body_starts(log)) >= n,
+                     30, "members to start", cluster, interval=0.01)
+            # When an operator cancels the run while members are being claimed and finished
+            out = flowkit(cluster, "runs", "cancel", run_id, "--by", "ann", "--reason", f"round {round_}")
+            wait_for(lambda run_id=run_id: all(a["state"] not in ("queued", "running")
+                                               for a in store.attempts(run_id)), 20, "every attempt to end", cluster)
+            # Then no conflict was retried (no deadlock) and nothing warned on the CLI's stderr
+            assert store.get_run(run_id)["state"] == "cancelled"
+            assert "WARNING" not in out.stderr and "40P01" not in out.stderr, out.stderr
+            events = store.events(run_id)
+            cancel_id = next(e["id"] for e in events if e["action"] == "operator_cancel")
+            claimed_at = {(e["step"], e["attempt"]): e["id"] for e in events if e["action"] == "attempt_started"}
+            # and every body that started was claimed before the cancel, in the audit trail's order
+            late = [(step, attempt) for run, step, attempt in body_starts(log)
+                    if run == run_id and claimed_at.get((step, attempt), cancel_id + 1) > cancel_id]
+            assert late == [], late
+            # and, in the order of the audit trail, each step's times only go forward
+            for step in {e["step"] for e in events if e["step"]}:
+                times = [e["at"] for e in sorted(events, key=lambda e: e["id"]) if e["step"] == step]
+                assert times == sorted(times), (step, [(e["id"], e["action"], e["at"]) for e in events
+                                                       if e["step"] == step])
+            for row in store.step_runs(run_id) + store.attempts(run_id):
+                if row["started_at"] is not None and row["ended_at"] is not None:
+                    assert row["started_at"] <= row["ended_at"], row
+        daemon_logs = "\n".join(d.log() for d in cluster.daemons)
+        assert "40P01" not in daemon_logs and "deadlock" not in daemon_logs
+
+
+def test_a_cancel_takes_its_locks_in_the_order_of_a_finish(pg_url, open_store, caplog):
+    # Given a fan-out whose members are queued, the last of them running, and a transaction
+    # that holds that member's attempt and will then write the join's row, as a worker's
+    # finish does (its attempt first, then the downstream counters)
+    import threading
+
+    from flowkit.worker import run_attempt
+
+    store = open_store(pg_url)
+    store.upgrade()
+    h = InlineHarness(store, RACE_DAGS)
+    run_id = h.trigger("fanout", {"seconds": 0.0})
+    root = h.dispatcher.sent.pop(0)
+    assert run_attempt(h.runtime, run_id, root.step.name, root.attempt) == "success"
+    assert store.claim_attempt(run_id, "m59", 1, worker="w@test", lost_after=30,
+                               max_deliveries=3).outcome == "run"
+    done: list[Any] = []
+    key = {"run": run_id}
+    with store.engine.connect() as finish:
+        finish.execute(text("UPDATE attempts SET heartbeat_at = now() WHERE run_id = :run AND step = 'm59'"), key)
+        # When an operator cancels the run meanwhile
+        cancel = threading.Thread(target=lambda: done.append(store.cancel_run(run_id, by="ann")))
+        cancel.start()
+        cancel.join(0.5)
+        assert cancel.is_alive()  # it waits for the attempt that the finish holds
+        finish.execute(text("UPDATE step_runs SET ok_up = ok_up + 1 WHERE run_id = :run AND step = 'join'"), key)
+        finish.commit()
+    cancel.join(10)
+    # Then neither waits for the other (no deadlock for PostgreSQL to break): the finish
+    # commits and the cancel goes on after it, at the first try
+    assert done and "cancelled (61 step(s) cancelled, 60 attempt(s) stopped" in done[0].summary
+    assert "conflict with a concurrent transaction" not in caplog.text

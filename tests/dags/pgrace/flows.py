@@ -10,7 +10,7 @@ import time
 
 from flowkit import Flow
 
-WIDTH = 24
+WIDTH = 60
 
 
 def body(ctx):
