@@ -220,10 +220,9 @@ class OperatorOps(_Base):
         cancelled: list[str] = []
         stopped: list[str] = []
         holds: list[Hold] = []
-        ended_before: set[tuple[str, int]] = set()
+        a = t.attempts.c
         for _ in range(CANCEL_PASSES):
             ended = self._cancel_live_attempts(tx, run_id, why)
-            ended_before |= ended.keys()
             stopped += [task_id for task_id, _ in ended.values()]
             given = [h for _, hs in ended.values() for h in hs]
             if given:
@@ -234,9 +233,13 @@ class OperatorOps(_Base):
                 c.run_id == run_id, c.state.in_(_LIVE_STEP)).order_by(c.step)).all()
             if not rows:
                 return cancelled, stopped, holds
+            # read after the steps: an attempt queued since comes with its step's move, which
+            # the step's compare-and-set below then loses
+            live = {(r.step, r.number) for r in tx.conn.execute(select(a.step, a.number).where(
+                a.run_id == run_id, a.state.in_(_LIVE_ATTEMPT)))}
             for row in rows:
                 old = StepState(row.state)
-                if old in (StepState.QUEUED, StepState.RUNNING) and (row.step, row.attempts) not in ended_before:
+                if (row.step, row.attempts) in live:
                     continue  # an attempt queued since this pass began: the next pass ends it first
                 if tx.cas_step(run_id, row.step, [old], StepState.CANCELLED, reason=why,
                                ended_at=tx.clock, next_attempt_at=None, wait_seq=None):

@@ -178,3 +178,25 @@ def test_a_cancel_takes_its_locks_in_the_order_of_a_finish(pg_url, open_store, c
     # commits and the cancel goes on after it, at the first try
     assert done and "cancelled (61 step(s) cancelled, 60 attempt(s) stopped" in done[0].summary
     assert "conflict with a concurrent transaction" not in caplog.text
+
+
+def test_a_cancel_ends_a_running_map_step_that_has_no_attempt_of_its_own(pg_url, open_store):
+    # Given a map step running while its instances are queued (it has no attempt itself)
+    from flowkit.worker import run_attempt
+
+    store = open_store(pg_url)
+    store.upgrade()
+    h = InlineHarness(store, str(ROOT / "tests" / "dags" / "maps"))
+    run_id = h.trigger("squares", {"n": 4})
+    first = h.dispatcher.sent.pop(0)
+    assert run_attempt(h.runtime, run_id, first.step.name, first.attempt) == "success"
+    one = h.dispatcher.sent.pop(0)
+    assert run_attempt(h.runtime, run_id, one.step.name, one.attempt) == "success"
+    # When an operator cancels the run
+    result = h.act(store.cancel_run(run_id, by="ann"))
+    # Then every step not ended is cancelled, the map step too, and every live attempt ends
+    assert "attempt(s) stopped" in result.summary
+    assert store.get_run(run_id)["state"] == "cancelled"
+    left = {s["step"]: s["state"] for s in store.step_runs(run_id) if s["state"] not in ("success", "cancelled")}
+    assert left == {}
+    assert all(a["state"] in ("success", "cancelled") for a in store.attempts(run_id))
