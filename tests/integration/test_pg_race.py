@@ -200,3 +200,39 @@ def test_a_cancel_ends_a_running_map_step_that_has_no_attempt_of_its_own(pg_url,
     left = {s["step"]: s["state"] for s in store.step_runs(run_id) if s["state"] not in ("success", "cancelled")}
     assert left == {}
     assert all(a["state"] in ("success", "cancelled") for a in store.attempts(run_id))
+
+
+def test_a_claim_that_waited_for_a_cancel_never_starts_its_body(pg_url, open_store, tmp_path):
+    # Given a cancel that has ended the run's attempts and waits (here, for the run's row)
+    import threading
+
+    from flowkit.worker import run_attempt
+
+    store = open_store(pg_url)
+    store.upgrade()
+    log = tmp_path / "bodies.log"
+    h = InlineHarness(store, RACE_DAGS)
+    run_id = h.trigger("fanout", {"log": str(log), "seconds": 0.0})
+    root = h.dispatcher.sent.pop(0)
+    assert run_attempt(h.runtime, run_id, root.step.name, root.attempt) == "success"
+    member = h.dispatcher.sent.pop(0)
+    cancelled: list[Any] = []
+    claimed: list[str] = []
+    with store.engine.connect() as holder:
+        holder.execute(text("SELECT 1 FROM runs WHERE id = :run FOR UPDATE"), {"run": run_id})
+        cancel = threading.Thread(target=lambda: cancelled.append(store.cancel_run(run_id, by="ann")))
+        cancel.start()
+        cancel.join(0.5)
+        assert cancel.is_alive()
+        # When a worker claims a member meanwhile (it waits for the cancel's lock on the attempt)
+        worker = threading.Thread(target=lambda: claimed.append(
+            run_attempt(h.runtime, run_id, member.step.name, member.attempt)))
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive()
+        holder.commit()
+    cancel.join(10)
+    worker.join(10)
+    # Then the claim sees the cancel: the body never starts
+    assert cancelled and claimed == ["done"]
+    assert [s for s in body_starts(log) if s[1] == member.step.name] == []
