@@ -25,6 +25,11 @@ FAILED = frozenset({"failed", "upstream_failed"})
 IN_FLIGHT = frozenset({"queued", "running", "up_for_retry"})
 
 TARGET_RECOVERY_SECONDS = 60.0
+#: Faults that kill no process running a step body. A body that ended and whose success is
+#: not in the store is then the engine's loss (a finish it discarded), not the fault's: the
+#: "discarded" count is a target for these only. After a worker kill, a body that ended just
+#: before the kill, whose finish the kill cut off, runs again by design.
+NO_BODY_KILLED = frozenset({"redis_restart", "pg_restart", "pg_crash", "scheduler_kill", "standby_kill"})
 
 
 def ts(value: Any) -> float | None:
@@ -165,6 +170,8 @@ class Row:
     steps: int
     steps_lost: int
     dup_after_success: int
+    #: Step bodies that ran to their end and whose success the store does not hold.
+    bodies_discarded: int
     failed_by_fault: int
     recovery_seconds: float | None  # worst fault; None = never recovered by the deadline
     faults_planned: int
@@ -181,6 +188,7 @@ class Row:
     lost_examples: list[str] = field(default_factory=list)
     lost_detail: list[dict[str, Any]] = field(default_factory=list)
     dup_examples: list[str] = field(default_factory=list)
+    discarded_examples: list[str] = field(default_factory=list)
     failed_examples: list[str] = field(default_factory=list)
     faults: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""
@@ -219,6 +227,7 @@ def compute_row(
         f"{e.step}#{e.attempt}" for e in execs
         if e.step in success_end and e.start > success_end[e.step])
     failed = sorted(s["step"] for s in steps if s["state"] in FAILED)
+    discarded = discarded_bodies(execs, attempts, success_end)
 
     for f in faults:
         f.recovery_seconds, f.recovery_note = recovery(f, steps, attempts)
@@ -238,6 +247,8 @@ def compute_row(
         misses.append("dup")
     if failed:
         misses.append("failed")
+    if discarded and all(f.kind in NO_BODY_KILLED for f in faults):
+        misses.append("discarded")
     if worst is None or worst > target_recovery:
         misses.append("recovery")
     if len(faults) < faults_planned:
@@ -250,7 +261,7 @@ def compute_row(
         run_seconds = (ts(run["ended_at"]) or 0.0) - (ts(run["created_at"]) or 0.0)
     return Row(
         scenario=scenario, broker=broker, run_state=(run or {}).get("state", "missing"),
-        steps=len(steps), steps_lost=len(lost), dup_after_success=len(dups),
+        steps=len(steps), steps_lost=len(lost), dup_after_success=len(dups), bodies_discarded=len(discarded),
         failed_by_fault=len(failed), recovery_seconds=worst, faults_planned=faults_planned,
         faults_injected=len(faults), misses=misses,
         extra_executions=sum(max(0, len(v) - 1) for v in by_step.values()),
@@ -259,11 +270,30 @@ def compute_row(
         not_terminal=len(not_terminal), success_without_execution=len(no_exec),
         run_seconds=run_seconds, wall_seconds=wall_seconds,
         lost_examples=lost[:10], dup_examples=dups[:10], failed_examples=failed[:10],
+        discarded_examples=discarded[:10],
         lost_detail=_lost_detail(lost, steps, attempts, by_step),
         faults=[asdict(f) | {"in_flight": len(f.in_flight), "pending_after": len(f.pending_after)}
                 for f in faults],
         note=note,
     )
+
+
+def discarded_bodies(execs: list[Execution], attempts: list[dict[str, Any]],
+                     success_end: dict[str, float]) -> list[str]:
+    """``step#attempt`` of each execution that ran to its end before its step's success was
+    recorded and is not the one recorded: per attempt, every execution beyond the one its
+    success records, or all of them when that attempt did not succeed (faultflow's bodies
+    never fail). Executions after the success are counted as duplicates, not here."""
+    succeeded = {(a["step"], a["number"]) for a in attempts if a["state"] == "success"}
+    before: dict[tuple[str, int], int] = defaultdict(int)
+    for e in execs:
+        if not (e.step in success_end and e.start > success_end[e.step]):
+            before[(e.step, e.attempt)] += 1
+    out = []
+    for (name, number), count in sorted(before.items()):
+        extra = count - 1 if (name, number) in succeeded else count
+        out += [f"{name}#{number}"] * extra
+    return out
 
 
 def _lost_detail(lost: list[str], steps: list[dict[str, Any]], attempts: list[dict[str, Any]],
@@ -344,12 +374,12 @@ def fmt_recovery(row: Row) -> str:
 
 
 def format_table(rows: list[Row]) -> str:
-    headers = ["scenario", "broker", "run state", "lost", "dup after ok", "failed by fault",
+    headers = ["scenario", "broker", "run state", "lost", "dup after ok", "discarded", "failed by fault",
                "recovery s", "faults", "result"]
     body = []
     for r in rows:
         body.append([
-            r.scenario, r.broker, r.run_state, str(r.steps_lost), str(r.dup_after_success),
+            r.scenario, r.broker, r.run_state, str(r.steps_lost), str(r.dup_after_success), str(r.bodies_discarded),
             str(r.failed_by_fault), fmt_recovery(r), f"{r.faults_injected}/{r.faults_planned}",
             "ok" if r.ok else "MISS: " + ",".join(r.misses),
         ])

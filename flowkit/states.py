@@ -51,6 +51,15 @@ class AttemptState(StrEnum):
                         AttemptState.CANCELLED)
 
 
+#: Where a worker's finish may find the attempt it ran, in this order: running on that worker
+#: (its claim is recorded), or queued with no worker recorded: its claim, committed without
+#: waiting for the disk (store.sql's claim_engine), was lost in a database crash while the body
+#: ran, and the finish records the claim (queued -> running) with the outcome. In any other
+#: state another actor has the attempt (a takeover, a cancel, a timeout): the outcome is
+#: discarded. PostgreSQL's one-statement finish takes the first case only and leaves the rest
+#: to the generic path (store.worker_ops), which holds this rule.
+FINISHABLE_ATTEMPT = (AttemptState.RUNNING, AttemptState.QUEUED)
+
 RUN_TERMINAL = frozenset({RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED})
 STEP_TERMINAL = frozenset(
     {

@@ -365,13 +365,14 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
         if deadline is not None and deadline.abandoned:
             log.warning("run %s step %s: attempt %s ended after it was recorded as timed out; "
                         "outcome (%s) discarded", run_id, step, number, state.value)
-        elif _attempt_state(rt, run_id, step, number) == AttemptState.CANCELLED.value:
-            log.warning("run %s step %s: attempt %s ended (%s) after an operator cancelled it; "
-                        "outcome discarded", run_id, step, number, state.value)
-            return "cancelled"
         else:
-            log.warning("run %s step %s: attempt %s was taken over by another worker; outcome "
-                        "discarded", run_id, step, number)
+            row = _attempt_row(rt, run_id, step, number)
+            if row is not None and row["state"] == AttemptState.CANCELLED.value:
+                log.warning("run %s step %s: attempt %s ended (%s) after an operator cancelled it; "
+                            "outcome discarded", run_id, step, number, state.value)
+                return "cancelled"
+            log.warning("run %s step %s: attempt %s %s; outcome (%s) discarded", run_id, step, number,
+                        _who_has(row), state.value)
         return "lost_claim"
     # A success is DEBUG: Celery's own line names the task (<flow>.<step>) and the audit
     # trail has it; at INFO it cost about 20 us a step. Failures and skips stay at INFO.
@@ -394,10 +395,24 @@ def _abandon(rt: WorkerRuntime, run_id: str, step: str, number: int, spec: FlowS
         log.error("run %s step %s: attempt %s %s", run_id, step, number, timeouts.timeout_message(timeout))
         _after_commit(rt, run_id, step, number, effects)
 def _attempt_state(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str | None:
+    row = _attempt_row(rt, run_id, step, number)
+    return None if row is None else str(row["state"])
+
+
+def _attempt_row(rt: WorkerRuntime, run_id: str, step: str, number: int) -> dict[str, Any] | None:
     try:
-        return next((a["state"] for a in rt.store.attempts(run_id, step) if a["number"] == number), None)
+        return next((a for a in rt.store.attempts(run_id, step) if a["number"] == number), None)
     except Exception:  # only chooses a log line
         return None
+
+
+def _who_has(row: dict[str, Any] | None) -> str:
+    """Why a finish did not find its attempt, as the store tells (for the log line)."""
+    if row is None:
+        return "could not be read back from the store"
+    if row["state"] == AttemptState.RUNNING.value:
+        return f"was taken over by worker {row['worker']}"
+    return f"is {row['state']} in the store" + (f" (worker {row['worker']})" if row.get("worker") else "")
 
 
 def describe_exception(exc: BaseException) -> str:

@@ -196,10 +196,7 @@ class OperatorOps(_Base):
                         if state != RunState.SUCCESS else "it has nothing left to run")
                 raise ActionRefused(f"run {run_id} is already {state.value}; nothing to cancel ({hint})")
             steps, stopped, holds = self._cancel_steps(tx, run_id, why)
-            if holds:
-                tx.ledger.lock(k for k, _ in holds)  # in key order: no deadlock with a grant
-                tx.ledger.give_back(holds)
-            if not tx.cas_run(run_id, [state], RunState.CANCELLED, reason=why, ended_at=tx.now,
+            if not tx.cas_run(run_id, [state], RunState.CANCELLED, reason=why, ended_at=tx.clock,
                               steps_left=0):
                 # it ended meanwhile (its last step finished): undo all of this (rollback)
                 now = self._run_state(tx, run_id)
@@ -214,32 +211,64 @@ class OperatorOps(_Base):
                             wake={"type": "run_cancelled", "run_id": run_id})
 
     def _cancel_steps(self, tx: Tx, run_id: str, why: str) -> tuple[list[str], list[str], list[Hold]]:
-        c, a = t.step_runs.c, t.attempts.c
+        """End the run's live attempts, give their slots back, and cancel its live steps.
+
+        Locks are taken in the order a worker's claim and finish take them (the attempt,
+        then the ledger, then step rows, then the run): a cancel used to lock a step and
+        then its attempt, and deadlocked with finishes of the same run (40P01, retried after
+        about a second each). An attempt is ended before its step, so a claim that comes
+        after the cancel finds it cancelled and never starts the body; one that came before
+        holds the attempt until it commits, and the cancel then stops it (revoke)."""
+        c = t.step_runs.c
         cancelled: list[str] = []
         stopped: list[str] = []
         holds: list[Hold] = []
+        a = t.attempts.c
         for _ in range(CANCEL_PASSES):
+            ended = self._cancel_live_attempts(tx, run_id, why)
+            stopped += [task_id for task_id, _ in ended.values()]
+            given = [h for _, hs in ended.values() for h in hs]
+            if given:
+                tx.ledger.lock(k for k, _ in given)  # in key order: no deadlock with a grant
+                tx.ledger.give_back(given)
+                holds += given
             rows = tx.conn.execute(select(c.step, c.state, c.attempts).where(
-                c.run_id == run_id, c.state.in_(_LIVE_STEP))).all()
+                c.run_id == run_id, c.state.in_(_LIVE_STEP)).order_by(c.step)).all()
             if not rows:
                 return cancelled, stopped, holds
+            # read after the steps: an attempt queued since comes with its step's move, which
+            # the step's compare-and-set below then loses
+            live = {(r.step, r.number) for r in tx.conn.execute(select(a.step, a.number).where(
+                a.run_id == run_id, a.state.in_(_LIVE_ATTEMPT)))}
             for row in rows:
                 old = StepState(row.state)
-                if old in (StepState.QUEUED, StepState.RUNNING):
-                    ended = tx.conn.execute(update(t.attempts).where(
-                        a.run_id == run_id, a.step == row.step, a.number == row.attempts,
-                        a.state.in_(_LIVE_ATTEMPT)).values(
-                        state=AttemptState.CANCELLED.value, ended_at=tx.now, error=why)
-                        .returning(a.task_id, a.holds)).first()
-                    if ended is not None:
-                        stopped.append(ended.task_id)
-                        holds += decode_holds(ended.holds)
-                        tx.event("attempt_cancelled", run_id=run_id, step=row.step, attempt=row.attempts,
-                                 old=old.value, new=AttemptState.CANCELLED.value, reason=why)
+                if (row.step, row.attempts) in live:
+                    continue  # an attempt queued since this pass began: the next pass ends it first
                 if tx.cas_step(run_id, row.step, [old], StepState.CANCELLED, reason=why,
-                               ended_at=tx.now, next_attempt_at=None, wait_seq=None):
+                               ended_at=tx.clock, next_attempt_at=None, wait_seq=None):
                     cancelled.append(row.step)
         raise ActionRefused(f"run {run_id} kept changing while it was being cancelled; try again")
+
+    @staticmethod
+    def _cancel_live_attempts(tx: Tx, run_id: str, why: str) -> dict[tuple[str, int], tuple[str, list[Hold]]]:
+        """Cancel the run's queued and running attempts, locked in primary-key order; returns
+        (step, number) -> (task id, holds) of those this call ended (an attempt already
+        cancelled by an earlier pass is not live any more)."""
+        a = t.attempts.c
+        live = tx.conn.execute(select(a.step, a.number, a.state).where(
+            a.run_id == run_id, a.state.in_(_LIVE_ATTEMPT)).order_by(a.step, a.number).with_for_update()).all()
+        ended: dict[tuple[str, int], tuple[str, list[Hold]]] = {}
+        for row in live:
+            got = tx.conn.execute(update(t.attempts).where(
+                a.run_id == run_id, a.step == row.step, a.number == row.number, a.state.in_(_LIVE_ATTEMPT),
+            ).values(state=AttemptState.CANCELLED.value, ended_at=tx.clock, error=why)
+                .returning(a.task_id, a.holds)).first()
+            if got is None:
+                continue
+            ended[(row.step, row.number)] = (got.task_id, decode_holds(got.holds))
+            tx.event("attempt_cancelled", run_id=run_id, step=row.step, attempt=row.number,
+                     old=row.state, new=AttemptState.CANCELLED.value, reason=why)
+        return ended
 
     @_again_on_conflict
     def retry_run(self, run_id: str, *, steps: Iterable[str] = (), downstream: bool = False,

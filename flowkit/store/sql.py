@@ -29,6 +29,7 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    or_,
     select,
     update,
 )
@@ -204,15 +205,19 @@ class Tx:
     def end_attempt(
         self, run_id: str, step: str, number: int, *, state: AttemptState,
         from_states: Iterable[AttemptState] = (AttemptState.RUNNING,), worker: str | None = None,
-        heartbeat_at: Any = ..., **values: Any,
+        heartbeat_at: Any = ..., unclaimed_or: str | None = None, **values: Any,
     ) -> list[Hold] | None:
         """End a live attempt (compare-and-set on its state, and on its worker or heartbeat
-        when given) and give back its ledger holds. Returns the holds, or None if lost."""
+        when given; ``unclaimed_or``: no worker recorded, or that one, which then holds it) and
+        give back its ledger holds. Returns the holds, or None if lost."""
         a = t.attempts.c
         cond = [a.run_id == run_id, a.step == step, a.number == number,
                 a.state.in_([s.value for s in from_states])]
         if worker is not None:
             cond.append(a.worker == worker)
+        if unclaimed_or is not None:
+            cond.append(or_(a.worker.is_(None), a.worker == unclaimed_or))
+            values["worker"] = unclaimed_or  # it is this worker's attempt from now on
         if heartbeat_at is not ...:
             cond.append(a.heartbeat_at == heartbeat_at if heartbeat_at else a.heartbeat_at.is_(None))
         row = self.conn.execute(update(t.attempts).where(*cond).values(
@@ -224,6 +229,15 @@ class Tx:
             self.ledger.lock(k for k, _ in holds)
             self.ledger.give_back(holds)
         return holds
+
+    @property
+    def clock(self) -> Any:
+        """The time of the write that uses it: ``clock_timestamp()`` on PostgreSQL, where
+        ``now`` (this transaction's start) can precede a concurrent transaction that
+        committed before this one wrote (a cancel that waited for a claim's lock stamped
+        its end before the claim's start); ``now`` on SQLite, which runs one writer at a
+        time and takes its lock before ``now`` is read."""
+        return func.clock_timestamp() if self.conn.dialect.name == "postgresql" else self.now
 
     @cached_property
     def ledger(self) -> Ledger:
@@ -241,9 +255,17 @@ class Tx:
         return _flow_spec(self.conn, name, version)
 
     def flush(self) -> None:
-        if self._events:
+        """Write the events, on PostgreSQL stamped with the time of their write: just before
+        the commit, so the audit trail's times follow the order in which transactions that
+        touched the same rows committed (as its ids do)."""
+        if not self._events:
+            return
+        if self.conn.dialect.name == "postgresql":
+            rows = [{k: v for k, v in e.items() if k != "at"} for e in self._events]
+            self.conn.execute(insert(t.events).values(at=func.clock_timestamp()), rows)
+        else:
             self.conn.execute(insert(t.events), self._events)
-            self._events = []
+        self._events = []
 
 
 class SqlStoreBase:

@@ -17,7 +17,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from ..spec import FlowSpec
-from ..states import AttemptState, StepState
+from ..states import FINISHABLE_ATTEMPT, AttemptState, StepState
 from . import map_ops, saga
 from . import tables as t
 from .machine import Effects, Gate
@@ -219,43 +219,78 @@ class WorkerOps(_Base):
         attempts that are already committed while the finish still has work to do (see
         ``_finish_success_pg``); what it could not publish makes the effects wake the scheduler.
         """
+        datasets = list(datasets)
+        fast = self._finish_success_fast(run_id, step, number, worker=worker, state=state,
+                                         result_json=result_json, datasets=datasets, spec=spec, gate=gate,
+                                         global_cap=global_cap, output=output, publish=publish)
+        if fast is not None:
+            return fast
+        # Here too when the one-statement form did not find the attempt running on this
+        # worker: the rare case (a lost claim, a takeover, a cancel) takes the generic path,
+        # which holds the rule for all of them (_end_claimed_attempt).
+        try:
+            with self.tx(worker) as tx:
+                extra: dict[str, Any] = {"output": output} if output is not None else {}
+                holds = _end_claimed_attempt(tx, run_id, step, number, worker=worker, state=state,
+                                             error=error, traceback=traceback, retry_delay=retry_delay,
+                                             **extra)
+                if holds is None:
+                    return None
+                effects = self._record_outcome(tx, run_id, step, number, state=state,
+                                               holds=holds, result_json=result_json, error=error,
+                                               retry_delay=retry_delay, datasets=datasets, spec=spec,
+                                               chosen=chosen, gate=gate, global_cap=global_cap)
+        except _NotClaimable:
+            return None
+        return effects
+
+    def _finish_success_fast(self, run_id: str, step: str, number: int, *, worker: str,
+                             state: AttemptState, result_json: str | None, datasets: list[tuple[str, str]],
+                             spec: FlowSpec | None, gate: Gate | None, global_cap: int | None,
+                             output: str | None, publish: Publish | None) -> Effects | None:
+        """A success in one statement on PostgreSQL (:mod:`.pg_fast`); None when this outcome
+        does not take that form or the statement did not find the attempt running here."""
         # The one-statement form records no output: shell steps take the generic path. So
         # do branches, and the instances of a map step's compensation: each one's end starts
         # the next (saga), a rule the machine keeps in one place.
+        if state != AttemptState.SUCCESS or spec is None or self.is_sqlite or output is not None:
+            return None
         instance = map_ops.is_instance(step)
-        fast = (state == AttemptState.SUCCESS and spec is not None and not self.is_sqlite
-                and output is None and spec.step(step).kind != "branch"
-                and not (instance and spec.step(step).kind == "compensation"))
-        if fast and spec is not None and instance:  # counts down its map step
+        if instance and spec.step(step).kind == "compensation":
+            return None
+        if instance:  # counts down its map step instead of settling
             return map_ops.finish_success_pg(self, run_id, step, number, worker=worker,
-                                             result_json=result_json, datasets=list(datasets),
+                                             result_json=result_json, datasets=datasets,
                                              spec=spec, gate=gate, global_cap=global_cap)
-        if fast and spec is not None:
-            return self._finish_success_pg(run_id, step, number, worker=worker, result_json=result_json,
-                                           datasets=list(datasets), spec=spec, gate=gate,
-                                           global_cap=global_cap, publish=publish)
-        with self.tx(worker) as tx:
-            extra: dict[str, Any] = {"output": output} if output is not None else {}
-            holds = tx.end_attempt(run_id, step, number, state=state, worker=worker, error=error,
-                                   traceback=traceback, retry_delay=retry_delay, **extra)
-            if holds is None:
-                return None
-            if result_json is not None:
-                self._store_result(tx, run_id, step, result_json)
-            if state == AttemptState.SUCCESS:
-                rows = [{"uri": uri, "run_id": run_id, "step": step, "attempt": number,
-                         "direction": direction, "at": tx.now} for uri, direction in datasets]
-                if rows:
-                    tx.conn.execute(insert(t.dataset_events), rows)
-            tx.event("attempt_finished", run_id=run_id, step=step, attempt=number,
-                     old="running", new=state.value, reason=(error or "")[:500])
-            machine = tx.machine(spec or self._spec_in(tx, run_id, None), run_id,
-                                 global_cap=global_cap, gate=gate, worker_publishes=True)
-            machine.attempt_ended(step, number, state, error=error, retry_delay=retry_delay,
-                                  chosen=chosen)
-            if holds:
-                machine.effects.wake = True  # slots freed: waiters can go now
-        return machine.effects
+        if spec.step(step).kind == "branch":
+            return None
+        return self._finish_success_pg(run_id, step, number, worker=worker, result_json=result_json,
+                                       datasets=datasets, spec=spec, gate=gate,
+                                       global_cap=global_cap, publish=publish)
+
+    def _record_outcome(self, tx: Any, run_id: str, step: str, number: int, *, state: AttemptState,
+                        holds: list[Any], result_json: str | None, error: str | None,
+                        retry_delay: float | None, datasets: list[tuple[str, str]], spec: FlowSpec | None,
+                        chosen: list[str] | None, gate: Gate | None, global_cap: int | None) -> Effects:
+        """The rest of a generic finish, once the attempt is ended: result, datasets, audit
+        event, and the run moved on by the machine."""
+        if result_json is not None:
+            self._store_result(tx, run_id, step, result_json)
+        if state == AttemptState.SUCCESS:
+            rows = [{"uri": uri, "run_id": run_id, "step": step, "attempt": number,
+                     "direction": direction, "at": tx.now} for uri, direction in datasets]
+            if rows:
+                tx.conn.execute(insert(t.dataset_events), rows)
+        tx.event("attempt_finished", run_id=run_id, step=step, attempt=number,
+                 old="running", new=state.value, reason=(error or "")[:500])
+        machine = tx.machine(spec or self._spec_in(tx, run_id, None), run_id,
+                             global_cap=global_cap, gate=gate, worker_publishes=True)
+        machine.attempt_ended(step, number, state, error=error, retry_delay=retry_delay,
+                              chosen=chosen)
+        effects: Effects = machine.effects
+        if holds:
+            effects.wake = True  # slots freed: waiters can go now
+        return effects
 
     def _finish_success_pg(self, run_id: str, step: str, number: int, *, worker: str,
                            result_json: str | None, datasets: list[tuple[str, str]], spec: FlowSpec,
@@ -393,6 +428,42 @@ def every_upstream(conn: Any, run_id: str, names: Iterable[str], found: dict[str
     skipped = {r.step for r in conn.execute(select(c.step).where(
         c.run_id == run_id, c.step.in_(missing), c.state == StepState.SKIPPED.value))}
     return {**found, **{n: None for n in missing if n not in skipped}}
+
+
+class _NotClaimable(Exception):
+    """The attempt a finish found queued is not this worker's to record: roll back."""
+
+
+def _end_claimed_attempt(tx: Any, run_id: str, step: str, number: int, *, worker: str,
+                         state: AttemptState, **values: Any) -> list[Any] | None:
+    """End the attempt this worker ran, by the rule of :data:`flowkit.states.FINISHABLE_ATTEMPT`:
+    running on this worker, or queued with no claimant. Returns its holds (given back), or
+    None if another actor has it (a takeover, a cancel, a timeout).
+
+    Queued: this worker's claim, committed without waiting for the disk (``claim_engine``),
+    was lost in a database crash while the body ran, and no other worker has claimed the
+    attempt since. Its outcome is recorded with the claim it lost: the audit trail reads
+    queued -> running -> outcome, as after any claim, and the body does not run again.
+    """
+    claimed, unclaimed = FINISHABLE_ATTEMPT
+    holds: list[Any] | None = tx.end_attempt(run_id, step, number, state=state, from_states=(claimed,),
+                                             worker=worker, **values)
+    if holds is not None:
+        return holds
+    a = t.attempts.c
+    holds = tx.end_attempt(run_id, step, number, state=state, from_states=(unclaimed,),
+                           unclaimed_or=worker, started_at=tx.now,
+                           deliveries=a.deliveries + 1, **values)
+    if holds is None:
+        return None
+    why = "its claim was lost in a database crash; recorded with its outcome"
+    tx.event("attempt_started", run_id=run_id, step=step, attempt=number, old="queued", new="running",
+             reason=f"on {worker}; {why}")
+    if not tx.cas_step(run_id, step, [StepState.QUEUED], StepState.RUNNING, started_at=tx.now,
+                       reason=f"attempt {number} started on {worker}; {why}"):
+        raise _NotClaimable(f"run {run_id} step {step}: attempt {number} is queued but its step is not")
+    log.warning("run %s step %s: attempt %s finished on %s after %s", run_id, step, number, worker, why)
+    return holds
 
 
 #: Dispatches attempts that are already committed; returns those it could not publish.

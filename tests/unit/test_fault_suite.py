@@ -289,3 +289,23 @@ def test_a_fault_that_missed_its_step_body_marks_the_row():
     fault = Fault("child_kill", T0 + 0.5, T0 + 0.5, in_flight=["a"], pending_after=["b", "c"],
                   victim_hit=False)
     assert row_of(steps, attempts, execs, [fault]).misses == ["aim"]
+
+
+def test_a_body_that_ended_but_whose_success_was_discarded_is_counted():
+    # Given b's body ran to its end twice before its success was recorded (a finish thrown
+    # away, the body run again), and c's body ended but its attempt 1 did not succeed
+    steps, attempts, execs = clean_run()
+    attempts[2] = attempt("c", 1, "cancelled", 2.1, 2.2, 2.95)
+    attempts.append(attempt("c", 2, "success", 3.0, 3.05, 3.4))
+    execs += [execution("b", 1.25, 1.28), execution("c", 3.1, 3.3, number=2)]
+    outage = Fault("pg_crash", T0 + 0.5, T0 + 0.6, in_flight=[], pending_after=["b"])
+    # Then both count as discarded bodies, and a miss where the fault killed no body
+    row = row_of(steps, attempts, execs, [outage])
+    assert row.bodies_discarded == 2 and row.discarded_examples == ["b#1", "c#1"]
+    assert "discarded" in row.misses and row.dup_after_success == 0
+    # but only context after a worker kill (a body the kill cut off before its finish)
+    killed = row_of(steps, attempts, execs, [Fault("worker_kill", T0 + 0.5, T0 + 0.6, in_flight=[],
+                                                   pending_after=["b"])])
+    assert killed.bodies_discarded == 2 and "discarded" not in killed.misses
+    # and a clean run has none
+    assert row_of(*clean_run()).bodies_discarded == 0
