@@ -195,15 +195,28 @@ def _stop_all() -> None:
         group.stop()
 
 
+#: The owners whose commands :func:`stop_for` stopped lately (newest last), so that the
+#: worker can still say so once the step has ended.
+_stopped: deque[Hashable] = deque(maxlen=256)
+
+
 def stop_for(owner: Hashable) -> int:
     """Stop the commands running for ``owner`` (an attempt, as passed to :func:`run`), as a
     timeout does: SIGTERM now, SIGKILL after :data:`KILL_GRACE_SECONDS`. Returns how many
     process groups were told to stop; the step's own wait then returns and the step fails."""
     with _live_lock:
         groups = [g for g, o in _live.items() if o == owner and owner is not None]
+        if groups:
+            _stopped.append(owner)
     for group in groups:
         group.stop_soon()
     return len(groups)
+
+
+def stopped_lately() -> list[Hashable]:
+    """The owners whose commands :func:`stop_for` stopped lately."""
+    with _live_lock:
+        return list(_stopped)
 
 
 def stop_all(grace: float) -> int:

@@ -26,7 +26,7 @@ from .errors import ResultTooLarge, Retry, Skip
 from .loader import exec_module_source, flows_in
 from .spec import FlowSpec, split_instance
 from .states import AttemptState
-from .store.machine import Effects
+from .store.machine import Effects, task_id_for
 from .store.sql import Claim, SqlStore
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,8 @@ class WorkerRuntime:
     #: confirms them to the store (one statement a beat, not one a publish).
     _published: list[str] = field(default_factory=list)
     _hb_thread: threading.Thread | None = None
+    #: Attempts the last heartbeat found no longer this worker's.
+    _lost_last_beat: set[tuple[str, str, int]] = field(default_factory=set)
     _hb_pid: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -85,8 +87,14 @@ class WorkerRuntime:
     def _stop_lost(self, lost: list[tuple[str, str, int]]) -> None:
         """Stop the shell commands of attempts that are no longer this worker's (cancelled,
         or taken over): on every pool, and even when the cancel's broadcast did not reach
-        this process (a solo pool reads control messages only between steps)."""
-        for key in lost:
+        this process (a solo pool reads control messages only between steps).
+
+        Only an attempt found lost by two beats in a row: one beat may race its own finish,
+        and the cancel's broadcast, which answers the operator with what it stopped, should
+        come first."""
+        confirmed = [key for key in lost if key in self._lost_last_beat]
+        self._lost_last_beat = set(lost)
+        for key in confirmed:
             with self._lock:
                 still_here = key in self._running  # not just finished meanwhile
             if still_here and shell.stop_for(key):
@@ -585,6 +593,10 @@ def stop_cancelled(task_ids: list[str], requests: Any, pool: Any) -> dict[str, s
             outcomes[request.id] = f"{NOT_INTERRUPTIBLE}:{pool_name}"
         log.warning("run %s step %s: attempt %s cancelled by an operator: %s", run_id, step, number,
                     outcomes[request.id])
+    # A shell step whose command the heartbeat stopped may have ended before this message.
+    for owner in shell.stopped_lately():
+        if isinstance(owner, tuple) and len(owner) == 3 and task_id_for(*owner) in wanted:
+            outcomes.setdefault(task_id_for(*owner), SHELL_STOPPED)
     return outcomes
 
 

@@ -51,3 +51,35 @@ def test_cancel_on_a_threads_worker_kills_the_shell_step_and_says_what_it_could_
              in worker.log(), 10, "the shell step's outcome to be discarded", cluster)
     log = worker.log()
     assert "Traceback" not in log and "NotImplementedError" not in log, log[-4000:]
+    worker.kill()  # a warm shutdown would wait for the Python step's 30 s sleep
+
+
+def test_cancel_on_a_busy_solo_worker_stops_the_shell_step_at_its_next_heartbeat(
+        make_cluster, open_store, pg_url, redis_url, tmp_path):
+    # Given a shell step running on a `--pool solo` worker, which reads no control message
+    # while its step runs; its heartbeat every 3 s (the stop takes two beats: 3 to 6 s, well
+    # after the cancel's 1 s wait for answers)
+    cluster = make_cluster(pg_url, redis_url, dags=DAGS, CANCEL_TEST_DIR=str(tmp_path),
+                           FLOWKIT_HEARTBEAT_SECONDS="3")
+    cluster.cli("db", "upgrade")
+    store = open_store(pg_url)
+    run_id = create_runs(cluster, store, "lone_shell", 1)[0]
+    cluster.scheduler()
+    worker = cluster.start("worker-solo", "worker", "--pool", "solo", "-n", "solo@%h")
+    for name in ("child.pid", "shell.pid"):
+        wait_for(lambda name=name: (tmp_path / name).exists() and (tmp_path / name).read_text().strip(),
+                 30, f"{name} to be written", cluster)
+    child = int((tmp_path / "child.pid").read_text())
+    # When the operator cancels the run
+    proc = flowkit(cluster, "runs", "cancel", run_id)
+    # Then the command says the worker did not answer, so nothing was stopped by the cancel
+    assert proc.stdout.splitlines()[1] == (
+        "1 running attempt not stopped: no worker answered (a solo pool answers only between "
+        "steps; a shell step's command is stopped at its worker's next heartbeat); the outcome "
+        "will be discarded"), proc.stdout + proc.stderr
+    # and the worker's heartbeat stops the command within a few seconds all the same
+    assert pid_gone(child, within=10.0), "the shell step's sleep outlived the cancel on solo"
+    wait_for(lambda: "its command's process group was stopped" in worker.log(), 10,
+             "the worker to log the stop", cluster)
+    assert store.get_run(run_id)["state"] == "cancelled"
+    assert "Traceback" not in worker.log(), worker.log()[-4000:]

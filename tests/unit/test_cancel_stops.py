@@ -123,12 +123,19 @@ def test_the_heartbeat_stops_the_commands_of_attempts_no_longer_the_workers(tmp_
     key = ("r5", "sh", 1)
     command = RunningCommand(tmp_path, key)
     rt._running.add(key)
-    # When the heartbeat finds that attempt lost
+    # When one heartbeat finds that attempt lost, the command still runs (the beat may have
+    # raced the attempt's own finish, and the cancel's broadcast should answer first)
     lost = sqlite_store.heartbeat([key], rt.name)
     assert lost == [key]
     rt._stop_lost(lost)
-    # Then its command is stopped
+    assert not command.ended(within=0.3)
+    # Then the next beat that finds it lost stops its command
+    rt._stop_lost(sqlite_store.heartbeat([key], rt.name))
     assert command.ended() and pid_gone(command.child)
+    # and a cancel's broadcast that arrives after the step ended is still told so
+    from flowkit.store.machine import task_id_for
+
+    assert stop_cancelled([task_id_for(*key)], [], pool_of("thread")) == {task_id_for(*key): SHELL_STOPPED}
 
 
 def test_the_cancel_line_says_what_was_stopped_and_what_was_not():

@@ -33,3 +33,6 @@ mixed = (
     .step("parked_a", never_runs, queue=UNSERVED)
     .step("parked_b", never_runs, queue=UNSERVED)
 )
+# One shell step alone: what a worker on the solo pool, busy with it, does on a cancel.
+lone_shell = Flow("lone_shell").shell(
+    "waits", 'echo $$ > "$CANCEL_TEST_DIR/shell.pid"; sleep 30 & echo $! > "$CANCEL_TEST_DIR/child.pid"; wait')
