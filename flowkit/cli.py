@@ -694,8 +694,9 @@ def _dev_setup(ctx: click.Context) -> tuple[Settings, Any, Any, Any]:
     with friendly_errors():
         probe_broker(settings.broker_url)  # interactive: say at once that it is down
         store = _store(settings, auto_upgrade=True)
-        ctx.obj["dev_lease"] = hold_lease(store)  # kept for the life of the process
-        if ctx.obj["dev_lease"] is not None:
+        lease = hold_lease(store)
+        if lease is not None:
+            ctx.call_on_close(lease.release)  # the process exits then; a test's may not
             closed = close_leftover_runs(store)
             if closed:
                 click.echo(f"closed {len(closed)} run(s) a killed flowkit dev left running, not "
@@ -713,6 +714,8 @@ def _dev_setup(ctx: click.Context) -> tuple[Settings, Any, Any, Any]:
 def _dev_interrupted(session: Any, run_id: str, signum: int) -> None:
     """Ctrl-C or SIGTERM: stop everything, say so in one line, exit at once."""
     name = signal.Signals(signum).name
+    # The worker's "outcome discarded" lines are what an interrupt means: the line below says it.
+    logging.getLogger("flowkit.worker").setLevel(logging.ERROR)
     stopped = session.interrupt(name)
     done = stopped.run.removeprefix(f"run {run_id}: ")
     killed = f"; {stopped.shells} shell command process group(s) killed" if stopped.shells else ""
