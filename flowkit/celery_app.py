@@ -14,6 +14,9 @@ from celery import Celery
 from .config import Settings
 
 EXECUTE_TASK = "flowkit.execute"
+#: The remote-control command a cancel broadcasts: the worker running a cancelled attempt
+#: stops what its pool allows and answers what it did (flowkit.worker.stop_cancelled).
+STOP_COMMAND = "flowkit_stop"
 
 
 def make_app(settings: Settings, *, name: str = "flowkit") -> Celery:

@@ -21,9 +21,10 @@ _BY = click.option("--by", default=None, metavar="NAME",
 _REASON = click.option("--reason", default="", help="Why (kept in the audit trail).")
 
 
-def _finish(settings: Settings, result: Any) -> None:
-    """Print the action's summary, then revoke and wake (warnings only: it is committed)."""
-    from .store.operator_ops import notify
+def _finish(settings: Settings, result: Any, store: Any = None, run_id: str | None = None) -> None:
+    """Print the action's summary, then revoke and wake (warnings only: it is committed).
+    With ``store`` and ``run_id`` (a cancel), also say what was and was not stopped."""
+    from .store.operator_ops import Notified, notify
 
     click.echo(result.summary)
     if settings.broker_url.startswith("memory") or (not result.revoke and result.wake is None):
@@ -35,12 +36,68 @@ def _finish(settings: Settings, result: Any) -> None:
 
         app = make_app(settings)
         app.conf.broker_connection_timeout = 2
-        warnings = notify(result, dispatcher=CeleryDispatcher(app, settings),
-                          events=BrokerEvents(app, settings.events_queue))
+        done = notify(result, dispatcher=CeleryDispatcher(app, settings),
+                      events=BrokerEvents(app, settings.events_queue))
     except Exception as exc:  # committed in SQL: the scheduler's sweep catches up
-        warnings = [f"the broker could not be reached ({exc}); the scheduler acts at its next sweep"]
-    for warning in warnings:
+        done = Notified([f"the broker could not be reached ({exc}); the scheduler acts at its next sweep"])
+    if store is not None and run_id is not None and result.revoke and done.stopped is not None:
+        with friendly_errors():
+            click.echo(stopped_line(_cancelled_from(store, run_id, result.revoke), done.stopped))
+    for warning in done.warnings:
         click.echo(f"warning: {warning}", err=True)
+
+
+def _cancelled_from(store: Any, run_id: str, task_ids: list[str]) -> dict[str, str]:
+    """The state each of these attempts was cancelled from (queued or running), by task id,
+    as the cancel's audit trail recorded it."""
+    by_attempt = {(a["step"], a["number"]): a["task_id"] for a in store.attempts(run_id)
+                  if a["task_id"] in task_ids}
+    old: dict[str, str] = {}
+    for event in store.events(run_id):
+        task_id = by_attempt.get((event["step"], event["attempt"]))
+        if event["action"] == "attempt_cancelled" and task_id is not None:
+            old[task_id] = event["old_state"] or ""
+    return old
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def stopped_line(cancelled_from: dict[str, str], stopped: dict[str, str]) -> str:
+    """One line on what a cancel stopped and what it could not, from the state each attempt
+    was cancelled from and what the workers answered (flowkit.worker.stop_cancelled)."""
+    from .worker import NOT_INTERRUPTIBLE, SHELL_STOPPED, TERMINATED
+
+    queued = [t for t, old in cancelled_from.items() if old != "running" and t not in stopped]
+    silent = [t for t, old in cancelled_from.items() if old == "running" and t not in stopped]
+    shells = [t for t, what in stopped.items() if what == SHELL_STOPPED]
+    killed = [t for t, what in stopped.items() if what == TERMINATED]
+    stuck: dict[str, int] = {}
+    for what in stopped.values():
+        if what.startswith(NOT_INTERRUPTIBLE):
+            pool = what.partition(":")[2] or "non-prefork"
+            stuck[pool] = stuck.get(pool, 0) + 1
+    parts = []
+    if queued:
+        parts.append(_count(len(queued), "queued attempt revoked", "queued attempts revoked"))
+    if shells:
+        parts.append(_count(len(shells), "shell step's process group killed",
+                            "shell steps' process groups killed"))
+    if killed:
+        parts.append(_count(len(killed), "running step terminated (SIGTERM to its prefork pool process)",
+                            "running steps terminated (SIGTERM to their prefork pool processes)"))
+    for pool, n in sorted(stuck.items()):
+        parts.append(_count(n, f"Python step on a {pool} pool cannot be interrupted: its result will be "
+                               "discarded",
+                            f"Python steps on a {pool} pool cannot be interrupted: their results will be "
+                            "discarded"))
+    if silent:
+        parts.append(_count(len(silent), "running attempt not stopped: no worker answered",
+                            "running attempts not stopped: no worker answered")
+                     + " (a solo pool answers only between steps; a shell step's command is stopped at "
+                       "its worker's next heartbeat); the outcome will be discarded")
+    return "; ".join(parts) if parts else "nothing was running or queued"
 
 
 def _sync_for(settings: Settings, store: Any) -> None:
@@ -94,13 +151,15 @@ def flows_unpause(ctx: click.Context, flow: str, by: str | None, reason: str) ->
 @_REASON
 @click.pass_context
 def runs_cancel(ctx: click.Context, run_id: str, by: str | None, reason: str) -> None:
-    """Cancel RUN: its steps not yet ended are cancelled, queued attempts revoked, running
-    ones terminated (prefork pool), their slots given back."""
+    """Cancel RUN: its steps not yet ended are cancelled and their slots given back; queued
+    attempts are revoked, shell steps' commands stopped on every pool, Python steps
+    terminated on the prefork pool. Says which running steps could not be stopped."""
     settings = _settings(ctx)
     with friendly_errors():
         store = _store(settings)
-        result = store.cancel_run(store.resolve_run_id(run_id), by=by or _user(), reason=reason)
-    _finish(settings, result)
+        run_id = store.resolve_run_id(run_id)
+        result = store.cancel_run(run_id, by=by or _user(), reason=reason)
+    _finish(settings, result, store, run_id)
 
 
 @runs.command("retry")

@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import IO, Any
 
 from . import timeouts
@@ -181,7 +181,8 @@ class _Group:
             timer.start()
 
 
-_live: set[_Group] = set()
+#: The commands running in this process, each with the attempt it runs for (None: unknown).
+_live: dict[_Group, Hashable] = {}
 _live_lock = threading.Lock()
 
 
@@ -194,8 +195,49 @@ def _stop_all() -> None:
         group.stop()
 
 
-def run(spec: ShellSpec, tail: OutputTail) -> dict[str, Any]:
+#: The owners whose commands :func:`stop_for` stopped lately (newest last), so that the
+#: worker can still say so once the step has ended.
+_stopped: deque[Hashable] = deque(maxlen=256)
+
+
+def stop_for(owner: Hashable) -> int:
+    """Stop the commands running for ``owner`` (an attempt, as passed to :func:`run`), as a
+    timeout does: SIGTERM now, SIGKILL after :data:`KILL_GRACE_SECONDS`. Returns how many
+    process groups were told to stop; the step's own wait then returns and the step fails."""
+    with _live_lock:
+        groups = [g for g, o in _live.items() if o == owner and owner is not None]
+        if groups:
+            _stopped.append(owner)
+    for group in groups:
+        group.stop_soon()
+    return len(groups)
+
+
+def stopped_lately() -> list[Hashable]:
+    """The owners whose commands :func:`stop_for` stopped lately."""
+    with _live_lock:
+        return list(_stopped)
+
+
+def stop_all(grace: float) -> int:
+    """Stop every command this process runs within ``grace`` seconds in all: SIGTERM to each
+    group, then SIGKILL to those still alive (``flowkit dev`` exiting on Ctrl-C cannot wait
+    :data:`KILL_GRACE_SECONDS` per command). Returns how many groups were running."""
+    with _live_lock:
+        groups = list(_live)
+    signalled = [g for g in groups if g._signal(signal.SIGTERM)]
+    end = time.monotonic() + grace
+    while time.monotonic() < end and any(g.alive() for g in signalled):
+        time.sleep(_POLL_SECONDS)
+    for group in signalled:
+        if group.alive():
+            group._signal(signal.SIGKILL)
+    return len(signalled)
+
+
+def run(spec: ShellSpec, tail: OutputTail, owner: Hashable = None) -> dict[str, Any]:
     """Run the command to its end; the result is ``{"exit_code": n, "last_lines": [...]}``.
+    ``owner`` (the attempt) lets :func:`stop_for` find the command when the attempt is cancelled.
 
     Raises :class:`ShellFailed` when the command fails by its exit code or its output; the
     output is in ``tail`` in every case.
@@ -211,7 +253,7 @@ def run(spec: ShellSpec, tail: OutputTail) -> dict[str, Any]:
         raise ShellFailed(f"could not start the command{where}: {exc}") from None
     group = _Group(proc)
     with _live_lock:
-        _live.add(group)
+        _live[group] = owner
     deadline = timeouts.current()
     unregister = deadline.on_expire(group.stop_soon) if deadline is not None else None
     matches: list[tuple[str, str]] = []
@@ -234,7 +276,7 @@ def run(spec: ShellSpec, tail: OutputTail) -> dict[str, Any]:
         if unregister is not None:
             unregister()
         with _live_lock:
-            _live.discard(group)
+            _live.pop(group, None)
     problems = []
     if code not in spec.success_codes:
         problems.append(_describe_exit(code, spec.success_codes))

@@ -26,7 +26,7 @@ from .errors import ResultTooLarge, Retry, Skip
 from .loader import exec_module_source, flows_in
 from .spec import FlowSpec, split_instance
 from .states import AttemptState
-from .store.machine import Effects
+from .store.machine import Effects, task_id_for
 from .store.sql import Claim, SqlStore
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class WorkerRuntime:
     #: confirms them to the store (one statement a beat, not one a publish).
     _published: list[str] = field(default_factory=list)
     _hb_thread: threading.Thread | None = None
+    #: Attempts the last heartbeat found no longer this worker's.
+    _lost_last_beat: set[tuple[str, str, int]] = field(default_factory=set)
     _hb_pid: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -77,10 +79,29 @@ class WorkerRuntime:
             with self._lock:
                 keys = list(self._running)
             try:
-                self.store.heartbeat(keys, self.name)
+                lost = self.store.heartbeat(keys, self.name)
                 self.confirm_published()
             except Exception as exc:  # a missed beat is survivable; a dead thread is not
                 log.warning("worker %s: heartbeat failed: %s", self.name, exc)
+                continue
+            self._stop_lost(lost)
+
+    def _stop_lost(self, lost: list[tuple[str, str, int]]) -> None:
+        """Stop the shell commands of attempts that are no longer this worker's (cancelled,
+        or taken over): on every pool, and even when the cancel's broadcast did not reach
+        this process (a solo pool reads control messages only between steps).
+
+        Only an attempt found lost by two beats in a row: one beat may race its own finish,
+        and the cancel's broadcast, which answers the operator with what it stopped, should
+        come first."""
+        confirmed = [key for key in lost if key in self._lost_last_beat]
+        self._lost_last_beat = set(lost)
+        for key in confirmed:
+            with self._lock:
+                still_here = key in self._running  # not just finished meanwhile
+            if still_here and shell.stop_for(key):
+                log.warning("run %s step %s: attempt %s is no longer this worker's (cancelled or "
+                            "taken over); its command's process group was stopped", *key)
 
     def published(self, task_ids: list[str]) -> None:
         """These attempts, queued by this process's finishes, went out to the broker."""
@@ -311,7 +332,7 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
             value: Any
             if step_spec.shell is not None:
                 tail = shell.OutputTail()
-                value = shell.run(step_spec.shell, tail)
+                value = shell.run(step_spec.shell, tail, owner=key)
             else:
                 value = _call(rt.callable_for(claim.flow, claim.version, defined), ctx)
             if step_spec.kind == "branch":
@@ -598,11 +619,69 @@ def on_hard_timeout(rt: WorkerRuntime, run_id: str, step: str, number: int, limi
         _after_commit(rt, run_id, step, number, effects)
 
 
+#: What a worker did about a cancelled attempt it runs (answered to the cancel's broadcast).
+SHELL_STOPPED = "shell_stopped"
+TERMINATED = "terminated"
+NOT_INTERRUPTIBLE = "not_interruptible"
+
+
+def stop_cancelled(task_ids: list[str], requests: Any, pool: Any) -> dict[str, str]:
+    """Stop the cancelled attempts among this worker's active ``requests``; returns, per task
+    id, what was done: a shell step's process group is flowkit's own and is stopped on every
+    pool; a Python step is terminated only on prefork (its pool process gets SIGTERM). On the
+    threads and solo pools a Python step cannot be interrupted (``NOT_INTERRUPTIBLE:<pool>``):
+    it runs to its end and the store discards its outcome."""
+    wanted = set(task_ids)
+    pool_name = _pool_name(pool)
+    outcomes: dict[str, str] = {}
+    for request in list(requests):
+        if request.id not in wanted or len(request.args or ()) != 3:
+            continue
+        run_id, step, number = request.args
+        if shell.stop_for((run_id, step, int(number))):
+            outcomes[request.id] = SHELL_STOPPED
+        elif pool_name == "prefork":
+            request.terminate(pool, signal="SIGTERM")
+            outcomes[request.id] = TERMINATED
+        else:  # Celery's terminate raises NotImplementedError on these pools
+            outcomes[request.id] = f"{NOT_INTERRUPTIBLE}:{pool_name}"
+        log.warning("run %s step %s: attempt %s cancelled by an operator: %s", run_id, step, number,
+                    outcomes[request.id])
+    # A shell step whose command the heartbeat stopped may have ended before this message.
+    for owner in shell.stopped_lately():
+        if isinstance(owner, tuple) and len(owner) == 3 and task_id_for(*owner) in wanted:
+            outcomes.setdefault(task_id_for(*owner), SHELL_STOPPED)
+    return outcomes
+
+
+def _pool_name(pool: Any) -> str:
+    name = type(pool).__module__.rsplit(".", 1)[-1]
+    return {"thread": "threads", "asynpool": "prefork"}.get(name, name)
+
+
+def _register_stop_command() -> None:
+    from celery.worker import state as worker_state
+    from celery.worker.control import Panel, control_command
+
+    from .celery_app import STOP_COMMAND
+
+    if STOP_COMMAND in Panel.data:  # a process-wide registry: once per process
+        return
+
+    def flowkit_stop(state: Any, task_ids: list[str], **_: Any) -> dict[str, str]:
+        return stop_cancelled(task_ids, worker_state.active_requests, state.consumer.pool)
+
+    control_command(name=STOP_COMMAND, args=[("task_ids", list)],
+                    signature="[task_id, ...]")(flowkit_stop)
+
+
 def register(app: Any) -> None:
     from celery import Task
     from celery.exceptions import TimeLimitExceeded
 
     from .celery_app import EXECUTE_TASK
+
+    _register_stop_command()
 
     class ExecuteTask(Task):  # type: ignore[misc]
         def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:

@@ -18,6 +18,9 @@ PUBLISH_BATCH = 500
 #: The first batch is small and each next one 4x larger, up to PUBLISH_BATCH: a worker
 #: idles until the first flush, and building 500 messages takes about 0.1 s.
 FIRST_BATCH = 16
+#: How long a cancel waits for the workers' answers about what they stopped. Every worker
+#: answers a broadcast at once, except one on the solo pool, which is busy with its step.
+STOP_REPLY_SECONDS = 1.0
 
 
 class CeleryDispatcher:
@@ -77,11 +80,24 @@ class CeleryDispatcher:
         from ..callbacks import send_with_celery
 
         send_with_celery(self.app, self.settings.default_queue, items)
-    def revoke(self, task_ids: list[str]) -> None:
-        """Stop these attempts (an operator cancelled them): a worker drops their queued
-        messages, and a prefork child running one gets SIGTERM. Other pools cannot stop a
-        running step; the store discards its outcome when it ends."""
-        self.app.control.revoke(task_ids, terminate=True, signal="SIGTERM")
+    def revoke(self, task_ids: list[str]) -> dict[str, str]:
+        """Stop these attempts (an operator cancelled them). Every worker drops their queued
+        messages; the worker running one stops what its pool allows and says what it did
+        (:func:`flowkit.worker.stop_cancelled`). Returns those answers, per task id.
+
+        Celery's own ``terminate=True`` is not used: on the threads and solo pools it only
+        logs a NotImplementedError, and it knows nothing of a shell step's process group."""
+        from ..celery_app import STOP_COMMAND
+
+        self.app.control.revoke(task_ids)
+        replies = self.app.control.broadcast(STOP_COMMAND, arguments={"task_ids": task_ids},
+                                             reply=True, timeout=STOP_REPLY_SECONDS)
+        outcomes: dict[str, str] = {}
+        for reply in replies or []:
+            for answer in reply.values():
+                if isinstance(answer, dict):
+                    outcomes.update({str(k): str(v) for k, v in answer.items()})
+        return outcomes
 
     def dispatch_many(self, items: Iterable[Dispatch]) -> list[Dispatch]:
         """Publish ``items``; returns those not published (kept queued in SQL, sent again).

@@ -76,16 +76,27 @@ class ActionResult:
     revoke: list[str] = field(default_factory=list)
 
 
-def notify(result: ActionResult, *, dispatcher: Any = None, events: Any = None) -> list[str]:
+@dataclass
+class Notified:
+    """What :func:`notify` got done after an action's commit."""
+
+    #: One line each: what could not be done (the action itself is committed).
+    warnings: list[str] = field(default_factory=list)
+    #: Per revoked task id that a worker was running: what that worker did about it
+    #: (``flowkit.worker.stop_cancelled``); None when the dispatcher cannot tell.
+    stopped: dict[str, str] | None = None
+
+
+def notify(result: ActionResult, *, dispatcher: Any = None, events: Any = None) -> Notified:
     """Revoke the stopped attempts and wake the scheduler. The action is already committed,
-    so a broker that cannot be reached costs a delay, never a state: returns warnings."""
-    warnings = []
+    so a broker that cannot be reached costs a delay, never a state."""
+    done = Notified()
     revoke = getattr(dispatcher, "revoke", None)
     if result.revoke and revoke is not None:
         try:
-            revoke(result.revoke)
+            done.stopped = revoke(result.revoke)
         except Exception as exc:
-            warnings.append(
+            done.warnings.append(
                 f"could not revoke {len(result.revoke)} task(s) on the broker ({exc}); workers skip "
                 "their messages anyway, but a step still running is not stopped (its outcome is "
                 "discarded when it ends)")
@@ -93,8 +104,8 @@ def notify(result: ActionResult, *, dispatcher: Any = None, events: Any = None) 
         try:
             events.publish(result.wake)
         except Exception as exc:
-            warnings.append(f"the scheduler was not woken ({exc}); it acts at its next sweep")
-    return warnings
+            done.warnings.append(f"the scheduler was not woken ({exc}); it acts at its next sweep")
+    return done
 
 
 _P = ParamSpec("_P")

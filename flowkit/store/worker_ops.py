@@ -175,20 +175,26 @@ class WorkerOps(_Base):
             specs[key] = _flow_spec(tx.conn, *key)
         return specs[key]
 
-    def heartbeat(self, keys: Iterable[tuple[str, str, int]], worker: str) -> None:
+    def heartbeat(self, keys: Iterable[tuple[str, str, int]], worker: str) -> list[tuple[str, str, int]]:
+        """Mark these attempts alive; returns those no longer running on ``worker`` (an
+        operator cancelled them, or another worker took them over): the worker stops what
+        it can of them."""
         from .sql import utcnow
 
         a = t.attempts
         keys = list(keys)
+        lost: list[tuple[str, str, int]] = []
         if not keys:
-            return
+            return lost
         now = utcnow()
         with self._conn() as conn:
             for run_id, step, number in keys:
-                conn.execute(update(a).where(
-                    a.c.run_id == run_id, a.c.step == step, a.c.number == number,
-                    a.c.state == AttemptState.RUNNING.value, a.c.worker == worker,
-                ).values(heartbeat_at=now))
+                if conn.execute(update(a).where(
+                        a.c.run_id == run_id, a.c.step == step, a.c.number == number,
+                        a.c.state == AttemptState.RUNNING.value, a.c.worker == worker,
+                ).values(heartbeat_at=now)).rowcount == 0:
+                    lost.append((run_id, step, number))
+        return lost
 
     def confirm_published(self, task_ids: Iterable[str]) -> None:
         """These queued attempts, which this worker's finishes queued, are with the broker:

@@ -72,8 +72,9 @@ def test_cancel_terminates_the_running_step_and_its_slot_goes_to_the_next_run(en
     # When the operator cancels the first run
     started = time.monotonic()
     out = flowkit(cluster, "runs", "cancel", first[:8], "--by", "ann", "--reason", "stuck").stdout
-    assert out.strip() == (f"run {first}: cancelled (1 step(s) cancelled, 1 attempt(s) stopped, "
-                           "1 pool slot(s) given back)")
+    assert out.splitlines() == [
+        f"run {first}: cancelled (1 step(s) cancelled, 1 attempt(s) stopped, 1 pool slot(s) given back)",
+        "1 running step terminated (SIGTERM to its prefork pool process)"]
     # Then the step's process is terminated, and the waiter gets the slot at once
     wait_for(lambda: not alive(pid), 10, f"pool process {pid} to be terminated", cluster)
     assert run_ends(store, second, cluster) == "success"
