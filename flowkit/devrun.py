@@ -66,9 +66,9 @@ def hold_lease(store: Any) -> Any:
     line, when a scheduler or another ``flowkit dev`` runs on the same file."""
     if not store.is_sqlite:
         return None
-    from .scheduler.lease import lease_for
+    from .scheduler.lease import SqliteLease
 
-    lease = lease_for(store)
+    lease = SqliteLease(store, "flowkit dev")
     lease.acquire()
     return lease
 
