@@ -96,3 +96,15 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, cluster: C
         time.sleep(interval)
     logs = cluster.logs() if cluster else ""
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{logs}")
+
+
+def active_and_standby(cluster: Cluster) -> tuple[Daemon, Daemon]:
+    """Schema, two schedulers (the first active, the second standing by) and a worker."""
+    cluster.cli("db", "upgrade")
+    first = cluster.scheduler("scheduler-a")
+    wait_for(lambda: "active (holds the scheduler lease)" in first.log(), 30, "scheduler a to be active",
+             cluster)
+    second = cluster.scheduler("scheduler-b")
+    wait_for(lambda: "standing by" in second.log(), 30, "scheduler b to stand by", cluster)
+    cluster.worker()
+    return first, second

@@ -11,7 +11,7 @@ from pathlib import Path
 from flowkit.testing import InlineHarness
 from flowkit.worker import run_attempt
 
-from .procs import wait_for
+from .procs import active_and_standby, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 RELIABILITY_DAGS = str(ROOT / "tests" / "dags" / "reliability")
@@ -53,13 +53,7 @@ def test_the_one_statement_path_keeps_every_transition_and_the_ledger(pg_url, op
 def test_a_standby_scheduler_takes_over_within_15_s(make_cluster, open_store, pg_url, redis_url, tmp_path):
     # Given two schedulers on one PostgreSQL database, and a worker
     cluster = make_cluster(pg_url, redis_url, dags="tests/dags/engine")
-    cluster.cli("db", "upgrade")
-    first = cluster.scheduler("scheduler-a")
-    wait_for(lambda: "active (holds the scheduler lease)" in first.log(), 30, "scheduler a to be active",
-             cluster)
-    second = cluster.scheduler("scheduler-b")
-    wait_for(lambda: "standing by" in second.log(), 30, "scheduler b to stand by", cluster)
-    cluster.worker()
+    first, second = active_and_standby(cluster)
     store = open_store(pg_url)
     # When the active one is SIGKILLed
     os.killpg(first.pid, signal.SIGKILL)

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from flowkit.errors import LeaseLost
 from flowkit.scheduler.lease import PostgresLease
 
-from .procs import wait_for
+from .procs import active_and_standby, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,13 +150,7 @@ def test_a_sigstopped_scheduler_is_replaced_and_writes_nothing_when_resumed(
         make_cluster, open_store, pg_url, redis_url, tmp_path):
     # Given two schedulers on one PostgreSQL database (default lease: 10 s), and a worker
     cluster = make_cluster(pg_url, redis_url, dags="tests/dags/engine")
-    cluster.cli("db", "upgrade")
-    first = cluster.scheduler("scheduler-a")
-    wait_for(lambda: "active (holds the scheduler lease)" in first.log(), 30, "scheduler a to be active",
-             cluster)
-    second = cluster.scheduler("scheduler-b")
-    wait_for(lambda: "standing by" in second.log(), 30, "scheduler b to stand by", cluster)
-    cluster.worker()
+    first, second = active_and_standby(cluster)
     store = open_store(pg_url)
     a_name = f"scheduler@{socket.gethostname()}:{first.pid}"  # its actor in the audit trail
     warmup = cluster.cli("trigger", "chain", "-p", f"log={tmp_path / 'warmup'}").stdout.strip()
