@@ -53,7 +53,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         task_reject_on_worker_lost=True,
         # One message reserved per process, so short steps do not wait behind long ones (C7).
         worker_prefetch_multiplier=1,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A lost broker connection must not stop a running body: its outcome goes to SQL, not
+        # through the message, and a redelivered message of a finished attempt is skipped.
+        # Cancelling it (True) threw away bodies at a Redis restart, some already ended.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_default_queue=settings.default_queue,
         task_create_missing_queues=True,
         broker_transport_options=transport_options,

@@ -362,8 +362,8 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
             error = describe_exception(exc)
     except (SystemExit, KeyboardInterrupt) as exc:
         if _is_interruption(exc):
-            # The worker is being stopped (SIGTERM to the pool, a warm shutdown, a lost broker
-            # connection): not the step's failure. Put the attempt back; it runs again.
+            # The worker is being stopped (SIGTERM to the pool, a warm shutdown): not the
+            # step's failure. Put the attempt back; it runs again.
             with rt._lock:
                 rt._running.discard(key)
             _record_interruption(rt, run_id, step, number, exc)
@@ -474,7 +474,7 @@ def _is_interruption(exc: BaseException) -> bool:
 def _record_interruption(rt: WorkerRuntime, run_id: str, step: str, number: int,
                          exc: BaseException) -> None:
     reason = (f"interrupted on {rt.name} ({type(exc).__name__}{f' {exc.code}' if isinstance(exc, SystemExit) else ''}: "
-              "the worker was stopped, or lost its broker); not a failure of the step, it runs again")
+              "the worker was stopped); not a failure of the step, it runs again")
     try:
         if rt.store.interrupt_attempt(run_id, step, number, worker=rt.name, reason=reason):
             log.warning("run %s step %s: attempt %s %s", run_id, step, number, reason)
