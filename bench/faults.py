@@ -290,21 +290,15 @@ def inject(c: Cluster, plan: FaultPlan) -> Fault:
         c.redis.start()
         return Fault(kind, t0, now(), f"redis-server SIGTERM (persistence: "
                      f"{'AOF' if c.redis.persistent else 'none'}), down {OUTAGE_SECONDS:g} s, started again; {aim}")
-    if kind == "pg_restart":
+    if kind in ("pg_restart", "pg_crash"):
+        # a clean stop (a checkpoint) for a short restart; a crash (unflushed commits lost) for a long one
+        mode, outage = ("fast", OUTAGE_SECONDS) if kind == "pg_restart" else ("immediate", CRASH_OUTAGE_SECONDS)
         aim = _aim_note(c)
         t0 = now()
-        c.pg.stop("fast")
-        time.sleep(OUTAGE_SECONDS)
+        c.pg.stop(mode)
+        time.sleep(outage)
         c.pg.start()
-        return Fault(kind, t0, now(), f"pg_ctl stop -m fast, down {OUTAGE_SECONDS:g} s, pg_ctl start; {aim}")
-    if kind == "pg_crash":
-        aim = _aim_note(c)
-        t0 = now()
-        c.pg.stop("immediate")
-        time.sleep(CRASH_OUTAGE_SECONDS)
-        c.pg.start()
-        return Fault(kind, t0, now(), f"pg_ctl stop -m immediate, down {CRASH_OUTAGE_SECONDS:g} s, pg_ctl start; "
-                     f"{aim}")
+        return Fault(kind, t0, now(), f"pg_ctl stop -m {mode}, down {outage:g} s, pg_ctl start; {aim}")
     if kind == "worker_stop":
         victim, desc, target = _target_worker(c)
         t0 = now()
