@@ -77,7 +77,10 @@ class InlineHarness:
     """A scheduler and a worker in this thread, over a real SqlStore, with no broker."""
 
     def __init__(self, store: SqlStore, dags_folder: str, *, settings: Settings | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, sync: bool = True) -> None:
+        """``sync=False``: the caller has recorded the dags folder's flows in ``store`` already
+        (a test suite that loads each folder once and records the same load in every test's
+        store, instead of importing it in a subprocess per test)."""
         base = settings or Settings(database_url=store.url)
         self.settings = replace(base, dags_folder=dags_folder)
         self.store = store
@@ -99,7 +102,8 @@ class InlineHarness:
         # Claim this process's identity now, so no heartbeat thread starts and the
         # worker keeps the name "worker@test" in the audit trail.
         self.runtime._hb_pid = os.getpid()
-        sync_dags(store, dags_folder)
+        if sync:
+            sync_dags(store, dags_folder)
 
     def trigger(self, flow: str, params: dict[str, Any] | None = None) -> str:
         spec = self.store.flow_spec(flow)

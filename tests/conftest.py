@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.store_backends"]
 REQUIRE_SERVICES = os.environ.get("FLOWKIT_REQUIRE_SERVICES") == "1"
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DAGS = Path(__file__).resolve().parent / "dags"
