@@ -7,6 +7,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,12 +38,23 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-@pytest.fixture
-def sqlite_store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    from flowkit.store.sql import SqlStore
+@pytest.fixture(scope="session", autouse=True)
+def sqlite_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A migrated SQLite database, and each dags folder synced, built once for the session and
+    copied per test (see flowkit.testing.SqliteTemplates): no migrations and no loader
+    subprocess per test."""
+    from flowkit.testing import InlineHarness, SqliteTemplates
 
-    store = SqlStore(f"sqlite:///{tmp_path / 'flowkit.db'}")
-    store.upgrade()
+    templates = SqliteTemplates(tmp_path_factory.mktemp("sqlite-templates"))
+    InlineHarness.templates = templates
+    yield templates
+    InlineHarness.templates = None
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path, sqlite_templates: Any):  # type: ignore[no-untyped-def]
+    """A migrated SQLite store of this test's own (a copy of the session's template)."""
+    store = sqlite_templates.store(tmp_path / "flowkit.db")
     yield store
     store.dispose()
 
