@@ -75,22 +75,69 @@ def redis_url() -> Iterator[str]:
     client.close()
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test, dropped afterwards."""
+#: This session's migrated template database (None until a test asks for PostgreSQL); the
+#: name is unique to the session, so parallel runs on a shared server never touch each other's.
+_pg_template: str | None = None
+
+
+def _pg_base_url() -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+
+
+def _pg_admin():  # type: ignore[no-untyped-def]
     import psycopg
 
-    name = f"flowkit_it_{uuid.uuid4().hex[:10]}"
     try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
     except Exception as exc:
         service_missing("PostgreSQL", exc)
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
+
+
+def create_pg_database() -> tuple[str, str]:
+    """A new PostgreSQL database holding flowkit's schema: (name, SQLAlchemy URL). It is copied
+    from a template migrated once per session (by `flowkit db upgrade`, so the command runs on
+    an empty database once), not migrated again in every test."""
+    import subprocess
+    import sys
+
+    global _pg_template
+    with _pg_admin() as admin:
+        if _pg_template is None:
+            template = f"flowkit_tmpl_{uuid.uuid4().hex[:10]}"
+            admin.execute(f'CREATE DATABASE "{template}"')
+            env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWKIT_")}
+            env["FLOWKIT_DATABASE_URL"] = f"{_pg_base_url()}/{template}"
+            done = subprocess.run([sys.executable, "-m", "flowkit.cli", "db", "upgrade"], env=env,
+                                  capture_output=True, text=True, timeout=120)
+            if done.returncode != 0:
+                admin.execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
+                raise AssertionError(f"flowkit db upgrade of the template database failed:\n{done.stderr}")
+            _pg_template = template
+        name = f"flowkit_it_{uuid.uuid4().hex[:10]}"
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_pg_template}"')
+    return name, f"{_pg_base_url()}/{name}"
+
+
+def drop_pg_database(name: str) -> None:
+    import psycopg
+
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_pg_template() -> Iterator[None]:
+    yield
+    if _pg_template is not None:
+        drop_pg_database(_pg_template)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test, already migrated, dropped afterwards."""
+    name, url = create_pg_database()
+    yield url
+    drop_pg_database(name)
 
 
 @pytest.fixture

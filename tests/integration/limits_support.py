@@ -34,8 +34,7 @@ def flowkit(cluster: Cluster, *args: str, check: bool = True) -> subprocess.Comp
 
 
 def prepare(cluster: Cluster, slots: int = POOL_SLOTS) -> None:
-    """Schema and the pool, as an operator would make them."""
-    cluster.cli("db", "upgrade")
+    """The pool, as an operator would make it (the database comes migrated)."""
     out = flowkit(cluster, "pools", "set", POOL, str(slots)).stdout
     assert f"pool {POOL}: {slots} slot(s)" in out, out
 

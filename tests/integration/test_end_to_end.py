@@ -13,7 +13,6 @@ def _running_cluster(make_cluster, database_url: str, broker_url: str, dags: str
                      concurrency: int = 1):  # type: ignore[no-untyped-def]
     """A migrated store, a scheduler and one worker."""
     cluster = make_cluster(database_url, broker_url, dags=dags)
-    cluster.cli("db", "upgrade")
     cluster.scheduler()
     cluster.worker(concurrency=concurrency)
     return cluster
