@@ -87,8 +87,12 @@ class Scheduler:
         self._grant_due: float | None = 0.0  # monotonic time to look at waiters again
         self._unsent: list[Dispatch] = []
         self._standby_beat = float("-inf")  # monotonic time of the last standby heartbeat
+        #: ``sweeps`` counts finished sweeps and ``sweep_started_at`` is when the last one began;
+        #: both are stored with each heartbeat (written as a sweep ends), so a test or an
+        #: operator can wait for a sweep that began after a given moment.
         self.stats: dict[str, Any] = {"events": 0, "dispatched": 0, "granted_batches": 0,
-                                      "loops": 0, "last_loop_at": None}
+                                      "loops": 0, "last_loop_at": None, "sweeps": 0,
+                                      "sweep_started_at": None}
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
@@ -307,6 +311,7 @@ class Scheduler:
     def sweep(self, force_leases: bool = False) -> None:
         """Safety net: due timers, stuck runs, expired leases, silent workers, cron."""
         now = self.clock()
+        started_at = utcnow()  # the wall clock, as readers compare it with theirs (not a FakeClock)
         self._next_sweep = now + timedelta(seconds=self.sweep_seconds)
         if self.on_sweep:
             try:
@@ -330,6 +335,8 @@ class Scheduler:
                    now - (timedelta(seconds=self.sweep_seconds) if force_leases else self.queued_lease))
         self._next_timer = self.store.next_retry_at()
         self._grant_due = 0.0
+        self.stats["sweeps"] += 1
+        self.stats["sweep_started_at"] = started_at.isoformat()
         try:
             self.store.beat_scheduler(self.actor, self.status())
         except Exception as exc:  # status is informative; the loop goes on

@@ -87,7 +87,7 @@ class Cluster:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, cluster: Cluster | None = None,
-             interval: float = 0.2) -> Any:
+             interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -98,9 +98,28 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, cluster: C
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{logs}")
 
 
+def wait_for_a_full_sweep(store: Any, cluster: Cluster | None = None, timeout: float = 30) -> int:
+    """Return once the active scheduler has finished a sweep that began after this call (its
+    heartbeat row carries ``sweeps`` and ``sweep_started_at``); returns that sweep's number."""
+    from datetime import datetime
+
+    from flowkit.store.sql import utcnow
+
+    since = utcnow()
+
+    def swept() -> int:
+        for row in store.schedulers():
+            stats = row["stats"]
+            began = stats.get("sweep_started_at")
+            if stats.get("role") == "active" and began and datetime.fromisoformat(began) >= since:
+                return int(stats["sweeps"])
+        return 0
+
+    return int(wait_for(swept, timeout, "a full scheduler sweep begun after the wait started", cluster))
+
+
 def active_and_standby(cluster: Cluster) -> tuple[Daemon, Daemon]:
-    """Schema, two schedulers (the first active, the second standing by) and a worker."""
-    cluster.cli("db", "upgrade")
+    """Two schedulers (the first active, the second standing by) and a worker, on a migrated database."""
     first = cluster.scheduler("scheduler-a")
     wait_for(lambda: "active (holds the scheduler lease)" in first.log(), 30, "scheduler a to be active",
              cluster)
