@@ -23,6 +23,18 @@ AMQP_URL = os.environ.get("FLOWKIT_TEST_AMQP", "amqp://guest:guest@127.0.0.1:567
 REDIS_TEST_DB = int(os.environ.get("FLOWKIT_TEST_REDIS_DB", "11"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "unit: in-process, no services (everything under tests/unit)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``-m unit`` and ``-m integration`` each run one half; plain ``pytest`` runs both."""
+    unit = Path(__file__).resolve().parent / "unit"
+    for item in items:
+        if unit in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.unit)
+
+
 def service_missing(name: str, exc: BaseException) -> None:
     message = f"{name} is not reachable ({exc}); start it (see README, 'Running the tests')"
     if REQUIRE_SERVICES:
