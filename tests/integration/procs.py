@@ -15,6 +15,7 @@ from typing import Any
 class Daemon:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], logdir: Path) -> None:
         self.name = name
+        self.is_flowkit = False  # a `flowkit ...` command (Cluster.start)
         self.log_path = logdir / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -34,13 +35,20 @@ class Daemon:
             pass
         self.proc.wait(timeout=10)
 
-    def stop(self, timeout: float = 15) -> None:
+    def terminate(self) -> None:
+        """SIGTERM the daemon's process group (a clean stop), without waiting."""
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=timeout)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                self.kill()
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = 15) -> None:
+        self.terminate()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
         self._log.close()
 
     def log(self) -> str:
@@ -57,7 +65,9 @@ class Cluster:
 
     def start(self, name: str, *args: str) -> Daemon:
         """Start ``flowkit ARGS...``."""
-        return self.start_command(name, [sys.executable, "-m", "flowkit.cli", *args])
+        d = self.start_command(name, [sys.executable, "-m", "flowkit.cli", *args])
+        d.is_flowkit = True
+        return d
 
     def start_command(self, name: str, argv: list[str]) -> Daemon:
         d = Daemon(name, argv, self.env, self.logdir)
@@ -78,9 +88,19 @@ class Cluster:
                                  f"{proc.stdout}\n{proc.stderr}")
         return proc
 
-    def close(self) -> None:
+    def close(self, timeout: float = 15) -> None:
+        """Stop every daemon still running: flowkit's own all at once, then each is waited for
+        (SIGKILL for one still running after ``timeout``); then any other command (a broker of
+        the test's own, a plain celery worker) in the order started, as they may depend on it."""
+        ours = [d for d in self.daemons if d.is_flowkit]
+        for d in ours:
+            d.terminate()
+        deadline = time.monotonic() + timeout
+        for d in ours:
+            d.stop(timeout=max(deadline - time.monotonic(), 0.1))
         for d in self.daemons:
-            d.stop()
+            if not d.is_flowkit:
+                d.stop(timeout=timeout)
 
     def logs(self) -> str:
         return "\n".join(f"===== {d.name} =====\n{d.log()[-6000:]}" for d in self.daemons)
