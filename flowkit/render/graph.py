@@ -352,9 +352,18 @@ def flow_dot(spec: FlowSpec, *, view: RunView | None = None, collapse: bool = Fa
              datasets: bool = True) -> str:
     """DOT source of a flow's structure, or of one run of it when ``view`` is given."""
     groups = group_steps(spec, threshold=cluster_threshold, max_group=max_group)
-    big = groups is not None
-    steps = {s.name: s for s in spec.steps}
-    index = {s.name: i for i, s in enumerate(spec.steps)}
+    lines = _graph_head(spec, view, groups, collapse)
+    if groups and collapse:
+        lines.extend(_collapsed_body(spec, view, groups))
+    else:
+        lines.extend(_expanded_body(spec, view, groups, datasets))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _graph_head(spec: FlowSpec, view: RunView | None, groups: dict[str, list[str]] | None,
+                collapse: bool) -> list[str]:
+    """The ``digraph`` line, the title and legend, and the node and edge defaults."""
     if view is None:
         title = f"flow {spec.name} \u00b7 {len(spec.steps)} steps"
     else:
@@ -365,7 +374,7 @@ def flow_dot(spec: FlowSpec, *, view: RunView | None = None, collapse: bool = Fa
     if groups:
         note = (f"{len(groups)} groups of steps, drawn as "
                 + ("one node each" if collapse else "clusters"))
-    lines = [
+    return [
         f"digraph {_q(spec.name)} {{",
         _defaults("graph", rankdir="LR", fontname=_FONT, fontsize="11", nodesep="0.25",
                   ranksep="0.45", labelloc="t", labeljust="l", tooltip=title,
@@ -373,60 +382,78 @@ def flow_dot(spec: FlowSpec, *, view: RunView | None = None, collapse: bool = Fa
         _defaults("node", fontname=_FONT, fontsize="11", margin="0.08,0.04"),
         _defaults("edge", fontname=_FONT, fontsize="9", arrowsize="0.7", color="#566573"),
     ]
-    member: dict[str, str] = {}
-    if groups:
-        for label, names in groups.items():
-            for n in names:
-                member[n] = label
-    group_ids = {label: f"group:{i}" for i, label in enumerate(groups or {})}
 
-    if groups and collapse:
-        for label, names in groups.items():
-            rows = [f"<B>{_h(label)}</B>", _small(f"{len(names)} steps")]
-            attrs = {"shape": "box3d", "style": "filled", "fillcolor": "#f4f6f7", "color": "#34495e",
-                     "margin": "0.14,0.08"}
-            if view is not None:
-                counts: Counter[str] = Counter(view.state(n) for n in names)
-                attrs["fillcolor"] = STEP_STATE_COLORS.get(_aggregate_state(counts), "#ffffff")
-                rows.append(_small(_counts_text(counts), "#1b2631"))
-            kinds = Counter(steps[n].kind for n in names if steps[n].kind != "task")
-            if kinds:
-                rows.append(_small(", ".join(f"{kinds[k]} {k}" for k in sorted(kinds))))
-            attrs["label"] = _html_label(rows)
-            lines.append(_node(group_ids[label], **attrs))
-        for s in spec.steps:
-            if s.name not in member:
-                sid, attrs = _step_node(s, view, compact=False)
-                lines.append(_node(sid, **attrs))
-        agg: Counter[tuple[str, str]] = Counter()
-        for s in spec.steps:
-            for u in s.upstream:
-                a = group_ids[member[u]] if u in member else u
-                b = group_ids[member[s.name]] if s.name in member else s.name
-                if a != b:
-                    agg[(a, b)] += 1
-        order = {**{g: i for i, g in enumerate(group_ids.values())},
-                 **{n: len(group_ids) + index[n] for n in steps if n not in member}}
-        for (a, b), k in sorted(agg.items(), key=lambda kv: (order[kv[0][1]], order[kv[0][0]])):
-            attrs = {"label": f"\u00d7{k}", "penwidth": f"{min(1 + k / 10, 4):.1f}"} if k > 1 else {}
-            lines.append(_edge(a, b, **attrs))
-        lines.extend(_compensation_lines(spec, view, lambda n: group_ids[member[n]] if n in member else n,
-                                         compact=True))
-        lines.append("}")
-        return "\n".join(lines) + "\n"
 
-    if groups:
-        for i, (label, names) in enumerate(groups.items()):
-            glabel = f"{label} ({len(names)} steps)"
-            if view is not None:
-                glabel += ": " + _counts_text(Counter(view.state(n) for n in names))
-            lines.append(f"  subgraph {_q(f'cluster_{i}')} {{")
-            lines.append(_defaults("graph", "    ", label=glabel, style="rounded,filled",
-                                   fillcolor="#fbfcfc", color="#aab7b8", fontsize="10"))
-            for n in names:
-                sid, attrs = _step_node(steps[n], view, compact=True)
-                lines.append(_node(sid, "    ", **attrs))
-            lines.append("  }")
+def _collapsed_body(spec: FlowSpec, view: RunView | None, groups: dict[str, list[str]]) -> list[str]:
+    """One node per group (its steps counted, by state in a run), the steps in no group,
+    and one edge per pair of groups that steps connect, labelled with how many do."""
+    steps = {s.name: s for s in spec.steps}
+    member = {n: label for label, names in groups.items() for n in names}
+    group_ids = {label: f"group:{i}" for i, label in enumerate(groups)}
+    lines = [_node(group_ids[label], **_group_node(label, names, steps, view))
+             for label, names in groups.items()]
+    for s in spec.steps:
+        if s.name not in member:
+            sid, attrs = _step_node(s, view, compact=False)
+            lines.append(_node(sid, **attrs))
+
+    def node_of(name: str) -> str:
+        return group_ids[member[name]] if name in member else name
+
+    agg: Counter[tuple[str, str]] = Counter()
+    for s in spec.steps:
+        for u in s.upstream:
+            a, b = node_of(u), node_of(s.name)
+            if a != b:
+                agg[(a, b)] += 1
+    index = {s.name: i for i, s in enumerate(spec.steps)}
+    order = {**{g: i for i, g in enumerate(group_ids.values())},
+             **{n: len(group_ids) + index[n] for n in steps if n not in member}}
+    for (a, b), k in sorted(agg.items(), key=lambda kv: (order[kv[0][1]], order[kv[0][0]])):
+        attrs = {"label": f"\u00d7{k}", "penwidth": f"{min(1 + k / 10, 4):.1f}"} if k > 1 else {}
+        lines.append(_edge(a, b, **attrs))
+    lines.extend(_compensation_lines(spec, view, node_of, compact=True))
+    return lines
+
+
+def _group_node(label: str, names: list[str], steps: Mapping[str, StepSpec],
+                view: RunView | None) -> dict[str, str]:
+    """The attributes of a collapsed group's node: its size, its states and its kinds of step."""
+    rows = [f"<B>{_h(label)}</B>", _small(f"{len(names)} steps")]
+    attrs = {"shape": "box3d", "style": "filled", "fillcolor": "#f4f6f7", "color": "#34495e",
+             "margin": "0.14,0.08"}
+    if view is not None:
+        counts: Counter[str] = Counter(view.state(n) for n in names)
+        attrs["fillcolor"] = STEP_STATE_COLORS.get(_aggregate_state(counts), "#ffffff")
+        rows.append(_small(_counts_text(counts), "#1b2631"))
+    kinds = Counter(steps[n].kind for n in names if steps[n].kind != "task")
+    if kinds:
+        rows.append(_small(", ".join(f"{kinds[k]} {k}" for k in sorted(kinds))))
+    attrs["label"] = _html_label(rows)
+    return attrs
+
+
+def _expanded_body(spec: FlowSpec, view: RunView | None, groups: dict[str, list[str]] | None,
+                   datasets: bool) -> list[str]:
+    """Every step as a node (inside its group's cluster when the flow is grouped), the
+    edges, the compensation steps and, for a small flow, the datasets."""
+    big = groups is not None
+    steps = {s.name: s for s in spec.steps}
+    index = {s.name: i for i, s in enumerate(spec.steps)}
+    lines: list[str] = []
+    member: set[str] = set()
+    for i, (label, names) in enumerate((groups or {}).items()):
+        member.update(names)
+        glabel = f"{label} ({len(names)} steps)"
+        if view is not None:
+            glabel += ": " + _counts_text(Counter(view.state(n) for n in names))
+        lines.append(f"  subgraph {_q(f'cluster_{i}')} {{")
+        lines.append(_defaults("graph", "    ", label=glabel, style="rounded,filled",
+                               fillcolor="#fbfcfc", color="#aab7b8", fontsize="10"))
+        for n in names:
+            sid, attrs = _step_node(steps[n], view, compact=True)
+            lines.append(_node(sid, "    ", **attrs))
+        lines.append("  }")
     for s in spec.steps:
         if s.name in member:
             continue
@@ -438,8 +465,7 @@ def flow_dot(spec: FlowSpec, *, view: RunView | None = None, collapse: bool = Fa
     lines.extend(_compensation_lines(spec, view, lambda n: n, compact=big))
     if datasets and not big:
         lines.extend(_dataset_lines(spec, view))
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _compensation_lines(spec: FlowSpec, view: RunView | None, target: Any, *, compact: bool) -> list[str]:

@@ -138,50 +138,8 @@ def lineage_dot(lin: Lineage) -> str:
     other runs' steps that wrote the datasets it read or read the datasets it wrote."""
     rid = str(lin.run["id"])
     lines = _lineage_head(f"lineage {rid}", f"lineage of {lin.run['flow_name']} run {rid}")
-    # where it came from: the oldest known trigger, then each parent run triggering the next
-    chain = [lin.run, *lin.ancestors]
-    top = chain[-1]
-    if not top.get("missing"):
-        reason = lin.created_reason if top is lin.run else ""
-        lines.append(_node(f"trigger:{top['id']}", shape="note", style="filled", fillcolor="#fdfefe",
-                           color="#7f8c8d", label=_trigger_text(top, reason)))
-        lines.append(_edge(f"trigger:{top['id']}", f"run:{top['id']}"))
-    for r in lin.ancestors:
-        lines.append(_run_node(r))
-    for child, parent in zip(chain, chain[1:], strict=False):
-        lines.append(_edge(f"run:{parent['id']}", f"run:{child['id']}", label="triggered", style="bold"))
-    # the run and its step runs, with the results they produced
-    step_names = [s["step"] for s in lin.steps]
-    involved = {d["step"] for d in lin.datasets} | set(lin.results)
-    show = step_names if len(step_names) <= 60 else [n for n in step_names if n in involved]
-    shown = set(show)
-    states = {s["step"]: s["state"] for s in lin.steps}
-    lines.append(f"  subgraph {_q('cluster_run:' + rid)} {{")
-    lines.append(_defaults("graph", "    ", label=f"step runs of {rid[:8]}", style="rounded",
-                           color="#aab7b8", fontsize="10"))
-    lines.append(_run_node(lin.run, focus=True, indent="    "))
-    for name in show:
-        lines.append(_node(f"step:{rid}/{name}", "    ", shape="box", style="rounded,filled",
-                           fillcolor=STEP_STATE_COLORS.get(states[name], "#ffffff"),
-                           label=f"{name}\n{states[name]}"))
-    if lin.spec is not None:
-        for s in lin.spec.steps:
-            if s.name not in shown:
-                continue
-            ups = [u for u in s.upstream if u in shown]
-            if not ups:
-                lines.append(_edge(f"run:{rid}", f"step:{rid}/{s.name}", "    ", style="dotted",
-                                   arrowhead="none"))
-            for u in ups:
-                lines.append(_edge(f"step:{rid}/{u}", f"step:{rid}/{s.name}", "    "))
-    for name in show:
-        if name in lin.results:
-            lines.append(_node(f"result:{rid}/{name}", "    ", shape="note", style="filled",
-                               fillcolor="#fbfcfc", color="#aab7b8", fontsize="8",
-                               label=_result_preview(lin.results[name])))
-            lines.append(_edge(f"step:{rid}/{name}", f"result:{rid}/{name}", "    ", style="dotted",
-                               arrowhead="vee", label="result"))
-    lines.append("  }")
+    lines.extend(_ancestry_lines(lin))
+    lines.extend(_run_cluster_lines(lin))
     # the runs it triggered
     for c in lin.children:
         lines.append(_run_node(c))
@@ -198,6 +156,60 @@ def lineage_dot(lin: Lineage) -> str:
                            label=f"{lin.truncated} older dataset events not shown"))
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _ancestry_lines(lin: Lineage) -> list[str]:
+    """Where the run came from: the oldest known trigger, then each parent run triggering the next."""
+    lines = []
+    chain = [lin.run, *lin.ancestors]
+    top = chain[-1]
+    if not top.get("missing"):
+        reason = lin.created_reason if top is lin.run else ""
+        lines.append(_node(f"trigger:{top['id']}", shape="note", style="filled", fillcolor="#fdfefe",
+                           color="#7f8c8d", label=_trigger_text(top, reason)))
+        lines.append(_edge(f"trigger:{top['id']}", f"run:{top['id']}"))
+    for r in lin.ancestors:
+        lines.append(_run_node(r))
+    for child, parent in zip(chain, chain[1:], strict=False):
+        lines.append(_edge(f"run:{parent['id']}", f"run:{child['id']}", label="triggered", style="bold"))
+    return lines
+
+
+def _run_cluster_lines(lin: Lineage) -> list[str]:
+    """The run and its step runs in one cluster, with the results they produced; past 60
+    steps, only those that produced a result or touched a dataset."""
+    rid = str(lin.run["id"])
+    step_names = [s["step"] for s in lin.steps]
+    involved = {d["step"] for d in lin.datasets} | set(lin.results)
+    show = step_names if len(step_names) <= 60 else [n for n in step_names if n in involved]
+    shown = set(show)
+    states = {s["step"]: s["state"] for s in lin.steps}
+    lines = [f"  subgraph {_q('cluster_run:' + rid)} {{",
+             _defaults("graph", "    ", label=f"step runs of {rid[:8]}", style="rounded",
+                       color="#aab7b8", fontsize="10"),
+             _run_node(lin.run, focus=True, indent="    ")]
+    for name in show:
+        lines.append(_node(f"step:{rid}/{name}", "    ", shape="box", style="rounded,filled",
+                           fillcolor=STEP_STATE_COLORS.get(states[name], "#ffffff"),
+                           label=f"{name}\n{states[name]}"))
+    for s in lin.spec.steps if lin.spec is not None else ():
+        if s.name not in shown:
+            continue
+        ups = [u for u in s.upstream if u in shown]
+        if not ups:
+            lines.append(_edge(f"run:{rid}", f"step:{rid}/{s.name}", "    ", style="dotted",
+                               arrowhead="none"))
+        for u in ups:
+            lines.append(_edge(f"step:{rid}/{u}", f"step:{rid}/{s.name}", "    "))
+    for name in show:
+        if name in lin.results:
+            lines.append(_node(f"result:{rid}/{name}", "    ", shape="note", style="filled",
+                               fillcolor="#fbfcfc", color="#aab7b8", fontsize="8",
+                               label=_result_preview(lin.results[name])))
+            lines.append(_edge(f"step:{rid}/{name}", f"result:{rid}/{name}", "    ", style="dotted",
+                               arrowhead="vee", label="result"))
+    lines.append("  }")
+    return lines
 
 
 def _dataset_node(uri: str) -> str:
