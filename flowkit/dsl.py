@@ -436,16 +436,8 @@ class Flow:
     ) -> Flow:
         path, lineno = _caller_location()
         where = self._where(name if isinstance(name, str) else None, path, lineno)
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise DefinitionError(f'flow "{self.name}": step name {name!r} is not valid; {_NAME_RULE}', **where)
+        self._check_new_name(name, where)
         who = f'flow "{self.name}" step "{name}"'
-        if name in self._steps:
-            first = self._steps[name]
-            raise DuplicateStepError(
-                f'flow "{self.name}" defines step "{name}" twice (first at '
-                f"{first.path}:{first.lineno}); give one of them another name",
-                **where,
-            )
         if shell is None:
             if not callable(fn):
                 raise DefinitionError(
@@ -453,63 +445,19 @@ class Flow:
                 )
             self._check_signature(fn, who, where)
         options = {k: v for k, v in options.items() if v is not UNSET}
-        success_when = options.pop("success_when", None)
-        if success_when is not None and not callable(success_when):
-            raise DefinitionError(
-                f"{who}: success_when={success_when!r} is not callable; pass a function that takes the "
-                "step's result and returns True when it succeeded, e.g. success_when=lambda r: r[\"rows\"] > 0",
-                **where,
-            )
-        trigger = options.pop("trigger", "all_success")
-        if not isinstance(trigger, str) or trigger not in TRIGGER_RULES:
-            raise DefinitionError(
-                f"{who}: trigger {trigger!r} is not a trigger rule."
-                f"{_suggest(str(trigger), TRIGGER_RULES)} Use one of {', '.join(TRIGGER_RULES)}",
-                **where,
-            )
-        reads = _strings(options.pop("reads", ()), "reads", "a dataset URI", who, where)
-        writes = _strings(options.pop("writes", ()), "writes", "a dataset URI", who, where)
-        for label, uris in (("reads", reads), ("writes", writes)):
-            for uri in uris:
-                if "://" not in uri:
-                    raise DefinitionError(
-                        f'{who}: {label}= takes dataset URIs like "file:///data/orders.csv" or '
-                        f'"s3://bucket/key", not {uri!r}',
-                        **where,
-                    )
+        success_when = _check_success_when(options.pop("success_when", None), who, where)
+        trigger = _check_trigger(options.pop("trigger", "all_success"), who, where)
+        reads = _check_uris(options.pop("reads", ()), "reads", who, where)
+        writes = _check_uris(options.pop("writes", ()), "writes", who, where)
         upstream = _strings(after, "after", "a step name", who, where)
         if len(set(upstream)) != len(upstream):
             raise DefinitionError(f"{who}: after= names a step twice: {list(upstream)}", **where)
         slots = options.pop("slots", UNSET)
         lock, lock_mode = _check_lock(options.pop("lock", None), who, where)
-        compensate = options.pop("compensate", None)
-        if compensate is not None:
-            if not callable(compensate):
-                raise DefinitionError(
-                    f"{who}: compensate={compensate!r} is not callable; pass the function that undoes "
-                    "the step (without calling it)",
-                    **where,
-                )
-            self._check_signature(compensate, who, where)
-            if len(name) > _MAX_COMPENSATED_NAME:
-                raise DefinitionError(
-                    f"{who}: a step with compensate= may have a name of at most {_MAX_COMPENSATED_NAME} "
-                    f'characters (its compensation step is "<name>{compensation_name("")}"); shorten it',
-                    **where,
-                )
+        compensate = self._check_compensate(options.pop("compensate", None), name, who, where)
         callbacks = _check_callbacks({k: options.pop(k, None) for k in CALLBACK_KINDS}, who, where)
         self._check_options(options, who, where)
-        if slots is not UNSET:
-            if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
-                raise DefinitionError(
-                    f"{who}: slots={slots!r} must be a whole number from 1 to {MAX_SLOTS}", **where
-                )
-            if options.get("pool", self._defaults["pool"]) is None:
-                raise DefinitionError(
-                    f'{who}: slots={slots!r} needs a pool to count them in; add pool="name" to the '
-                    "step or the flow, or drop slots=",
-                    **where,
-                )
+        self._check_slots(slots, options, who, where)
         self._steps[name] = _StepDef(
             name=name, fn=fn, upstream=upstream, kind=kind, options=options,
             path=path, lineno=lineno, trigger=trigger, reads=reads, writes=writes,
@@ -521,6 +469,55 @@ class Flow:
         )
         self._last = name
         return self
+
+    def _check_new_name(self, name: Any, where: dict[str, Any]) -> None:
+        """A valid step name that this flow does not define yet."""
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise DefinitionError(f'flow "{self.name}": step name {name!r} is not valid; {_NAME_RULE}', **where)
+        if name in self._steps:
+            first = self._steps[name]
+            raise DuplicateStepError(
+                f'flow "{self.name}" defines step "{name}" twice (first at '
+                f"{first.path}:{first.lineno}); give one of them another name",
+                **where,
+            )
+
+    def _check_compensate(self, compensate: Any, name: str, who: str,
+                          where: dict[str, Any]) -> Callable[..., Any] | None:
+        """The function that undoes the step, if any, and a name short enough for its
+        compensation step's."""
+        if compensate is None:
+            return None
+        if not callable(compensate):
+            raise DefinitionError(
+                f"{who}: compensate={compensate!r} is not callable; pass the function that undoes "
+                "the step (without calling it)",
+                **where,
+            )
+        self._check_signature(compensate, who, where)
+        if len(name) > _MAX_COMPENSATED_NAME:
+            raise DefinitionError(
+                f"{who}: a step with compensate= may have a name of at most {_MAX_COMPENSATED_NAME} "
+                f'characters (its compensation step is "<name>{compensation_name("")}"); shorten it',
+                **where,
+            )
+        undo: Callable[..., Any] = compensate
+        return undo
+
+    def _check_slots(self, slots: Any, options: dict[str, Any], who: str, where: dict[str, Any]) -> None:
+        """Slots are a whole number in range, counted in a pool of the step or the flow."""
+        if slots is UNSET:
+            return
+        if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
+            raise DefinitionError(
+                f"{who}: slots={slots!r} must be a whole number from 1 to {MAX_SLOTS}", **where
+            )
+        if options.get("pool", self._defaults["pool"]) is None:
+            raise DefinitionError(
+                f'{who}: slots={slots!r} needs a pool to count them in; add pool="name" to the '
+                "step or the flow, or drop slots=",
+                **where,
+            )
 
     # -- validation --------------------------------------------------------------
     def _where(self, step: str | None, path: str | None, lineno: int | None) -> dict[str, Any]:
@@ -795,3 +792,36 @@ class Flow:
 
     def __repr__(self) -> str:
         return f"<Flow {self.name} steps={len(self._steps)}>"
+
+
+def _check_success_when(success_when: Any, who: str, where: dict[str, Any]) -> Any:
+    if success_when is not None and not callable(success_when):
+        raise DefinitionError(
+            f"{who}: success_when={success_when!r} is not callable; pass a function that takes the "
+            "step's result and returns True when it succeeded, e.g. success_when=lambda r: r[\"rows\"] > 0",
+            **where,
+        )
+    return success_when
+
+
+def _check_trigger(trigger: Any, who: str, where: dict[str, Any]) -> str:
+    if not isinstance(trigger, str) or trigger not in TRIGGER_RULES:
+        raise DefinitionError(
+            f"{who}: trigger {trigger!r} is not a trigger rule."
+            f"{_suggest(str(trigger), TRIGGER_RULES)} Use one of {', '.join(TRIGGER_RULES)}",
+            **where,
+        )
+    return trigger
+
+
+def _check_uris(value: Any, label: str, who: str, where: dict[str, Any]) -> tuple[str, ...]:
+    """``reads=``/``writes=``: dataset URIs, one or several."""
+    uris = _strings(value, label, "a dataset URI", who, where)
+    for uri in uris:
+        if "://" not in uri:
+            raise DefinitionError(
+                f'{who}: {label}= takes dataset URIs like "file:///data/orders.csv" or '
+                f'"s3://bucket/key", not {uri!r}',
+                **where,
+            )
+    return uris
