@@ -1,8 +1,9 @@
 """The Celery application flowkit sends step attempts through. Not public API.
 
 One task, ``flowkit.execute(run_id, step, attempt)``, shadowed as ``<flow>.<step>`` so
-Flower shows meaningful names (C12). Results and states live in the SQL store, so Celery
-needs no result backend: one broker message per attempt.
+Flower shows meaningful names (docs/design-notes.md#legible-celery-tasks). Results and
+states live in the SQL store, so Celery needs no result backend: one broker message per
+attempt.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def make_app(settings: Settings, *, name: str = "flowkit") -> Celery:
 def celery_config(settings: Settings) -> dict[str, Any]:
     """flowkit's Celery settings (the benchmarks give raw Celery the same ones)."""
     transport_options: dict[str, Any] = {
-        # Redis redelivers unacked messages after this; above the longest step timeout (C5).
+        # Redis redelivers unacked messages after this; above the longest step timeout
+        # (docs/design-notes.md#retry-timers-in-sql).
         "visibility_timeout": settings.visibility_timeout_seconds,
     }
     priority: dict[str, Any] = {}
@@ -48,10 +50,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         result_serializer="json",
         result_backend=None,
         task_ignore_result=True,
-        # At-least-once: ack after the step ran; requeue if the worker process dies (C6).
+        # At-least-once: ack after the step ran; requeue if the worker process dies
+        # (docs/design-notes.md#redelivery-cap).
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        # One message reserved per process, so short steps do not wait behind long ones (C7).
+        # One message reserved per process, so short steps do not wait behind long ones
+        # (docs/design-notes.md#backpressure).
         worker_prefetch_multiplier=1,
         # A lost broker connection must not stop a running body: its outcome goes to SQL, not
         # through the message, and a redelivered message of a finished attempt is skipped.

@@ -1,7 +1,8 @@
 """Find and import the modules of the dags folder, one subprocess per file.
 
 A module that raises, hangs or calls ``sys.exit`` is reported with its file and line;
-the other modules still load (C10: import in isolation, with a timeout, cached by hash).
+the other modules still load (docs/design-notes.md#isolated-dag-loading: import in
+isolation, with a timeout, cached by hash).
 User code never runs in the calling process: the child returns flow specs as JSON.
 """
 

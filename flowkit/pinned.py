@@ -3,11 +3,11 @@
 A dags module may import siblings (``import helpers``, ``from lib.db import connect`` with
 ``dags/lib/``). The loader records, in its subprocess, every module imported while the
 file loaded whose file lies under the dags folder; the store keeps each source once per
-content hash, and the flow's version hash covers them (C14). A worker then executes the
-flow module with exactly those sources importable, through a meta-path finder that exists
-only while that version's module is executed: two versions of a helper never meet in one
-process, and the worker needs no dags folder. Modules outside the dags folder
-(site-packages) are not stored.
+content hash, and the flow's version hash covers them
+(docs/design-notes.md#pinned-code-per-run). A worker then executes the flow module with
+exactly those sources importable, through a meta-path finder that exists only while that
+version's module is executed: two versions of a helper never meet in one process, and the
+worker needs no dags folder. Modules outside the dags folder (site-packages) are not stored.
 
 Only imports made while the module loads are seen; a helper imported lazily inside a step
 function is resolved at run time like any other import.

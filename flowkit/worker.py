@@ -177,8 +177,8 @@ class WorkerRuntime:
         raise LookupError(f'version {version} of its module defines no flow "{flow}"')
 
     def callable_for(self, flow: str, version: str, step: str) -> Callable[..., Any]:
-        """The step function from the exact module source the run is pinned to (C14; cached:
-        looked up per step)."""
+        """The step function from the exact module source the run is pinned to
+        (docs/design-notes.md#pinned-code-per-run; cached: looked up per step)."""
         fn = self._callables.get((flow, version, step))
         if fn is None:
             fn = self._callables[(flow, version, step)] = self.flow_for(flow, version).callable_for(step)

@@ -645,7 +645,8 @@ class SqlStoreBase:
     def runs_needing_attention(self) -> list[str]:
         """Running runs the counters cannot move on their own: created before the counters
         existed, counted down but not ended, or holding a step in flight whose latest attempt
-        already ended. Indexed lookups, not a scan of every active run (C1)."""
+        already ended. Indexed lookups, not a scan of every active run
+        (docs/design-notes.md#event-driven-readiness)."""
         a, sr, r = t.attempts, t.step_runs, t.runs
         finished_unseen = (
             select(a.c.run_id).join(sr, (sr.c.run_id == a.c.run_id) & (sr.c.step == a.c.step)
