@@ -93,19 +93,24 @@ def placeholders(text: str, run_id: str) -> str:
 def failed_orders_view(store: SqlStore) -> tuple[str, RunView]:
     run_id = make_failed_run(store)
     pin_event_times(store, run_id)
-    view = rd.load_run_view(store, run_id)
-    return run_id, replace(view, run={**view.run, "version": "VERSION"})
+    return run_id, rd.load_run_view(store, run_id)
+
+
+def without_version(text: str, view: RunView) -> str:
+    """The flow version (a hash of dags/orders.py and its helpers) as a placeholder: the
+    pictures must not change when the example's code does."""
+    return text.replace(str(view.run["version"]), "VERSION")
 
 
 def test_orders_failed_run_timeline_matches_golden(store: SqlStore) -> None:
     run_id, view = failed_orders_view(store)
-    check_golden("orders_run_failed_timeline.svg", normalise(rd.timeline_svg(view), run_id))
+    check_golden("orders_run_failed_timeline.svg", normalise(without_version(rd.timeline_svg(view), view), run_id))
 
 
 def test_orders_failed_run_report_matches_golden(store: SqlStore) -> None:
     run_id, view = failed_orders_view(store)
     page = rd.report_html(view, graph_svg=GRAPH_SVG, generated_at=T0)
-    check_golden("orders_run_failed_report.html", normalise(page, run_id))
+    check_golden("orders_run_failed_report.html", normalise(without_version(page, view), run_id))
 
 
 def test_orders_run_waiting_to_retry_timeline_matches_golden(store: SqlStore) -> None:
