@@ -17,10 +17,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def dags(tmp_path: Path) -> Path:
-    """A dags folder holding only the orders example (other examples change independently)."""
+    """A dags folder holding only the orders example (other examples change independently)
+    and the file helpers it imports."""
     folder = tmp_path / "dags"
     folder.mkdir()
-    shutil.copy(ROOT / "dags" / "orders.py", folder / "orders.py")
+    for name in ("orders.py", "_files.py"):
+        shutil.copy(ROOT / "dags" / name, folder / name)
     return folder
 
 
