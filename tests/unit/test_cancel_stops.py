@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from flowkit import shell
-from flowkit.cli_actions import stopped_line
+from flowkit.cli.actions import stopped_line
 from flowkit.spec import ShellSpec
 from flowkit.worker import NOT_INTERRUPTIBLE, SHELL_STOPPED, TERMINATED, stop_cancelled
 

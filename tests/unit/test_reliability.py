@@ -168,14 +168,14 @@ def test_a_second_scheduler_on_one_sqlite_file_is_refused(sqlite_store):
 
 def test_the_dags_refresh_never_blocks_the_scheduler(sqlite_store, monkeypatch):
     # Given a dags folder whose import hangs
-    from flowkit import cli
+    from flowkit.cli import daemons
     from flowkit.config import Settings
 
     release = threading.Event()
     monkeypatch.setattr("flowkit.sync.sync_dags", lambda *a, **k: release.wait(10))
     stop = threading.Event()
     started = time.monotonic()
-    thread = cli._refresh_dags_in_background(Settings(database_url=sqlite_store.url), sqlite_store, stop)
+    thread = daemons.refresh_dags_in_background(Settings(database_url=sqlite_store.url), sqlite_store, stop)
     # Then the caller (the scheduler's loop) goes on at once
     assert time.monotonic() - started < 0.5
     assert thread.is_alive()
