@@ -376,7 +376,7 @@ class Flow:
         ``env`` is merged over the worker's environment; the attempt fails on an exit code
         not in ``success_codes`` or on an output line matching a ``fail_on`` regex.
         """
-        from .shell import check_definition
+        from .execution.shell import check_definition
 
         path, lineno = _caller_location()
         who = f'flow "{self.name}" step "{name}"'

@@ -33,9 +33,9 @@ def _finish(settings: Settings, result: Any, store: SqlStore | None = None, run_
     if settings.broker_url.startswith("memory") or (not result.revoke and result.wake is None):
         return  # an in-process broker: no scheduler or worker elsewhere to reach
     try:
-        from ..celery_app import make_app
         from ..dispatch.celery import CeleryDispatcher
         from ..dispatch.events import BrokerEvents
+        from ..execution.celery_app import make_app
 
         app = make_app(settings)
         app.conf.broker_connection_timeout = 2
@@ -69,8 +69,8 @@ def _count(n: int, one: str, many: str) -> str:
 
 def stopped_line(cancelled_from: dict[str, str], stopped: dict[str, str]) -> str:
     """One line on what a cancel stopped and what it could not, from the state each attempt
-    was cancelled from and what the workers answered (flowkit.worker.stop_cancelled)."""
-    from ..worker import NOT_INTERRUPTIBLE, SHELL_STOPPED, TERMINATED
+    was cancelled from and what the workers answered (flowkit.execution.cancel.stop_cancelled)."""
+    from ..execution.cancel import NOT_INTERRUPTIBLE, SHELL_STOPPED, TERMINATED
 
     queued = [t for t, old in cancelled_from.items() if old != "running" and t not in stopped]
     silent = [t for t, old in cancelled_from.items() if old == "running" and t not in stopped]
@@ -105,8 +105,8 @@ def stopped_line(cancelled_from: dict[str, str], stopped: dict[str, str]) -> str
 
 def _sync_for(settings: Settings, store: SqlStore) -> None:
     """Load the dags folder first, so a flow defined since the last refresh is known."""
-    from ..loader import dag_files
-    from ..sync import sync_dags
+    from ..loading.loader import dag_files
+    from ..loading.sync import sync_dags
 
     if dag_files(settings.dags_folder):
         sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)

@@ -24,8 +24,8 @@ def _wake_scheduler(settings: Settings, run_id: str, step: str) -> str | None:
     if settings.broker_url.startswith("memory"):
         return None
     try:
-        from ..celery_app import make_app
         from ..dispatch.events import BrokerEvents
+        from ..execution.celery_app import make_app
 
         app = make_app(settings)
         app.conf.broker_connection_timeout = 2

@@ -42,7 +42,7 @@ def make_scheduler(settings: Settings, store: SqlStore, app: Any, lease: Any = N
 def refresh_dags_in_background(settings: Settings, store: SqlStore, stop: threading.Event) -> threading.Thread:
     """Re-read the dags folder in a thread of its own: a slow or hanging module import never
     holds up the scheduler's loop (imports run in subprocesses with a timeout anyway)."""
-    from ..sync import sync_dags
+    from ..loading.sync import sync_dags
 
     def loop() -> None:
         while True:
@@ -91,7 +91,7 @@ def wait_until_reachable(settings: Settings, what: str, *, database: bool = True
 def scheduler(ctx: click.Context, wait_seconds: float | None) -> None:
     """Run the scheduler daemon (on PostgreSQL several: one active, the others stand by;
     SQLite runs exactly one)."""
-    from ..celery_app import make_app
+    from ..execution.celery_app import make_app
 
     settings = settings_of(ctx)
     if logging.getLogger().level > logging.INFO:
@@ -129,7 +129,7 @@ def scheduler(ctx: click.Context, wait_seconds: float | None) -> None:
 def worker(ctx: click.Context, queues: str | None, concurrency: int | None, pool: str,
            hostname: str | None, wait_seconds: float | None) -> None:
     """Run a worker daemon that executes step attempts."""
-    from ..celery_app import make_app
+    from ..execution.celery_app import make_app
 
     settings = settings_of(ctx)
     wait_until_reachable(settings, "worker", wait_seconds=wait_seconds)
@@ -151,7 +151,7 @@ def worker(ctx: click.Context, queues: str | None, concurrency: int | None, pool
 @click.pass_context
 def flower(ctx: click.Context, port: int, wait_seconds: float | None) -> None:
     """Run Flower on the broker: live task activity, named <flow>.<step>."""
-    from ..celery_app import make_app
+    from ..execution.celery_app import make_app
 
     settings = settings_of(ctx)
     wait_until_reachable(settings, "flower", database=False, wait_seconds=wait_seconds)

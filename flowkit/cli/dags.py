@@ -24,7 +24,7 @@ def _report_errors(report: Any) -> None:
 @click.pass_context
 def dags_list(ctx: click.Context, as_json: bool) -> None:
     """List the flows; modules that fail to import are named with file and line."""
-    from ..sync import pool_problems, sync_dags
+    from ..loading.sync import pool_problems, sync_dags
 
     settings = settings_of(ctx)
     with friendly_errors():
@@ -58,7 +58,7 @@ def dags_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def dags_check(ctx: click.Context) -> None:
     """Import every module afresh and list every problem (exit 1 if there is one)."""
-    from ..loader import load_folder
+    from ..loading.loader import load_folder
 
     settings = settings_of(ctx)
     report = load_folder(settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
@@ -73,7 +73,7 @@ def dags_check(ctx: click.Context) -> None:
             click.echo(f"warning: {r.path} takes {r.import_ms:.0f} ms to import; keep I/O and "
                        "heavy imports out of module level", err=True)
     _report_errors(report)
-    from ..sync import settings_problems
+    from ..loading.sync import settings_problems
 
     problems = settings_problems(report.flows.values(), settings)
     for problem in problems:

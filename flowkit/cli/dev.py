@@ -55,7 +55,7 @@ def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float,
         _hard_exit(_SIGNAL_EXIT[signalled.signum])
     with friendly_errors():
         if approve_steps or reject_steps:  # check the step names before creating the run
-            from ..sync import sync_dags
+            from ..loading.sync import sync_dags
 
             sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
             approvals.check_dev_decisions(store.flow_spec(flow), approve_steps, reject_steps)
@@ -75,7 +75,7 @@ def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float,
     final = follow(store, run_id, timeout, click.echo, on_change, stop=signalled)
     if final == "interrupted":
         _dev_interrupted(session, run_id, signalled.signum)
-    from ..callbacks import wait_for_callbacks
+    from ..execution.callbacks import wait_for_callbacks
 
     if final != "timeout" and wait_for_callbacks(store, run_id, timeout=10.0):
         click.echo(f"run {run_id}: callbacks still pending after 10 s; not waiting longer")
@@ -110,9 +110,9 @@ def _dev_setup(ctx: click.Context) -> tuple[Settings, SqlStore, Any, Scheduler]:
     holding its scheduler lease, runs an earlier killed dev left closed, the app and scheduler."""
     from dataclasses import replace
 
-    from ..celery_app import make_app
     from ..devrun import close_leftover_runs, hold_lease
-    from ..worker import set_runtime
+    from ..execution.celery_app import make_app
+    from ..execution.runtime import set_runtime
 
     settings = settings_of(ctx)
     if not ctx.obj["broker_given"]:
@@ -141,7 +141,7 @@ def _dev_interrupted(session: Any, run_id: str, signum: int) -> None:
     """Ctrl-C or SIGTERM: stop everything, say so in one line, exit at once."""
     name = signal.Signals(signum).name
     # The worker's "outcome discarded" lines are what an interrupt means: the line below says it.
-    logging.getLogger("flowkit.worker").setLevel(logging.ERROR)
+    logging.getLogger("flowkit.execution").setLevel(logging.ERROR)
     stopped = session.interrupt(name)
     done = stopped.run.removeprefix(f"run {run_id}: ")
     killed = f"; {stopped.shells} shell command process group(s) killed" if stopped.shells else ""

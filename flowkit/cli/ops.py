@@ -231,8 +231,8 @@ def status(ctx: click.Context, as_json: bool, no_broker: bool) -> None:
         store = open_store(settings)
         depth = None
         if not no_broker and not settings.broker_url.startswith("memory"):
-            from ..celery_app import make_app
             from ..dispatch.celery import CeleryDispatcher
+            from ..execution.celery_app import make_app
 
             depth = CeleryDispatcher(make_app(settings), settings).queue_depth
         report = status_report(settings, store, depth)

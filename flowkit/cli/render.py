@@ -63,10 +63,10 @@ def _emit(data: bytes, output: str | None, what: str) -> None:
 
 def _flow_spec(settings: Settings, store: SqlStore, name: str) -> FlowSpec:
     """The flow's current spec; the dags folder is synced first when it has modules."""
-    from ..loader import dag_files
+    from ..loading.loader import dag_files
 
     if dag_files(settings.dags_folder):
-        from ..sync import sync_dags
+        from ..loading.sync import sync_dags
 
         sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
     return store.flow_spec(name)

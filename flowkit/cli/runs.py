@@ -60,8 +60,8 @@ def trigger(ctx: click.Context, flow: str, params: tuple[str, ...], reason: str,
 def trigger_run(settings: Settings, store: SqlStore, flow: str, raw: dict[str, Any], *, reason: str = "",
                 notify: bool = True, trigger: str = "manual") -> str:
     """Create a run of ``flow`` (its file imported only if it changed) and wake the scheduler."""
+    from ..loading.sync import spec_for_trigger
     from ..spec import resolve_params
-    from ..sync import spec_for_trigger
 
     # Imports only this flow's file, and only if it changed: never waits on other modules.
     spec = spec_for_trigger(store, settings.dags_folder, flow, timeout=settings.dag_import_timeout_seconds)
@@ -92,9 +92,9 @@ def notify_scheduler(settings: Settings, run_id: str) -> str | None:
     if settings.broker_url.startswith("memory"):
         return None  # an in-process broker: no scheduler elsewhere to wake
     try:
-        from ..celery_app import make_app
         from ..connectivity import bounded_transport_options
         from ..dispatch.events import BrokerEvents
+        from ..execution.celery_app import make_app
 
         # One bounded try first: the publish below retries, and a broker that can never
         # answer (TLS to a plain server, a bad database index) should cost seconds, not minutes.

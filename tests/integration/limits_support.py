@@ -12,9 +12,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from flowkit.loading.sync import sync_dags
 from flowkit.spec import resolve_params
 from flowkit.store.sql import SqlStore, as_utc
-from flowkit.sync import sync_dags
 
 from .procs import Cluster
 
