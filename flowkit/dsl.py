@@ -113,9 +113,9 @@ class StepOptions(TypedDict, total=False):
       gets a context whose ``compensates`` names this step and whose ``upstream`` holds this
       step's result: ``ctx.result_of(ctx.compensates)``.
     - ``success_when`` (None): ``callable(result)``; a falsy answer fails the attempt
-      (retries apply), see :mod:`flowkit.success`.
+      (retries apply), see :mod:`flowkit.execution.success`.
     - ``on_success``/``on_failure``/``on_retry`` (None): callbacks, run on a worker with a
-      :class:`~flowkit.callbacks.CallbackContext` after the step's attempt succeeded, after
+      :class:`~flowkit.context.CallbackContext` after the step's attempt succeeded, after
       it failed for good, or after an attempt failed and a retry was scheduled.
     """
 
@@ -221,7 +221,7 @@ class Flow:
     ``max_active_steps`` the steps of the flow queued or running at once, over all its runs
     (None: no cap). ``on_success``/``on_failure`` are called once when a run ends in that
     state, ``on_retry`` whenever a step of the flow schedules a retry (see
-    :mod:`flowkit.callbacks`).
+    :mod:`flowkit.execution.callbacks`).
     """
 
     @checks_arguments(
@@ -371,12 +371,12 @@ class Flow:
         success_codes: int | Iterable[int] = (0,),
         **options: Unpack[StepOptions],
     ) -> Flow:
-        """Add a step that runs ``/bin/sh -c command`` on a worker (see :mod:`flowkit.shell`).
+        """Add a step that runs ``/bin/sh -c command`` on a worker (see :mod:`flowkit.execution.shell`).
 
         ``env`` is merged over the worker's environment; the attempt fails on an exit code
         not in ``success_codes`` or on an output line matching a ``fail_on`` regex.
         """
-        from .shell import check_definition
+        from .execution.shell import check_definition
 
         path, lineno = caller_location()
         who = f'flow "{self.name}" step "{name}"'

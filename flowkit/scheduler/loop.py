@@ -282,7 +282,7 @@ class Scheduler:
             log.info("run %s: ended", run_id)
         self._send(effects.to_send)
         if effects.callbacks:
-            from ..callbacks import publish
+            from ..dispatch.callbacks import publish
 
             self._still_active(len(effects.callbacks))
             publish(self.dispatcher, effects.callbacks)
@@ -328,7 +328,7 @@ class Scheduler:
         self.redispatch_silent(now)
         self.resend_expired(now, everything=force_leases)
         self.resend_unstarted(now)
-        from ..callbacks import resend_due
+        from ..dispatch.callbacks import resend_due
 
         resend_due(self.store, self.dispatcher, self.actor,
                    now - (timedelta(seconds=self.sweep_seconds) if force_leases else self.queued_lease))

@@ -570,7 +570,7 @@ class SqlStoreBase:
 
     def flow_modules(self, name: str, version: str) -> list[Any]:
         """The helper modules pinned with a flow version (none for versions stored before)."""
-        from ..pinned import ModuleSource
+        from ..loading.pinned import ModuleSource
 
         m, src = t.flow_modules.c, t.module_sources.c
         with self._conn() as conn:

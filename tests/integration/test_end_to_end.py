@@ -119,7 +119,7 @@ def test_concurrent_dag_syncs_do_not_collide(pg_url):
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
-    from flowkit.loader import load_folder
+    from flowkit.loading.loader import load_folder
 
     store = SqlStore(pg_url)
     try:

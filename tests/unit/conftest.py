@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from flowkit.loading.sync import sync_dags
 from flowkit.store.sql import SqlStore
-from flowkit.sync import sync_dags
 
 from ..conftest import service_missing
 

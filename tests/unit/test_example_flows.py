@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flowkit.loader import LoadReport, dag_files, load_folder, source_hash
-from flowkit.pinned import version_for
+from flowkit.loading.loader import LoadReport, dag_files, load_folder, source_hash
+from flowkit.loading.pinned import version_for
 from flowkit.store.sql import SqlStore
 from flowkit.testing import InlineHarness
 

@@ -114,8 +114,8 @@ def test_bad_order_lines_fail_the_first_step_with_the_line_and_the_fix(sqlite_st
 def _orders_module() -> ModuleType:
     """dags/orders.py run as a worker runs it: with its pinned helper dags/_files.py importable
     while it loads (and sys.path and sys.modules as they were afterwards)."""
-    from flowkit.loader import exec_module_source
-    from flowkit.pinned import ModuleSource
+    from flowkit.loading.loader import exec_module_source
+    from flowkit.loading.pinned import ModuleSource
 
     path, helper = ROOT / "dags" / "orders.py", ROOT / "dags" / "_files.py"
     return exec_module_source(str(path), path.read_text(), modules=[

@@ -16,6 +16,7 @@ same run always gives the same bytes.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -85,8 +86,13 @@ def fixed_times(view: RunView) -> RunView:
                    datasets=fix(view.datasets))
 
 
+#: Traceback frames inside flowkit itself, with its source line: the goldens pin what a
+#: user's failure looks like, not where the engine's own code happens to sit.
+ENGINE_FRAMES = re.compile(r"(?:  File (?:&quot;|\")ROOT/flowkit/[^\n]*\n(?:    [^\n]*\n)?)+")
+
+
 def placeholders(text: str, run_id: str) -> str:
-    return normalise(text, run_id).replace(str(ROOT), "ROOT")
+    return ENGINE_FRAMES.sub("  (flowkit frames)\n", normalise(text, run_id).replace(str(ROOT), "ROOT"))
 
 
 # -- the failed orders run ------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 One task, ``flowkit.execute(run_id, step, attempt)``, shadowed as ``<flow>.<step>`` so
 Flower shows meaningful names (docs/design-notes.md#legible-celery-tasks). Results and
 states live in the SQL store, so Celery needs no result backend: one broker message per
-attempt.
+attempt. The tasks are in :mod:`.tasks`.
 """
 
 from __future__ import annotations
@@ -12,21 +12,15 @@ from typing import Any
 
 from celery import Celery
 
-from .config import Settings
-
-EXECUTE_TASK = "flowkit.execute"
-#: The remote-control command a cancel broadcasts: the worker running a cancelled attempt
-#: stops what its pool allows and answers what it did (flowkit.worker.stop_cancelled).
-STOP_COMMAND = "flowkit_stop"
+from ..config import Settings
+from . import tasks
 
 
 def make_app(settings: Settings, *, name: str = "flowkit") -> Celery:
+    """A Celery app on ``settings.broker_url`` with flowkit's configuration and tasks."""
     app = Celery(name, broker=settings.broker_url, set_as_current=False)
     app.conf.update(celery_config(settings))
-    from . import callbacks, worker  # register the tasks on this app
-
-    worker.register(app)
-    callbacks.register(app)
+    tasks.register(app)
     return app
 
 

@@ -7,11 +7,11 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from .config import Settings
-from .errors import DagLoadError
+from ..config import Settings
+from ..errors import DagLoadError
+from ..spec import FlowSpec
+from ..store.sql import SqlStore
 from .loader import LoadReport, load_folder
-from .spec import FlowSpec
-from .store.sql import SqlStore
 
 log = logging.getLogger(__name__)
 

@@ -1,18 +1,21 @@
 """``flowkit approve`` and ``flowkit reject``: decide an approval step, and the helper that
-lets ``flowkit dev`` decide them. Registered on the main command group (see the bottom of
-flowkit/cli.py)."""
+lets ``flowkit dev`` decide them. Added to the command group by
+:mod:`flowkit.cli.root`."""
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli import _settings, _store, friendly_errors, main
-from .config import Settings, redact
-from .connectivity import broker_error
+from ..config import Settings, redact
+from ..connectivity import broker_error
+from .common import friendly_errors, open_store, settings_of
+
+if TYPE_CHECKING:
+    from ..store.sql import SqlStore
 
 
 def _wake_scheduler(settings: Settings, run_id: str, step: str) -> str | None:
@@ -21,8 +24,8 @@ def _wake_scheduler(settings: Settings, run_id: str, step: str) -> str | None:
     if settings.broker_url.startswith("memory"):
         return None
     try:
-        from .celery_app import make_app
-        from .dispatch.events import BrokerEvents
+        from ..dispatch.events import BrokerEvents
+        from ..execution.celery_app import make_app
 
         app = make_app(settings)
         app.conf.broker_connection_timeout = 2
@@ -35,13 +38,13 @@ def _wake_scheduler(settings: Settings, run_id: str, step: str) -> str | None:
 
 
 def _decide(ctx: click.Context, run_id: str, step: str, by: str, reason: str, *, approve: bool) -> None:
-    from .store import approvals
+    from ..store import approvals
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     if not by.strip():
         raise click.BadParameter("say who decides, e.g. --by alice", param_hint="--by")
     with friendly_errors():
-        store = _store(settings)
+        store = open_store(settings)
         run_id = store.resolve_run_id(run_id)
         approvals.decide(store, run_id, step, approve=approve, by=by.strip(), reason=reason)
     warning = _wake_scheduler(settings, run_id, step)
@@ -54,7 +57,7 @@ _BY = click.option("--by", required=True, help="Who decides (kept in the audit t
 _REASON = click.option("--reason", default="", help="Why (kept in the audit trail).")
 
 
-@main.command()
+@click.command()
 @click.argument("run_id")
 @click.argument("step")
 @_BY
@@ -66,7 +69,7 @@ def approve(ctx: click.Context, run_id: str, step: str, by: str, reason: str) ->
     _decide(ctx, run_id, step, by, reason, approve=True)
 
 
-@main.command()
+@click.command()
 @click.argument("run_id")
 @click.argument("step")
 @_BY
@@ -98,7 +101,7 @@ class DevApprovals:
     when --approve/--reject name it (a step's own name before ``all``), else print the
     commands that do, and wake the scheduler when it is decided from another terminal."""
 
-    def __init__(self, store: Any, settings: Settings, run_id: str, *, approve: tuple[str, ...],
+    def __init__(self, store: SqlStore, settings: Settings, run_id: str, *, approve: tuple[str, ...],
                  reject: tuple[str, ...], wake: Callable[[], None], user: str) -> None:
         self.store, self.run_id, self.wake, self.user = store, run_id, wake, user
         self.approve, self.reject = set(approve), set(reject)
@@ -118,7 +121,7 @@ class DevApprovals:
                 self.awaiting.discard(step)
                 self.wake()
             return
-        from .store import approvals
+        from ..store import approvals
 
         decision = self._decision(step)
         if decision is None:

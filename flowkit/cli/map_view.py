@@ -8,10 +8,14 @@ and names the first failed ones; ``--step name[3]`` shows one instance in full.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import NotFoundError
-from .spec import split_instance
+from ..errors import NotFoundError
+from ..spec import split_instance
+
+if TYPE_CHECKING:
+    from ..spec import FlowSpec
+    from ..store.sql import SqlStore
 
 #: A map step with at most this many instances lists each one; a larger one shows counts.
 LIST_INSTANCES_UP_TO = 10
@@ -19,7 +23,7 @@ LIST_INSTANCES_UP_TO = 10
 FAILED_SHOWN = 5
 
 
-def add_instances(store: Any, run_id: str, steps: list[dict[str, Any]], mask: Any) -> None:
+def add_instances(store: SqlStore, run_id: str, steps: list[dict[str, Any]], mask: Any) -> None:
     """Add ``instances`` (counts by state, failed ones, and each one for a small map) to the
     entries of map steps in ``steps``; ``mask`` hides secret values in errors."""
     counts = store.map_counts(run_id)
@@ -71,7 +75,7 @@ def error_lines(entry: dict[str, Any]) -> list[str]:
     return lines
 
 
-def step_details(store: Any, run_id: str, spec: Any, name: str, mask: Any, mask_data: Any) -> dict[str, Any]:
+def step_details(store: SqlStore, run_id: str, spec: FlowSpec, name: str, mask: Any, mask_data: Any) -> dict[str, Any]:
     """One step or map instance of a run in full: state, element, result, and every attempt
     with its error, full traceback and output tail (masked)."""
     import difflib

@@ -22,9 +22,9 @@ from collections import deque
 from collections.abc import Hashable, Iterable, Mapping
 from typing import IO, Any
 
+from ..errors import DefinitionError
+from ..spec import ShellSpec
 from . import timeouts
-from .errors import DefinitionError
-from .spec import ShellSpec
 
 #: How much of a command's output each attempt keeps (its end).
 OUTPUT_TAIL_BYTES = 64 * 1024

@@ -1,6 +1,6 @@
 """Operators' actions: ``flowkit flows pause|unpause`` and ``flowkit runs cancel|retry|mark``.
 
-Registered on the main command group (see the bottom of flowkit/cli.py). Each action is one
+Added to the command group by :mod:`flowkit.cli.root`. Each action is one
 transaction in the store (:mod:`flowkit.store.operator_ops`), recorded in the run's audit
 trail with ``--by`` and ``--reason``; then the stopped attempts are revoked on the broker
 and the scheduler is woken, so it acts at once. A refusal is one ``error:`` line that says
@@ -9,30 +9,33 @@ the current state and what to do.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli import _settings, _store, _user, friendly_errors, main, runs
-from .config import Settings
+from ..config import Settings
+from .common import current_user, friendly_errors, open_store, settings_of
+
+if TYPE_CHECKING:
+    from ..store.sql import SqlStore
 
 _BY = click.option("--by", default=None, metavar="NAME",
                    help="Who acts (kept in the audit trail; default: your OS user).")
 _REASON = click.option("--reason", default="", help="Why (kept in the audit trail).")
 
 
-def _finish(settings: Settings, result: Any, store: Any = None, run_id: str | None = None) -> None:
+def _finish(settings: Settings, result: Any, store: SqlStore | None = None, run_id: str | None = None) -> None:
     """Print the action's summary, then revoke and wake (warnings only: it is committed).
     With ``store`` and ``run_id`` (a cancel), also say what was and was not stopped."""
-    from .store.operator_ops import Notified, notify
+    from ..store.operator_ops import Notified, notify
 
     click.echo(result.summary)
     if settings.broker_url.startswith("memory") or (not result.revoke and result.wake is None):
         return  # an in-process broker: no scheduler or worker elsewhere to reach
     try:
-        from .celery_app import make_app
-        from .dispatch.celery import CeleryDispatcher
-        from .dispatch.events import BrokerEvents
+        from ..dispatch.celery import CeleryDispatcher
+        from ..dispatch.events import BrokerEvents
+        from ..execution.celery_app import make_app
 
         app = make_app(settings)
         app.conf.broker_connection_timeout = 2
@@ -47,7 +50,7 @@ def _finish(settings: Settings, result: Any, store: Any = None, run_id: str | No
         click.echo(f"warning: {warning}", err=True)
 
 
-def _cancelled_from(store: Any, run_id: str, task_ids: list[str]) -> dict[str, str]:
+def _cancelled_from(store: SqlStore, run_id: str, task_ids: list[str]) -> dict[str, str]:
     """The state each of these attempts was cancelled from (queued or running), by task id,
     as the cancel's audit trail recorded it."""
     by_attempt = {(a["step"], a["number"]): a["task_id"] for a in store.attempts(run_id)
@@ -66,8 +69,8 @@ def _count(n: int, one: str, many: str) -> str:
 
 def stopped_line(cancelled_from: dict[str, str], stopped: dict[str, str]) -> str:
     """One line on what a cancel stopped and what it could not, from the state each attempt
-    was cancelled from and what the workers answered (flowkit.worker.stop_cancelled)."""
-    from .worker import NOT_INTERRUPTIBLE, SHELL_STOPPED, TERMINATED
+    was cancelled from and what the workers answered (flowkit.execution.cancel.stop_cancelled)."""
+    from ..execution.cancel import NOT_INTERRUPTIBLE, SHELL_STOPPED, TERMINATED
 
     queued = [t for t, old in cancelled_from.items() if old != "running" and t not in stopped]
     silent = [t for t, old in cancelled_from.items() if old == "running" and t not in stopped]
@@ -100,16 +103,16 @@ def stopped_line(cancelled_from: dict[str, str], stopped: dict[str, str]) -> str
     return "; ".join(parts) if parts else "nothing was running or queued"
 
 
-def _sync_for(settings: Settings, store: Any) -> None:
+def _sync_for(settings: Settings, store: SqlStore) -> None:
     """Load the dags folder first, so a flow defined since the last refresh is known."""
-    from .loader import dag_files
-    from .sync import sync_dags
+    from ..loading.loader import dag_files
+    from ..loading.sync import sync_dags
 
     if dag_files(settings.dags_folder):
         sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
 
 
-@main.group()
+@click.group()
 def flows() -> None:
     """Pause and unpause flows."""
 
@@ -122,11 +125,11 @@ def flows() -> None:
 def flows_pause(ctx: click.Context, flow: str, by: str | None, reason: str) -> None:
     """Start no new run of FLOW: triggered runs stay queued, schedule ticks are not created;
     running runs finish."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     with friendly_errors():
-        store = _store(settings)
+        store = open_store(settings)
         _sync_for(settings, store)
-        result = store.pause_flow(flow, by=by or _user(), reason=reason)
+        result = store.pause_flow(flow, by=by or current_user(), reason=reason)
     _finish(settings, result)
 
 
@@ -137,15 +140,15 @@ def flows_pause(ctx: click.Context, flow: str, by: str | None, reason: str) -> N
 @click.pass_context
 def flows_unpause(ctx: click.Context, flow: str, by: str | None, reason: str) -> None:
     """Let FLOW run again; its queued runs start now (within max_active_runs)."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     with friendly_errors():
-        store = _store(settings)
+        store = open_store(settings)
         _sync_for(settings, store)
-        result = store.unpause_flow(flow, by=by or _user(), reason=reason)
+        result = store.unpause_flow(flow, by=by or current_user(), reason=reason)
     _finish(settings, result)
 
 
-@runs.command("cancel")
+@click.command("cancel")
 @click.argument("run_id")
 @_BY
 @_REASON
@@ -154,15 +157,15 @@ def runs_cancel(ctx: click.Context, run_id: str, by: str | None, reason: str) ->
     """Cancel RUN: its steps not yet ended are cancelled and their slots given back; queued
     attempts are revoked, shell steps' commands stopped on every pool, Python steps
     terminated on the prefork pool. Says which running steps could not be stopped."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     with friendly_errors():
-        store = _store(settings)
+        store = open_store(settings)
         run_id = store.resolve_run_id(run_id)
-        result = store.cancel_run(run_id, by=by or _user(), reason=reason)
+        result = store.cancel_run(run_id, by=by or current_user(), reason=reason)
     _finish(settings, result, store, run_id)
 
 
-@runs.command("retry")
+@click.command("retry")
 @click.argument("run_id")
 @click.option("--step", "steps", multiple=True, metavar="STEP",
               help="Run this step again, even if it succeeded; repeat for more. Default: the "
@@ -178,15 +181,15 @@ def runs_retry(ctx: click.Context, run_id: str, steps: tuple[str, ...], downstre
     if downstream and not steps:
         raise click.BadParameter("--downstream needs --step (the steps whose downstream to run "
                                  "again)", param_hint="--downstream")
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     with friendly_errors():
-        store = _store(settings)
+        store = open_store(settings)
         result = store.retry_run(store.resolve_run_id(run_id), steps=steps, downstream=downstream,
-                                 by=by or _user(), reason=reason)
+                                 by=by or current_user(), reason=reason)
     _finish(settings, result)
 
 
-@runs.command("mark")
+@click.command("mark")
 @click.argument("run_id")
 @click.argument("step")
 @click.argument("state", type=click.Choice(["success", "skipped"]))
@@ -200,10 +203,10 @@ def runs_mark(ctx: click.Context, run_id: str, step: str, state: str, result: st
               by: str | None, reason: str) -> None:
     """Give STEP of RUN the state success or skipped (it must not be queued or running); its
     downstream steps follow, and a finished run ends again."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     with friendly_errors():
-        store = _store(settings)
-        marked = store.mark_step(store.resolve_run_id(run_id), step, state, by=by or _user(),
+        store = open_store(settings)
+        marked = store.mark_step(store.resolve_run_id(run_id), step, state, by=by or current_user(),
                                  reason=reason, result=result,
                                  max_result_bytes=settings.max_result_bytes)
     _finish(settings, marked)

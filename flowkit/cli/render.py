@@ -1,6 +1,6 @@
 """Rendering commands: render, lineage, timeline, report (see flowkit.render).
 
-Imported at the end of :mod:`flowkit.cli`; each command registers itself on ``main``.
+Added to the command group by :mod:`flowkit.cli.root`.
 Heavy imports (the store, graphviz) happen inside the commands.
 """
 
@@ -9,11 +9,16 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli import CliError, _settings, _store, friendly_errors, main
+from .common import CliError, friendly_errors, open_store, settings_of
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..spec import FlowSpec
+    from ..store.sql import SqlStore
 
 _GRAPH_SUFFIXES = {".svg": "svg", ".png": "png", ".dot": "dot", ".gv": "dot"}
 
@@ -56,19 +61,19 @@ def _emit(data: bytes, output: str | None, what: str) -> None:
     click.echo(f"wrote {what} to {output}", err=True)
 
 
-def _flow_spec(settings: Any, store: Any, name: str) -> Any:
+def _flow_spec(settings: Settings, store: SqlStore, name: str) -> FlowSpec:
     """The flow's current spec; the dags folder is synced first when it has modules."""
-    from .loader import dag_files
+    from ..loading.loader import dag_files
 
     if dag_files(settings.dags_folder):
-        from .sync import sync_dags
+        from ..loading.sync import sync_dags
 
         sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
     return store.flow_spec(name)
 
 
-def _run_view(store: Any, run_id: str) -> Any:
-    from .render import load_run_view
+def _run_view(store: SqlStore, run_id: str) -> Any:
+    from ..render import load_run_view
 
     return load_run_view(store, store.resolve_run_id(run_id))
 
@@ -76,7 +81,7 @@ def _run_view(store: Any, run_id: str) -> Any:
 _FORMAT = click.Choice(["svg", "png", "dot"])
 
 
-@main.command("render")
+@click.command("render")
 @click.argument("flow")
 @click.option("--run", "run_id", metavar="RUN", help="Colour the graph by the states of this run (id or prefix).")
 @click.option("-o", "--output", metavar="PATH", help="Write here (.svg, .png or .dot); default: DOT to stdout.")
@@ -88,12 +93,12 @@ _FORMAT = click.Choice(["svg", "png", "dot"])
 def render_cmd(ctx: click.Context, flow: str, run_id: str | None, output: str | None, fmt: str | None,
                collapse: bool, cluster_threshold: int) -> None:
     """Draw FLOW's structure, or one run of it coloured by step state (Graphviz)."""
-    from . import render as rd
+    from .. import render as rd
 
     fmt = _graph_format(output, fmt)
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     with friendly_errors():
-        store = _store(settings)
+        store = open_store(settings)
         if run_id:
             view = _run_view(store, run_id)
             if view.spec.name != flow:
@@ -106,7 +111,7 @@ def render_cmd(ctx: click.Context, flow: str, run_id: str | None, output: str | 
     _emit(data, output, f"{fmt} of {flow}")
 
 
-@main.command("lineage")
+@click.command("lineage")
 @click.argument("run_id", metavar="[RUN]", required=False)
 @click.option("--dataset", "uri", metavar="URI", help="Which step runs wrote and read this dataset.")
 @click.option("-o", "--output", metavar="PATH", help="Also draw the lineage graph (.svg, .png or .dot).")
@@ -115,13 +120,13 @@ def lineage_cmd(ctx: click.Context, run_id: str | None, uri: str | None, output:
     """Where RUN came from and what came of it: the runs that triggered it and that it
     triggered, its steps' results and the datasets they read and wrote (with the other runs
     that touched them). With --dataset URI: every step run that wrote or read URI."""
-    from . import render as rd
+    from .. import render as rd
 
     if bool(run_id) == bool(uri):
         raise BadInput("give either a RUN id or --dataset URI")
     fmt = _graph_format(output, None) if output else None
     with friendly_errors():
-        store = _store(_settings(ctx))
+        store = open_store(settings_of(ctx))
         if run_id:
             lin = rd.load_lineage(store, store.resolve_run_id(run_id))
             text, source, what = rd.lineage_text(lin), rd.lineage_dot(lin), f"lineage of run {lin.run['id']}"
@@ -134,36 +139,36 @@ def lineage_cmd(ctx: click.Context, run_id: str | None, uri: str | None, output:
         _emit(data, output, what)
 
 
-@main.command("timeline")
+@click.command("timeline")
 @click.argument("run_id", metavar="RUN")
 @click.option("-o", "--output", metavar="PATH", help="Write here (.svg or .png); default: SVG to stdout.")
 @click.option("--width", default=1100, show_default=True, type=click.IntRange(400, 20000))
 @click.pass_context
 def timeline_cmd(ctx: click.Context, run_id: str, output: str | None, width: int) -> None:
     """A Gantt chart (SVG or PNG) of RUN: one bar per attempt, failures and waits before retries shown."""
-    from . import render as rd
+    from .. import render as rd
 
     if output:
         _check_suffix(output, (".svg", ".png"), "a timeline")
     png = bool(output) and Path(str(output)).suffix.lower() == ".png"
     with friendly_errors():
-        view = _run_view(_store(_settings(ctx)), run_id)
+        view = _run_view(open_store(settings_of(ctx)), run_id)
         svg = rd.timeline_svg(view, width=width, now=None if view.run.get("ended_at") else datetime.now(UTC))
         data = rd.svg_to_png(svg) if png else svg.encode()
     _emit(data, output, f"{'png' if png else 'svg'} timeline of run {view.run_id}")
 
 
-@main.command("report")
+@click.command("report")
 @click.argument("run_id", metavar="RUN")
 @click.option("-o", "--output", metavar="PATH", required=True, help="The .html file to write.")
 @click.pass_context
 def report_cmd(ctx: click.Context, run_id: str, output: str) -> None:
     """One self-contained HTML page about RUN: graph, timeline, step table and audit trail."""
-    from . import render as rd
+    from .. import render as rd
 
     _check_suffix(output, (".html", ".htm"), "a report")
     now = datetime.now(UTC)
     with friendly_errors():
-        view = _run_view(_store(_settings(ctx)), run_id)
+        view = _run_view(open_store(settings_of(ctx)), run_id)
         page = rd.report_html(view, generated_at=now, now=None if view.run.get("ended_at") else now)
     _emit(page.encode(), output, f"report of run {view.run_id}")

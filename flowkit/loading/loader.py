@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DagLoadError, FlowkitError
+from ..errors import DagLoadError, FlowkitError
+from ..spec import FlowSpec
 from .pinned import ModuleSource, helpers_under, version_for
-from .spec import FlowSpec
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def exec_module_source(path: str, source: str, dags_folder: str | None = None,
 
 
 def flows_in(module: types.ModuleType) -> list[Any]:
-    from .dsl import Flow
+    from ..dsl import Flow
 
     seen: dict[int, Any] = {}
     for value in vars(module).values():
@@ -181,7 +181,7 @@ def import_file(path: Path, dags_folder: str | Path, timeout: float) -> FileResu
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="flowkit-load-") as tmp:
         out, stack = Path(tmp) / "result.json", Path(tmp) / "stack.txt"
-        cmd = [sys.executable, "-m", "flowkit._load_one", str(path), str(dags_folder), str(out), str(stack)]
+        cmd = [sys.executable, "-m", "flowkit.loading.load_one", str(path), str(dags_folder), str(out), str(stack)]
         child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
         try:
@@ -226,7 +226,7 @@ STACK_DUMP_WAIT_SECONDS = 2.0
 
 def _hung_line(child: subprocess.Popen[str], stack: Path, path: str) -> int | None:
     """The line of ``path`` a hung import child is running: it writes its stack on SIGUSR1
-    (see ``_load_one``); the innermost frame in ``path`` is the line. None if it cannot tell."""
+    (see :mod:`.load_one`); the innermost frame in ``path`` is the line. None if it cannot tell."""
     import re
     import signal
 

@@ -1,4 +1,4 @@
-"""Child-process entry point of the loader: ``python -m flowkit._load_one PATH FOLDER OUT [STACK]``.
+"""Child-process entry point of the loader: ``python -m flowkit.loading.load_one PATH FOLDER OUT [STACK]``.
 
 With STACK, SIGUSR1 makes the child write its stack there (the loader sends it to a module
 that hangs, to report the line it was running before stopping it).

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import jsonsafe
+from .. import jsonsafe
 
 #: How much of the result a failed check's error shows.
 SHOWN_RESULT_CHARS = 300

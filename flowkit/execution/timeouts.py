@@ -4,7 +4,7 @@ Celery's time limits only work on the prefork pool, so flowkit keeps its own: a 
 thread per attempt that, when the step's time is up,
 
 1. stops whatever the step started that can be stopped from outside (a shell step's
-   process group: see :mod:`flowkit.shell`, which registers itself with :meth:`Deadline.on_expire`);
+   process group: see :mod:`flowkit.execution.shell`, which registers itself with :meth:`Deadline.on_expire`);
 2. raises :class:`StepTimedOut` in the thread running the step: a real SIGALRM when that is
    the main thread (solo pool, prefork children, the in-process harness), so that a blocking
    ``time.sleep`` or socket read is interrupted; ``PyThreadState_SetAsyncExc`` otherwise

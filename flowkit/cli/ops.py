@@ -1,20 +1,23 @@
 """``flowkit pools`` and ``flowkit status``: the engine's limits and health, as an operator
-sees them. Registered on the main command group (see the bottom of flowkit/cli.py)."""
+sees them. Added to the command group by :mod:`flowkit.cli.root`."""
 
 from __future__ import annotations
 
 import os
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli import CliError, _echo_json, _settings, _store, _table, friendly_errors, main
-from .config import Settings, redact
-from .store.ledger import LOCK_CAPACITY
+from ..config import Settings, redact
+from ..store.ledger import LOCK_CAPACITY
+from .common import CliError, echo_json, format_table, friendly_errors, open_store, settings_of
+
+if TYPE_CHECKING:
+    from ..store.sql import SqlStore
 
 
-@main.group()
+@click.group()
 def pools() -> None:
     """Named pools of slots: a step with pool="db", slots=1 holds one while queued or running."""
 
@@ -31,7 +34,7 @@ def pools_set(ctx: click.Context, name: str, slots: int) -> None:
         raise click.BadParameter(f"{name!r} is not a pool name; use letters, digits, '_', '.' and '-'",
                                  param_hint="NAME")
     with friendly_errors():
-        store = _store(_settings(ctx))
+        store = open_store(settings_of(ctx))
         store.set_pool(name, slots)
     click.echo(f"pool {name}: {slots} slot(s)")
 
@@ -42,11 +45,11 @@ def pools_set(ctx: click.Context, name: str, slots: int) -> None:
 def pools_delete(ctx: click.Context, name: str) -> None:
     """Delete an idle pool (steps that name it then fail with a message saying so)."""
     with friendly_errors():
-        _store(_settings(ctx)).delete_pool(name)
+        open_store(settings_of(ctx)).delete_pool(name)
     click.echo(f"pool {name}: deleted")
 
 
-def _limit_rows(store: Any) -> list[dict[str, Any]]:
+def _limit_rows(store: SqlStore) -> list[dict[str, Any]]:
     """Every ledger row, with whether it balances against the holds of live attempts."""
     balance = store.ledger_balance()
     out = []
@@ -70,11 +73,11 @@ def _limit_rows(store: Any) -> list[dict[str, Any]]:
 def pools_list(ctx: click.Context, as_json: bool) -> None:
     """Pools with their slots in use."""
     with friendly_errors():
-        rows = [r for r in _limit_rows(_store(_settings(ctx))) if r["kind"] == "pool"]
+        rows = [r for r in _limit_rows(open_store(settings_of(ctx))) if r["kind"] == "pool"]
     if as_json:
-        _echo_json(rows)
+        echo_json(rows)
         return
-    click.echo(_table(["pool", "slots", "in use"],
+    click.echo(format_table(["pool", "slots", "in use"],
                       [[r["name"], str(r["capacity"]), str(r["used"])] for r in rows]))
 
 
@@ -95,7 +98,7 @@ def _scheduler_role(row: dict[str, Any], alive: bool, lease: dict[str, Any] | No
     return "active" if holds else "standby"
 
 
-def scheduler_rows(settings: Settings, store: Any, now: datetime,
+def scheduler_rows(settings: Settings, store: SqlStore, now: datetime,
                    lease: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Every scheduler with its role, judged by its own sweep interval (from its row)."""
     out = []
@@ -125,7 +128,7 @@ def _watermarks(schedulers: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def broker_problem(exc: BaseException, url: str) -> str:
     """``redis://host:6379/0: connection refused``: the broker and why, on one line."""
-    from .connectivity import classify_url_problem
+    from ..connectivity import classify_url_problem
 
     cause: BaseException | None = exc
     while cause is not None and not (isinstance(cause, OSError) and cause.errno):
@@ -157,9 +160,9 @@ def _queue_rows(schedulers: list[dict[str, Any]], settings: Settings,
     return queues, None
 
 
-def status_report(settings: Settings, store: Any, depth: Any = None) -> dict[str, Any]:
+def status_report(settings: Settings, store: SqlStore, depth: Any = None) -> dict[str, Any]:
     """What `flowkit status` shows: schedulers, queues and backpressure, limits, in flight."""
-    from .store.sql import utcnow
+    from ..store.sql import utcnow
 
     now = utcnow()
     lease = store.scheduler_lease()
@@ -215,7 +218,7 @@ def queue_lines(report: dict[str, Any]) -> list[str]:
                      for q, info in report["queues"].items()]
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--no-broker", is_flag=True, help="Do not read queue depths from the broker.")
 @click.pass_context
@@ -223,18 +226,18 @@ def status(ctx: click.Context, as_json: bool, no_broker: bool) -> None:
     """Schedulers (active, standby, stopped or not responding), queue depths and backpressure
     at the watermarks the active scheduler runs with, slots in use per pool, lock and cap,
     attempts in flight and steps waiting for a slot."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     with friendly_errors():
-        store = _store(settings)
+        store = open_store(settings)
         depth = None
         if not no_broker and not settings.broker_url.startswith("memory"):
-            from .celery_app import make_app
-            from .dispatch.celery import CeleryDispatcher
+            from ..dispatch.celery import CeleryDispatcher
+            from ..execution.celery_app import make_app
 
             depth = CeleryDispatcher(make_app(settings), settings).queue_depth
         report = status_report(settings, store, depth)
     if as_json:
-        _echo_json(report)
+        echo_json(report)
         return
     lines = scheduler_lines(report) + queue_lines(report)
     cap = report["global_cap"]
@@ -246,7 +249,26 @@ def status(ctx: click.Context, as_json: bool, no_broker: bool) -> None:
     rows = [[r["kind"], r["name"], r["state"], "yes" if r["balanced"] else "NO"]
             for r in report["pools"] + report["locks"] + report["flows"]]
     if rows:
-        lines += ["", _table(["limit", "name", "in use", "balanced"], rows)]
+        lines += ["", format_table(["limit", "name", "in use", "balanced"], rows)]
     click.echo("\n".join(lines))
     if any(not r["balanced"] for r in report["pools"] + report["locks"] + report["flows"]):
         raise CliError("the slot ledger does not balance; see `flowkit status --json`")
+
+
+@click.group()
+def db() -> None:
+    """Manage the store's schema."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply Alembic migrations up to the newest schema."""
+    from ..store.sql import SqlStore
+
+    settings = settings_of(ctx)
+    with friendly_errors():
+        revision = SqlStore(settings.database_url).upgrade()
+    click.echo(f"database {redact(settings.database_url)} at schema {revision}")
+
+
