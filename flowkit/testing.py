@@ -19,17 +19,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .callbacks import run_callback
 from .config import Settings
 from .dispatch.base import Backpressure, Dispatch
 from .dispatch.events import MemoryEvents
+from .execution.attempt import run_attempt
+from .execution.callbacks import run_callback
+from .execution.runtime import WorkerRuntime
+from .loading.sync import sync_dags
 from .scheduler.loop import Scheduler
 from .spec import resolve_params
 from .store.machine import CallbackDue
 from .store.operator_ops import ActionResult, notify
 from .store.sql import SqlStore, utcnow
-from .sync import sync_dags
-from .worker import WorkerRuntime, run_attempt
 
 
 class InlineDispatcher:

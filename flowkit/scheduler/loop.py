@@ -1,16 +1,20 @@
 """The scheduler: starts runs, grants waiting steps their slots, and owns timers and sweeps.
 
-Not public API. It never runs user code and never rescans every run (C1). Readiness lives
-in SQL counters that the transaction ending a step updates, so workers move the happy path
-forward themselves (a finished step queues its ready downstream steps: a chain hop skips
-this process). The scheduler is the authority for everything else:
+Not public API. It never runs user code and never rescans every run
+(docs/design-notes.md#event-driven-readiness). Readiness lives in SQL counters that the
+transaction ending a step updates, so workers move the happy path forward themselves (a
+finished step queues its ready downstream steps: a chain hop skips this process). The
+scheduler is the authority for everything else:
 
 * runs: queued -> running within each flow's ``max_active_runs``, oldest first;
 * the slot ledger: a step that needs a slot (global cap, pool, lock, flow step cap) waits in
   state ``scheduled``; the scheduler grants waiters in priority order, runs taking turns;
-* backpressure: nothing is published to a queue above its high watermark (C7);
-* retry timers (``next_attempt_at`` in SQL, so a restart loses none: C5);
-* sweeps: queued attempts whose message was lost, workers gone silent (C2, C3), cron.
+* backpressure: nothing is published to a queue above its high watermark
+  (docs/design-notes.md#backpressure);
+* retry timers (``next_attempt_at`` in SQL, so a restart loses none:
+  docs/design-notes.md#retry-timers-in-sql);
+* sweeps: queued attempts whose message was lost, workers gone silent
+  (docs/design-notes.md#dispatch-leases, #lost-workers), cron.
 
 It wakes on events from workers and triggers, not by polling SQL in a tight loop.
 """
@@ -282,7 +286,7 @@ class Scheduler:
             log.info("run %s: ended", run_id)
         self._send(effects.to_send)
         if effects.callbacks:
-            from ..callbacks import publish
+            from ..dispatch.callbacks import publish
 
             self._still_active(len(effects.callbacks))
             publish(self.dispatcher, effects.callbacks)
@@ -329,7 +333,7 @@ class Scheduler:
         self.redispatch_silent(now)
         self.resend_expired(now, everything=force_leases)
         self.resend_unstarted(now)
-        from ..callbacks import resend_due
+        from ..dispatch.callbacks import resend_due
 
         resend_due(self.store, self.dispatcher, self.actor,
                    now - (timedelta(seconds=self.sweep_seconds) if force_leases else self.queued_lease))
@@ -366,7 +370,7 @@ class Scheduler:
         return out
 
     def resend_expired(self, now: datetime, everything: bool = False) -> None:
-        """Publish again attempts that were queued but never started (C2).
+        """Publish again attempts that were queued but never started (docs/design-notes.md#dispatch-leases).
 
         On start or a broker reconnect (``everything``) this covers a crash between the SQL
         write and the publish, or messages lost with the broker; the worker skips a
@@ -426,9 +430,10 @@ class Scheduler:
                                     "claiming it; published again")
 
     def redispatch_silent(self, now: datetime) -> None:
-        """Publish again attempts whose worker stopped beating (C3): the next worker to get
-        the message takes the attempt over (its heartbeat is stale); a late redelivery of the
-        old message finds it taken and is dropped. Redelivery caps catch a poison step (C6)."""
+        """Publish again attempts whose worker stopped beating (docs/design-notes.md#lost-workers):
+        the next worker to get the message takes the attempt over (its heartbeat is stale); a
+        late redelivery of the old message finds it taken and is dropped. Redelivery caps catch
+        a poison step (docs/design-notes.md#redelivery-cap)."""
         silent = self.store.silent_attempts(now - self.lost_after, dispatched_before=now - self.lost_after)
         for a in silent:
             log.warning("run %s step %s: attempt %s: worker %s silent since %s; publishing it again",

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from flowkit.loading.sync import sync_dags
 from flowkit.spec import resolve_params
 from flowkit.store import callback_ops
-from flowkit.sync import sync_dags
 
 from .limits_support import explain, wait_runs_ended
 from .procs import wait_for

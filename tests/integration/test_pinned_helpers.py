@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from flowkit.loading.sync import sync_dags
 from flowkit.spec import resolve_params
-from flowkit.sync import sync_dags
 
 from .limits_support import explain, wait_runs_ended
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flowkit.sync import sync_dags
+from flowkit.loading.sync import sync_dags
 from flowkit.testing import SqliteTemplates
 
 from ..conftest import service_missing
@@ -17,11 +17,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def dags(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A dags folder holding only the orders example (other examples change independently);
-    one for the session, which the tests only read."""
+    """A dags folder holding only the orders example (other examples change independently)
+    and the file helpers it imports; one for the session, which the tests only read."""
     folder = tmp_path_factory.mktemp("orders-dags") / "dags"
     folder.mkdir()
-    shutil.copy(ROOT / "dags" / "orders.py", folder / "orders.py")
+    for name in ("orders.py", "_files.py"):
+        shutil.copy(ROOT / "dags" / name, folder / name)
     return folder
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flowkit import DefinitionError, Flow, InvalidParamError, Param
-from flowkit.dsl import StepOptions, _checks_arguments
+from flowkit.dsl import StepOptions, checks_arguments
 
 from .where import assert_where
 
@@ -203,7 +203,7 @@ def test_signatures_stay_visible_to_help_and_editors():
 
 
 def test_a_type_error_inside_a_well_formed_call_is_not_disguised():
-    @_checks_arguments()
+    @checks_arguments()
     def buggy(name: str) -> None:
         raise TypeError("a bug in the builder")
 

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import update
 
 from flowkit.errors import InvalidParamError
+from flowkit.execution.attempt import run_attempt
 from flowkit.scheduler.loop import Scheduler
 from flowkit.store import tables as t
 from flowkit.testing import FakeClock, InlineDispatcher, InlineHarness
-from flowkit.worker import run_attempt
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE_DAGS = str(ROOT / "tests" / "dags" / "engine")

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from flowkit.config import Settings
+from flowkit.execution.attempt import run_attempt
 from flowkit.store.ledger import LOCK_CAPACITY
 from flowkit.testing import InlineHarness
-from flowkit.worker import run_attempt
 
 DAGS = str(Path(__file__).resolve().parents[1] / "dags" / "limits_unit")
 
@@ -166,7 +166,7 @@ def test_a_step_asking_for_more_slots_than_its_pool_fails_with_the_fix(sqlite_st
 
 
 def test_pool_problems_are_reported_when_flows_load(sqlite_store):
-    from flowkit.sync import pool_problems
+    from flowkit.loading.sync import pool_problems
 
     h = harness(sqlite_store)  # loads the flows
     specs = [sqlite_store.flow_spec("big_slots"), sqlite_store.flow_spec("pooled")]

@@ -16,9 +16,9 @@ from sqlalchemy import event
 from flowkit import Flow
 from flowkit.cli import main
 from flowkit.errors import DefinitionError, UnknownStepError
+from flowkit.execution.attempt import run_attempt
 from flowkit.spec import FlowSpec, instance_name, split_instance
 from flowkit.testing import FakeClock, InlineHarness
-from flowkit.worker import run_attempt
 
 from . import map_compensation_cases
 

@@ -14,9 +14,9 @@ import pytest
 
 from flowkit.config import Settings
 from flowkit.errors import ActionRefused, NotFoundError
+from flowkit.execution.attempt import run_attempt
 from flowkit.states import RunState, StepState, can_transition
 from flowkit.testing import InlineHarness
-from flowkit.worker import run_attempt
 
 DAGS = str(Path(__file__).resolve().parents[1] / "dags" / "operator")
 

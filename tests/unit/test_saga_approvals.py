@@ -235,8 +235,8 @@ def test_builder_checks_approval_options():
 def test_a_run_stored_before_migration_0003_still_runs_and_compensates(tmp_path):
     from alembic import command
 
+    from flowkit.loading.sync import sync_dags
     from flowkit.store.sql import SqlStore
-    from flowkit.sync import sync_dags
 
     # Given a queued run in a store taken back to schema 0002 (the columns added since dropped)
     store = SqlStore(f"sqlite:///{tmp_path / 'old.db'}")
