@@ -77,7 +77,7 @@ class CeleryDispatcher:
 
     def dispatch_callbacks(self, items: list[Any]) -> None:
         """Publish ``flowkit.callback`` tasks (see flowkit.callbacks); raises on failure."""
-        from ..callbacks import send_with_celery
+        from .callbacks import send_with_celery
 
         send_with_celery(self.app, self.settings.default_queue, items)
     def revoke(self, task_ids: list[str]) -> dict[str, str]:
@@ -87,7 +87,7 @@ class CeleryDispatcher:
 
         Celery's own ``terminate=True`` is not used: on the threads and solo pools it only
         logs a NotImplementedError, and it knows nothing of a shell step's process group."""
-        from ..celery_app import STOP_COMMAND
+        from .task_names import STOP_COMMAND
 
         self.app.control.revoke(task_ids)
         replies = self.app.control.broadcast(STOP_COMMAND, arguments={"task_ids": task_ids},
@@ -137,7 +137,7 @@ class CeleryDispatcher:
 
     def _send_each(self, producer: Any, items: list[Dispatch]) -> int:
         """Send ``items`` in order on ``producer``; returns how many were sent before one failed."""
-        from ..celery_app import EXECUTE_TASK
+        from .task_names import EXECUTE_TASK
 
         for i, item in enumerate(items):
             try:

@@ -2,9 +2,10 @@
 
 Whoever records an outcome moves the run forward in the same transaction: the worker that
 finished a step (Airflow's "mini scheduler", so a chain hop skips the scheduler) or the
-scheduler (lost attempts, timers, waiters). Readiness is event-driven (C1): ending a step
-bumps its downstream steps' counters (``ok_up``/``bad_up``/``skip_up``) and decides only
-the steps whose counters changed; a run ends when its ``steps_left`` reaches zero.
+scheduler (lost attempts, timers, waiters). Readiness is event-driven
+(docs/design-notes.md#event-driven-readiness): ending a step bumps its downstream steps'
+counters (``ok_up``/``bad_up``/``skip_up``) and decides only the steps whose counters
+changed; a run ends when its ``steps_left`` reaches zero.
 
 Starting a step either queues an attempt at once (no limit applies and the gate allows it)
 or makes it a waiter (state ``scheduled``), which only the scheduler grants, in priority

@@ -3,9 +3,10 @@
 The generic path (``worker_ops``) takes a round trip per statement: about 5 for a claim and 9
 for a finish. On PostgreSQL, data-modifying CTEs let one statement do the same writes, each
 still a compare-and-set with its audit event, so a step costs about 4 round trips in all
-(C13). What cannot be decided in SQL (a skip cascade, a fan-out beyond the fast-follow
-budget, the run's end, anything but success) goes through the generic machine in the same
-transaction, so every outcome keeps one code path for its rules.
+(docs/design-notes.md#low-per-step-overhead). What cannot be decided in SQL (a skip
+cascade, a fan-out beyond the fast-follow budget, the run's end, anything but success) goes
+through the generic machine in the same transaction, so every outcome keeps one code path
+for its rules.
 """
 
 from __future__ import annotations

@@ -570,7 +570,7 @@ class SqlStoreBase:
 
     def flow_modules(self, name: str, version: str) -> list[Any]:
         """The helper modules pinned with a flow version (none for versions stored before)."""
-        from ..pinned import ModuleSource
+        from ..loading.pinned import ModuleSource
 
         m, src = t.flow_modules.c, t.module_sources.c
         with self._conn() as conn:
@@ -645,7 +645,8 @@ class SqlStoreBase:
     def runs_needing_attention(self) -> list[str]:
         """Running runs the counters cannot move on their own: created before the counters
         existed, counted down but not ended, or holding a step in flight whose latest attempt
-        already ended. Indexed lookups, not a scan of every active run (C1)."""
+        already ended. Indexed lookups, not a scan of every active run
+        (docs/design-notes.md#event-driven-readiness)."""
         a, sr, r = t.attempts, t.step_runs, t.runs
         finished_unseen = (
             select(a.c.run_id).join(sr, (sr.c.run_id == a.c.run_id) & (sr.c.step == a.c.step)

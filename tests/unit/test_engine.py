@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import update
 
 from flowkit.errors import InvalidParamError
+from flowkit.execution.attempt import run_attempt
 from flowkit.scheduler.loop import Scheduler
 from flowkit.store import tables as t
 from flowkit.testing import FakeClock, InlineDispatcher
-from flowkit.worker import run_attempt
 
 from ..store_backends import inline_harness
 

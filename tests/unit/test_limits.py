@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from flowkit.config import Settings
+from flowkit.execution.attempt import run_attempt
 from flowkit.store.ledger import LOCK_CAPACITY
-from flowkit.worker import run_attempt
 
 from ..store_backends import inline_harness
 
@@ -168,7 +168,7 @@ def test_a_step_asking_for_more_slots_than_its_pool_fails_with_the_fix(backend_s
 
 
 def test_pool_problems_are_reported_when_flows_load(backend_store):
-    from flowkit.sync import pool_problems
+    from flowkit.loading.sync import pool_problems
 
     h = harness(backend_store)  # loads the flows
     specs = [backend_store.flow_spec("big_slots"), backend_store.flow_spec("pooled")]

@@ -15,8 +15,8 @@ import pytest
 
 from flowkit.config import Settings
 from flowkit.errors import ActionRefused, NotFoundError
+from flowkit.execution.attempt import run_attempt
 from flowkit.states import RunState, StepState, can_transition
-from flowkit.worker import run_attempt
 
 from ..store_backends import inline_harness
 
