@@ -24,14 +24,14 @@ from typing import Any
 
 import pytest
 
-from flowkit.loader import LoadReport, load_folder
+from flowkit.loading.loader import LoadReport, load_folder
 from flowkit.store.sql import SqlStore
-from flowkit.sync import pool_problems
+from flowkit.loading.sync import pool_problems
 from flowkit.testing import InlineHarness
 
 from .conftest import PG_ADMIN_URL, service_missing
 
-log = logging.getLogger("flowkit.sync")
+log = logging.getLogger("flowkit.loading.sync")
 
 BACKENDS = [pytest.param("sqlite", id="sqlite"),
             pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
@@ -132,7 +132,7 @@ def _folder_key(folder: str) -> tuple[str, tuple[tuple[str, int, int], ...]]:
 
 
 def sync_cached(store: SqlStore, folder: str) -> LoadReport:
-    """What :func:`flowkit.sync.sync_dags` records, from this session's one load of ``folder``
+    """What :func:`flowkit.loading.sync.sync_dags` records, from this session's one load of ``folder``
     (loaded again if any of its files changed)."""
     key = _folder_key(folder)
     report = _LOADS.get(key)
