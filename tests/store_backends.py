@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from flowkit.loading.loader import LoadReport, load_folder
-from flowkit.store.sql import SqlStore
 from flowkit.loading.sync import pool_problems
+from flowkit.store.sql import SqlStore
 from flowkit.testing import InlineHarness
 
 from .conftest import PG_ADMIN_URL, service_missing
