@@ -275,8 +275,12 @@ class SqlStoreBase:
     its parent's connections.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, fast_path: bool = True) -> None:
         self.url = normalize_url(url)
+        #: The worker's claim and successful finish as PostgreSQL's one-statement forms
+        #: (:mod:`.pg_fast`); off, PostgreSQL runs the generic machine as SQLite does (the
+        #: equivalence test compares the two). SQLite has no fast path.
+        self.fast_path = fast_path and not self.is_sqlite
         self._engine: Engine | None = None
         self._pid: int | None = None
         self._claim_engine: Engine | None = None

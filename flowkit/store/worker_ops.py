@@ -46,7 +46,7 @@ class WorkerOps(_Base):
         """
         from .sql import Claim, _flow_spec, _results, as_utc
 
-        known = self._run_keys.get(run_id) if specs is not None and not self.is_sqlite else None
+        known = self._run_keys.get(run_id) if specs is not None and self.fast_path else None
         if known is not None and specs is not None and known in specs:
             claimed = self._claim_in_one_statement(run_id, step, number, worker, specs[known])
             if claimed is not None:
@@ -259,7 +259,7 @@ class WorkerOps(_Base):
         # The one-statement form records no output: shell steps take the generic path. So
         # do branches, and the instances of a map step's compensation: each one's end starts
         # the next (saga), a rule the machine keeps in one place.
-        if state != AttemptState.SUCCESS or spec is None or self.is_sqlite or output is not None:
+        if state != AttemptState.SUCCESS or spec is None or not self.fast_path or output is not None:
             return None
         instance = map_ops.is_instance(step)
         if instance and spec.step(step).kind == "compensation":
