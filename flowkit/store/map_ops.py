@@ -31,12 +31,12 @@ from sqlalchemy import func, insert, select, update
 from ..spec import COMPENSATION_SUFFIX, FlowSpec, StepSpec, instance_name, split_instance
 from ..states import StepState
 from . import tables as t
+from .machine_types import BAD, OK, SKIP
 
 if TYPE_CHECKING:
     from .machine import Effects, Gate, Machine
     from .sql import Tx
 
-OK, SKIP, BAD = "ok", "skip", "bad"
 
 log = logging.getLogger(__name__)
 

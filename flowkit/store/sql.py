@@ -13,7 +13,6 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -43,6 +42,7 @@ from ..states import AttemptState, RunState, StepState, can_transition
 from . import tables as t
 from .ledger import Hold, Ledger, decode_holds
 from .machine import Gate, Machine, initial_rows
+from .machine_types import Claim as Claim  # re-exported: the worker imports it from here
 
 log = logging.getLogger(__name__)
 
@@ -93,22 +93,6 @@ def _row(r: Any) -> dict[str, Any]:
         if isinstance(v, datetime):
             out[k] = as_utc(v)
     return out
-
-
-@dataclass
-class Claim:
-    """What a worker learns when it claims an attempt."""
-
-    outcome: str  # run | done | duplicate | poison | unknown
-    flow: str = ""
-    version: str = ""
-    params: dict[str, Any] | None = None
-    upstream: dict[str, Any] | None = None  # results of the step's upstreams, when asked for
-    deliveries: int = 0
-    detail: str = ""
-    #: What failing a poison attempt left to do after the commit (Effects), if anything.
-    effects: Any = None
-    item: Any = None  # an instance of a map step: its element
 
 
 def _results(conn: Connection, run_id: str, steps: Iterable[str] | None) -> dict[str, Any]:

@@ -20,10 +20,9 @@ from ..spec import FlowSpec
 from ..states import FINISHABLE_ATTEMPT, AttemptState, StepState
 from . import map_ops, saga
 from . import tables as t
-from .machine import Effects, Gate
+from .machine_types import Claim, Effects, Gate
 
 if TYPE_CHECKING:
-    from .sql import Claim
     from .sql import SqlStoreBase as _Base
 else:
     _Base = object
@@ -44,7 +43,7 @@ class WorkerOps(_Base):
         With ``specs`` (a cache the worker keeps), the same transaction also reads the
         results of the step's upstreams: the worker's hot path is two transactions.
         """
-        from .sql import Claim, _flow_spec, _results, as_utc
+        from .sql import _flow_spec, _results, as_utc
 
         known = self._run_keys.get(run_id) if specs is not None and self.fast_path else None
         if known is not None and specs is not None and known in specs:
@@ -115,7 +114,7 @@ class WorkerOps(_Base):
         transaction around it; None when the attempt was not queued (the generic path
         tells a redelivery from a takeover)."""
         from . import pg_fast
-        from .sql import Claim, utcnow
+        from .sql import utcnow
 
         names = spec.step(step).upstream
         with self.hot_claims.connection() as hot:
@@ -319,7 +318,7 @@ class WorkerOps(_Base):
         rest become waiters.
         """
         from . import pg_fast
-        from .machine import Dispatch, task_id_for
+        from .machine_types import Dispatch, task_id_for
         from .sql import utcnow
 
         downs = list(spec.downstream_of(step))
@@ -523,27 +522,10 @@ def _settle_after_success(tx: Any, machine: Any, spec: FlowSpec, run_id: str, na
     """Start, skip or fail the downstream steps ``names`` as their counters decide, and end the
     run if this was its last step. The rows are read again under a lock: after a finish that
     committed on its own, another actor (the sweep, an operator) may have moved them."""
-    from sqlalchemy import select
-
-    from ..graph import Decision, decide_counts
-
     c = t.step_runs.c
-    to_start: list[str] = []
-    ended: list[tuple[str, str, list[str] | None]] = []
     rows = tx.conn.execute(select(c.step, c.state, c.n_up, c.ok_up, c.bad_up, c.skip_up).where(
         c.run_id == run_id, c.step.in_(names)).order_by(c.step).with_for_update()).all() if names else []
-    for row in sorted(rows, key=lambda r: spec.position[r.step]):
-        if row.state != StepState.PENDING.value:
-            continue
-        decision = decide_counts(spec.step(row.step).trigger, row.n_up, row.ok_up, row.bad_up, row.skip_up)
-        if decision == Decision.RUN:
-            to_start.append(row.step)
-        elif decision != Decision.WAIT:
-            new = StepState.SKIPPED if decision == Decision.SKIP else StepState.UPSTREAM_FAILED
-            if tx.cas_step(run_id, row.step, [StepState.PENDING], new, ended_at=tx.now,
-                           reason="an upstream step failed" if new == StepState.UPSTREAM_FAILED
-                           else "an upstream was skipped"):
-                ended.append((row.step, "skip" if new == StepState.SKIPPED else "bad", None))
+    to_start, ended = machine.decide_rows(rows)
     if to_start:
         machine.start(to_start, StepState.PENDING)
     if ended:
