@@ -45,7 +45,7 @@ __all__ = ["BAD", "OK", "SKIP", "CallbackDue", "Dispatch", "Effects", "Gate", "M
            "recount", "task_id_for"]
 
 if TYPE_CHECKING:
-    from .sql import Tx
+    from .base import Tx
 
 def _bump(column: str) -> Any:
     c = t.step_runs.c

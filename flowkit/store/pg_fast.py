@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from ..states import RunState, StepState, can_transition
 from .hot import HotConnection
 
 
@@ -395,8 +396,6 @@ def _assignments(sets: str) -> list[tuple[str, str]]:
 
 def move_problems(moves: list[tuple[str, str, str]]) -> list[str]:
     """The moves flowkit.states does not allow (steps, runs) or :data:`ATTEMPT_MOVES` (attempts)."""
-    from ..states import RunState, StepState, can_transition
-
     bad: list[str] = []
     for table, old, new in moves:
         kind = table.split(":", 1)[-1]

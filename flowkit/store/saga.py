@@ -40,8 +40,8 @@ from . import tables as t
 from .machine_types import SKIP
 
 if TYPE_CHECKING:
+    from .base import Tx
     from .machine import Machine
-    from .sql import Tx
 
 #: runs.outcome while the compensations run, and once they are done.
 COMPENSATING = "compensating"

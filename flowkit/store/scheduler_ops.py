@@ -18,6 +18,7 @@ from ..errors import NotFoundError
 from ..spec import FlowSpec, StepSpec
 from ..states import AttemptState, RunState, StepState
 from . import tables as t
+from .base import read_flow_spec, row_dict, upsert, utcnow
 from .ledger import GLOBAL_KEY, Hold, decode_holds, holds_for, pool_key
 from .machine import Effects, Gate, recount
 
@@ -31,11 +32,9 @@ Specs = dict[tuple[str, str], FlowSpec]
 
 class SchedulerOps(_Base):
     def _spec_for(self, tx: Any, specs: Specs, flow: str, version: str) -> FlowSpec:
-        from .sql import _flow_spec
-
         key = (flow, version)
         if key not in specs:
-            specs[key] = _flow_spec(tx.conn, flow, version)
+            specs[key] = read_flow_spec(tx.conn, flow, version)
         return specs[key]
 
     # -- runs ---------------------------------------------------------------------------
@@ -211,10 +210,8 @@ class SchedulerOps(_Base):
 
     # -- the ledger --------------------------------------------------------------------
     def set_limit(self, key: str, capacity: int | None) -> None:
-        from .sql import _upsert, utcnow
-
         with self._conn() as conn:
-            _upsert(conn, t.limits, {"key": key, "capacity": capacity, "used": 0, "updated_at": utcnow()},
+            upsert(conn, t.limits, {"key": key, "capacity": capacity, "used": 0, "updated_at": utcnow()},
                     ["key"], update_columns=["capacity", "updated_at"])
 
     def set_pool(self, name: str, slots: int) -> None:
@@ -264,35 +261,29 @@ class SchedulerOps(_Base):
     def register_scheduler(self, name: str, config: dict[str, Any]) -> None:
         """A scheduler process starts (as a standby until it holds the lease): its row, with
         the settings it runs with, which `flowkit status` shows rather than its own."""
-        from .sql import _upsert, utcnow
-
         now = utcnow()
         with self._conn() as conn:
-            _upsert(conn, t.schedulers, {
+            upsert(conn, t.schedulers, {
                 "name": name, "started_at": now, "heartbeat_at": now, "last_loop_at": None,
                 "stats": json.dumps({"role": "standby"}), "stopped_at": None,
                 "config": json.dumps(config, sort_keys=True, default=str)}, ["name"])
 
     def beat_scheduler(self, name: str, stats: dict[str, Any], *, started: bool = False) -> None:
-        from .sql import _upsert, utcnow
-
         now = utcnow()
         values = {"name": name, "heartbeat_at": now, "last_loop_at": now,
                   "stats": json.dumps(stats, sort_keys=True, default=str)}
         with self._conn() as conn:
             if started:
-                _upsert(conn, t.schedulers, {**values, "started_at": now}, ["name"],
+                upsert(conn, t.schedulers, {**values, "started_at": now}, ["name"],
                         update_columns=["heartbeat_at", "last_loop_at", "stats"])
             else:
                 n = conn.execute(update(t.schedulers).where(t.schedulers.c.name == name).values(
                     **values)).rowcount
                 if n == 0:
-                    _upsert(conn, t.schedulers, {**values, "started_at": now}, ["name"])
+                    upsert(conn, t.schedulers, {**values, "started_at": now}, ["name"])
 
     def mark_scheduler_stopped(self, name: str) -> None:
         """A clean stop: `flowkit status` shows it stopped, not "not responding"."""
-        from .sql import utcnow
-
         with self._conn() as conn:
             conn.execute(update(t.schedulers).where(t.schedulers.c.name == name).values(
                 stopped_at=utcnow(), stats=json.dumps({"role": "stopped"})))
@@ -313,10 +304,8 @@ class SchedulerOps(_Base):
                 "acquired_at": row.acquired_at, "expired": bool(row.expired)}
 
     def schedulers(self) -> list[dict[str, Any]]:
-        from .sql import _row
-
         with self._conn() as conn:
-            rows = [_row(r) for r in conn.execute(select(t.schedulers).order_by(t.schedulers.c.name))]
+            rows = [row_dict(r) for r in conn.execute(select(t.schedulers).order_by(t.schedulers.c.name))]
         for row in rows:
             row["stats"] = json.loads(row["stats"] or "{}")
             row["config"] = json.loads(row["config"] or "{}")

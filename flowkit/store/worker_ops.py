@@ -16,11 +16,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import DBAPIError
 
+from ..graph import Decision, decide_counts
 from ..spec import FlowSpec
-from ..states import FINISHABLE_ATTEMPT, AttemptState, StepState
+from ..states import FINISHABLE_ATTEMPT, RUN_TERMINAL, AttemptState, StepState
 from . import map_ops, saga
 from . import tables as t
-from .machine_types import Claim, Effects, Gate
+from .base import as_utc, read_flow_spec, read_results, upsert, utcnow
+from .ledger import holds_for
+from .machine_types import Claim, Dispatch, Effects, Gate, task_id_for
 
 if TYPE_CHECKING:
     from .sql import SqlStoreBase as _Base
@@ -43,8 +46,6 @@ class WorkerOps(_Base):
         With ``specs`` (a cache the worker keeps), the same transaction also reads the
         results of the step's upstreams: the worker's hot path is two transactions.
         """
-        from .sql import _flow_spec, _results, as_utc
-
         known = self._run_keys.get(run_id) if specs is not None and self.fast_path else None
         if known is not None and specs is not None and known in specs:
             claimed = self._claim_in_one_statement(run_id, step, number, worker, specs[known])
@@ -100,9 +101,9 @@ class WorkerOps(_Base):
             if specs is not None:
                 key = (run.flow_name, run.version)
                 if key not in specs:
-                    specs[key] = _flow_spec(tx.conn, *key)
+                    specs[key] = read_flow_spec(tx.conn, *key)
                 names = specs[key].step(step).upstream
-                upstream = every_upstream(tx.conn, run_id, names, _results(tx.conn, run_id, names)
+                upstream = every_upstream(tx.conn, run_id, names, read_results(tx.conn, run_id, names)
                                           if names else {})
             item = map_ops.read_item(tx.conn, run_id, step) if map_ops.is_instance(step) else None
         return Claim("run", flow=run.flow_name, version=run.version,
@@ -114,8 +115,6 @@ class WorkerOps(_Base):
         transaction around it; None when the attempt was not queued (the generic path
         tells a redelivery from a takeover)."""
         from . import pg_fast
-        from .sql import utcnow
-
         names = spec.step(step).upstream
         with self.hot_claims.connection() as hot:
             got = pg_fast.claim(hot, run_id=run_id, step=step, number=number, worker=worker,
@@ -163,23 +162,19 @@ class WorkerOps(_Base):
         return effects
 
     def _spec_in(self, tx: Any, run_id: str, specs: dict[tuple[str, str], FlowSpec] | None) -> FlowSpec:
-        from .sql import _flow_spec
-
         run = tx.conn.execute(select(t.runs.c.flow_name, t.runs.c.version)
                               .where(t.runs.c.id == run_id)).one()
         key = (run.flow_name, run.version)
         if specs is None:
-            return _flow_spec(tx.conn, *key)
+            return read_flow_spec(tx.conn, *key)
         if key not in specs:
-            specs[key] = _flow_spec(tx.conn, *key)
+            specs[key] = read_flow_spec(tx.conn, *key)
         return specs[key]
 
     def heartbeat(self, keys: Iterable[tuple[str, str, int]], worker: str) -> list[tuple[str, str, int]]:
         """Mark these attempts alive; returns those no longer running on ``worker`` (an
         operator cancelled them, or another worker took them over): the worker stops what
         it can of them."""
-        from .sql import utcnow
-
         a = t.attempts
         keys = list(keys)
         lost: list[tuple[str, str, int]] = []
@@ -318,9 +313,6 @@ class WorkerOps(_Base):
         rest become waiters.
         """
         from . import pg_fast
-        from .machine_types import Dispatch, task_id_for
-        from .sql import utcnow
-
         downs = list(spec.downstream_of(step))
         # Downstream steps this worker may queue itself if this success makes them ready (no
         # slot to take, a rule that runs when every upstream succeeded), with the gate's consent.
@@ -385,9 +377,7 @@ class WorkerOps(_Base):
         return effects
 
     def _store_result(self, tx: Any, run_id: str, step: str, result_json: str) -> None:
-        from .sql import _upsert
-
-        _upsert(tx.conn, t.results, dict(run_id=run_id, step=step, value=result_json,
+        upsert(tx.conn, t.results, dict(run_id=run_id, step=step, value=result_json,
                                          size=len(result_json.encode()), created_at=tx.now),
                 ["run_id", "step"])
 
@@ -396,8 +386,6 @@ class WorkerOps(_Base):
         used up; it keeps its slots, and is published again (by the broker's redelivery or
         the scheduler's sweep, whichever comes first). Never for a run that has ended: a
         cancel ends the attempt itself (and a terminated step is interrupted after it)."""
-        from ..states import RUN_TERMINAL
-
         a = t.attempts.c
         live_run = select(t.runs.c.id).where(t.runs.c.id == run_id,
                                              t.runs.c.state.not_in([s.value for s in RUN_TERMINAL]))
@@ -487,9 +475,6 @@ def queueable_after_success(spec: FlowSpec, step: str) -> tuple[str, ...]:
     person; a map step, or a map step's compensation, expands first (map_ops, saga).
     Built once per spec and step: a fan-out's root has thousands of downstream steps, and
     every member asks for its join."""
-    from ..graph import Decision, decide_counts
-    from .ledger import holds_for
-
     entry = _QUEUEABLE.get(id(spec))
     if entry is None or entry[0] is not spec:
         entry = _QUEUEABLE[id(spec)] = (spec, {})
@@ -509,8 +494,6 @@ def queueable_after_success(spec: FlowSpec, step: str) -> tuple[str, ...]:
 def _undecided(spec: FlowSpec, out: dict[str, Any]) -> list[str]:
     """Downstream steps the finish statement bumped that are pending and that their counters
     decide (run, skip or upstream_failed), and that it did not queue itself."""
-    from ..graph import Decision, decide_counts
-
     queued = set(out["queued"])
     return [name for name, state, n_up, ok, bad, skipped in out["downs"]
             if name not in queued and state == StepState.PENDING.value
