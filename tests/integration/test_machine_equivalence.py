@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from flowkit.store import approvals
+from flowkit.store import approvals, pg_fast
 from flowkit.store.sql import SqlStore
 from flowkit.testing import FakeClock, InlineHarness
 
@@ -160,16 +160,34 @@ def differences(trails: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 
 def _on_every_backend(stores: Callable[[str], SqlStore], tmp_path: Path,
-                      scenario: Callable[[SqlStore, Path], None]) -> None:
+                      scenario: Callable[[SqlStore, Path], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_fast_path(monkeypatch)
     trails = {}
     for backend in BACKENDS:
         scratch = tmp_path / backend
         scratch.mkdir()
         store = stores(backend)
+        calls.clear()
         scenario(store, scratch)
+        # the switch holds: only the fast backend ran the one-statement forms, and it did
+        assert bool(calls) == (backend == "pg_fast"), (backend, dict(calls))
         trails[backend] = trail(store, scratch)
     found = differences(trails)
     assert not found, "\n".join(found)
+
+
+def _count_fast_path(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the calls of pg_fast's one-statement claim and finishes."""
+    calls: dict[str, int] = {}
+    for name in ("claim", "finish_success", "finish_instance_success"):
+        real = getattr(pg_fast, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            calls[_name] = calls.get(_name, 0) + 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(pg_fast, name, counted)
+    return calls
 
 
 # -- every flow -------------------------------------------------------------------------------
@@ -195,8 +213,8 @@ def run_every_flow(folder: Path) -> Callable[[SqlStore, Path], None]:
 
 
 @pytest.mark.parametrize("folder", FOLDERS)
-def test_every_flow_leaves_the_same_trail_on_every_backend(stores, tmp_path, folder):
-    _on_every_backend(stores, tmp_path, run_every_flow(_folder(folder)))
+def test_every_flow_leaves_the_same_trail_on_every_backend(stores, tmp_path, monkeypatch, folder):
+    _on_every_backend(stores, tmp_path, run_every_flow(_folder(folder)), monkeypatch)
 
 
 # -- operators' actions -----------------------------------------------------------------------
@@ -279,5 +297,5 @@ SCENARIOS: dict[str, Callable[[SqlStore, Path], None]] = {
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_operator_actions_leave_the_same_trail_on_every_backend(stores, tmp_path, name):
-    _on_every_backend(stores, tmp_path, SCENARIOS[name])
+def test_operator_actions_leave_the_same_trail_on_every_backend(stores, tmp_path, monkeypatch, name):
+    _on_every_backend(stores, tmp_path, SCENARIOS[name], monkeypatch)
