@@ -32,12 +32,15 @@ from .machine_types import (
     COUNTER,
     OK,
     SKIP,
+    WAITING,
     CallbackDue,
     Dispatch,
     Effects,
     Ended,
     Gate,
+    dispatched_reason,
     reason_for_skip,
+    succeeded_reason,
     task_id_for,
 )
 
@@ -91,7 +94,7 @@ class Machine:
         step = self.spec.step(name)
         if state == AttemptState.SUCCESS:
             new, outcome = StepState.SUCCESS, OK
-            reason = f"attempt {number} succeeded"
+            reason = succeeded_reason(number)
         elif state == AttemptState.SKIPPED:
             new, outcome = StepState.SKIPPED, SKIP
             reason = error or "skipped by the step"
@@ -317,7 +320,7 @@ class Machine:
                          "holds": encode_holds(holds.get(name, [])), "interruptions": 0})
             tx.event("step_state", run_id=self.run_id, step=name, old=old.value,
                      new=StepState.QUEUED.value, attempt=number,
-                     reason=f"attempt {number} dispatched")
+                     reason=dispatched_reason(number))
             self.effects.to_send.append(
                 Dispatch(self.run_id, self.spec.name, self.spec.step(name), number, task_id))
         if rows:
@@ -338,7 +341,7 @@ class Machine:
             for i, name in enumerate(names)])
         for name in names:
             self.tx.event("step_state", run_id=self.run_id, step=name, old=old.value,
-                          new=StepState.SCHEDULED.value, reason="ready; waiting for a slot")
+                          new=StepState.SCHEDULED.value, reason=WAITING)
         self.effects.wake = True
 
 

@@ -30,6 +30,28 @@ NOT_CHOSEN = "not chosen by its branch"
 UPSTREAM_SKIPPED = "an upstream was skipped"
 RULE_NOT_MET = "its trigger rule is not met by how its upstreams ended"
 UPSTREAM_FAILED = "an upstream step failed"
+#: A step made a waiter: it takes a slot the scheduler grants.
+WAITING = "ready; waiting for a slot"
+
+
+def dispatched_reason(number: int) -> str:
+    """A step queued with attempt ``number``."""
+    return f"attempt {number} dispatched"
+
+
+def started_reason(number: int, worker: str) -> str:
+    """A step running: its attempt ``number`` claimed by ``worker``."""
+    return f"attempt {number} started on {worker}"
+
+
+def claimed_reason(worker: str) -> str:
+    """An attempt running (its own event, beside the step's)."""
+    return f"on {worker}"
+
+
+def succeeded_reason(number: int) -> str:
+    """A step that succeeded with attempt ``number``."""
+    return f"attempt {number} succeeded"
 
 
 def reason_for_skip(decision: Decision, *, skipped: int, not_chosen: bool) -> str:

@@ -19,6 +19,15 @@ from sqlalchemy import Connection
 
 from ..states import RunState, StepState, can_transition
 from .hot import HotConnection
+from .machine_types import claimed_reason, dispatched_reason, started_reason, succeeded_reason
+
+
+def _sql_text(value: str) -> str:
+    """``value`` as an SQL string literal (the audit reasons of :mod:`.machine_types`, written
+    into the statements' text so that their parameters stay as they are)."""
+    if "%" in value or ":" in value:  # would read as a placeholder
+        raise ValueError(f"{value!r} cannot be written into a statement's text")
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _driver_sql(sql: str) -> str:
@@ -176,7 +185,7 @@ def claim(conn: Connection | HotConnection, *, run_id: str, step: str, number: i
     the element of a map step's instance (None for a plain step)."""
     params: dict[str, Any] = {
         "run": run_id, "step": step, "num": number, "worker": worker, "now": now,
-        "step_reason": f"attempt {number} started on {worker}", "att_reason": f"on {worker}",
+        "step_reason": started_reason(number, worker), "att_reason": claimed_reason(worker),
     }
     upstream_sql, prepare = _upstream_results(upstream, params)
     row = _one(conn, _fill(CLAIM, "{upstream}", upstream_sql), params, prepare=None if prepare else False)
@@ -249,14 +258,14 @@ ev AS (
   UNION ALL
   SELECT :run, :step, NULL, :now, :worker, 'step_state', 'running', 'success', :step_reason FROM st
   UNION ALL
-  SELECT :run, ins.step, 1, :now, :worker, 'step_state', 'pending', 'queued', 'attempt 1 dispatched'
+  SELECT :run, ins.step, 1, :now, :worker, 'step_state', 'pending', 'queued', {queued_reason}
   FROM ins)
 SELECT (SELECT count(*) FROM a) AS won, (SELECT holds FROM a) AS holds,
        (SELECT count(*) FROM st) AS stepped, (SELECT steps_left FROM rn) AS steps_left,
        (SELECT json_agg(json_build_array(step, state, n_up, ok_up, bad_up, skip_up)) FROM dn) AS downs,
        (SELECT json_agg(step) FROM ins) AS queued,
        CAST(:track AS boolean) AND EXISTS (SELECT 1 FROM ready) AND EXISTS (SELECT 1 FROM rn) AS followup
-""")
+""").replace("{queued_reason}", _sql_text(dispatched_reason(1)))
 
 
 def finish_success(conn: Connection | HotConnection, *, run_id: str, step: str, number: int, worker: str, now: Any,
@@ -279,7 +288,7 @@ def finish_success(conn: Connection | HotConnection, *, run_id: str, step: str, 
         "run": run_id, "step": step, "num": number, "worker": worker, "now": now,
         "value": result_json, "size": len(result_json.encode()) if result_json is not None else 0,
         "ds_uris": [u for u, _ in datasets], "ds_dirs": [d for _, d in datasets],
-        "eligible": eligible, "task_ids": task_ids, "step_reason": f"attempt {number} succeeded",
+        "eligible": eligible, "task_ids": task_ids, "step_reason": succeeded_reason(number),
         "track": track_followup,
     }
     bumps, prepare = _bump_downstream(downstream, params)
@@ -320,7 +329,7 @@ def finish_instance_success(conn: Connection | HotConnection, *, run_id: str, st
         "run": run_id, "step": step, "parent": parent, "num": number, "worker": worker, "now": now,
         "value": result_json, "size": len(result_json.encode()) if result_json is not None else 0,
         "ds_uris": [u for u, _ in datasets], "ds_dirs": [d for _, d in datasets],
-        "step_reason": f"attempt {number} succeeded",
+        "step_reason": succeeded_reason(number),
     })
     assert row is not None  # the statement ends in a SELECT of aggregates: always one row
     won, holds, parent_counts = row

@@ -24,7 +24,7 @@ from . import map_ops, saga
 from . import tables as t
 from .base import as_utc, read_flow_spec, read_results, upsert, utcnow
 from .ledger import holds_for
-from .machine_types import Claim, Dispatch, Effects, Gate, task_id_for
+from .machine_types import Claim, Dispatch, Effects, Gate, claimed_reason, started_reason, task_id_for
 
 if TYPE_CHECKING:
     from .sql import SqlStoreBase as _Base
@@ -67,9 +67,9 @@ class WorkerOps(_Base):
                 return Claim("unknown", detail="no such attempt in the store")
             if won:
                 tx.cas_step(run_id, step, [StepState.QUEUED], StepState.RUNNING,
-                            reason=f"attempt {number} started on {worker}", started_at=tx.now)
+                            reason=started_reason(number, worker), started_at=tx.now)
                 tx.event("attempt_started", run_id=run_id, step=step, attempt=number,
-                         old="queued", new="running", reason=f"on {worker}")
+                         old="queued", new="running", reason=claimed_reason(worker))
             elif AttemptState(row.state).terminal:
                 return Claim("done", deliveries=row.deliveries,
                              detail=f"attempt already {row.state}")
@@ -469,9 +469,9 @@ def _end_claimed_attempt(tx: Any, run_id: str, step: str, number: int, *, worker
         return None
     why = "its claim was lost in a database crash; recorded with its outcome"
     tx.event("attempt_started", run_id=run_id, step=step, attempt=number, old="queued", new="running",
-             reason=f"on {worker}; {why}")
+             reason=f"{claimed_reason(worker)}; {why}")
     if not tx.cas_step(run_id, step, [StepState.QUEUED], StepState.RUNNING, started_at=tx.now,
-                       reason=f"attempt {number} started on {worker}; {why}"):
+                       reason=f"{started_reason(number, worker)}; {why}"):
         raise _NotClaimable(f"run {run_id} step {step}: attempt {number} is queued but its step is not")
     log.warning("run %s step %s: attempt %s finished on %s after %s", run_id, step, number, worker, why)
     return holds
