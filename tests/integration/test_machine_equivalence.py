@@ -169,9 +169,14 @@ def _on_every_backend(stores: Callable[[str], SqlStore], tmp_path: Path,
         store = stores(backend)
         calls.clear()
         scenario(store, scratch)
-        # the switch holds: only the fast backend ran the one-statement forms, and it did
-        assert bool(calls) == (backend == "pg_fast"), (backend, dict(calls))
         trails[backend] = trail(store, scratch)
+        # the switch holds: only the fast backend runs the one-statement forms, and it does
+        # wherever they apply (a run's second claim on this worker is one, at least)
+        applies = any(sum(a[2] == "success" for a in run["attempts"]) >= 2 for run in trails[backend])
+        if backend != "pg_fast":
+            assert not calls, (backend, calls)
+        elif applies:
+            assert calls, "the fast backend never took its one-statement forms"
     found = differences(trails)
     assert not found, "\n".join(found)
 
