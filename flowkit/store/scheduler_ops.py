@@ -21,6 +21,7 @@ from . import tables as t
 from .base import read_flow_spec, row_dict, upsert, utcnow
 from .ledger import GLOBAL_KEY, Hold, decode_holds, holds_for, pool_key
 from .machine import Effects, Gate, recount
+from .machine_types import BAD
 
 if TYPE_CHECKING:
     from .sql import SqlStoreBase as _Base
@@ -28,6 +29,8 @@ else:
     _Base = object
 
 Specs = dict[tuple[str, str], FlowSpec]
+#: Waiters granted in one pass, by run: (its spec, the steps, each step's holds).
+Grants = dict[str, tuple[FlowSpec, list[str], dict[str, list[Hold]]]]
 
 
 class SchedulerOps(_Base):
@@ -130,45 +133,62 @@ class SchedulerOps(_Base):
                 step = spec.step(row.step)
                 wanted.append((row, spec, step, holds_for(spec, step, global_cap)))
             tx.ledger.lock(k for *_, holds in wanted for k, _ in holds)
-            closed: set[str] = set()
-            impossible: list[tuple[Any, FlowSpec, str]] = []
-            grants: dict[str, tuple[FlowSpec, list[str], dict[str, list[Hold]]]] = {}
-            granted = 0
-            for row, spec, step, holds in wanted:
-                keys = [k for k, _ in holds]
-                queue_key = f"queue:{step.queue or ''}"
-                if queue_key in closed or any(k in closed for k in keys):
-                    continue
-                why = self._never_fits(tx, step, holds)
-                if why:
-                    impossible.append((row, spec, why))
-                    continue
-                if not tx.ledger.fits(holds):
-                    closed.update(keys)
-                    continue
-                if not allow(step):
-                    closed.add(queue_key)
-                    continue
-                tx.ledger.take(holds)
-                entry = grants.setdefault(row.run_id, (spec, [], {}))
-                entry[1].append(row.step)
-                entry[2][row.step] = holds
-                granted += 1
-            for run_id, (spec, names, holds_by_step) in grants.items():
-                machine = tx.machine(spec, run_id, global_cap=global_cap)
-                lost = machine.queue(names, StepState.SCHEDULED, holds_by_step)
-                for name in lost:
-                    tx.ledger.give_back(holds_by_step[name])
-                effects.merge(machine.effects)
-            for row, spec, why in impossible:
-                # A pool deleted or shrunk after the flow loaded: fail the step, don't wait forever.
-                if tx.cas_step(row.run_id, row.step, [StepState.SCHEDULED], StepState.FAILED,
-                               reason=why, ended_at=tx.now):
-                    machine = tx.machine(spec, row.run_id, global_cap=global_cap)
-                    machine.callback("step", "on_failure", row.step, StepState.FAILED.value, error=why)
-                    machine.settle([(row.step, "bad", None)])
-                    effects.merge(machine.effects)
+            grants, impossible, granted = self._choose_grants(tx, wanted, allow)
+            effects.merge(self._queue_grants(tx, grants, impossible, global_cap))
         return effects, granted == len(rows) == batch
+
+    def _choose_grants(self, tx: Any, wanted: list[tuple[Any, FlowSpec, StepSpec, list[Hold]]],
+                       allow: Callable[[StepSpec], bool]) -> tuple[Grants, list[tuple[Any, FlowSpec, str]], int]:
+        """Take the ledger's slots for the waiters ``wanted`` (in order) that fit: by run, the
+        steps granted with their holds; the waiters no capacity can ever hold, with why; and
+        how many were granted. A limit or queue that refuses one is closed to the rest."""
+        closed: set[str] = set()
+        impossible: list[tuple[Any, FlowSpec, str]] = []
+        grants: Grants = {}
+        granted = 0
+        for row, spec, step, holds in wanted:
+            keys = [k for k, _ in holds]
+            queue_key = f"queue:{step.queue or ''}"
+            if queue_key in closed or any(k in closed for k in keys):
+                continue
+            why = self._never_fits(tx, step, holds)
+            if why:
+                impossible.append((row, spec, why))
+                continue
+            if not tx.ledger.fits(holds):
+                closed.update(keys)
+                continue
+            if not allow(step):
+                closed.add(queue_key)
+                continue
+            tx.ledger.take(holds)
+            entry = grants.setdefault(row.run_id, (spec, [], {}))
+            entry[1].append(row.step)
+            entry[2][row.step] = holds
+            granted += 1
+        return grants, impossible, granted
+
+    @staticmethod
+    def _queue_grants(tx: Any, grants: Grants, impossible: list[tuple[Any, FlowSpec, str]],
+                      global_cap: int | None) -> Effects:
+        """Queue the granted waiters (giving back the slots of any another actor moved) and
+        fail the ones that can never fit."""
+        effects = Effects()
+        for run_id, (spec, names, holds_by_step) in grants.items():
+            machine = tx.machine(spec, run_id, global_cap=global_cap)
+            lost = machine.queue(names, StepState.SCHEDULED, holds_by_step)
+            for name in lost:
+                tx.ledger.give_back(holds_by_step[name])
+            effects.merge(machine.effects)
+        for row, spec, why in impossible:
+            # A pool deleted or shrunk after the flow loaded: fail the step, don't wait forever.
+            if tx.cas_step(row.run_id, row.step, [StepState.SCHEDULED], StepState.FAILED,
+                           reason=why, ended_at=tx.now):
+                machine = tx.machine(spec, row.run_id, global_cap=global_cap)
+                machine.callback("step", "on_failure", row.step, StepState.FAILED.value, error=why)
+                machine.settle([(row.step, BAD, None)])
+                effects.merge(machine.effects)
+        return effects
 
     @staticmethod
     def _never_fits(tx: Any, step: StepSpec, holds: list[Hold]) -> str:
