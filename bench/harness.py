@@ -226,8 +226,8 @@ class Bench:
         broker connection, which is the same for every shape.
         """
         if self._flowkit_app is None:
-            from flowkit.celery_app import make_app
             from flowkit.config import Settings
+            from flowkit.execution.celery_app import make_app
 
             self._flowkit_app = make_app(Settings(broker_url=self.flowkit_broker_url, database_url="sqlite://"))
         return self._flowkit_app
@@ -429,8 +429,8 @@ class FlowkitStack:
             if made.returncode != 0:
                 why = (made.stderr or made.stdout).strip().splitlines()[-1:] or [f"exit {made.returncode}"]
                 raise DagsDoNotLoad(f"`flowkit {' '.join(args)}` failed: {why[0]}")
+        from flowkit.loading.sync import sync_dags
         from flowkit.store.sql import SqlStore
-        from flowkit.sync import sync_dags
 
         self.store = SqlStore(self.database_url)
         report = sync_dags(self.store, str(self.dags_folder), timeout=120)

@@ -22,9 +22,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flowkit.celery_app import EXECUTE_TASK, make_app  # noqa: E402
 from flowkit.config import Settings  # noqa: E402
 from flowkit.dispatch.celery import CeleryDispatcher  # noqa: E402
+from flowkit.dispatch.task_names import EXECUTE_TASK  # noqa: E402
+from flowkit.execution.celery_app import make_app  # noqa: E402
 from flowkit.spec import StepSpec  # noqa: E402
 from flowkit.store.machine import Dispatch  # noqa: E402
 

@@ -3,7 +3,7 @@
 Worker: ``celery -A bench.raw_celery worker -c 2 --pool prefork -Q bench.raw -E``
 (run.py starts it with the environment below; run it from the repository root).
 
-The Celery configuration copies flowkit's (``flowkit/celery_app.py``): JSON only,
+The Celery configuration copies flowkit's (``flowkit/execution/celery_app.py``): JSON only,
 ``acks_late`` + ``reject_on_worker_lost``, prefetch 1, task events on, results ignored,
 the same Redis transport options (visibility timeout, priority queue order). So the
 ratio flowkit / raw measures what flowkit adds (SQL state, scheduler hops), not a
@@ -62,8 +62,8 @@ def redis_client() -> Any:
 
 def make_app(broker: str = BROKER, *, result_backend: str | None = None) -> Celery:
     """A Celery app configured like flowkit's ``make_app`` (see the module docstring)."""
-    from flowkit.celery_app import celery_config
     from flowkit.config import Settings
+    from flowkit.execution.celery_app import celery_config
 
     app = Celery("bench_raw", broker=broker, backend=result_backend, set_as_current=False)
     # Exactly flowkit's Celery settings, so the comparison measures flowkit, not configuration.

@@ -16,47 +16,21 @@ scores about 0.94 and ``gate`` follows ``register``; ``-p min_accuracy=0.99`` (o
 from __future__ import annotations
 
 import csv
-import json
 import math
 import random
 import re
-import tempfile
 from pathlib import Path
+
+from _files import load_json, save_json, workdir, write_csv
 
 from flowkit import Flow, Param, StepContext
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-# -- helpers ------------------------------------------------------------------------------
-def _workdir(ctx: StepContext, *sub: str) -> Path:
-    base = ctx.params.get("workdir") or str(Path(tempfile.gettempdir()) / "flowkit-ml")
-    path = Path(base, *sub)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
+# -- helpers (the file helpers are in dags/_files.py, shared by the examples) -------------
 def _run_dir(ctx: StepContext) -> Path:
-    return _workdir(ctx, "runs", ctx.run_id)
-
-
-def _load(path: Path, default: object) -> object:
-    return json.loads(path.read_text()) if path.exists() else default
-
-
-def _save(path: Path, data: object) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)  # atomic: a killed worker never leaves half a file
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list[float]]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        out = csv.writer(fh)
-        out.writerow(header)
-        out.writerows(rows)
-    tmp.replace(path)
+    return workdir(ctx, "ml", "runs", ctx.run_id)
 
 
 def _read_csv(path: Path) -> tuple[list[list[float]], list[int]]:
@@ -117,14 +91,14 @@ def extract_features(ctx: StepContext) -> dict:
 
     run_dir = _run_dir(ctx)
     header = [*names, "label"]
-    _write_csv(run_dir / "dataset.csv", header, rows)
+    write_csv(run_dir / "dataset.csv", header, rows)
     order = list(range(n))
     random.Random(p["seed"] + 1).shuffle(order)
     n_test = max(1, round(n * test_fraction))
     test = [rows[i] for i in order[:n_test]]
     train = [rows[i] for i in order[n_test:]]
-    _write_csv(run_dir / "train.csv", header, train)
-    _write_csv(run_dir / "test.csv", header, test)
+    write_csv(run_dir / "train.csv", header, train)
+    write_csv(run_dir / "test.csv", header, test)
     return {"dataset": str(run_dir / "dataset.csv"), "train": str(run_dir / "train.csv"),
             "test": str(run_dir / "test.csv"), "features": names, "train_rows": len(train),
             "test_rows": len(test), "positive_rate": round(sum(r[-1] for r in rows) / n, 3)}
@@ -165,14 +139,14 @@ def train(ctx: StepContext) -> dict:
              "mean": mean, "std": std, "epochs": epochs, "learning_rate": lr, "l2": l2,
              "loss_curve": curve}
     path = _run_dir(ctx) / "model.json"
-    _save(path, model)
+    save_json(path, model)
     return {"model": str(path), "train_rows": n, "final_train_loss": curve[-1][1],
             "loss_curve": curve}
 
 
 def evaluate(ctx: StepContext) -> dict:
     """Score the model on the held-out test split: accuracy, log-loss, precision, recall."""
-    model = _load(Path(ctx.upstream["train"]["model"]), None)
+    model = load_json(Path(ctx.upstream["train"]["model"]), None)
     assert isinstance(model, dict)
     xs, ys = _read_csv(Path(ctx.upstream["extract_features"]["test"]))
     eps = 1e-12
@@ -197,7 +171,7 @@ def evaluate(ctx: StepContext) -> dict:
         "baseline_accuracy": round(max(positives, n - positives) / n, 4),  # always the majority class
         "confusion": {"tp": tp, "fp": fp, "tn": tn, "fn": fn},
     }
-    _save(_run_dir(ctx) / "metrics.json", metrics)
+    save_json(_run_dir(ctx) / "metrics.json", metrics)
     return metrics
 
 
@@ -209,15 +183,15 @@ def gate(ctx: StepContext) -> str:
 def register(ctx: StepContext) -> dict:
     """Copy the model and its metrics into the registry as the next version (once per run)."""
     name = ctx.params["model_name"]
-    registry = _workdir(ctx, "registry", name)
+    registry = workdir(ctx, "ml", "registry", name)
     for existing in sorted(registry.glob("v*/model.json")):  # a redelivery: already registered
-        entry = _load(existing, {})
+        entry = load_json(existing, {})
         assert isinstance(entry, dict)
         if entry.get("idempotency_key") == ctx.idempotency_key:
             return {"model": name, "version": entry["version"], "path": str(existing),
                     "accuracy": entry["metrics"]["accuracy"], "already_registered": True}
     run_dir = _run_dir(ctx)
-    model, metrics = _load(run_dir / "model.json", None), _load(run_dir / "metrics.json", None)
+    model, metrics = load_json(run_dir / "model.json", None), load_json(run_dir / "metrics.json", None)
     assert isinstance(model, dict) and isinstance(metrics, dict)
     numbers = [int(d.name[1:]) for d in registry.glob("v*") if d.name[1:].isdigit()]
     version = max(numbers, default=0) + 1
@@ -230,11 +204,11 @@ def register(ctx: StepContext) -> dict:
     entry = {"name": name, "version": version, "idempotency_key": ctx.idempotency_key,
              "run_id": ctx.run_id, "params": ctx.params, "metrics": metrics, "model": model}
     path = registry / f"v{version}" / "model.json"
-    _save(path, entry)
-    latest = _load(registry / "latest.json", {})
+    save_json(path, entry)
+    latest = load_json(registry / "latest.json", {})
     assert isinstance(latest, dict)
     if version > latest.get("version", 0):
-        _save(registry / "latest.json", {"version": version, "path": str(path)})
+        save_json(registry / "latest.json", {"version": version, "path": str(path)})
     ctx.log.info("registered %s v%s (accuracy %.3f)", name, version, metrics["accuracy"])
     return {"model": name, "version": version, "path": str(path), "accuracy": metrics["accuracy"],
             "already_registered": False}
@@ -242,18 +216,18 @@ def register(ctx: StepContext) -> dict:
 
 def reject(ctx: StepContext) -> dict:
     """Record why the model was not registered."""
-    metrics = _load(_run_dir(ctx) / "metrics.json", None)
+    metrics = load_json(_run_dir(ctx) / "metrics.json", None)
     assert isinstance(metrics, dict)
     reason = (f"test accuracy {metrics['accuracy']:.4f} is below min_accuracy "
               f"{ctx.params['min_accuracy']:.4f} (majority-class baseline "
               f"{metrics['baseline_accuracy']:.4f})")
-    path = _workdir(ctx) / "rejections.json"
-    rejections = _load(path, {})
+    path = workdir(ctx, "ml") / "rejections.json"
+    rejections = load_json(path, {})
     assert isinstance(rejections, dict)
     if ctx.idempotency_key not in rejections:
         rejections[ctx.idempotency_key] = {"model": ctx.params["model_name"], "run_id": ctx.run_id,
                                            "reason": reason, "metrics": metrics}
-        _save(path, rejections)
+        save_json(path, rejections)
     return {"rejected": True, "reason": reason}
 
 

@@ -18,10 +18,10 @@ Try it (no servers needed)::
 
 from __future__ import annotations
 
-import json
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from _files import load_json, save_json, workdir
 
 from flowkit import Flow, Param, StepContext
 
@@ -32,30 +32,13 @@ TAX_RATE = 0.2
 DEFAULT_LINES = [{"item": "widget", "quantity": 2}, {"item": "gizmo", "quantity": 1}]
 
 
-# -- the work folder ---------------------------------------------------------------------
-def _workdir(ctx: StepContext) -> Path:
-    base = ctx.params.get("workdir") or str(Path(tempfile.gettempdir()) / "flowkit-orders")
-    path = Path(base)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _load(path: Path, default: Any) -> Any:
-    return json.loads(path.read_text()) if path.exists() else default
-
-
-def _save(path: Path, data: object) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)  # atomic: a killed worker never leaves half a file
-
-
+# -- stock and order lines (file helpers: dags/_files.py, shared by the examples) ------
 def _stock(work: Path) -> dict[str, int]:
     """The warehouse's stock, created with DEFAULT_STOCK on first use."""
-    stock: dict[str, int] | None = _load(work / "stock.json", None)
+    stock: dict[str, int] | None = load_json(work / "stock.json", None)
     if stock is None:
         stock = dict(DEFAULT_STOCK)
-        _save(work / "stock.json", stock)
+        save_json(work / "stock.json", stock)
     return stock
 
 
@@ -88,13 +71,13 @@ def _lines(ctx: StepContext) -> list[dict[str, Any]]:
 def receive(ctx: StepContext) -> dict[str, Any]:
     """Check the order's lines and give the order an id."""
     order = {"order_id": f"o-{ctx.run_id[:8]}", "customer": ctx.params["customer"], "lines": _lines(ctx)}
-    _save(_workdir(ctx) / f"{order['order_id']}.order.json", order)
+    save_json(workdir(ctx, "orders") / f"{order['order_id']}.order.json", order)
     return order
 
 
 def check_inventory(ctx: StepContext) -> dict[str, Any]:
     """Read the stock (created on first use) and report, per item, whether there is enough."""
-    stock = _stock(_workdir(ctx))
+    stock = _stock(workdir(ctx, "orders"))
     needed = _needed(ctx.upstream["receive"]["lines"])
     short = {item: qty - stock.get(item, 0) for item, qty in needed.items() if stock.get(item, 0) < qty}
     return {"needed": needed, "short": short, "in_stock": not short}
@@ -107,41 +90,41 @@ def route(ctx: StepContext) -> str:
 
 def reserve(ctx: StepContext) -> dict[str, Any]:
     """Take every line's items out of stock, once per run (keyed by the step's idempotency key)."""
-    work = _workdir(ctx)
-    reservations = _load(work / "reservations.json", {})
+    work = workdir(ctx, "orders")
+    reservations = load_json(work / "reservations.json", {})
     if ctx.idempotency_key not in reservations:
         stock = _stock(work)
         needed = _needed(_lines(ctx))
         for item, qty in needed.items():
             stock[item] -= qty
         reservations[ctx.idempotency_key] = {"items": needed, "status": "reserved"}
-        _save(work / "stock.json", stock)
-        _save(work / "reservations.json", reservations)
+        save_json(work / "stock.json", stock)
+        save_json(work / "reservations.json", reservations)
     return {"reservation": ctx.idempotency_key, "items": reservations[ctx.idempotency_key]["items"]}
 
 
 def release_stock(ctx: StepContext) -> dict[str, Any]:
     """Compensation of reserve: put the reserved items back in stock, once."""
-    work = _workdir(ctx)
+    work = workdir(ctx, "orders")
     key = ctx.result_of("reserve")["reservation"]  # ctx.compensates == "reserve"
-    reservations = _load(work / "reservations.json", {})
+    reservations = load_json(work / "reservations.json", {})
     held = reservations[key]
     if held["status"] == "reserved":  # a second delivery finds it released and does nothing
         stock = _stock(work)
         for item, qty in held["items"].items():
             stock[item] += qty
         held["status"] = "released"
-        _save(work / "stock.json", stock)
-        _save(work / "reservations.json", reservations)
+        save_json(work / "stock.json", stock)
+        save_json(work / "reservations.json", reservations)
     return {"released": held["items"]}
 
 
 def backorder(ctx: StepContext) -> dict[str, Any]:
     """Record a back-order for the supplier."""
-    work = _workdir(ctx)
-    backorders = _load(work / "backorders.json", {})
+    work = workdir(ctx, "orders")
+    backorders = load_json(work / "backorders.json", {})
     backorders[ctx.idempotency_key] = {"lines": _lines(ctx), "short": ctx.upstream.get("check_inventory")}
-    _save(work / "backorders.json", backorders)
+    save_json(work / "backorders.json", backorders)
     return {"backordered": True, "eta_days": 7}
 
 
@@ -153,21 +136,21 @@ def invoice(ctx: StepContext) -> dict[str, Any]:
     tax = round(subtotal * TAX_RATE, 2)
     inv = {"invoice_id": f"inv-{ctx.run_id[:8]}", "customer": ctx.params["customer"], "lines": lines,
            "subtotal": subtotal, "tax": tax, "total": round(subtotal + tax, 2)}
-    work = _workdir(ctx)
-    invoices = _load(work / "invoices.json", {})
+    work = workdir(ctx, "orders")
+    invoices = load_json(work / "invoices.json", {})
     if inv["invoice_id"] not in invoices:
         invoices[inv["invoice_id"]] = {"total": inv["total"], "status": "issued", "key": ctx.idempotency_key}
-        _save(work / "invoices.json", invoices)
+        save_json(work / "invoices.json", invoices)
     return inv
 
 
 def void_invoice(ctx: StepContext) -> dict[str, Any]:
     """Compensation of invoice: mark the invoice void (a credit note in a real system), once."""
     invoice_id = ctx.result_of("invoice")["invoice_id"]  # ctx.compensates == "invoice"
-    work = _workdir(ctx)
-    invoices = _load(work / "invoices.json", {})
+    work = workdir(ctx, "orders")
+    invoices = load_json(work / "invoices.json", {})
     invoices[invoice_id]["status"] = "void"
-    _save(work / "invoices.json", invoices)
+    save_json(work / "invoices.json", invoices)
     return {"voided": invoice_id}
 
 
@@ -196,7 +179,7 @@ def ship(ctx: StepContext) -> dict[str, Any]:
                            "(fail_shipping=true)")
     label = (f"SHIP {parcel['quantity']} x {parcel['item']} BY {parcel['carrier']} "
              f"TO customer {ctx.params['customer']}")
-    path = _workdir(ctx) / f"label-{ctx.run_id[:8]}-{ctx.index}.txt"
+    path = workdir(ctx, "orders") / f"label-{ctx.run_id[:8]}-{ctx.index}.txt"
     path.write_text(label + "\n")  # the same content on a second delivery
     return {"label": str(path), "line": parcel["line"], "carrier": parcel["carrier"]}
 
@@ -208,20 +191,20 @@ def notify_customer(ctx: StepContext) -> dict[str, Any]:
         text = f"Your order ships in {len(parcels)} parcel(s) by {parcels[0]['carrier']}."
     else:
         text = "Your order is back-ordered; we will write when it ships."
-    work = _workdir(ctx)
-    outbox = _load(work / "outbox.json", {})
+    work = workdir(ctx, "orders")
+    outbox = load_json(work / "outbox.json", {})
     outbox[ctx.idempotency_key] = {"customer": ctx.params["customer"], "text": text}
-    _save(work / "outbox.json", outbox)
+    save_json(work / "outbox.json", outbox)
     return {"message": text}
 
 
 def update_accounting(ctx: StepContext) -> dict[str, Any]:
     """Post the invoice (if any) to the ledger, once."""
     inv = ctx.upstream.get("invoice")
-    ledger = _load(_workdir(ctx) / "ledger.json", {})
+    ledger = load_json(workdir(ctx, "orders") / "ledger.json", {})
     if inv and ctx.idempotency_key not in ledger:
         ledger[ctx.idempotency_key] = inv["total"]
-        _save(_workdir(ctx) / "ledger.json", ledger)
+        save_json(workdir(ctx, "orders") / "ledger.json", ledger)
     return {"posted": inv["total"] if inv else 0.0, "ledger_entries": len(ledger)}
 
 

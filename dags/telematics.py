@@ -32,9 +32,10 @@ import json
 import random
 import re
 import shutil
-import tempfile
 from datetime import date, timedelta
 from pathlib import Path
+
+from _files import load_json, save_json, sha256, workdir
 
 from flowkit import Flow, Param, StepContext
 
@@ -74,39 +75,14 @@ SERVICE_INTERVAL_KM = 15_000
 _VEHICLE_RE = re.compile(r"^[A-Za-z0-9-]{1,32}$")
 
 
-# -- helpers ------------------------------------------------------------------------------
-def _workdir(ctx: StepContext, *sub: str) -> Path:
-    base = ctx.params.get("workdir") or str(Path(tempfile.gettempdir()) / "flowkit-telematics")
-    path = Path(base, *sub)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _load(path: Path, default: object) -> object:
-    return json.loads(path.read_text()) if path.exists() else default
-
-
-def _save(path: Path, data: object) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)  # atomic: a killed worker never leaves half a file
-
-
+# -- helpers (the file helpers are in dags/_files.py, shared by the examples) -------------
 def _seed(vehicle: str) -> int:
     """A stable seed (``hash()`` of a str changes between processes)."""
     return int.from_bytes(hashlib.sha256(vehicle.encode()).digest()[:8], "big")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(65536), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _plan_path(ctx: StepContext) -> Path:
-    return _workdir(ctx, "plans") / f"{ctx.run_id}.json"
+    return workdir(ctx, "telematics", "plans") / f"{ctx.run_id}.json"
 
 
 def _rolling_means(xs: list[float], window: int) -> list[float]:
@@ -156,7 +132,7 @@ def ingest(ctx: StepContext) -> dict:
         sensor, warn, limit, _part = COMPONENTS[fault]
         target = (sensor, limit + 0.25 * (limit - warn))
 
-    path = _workdir(ctx, "raw") / f"{vehicle}-{ctx.run_id[:8]}.csv"
+    path = workdir(ctx, "telematics", "raw") / f"{vehicle}-{ctx.run_id[:8]}.csv"
     tmp = path.with_suffix(".csv.tmp")
     first_km = odometer
     with tmp.open("w", newline="") as fh:
@@ -183,10 +159,10 @@ def ingest(ctx: StepContext) -> dict:
 def stage(ctx: StepContext) -> dict:
     """Copy the raw file into the staging folder and check that the copy is intact."""
     raw = Path(ctx.upstream["ingest"]["path"])
-    staged = _workdir(ctx, "staging") / raw.name
+    staged = workdir(ctx, "telematics", "staging") / raw.name
     tmp = staged.with_suffix(".csv.tmp")
     shutil.copyfile(raw, tmp)
-    source_sum, copy_sum = _sha256(raw), _sha256(tmp)
+    source_sum, copy_sum = sha256(raw), sha256(tmp)
     if source_sum != copy_sum:
         tmp.unlink(missing_ok=True)
         raise OSError(f"staged copy of {raw} does not match its source (checksum); retrying")
@@ -198,8 +174,8 @@ def enrich(ctx: StepContext) -> dict:
     """Look up the vehicle's history (created on first use) and bring its mileage up to date."""
     reading = ctx.upstream["ingest"]
     vehicle = reading["vehicle"]
-    path = _workdir(ctx, "history") / f"{vehicle}.json"
-    history = _load(path, None)
+    path = workdir(ctx, "telematics", "history") / f"{vehicle}.json"
+    history = load_json(path, None)
     if history is None:
         rng = random.Random(_seed(vehicle) ^ 0x5EED)
         history = {"vehicle": vehicle, "model": rng.choice(MODELS), "year": rng.randrange(2015, 2025),
@@ -209,7 +185,7 @@ def enrich(ctx: StepContext) -> dict:
     assert isinstance(history, dict)
     if reading["odometer_km"] > history["mileage_km"]:  # an odometer never goes back
         history["mileage_km"] = reading["odometer_km"]
-    _save(path, history)
+    save_json(path, history)
     since = round(history["mileage_km"] - history["last_service_km"], 1)
     return {"model": history["model"], "year": history["year"], "mileage_km": history["mileage_km"],
             "km_since_service": since, "service_due": since >= history["service_interval_km"]}
@@ -226,7 +202,7 @@ def analyze(ctx: StepContext) -> dict:
     staged = ctx.upstream["stage"]
     history = ctx.upstream["enrich"]
     path = Path(staged["path"])
-    if _sha256(path) != staged["sha256"]:
+    if sha256(path) != staged["sha256"]:
         raise ValueError(f"{path} changed since it was staged (checksum mismatch)")
     columns: dict[str, list[float]] = {s: [] for s in SENSORS}
     with path.open(newline="") as fh:
@@ -271,11 +247,11 @@ def pick_depot(ctx: StepContext) -> str | list[str]:
     """
     failing = ctx.upstream["analyze"]["failing"]
     parts = sorted({f["part"] for f in failing})
-    depots_file = _workdir(ctx) / "depots.json"
-    depots = _load(depots_file, None)
+    depots_file = workdir(ctx, "telematics") / "depots.json"
+    depots = load_json(depots_file, None)
     if depots is None:
         depots = json.loads(json.dumps(DEFAULT_DEPOTS))
-        _save(depots_file, depots)
+        save_json(depots_file, depots)
     assert isinstance(depots, dict)
 
     def in_stock(name: str) -> list[str]:
@@ -296,36 +272,36 @@ def pick_depot(ctx: StepContext) -> str | list[str]:
             best = max(by_distance, key=lambda d: (len(in_stock(d)), -depots[d]["distance_km"]))
             plan.update(depot=best, missing=[p for p in parts if p not in in_stock(best)])
             choice = "order_part"
-    _save(_plan_path(ctx), plan)
+    save_json(_plan_path(ctx), plan)
     return choice
 
 
 def order_part(ctx: StepContext) -> dict:
     """Write a purchase order for the parts no depot has, delivered to the chosen depot (once)."""
-    plan = _load(_plan_path(ctx), None)
+    plan = load_json(_plan_path(ctx), None)
     assert isinstance(plan, dict)
-    path = _workdir(ctx, "purchase_orders") / f"po-{ctx.run_id[:8]}.json"
-    po = _load(path, None)
+    path = workdir(ctx, "telematics", "purchase_orders") / f"po-{ctx.run_id[:8]}.json"
+    po = load_json(path, None)
     if not (isinstance(po, dict) and po.get("key") == ctx.idempotency_key):
         lines = [{"part": p, "quantity": 1, "unit_price": PART_CATALOG[p][0]} for p in plan["missing"]]
         po = {"po_id": path.stem, "key": ctx.idempotency_key, "vehicle": ctx.params["vehicle"],
               "deliver_to": plan["depot"], "lines": lines,
               "total": round(sum(line["unit_price"] * line["quantity"] for line in lines), 2),
               "eta_days": max(PART_CATALOG[p][1] for p in plan["missing"])}
-        _save(path, po)
+        save_json(path, po)
     return {"po_id": po["po_id"], "deliver_to": po["deliver_to"], "parts": plan["missing"],
             "total": po["total"], "eta_days": po["eta_days"]}
 
 
 def book_appointment(ctx: StepContext) -> dict:
     """Book the first free slot at the chosen depot, after any ordered parts arrive (once)."""
-    plan = _load(_plan_path(ctx), None)
+    plan = load_json(_plan_path(ctx), None)
     assert isinstance(plan, dict)
-    work = _workdir(ctx)
-    bookings = _load(work / "bookings.json", {})
+    work = workdir(ctx, "telematics")
+    bookings = load_json(work / "bookings.json", {})
     assert isinstance(bookings, dict)
     if ctx.idempotency_key not in bookings:
-        depots = _load(work / "depots.json", DEFAULT_DEPOTS)
+        depots = load_json(work / "depots.json", DEFAULT_DEPOTS)
         assert isinstance(depots, dict)
         depot = plan["depot"]
         capacity = depots[depot]["slots_per_day"]
@@ -341,7 +317,7 @@ def book_appointment(ctx: StepContext) -> dict:
             "date": day.isoformat(), "time": f"{8 + 2 * taken:02d}:00", "parts": plan["parts"],
             "components": plan["components"], "po_id": po["po_id"] if po else None,
         }
-        _save(work / "bookings.json", bookings)
+        save_json(work / "bookings.json", bookings)
     booking: dict = bookings[ctx.idempotency_key]
     return booking
 
@@ -360,7 +336,7 @@ def notify_driver(ctx: StepContext) -> dict:
             text += f" Parts are on order ({booking['po_id']})."
     else:
         text = f"Vehicle {vehicle}: all monitored components look healthy; no service needed."
-    outbox = _workdir(ctx) / "outbox.jsonl"
+    outbox = workdir(ctx, "telematics") / "outbox.jsonl"
     sent = {json.loads(line)["key"] for line in outbox.read_text().splitlines()} if outbox.exists() else set()
     if ctx.idempotency_key not in sent:
         with outbox.open("a") as fh:

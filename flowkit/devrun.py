@@ -24,8 +24,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from . import shell
 from .errors import ActionRefused
+from .execution import shell
 
 log = logging.getLogger(__name__)
 

@@ -23,19 +23,19 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict, Unpack
 
 from .dsl_checks import (
-    _NAME_RE,
-    _NAME_RULE,
-    _a,
-    _caller_location,
-    _check_callbacks,
-    _check_lock,
-    _checks_arguments,
-    _display_name,
-    _limit,
-    _optional_str,
-    _strings,
-    _suggest,
+    NAME_RE,
+    NAME_RULE,
+    as_strings,
+    caller_location,
+    check_callbacks,
+    check_limit,
+    check_lock,
+    checks_arguments,
+    display_name,
+    optional_str,
     parse_duration,
+    suggest,
+    with_article,
 )
 from .errors import CycleError, DefinitionError, DuplicateStepError, InvalidParamError, UnknownStepError
 from .graph import find_cycle
@@ -113,9 +113,9 @@ class StepOptions(TypedDict, total=False):
       gets a context whose ``compensates`` names this step and whose ``upstream`` holds this
       step's result: ``ctx.result_of(ctx.compensates)``.
     - ``success_when`` (None): ``callable(result)``; a falsy answer fails the attempt
-      (retries apply), see :mod:`flowkit.success`.
+      (retries apply), see :mod:`flowkit.execution.success`.
     - ``on_success``/``on_failure``/``on_retry`` (None): callbacks, run on a worker with a
-      :class:`~flowkit.callbacks.CallbackContext` after the step's attempt succeeded, after
+      :class:`~flowkit.context.CallbackContext` after the step's attempt succeeded, after
       it failed for good, or after an attempt failed and a retry was scheduled.
     """
 
@@ -155,13 +155,13 @@ class Param:
                  secret: bool = False) -> None:
         type_name = type if isinstance(type, str) else _PY_TYPES.get(type)
         if type_name not in PARAM_TYPES:
-            path, lineno = _caller_location()
+            path, lineno = caller_location()
             raise DefinitionError(
                 f"param type {type!r} is not supported; use one of {', '.join(PARAM_TYPES)}",
                 path=path, lineno=lineno,
             )
         if not isinstance(help, str):
-            path, lineno = _caller_location()
+            path, lineno = caller_location()
             raise DefinitionError(f"param help={help!r} must be a string", path=path, lineno=lineno)
         self.type = type_name
         self.default = default
@@ -221,10 +221,10 @@ class Flow:
     ``max_active_steps`` the steps of the flow queued or running at once, over all its runs
     (None: no cap). ``on_success``/``on_failure`` are called once when a run ends in that
     state, ``on_retry`` whenever a step of the flow schedules a retry (see
-    :mod:`flowkit.callbacks`).
+    :mod:`flowkit.execution.callbacks`).
     """
 
-    @_checks_arguments(
+    @checks_arguments(
         hints={
             key: f"{key}= is a step option, not a flow default; set it on the steps that need it"
             for key in StepOptions.__optional_keys__
@@ -251,21 +251,21 @@ class Flow:
         on_failure: Callable[[Any], Any] | None = None,
         on_retry: Callable[[Any], Any] | None = None,
     ) -> None:
-        self.path, self.lineno = _caller_location()
-        if not isinstance(name, str) or not _NAME_RE.match(name):
+        self.path, self.lineno = caller_location()
+        if not isinstance(name, str) or not NAME_RE.match(name):
             raise DefinitionError(
-                f"flow name {name!r} is not valid; {_NAME_RULE}", path=self.path, lineno=self.lineno
+                f"flow name {name!r} is not valid; {NAME_RULE}", path=self.path, lineno=self.lineno
             )
         self.name = name
         where = self._where(None, self.path, self.lineno)
         who = f'flow "{name}"'
         self.schedule = self._check_schedule(schedule)
-        self.owner = _optional_str(owner, "owner", who, where)
-        self.description = _optional_str(description, "description", who, where) or ""
-        self.tags = _strings(tags, "tags", "a tag", who, where)
+        self.owner = optional_str(owner, "owner", who, where)
+        self.description = optional_str(description, "description", who, where) or ""
+        self.tags = as_strings(tags, "tags", "a tag", who, where)
         self.params = self._check_params(params)
-        self.max_active_runs = _limit(max_active_runs, "max_active_runs", who, where)
-        self.max_active_steps = _limit(max_active_steps, "max_active_steps", who, where)
+        self.max_active_runs = check_limit(max_active_runs, "max_active_runs", who, where)
+        self.max_active_steps = check_limit(max_active_steps, "max_active_steps", who, where)
         self._defaults: dict[str, Any] = {
             "retries": retries,
             "retry_backoff": retry_backoff,
@@ -276,13 +276,13 @@ class Flow:
             "pool": pool,
         }
         self._check_options(self._defaults, who, where)
-        self._callbacks = _check_callbacks(
+        self._callbacks = check_callbacks(
             {"on_success": on_success, "on_failure": on_failure, "on_retry": on_retry}, who, where)
         self._steps: dict[str, _StepDef] = {}
         self._last: str | None = None
 
     # -- builder ---------------------------------------------------------------
-    @_checks_arguments()
+    @checks_arguments()
     def step(
         self,
         name: str,
@@ -297,14 +297,14 @@ class Flow:
         """
         return self._add("task", name, fn, after, dict(options))
 
-    @_checks_arguments(
+    @checks_arguments(
         hints={"after": "then() chains after the previous step; use step(..., after=...) to name upstreams"}
     )
     def then(self, name: str, fn: Callable[..., Any], **options: Unpack[StepOptions]) -> Flow:
         """Add a step after the most recently added one (a linear chain)."""
         return self._add("task", name, fn, self._last, dict(options))
 
-    @_checks_arguments()
+    @checks_arguments()
     def branch(
         self,
         name: str,
@@ -319,7 +319,7 @@ class Flow:
         """
         return self._add("branch", name, fn, after, dict(options))
 
-    @_checks_arguments()
+    @checks_arguments()
     def approval(
         self,
         name: str,
@@ -334,7 +334,7 @@ class Flow:
         worker and no slot while it waits. After ``timeout`` (None: wait for ever) with no
         decision, ``on_timeout`` ("reject" or "approve") decides, as actor "timeout".
         """
-        path, lineno = _caller_location()
+        path, lineno = caller_location()
         where = self._where(name if isinstance(name, str) else None, path, lineno)
         who = f'flow "{self.name}" approval "{name}"'
         try:
@@ -348,7 +348,7 @@ class Flow:
         if on_timeout not in ON_TIMEOUT:
             raise DefinitionError(
                 f"{who}: on_timeout={on_timeout!r} must be one of {', '.join(map(repr, ON_TIMEOUT))}"
-                f"{_suggest(str(on_timeout), ON_TIMEOUT)}",
+                f"{suggest(str(on_timeout), ON_TIMEOUT)}",
                 **where,
             )
         self._add("approval", name, _awaits_a_decision, after, {"trigger": trigger})
@@ -358,7 +358,7 @@ class Flow:
         self._steps[name].on_timeout = on_timeout
         return self
 
-    @_checks_arguments()
+    @checks_arguments()
     def shell(
         self,
         name: str,
@@ -371,20 +371,20 @@ class Flow:
         success_codes: int | Iterable[int] = (0,),
         **options: Unpack[StepOptions],
     ) -> Flow:
-        """Add a step that runs ``/bin/sh -c command`` on a worker (see :mod:`flowkit.shell`).
+        """Add a step that runs ``/bin/sh -c command`` on a worker (see :mod:`flowkit.execution.shell`).
 
         ``env`` is merged over the worker's environment; the attempt fails on an exit code
         not in ``success_codes`` or on an output line matching a ``fail_on`` regex.
         """
-        from .shell import check_definition
+        from .execution.shell import check_definition
 
-        path, lineno = _caller_location()
+        path, lineno = caller_location()
         who = f'flow "{self.name}" step "{name}"'
         shell = check_definition(command, env, cwd, fail_on, success_codes, who=who,
                                  where=self._where(name if isinstance(name, str) else None, path, lineno))
         return self._add("shell", name, None, after, dict(options), shell=shell)
 
-    @_checks_arguments()
+    @checks_arguments()
     def map(
         self,
         name: str,
@@ -405,7 +405,7 @@ class Flow:
 
         >>> Flow("orders").step("invoice", invoice).map("notify", send_notice, over="invoice")
         """
-        path, lineno = _caller_location()
+        path, lineno = caller_location()
         where = self._where(name if isinstance(name, str) else None, path, lineno)
         who = f'flow "{self.name}" step "{name}"'
         if isinstance(name, str) and len(name) > MAX_MAP_NAME:
@@ -434,18 +434,10 @@ class Flow:
         self, kind: str, name: str, fn: Callable[..., Any] | None, after: Any, options: dict[str, Any],
         shell: ShellSpec | None = None,
     ) -> Flow:
-        path, lineno = _caller_location()
+        path, lineno = caller_location()
         where = self._where(name if isinstance(name, str) else None, path, lineno)
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise DefinitionError(f'flow "{self.name}": step name {name!r} is not valid; {_NAME_RULE}', **where)
+        self._check_new_name(name, where)
         who = f'flow "{self.name}" step "{name}"'
-        if name in self._steps:
-            first = self._steps[name]
-            raise DuplicateStepError(
-                f'flow "{self.name}" defines step "{name}" twice (first at '
-                f"{first.path}:{first.lineno}); give one of them another name",
-                **where,
-            )
         if shell is None:
             if not callable(fn):
                 raise DefinitionError(
@@ -453,63 +445,19 @@ class Flow:
                 )
             self._check_signature(fn, who, where)
         options = {k: v for k, v in options.items() if v is not UNSET}
-        success_when = options.pop("success_when", None)
-        if success_when is not None and not callable(success_when):
-            raise DefinitionError(
-                f"{who}: success_when={success_when!r} is not callable; pass a function that takes the "
-                "step's result and returns True when it succeeded, e.g. success_when=lambda r: r[\"rows\"] > 0",
-                **where,
-            )
-        trigger = options.pop("trigger", "all_success")
-        if not isinstance(trigger, str) or trigger not in TRIGGER_RULES:
-            raise DefinitionError(
-                f"{who}: trigger {trigger!r} is not a trigger rule."
-                f"{_suggest(str(trigger), TRIGGER_RULES)} Use one of {', '.join(TRIGGER_RULES)}",
-                **where,
-            )
-        reads = _strings(options.pop("reads", ()), "reads", "a dataset URI", who, where)
-        writes = _strings(options.pop("writes", ()), "writes", "a dataset URI", who, where)
-        for label, uris in (("reads", reads), ("writes", writes)):
-            for uri in uris:
-                if "://" not in uri:
-                    raise DefinitionError(
-                        f'{who}: {label}= takes dataset URIs like "file:///data/orders.csv" or '
-                        f'"s3://bucket/key", not {uri!r}',
-                        **where,
-                    )
-        upstream = _strings(after, "after", "a step name", who, where)
+        success_when = _check_success_when(options.pop("success_when", None), who, where)
+        trigger = _check_trigger(options.pop("trigger", "all_success"), who, where)
+        reads = _check_uris(options.pop("reads", ()), "reads", who, where)
+        writes = _check_uris(options.pop("writes", ()), "writes", who, where)
+        upstream = as_strings(after, "after", "a step name", who, where)
         if len(set(upstream)) != len(upstream):
             raise DefinitionError(f"{who}: after= names a step twice: {list(upstream)}", **where)
         slots = options.pop("slots", UNSET)
-        lock, lock_mode = _check_lock(options.pop("lock", None), who, where)
-        compensate = options.pop("compensate", None)
-        if compensate is not None:
-            if not callable(compensate):
-                raise DefinitionError(
-                    f"{who}: compensate={compensate!r} is not callable; pass the function that undoes "
-                    "the step (without calling it)",
-                    **where,
-                )
-            self._check_signature(compensate, who, where)
-            if len(name) > _MAX_COMPENSATED_NAME:
-                raise DefinitionError(
-                    f"{who}: a step with compensate= may have a name of at most {_MAX_COMPENSATED_NAME} "
-                    f'characters (its compensation step is "<name>{compensation_name("")}"); shorten it',
-                    **where,
-                )
-        callbacks = _check_callbacks({k: options.pop(k, None) for k in CALLBACK_KINDS}, who, where)
+        lock, lock_mode = check_lock(options.pop("lock", None), who, where)
+        compensate = self._check_compensate(options.pop("compensate", None), name, who, where)
+        callbacks = check_callbacks({k: options.pop(k, None) for k in CALLBACK_KINDS}, who, where)
         self._check_options(options, who, where)
-        if slots is not UNSET:
-            if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
-                raise DefinitionError(
-                    f"{who}: slots={slots!r} must be a whole number from 1 to {MAX_SLOTS}", **where
-                )
-            if options.get("pool", self._defaults["pool"]) is None:
-                raise DefinitionError(
-                    f'{who}: slots={slots!r} needs a pool to count them in; add pool="name" to the '
-                    "step or the flow, or drop slots=",
-                    **where,
-                )
+        self._check_slots(slots, options, who, where)
         self._steps[name] = _StepDef(
             name=name, fn=fn, upstream=upstream, kind=kind, options=options,
             path=path, lineno=lineno, trigger=trigger, reads=reads, writes=writes,
@@ -521,6 +469,55 @@ class Flow:
         )
         self._last = name
         return self
+
+    def _check_new_name(self, name: Any, where: dict[str, Any]) -> None:
+        """A valid step name that this flow does not define yet."""
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise DefinitionError(f'flow "{self.name}": step name {name!r} is not valid; {NAME_RULE}', **where)
+        if name in self._steps:
+            first = self._steps[name]
+            raise DuplicateStepError(
+                f'flow "{self.name}" defines step "{name}" twice (first at '
+                f"{first.path}:{first.lineno}); give one of them another name",
+                **where,
+            )
+
+    def _check_compensate(self, compensate: Any, name: str, who: str,
+                          where: dict[str, Any]) -> Callable[..., Any] | None:
+        """The function that undoes the step, if any, and a name short enough for its
+        compensation step's."""
+        if compensate is None:
+            return None
+        if not callable(compensate):
+            raise DefinitionError(
+                f"{who}: compensate={compensate!r} is not callable; pass the function that undoes "
+                "the step (without calling it)",
+                **where,
+            )
+        self._check_signature(compensate, who, where)
+        if len(name) > _MAX_COMPENSATED_NAME:
+            raise DefinitionError(
+                f"{who}: a step with compensate= may have a name of at most {_MAX_COMPENSATED_NAME} "
+                f'characters (its compensation step is "<name>{compensation_name("")}"); shorten it',
+                **where,
+            )
+        undo: Callable[..., Any] = compensate
+        return undo
+
+    def _check_slots(self, slots: Any, options: dict[str, Any], who: str, where: dict[str, Any]) -> None:
+        """Slots are a whole number in range, counted in a pool of the step or the flow."""
+        if slots is UNSET:
+            return
+        if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
+            raise DefinitionError(
+                f"{who}: slots={slots!r} must be a whole number from 1 to {MAX_SLOTS}", **where
+            )
+        if options.get("pool", self._defaults["pool"]) is None:
+            raise DefinitionError(
+                f'{who}: slots={slots!r} needs a pool to count them in; add pool="name" to the '
+                "step or the flow, or drop slots=",
+                **where,
+            )
 
     # -- validation --------------------------------------------------------------
     def _where(self, step: str | None, path: str | None, lineno: int | None) -> dict[str, Any]:
@@ -587,7 +584,7 @@ class Flow:
         )
         if not matches:
             raise InvalidParamError(
-                f"{who}: default {value!r} is {_a(type(value).__name__)}, not {_a(p.type)}; "
+                f"{who}: default {value!r} is {with_article(type(value).__name__)}, not {with_article(p.type)}; "
                 f"give a default of type {p.type} or change Param's type",
                 **where,
             )
@@ -626,8 +623,8 @@ class Flow:
             )
         for key in ("queue", "pool"):
             value = options.get(key, UNSET)
-            if value not in (UNSET, None) and (not isinstance(value, str) or not _NAME_RE.match(value)):
-                raise DefinitionError(f"{who}: {key}={value!r} is not a valid {key} name; {_NAME_RULE}", **where)
+            if value not in (UNSET, None) and (not isinstance(value, str) or not NAME_RE.match(value)):
+                raise DefinitionError(f"{who}: {key}={value!r} is not a valid {key} name; {NAME_RULE}", **where)
 
     def _check_signature(self, fn: Callable[..., Any], who: str, where: dict[str, Any]) -> None:
         try:
@@ -652,7 +649,7 @@ class Flow:
             if s.over is not None and s.over not in self._steps:
                 raise UnknownStepError(
                     f'map step "{s.name}" maps over "{s.over}" (over=), which flow "{self.name}" '
-                    f"does not define.{_suggest(s.over, names) or ' Define it or fix the name in over='}",
+                    f"does not define.{suggest(s.over, names) or ' Define it or fix the name in over='}",
                     flow=self.name, step=s.name, path=s.path, lineno=s.lineno,
                 )
             for up in s.upstream:
@@ -665,7 +662,7 @@ class Flow:
                 if up not in self._steps:
                     raise UnknownStepError(
                         f'step "{s.name}" depends on "{up}", which flow "{self.name}" does not '
-                        f"define.{_suggest(up, names) or ' Define it or fix the name in after='}",
+                        f"define.{suggest(up, names) or ' Define it or fix the name in after='}",
                         flow=self.name, step=s.name, path=s.path, lineno=s.lineno,
                     )
         cycle = find_cycle({n: s.upstream for n, s in self._steps.items()})
@@ -699,7 +696,7 @@ class Flow:
                 StepSpec(
                     name=s.name,
                     fn="approval" if s.kind == "approval" else
-                    _display_name(s.fn) if s.shell is None else f"/bin/sh -c {s.shell.command}"[:200],
+                    display_name(s.fn) if s.shell is None else f"/bin/sh -c {s.shell.command}"[:200],
                     upstream=s.upstream,
                     kind=s.kind,
                     retry=retry,
@@ -719,7 +716,7 @@ class Flow:
                     approval_timeout_seconds=s.approval_timeout,
                     on_timeout=s.on_timeout,
                     shell=s.shell,
-                    success_when=_display_name(s.success_when) if s.success_when is not None else None,
+                    success_when=display_name(s.success_when) if s.success_when is not None else None,
                     callbacks=tuple(k for k in CALLBACK_KINDS if k in s.callbacks),
                     over=s.over,
                     max_parallel=s.max_parallel,
@@ -795,3 +792,36 @@ class Flow:
 
     def __repr__(self) -> str:
         return f"<Flow {self.name} steps={len(self._steps)}>"
+
+
+def _check_success_when(success_when: Any, who: str, where: dict[str, Any]) -> Any:
+    if success_when is not None and not callable(success_when):
+        raise DefinitionError(
+            f"{who}: success_when={success_when!r} is not callable; pass a function that takes the "
+            "step's result and returns True when it succeeded, e.g. success_when=lambda r: r[\"rows\"] > 0",
+            **where,
+        )
+    return success_when
+
+
+def _check_trigger(trigger: Any, who: str, where: dict[str, Any]) -> str:
+    if not isinstance(trigger, str) or trigger not in TRIGGER_RULES:
+        raise DefinitionError(
+            f"{who}: trigger {trigger!r} is not a trigger rule."
+            f"{suggest(str(trigger), TRIGGER_RULES)} Use one of {', '.join(TRIGGER_RULES)}",
+            **where,
+        )
+    return trigger
+
+
+def _check_uris(value: Any, label: str, who: str, where: dict[str, Any]) -> tuple[str, ...]:
+    """``reads=``/``writes=``: dataset URIs, one or several."""
+    uris = as_strings(value, label, "a dataset URI", who, where)
+    for uri in uris:
+        if "://" not in uri:
+            raise DefinitionError(
+                f'{who}: {label}= takes dataset URIs like "file:///data/orders.csv" or '
+                f'"s3://bucket/key", not {uri!r}',
+                **where,
+            )
+    return uris

@@ -1,7 +1,7 @@
 """How the builder checks what it is given: every misuse becomes a DefinitionError that names
 the flow, the step and the file:line of the user's call. Used by :mod:`flowkit.dsl` only.
 
-``_checks_arguments`` turns a malformed call of a builder method (an unknown keyword, a missing
+``checks_arguments`` turns a malformed call of a builder method (an unknown keyword, a missing
 or extra argument) into that error, with the closest known keyword; the helpers below check
 one argument each.
 """
@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 from .errors import DefinitionError
 from .spec import LOCK_MODES
 
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$")
-_NAME_RULE = "use letters, digits, '_' and '-' (at most 100, starting with a letter or '_')"
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$")
+NAME_RULE = "use letters, digits, '_' and '-' (at most 100, starting with a letter or '_')"
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 #: The builder's own files: frames in them are skipped when looking for the user's call.
@@ -32,7 +32,7 @@ _P = typing.ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-def _caller_location(depth: int = 2) -> tuple[str | None, int | None]:
+def caller_location(depth: int = 2) -> tuple[str | None, int | None]:
     """File and line of the user's code that called into the builder."""
     frame = sys._getframe(depth)
     while frame is not None and frame.f_code.co_filename in _BUILDER_FILES:
@@ -42,7 +42,7 @@ def _caller_location(depth: int = 2) -> tuple[str | None, int | None]:
     return frame.f_code.co_filename, frame.f_lineno
 
 
-def _suggest(name: str, choices: Iterable[str]) -> str:
+def suggest(name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f' Did you mean "{close[0]}"?' if close else ""
 
@@ -93,7 +93,7 @@ def _keywords(method: Callable[..., Any]) -> tuple[frozenset[str], tuple[str, ..
     return frozenset(names | set(options)), tuple(options)
 
 
-def _checks_arguments(
+def checks_arguments(
     *, hints: Mapping[str, str] | None = None
 ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     """Make a builder method raise a DefinitionError, not a TypeError, when it is called
@@ -128,7 +128,7 @@ def _call_error(
     hints: Mapping[str, str],
     unknown: str | None,
 ) -> DefinitionError:
-    path, lineno = _caller_location()
+    path, lineno = caller_location()
     flow_obj, args = args[0], args[1:]
     given_name = args[0] if args else kwargs.get("name")
     if method.__name__ == "__init__":
@@ -148,7 +148,7 @@ def _call_error(
         if unknown in hints:
             return DefinitionError(f"{who}: {hints[unknown]}", **where)
         return DefinitionError(
-            f"{who}: unknown option {unknown!r}.{_suggest(unknown, names)} "
+            f"{who}: unknown option {unknown!r}.{suggest(unknown, names)} "
             f"Options are: {', '.join(sorted(options))}",
             **where,
         )
@@ -182,11 +182,11 @@ def _call_error(
 # -- argument checks shared by the flow and its steps --------------------------------------------
 
 
-def _display_name(fn: Any) -> str:
+def display_name(fn: Any) -> str:
     return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _strings(value: Any, label: str, one: str, who: str, where: dict[str, Any]) -> tuple[str, ...]:
+def as_strings(value: Any, label: str, one: str, who: str, where: dict[str, Any]) -> tuple[str, ...]:
     """``value`` as a tuple of strings: None is none, a string is one, a list (or any iterable
     but a mapping) is each of its items; a set is sorted so that the spec is reproducible."""
     if value is None:
@@ -206,23 +206,23 @@ def _strings(value: Any, label: str, one: str, who: str, where: dict[str, Any]) 
     return tuple(sorted(items)) if isinstance(value, (set, frozenset)) else items
 
 
-def _a(noun: str) -> str:
+def with_article(noun: str) -> str:
     return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
 
 
-def _optional_str(value: Any, label: str, who: str, where: dict[str, Any]) -> str | None:
+def optional_str(value: Any, label: str, who: str, where: dict[str, Any]) -> str | None:
     if value is not None and not isinstance(value, str):
         raise DefinitionError(f"{who}: {label}= takes a string, not {type(value).__name__} {value!r}", **where)
     return value
 
 
-def _limit(value: Any, label: str, who: str, where: dict[str, Any]) -> int | None:
+def check_limit(value: Any, label: str, who: str, where: dict[str, Any]) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise DefinitionError(f"{who}: {label}={value!r} must be a whole number >= 1, or None for no limit", **where)
     return value
 
 
-def _check_lock(value: Any, who: str, where: dict[str, Any]) -> tuple[str | None, str]:
+def check_lock(value: Any, who: str, where: dict[str, Any]) -> tuple[str | None, str]:
     """``lock=`` as ``(name, mode)``: a string is an exclusive lock, a tuple names the mode."""
     if value is None:
         return None, "exclusive"
@@ -236,18 +236,18 @@ def _check_lock(value: Any, who: str, where: dict[str, Any]) -> tuple[str | None
             'tuple such as ("ledger", "shared")',
             **where,
         )
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise DefinitionError(f"{who}: lock name {name!r} is not valid; {_NAME_RULE}", **where)
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise DefinitionError(f"{who}: lock name {name!r} is not valid; {NAME_RULE}", **where)
     if mode not in LOCK_MODES:
         raise DefinitionError(
-            f"{who}: lock mode {mode!r} is not a lock mode.{_suggest(str(mode), LOCK_MODES)} "
+            f"{who}: lock mode {mode!r} is not a lock mode.{suggest(str(mode), LOCK_MODES)} "
             f'Use "exclusive" (alone) or "shared" (beside other shared holders)',
             **where,
         )
     return name, mode
 
 
-def _check_callbacks(given: dict[str, Any], who: str, where: dict[str, Any]) -> dict[str, Callable[..., Any]]:
+def check_callbacks(given: dict[str, Any], who: str, where: dict[str, Any]) -> dict[str, Callable[..., Any]]:
     """The callbacks given (None: not set), each a callable that takes the callback context."""
     out: dict[str, Callable[..., Any]] = {}
     for kind, fn in given.items():

@@ -8,8 +8,45 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 
-from .spec import TRIGGER_RULES
 from .states import STEP_BAD, StepState
+
+#: Trigger rules: when a step runs, given how its upstreams ended. This is the one list of
+#: names; :func:`decide_counts` is the one implementation. Each upstream edge counts as
+#: succeeded, failed (failed, upstream_failed or cancelled) or skipped (skipped, or a branch
+#: that chose another path). A step with no upstreams runs whatever its rule. Only
+#: one_success and one_failed decide before every upstream is done; the others wait.
+#: "fails" below means the step becomes upstream_failed; "skips" means skipped.
+TRIGGER_RULES = (
+    # every upstream succeeded. Once all are done: any failed -> fails; else any skipped
+    # -> skips (checked in that order, so a failure is never hidden by a skip).
+    "all_success",
+    # no upstream failed and at least one succeeded (a join after a branch). Any failed ->
+    # fails; all skipped -> skips. This is flowkit's rule from before the others existed,
+    # kept as it was: it is the same as none_failed_min_one_success (Airflow's none_failed
+    # would also run when every upstream was skipped).
+    "none_failed",
+    # runs once every upstream is done, whatever happened (cleanup, notify). Never fails
+    # nor skips.
+    "all_done",
+    # every upstream failed (an error handler for a whole group). Once all are done: any
+    # succeeded or skipped -> skips.
+    "all_failed",
+    # runs as soon as one upstream succeeded, without waiting for the others. If all are
+    # done and none succeeded: all skipped -> skips, otherwise (some failed) -> fails.
+    "one_success",
+    # runs as soon as one upstream failed, without waiting for the others (alerting).
+    # If all are done and none failed -> skips.
+    "one_failed",
+    # the same as none_failed, under the name Airflow gives this rule.
+    "none_failed_min_one_success",
+    # runs once all are done and none was skipped, even if some failed. Any skipped ->
+    # skips.
+    "none_skipped",
+    # runs once every upstream is done, whatever happened: the same as all_done. Unlike
+    # Airflow's "always" it does wait for its upstreams, so it never runs beside them.
+    "always",
+)
+
 
 
 def find_cycle(edges: Mapping[str, Sequence[str]]) -> list[str] | None:

@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
+from .graph import TRIGGER_RULES as TRIGGER_RULES  # defined beside decide_counts; kept importable here
+from .graph import topo_order
+
 #: Step kinds. ``branch`` steps return the name(s) of the downstream steps to follow;
 #: ``map`` steps run once per element of their ``over`` upstream's list result;
 #: ``shell`` steps run a command (:class:`ShellSpec`) instead of a Python function;
@@ -29,43 +32,6 @@ COMPENSATION_SUFFIX = ":compensate"
 def compensation_name(step: str) -> str:
     return step + COMPENSATION_SUFFIX
 
-
-#: Trigger rules: when a step runs, given how its upstreams ended. This is the one list of
-#: names; ``graph.decide_counts`` is the one implementation. Each upstream edge counts as
-#: succeeded, failed (failed, upstream_failed or cancelled) or skipped (skipped, or a branch
-#: that chose another path). A step with no upstreams runs whatever its rule. Only
-#: one_success and one_failed decide before every upstream is done; the others wait.
-#: "fails" below means the step becomes upstream_failed; "skips" means skipped.
-TRIGGER_RULES = (
-    # every upstream succeeded. Once all are done: any failed -> fails; else any skipped
-    # -> skips (checked in that order, so a failure is never hidden by a skip).
-    "all_success",
-    # no upstream failed and at least one succeeded (a join after a branch). Any failed ->
-    # fails; all skipped -> skips. This is flowkit's rule from before the others existed,
-    # kept as it was: it is the same as none_failed_min_one_success (Airflow's none_failed
-    # would also run when every upstream was skipped).
-    "none_failed",
-    # runs once every upstream is done, whatever happened (cleanup, notify). Never fails
-    # nor skips.
-    "all_done",
-    # every upstream failed (an error handler for a whole group). Once all are done: any
-    # succeeded or skipped -> skips.
-    "all_failed",
-    # runs as soon as one upstream succeeded, without waiting for the others. If all are
-    # done and none succeeded: all skipped -> skips, otherwise (some failed) -> fails.
-    "one_success",
-    # runs as soon as one upstream failed, without waiting for the others (alerting).
-    # If all are done and none failed -> skips.
-    "one_failed",
-    # the same as none_failed, under the name Airflow gives this rule.
-    "none_failed_min_one_success",
-    # runs once all are done and none was skipped, even if some failed. Any skipped ->
-    # skips.
-    "none_skipped",
-    # runs once every upstream is done, whatever happened: the same as all_done. Unlike
-    # Airflow's "always" it does wait for its upstreams, so it never runs beside them.
-    "always",
-)
 
 PARAM_TYPES = ("str", "int", "float", "bool", "list", "dict")
 
@@ -113,7 +79,7 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class ShellSpec:
-    """What a shell step runs: ``/bin/sh -c command`` (see :mod:`flowkit.shell`)."""
+    """What a shell step runs: ``/bin/sh -c command`` (see :mod:`flowkit.execution.shell`)."""
 
     command: str
     #: (name, value) pairs merged over the worker's environment (a tuple keeps the spec hashable).
@@ -263,8 +229,6 @@ class FlowSpec:
     @cached_property
     def order(self) -> tuple[str, ...]:
         """Step names with every step after its upstreams."""
-        from .graph import topo_order
-
         return tuple(topo_order({s.name: s.upstream for s in self.steps}))
 
     @cached_property

@@ -5,8 +5,8 @@ Reads FLOWKIT_* settings from the environment; equivalent to ``flowkit worker``.
 
 from __future__ import annotations
 
-from flowkit.celery_app import make_app
 from flowkit.config import Settings
+from flowkit.execution.celery_app import make_app
 
 settings = Settings.from_env()
 app = make_app(settings)

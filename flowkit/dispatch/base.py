@@ -36,7 +36,8 @@ class QueueGauge:
 
 
 class Backpressure:
-    """Stop dispatching to a queue above ``high`` messages until it falls to ``low`` (C7).
+    """Stop dispatching to a queue above ``high`` messages until it falls to ``low``
+    (docs/design-notes.md#backpressure).
 
     The depth is read from the broker at most every ``ttl_seconds``; dispatches made since
     the reading are added to it, so one dispatcher never overshoots ``high``. Several

@@ -79,18 +79,18 @@ class CeleryDispatcher:
         return options
 
     def dispatch_callbacks(self, items: list[Any]) -> None:
-        """Publish ``flowkit.callback`` tasks (see flowkit.callbacks); raises on failure."""
-        from ..callbacks import send_with_celery
+        """Publish ``flowkit.callback`` tasks (see flowkit.execution.callbacks); raises on failure."""
+        from .callbacks import send_with_celery
 
         send_with_celery(self.app, self.settings.default_queue, items)
     def revoke(self, task_ids: list[str]) -> dict[str, str]:
         """Stop these attempts (an operator cancelled them). Every worker drops their queued
         messages; the worker running one stops what its pool allows and says what it did
-        (:func:`flowkit.worker.stop_cancelled`). Returns those answers, per task id.
+        (:func:`flowkit.execution.cancel.stop_cancelled`). Returns those answers, per task id.
 
         Celery's own ``terminate=True`` is not used: on the threads and solo pools it only
         logs a NotImplementedError, and it knows nothing of a shell step's process group."""
-        from ..celery_app import STOP_COMMAND
+        from .task_names import STOP_COMMAND
 
         self.app.control.revoke(task_ids)
         replies = self.app.control.broadcast(STOP_COMMAND, arguments={"task_ids": task_ids},
@@ -160,7 +160,7 @@ class CeleryDispatcher:
     def _send_each(self, producer: Any, items: list[Dispatch], declared: set[str] | None = None) -> int:
         """Send ``items`` in order on ``producer``; returns how many were sent before one failed.
         A queue in ``declared`` was declared for this batch, and is not declared again per message."""
-        from ..celery_app import EXECUTE_TASK
+        from .task_names import EXECUTE_TASK
 
         for i, item in enumerate(items):
             queue = self.queue_for(item)

@@ -1,5 +1,9 @@
 """Shared by the renderers: style tables, escaping and formatting, and the run data a
-picture needs (:class:`RunView`)."""
+picture needs (:class:`RunView`).
+
+The names here carry no underscore because the other render modules import them; they are
+the package's own helpers, not flowkit's API (:mod:`flowkit.render` re-exports what is).
+"""
 
 from __future__ import annotations
 
@@ -32,9 +36,9 @@ KIND_STYLES: dict[str, dict[str, str]] = {
     "sensor": {"shape": "ellipse", "style": "filled,dashed", "fillcolor": "#e8f8f5",
                "color": "#117a65"},
 }
-_UNKNOWN_KIND = {"shape": "box", "style": "filled,dotted", "fillcolor": "#fdfefe", "color": "#7f8c8d"}
-_KIND_HINT = {"task": "box", "branch": "diamond", "map": "stacked box", "shell": "command box",
-              "approval": "octagon", "compensation": "dashed, undoes", "sensor": "dashed oval"}
+UNKNOWN_KIND = {"shape": "box", "style": "filled,dotted", "fillcolor": "#fdfefe", "color": "#7f8c8d"}
+KIND_HINT = {"task": "box", "branch": "diamond", "map": "stacked box", "shell": "command box",
+             "approval": "octagon", "compensation": "dashed, undoes", "sensor": "dashed oval"}
 
 #: Fill colour per step state (run view).
 STEP_STATE_COLORS: dict[str, str] = {
@@ -75,13 +79,13 @@ MAP_FAILED_SHOWN = 5
 TRIGGER_EDGE_STYLES: dict[str, str] = {"all_success": "solid", "none_failed": "dashed",
                                        "all_done": "dotted"}
 #: Which state an aggregate node (map step, collapsed group) is coloured by: the first present.
-_STATE_PRIORITY = ("failed", "upstream_failed", "cancelled", "up_for_retry", "running", "queued",
-                   "awaiting_approval", "scheduled", "pending", "skipped", "success")
-_STATE_ORDER = tuple(STEP_STATE_COLORS)
-_BRANCH_COLOR = "#8e44ad"
-_DIM = "#b3b6b7"
-_POOL_BADGE = "#2c3e50"
-_FONT = "Helvetica"
+STATE_PRIORITY = ("failed", "upstream_failed", "cancelled", "up_for_retry", "running", "queued",
+                  "awaiting_approval", "scheduled", "pending", "skipped", "success")
+STATE_ORDER = tuple(STEP_STATE_COLORS)
+BRANCH_COLOR = "#8e44ad"
+DIM = "#b3b6b7"
+POOL_BADGE = "#2c3e50"
+FONT = "Helvetica"
 DEFAULT_CLUSTER_THRESHOLD = 150
 DEFAULT_MAX_GROUP = 60
 
@@ -90,18 +94,18 @@ DEFAULT_MAX_GROUP = 60
 _CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def _q(text: str) -> str:
+def dot_quote(text: str) -> str:
     """A DOT double-quoted string (ids, plain labels)."""
     text = _CTRL.sub("", str(text))
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _h(text: Any) -> str:
+def esc(text: Any) -> str:
     """Text for a Graphviz HTML-like label or for HTML/SVG: escaped, control characters dropped."""
     return html.escape(_CTRL.sub("", str(text)), quote=True)
 
 
-def _clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
@@ -120,7 +124,7 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{h}h{rest // 60:02d}m"
 
 
-def _fmt_limit(seconds: float) -> str:
+def fmt_limit(seconds: float) -> str:
     """A configured duration as the user would write it: 30s, 5m, 1.5h."""
     for unit, size in (("h", 3600), ("m", 60)):
         if seconds >= size and (seconds / size) * 10 % 1 == 0:
@@ -128,17 +132,17 @@ def _fmt_limit(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def _secs(start: datetime | None, end: datetime | None) -> float | None:
+def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None
     return max((end - start).total_seconds(), 0.0)
 
 
-def _fmt_time(value: datetime | None) -> str:
+def fmt_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
 
 
-def _fmt_time_ms(value: datetime | None) -> str:
+def fmt_time_ms(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if value else "-"
 
 
@@ -148,30 +152,30 @@ def _attrs(attrs: Mapping[str, str]) -> str:
     for key in sorted(attrs):
         value = attrs[key]
         parts.append(f"{key}={value}" if value.startswith("<") and value.endswith(">") else
-                     f"{key}={_q(value)}")
+                     f"{key}={dot_quote(value)}")
     return "[" + ", ".join(parts) + "]"
 
 
-def _node(node_id: str, indent: str = "  ", **attrs: str) -> str:
-    return f"{indent}{_q(node_id)} {_attrs(attrs)};"
+def dot_node(node_id: str, indent: str = "  ", **attrs: str) -> str:
+    return f"{indent}{dot_quote(node_id)} {_attrs(attrs)};"
 
 
-def _edge(a: str, b: str, indent: str = "  ", **attrs: str) -> str:
+def dot_edge(a: str, b: str, indent: str = "  ", **attrs: str) -> str:
     tail = f" {_attrs(attrs)}" if attrs else ""
-    return f"{indent}{_q(a)} -> {_q(b)}{tail};"
+    return f"{indent}{dot_quote(a)} -> {dot_quote(b)}{tail};"
 
 
-def _defaults(kind: str, indent: str = "  ", **attrs: str) -> str:
+def dot_defaults(kind: str, indent: str = "  ", **attrs: str) -> str:
     return f"{indent}{kind} {_attrs(attrs)};"
 
 
-def _html_label(rows: Sequence[str]) -> str:
+def html_label(rows: Sequence[str]) -> str:
     body = "".join(f"<TR><TD>{r}</TD></TR>" for r in rows)
     return f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">{body}</TABLE>>'
 
 
-def _small(text: str, color: str = "#4d5656") -> str:
-    return f'<FONT POINT-SIZE="9" COLOR="{color}">{_h(text)}</FONT>'
+def small_text(text: str, color: str = "#4d5656") -> str:
+    return f'<FONT POINT-SIZE="9" COLOR="{color}">{esc(text)}</FONT>'
 
 
 # -- the data a run picture needs ----------------------------------------------------------

@@ -9,35 +9,35 @@ from typing import Any
 
 from ..spec import FlowSpec, StepSpec
 from .common import (
-    _BRANCH_COLOR,
-    _DIM,
-    _FONT,
-    _KIND_HINT,
-    _POOL_BADGE,
-    _STATE_ORDER,
-    _STATE_PRIORITY,
-    _UNKNOWN_KIND,
+    BRANCH_COLOR,
     DEFAULT_CLUSTER_THRESHOLD,
     DEFAULT_MAX_GROUP,
+    DIM,
+    FONT,
+    KIND_HINT,
     KIND_STYLES,
+    POOL_BADGE,
     RUN_OUTCOME_COLORS,
+    STATE_ORDER,
+    STATE_PRIORITY,
     STEP_STATE_COLORS,
     TRIGGER_EDGE_STYLES,
+    UNKNOWN_KIND,
     RenderError,
     RunView,
-    _clip,
-    _defaults,
-    _edge,
-    _fmt_limit,
-    _h,
-    _html_label,
-    _node,
-    _q,
-    _secs,
-    _small,
+    clip,
+    dot_defaults,
+    dot_edge,
+    dot_node,
+    dot_quote,
+    esc,
     fmt_duration,
+    fmt_limit,
+    html_label,
+    seconds_between,
+    small_text,
 )
-from .lineage import _dataset_node
+from .lineage import dataset_node
 
 
 # -- grouping for large flows --------------------------------------------------------------
@@ -122,7 +122,7 @@ def group_steps(spec: FlowSpec, *, threshold: int = DEFAULT_CLUSTER_THRESHOLD,
 
 # -- flow and run graphs -------------------------------------------------------------------
 def _kind_style(kind: str) -> dict[str, str]:
-    return dict(KIND_STYLES.get(kind, _UNKNOWN_KIND))
+    return dict(KIND_STYLES.get(kind, UNKNOWN_KIND))
 
 
 def _structure_notes(step: StepSpec) -> list[str]:
@@ -135,14 +135,14 @@ def _structure_notes(step: StepSpec) -> list[str]:
             notes.append(f"max_parallel {step.max_parallel}")
     if step.kind == "approval":
         seconds = step.approval_timeout_seconds
-        notes.append(f"timeout {_fmt_limit(seconds)} \u2192 {step.on_timeout}" if seconds
+        notes.append(f"timeout {fmt_limit(seconds)} \u2192 {step.on_timeout}" if seconds
                      else "waits for a decision")
     if step.kind == "compensation" and step.compensates:
         notes.append(f"undoes {step.compensates}")
     if step.retry.retries:
         notes.append(f"retries {step.retry.retries}")
     if step.timeout_seconds:
-        notes.append(f"timeout {_fmt_limit(step.timeout_seconds)}")
+        notes.append(f"timeout {fmt_limit(step.timeout_seconds)}")
     if step.queue:
         notes.append(f"queue {step.queue}")
     if step.priority is not None:
@@ -160,11 +160,11 @@ def _command_row(step: StepSpec) -> str | None:
     """A shell step's command, one line in a fixed-width font, clipped and escaped."""
     if step.shell is None:
         return None
-    command = _h(_clip(step.shell.command, SHELL_COMMAND_SHOWN))
+    command = esc(clip(step.shell.command, SHELL_COMMAND_SHOWN))
     return f'<FONT FACE="Courier" POINT-SIZE="9" COLOR="#1c2833">$ {command}</FONT>'
 
 
-def _map_counts(view: RunView, name: str) -> Counter[str] | None:
+def map_counts_of(view: RunView, name: str) -> Counter[str] | None:
     """States of a map step's instances: the store's counts (:attr:`RunView.map_counts`),
     else, for a view built by hand, its step rows named ``name[i]``; None before expansion."""
     if name in view.map_counts:
@@ -176,15 +176,15 @@ def _map_counts(view: RunView, name: str) -> Counter[str] | None:
     return counts or None
 
 
-def _aggregate_state(counts: Mapping[str, int]) -> str:
-    for state in _STATE_PRIORITY:
+def aggregate_state(counts: Mapping[str, int]) -> str:
+    for state in STATE_PRIORITY:
         if counts.get(state):
             return state
     return "pending"
 
 
-def _counts_text(counts: Mapping[str, int]) -> str:
-    order = {s: i for i, s in enumerate(_STATE_ORDER)}
+def counts_text(counts: Mapping[str, int]) -> str:
+    order = {s: i for i, s in enumerate(STATE_ORDER)}
     return ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: (order.get(s, 99), s))
                      if counts[s])
 
@@ -197,7 +197,7 @@ def approval_text(view: RunView, name: str) -> str | None:
     if isinstance(decision, dict) and "approved" in decision:
         verb = "approved" if decision.get("approved") else "rejected"
         reason = str(decision.get("reason") or "")
-        return f"{verb} by {decision.get('by') or '?'}" + (f": {_clip(reason, 60)}" if reason else "")
+        return f"{verb} by {decision.get('by') or '?'}" + (f": {clip(reason, 60)}" if reason else "")
     if state == "awaiting_approval":
         row = view.steps.get(name) or {}
         since = row.get("started_at")
@@ -213,15 +213,15 @@ def approval_text(view: RunView, name: str) -> str | None:
 def _step_run_lines(view: RunView, step: StepSpec) -> tuple[str, list[str]]:
     """The state the node is filled with, and the text lines about the run."""
     if step.kind == "map":
-        counts = _map_counts(view, step.name)
+        counts = map_counts_of(view, step.name)
         if counts:
             total = sum(counts.values())
-            lines = [f"{total} instance{'s' if total != 1 else ''}", _counts_text(counts)]
+            lines = [f"{total} instance{'s' if total != 1 else ''}", counts_text(counts)]
             failed = [r["step"] for r in view.instances.get(step.name, ()) if r.get("state") == "failed"]
             if failed:
                 others = counts.get("failed", 0) - 1
                 lines.append(f"first failed {failed[0]}" + (f" (+{others} more)" if others > 0 else ""))
-            return _aggregate_state(counts), lines
+            return aggregate_state(counts), lines
     state = view.state(step.name)
     if step.kind == "approval":
         decided = approval_text(view, step.name)
@@ -233,12 +233,12 @@ def _step_run_lines(view: RunView, step: StepSpec) -> tuple[str, list[str]]:
         line.append(f"{len(atts)} attempt{'s' if len(atts) != 1 else ''}")
         first = atts[0].get("started_at") or atts[0].get("dispatched_at")
         last_end = atts[-1].get("ended_at")
-        span = _secs(first, last_end)
+        span = seconds_between(first, last_end)
         if span is not None:
             line.append(fmt_duration(span))
     lines = [" \u00b7 ".join(line)]
     if len(atts) > 1:
-        parts = [f"#{a['number']} {a['state']} {fmt_duration(_secs(a.get('started_at'), a.get('ended_at')))}"
+        parts = [f"#{a['number']} {a['state']} {fmt_duration(seconds_between(a.get('started_at'), a.get('ended_at')))}"
                  for a in atts[-4:]]
         more = "\u2026, " if len(atts) > 4 else ""
         lines.append(f"retried {len(atts) - 1}x: {more}{', '.join(parts)}")
@@ -247,10 +247,10 @@ def _step_run_lines(view: RunView, step: StepSpec) -> tuple[str, list[str]]:
 
 def _step_node(step: StepSpec, view: RunView | None, *, compact: bool) -> tuple[str, dict[str, str]]:
     attrs = _kind_style(step.kind)
-    rows = [f"<B>{_h(step.name)}</B>"]
+    rows = [f"<B>{esc(step.name)}</B>"]
     notes = _structure_notes(step)
     if notes and not compact:
-        rows.append(_small(" \u00b7 ".join(notes)))
+        rows.append(small_text(" \u00b7 ".join(notes)))
     command = _command_row(step)
     if command and not compact:
         rows.append(command)
@@ -260,17 +260,17 @@ def _step_node(step: StepSpec, view: RunView | None, *, compact: bool) -> tuple[
         if "filled" not in attrs["style"]:
             attrs["style"] += ",filled"
         for line in lines if not compact else lines[:1]:
-            rows.append(_small(line, "#1b2631"))
+            rows.append(small_text(line, "#1b2631"))
         if state == "running":
             attrs["penwidth"] = "2.5"
     pool = getattr(step, "pool", None)
     if pool:  # a dark badge row under the name
-        badge = f'<FONT POINT-SIZE="9" COLOR="#ffffff"> pool {_h(pool)} </FONT>'
-        rows.append(f'<TABLE BORDER="0" CELLPADDING="1" BGCOLOR="{_POOL_BADGE}">'
+        badge = f'<FONT POINT-SIZE="9" COLOR="#ffffff"> pool {esc(pool)} </FONT>'
+        rows.append(f'<TABLE BORDER="0" CELLPADDING="1" BGCOLOR="{POOL_BADGE}">'
                     f"<TR><TD>{badge}</TD></TR></TABLE>")
-    attrs["label"] = _html_label(rows)
+    attrs["label"] = html_label(rows)
     what = f"$ {step.shell.command}" if step.shell is not None else step.fn
-    attrs["tooltip"] = _clip(f"{step.name}: {what}" + (f" - {step.doc}" if step.doc else ""), 300)
+    attrs["tooltip"] = clip(f"{step.name}: {what}" + (f" - {step.doc}" if step.doc else ""), 300)
     return step.name, attrs
 
 
@@ -288,7 +288,7 @@ def _branch_choice(view: RunView, name: str) -> set[str] | None:
 def _edge_attrs(up: StepSpec, down: StepSpec, view: RunView | None) -> dict[str, str]:
     attrs = {"style": TRIGGER_EDGE_STYLES.get(down.trigger, "solid")}
     if up.kind == "branch":
-        attrs.update(color=_BRANCH_COLOR, dir="both", arrowtail="odiamond")
+        attrs.update(color=BRANCH_COLOR, dir="both", arrowtail="odiamond")
     if view is not None:
         taken = view.state(up.name) == "success"
         if up.kind == "branch":
@@ -296,9 +296,9 @@ def _edge_attrs(up: StepSpec, down: StepSpec, view: RunView | None) -> dict[str,
             taken = taken and (chosen is None or down.name in chosen)
         if up.kind == "branch" and view.state(up.name) == "success" and not taken:
             attrs["label"] = "not taken"
-            attrs["fontcolor"] = _DIM
+            attrs["fontcolor"] = DIM
         if not taken:
-            attrs["color"] = _DIM
+            attrs["color"] = DIM
         elif view.state(down.name) in ("running", "success", "failed", "up_for_retry", "queued"):
             attrs["penwidth"] = "1.6"
     return attrs
@@ -311,36 +311,36 @@ def _legend(spec: FlowSpec, view: RunView | None, title: str, note: str = "") ->
         for kind in [k for k in KIND_STYLES if k in present] + sorted(present - set(KIND_STYLES)):
             st = _kind_style(kind)
             cells.append(f'<TD BGCOLOR="{st["fillcolor"]}" BORDER="1" COLOR="{st["color"]}">'
-                         f'{_small(f"{kind} ({_KIND_HINT.get(kind, kind)})", "#1b2631")}</TD>')
+                         f'{small_text(f"{kind} ({KIND_HINT.get(kind, kind)})", "#1b2631")}</TD>')
         if any(getattr(s, "pool", None) for s in spec.steps):
-            cells.append(f'<TD BGCOLOR="{_POOL_BADGE}">{_small("pool badge", "#ffffff")}</TD>')
+            cells.append(f'<TD BGCOLOR="{POOL_BADGE}">{small_text("pool badge", "#ffffff")}</TD>')
     else:
         counts: Counter[str] = Counter()
         for s in spec.steps:
             counts[_step_run_lines(view, s)[0] if s.kind == "map" else view.state(s.name)] += 1
-        for state in _STATE_ORDER:
+        for state in STATE_ORDER:
             if counts.get(state):
                 cells.append(f'<TD BGCOLOR="{STEP_STATE_COLORS[state]}" BORDER="1" COLOR="#7f8c8d">'
-                             f'{_small(f"{state} {counts[state]}", "#1b2631")}</TD>')
+                             f'{small_text(f"{state} {counts[state]}", "#1b2631")}</TD>')
         undo = Counter(view.state(c.name) for c in view.compensations())
         if undo:
             st = KIND_STYLES["compensation"]
             cells.append(f'<TD BGCOLOR="{st["fillcolor"]}" BORDER="1" COLOR="{st["color"]}">'
-                         f'{_small("compensation: " + _counts_text(undo), "#1b2631")}</TD>')
+                         f'{small_text("compensation: " + counts_text(undo), "#1b2631")}</TD>')
         if view.outcome:
             color = RUN_OUTCOME_COLORS.get(view.outcome, "#ffffff")
             cells.append(f'<TD BGCOLOR="{color}" BORDER="1" COLOR="#7f8c8d">'
-                         f'{_small(f"outcome {view.outcome}", "#1b2631")}</TD>')
+                         f'{small_text(f"outcome {view.outcome}", "#1b2631")}</TD>')
     triggers = sorted({s.trigger for s in spec.steps if s.upstream},
                       key=lambda t: (list(TRIGGER_EDGE_STYLES).index(t) if t in TRIGGER_EDGE_STYLES
                                      else 99, t))
     marks = {"solid": "\u2014\u2014", "dashed": "- - -", "dotted": "\u00b7\u00b7\u00b7\u00b7"}
     for t in triggers:
         mark = marks.get(TRIGGER_EDGE_STYLES.get(t, "solid"), "")
-        cells.append(f"<TD>{_small(f'{mark} {t}')}</TD>")
-    rows = [f'<TR><TD COLSPAN="{max(len(cells), 1)}" ALIGN="LEFT"><B>{_h(title)}</B></TD></TR>']
+        cells.append(f"<TD>{small_text(f'{mark} {t}')}</TD>")
+    rows = [f'<TR><TD COLSPAN="{max(len(cells), 1)}" ALIGN="LEFT"><B>{esc(title)}</B></TD></TR>']
     if note:
-        rows.append(f'<TR><TD COLSPAN="{max(len(cells), 1)}" ALIGN="LEFT">{_small(note)}</TD></TR>')
+        rows.append(f'<TR><TD COLSPAN="{max(len(cells), 1)}" ALIGN="LEFT">{small_text(note)}</TD></TR>')
     if cells:
         rows.append("<TR>" + "".join(cells) + "</TR>")
     return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="3" CELLPADDING="2">'
@@ -352,94 +352,120 @@ def flow_dot(spec: FlowSpec, *, view: RunView | None = None, collapse: bool = Fa
              datasets: bool = True) -> str:
     """DOT source of a flow's structure, or of one run of it when ``view`` is given."""
     groups = group_steps(spec, threshold=cluster_threshold, max_group=max_group)
-    big = groups is not None
-    steps = {s.name: s for s in spec.steps}
-    index = {s.name: i for i, s in enumerate(spec.steps)}
+    lines = _graph_head(spec, view, groups, collapse)
+    if groups and collapse:
+        lines.extend(_collapsed_body(spec, view, groups))
+    else:
+        lines.extend(_expanded_body(spec, view, groups, datasets))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _graph_head(spec: FlowSpec, view: RunView | None, groups: dict[str, list[str]] | None,
+                collapse: bool) -> list[str]:
+    """The ``digraph`` line, the title and legend, and the node and edge defaults."""
     if view is None:
         title = f"flow {spec.name} \u00b7 {len(spec.steps)} steps"
     else:
         run = view.run
         title = (f"{spec.name} run {view.run_id[:8]} \u00b7 {view.run_status()} \u00b7 "
-                 f"{fmt_duration(_secs(run.get('started_at'), run.get('ended_at')))}")
+                 f"{fmt_duration(seconds_between(run.get('started_at'), run.get('ended_at')))}")
     note = ""
     if groups:
         note = (f"{len(groups)} groups of steps, drawn as "
                 + ("one node each" if collapse else "clusters"))
-    lines = [
-        f"digraph {_q(spec.name)} {{",
-        _defaults("graph", rankdir="LR", fontname=_FONT, fontsize="11", nodesep="0.25",
+    return [
+        f"digraph {dot_quote(spec.name)} {{",
+        dot_defaults("graph", rankdir="LR", fontname=FONT, fontsize="11", nodesep="0.25",
                   ranksep="0.45", labelloc="t", labeljust="l", tooltip=title,
                   label=_legend(spec, view, title, note)),
-        _defaults("node", fontname=_FONT, fontsize="11", margin="0.08,0.04"),
-        _defaults("edge", fontname=_FONT, fontsize="9", arrowsize="0.7", color="#566573"),
+        dot_defaults("node", fontname=FONT, fontsize="11", margin="0.08,0.04"),
+        dot_defaults("edge", fontname=FONT, fontsize="9", arrowsize="0.7", color="#566573"),
     ]
-    member: dict[str, str] = {}
-    if groups:
-        for label, names in groups.items():
-            for n in names:
-                member[n] = label
-    group_ids = {label: f"group:{i}" for i, label in enumerate(groups or {})}
 
-    if groups and collapse:
-        for label, names in groups.items():
-            rows = [f"<B>{_h(label)}</B>", _small(f"{len(names)} steps")]
-            attrs = {"shape": "box3d", "style": "filled", "fillcolor": "#f4f6f7", "color": "#34495e",
-                     "margin": "0.14,0.08"}
-            if view is not None:
-                counts: Counter[str] = Counter(view.state(n) for n in names)
-                attrs["fillcolor"] = STEP_STATE_COLORS.get(_aggregate_state(counts), "#ffffff")
-                rows.append(_small(_counts_text(counts), "#1b2631"))
-            kinds = Counter(steps[n].kind for n in names if steps[n].kind != "task")
-            if kinds:
-                rows.append(_small(", ".join(f"{kinds[k]} {k}" for k in sorted(kinds))))
-            attrs["label"] = _html_label(rows)
-            lines.append(_node(group_ids[label], **attrs))
-        for s in spec.steps:
-            if s.name not in member:
-                sid, attrs = _step_node(s, view, compact=False)
-                lines.append(_node(sid, **attrs))
-        agg: Counter[tuple[str, str]] = Counter()
-        for s in spec.steps:
-            for u in s.upstream:
-                a = group_ids[member[u]] if u in member else u
-                b = group_ids[member[s.name]] if s.name in member else s.name
-                if a != b:
-                    agg[(a, b)] += 1
-        order = {**{g: i for i, g in enumerate(group_ids.values())},
-                 **{n: len(group_ids) + index[n] for n in steps if n not in member}}
-        for (a, b), k in sorted(agg.items(), key=lambda kv: (order[kv[0][1]], order[kv[0][0]])):
-            attrs = {"label": f"\u00d7{k}", "penwidth": f"{min(1 + k / 10, 4):.1f}"} if k > 1 else {}
-            lines.append(_edge(a, b, **attrs))
-        lines.extend(_compensation_lines(spec, view, lambda n: group_ids[member[n]] if n in member else n,
-                                         compact=True))
-        lines.append("}")
-        return "\n".join(lines) + "\n"
 
-    if groups:
-        for i, (label, names) in enumerate(groups.items()):
-            glabel = f"{label} ({len(names)} steps)"
-            if view is not None:
-                glabel += ": " + _counts_text(Counter(view.state(n) for n in names))
-            lines.append(f"  subgraph {_q(f'cluster_{i}')} {{")
-            lines.append(_defaults("graph", "    ", label=glabel, style="rounded,filled",
-                                   fillcolor="#fbfcfc", color="#aab7b8", fontsize="10"))
-            for n in names:
-                sid, attrs = _step_node(steps[n], view, compact=True)
-                lines.append(_node(sid, "    ", **attrs))
-            lines.append("  }")
+def _collapsed_body(spec: FlowSpec, view: RunView | None, groups: dict[str, list[str]]) -> list[str]:
+    """One node per group (its steps counted, by state in a run), the steps in no group,
+    and one edge per pair of groups that steps connect, labelled with how many do."""
+    steps = {s.name: s for s in spec.steps}
+    member = {n: label for label, names in groups.items() for n in names}
+    group_ids = {label: f"group:{i}" for i, label in enumerate(groups)}
+    lines = [dot_node(group_ids[label], **_group_node(label, names, steps, view))
+             for label, names in groups.items()]
+    for s in spec.steps:
+        if s.name not in member:
+            sid, attrs = _step_node(s, view, compact=False)
+            lines.append(dot_node(sid, **attrs))
+
+    def node_of(name: str) -> str:
+        return group_ids[member[name]] if name in member else name
+
+    agg: Counter[tuple[str, str]] = Counter()
+    for s in spec.steps:
+        for u in s.upstream:
+            a, b = node_of(u), node_of(s.name)
+            if a != b:
+                agg[(a, b)] += 1
+    index = {s.name: i for i, s in enumerate(spec.steps)}
+    order = {**{g: i for i, g in enumerate(group_ids.values())},
+             **{n: len(group_ids) + index[n] for n in steps if n not in member}}
+    for (a, b), k in sorted(agg.items(), key=lambda kv: (order[kv[0][1]], order[kv[0][0]])):
+        attrs = {"label": f"\u00d7{k}", "penwidth": f"{min(1 + k / 10, 4):.1f}"} if k > 1 else {}
+        lines.append(dot_edge(a, b, **attrs))
+    lines.extend(_compensation_lines(spec, view, node_of, compact=True))
+    return lines
+
+
+def _group_node(label: str, names: list[str], steps: Mapping[str, StepSpec],
+                view: RunView | None) -> dict[str, str]:
+    """The attributes of a collapsed group's node: its size, its states and its kinds of step."""
+    rows = [f"<B>{esc(label)}</B>", small_text(f"{len(names)} steps")]
+    attrs = {"shape": "box3d", "style": "filled", "fillcolor": "#f4f6f7", "color": "#34495e",
+             "margin": "0.14,0.08"}
+    if view is not None:
+        counts: Counter[str] = Counter(view.state(n) for n in names)
+        attrs["fillcolor"] = STEP_STATE_COLORS.get(aggregate_state(counts), "#ffffff")
+        rows.append(small_text(counts_text(counts), "#1b2631"))
+    kinds = Counter(steps[n].kind for n in names if steps[n].kind != "task")
+    if kinds:
+        rows.append(small_text(", ".join(f"{kinds[k]} {k}" for k in sorted(kinds))))
+    attrs["label"] = html_label(rows)
+    return attrs
+
+
+def _expanded_body(spec: FlowSpec, view: RunView | None, groups: dict[str, list[str]] | None,
+                   datasets: bool) -> list[str]:
+    """Every step as a node (inside its group's cluster when the flow is grouped), the
+    edges, the compensation steps and, for a small flow, the datasets."""
+    big = groups is not None
+    steps = {s.name: s for s in spec.steps}
+    index = {s.name: i for i, s in enumerate(spec.steps)}
+    lines: list[str] = []
+    member: set[str] = set()
+    for i, (label, names) in enumerate((groups or {}).items()):
+        member.update(names)
+        glabel = f"{label} ({len(names)} steps)"
+        if view is not None:
+            glabel += ": " + counts_text(Counter(view.state(n) for n in names))
+        lines.append(f"  subgraph {dot_quote(f'cluster_{i}')} {{")
+        lines.append(dot_defaults("graph", "    ", label=glabel, style="rounded,filled",
+                               fillcolor="#fbfcfc", color="#aab7b8", fontsize="10"))
+        for n in names:
+            sid, attrs = _step_node(steps[n], view, compact=True)
+            lines.append(dot_node(sid, "    ", **attrs))
+        lines.append("  }")
     for s in spec.steps:
         if s.name in member:
             continue
         sid, attrs = _step_node(s, view, compact=big)
-        lines.append(_node(sid, **attrs))
+        lines.append(dot_node(sid, **attrs))
     for s in spec.steps:  # edges in flow order of the downstream step, then of the upstream
         for u in sorted((u for u in s.upstream if u in steps), key=lambda u: index[u]):
-            lines.append(_edge(u, s.name, **_edge_attrs(steps[u], s, view)))
+            lines.append(dot_edge(u, s.name, **_edge_attrs(steps[u], s, view)))
     lines.extend(_compensation_lines(spec, view, lambda n: n, compact=big))
     if datasets and not big:
         lines.extend(_dataset_lines(spec, view))
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _compensation_lines(spec: FlowSpec, view: RunView | None, target: Any, *, compact: bool) -> list[str]:
@@ -457,11 +483,11 @@ def _compensation_lines(spec: FlowSpec, view: RunView | None, target: Any, *, co
     label = ("on failure: undo the succeeded steps, last first" if view is None
              else f"compensation ({view.outcome or 'not started'})")
     out = ['  subgraph "cluster_compensation" {',
-           _defaults("graph", "    ", label=label, style="rounded,dashed", color=color, fontcolor=color,
+           dot_defaults("graph", "    ", label=label, style="rounded,dashed", color=color, fontcolor=color,
                      fontsize="10")]
     for comp in comps:
         sid, attrs = _step_node(comp, view, compact=compact)
-        out.append(_node(sid, "    ", **attrs))
+        out.append(dot_node(sid, "    ", **attrs))
     out.append("  }")
     drawn = {c.name for c in comps}
     before = {c.name: {u for u in c.upstream if u in drawn} for c in comps}
@@ -471,11 +497,11 @@ def _compensation_lines(spec: FlowSpec, view: RunView | None, target: Any, *, co
                 continue
             attrs = {"style": "dashed", "color": color}
             if view is not None and view.state(up) not in ("success", "failed", "skipped"):
-                attrs["color"] = _DIM
-            out.append(_edge(up, comp.name, **attrs))
+                attrs["color"] = DIM
+            out.append(dot_edge(up, comp.name, **attrs))
     for comp in comps:  # the node says "undoes X" too: these edges stay light and unlabelled
         if comp.compensates:
-            out.append(_edge(comp.name, target(comp.compensates), style="dotted", color=color,
+            out.append(dot_edge(comp.name, target(comp.compensates), style="dotted", color=color,
                              arrowhead="empty", penwidth="0.7", constraint="false",
                              tooltip=f"{comp.name} undoes {comp.compensates}"))
     return out
@@ -501,19 +527,19 @@ def _dataset_lines(spec: FlowSpec, view: RunView | None) -> list[str]:
     recorded = {(d["uri"], d["step"], d["direction"]) for d in (view.datasets if view else [])}
     out = []
     for uri in uris:
-        out.append(_dataset_node(uri))
+        out.append(dataset_node(uri))
     for s in spec.steps:
         for uri in sorted(set(s.reads)):
             attrs = {"style": "dashed", "color": "#9a7d0a", "arrowhead": "empty"}
             if view is not None and (uri, s.name, "read") not in recorded:
-                attrs["color"] = _DIM
-            out.append(_edge("ds:" + uri, s.name, **attrs))
+                attrs["color"] = DIM
+            out.append(dot_edge("ds:" + uri, s.name, **attrs))
         for uri in sorted(set(s.writes)):
             attrs = {"color": "#9a7d0a", "arrowhead": "normal"}
             if view is not None and (uri, s.name, "write") not in recorded:
-                attrs["color"] = _DIM
+                attrs["color"] = DIM
                 attrs["style"] = "dashed"
-            out.append(_edge(s.name, "ds:" + uri, **attrs))
+            out.append(dot_edge(s.name, "ds:" + uri, **attrs))
     return out
 
 

@@ -10,7 +10,17 @@ from typing import Any
 from ..errors import NotFoundError
 from ..secrets import mask_data, mask_params, mask_text, secret_values
 from ..spec import FlowSpec
-from .common import _FONT, RUN_STATE_COLORS, STEP_STATE_COLORS, _clip, _defaults, _edge, _fmt_time, _node, _q
+from .common import (
+    FONT,
+    RUN_STATE_COLORS,
+    STEP_STATE_COLORS,
+    clip,
+    dot_defaults,
+    dot_edge,
+    dot_node,
+    dot_quote,
+    fmt_time,
+)
 
 
 # -- lineage ---------------------------------------------------------------------------------
@@ -85,7 +95,7 @@ def _run_label(run: Mapping[str, Any], sep: str = "\n") -> str:
     if run.get("missing"):
         return f"run {str(run['id'])[:8]} (not in the store)"
     return (f"{run['flow_name']} run {str(run['id'])[:8]}{sep}{run['state']} \u00b7 "
-            f"{_fmt_time(run.get('created_at'))}")
+            f"{fmt_time(run.get('created_at'))}")
 
 
 def _run_node(run: Mapping[str, Any], *, focus: bool = False, indent: str = "  ") -> str:
@@ -94,7 +104,7 @@ def _run_node(run: Mapping[str, Any], *, focus: bool = False, indent: str = "  "
              "label": _run_label(run), "color": "#1b2631" if focus else "#566573"}
     if focus:
         attrs["penwidth"] = "2"
-    return _node(f"run:{run['id']}", indent, **attrs)
+    return dot_node(f"run:{run['id']}", indent, **attrs)
 
 
 def _result_preview(value: Any, limit: int = 48) -> str:
@@ -102,7 +112,7 @@ def _result_preview(value: Any, limit: int = 48) -> str:
         text = json.dumps(value, sort_keys=True, default=str)
     except (TypeError, ValueError):
         text = str(value)
-    return _clip(text, limit)
+    return clip(text, limit)
 
 
 def _trigger_text(run: Mapping[str, Any], reason: str = "") -> str:
@@ -110,27 +120,27 @@ def _trigger_text(run: Mapping[str, Any], reason: str = "") -> str:
     if run.get("triggered_by"):
         text += f"\nby {run['triggered_by']}"
     if run.get("logical_date"):
-        text += f"\nfor {_fmt_time(run['logical_date'])}"
+        text += f"\nfor {fmt_time(run['logical_date'])}"
     if reason:
-        text += f"\n{_clip(reason, 60)}"
+        text += f"\n{clip(reason, 60)}"
     return text
 
 
 def _lineage_head(name: str, label: str) -> list[str]:
     return [
-        f"digraph {_q(name)} {{",
-        _defaults("graph", rankdir="LR", fontname=_FONT, fontsize="11", labelloc="t", labeljust="l",
+        f"digraph {dot_quote(name)} {{",
+        dot_defaults("graph", rankdir="LR", fontname=FONT, fontsize="11", labelloc="t", labeljust="l",
                   label=label, nodesep="0.25", ranksep="0.5"),
-        _defaults("node", fontname=_FONT, fontsize="10"),
-        _defaults("edge", fontname=_FONT, fontsize="9", color="#566573", arrowsize="0.7"),
+        dot_defaults("node", fontname=FONT, fontsize="10"),
+        dot_defaults("edge", fontname=FONT, fontsize="9", color="#566573", arrowsize="0.7"),
     ]
 
 
 def _dataset_edge(run_id: str, step: str, uri: str, direction: str, attempt: Any) -> str:
     sid = f"step:{run_id}/{step}"
     if direction == "write":
-        return _edge(sid, f"ds:{uri}", label=f"wrote #{attempt}", color="#9a7d0a")
-    return _edge(f"ds:{uri}", sid, label=f"read #{attempt}", style="dashed", color="#9a7d0a")
+        return dot_edge(sid, f"ds:{uri}", label=f"wrote #{attempt}", color="#9a7d0a")
+    return dot_edge(f"ds:{uri}", sid, label=f"read #{attempt}", style="dashed", color="#9a7d0a")
 
 
 def lineage_dot(lin: Lineage) -> str:
@@ -138,70 +148,82 @@ def lineage_dot(lin: Lineage) -> str:
     other runs' steps that wrote the datasets it read or read the datasets it wrote."""
     rid = str(lin.run["id"])
     lines = _lineage_head(f"lineage {rid}", f"lineage of {lin.run['flow_name']} run {rid}")
-    # where it came from: the oldest known trigger, then each parent run triggering the next
-    chain = [lin.run, *lin.ancestors]
-    top = chain[-1]
-    if not top.get("missing"):
-        reason = lin.created_reason if top is lin.run else ""
-        lines.append(_node(f"trigger:{top['id']}", shape="note", style="filled", fillcolor="#fdfefe",
-                           color="#7f8c8d", label=_trigger_text(top, reason)))
-        lines.append(_edge(f"trigger:{top['id']}", f"run:{top['id']}"))
-    for r in lin.ancestors:
-        lines.append(_run_node(r))
-    for child, parent in zip(chain, chain[1:], strict=False):
-        lines.append(_edge(f"run:{parent['id']}", f"run:{child['id']}", label="triggered", style="bold"))
-    # the run and its step runs, with the results they produced
-    step_names = [s["step"] for s in lin.steps]
-    involved = {d["step"] for d in lin.datasets} | set(lin.results)
-    show = step_names if len(step_names) <= 60 else [n for n in step_names if n in involved]
-    shown = set(show)
-    states = {s["step"]: s["state"] for s in lin.steps}
-    lines.append(f"  subgraph {_q('cluster_run:' + rid)} {{")
-    lines.append(_defaults("graph", "    ", label=f"step runs of {rid[:8]}", style="rounded",
-                           color="#aab7b8", fontsize="10"))
-    lines.append(_run_node(lin.run, focus=True, indent="    "))
-    for name in show:
-        lines.append(_node(f"step:{rid}/{name}", "    ", shape="box", style="rounded,filled",
-                           fillcolor=STEP_STATE_COLORS.get(states[name], "#ffffff"),
-                           label=f"{name}\n{states[name]}"))
-    if lin.spec is not None:
-        for s in lin.spec.steps:
-            if s.name not in shown:
-                continue
-            ups = [u for u in s.upstream if u in shown]
-            if not ups:
-                lines.append(_edge(f"run:{rid}", f"step:{rid}/{s.name}", "    ", style="dotted",
-                                   arrowhead="none"))
-            for u in ups:
-                lines.append(_edge(f"step:{rid}/{u}", f"step:{rid}/{s.name}", "    "))
-    for name in show:
-        if name in lin.results:
-            lines.append(_node(f"result:{rid}/{name}", "    ", shape="note", style="filled",
-                               fillcolor="#fbfcfc", color="#aab7b8", fontsize="8",
-                               label=_result_preview(lin.results[name])))
-            lines.append(_edge(f"step:{rid}/{name}", f"result:{rid}/{name}", "    ", style="dotted",
-                               arrowhead="vee", label="result"))
-    lines.append("  }")
+    lines.extend(_ancestry_lines(lin))
+    lines.extend(_run_cluster_lines(lin))
     # the runs it triggered
     for c in lin.children:
         lines.append(_run_node(c))
-        lines.append(_edge(f"run:{rid}", f"run:{c['id']}", label="triggered", style="bold"))
+        lines.append(dot_edge(f"run:{rid}", f"run:{c['id']}", label="triggered", style="bold"))
     # the datasets it read and wrote, and who else did
     for uri in sorted({d["uri"] for d in lin.datasets}):
-        lines.append(_dataset_node(uri))
+        lines.append(dataset_node(uri))
     for key in sorted({(d["uri"], d["step"], d["direction"], d["attempt"]) for d in lin.datasets}):
         uri, step, direction, attempt = key
         lines.append(_dataset_edge(rid, step, uri, direction, attempt))
     lines.extend(_other_runs_lines(lin.related, lin.runs))
     if lin.truncated:
-        lines.append(_node("more", shape="plaintext",
+        lines.append(dot_node("more", shape="plaintext",
                            label=f"{lin.truncated} older dataset events not shown"))
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def _dataset_node(uri: str) -> str:
-    return _node(f"ds:{uri}", shape="cylinder", style="filled", fillcolor="#fef9e7", color="#9a7d0a",
+def _ancestry_lines(lin: Lineage) -> list[str]:
+    """Where the run came from: the oldest known trigger, then each parent run triggering the next."""
+    lines = []
+    chain = [lin.run, *lin.ancestors]
+    top = chain[-1]
+    if not top.get("missing"):
+        reason = lin.created_reason if top is lin.run else ""
+        lines.append(dot_node(f"trigger:{top['id']}", shape="note", style="filled", fillcolor="#fdfefe",
+                           color="#7f8c8d", label=_trigger_text(top, reason)))
+        lines.append(dot_edge(f"trigger:{top['id']}", f"run:{top['id']}"))
+    for r in lin.ancestors:
+        lines.append(_run_node(r))
+    for child, parent in zip(chain, chain[1:], strict=False):
+        lines.append(dot_edge(f"run:{parent['id']}", f"run:{child['id']}", label="triggered", style="bold"))
+    return lines
+
+
+def _run_cluster_lines(lin: Lineage) -> list[str]:
+    """The run and its step runs in one cluster, with the results they produced; past 60
+    steps, only those that produced a result or touched a dataset."""
+    rid = str(lin.run["id"])
+    step_names = [s["step"] for s in lin.steps]
+    involved = {d["step"] for d in lin.datasets} | set(lin.results)
+    show = step_names if len(step_names) <= 60 else [n for n in step_names if n in involved]
+    shown = set(show)
+    states = {s["step"]: s["state"] for s in lin.steps}
+    lines = [f"  subgraph {dot_quote('cluster_run:' + rid)} {{",
+             dot_defaults("graph", "    ", label=f"step runs of {rid[:8]}", style="rounded",
+                       color="#aab7b8", fontsize="10"),
+             _run_node(lin.run, focus=True, indent="    ")]
+    for name in show:
+        lines.append(dot_node(f"step:{rid}/{name}", "    ", shape="box", style="rounded,filled",
+                           fillcolor=STEP_STATE_COLORS.get(states[name], "#ffffff"),
+                           label=f"{name}\n{states[name]}"))
+    for s in lin.spec.steps if lin.spec is not None else ():
+        if s.name not in shown:
+            continue
+        ups = [u for u in s.upstream if u in shown]
+        if not ups:
+            lines.append(dot_edge(f"run:{rid}", f"step:{rid}/{s.name}", "    ", style="dotted",
+                               arrowhead="none"))
+        for u in ups:
+            lines.append(dot_edge(f"step:{rid}/{u}", f"step:{rid}/{s.name}", "    "))
+    for name in show:
+        if name in lin.results:
+            lines.append(dot_node(f"result:{rid}/{name}", "    ", shape="note", style="filled",
+                               fillcolor="#fbfcfc", color="#aab7b8", fontsize="8",
+                               label=_result_preview(lin.results[name])))
+            lines.append(dot_edge(f"step:{rid}/{name}", f"result:{rid}/{name}", "    ", style="dotted",
+                               arrowhead="vee", label="result"))
+    lines.append("  }")
+    return lines
+
+
+def dataset_node(uri: str) -> str:
+    return dot_node(f"ds:{uri}", shape="cylinder", style="filled", fillcolor="#fef9e7", color="#9a7d0a",
                  fontsize="9", label=uri)
 
 
@@ -214,12 +236,12 @@ def _other_runs_lines(events: Sequence[Mapping[str, Any]],
         by_run.setdefault(d["run_id"], set()).add(d["step"])
     for rid in sorted(by_run):
         run = runs.get(rid) or _missing_run(rid)
-        out.append(f"  subgraph {_q('cluster_run:' + rid)} {{")
-        out.append(_defaults("graph", "    ", label=_run_label(run, " \u00b7 "), style="rounded,filled",
+        out.append(f"  subgraph {dot_quote('cluster_run:' + rid)} {{")
+        out.append(dot_defaults("graph", "    ", label=_run_label(run, " \u00b7 "), style="rounded,filled",
                              fillcolor=RUN_STATE_COLORS.get(str(run.get("state")), "#fdfefe") + "40",
                              color="#aab7b8", fontsize="9"))
         for step in sorted(by_run[rid]):
-            out.append(_node(f"step:{rid}/{step}", "    ", shape="box", style="rounded", label=step))
+            out.append(dot_node(f"step:{rid}/{step}", "    ", shape="box", style="rounded", label=step))
         out.append("  }")
     for key in sorted({(d["run_id"], d["step"], d["uri"], d["direction"], d["attempt"]) for d in events}):
         rid, step, uri, direction, attempt = key
@@ -229,7 +251,7 @@ def _other_runs_lines(events: Sequence[Mapping[str, Any]],
 
 def lineage_text(lin: Lineage) -> str:
     r = lin.run
-    created = (f"  created {_fmt_time(r.get('created_at'))} by {r.get('trigger') or 'manual'} trigger "
+    created = (f"  created {fmt_time(r.get('created_at'))} by {r.get('trigger') or 'manual'} trigger "
                f"({r.get('triggered_by') or '-'})")
     out = [f"run {r['id']}  flow {r['flow_name']}  version {r['version']}  state {r['state']}",
            created + (f": {lin.created_reason}" if lin.created_reason else "")]
@@ -243,7 +265,7 @@ def lineage_text(lin: Lineage) -> str:
     if lin.children:
         out.append("triggered runs:")
         for c in lin.children:
-            out.append(f"  {c['id']}  {c['flow_name']}  {c['state']}  {_fmt_time(c.get('created_at'))}")
+            out.append(f"  {c['id']}  {c['flow_name']}  {c['state']}  {fmt_time(c.get('created_at'))}")
     else:
         out.append("triggered runs: none")
     out.append("step results:")
@@ -258,13 +280,13 @@ def lineage_text(lin: Lineage) -> str:
         out.append("  none recorded (steps declare them with reads=/writes=)")
     for d in lin.datasets:
         out.append(f"  {d['direction']:<5} {d['uri']}  by step {d['step']} #{d['attempt']}  "
-                   f"{_fmt_time(d['at'])}")
+                   f"{fmt_time(d['at'])}")
     if lin.related:
         out.append("the same datasets in other runs:")
         for d in lin.related:
             run = lin.runs.get(d["run_id"]) or _missing_run(d["run_id"])
             out.append(f"  {d['direction']:<5} {d['uri']}  by {run['flow_name']} run {d['run_id'][:8]} "
-                       f"step {d['step']} #{d['attempt']}  {_fmt_time(d['at'])}")
+                       f"step {d['step']} #{d['attempt']}  {fmt_time(d['at'])}")
         if lin.truncated:
             out.append(f"  ... and {lin.truncated} older events")
     return "\n".join(out)
@@ -294,7 +316,7 @@ def load_dataset_lineage(store: Any, uri: str) -> DatasetLineage:
 def dataset_lineage_dot(lin: DatasetLineage) -> str:
     """DOT source: the dataset, with the step runs that wrote it (left) and read it (right)."""
     lines = _lineage_head(f"dataset {lin.uri}", f"lineage of dataset {lin.uri}")
-    lines.append(_dataset_node(lin.uri))
+    lines.append(dataset_node(lin.uri))
     lines.extend(_other_runs_lines(lin.events, lin.runs))
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -306,6 +328,6 @@ def dataset_lineage_text(lin: DatasetLineage) -> str:
            f"in {len(lin.runs)} runs"]
     for d in lin.events:
         run = lin.runs[d["run_id"]]
-        out.append(f"  {_fmt_time(d['at'])}  {d['direction']:<5} {run['flow_name']:<16} run {d['run_id']}  "
+        out.append(f"  {fmt_time(d['at'])}  {d['direction']:<5} {run['flow_name']:<16} run {d['run_id']}  "
                    f"step {d['step']} #{d['attempt']}  (run {run['state']})")
     return "\n".join(out)

@@ -1,16 +1,20 @@
 """The scheduler: starts runs, grants waiting steps their slots, and owns timers and sweeps.
 
-Not public API. It never runs user code and never rescans every run (C1). Readiness lives
-in SQL counters that the transaction ending a step updates, so workers move the happy path
-forward themselves (a finished step queues its ready downstream steps: a chain hop skips
-this process). The scheduler is the authority for everything else:
+Not public API. It never runs user code and never rescans every run
+(docs/design-notes.md#event-driven-readiness). Readiness lives in SQL counters that the
+transaction ending a step updates, so workers move the happy path forward themselves (a
+finished step queues its ready downstream steps: a chain hop skips this process). The
+scheduler is the authority for everything else:
 
 * runs: queued -> running within each flow's ``max_active_runs``, oldest first;
 * the slot ledger: a step that needs a slot (global cap, pool, lock, flow step cap) waits in
   state ``scheduled``; the scheduler grants waiters in priority order, runs taking turns;
-* backpressure: nothing is published to a queue above its high watermark (C7);
-* retry timers (``next_attempt_at`` in SQL, so a restart loses none: C5);
-* sweeps: queued attempts whose message was lost, workers gone silent (C2, C3), cron.
+* backpressure: nothing is published to a queue above its high watermark
+  (docs/design-notes.md#backpressure);
+* retry timers (``next_attempt_at`` in SQL, so a restart loses none:
+  docs/design-notes.md#retry-timers-in-sql);
+* sweeps: queued attempts whose message was lost, workers gone silent
+  (docs/design-notes.md#dispatch-leases, #lost-workers), cron.
 
 It wakes on events from workers and triggers, not by polling SQL in a tight loop.
 """
@@ -87,8 +91,12 @@ class Scheduler:
         self._grant_due: float | None = 0.0  # monotonic time to look at waiters again
         self._unsent: list[Dispatch] = []
         self._standby_beat = float("-inf")  # monotonic time of the last standby heartbeat
+        #: ``sweeps`` counts finished sweeps and ``sweep_started_at`` is when the last one began;
+        #: both are stored with each heartbeat (written as a sweep ends), so a test or an
+        #: operator can wait for a sweep that began after a given moment.
         self.stats: dict[str, Any] = {"events": 0, "dispatched": 0, "granted_batches": 0,
-                                      "loops": 0, "last_loop_at": None}
+                                      "loops": 0, "last_loop_at": None, "sweeps": 0,
+                                      "sweep_started_at": None}
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
@@ -278,7 +286,7 @@ class Scheduler:
             log.info("run %s: ended", run_id)
         self._send(effects.to_send)
         if effects.callbacks:
-            from ..callbacks import publish
+            from ..dispatch.callbacks import publish
 
             self._still_active(len(effects.callbacks))
             publish(self.dispatcher, effects.callbacks)
@@ -307,6 +315,7 @@ class Scheduler:
     def sweep(self, force_leases: bool = False) -> None:
         """Safety net: due timers, stuck runs, expired leases, silent workers, cron."""
         now = self.clock()
+        started_at = utcnow()  # the wall clock, as readers compare it with theirs (not a FakeClock)
         self._next_sweep = now + timedelta(seconds=self.sweep_seconds)
         if self.on_sweep:
             try:
@@ -324,12 +333,14 @@ class Scheduler:
         self.redispatch_silent(now)
         self.resend_expired(now, everything=force_leases)
         self.resend_unstarted(now)
-        from ..callbacks import resend_due
+        from ..dispatch.callbacks import resend_due
 
         resend_due(self.store, self.dispatcher, self.actor,
                    now - (timedelta(seconds=self.sweep_seconds) if force_leases else self.queued_lease))
         self._next_timer = self.store.next_retry_at()
         self._grant_due = 0.0
+        self.stats["sweeps"] += 1
+        self.stats["sweep_started_at"] = started_at.isoformat()
         try:
             self.store.beat_scheduler(self.actor, self.status())
         except Exception as exc:  # status is informative; the loop goes on
@@ -359,7 +370,7 @@ class Scheduler:
         return out
 
     def resend_expired(self, now: datetime, everything: bool = False) -> None:
-        """Publish again attempts that were queued but never started (C2).
+        """Publish again attempts that were queued but never started (docs/design-notes.md#dispatch-leases).
 
         On start or a broker reconnect (``everything``) this covers a crash between the SQL
         write and the publish, or messages lost with the broker; the worker skips a
@@ -419,9 +430,10 @@ class Scheduler:
                                     "claiming it; published again")
 
     def redispatch_silent(self, now: datetime) -> None:
-        """Publish again attempts whose worker stopped beating (C3): the next worker to get
-        the message takes the attempt over (its heartbeat is stale); a late redelivery of the
-        old message finds it taken and is dropped. Redelivery caps catch a poison step (C6)."""
+        """Publish again attempts whose worker stopped beating (docs/design-notes.md#lost-workers):
+        the next worker to get the message takes the attempt over (its heartbeat is stale); a
+        late redelivery of the old message finds it taken and is dropped. Redelivery caps catch
+        a poison step (docs/design-notes.md#redelivery-cap)."""
         silent = self.store.silent_attempts(now - self.lost_after, dispatched_before=now - self.lost_after)
         for a in silent:
             log.warning("run %s step %s: attempt %s: worker %s silent since %s; publishing it again",

@@ -26,8 +26,9 @@ from . import tables as t
 from .machine import BAD, OK, Effects, Gate, task_id_for
 
 if TYPE_CHECKING:
+    from .base import Tx
     from .machine import Machine
-    from .sql import SqlStore, Tx
+    from .sql import SqlStore
 
 #: The actor of a decision taken because an approval's timeout passed.
 TIMEOUT_ACTOR = "timeout"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 
 from . import tables as t
+from .base import row_dict
 from .machine import CallbackDue
 
 if TYPE_CHECKING:
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
 
 def load(store: SqlStore, callback_id: str) -> dict[str, Any] | None:
     """The callback with its run's flow, version and params (None if unknown)."""
-    from .sql import _row
-
     c, r = t.callbacks.c, t.runs.c
     with store._conn() as conn:
         row = conn.execute(select(t.callbacks, r.flow_name, r.version, r.params)
@@ -30,7 +29,7 @@ def load(store: SqlStore, callback_id: str) -> dict[str, Any] | None:
                            .where(c.id == callback_id)).first()
     if row is None:
         return None
-    out = _row(row)
+    out = row_dict(row)
     out["params"] = json.loads(out["params"])
     return out
 

@@ -2,10 +2,10 @@
 
 Through SQLAlchemy's pool every statement paid a checkout, a switch to autocommit and back,
 and a reset on return: about 50 us of the worker's CPU per statement, two statements a step
-(C13). These connections are opened by an engine (so they take its URL and connect
-arguments), detached from its pool, kept one per thread, and used in autocommit. A lost one
-is closed and the next statement opens another; the caller retries as it would after any
-store error.
+(docs/design-notes.md#low-per-step-overhead). These connections are opened by an engine
+(so they take its URL and connect arguments), detached from its pool, kept one per thread,
+and used in autocommit. A lost one is closed and the next statement opens another; the
+caller retries as it would after any store error.
 """
 
 from __future__ import annotations

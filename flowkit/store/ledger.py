@@ -6,7 +6,7 @@ An attempt records what it holds (``attempts.holds``) in the transaction that qu
 the transaction that ends it gives exactly that back. Because the attempt's own
 compare-and-set decides which transaction ends it, a hold is returned once, on every
 terminal path (success, failure, skip, timeout, worker lost, poison, cancel): the ledger
-cannot leak or double-free (C4).
+cannot leak or double-free (docs/design-notes.md#slot-ledger).
 
 A lock is a limit of :data:`LOCK_CAPACITY`: a shared holder takes 1, an exclusive holder
 takes all of it, so shared holders run together and an exclusive one runs alone.

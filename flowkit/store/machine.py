@@ -2,9 +2,10 @@
 
 Whoever records an outcome moves the run forward in the same transaction: the worker that
 finished a step (Airflow's "mini scheduler", so a chain hop skips the scheduler) or the
-scheduler (lost attempts, timers, waiters). Readiness is event-driven (C1): ending a step
-bumps its downstream steps' counters (``ok_up``/``bad_up``/``skip_up``) and decides only
-the steps whose counters changed; a run ends when its ``steps_left`` reaches zero.
+scheduler (lost attempts, timers, waiters). Readiness is event-driven
+(docs/design-notes.md#event-driven-readiness): ending a step bumps its downstream steps'
+counters (``ok_up``/``bad_up``/``skip_up``) and decides only the steps whose counters
+changed; a run ends when its ``steps_left`` reaches zero.
 
 Starting a step either queues an attempt at once (no limit applies and the gate allows it)
 or makes it a waiter (state ``scheduled``), which only the scheduler grants, in priority
@@ -15,76 +16,40 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, insert, select, update
 
 from ..graph import Decision, decide_counts
-from ..spec import FlowSpec, StepSpec
+from ..spec import FlowSpec
 from ..states import STEP_BAD, AttemptState, RunState, StepState
 from . import map_ops
 from . import tables as t
 from .ledger import Hold, encode_holds, holds_for
+from .machine_types import (
+    BAD,
+    COUNTER,
+    OK,
+    SKIP,
+    WAITING,
+    CallbackDue,
+    Dispatch,
+    Effects,
+    Ended,
+    Gate,
+    dispatched_reason,
+    reason_for_skip,
+    succeeded_reason,
+    task_id_for,
+)
+
+__all__ = ["BAD", "OK", "SKIP", "CallbackDue", "Dispatch", "Effects", "Gate", "Machine", "initial_rows",
+           "recount", "task_id_for"]
 
 if TYPE_CHECKING:
-    from .sql import Tx
-
-OK, SKIP, BAD = "ok", "skip", "bad"
-_COUNTER = {OK: "ok_up", SKIP: "skip_up", BAD: "bad_up"}
-
-
-@dataclass(frozen=True)
-class Dispatch:
-    """One attempt queued in SQL, to publish to the broker after the commit."""
-
-    run_id: str
-    flow: str
-    step: StepSpec
-    attempt: int
-    task_id: str
-
-
-@dataclass(frozen=True)
-class CallbackDue:
-    """A callback written to the outbox (table ``callbacks``), to publish after the commit."""
-
-    id: str
-    run_id: str
-    flow: str
-    scope: str  # flow | step
-    kind: str
-    step: str | None
-    queue: str | None
-
-
-@dataclass
-class Effects:
-    """What a transaction of the machine leaves for its caller to do after the commit."""
-
-    to_send: list[Dispatch] = field(default_factory=list)
-    #: The scheduler has work: waiters to grant, slots freed, a run ended, a timer set.
-    wake: bool = False
-    ended_runs: list[str] = field(default_factory=list)
-    next_timer: datetime | None = None
-    #: Callbacks to publish (flowkit.callbacks); never needed to move the run on.
-    callbacks: list[CallbackDue] = field(default_factory=list)
-
-    def merge(self, other: Effects) -> None:
-        self.to_send += other.to_send
-        self.callbacks += other.callbacks
-        self.wake = self.wake or other.wake
-        self.ended_runs += other.ended_runs
-        if other.next_timer and (self.next_timer is None or other.next_timer < self.next_timer):
-            self.next_timer = other.next_timer
-
-
-#: May this step be queued now without the scheduler (no limit applies)? The worker passes
-#: its backpressure view and fast-follow budget; None means "never": make it a waiter.
-Gate = Callable[[StepSpec], bool]
-
+    from .base import Tx
 
 def _bump(column: str) -> Any:
     c = t.step_runs.c
@@ -96,7 +61,7 @@ def _bump(column: str) -> Any:
     )
 
 
-_BUMPS = {name: _bump(name) for name in _COUNTER.values()}
+_BUMPS = {name: _bump(name) for name in COUNTER.values()}
 
 _MAKE_WAITER = (
     update(t.step_runs)
@@ -130,7 +95,7 @@ class Machine:
         step = self.spec.step(name)
         if state == AttemptState.SUCCESS:
             new, outcome = StepState.SUCCESS, OK
-            reason = f"attempt {number} succeeded"
+            reason = succeeded_reason(number)
         elif state == AttemptState.SKIPPED:
             new, outcome = StepState.SKIPPED, SKIP
             reason = error or "skipped by the step"
@@ -162,7 +127,7 @@ class Machine:
         return int(self.tx.conn.execute(select(c.retry_base).where(
             c.run_id == self.run_id, c.step == name)).scalar() or 0)
 
-    def settle(self, ended: Iterable[tuple[str, str, list[str] | None]]) -> None:
+    def settle(self, ended: Iterable[Ended]) -> None:
         """Propagate ended steps to their downstream steps, then start what became ready."""
         work = deque(map_ops.route_ended(self, ended))  # instances count down their map step
         count = 0
@@ -181,33 +146,56 @@ class Machine:
             else:
                 groups[outcome] = list(downs)
             for kind, names in groups.items():
-                rows = self.tx.conn.execute(_BUMPS[_COUNTER[kind]], {"r": self.run_id, "names": names})
-                for row in rows:
-                    if row.state != StepState.PENDING.value:
-                        continue
-                    trigger = self.spec.step(row.step).trigger
-                    decision = decide_counts(trigger, row.n_up, row.ok_up, row.bad_up, row.skip_up)
-                    if decision == Decision.WAIT:
-                        continue
-                    if decision == Decision.RUN:
-                        to_start.append(row.step)
-                        continue
-                    new = StepState.SKIPPED if decision == Decision.SKIP else StepState.UPSTREAM_FAILED
-                    why = ("not chosen by its branch or an upstream was skipped"
-                           if new == StepState.SKIPPED else "an upstream step failed")
-                    if self.tx.cas_step(self.run_id, row.step, [StepState.PENDING], new, reason=why,
-                                        ended_at=self.tx.now):
-                        work.append((row.step, SKIP if new == StepState.SKIPPED else BAD, None))
+                rows = self.tx.conn.execute(_BUMPS[COUNTER[kind]], {"r": self.run_id, "names": names})
+                ready, ended_now = self.decide_rows(rows)
+                to_start += ready
+                work.extend(ended_now)
         if to_start:
             self.start(sorted(to_start, key=self.spec.position.__getitem__),
                        StepState.PENDING)
         if count:
             self._steps_ended(count)
 
-    def decide_pending(self, reason: str, *, counted_only: bool = False) -> None:
+    def decide_rows(self, rows: Iterable[Any], *, context: str = "") -> tuple[list[str], list[Ended]]:
+        """Decide the pending steps among ``rows`` (each with ``step``, ``n_up``, ``ok_up``,
+        ``bad_up``, ``skip_up``, and ``state`` if it may not be pending) from their counters,
+        in the flow's order: end those their trigger rule skips or fails (audited with
+        :func:`~.machine_types.reason_for_skip`, and ``context`` after it when given), and
+        return the names that are ready to start and the steps this ended, for the caller to
+        start and settle. Every path that decides from counters goes through here."""
+        ready: list[str] = []
+        ended: list[Ended] = []
+        pending = [r for r in rows if getattr(r, "state", StepState.PENDING.value) == StepState.PENDING.value]
+        for row in sorted(pending, key=lambda r: self.spec.position[r.step]):
+            decision = decide_counts(self.spec.step(row.step).trigger, row.n_up, row.ok_up, row.bad_up,
+                                     row.skip_up)
+            if decision == Decision.WAIT:
+                continue
+            if decision == Decision.RUN:
+                ready.append(row.step)
+                continue
+            new = StepState.SKIPPED if decision == Decision.SKIP else StepState.UPSTREAM_FAILED
+            why = reason_for_skip(decision, skipped=row.skip_up,
+                                  not_chosen=decision == Decision.SKIP and self._not_chosen(row.step))
+            if self.tx.cas_step(self.run_id, row.step, [StepState.PENDING], new, ended_at=self.tx.now,
+                                reason=f"{why} ({context})" if context else why):
+                ended.append((row.step, SKIP if new == StepState.SKIPPED else BAD, None))
+        return ready, ended
+
+    def _not_chosen(self, name: str) -> bool:
+        """Whether a branch upstream of ``name`` succeeded and chose other steps (a branch's
+        result is its choice; one that did not succeed has none)."""
+        branches = [u for u in self.spec.step(name).upstream if self.spec.step(u).kind == "branch"]
+        if not branches:
+            return False
+        found = self.tx.results(self.run_id, branches)
+        return any(name not in ([v] if isinstance(v, str) else list(v or [])) for v in found.values())
+
+    def decide_pending(self, context: str, *, counted_only: bool = False) -> None:
         """Decide every pending step of the run from its counters (after they were rebuilt:
         a recount, an operator's retry): start the ready ones, end the ones their trigger
-        rule skips or fails, and end the run if nothing is left.
+        rule skips or fails (``context`` says what decided them again in their audit
+        reason), and end the run if nothing is left.
 
         ``counted_only``: just the pending steps whose upstreams have all ended (what a
         worker's finish leaves to its follow-up), filtered in SQL, so a big run's sweep does
@@ -218,19 +206,7 @@ class Machine:
             c.map_parent.is_(None))  # instances held back by max_parallel: map_ops starts them
         if counted_only:
             query = query.where(c.n_up > 0, c.ok_up + c.bad_up + c.skip_up >= c.n_up)
-        rows = self.tx.conn.execute(query).all()
-        to_start: list[str] = []
-        ended: list[tuple[str, str, list[str] | None]] = []
-        for row in sorted(rows, key=lambda r: self.spec.position[r.step]):
-            decision = decide_counts(self.spec.step(row.step).trigger, row.n_up, row.ok_up, row.bad_up,
-                                     row.skip_up)
-            if decision == Decision.RUN:
-                to_start.append(row.step)
-            elif decision != Decision.WAIT:
-                new = StepState.SKIPPED if decision == Decision.SKIP else StepState.UPSTREAM_FAILED
-                if self.tx.cas_step(self.run_id, row.step, [StepState.PENDING], new, reason=reason,
-                                    ended_at=self.tx.now):
-                    ended.append((row.step, SKIP if new == StepState.SKIPPED else BAD, None))
+        to_start, ended = self.decide_rows(self.tx.conn.execute(query).all(), context=context)
         if to_start:
             self.start(to_start, StepState.PENDING)
         if ended:
@@ -345,7 +321,7 @@ class Machine:
                          "holds": encode_holds(holds.get(name, [])), "interruptions": 0})
             tx.event("step_state", run_id=self.run_id, step=name, old=old.value,
                      new=StepState.QUEUED.value, attempt=number,
-                     reason=f"attempt {number} dispatched")
+                     reason=dispatched_reason(number))
             self.effects.to_send.append(
                 Dispatch(self.run_id, self.spec.name, self.spec.step(name), number, task_id))
         if rows:
@@ -366,20 +342,13 @@ class Machine:
             for i, name in enumerate(names)])
         for name in names:
             self.tx.event("step_state", run_id=self.run_id, step=name, old=old.value,
-                          new=StepState.SCHEDULED.value, reason="ready; waiting for a slot")
+                          new=StepState.SCHEDULED.value, reason=WAITING)
         self.effects.wake = True
 
 
 def _label(number: int, tries: int) -> str:
     """An attempt's number, and its place in the retry budget when an operator retried it."""
     return str(number) if number == tries else f"{number} (try {tries} since the operator's retry)"
-
-
-def task_id_for(run_id: str, step: str, attempt: int) -> str:
-    """Deterministic Celery task id: a re-sent attempt keeps its id (Flower links stay)."""
-    import uuid
-
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"flowkit:{run_id}/{step}/{attempt}"))
 
 
 def initial_rows(spec: FlowSpec, run_id: str, now: datetime) -> list[dict[str, Any]]:

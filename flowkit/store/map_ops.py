@@ -31,12 +31,13 @@ from sqlalchemy import func, insert, select, update
 from ..spec import COMPENSATION_SUFFIX, FlowSpec, StepSpec, instance_name, split_instance
 from ..states import StepState
 from . import tables as t
+from .base import upsert, utcnow
+from .machine_types import BAD, OK, SKIP, Effects
 
 if TYPE_CHECKING:
-    from .machine import Effects, Gate, Machine
-    from .sql import Tx
+    from .base import Tx
+    from .machine import Gate, Machine
 
-OK, SKIP, BAD = "ok", "skip", "bad"
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +182,6 @@ def finish_success_pg(store: Any, run_id: str, step: str, number: int, *, worker
     from sqlalchemy.exc import DBAPIError
 
     from . import pg_fast
-    from .machine import Effects
-    from .sql import utcnow
-
     parent = split_instance(step)[0]
     if spec.step(parent).max_parallel is None:
         with store.hot_finishes.connection() as hot:
@@ -251,9 +249,7 @@ def _finish(machine: Machine, parent: str, total: int, failed: int) -> None:
             machine.settle([(parent, BAD, None)])
         return
     text = instance_results_text(tx.conn, run_id, parent)
-    from .sql import _upsert
-
-    _upsert(tx.conn, t.results, {"run_id": run_id, "step": parent, "value": text,
+    upsert(tx.conn, t.results, {"run_id": run_id, "step": parent, "value": text,
                                  "size": len(text.encode()), "created_at": tx.now}, ["run_id", "step"])
     if tx.cas_step(run_id, parent, [StepState.RUNNING], StepState.SUCCESS, ended_at=tx.now,
                    reason=f"all {total} instance(s) ended"):

@@ -43,12 +43,13 @@ from ..spec import FlowSpec
 from ..states import AttemptState, RunState, StepState
 from . import saga
 from . import tables as t
+from .base import row_dict, upsert
 from .ledger import Hold, decode_holds
 from .machine import OK, SKIP, recount
 
 if TYPE_CHECKING:
+    from .base import Tx
     from .sql import SqlStoreBase as _Base
-    from .sql import Tx
 else:
     _Base = object
 
@@ -183,8 +184,6 @@ class OperatorOps(_Base):
 
     def flow_events(self, flow: str, since: Any = None, until: Any = None) -> list[dict[str, Any]]:
         """A flow's own events (pause, unpause) between ``since`` and ``until``."""
-        from .sql import _row
-
         e = t.events.c
         q = select(t.events).where(e.flow_name == flow, e.run_id.is_(None)).order_by(e.id)
         if since is not None:
@@ -192,7 +191,7 @@ class OperatorOps(_Base):
         if until is not None:
             q = q.where(e.at <= until)
         with self._conn() as conn:
-            return [_row(r) for r in conn.execute(q)]
+            return [row_dict(r) for r in conn.execute(q)]
 
     # -- runs ----------------------------------------------------------------------------
     @_again_on_conflict
@@ -515,12 +514,10 @@ def _store_mark_result(tx: Tx, spec: FlowSpec, run_id: str, step: str, target: S
     if target != StepState.SUCCESS:
         return None
     from . import map_ops
-    from .sql import _upsert
-
     if result is None:
         result = (map_ops.instance_results_text(tx.conn, run_id, step)
                   if spec.step(step).kind == "map" else "null")
-    _upsert(tx.conn, t.results, {"run_id": run_id, "step": step, "value": result,
+    upsert(tx.conn, t.results, {"run_id": run_id, "step": step, "value": result,
                                  "size": len(result.encode()), "created_at": tx.now}, ["run_id", "step"])
     return result
 

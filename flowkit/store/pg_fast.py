@@ -3,9 +3,10 @@
 The generic path (``worker_ops``) takes a round trip per statement: about 5 for a claim and 9
 for a finish. On PostgreSQL, data-modifying CTEs let one statement do the same writes, each
 still a compare-and-set with its audit event, so a step costs about 4 round trips in all
-(C13). What cannot be decided in SQL (a skip cascade, a fan-out beyond the fast-follow
-budget, the run's end, anything but success) goes through the generic machine in the same
-transaction, so every outcome keeps one code path for its rules.
+(docs/design-notes.md#low-per-step-overhead). What cannot be decided in SQL (a skip
+cascade, a fan-out beyond the fast-follow budget, the run's end, anything but success) goes
+through the generic machine in the same transaction, so every outcome keeps one code path
+for its rules.
 """
 
 from __future__ import annotations
@@ -17,7 +18,17 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from ..states import RunState, StepState, can_transition
 from .hot import HotConnection
+from .machine_types import claimed_reason, dispatched_reason, started_reason, succeeded_reason
+
+
+def _sql_text(value: str) -> str:
+    """``value`` as an SQL string literal (the audit reasons of :mod:`.machine_types`, written
+    into the statements' text so that their parameters stay as they are)."""
+    if "%" in value or ":" in value:  # would read as a placeholder
+        raise ValueError(f"{value!r} cannot be written into a statement's text")
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _driver_sql(sql: str) -> str:
@@ -175,7 +186,7 @@ def claim(conn: Connection | HotConnection, *, run_id: str, step: str, number: i
     the element of a map step's instance (None for a plain step)."""
     params: dict[str, Any] = {
         "run": run_id, "step": step, "num": number, "worker": worker, "now": now,
-        "step_reason": f"attempt {number} started on {worker}", "att_reason": f"on {worker}",
+        "step_reason": started_reason(number, worker), "att_reason": claimed_reason(worker),
     }
     upstream_sql, prepare = _upstream_results(upstream, params)
     row = _one(conn, _fill(CLAIM, "{upstream}", upstream_sql), params, prepare=None if prepare else False)
@@ -248,14 +259,14 @@ ev AS (
   UNION ALL
   SELECT :run, :step, NULL, :now, :worker, 'step_state', 'running', 'success', :step_reason FROM st
   UNION ALL
-  SELECT :run, ins.step, 1, :now, :worker, 'step_state', 'pending', 'queued', 'attempt 1 dispatched'
+  SELECT :run, ins.step, 1, :now, :worker, 'step_state', 'pending', 'queued', {queued_reason}
   FROM ins)
 SELECT (SELECT count(*) FROM a) AS won, (SELECT holds FROM a) AS holds,
        (SELECT count(*) FROM st) AS stepped, (SELECT steps_left FROM rn) AS steps_left,
        (SELECT json_agg(json_build_array(step, state, n_up, ok_up, bad_up, skip_up)) FROM dn) AS downs,
        (SELECT json_agg(step) FROM ins) AS queued,
        CAST(:track AS boolean) AND EXISTS (SELECT 1 FROM ready) AND EXISTS (SELECT 1 FROM rn) AS followup
-""")
+""").replace("{queued_reason}", _sql_text(dispatched_reason(1)))
 
 
 def finish_success(conn: Connection | HotConnection, *, run_id: str, step: str, number: int, worker: str, now: Any,
@@ -278,7 +289,7 @@ def finish_success(conn: Connection | HotConnection, *, run_id: str, step: str, 
         "run": run_id, "step": step, "num": number, "worker": worker, "now": now,
         "value": result_json, "size": len(result_json.encode()) if result_json is not None else 0,
         "ds_uris": [u for u, _ in datasets], "ds_dirs": [d for _, d in datasets],
-        "eligible": eligible, "task_ids": task_ids, "step_reason": f"attempt {number} succeeded",
+        "eligible": eligible, "task_ids": task_ids, "step_reason": succeeded_reason(number),
         "track": track_followup,
     }
     bumps, prepare = _bump_downstream(downstream, params)
@@ -319,10 +330,111 @@ def finish_instance_success(conn: Connection | HotConnection, *, run_id: str, st
         "run": run_id, "step": step, "parent": parent, "num": number, "worker": worker, "now": now,
         "value": result_json, "size": len(result_json.encode()) if result_json is not None else 0,
         "ds_uris": [u for u, _ in datasets], "ds_dirs": [d for _, d in datasets],
-        "step_reason": f"attempt {number} succeeded",
+        "step_reason": succeeded_reason(number),
     })
     assert row is not None  # the statement ends in a SELECT of aggregates: always one row
     won, holds, parent_counts = row
     if not won:
         return None
     return {"holds": holds, "parent": tuple(parent_counts) if parent_counts is not None else None}
+
+
+# -- the moves these statements encode, checked against flowkit.states ------------------------
+
+#: An attempt's moves (flowkit.states keeps the step and run tables): a claim starts a queued
+#: one, a finish ends a running one (or a queued one whose claim was lost: FINISHABLE_ATTEMPT).
+ATTEMPT_MOVES: dict[str, frozenset[str]] = {
+    "queued": frozenset({"running", "success", "failed", "skipped", "cancelled"}),
+    "running": frozenset({"queued", "success", "failed", "skipped", "cancelled"}),
+}
+
+_UPDATE = re.compile(r"UPDATE (\w+)(?: \w+)? SET (.*?) WHERE (.*?)(?=RETURNING|\),\s*\n|\)\s*$)", re.S)
+_SET_CASE = re.compile(r"CASE WHEN (.*) THEN '(\w+)' ELSE state END", re.S)
+_SET_LITERAL = re.compile(r"'(\w+)'")
+_GUARD = re.compile(r"(?<![\w.])state = '(\w+)'")
+_AUDIT = re.compile(r"'(step_state|run_state|attempt_\w+)', '(\w+)', '(\w+)'")
+
+
+def statements() -> dict[str, str]:
+    """Every text this module runs, each variant of its generated parts filled in."""
+    out: dict[str, str] = {}
+    for size in (0, 1, LISTED_NAMES + 1):
+        names = [f"n{i}" for i in range(size)]
+        out[f"claim/{size}"] = _fill(CLAIM, "{upstream}", _upstream_results(names, {})[0])
+        out[f"finish/{size}"] = _fill(FINISH_SUCCESS, "{dn}", _bump_downstream(names, {})[0])
+    out["finish_instance"] = FINISH_INSTANCE_SUCCESS
+    return out
+
+
+def transition_literals(sql: str) -> list[tuple[str, str, str]]:
+    """The state moves ``sql`` writes, as (table, old, new): each ``UPDATE ... SET state = 'new'``
+    with its ``state = 'old'`` guard, including the ``CASE WHEN ... state = 'old' ... THEN
+    'new' ELSE state END`` form; and the moves its audit events record, as (``events:`` +
+    action, old, new). A state write with no guard is reported with old ``*``."""
+    moves: list[tuple[str, str, str]] = []
+    for table, sets, where in _UPDATE.findall(sql):
+        for column, value in _assignments(sets):
+            if column != "state":
+                continue
+            if (case := _SET_CASE.fullmatch(value)) is not None:
+                guards, new = _GUARD.findall(case.group(1)), case.group(2)
+            elif (literal := _SET_LITERAL.fullmatch(value)) is not None:
+                guards, new = _GUARD.findall(where), literal.group(1)
+            else:
+                guards, new = [], value
+            moves += [(table, old, new) for old in guards] or [(table, "*", new)]
+    moves += [(f"events:{action}", old, new) for action, old, new in _AUDIT.findall(sql)]
+    return moves
+
+
+def _assignments(sets: str) -> list[tuple[str, str]]:
+    """``a = x, b = CASE ... END`` as [(a, x), (b, CASE ... END)]: split at the commas outside
+    parentheses."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(sets):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(sets[start:i])
+            start = i + 1
+    parts.append(sets[start:])
+    out = []
+    for part in parts:
+        column, _, value = part.strip().partition("=")
+        out.append((column.strip(), " ".join(value.split())))
+    return out
+
+
+def move_problems(moves: list[tuple[str, str, str]]) -> list[str]:
+    """The moves flowkit.states does not allow (steps, runs) or :data:`ATTEMPT_MOVES` (attempts)."""
+    bad: list[str] = []
+    for table, old, new in moves:
+        kind = table.split(":", 1)[-1]
+        if old == "*":
+            ok = False
+        elif table in ("step_runs", "events:step_state"):
+            ok = can_transition(StepState(old), StepState(new))
+        elif table in ("runs", "events:run_state"):
+            ok = can_transition(RunState(old), RunState(new))
+        elif table == "attempts" or kind.startswith("attempt_"):
+            ok = new in ATTEMPT_MOVES.get(old, frozenset())
+        else:
+            ok = False
+        if not ok:
+            bad.append(f"{table}: {old} -> {new}")
+    return bad
+
+
+def _check_moves() -> None:
+    """At import: every move the statements write and audit is one flowkit.states allows, and
+    every step move is audited, so the fast path cannot drift from the machine unseen."""
+    for name, sql in statements().items():
+        moves = transition_literals(sql)
+        problems = move_problems(moves)
+        written = {(o, n) for table, o, n in moves if table == "step_runs"}
+        audited = {(o, n) for table, o, n in moves if table == "events:step_state"}
+        problems += [f"step_runs: {o} -> {n} is not audited" for o, n in sorted(written - audited)]
+        if problems:
+            raise RuntimeError(f"pg_fast {name}: moves flowkit.states does not allow: {'; '.join(problems)}")
+
+
+_check_moves()

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 
 from . import tables as t
+from .base import read_results, row_dict
 
 
 class PictureReads:
@@ -32,12 +33,10 @@ class PictureReads:
         ``results`` (of the run's own steps) and ``datasets`` (reads and writes; an
         instance's are grouped under its map step with a count in ``instances``).
         """
-        from .sql import _results, _row
-
         sr, a, e, d = t.step_runs.c, t.attempts.c, t.events.c, t.dataset_events.c
         is_instance = e.step.contains("[", autoescape=True)  # step names cannot hold "[" (see dsl)
         with self._conn() as conn:
-            steps = [_row(row) for row in conn.execute(
+            steps = [row_dict(row) for row in conn.execute(
                 select(t.step_runs).where(sr.run_id == run_id, sr.map_parent.is_(None)))]
             map_counts: dict[str, dict[str, int]] = {}
             for row in conn.execute(select(sr.map_parent, sr.state, func.count().label("n")).where(
@@ -46,28 +45,28 @@ class PictureReads:
             instances: dict[str, list[dict[str, Any]]] = {}
             for parent in sorted(map_counts):
                 first = select(t.step_runs).where(sr.run_id == run_id, sr.map_parent == parent)
-                rows = [_row(x) for x in conn.execute(first.order_by(sr.map_index).limit(instances_shown))]
+                rows = [row_dict(x) for x in conn.execute(first.order_by(sr.map_index).limit(instances_shown))]
                 failed = map_counts[parent].get("failed", 0)
                 if failed and rows and failed > sum(x["state"] == "failed" for x in rows):
-                    rows += [_row(x) for x in conn.execute(
+                    rows += [row_dict(x) for x in conn.execute(
                         first.where(sr.state == "failed", sr.map_index > rows[-1]["map_index"])
                         .order_by(sr.map_index).limit(failed_shown))]
                 instances[parent] = rows
             shown = [x["step"] for rows in instances.values() for x in rows]
             own = select(t.attempts).join(t.step_runs, and_(sr.run_id == a.run_id, sr.step == a.step)).where(
                 a.run_id == run_id, sr.map_parent.is_(None))
-            attempts = [_row(x) for x in conn.execute(own)]
+            attempts = [row_dict(x) for x in conn.execute(own)]
             if shown:
-                attempts += [_row(x) for x in conn.execute(
+                attempts += [row_dict(x) for x in conn.execute(
                     select(t.attempts).where(a.run_id == run_id, a.step.in_(shown)))]
-            events = [_row(x) for x in conn.execute(
+            events = [row_dict(x) for x in conn.execute(
                 select(t.events).where(e.run_id == run_id, or_(e.step.is_(None), ~is_instance))
                 .order_by(e.id))]
             instance_events = int(conn.execute(select(func.count()).select_from(t.events).where(
                 e.run_id == run_id, e.step.is_not(None), is_instance)).scalar() or 0)
             names = [x["step"] for x in steps]
-            results = _results(conn, run_id, names) if names else {}
-            datasets = [_row(x) for x in conn.execute(
+            results = read_results(conn, run_id, names) if names else {}
+            datasets = [row_dict(x) for x in conn.execute(
                 select(t.dataset_events).join(t.step_runs, and_(sr.run_id == d.run_id, sr.step == d.step))
                 .where(d.run_id == run_id, sr.map_parent.is_(None)).order_by(d.id))]
             for x in conn.execute(
@@ -76,7 +75,7 @@ class PictureReads:
                     .where(d.run_id == run_id, sr.map_parent.is_not(None))
                     .group_by(d.uri, d.direction, sr.map_parent)):
                 datasets.append({"uri": x.uri, "direction": x.direction, "step": x.map_parent, "attempt": None,
-                                 "at": _row(x)["at"], "instances": int(x.n)})
+                                 "at": row_dict(x)["at"], "instances": int(x.n)})
         return {"steps": steps, "map_counts": map_counts, "instances": instances, "attempts": attempts,
                 "events": events, "instance_events": instance_events, "results": results,
                 "datasets": datasets}

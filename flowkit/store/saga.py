@@ -37,10 +37,11 @@ from ..spec import COMPENSATION_SUFFIX, FlowSpec, compensation_name, split_insta
 from ..states import StepState
 from . import map_ops
 from . import tables as t
+from .machine_types import SKIP
 
 if TYPE_CHECKING:
+    from .base import Tx
     from .machine import Machine
-    from .sql import Tx
 
 #: runs.outcome while the compensations run, and once they are done.
 COMPENSATING = "compensating"
@@ -141,8 +142,6 @@ def _expand(machine: Machine, name: str, old: StepState) -> None:
     if not done:
         if tx.cas_step(run_id, name, [old], StepState.SKIPPED, ended_at=tx.now,
                        reason=f"no instance of {mapped} succeeded: nothing to undo"):
-            from .machine import SKIP
-
             machine.settle([(name, SKIP, None)])
         return
     members = [compensation_name(r.step) for r in done]

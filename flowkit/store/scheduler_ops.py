@@ -18,8 +18,10 @@ from ..errors import NotFoundError
 from ..spec import FlowSpec, StepSpec
 from ..states import AttemptState, RunState, StepState
 from . import tables as t
+from .base import read_flow_spec, row_dict, upsert, utcnow
 from .ledger import GLOBAL_KEY, Hold, decode_holds, holds_for, pool_key
 from .machine import Effects, Gate, recount
+from .machine_types import BAD
 
 if TYPE_CHECKING:
     from .sql import SqlStoreBase as _Base
@@ -27,15 +29,15 @@ else:
     _Base = object
 
 Specs = dict[tuple[str, str], FlowSpec]
+#: Waiters granted in one pass, by run: (its spec, the steps, each step's holds).
+Grants = dict[str, tuple[FlowSpec, list[str], dict[str, list[Hold]]]]
 
 
 class SchedulerOps(_Base):
     def _spec_for(self, tx: Any, specs: Specs, flow: str, version: str) -> FlowSpec:
-        from .sql import _flow_spec
-
         key = (flow, version)
         if key not in specs:
-            specs[key] = _flow_spec(tx.conn, flow, version)
+            specs[key] = read_flow_spec(tx.conn, flow, version)
         return specs[key]
 
     # -- runs ---------------------------------------------------------------------------
@@ -131,45 +133,62 @@ class SchedulerOps(_Base):
                 step = spec.step(row.step)
                 wanted.append((row, spec, step, holds_for(spec, step, global_cap)))
             tx.ledger.lock(k for *_, holds in wanted for k, _ in holds)
-            closed: set[str] = set()
-            impossible: list[tuple[Any, FlowSpec, str]] = []
-            grants: dict[str, tuple[FlowSpec, list[str], dict[str, list[Hold]]]] = {}
-            granted = 0
-            for row, spec, step, holds in wanted:
-                keys = [k for k, _ in holds]
-                queue_key = f"queue:{step.queue or ''}"
-                if queue_key in closed or any(k in closed for k in keys):
-                    continue
-                why = self._never_fits(tx, step, holds)
-                if why:
-                    impossible.append((row, spec, why))
-                    continue
-                if not tx.ledger.fits(holds):
-                    closed.update(keys)
-                    continue
-                if not allow(step):
-                    closed.add(queue_key)
-                    continue
-                tx.ledger.take(holds)
-                entry = grants.setdefault(row.run_id, (spec, [], {}))
-                entry[1].append(row.step)
-                entry[2][row.step] = holds
-                granted += 1
-            for run_id, (spec, names, holds_by_step) in grants.items():
-                machine = tx.machine(spec, run_id, global_cap=global_cap)
-                lost = machine.queue(names, StepState.SCHEDULED, holds_by_step)
-                for name in lost:
-                    tx.ledger.give_back(holds_by_step[name])
-                effects.merge(machine.effects)
-            for row, spec, why in impossible:
-                # A pool deleted or shrunk after the flow loaded: fail the step, don't wait forever.
-                if tx.cas_step(row.run_id, row.step, [StepState.SCHEDULED], StepState.FAILED,
-                               reason=why, ended_at=tx.now):
-                    machine = tx.machine(spec, row.run_id, global_cap=global_cap)
-                    machine.callback("step", "on_failure", row.step, StepState.FAILED.value, error=why)
-                    machine.settle([(row.step, "bad", None)])
-                    effects.merge(machine.effects)
+            grants, impossible, granted = self._choose_grants(tx, wanted, allow)
+            effects.merge(self._queue_grants(tx, grants, impossible, global_cap))
         return effects, granted == len(rows) == batch
+
+    def _choose_grants(self, tx: Any, wanted: list[tuple[Any, FlowSpec, StepSpec, list[Hold]]],
+                       allow: Callable[[StepSpec], bool]) -> tuple[Grants, list[tuple[Any, FlowSpec, str]], int]:
+        """Take the ledger's slots for the waiters ``wanted`` (in order) that fit: by run, the
+        steps granted with their holds; the waiters no capacity can ever hold, with why; and
+        how many were granted. A limit or queue that refuses one is closed to the rest."""
+        closed: set[str] = set()
+        impossible: list[tuple[Any, FlowSpec, str]] = []
+        grants: Grants = {}
+        granted = 0
+        for row, spec, step, holds in wanted:
+            keys = [k for k, _ in holds]
+            queue_key = f"queue:{step.queue or ''}"
+            if queue_key in closed or any(k in closed for k in keys):
+                continue
+            why = self._never_fits(tx, step, holds)
+            if why:
+                impossible.append((row, spec, why))
+                continue
+            if not tx.ledger.fits(holds):
+                closed.update(keys)
+                continue
+            if not allow(step):
+                closed.add(queue_key)
+                continue
+            tx.ledger.take(holds)
+            entry = grants.setdefault(row.run_id, (spec, [], {}))
+            entry[1].append(row.step)
+            entry[2][row.step] = holds
+            granted += 1
+        return grants, impossible, granted
+
+    @staticmethod
+    def _queue_grants(tx: Any, grants: Grants, impossible: list[tuple[Any, FlowSpec, str]],
+                      global_cap: int | None) -> Effects:
+        """Queue the granted waiters (giving back the slots of any another actor moved) and
+        fail the ones that can never fit."""
+        effects = Effects()
+        for run_id, (spec, names, holds_by_step) in grants.items():
+            machine = tx.machine(spec, run_id, global_cap=global_cap)
+            lost = machine.queue(names, StepState.SCHEDULED, holds_by_step)
+            for name in lost:
+                tx.ledger.give_back(holds_by_step[name])
+            effects.merge(machine.effects)
+        for row, spec, why in impossible:
+            # A pool deleted or shrunk after the flow loaded: fail the step, don't wait forever.
+            if tx.cas_step(row.run_id, row.step, [StepState.SCHEDULED], StepState.FAILED,
+                           reason=why, ended_at=tx.now):
+                machine = tx.machine(spec, row.run_id, global_cap=global_cap)
+                machine.callback("step", "on_failure", row.step, StepState.FAILED.value, error=why)
+                machine.settle([(row.step, BAD, None)])
+                effects.merge(machine.effects)
+        return effects
 
     @staticmethod
     def _never_fits(tx: Any, step: StepSpec, holds: list[Hold]) -> str:
@@ -211,10 +230,8 @@ class SchedulerOps(_Base):
 
     # -- the ledger --------------------------------------------------------------------
     def set_limit(self, key: str, capacity: int | None) -> None:
-        from .sql import _upsert, utcnow
-
         with self._conn() as conn:
-            _upsert(conn, t.limits, {"key": key, "capacity": capacity, "used": 0, "updated_at": utcnow()},
+            upsert(conn, t.limits, {"key": key, "capacity": capacity, "used": 0, "updated_at": utcnow()},
                     ["key"], update_columns=["capacity", "updated_at"])
 
     def set_pool(self, name: str, slots: int) -> None:
@@ -264,35 +281,29 @@ class SchedulerOps(_Base):
     def register_scheduler(self, name: str, config: dict[str, Any]) -> None:
         """A scheduler process starts (as a standby until it holds the lease): its row, with
         the settings it runs with, which `flowkit status` shows rather than its own."""
-        from .sql import _upsert, utcnow
-
         now = utcnow()
         with self._conn() as conn:
-            _upsert(conn, t.schedulers, {
+            upsert(conn, t.schedulers, {
                 "name": name, "started_at": now, "heartbeat_at": now, "last_loop_at": None,
                 "stats": json.dumps({"role": "standby"}), "stopped_at": None,
                 "config": json.dumps(config, sort_keys=True, default=str)}, ["name"])
 
     def beat_scheduler(self, name: str, stats: dict[str, Any], *, started: bool = False) -> None:
-        from .sql import _upsert, utcnow
-
         now = utcnow()
         values = {"name": name, "heartbeat_at": now, "last_loop_at": now,
                   "stats": json.dumps(stats, sort_keys=True, default=str)}
         with self._conn() as conn:
             if started:
-                _upsert(conn, t.schedulers, {**values, "started_at": now}, ["name"],
+                upsert(conn, t.schedulers, {**values, "started_at": now}, ["name"],
                         update_columns=["heartbeat_at", "last_loop_at", "stats"])
             else:
                 n = conn.execute(update(t.schedulers).where(t.schedulers.c.name == name).values(
                     **values)).rowcount
                 if n == 0:
-                    _upsert(conn, t.schedulers, {**values, "started_at": now}, ["name"])
+                    upsert(conn, t.schedulers, {**values, "started_at": now}, ["name"])
 
     def mark_scheduler_stopped(self, name: str) -> None:
         """A clean stop: `flowkit status` shows it stopped, not "not responding"."""
-        from .sql import utcnow
-
         with self._conn() as conn:
             conn.execute(update(t.schedulers).where(t.schedulers.c.name == name).values(
                 stopped_at=utcnow(), stats=json.dumps({"role": "stopped"})))
@@ -313,10 +324,8 @@ class SchedulerOps(_Base):
                 "acquired_at": row.acquired_at, "expired": bool(row.expired)}
 
     def schedulers(self) -> list[dict[str, Any]]:
-        from .sql import _row
-
         with self._conn() as conn:
-            rows = [_row(r) for r in conn.execute(select(t.schedulers).order_by(t.schedulers.c.name))]
+            rows = [row_dict(r) for r in conn.execute(select(t.schedulers).order_by(t.schedulers.c.name))]
         for row in rows:
             row["stats"] = json.loads(row["stats"] or "{}")
             row["config"] = json.loads(row["config"] or "{}")

@@ -13,23 +13,19 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from functools import cached_property
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     Engine,
-    case,
     create_engine,
     delete,
     event,
     func,
     insert,
     literal_column,
-    or_,
     select,
     update,
 )
@@ -39,233 +35,33 @@ from .. import jsonsafe
 from ..config import redact
 from ..errors import MigrationRequired, NotFoundError, StoreUnavailable
 from ..spec import FlowSpec
-from ..states import AttemptState, RunState, StepState, can_transition
+from ..states import AttemptState, RunState, StepState
 from . import tables as t
-from .ledger import Hold, Ledger, decode_holds
-from .machine import Gate, Machine, initial_rows
+from .base import (
+    Tx,
+    as_utc,
+    normalize_url,
+    one_line,
+    read_flow_spec,
+    read_results,
+    row_dict,
+    upsert,
+    utcnow,
+)
+from .machine import initial_rows
+from .machine_types import Claim
+from .map_ops import MapReads, counted_maps_query
+from .operator_ops import OperatorOps
+from .picture_reads import PictureReads
+from .scheduler_ops import SchedulerOps
+from .worker_ops import WorkerOps
+
+#: Imported from here by code outside the store (the worker, the harness, tests).
+__all__ = ["Claim", "SqlStore", "SqlStoreBase", "Tx", "as_utc", "normalize_url", "utcnow"]
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back naive; every datetime flowkit keeps is UTC."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-def normalize_url(url: str) -> str:
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
-
-
-def _upsert(conn: Connection, table: Any, values: dict[str, Any], keys: list[str],
-            update_columns: Iterable[str] | None = None) -> None:
-    """INSERT … ON CONFLICT: the loader runs in the scheduler and in `flowkit trigger` at
-    once, so check-then-insert would race (PostgreSQL and SQLite both support this)."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    dialect_insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = dialect_insert(table).values(**values)
-    columns = [c for c in (update_columns if update_columns is not None else values) if c not in keys]
-    if columns:
-        stmt = stmt.on_conflict_do_update(index_elements=keys,
-                                          set_={c: stmt.excluded[c] for c in columns})
-    else:
-        stmt = stmt.on_conflict_do_nothing(index_elements=keys)
-    conn.execute(stmt)
-
-
-def _one_line(exc: object) -> str:
-    return " ".join(str(exc).split())
-
-
-def _row(r: Any) -> dict[str, Any]:
-    out = dict(r._mapping)
-    for k, v in out.items():
-        if isinstance(v, datetime):
-            out[k] = as_utc(v)
-    return out
-
-
-@dataclass
-class Claim:
-    """What a worker learns when it claims an attempt."""
-
-    outcome: str  # run | done | duplicate | poison | unknown
-    flow: str = ""
-    version: str = ""
-    params: dict[str, Any] | None = None
-    upstream: dict[str, Any] | None = None  # results of the step's upstreams, when asked for
-    deliveries: int = 0
-    detail: str = ""
-    #: What failing a poison attempt left to do after the commit (Effects), if anything.
-    effects: Any = None
-    item: Any = None  # an instance of a map step: its element
-
-
-def _results(conn: Connection, run_id: str, steps: Iterable[str] | None) -> dict[str, Any]:
-    q = select(t.results.c.step, t.results.c.value).where(t.results.c.run_id == run_id)
-    if steps is not None:
-        q = q.where(t.results.c.step.in_(list(steps)))
-    return {r.step: json.loads(r.value) for r in conn.execute(q)}
-
-
-def _flow_spec(conn: Connection, name: str, version: str) -> FlowSpec:
-    spec_json = conn.execute(select(t.flow_versions.c.spec_json).where(
-        t.flow_versions.c.flow_name == name, t.flow_versions.c.version == version)).scalar()
-    if spec_json is None:
-        raise NotFoundError(f'flow "{name}" has no version {version}', flow=name)
-    return FlowSpec.from_json(spec_json)
-
-
-def _check_transitions(old: Iterable[StepState | RunState], new: StepState | RunState,
-                       operator: bool = False) -> list[str]:
-    """The old states as values, after checking each move against flowkit.states' tables
-    (with ``operator``, also the moves only an operator's action may make)."""
-    olds = list(old)
-    for o in olds:
-        if not can_transition(o, new, operator=operator):
-            raise ValueError(f"{o.value} -> {new.value} is not an allowed transition (flowkit.states)")
-    return [o.value for o in olds]
-
-
-class Tx:
-    """One transaction of state changes; each ``cas_*`` returns whether it won."""
-
-    def __init__(self, conn: Connection, actor: str, now: datetime | None = None) -> None:
-        self.conn = conn
-        self.actor = actor
-        self.now = now or utcnow()
-        self._events: list[dict[str, Any]] = []
-
-    def event(
-        self, action: str, *, run_id: str | None = None, step: str | None = None,
-        attempt: int | None = None, old: str | None = None, new: str | None = None,
-        reason: str = "", actor: str | None = None, flow: str | None = None,
-    ) -> None:
-        self._events.append({
-            "run_id": run_id, "flow_name": flow, "step": step, "attempt": attempt, "at": self.now,
-            "actor": actor or self.actor, "action": action, "old_state": old,
-            "new_state": new, "reason": reason[:4000],
-        })
-
-    def cas_step(
-        self, run_id: str, step: str, old: Iterable[StepState], new: StepState,
-        reason: str = "", *, operator: bool = False, **values: Any,
-    ) -> bool:
-        olds = _check_transitions(old, new, operator)
-        res = self.conn.execute(
-            update(t.step_runs)
-            .where(t.step_runs.c.run_id == run_id, t.step_runs.c.step == step,
-                   t.step_runs.c.state.in_(olds))
-            .values(state=new.value, updated_at=self.now, **values)
-        )
-        if res.rowcount == 1:
-            self.event("step_state", run_id=run_id, step=step, old="|".join(olds),
-                       new=new.value, reason=reason, attempt=values.get("attempts"))
-            return True
-        return False
-
-    def cas_run(
-        self, run_id: str, old: Iterable[RunState], new: RunState, reason: str = "", *,
-        operator: bool = False, **values: Any
-    ) -> bool:
-        olds = _check_transitions(old, new, operator)
-        res = self.conn.execute(
-            update(t.runs)
-            .where(t.runs.c.id == run_id, t.runs.c.state.in_(olds))
-            .values(state=new.value, updated_at=self.now, **values)
-        )
-        if res.rowcount == 1:
-            self.event("run_state", run_id=run_id, old="|".join(olds), new=new.value, reason=reason)
-            return True
-        return False
-
-    def touch_attempt_dispatch(self, run_id: str, step: str, number: int,
-                               states: Iterable[str] = ("queued",)) -> bool:
-        """Renew the lease of a live attempt that is being published again (by the
-        scheduler: a queued one no longer waits for a worker to confirm its publish)."""
-        a = t.attempts.c
-        res = self.conn.execute(
-            update(t.attempts)
-            .where(a.run_id == run_id, a.step == step, a.number == number, a.state.in_(list(states)))
-            .values(dispatched_at=self.now,
-                    heartbeat_at=case((a.state == AttemptState.QUEUED.value, None), else_=a.heartbeat_at))
-        )
-        return res.rowcount == 1
-
-    def end_attempt(
-        self, run_id: str, step: str, number: int, *, state: AttemptState,
-        from_states: Iterable[AttemptState] = (AttemptState.RUNNING,), worker: str | None = None,
-        heartbeat_at: Any = ..., unclaimed_or: str | None = None, **values: Any,
-    ) -> list[Hold] | None:
-        """End a live attempt (compare-and-set on its state, and on its worker or heartbeat
-        when given; ``unclaimed_or``: no worker recorded, or that one, which then holds it) and
-        give back its ledger holds. Returns the holds, or None if lost."""
-        a = t.attempts.c
-        cond = [a.run_id == run_id, a.step == step, a.number == number,
-                a.state.in_([s.value for s in from_states])]
-        if worker is not None:
-            cond.append(a.worker == worker)
-        if unclaimed_or is not None:
-            cond.append(or_(a.worker.is_(None), a.worker == unclaimed_or))
-            values["worker"] = unclaimed_or  # it is this worker's attempt from now on
-        if heartbeat_at is not ...:
-            cond.append(a.heartbeat_at == heartbeat_at if heartbeat_at else a.heartbeat_at.is_(None))
-        row = self.conn.execute(update(t.attempts).where(*cond).values(
-            state=state.value, ended_at=self.now, **values).returning(a.holds)).first()
-        if row is None:
-            return None
-        holds = decode_holds(row.holds)
-        if holds:
-            self.ledger.lock(k for k, _ in holds)
-            self.ledger.give_back(holds)
-        return holds
-
-    @property
-    def clock(self) -> Any:
-        """The time of the write that uses it: ``clock_timestamp()`` on PostgreSQL, where
-        ``now`` (this transaction's start) can precede a concurrent transaction that
-        committed before this one wrote (a cancel that waited for a claim's lock stamped
-        its end before the claim's start); ``now`` on SQLite, which runs one writer at a
-        time and takes its lock before ``now`` is read."""
-        return func.clock_timestamp() if self.conn.dialect.name == "postgresql" else self.now
-
-    @cached_property
-    def ledger(self) -> Ledger:
-        return Ledger(self.conn, self.now)
-
-    def machine(self, spec: FlowSpec, run_id: str, *, global_cap: int | None,
-                gate: Gate | None = None, worker_publishes: bool = False) -> Machine:
-        return Machine(self, spec, run_id, global_cap=global_cap, gate=gate,
-                       worker_publishes=worker_publishes)
-
-    def results(self, run_id: str, steps: Iterable[str]) -> dict[str, Any]:
-        return _results(self.conn, run_id, steps)
-
-    def flow_spec(self, name: str, version: str) -> FlowSpec:
-        return _flow_spec(self.conn, name, version)
-
-    def flush(self) -> None:
-        """Write the events, on PostgreSQL stamped with the time of their write: just before
-        the commit, so the audit trail's times follow the order in which transactions that
-        touched the same rows committed (as its ids do)."""
-        if not self._events:
-            return
-        if self.conn.dialect.name == "postgresql":
-            rows = [{k: v for k, v in e.items() if k != "at"} for e in self._events]
-            self.conn.execute(insert(t.events).values(at=func.clock_timestamp()), rows)
-        else:
-            self.conn.execute(insert(t.events), self._events)
-        self._events = []
 
 
 class SqlStoreBase:
@@ -275,8 +71,12 @@ class SqlStoreBase:
     its parent's connections.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, fast_path: bool = True) -> None:
         self.url = normalize_url(url)
+        #: The worker's claim and successful finish as PostgreSQL's one-statement forms
+        #: (:mod:`.pg_fast`); off, PostgreSQL runs the generic machine as SQLite does (the
+        #: equivalence test compares the two). SQLite has no fast path.
+        self.fast_path = fast_path and not self.is_sqlite
         self._engine: Engine | None = None
         self._pid: int | None = None
         self._claim_engine: Engine | None = None
@@ -391,7 +191,7 @@ class SqlStoreBase:
                 ) from exc
             if "could not connect" in str(exc) or "Connection refused" in str(exc):
                 raise StoreUnavailable(
-                    f"cannot reach the database at {redact(self.url)}: {_one_line(exc.orig)}; check "
+                    f"cannot reach the database at {redact(self.url)}: {one_line(exc.orig)}; check "
                     "FLOWKIT_DATABASE_URL and that the server runs"
                 ) from exc
             raise
@@ -443,7 +243,7 @@ class SqlStoreBase:
             current = self.schema_revision()
         except OperationalError as exc:
             raise StoreUnavailable(
-                f"cannot reach the database at {redact(self.url)}: {_one_line(exc.orig)}; check "
+                f"cannot reach the database at {redact(self.url)}: {one_line(exc.orig)}; check "
                 "FLOWKIT_DATABASE_URL and that the server runs"
             ) from exc
         if current == self.head_revision():
@@ -465,7 +265,7 @@ class SqlStoreBase:
             files = conn.execute(select(t.dag_files)).all()
             latest = {r.name: r.version for r in conn.execute(select(t.flows.c.name, t.flows.c.version))}
             latest_specs = {
-                n: self._spec_from(n, v, lambda n=n, v=v: _flow_spec(conn, n, v))
+                n: self._spec_from(n, v, lambda n=n, v=v: read_flow_spec(conn, n, v))
                 for n, v in latest.items()}
         for f in files:
             names = json.loads(f.flow_names)
@@ -492,7 +292,7 @@ class SqlStoreBase:
                 seen_paths.append(r.path)
                 problem = r.problem
                 good = [] if problem else r.flows
-                _upsert(conn, t.dag_files, dict(
+                upsert(conn, t.dag_files, dict(
                     # a name clash depends on other files: keep no hash, so it is re-checked
                     path=r.path, hash="" if r.conflict else r.hash, import_ms=r.import_ms,
                     error=problem.message if problem else None,
@@ -501,19 +301,19 @@ class SqlStoreBase:
                     helpers=json.dumps(r.helper_hashes, sort_keys=True),
                 ), ["path"])
                 for m in r.modules if good else []:
-                    _upsert(conn, t.module_sources, dict(hash=m.hash, source=m.source, created_at=now),
+                    upsert(conn, t.module_sources, dict(hash=m.hash, source=m.source, created_at=now),
                             ["hash"], update_columns=[])
                 for spec in good:
                     present.add(spec.name)
                     # A cached file's versions are stored already: serialising a 10,000-step
                     # spec again on every refresh cost the scheduler about 0.3 s of CPU.
                     if not r.cached:
-                        _upsert(conn, t.flow_versions, dict(
+                        upsert(conn, t.flow_versions, dict(
                             flow_name=spec.name, version=spec.version, path=r.path,
                             spec_json=spec.to_json(), source=r.source, created_at=now),
                             ["flow_name", "version"], update_columns=[])
                     for m in r.modules:
-                        _upsert(conn, t.flow_modules, dict(
+                        upsert(conn, t.flow_modules, dict(
                             flow_name=spec.name, version=spec.version, name=m.name, path=m.path,
                             hash=m.hash, package=m.package), ["flow_name", "version", "name"],
                             update_columns=[])
@@ -521,7 +321,7 @@ class SqlStoreBase:
                                   schedule=spec.schedule, owner=spec.owner,
                                   description=spec.description, active=True, updated_at=now)
                     # paused is the operator's choice: set on insert, never overwritten here
-                    _upsert(conn, t.flows, {**values, "paused": False}, ["name"], update_columns=values)
+                    upsert(conn, t.flows, {**values, "paused": False}, ["name"], update_columns=values)
             if complete:
                 conn.execute(delete(t.dag_files).where(t.dag_files.c.path.not_in(seen_paths)))
             # A flow whose file failed to import keeps its last good version, still active.
@@ -533,14 +333,14 @@ class SqlStoreBase:
 
     def dag_file_rows(self) -> list[dict[str, Any]]:
         with self._conn() as conn:
-            return [_row(r) for r in conn.execute(select(t.dag_files).order_by(t.dag_files.c.path))]
+            return [row_dict(r) for r in conn.execute(select(t.dag_files).order_by(t.dag_files.c.path))]
 
     def list_flows(self, *, include_inactive: bool = False) -> list[dict[str, Any]]:
         q = select(t.flows).order_by(t.flows.c.name)
         if not include_inactive:
             q = q.where(t.flows.c.active.is_(True))
         with self._conn() as conn:
-            return [_row(r) for r in conn.execute(q)]
+            return [row_dict(r) for r in conn.execute(q)]
 
     def flow_spec(self, name: str, version: str | None = None) -> FlowSpec:
         with self._conn() as conn:
@@ -558,7 +358,7 @@ class SqlStoreBase:
                         f'no flow named "{name}".{hint} Known flows: {", ".join(sorted(known)) or "none"} '
                         "(see `flowkit dags list`)", flow=name)
                 version = row.version
-            return self._spec_from(name, version, lambda: _flow_spec(conn, name, version))
+            return self._spec_from(name, version, lambda: read_flow_spec(conn, name, version))
 
     def flow_source(self, name: str, version: str) -> tuple[str, str]:
         with self._conn() as conn:
@@ -570,7 +370,7 @@ class SqlStoreBase:
 
     def flow_modules(self, name: str, version: str) -> list[Any]:
         """The helper modules pinned with a flow version (none for versions stored before)."""
-        from ..pinned import ModuleSource
+        from ..loading.pinned import ModuleSource
 
         m, src = t.flow_modules.c, t.module_sources.c
         with self._conn() as conn:
@@ -620,7 +420,7 @@ class SqlStoreBase:
             row = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
         if row is None:
             raise NotFoundError(f"no run with id {run_id!r}; see `flowkit runs list`")
-        out = _row(row)
+        out = row_dict(row)
         out["params"] = json.loads(out["params"])
         return out
 
@@ -632,7 +432,7 @@ class SqlStoreBase:
         if states:
             q = q.where(t.runs.c.state.in_(list(states)))
         with self._conn() as conn:
-            rows = [_row(r) for r in conn.execute(q)]
+            rows = [row_dict(r) for r in conn.execute(q)]
         for r in rows:
             r["params"] = json.loads(r["params"])
         return rows
@@ -645,7 +445,8 @@ class SqlStoreBase:
     def runs_needing_attention(self) -> list[str]:
         """Running runs the counters cannot move on their own: created before the counters
         existed, counted down but not ended, or holding a step in flight whose latest attempt
-        already ended. Indexed lookups, not a scan of every active run (C1)."""
+        already ended. Indexed lookups, not a scan of every active run
+        (docs/design-notes.md#event-driven-readiness)."""
         a, sr, r = t.attempts, t.step_runs, t.runs
         finished_unseen = (
             select(a.c.run_id).join(sr, (sr.c.run_id == a.c.run_id) & (sr.c.step == a.c.step)
@@ -664,22 +465,15 @@ class SqlStoreBase:
         (its last instance's finish commits before the map step ends): that worker's next
         transaction decides them, or, if it died, the sweep does (without rewriting the
         counters, which live finishes go on bumping)."""
-        from .map_ops import counted_maps_query
-
         r = t.runs.c
         marked = select(r.id).where(r.followups > literal_column("0"), r.state == RunState.RUNNING.value)
         maps_left = select(counted_maps_query().subquery().c.run_id)
         with self._conn() as conn:
             return sorted({row[0] for row in conn.execute(marked.union(maps_left))})
 
-    def run_ids_in_states(self, states: Iterable[RunState]) -> list[str]:
-        with self._conn() as conn:
-            return [r[0] for r in conn.execute(select(t.runs.c.id).where(
-                t.runs.c.state.in_([s.value for s in states])).order_by(t.runs.c.created_at))]
-
     def step_runs(self, run_id: str) -> list[dict[str, Any]]:
         with self._conn() as conn:
-            return [_row(r) for r in conn.execute(
+            return [row_dict(r) for r in conn.execute(
                 select(t.step_runs).where(t.step_runs.c.run_id == run_id))]
 
     def attempts(self, run_id: str, step: str | None = None) -> list[dict[str, Any]]:
@@ -687,7 +481,7 @@ class SqlStoreBase:
         if step:
             q = q.where(t.attempts.c.step == step)
         with self._conn() as conn:
-            return [_row(r) for r in conn.execute(q.order_by(t.attempts.c.step, t.attempts.c.number))]
+            return [row_dict(r) for r in conn.execute(q.order_by(t.attempts.c.step, t.attempts.c.number))]
 
     def events(self, run_id: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         q = select(t.events).order_by(t.events.c.id)
@@ -696,18 +490,11 @@ class SqlStoreBase:
         if limit:
             q = q.limit(limit)
         with self._conn() as conn:
-            return [_row(r) for r in conn.execute(q)]
+            return [row_dict(r) for r in conn.execute(q)]
 
     def results(self, run_id: str, steps: Iterable[str] | None = None) -> dict[str, Any]:
         with self._conn() as conn:
-            return _results(conn, run_id, steps)
-
-    def due_retries(self, now: datetime) -> list[tuple[str, str]]:
-        with self._conn() as conn:
-            return [(r.run_id, r.step) for r in conn.execute(
-                select(t.step_runs.c.run_id, t.step_runs.c.step).where(
-                    t.step_runs.c.state == StepState.UP_FOR_RETRY.value,
-                    t.step_runs.c.next_attempt_at <= now))]
+            return read_results(conn, run_id, steps)
 
     def next_retry_at(self) -> datetime | None:
         """The next timer: a retry, or an approval's timeout (both in ``next_attempt_at``)."""
@@ -730,14 +517,14 @@ class SqlStoreBase:
         if limit is not None:
             q = q.order_by(a.dispatched_at).limit(limit)
         with self._conn() as conn:
-            return [_row(r) for r in conn.execute(q)]
+            return [row_dict(r) for r in conn.execute(q)]
 
     def unconfirmed_publishes(self, taken_before: datetime) -> list[dict[str, Any]]:
         """Queued attempts a worker's finish queued before ``taken_before`` and never confirmed
         publishing: that worker died or froze between its commit and its publish."""
         a = t.attempts.c
         with self._conn() as conn:
-            return [_row(r) for r in conn.execute(select(t.attempts).where(
+            return [row_dict(r) for r in conn.execute(select(t.attempts).where(
                 a.state == AttemptState.QUEUED.value, a.heartbeat_at < taken_before))]
 
     def silent_attempts(self, heartbeat_before: datetime,
@@ -749,7 +536,7 @@ class SqlStoreBase:
         if dispatched_before is not None:
             cond.append(t.attempts.c.dispatched_at < dispatched_before)
         with self._conn() as conn:
-            return [_row(r) for r in conn.execute(select(t.attempts).where(*cond))]
+            return [row_dict(r) for r in conn.execute(select(t.attempts).where(*cond))]
 
     def dataset_events(self, *, uri: str | None = None,
                        run_id: str | None = None) -> list[dict[str, Any]]:
@@ -760,19 +547,14 @@ class SqlStoreBase:
         if run_id:
             q = q.where(t.dataset_events.c.run_id == run_id)
         with self._conn() as conn:
-            return [_row(r) for r in conn.execute(q)]
+            return [row_dict(r) for r in conn.execute(q)]
 
     def child_runs(self, run_id: str) -> list[dict[str, Any]]:
         with self._conn() as conn:
-            return [_row(r) for r in conn.execute(
+            return [row_dict(r) for r in conn.execute(
                 select(t.runs).where(t.runs.c.parent_run_id == run_id).order_by(t.runs.c.created_at))]
 
 
-from .map_ops import MapReads  # noqa: E402 - the mixins need the base above
-from .operator_ops import OperatorOps  # noqa: E402 - the mixins need the base above
-from .picture_reads import PictureReads  # noqa: E402
-from .scheduler_ops import SchedulerOps  # noqa: E402
-from .worker_ops import WorkerOps  # noqa: E402
 
 
 class SqlStore(WorkerOps, SchedulerOps, OperatorOps, MapReads, PictureReads, SqlStoreBase):

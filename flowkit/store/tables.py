@@ -62,7 +62,8 @@ flow_versions = Table(
     Column("version", String(64), primary_key=True),
     Column("path", String(500), nullable=False),
     Column("spec_json", Text, nullable=False),
-    # The module source, so that every worker runs the exact code a run was pinned to (C14).
+    # The module source, so that every worker runs the exact code a run was pinned to
+    # (docs/design-notes.md#pinned-code-per-run).
     Column("source", Text, nullable=False),
     Column("created_at", TS, nullable=False),
 )
@@ -117,7 +118,8 @@ runs = Table(
     # sweep reconciles such runs, deciding every pending step, and resets this to 0.
     Column("followups", Integer, nullable=False, default=0, server_default="0"),
     ForeignKeyConstraint(["flow_name", "version"], ["flow_versions.flow_name", "flow_versions.version"]),
-    # A scheduled interval exists once, so catch-up can never create it twice (C11).
+    # A scheduled interval exists once, so catch-up can never create it twice
+    # (docs/design-notes.md#one-run-per-interval).
     UniqueConstraint("flow_name", "logical_date", name="uq_runs_flow_logical_date"),
     Index("ix_runs_state", "state"),
     Index("ix_runs_flow_created", "flow_name", "created_at"),
@@ -131,13 +133,15 @@ step_runs = Table(
     Column("step", String(100), primary_key=True),
     Column("state", String(20), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
-    Column("next_attempt_at", TS),  # retry timer, held in SQL so a restart loses none (C5)
+    # retry timer, held in SQL so a restart loses none (docs/design-notes.md#retry-timers-in-sql)
+    Column("next_attempt_at", TS),
     Column("started_at", TS),
     Column("ended_at", TS),
     Column("updated_at", TS, nullable=False),
-    # Readiness counters (C1): upstream edges, and how many of them ended in success,
-    # failure (failed/upstream_failed/cancelled) or skip. Written in the transaction that
-    # ends the upstream, so a step is decided when its own counters change, never by a rescan.
+    # Readiness counters (docs/design-notes.md#event-driven-readiness): upstream edges, and
+    # how many of them ended in success, failure (failed/upstream_failed/cancelled) or skip.
+    # Written in the transaction that ends the upstream, so a step is decided when its own
+    # counters change, never by a rescan.
     Column("n_up", Integer, nullable=False, default=0),
     Column("ok_up", Integer, nullable=False, default=0),
     Column("bad_up", Integer, nullable=False, default=0),
@@ -184,7 +188,7 @@ attempts = Table(
     Column("traceback", Text),
     Column("retry_delay", Float),  # set by Retry(delay=...) raised from the step
     # The slot ledger entries this attempt holds, as JSON [[key, amount], ...]: taken in the
-    # transaction that queues the attempt, given back in the one that ends it (C4).
+    # transaction that queues the attempt, given back in the one that ends it (docs/design-notes.md#slot-ledger).
     Column("holds", Text),
     # Times a worker shutdown, broker or database loss interrupted this attempt (not failures).
     Column("interruptions", Integer, nullable=False, default=0),

@@ -10,20 +10,23 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import DBAPIError
 
+from ..graph import Decision, decide_counts
 from ..spec import FlowSpec
-from ..states import FINISHABLE_ATTEMPT, AttemptState, StepState
+from ..states import FINISHABLE_ATTEMPT, RUN_TERMINAL, AttemptState, StepState
 from . import map_ops, saga
 from . import tables as t
-from .machine import Effects, Gate
+from .base import as_utc, read_flow_spec, read_results, upsert, utcnow
+from .ledger import holds_for
+from .machine_types import Claim, Dispatch, Effects, Gate, claimed_reason, started_reason, task_id_for
 
 if TYPE_CHECKING:
-    from .sql import Claim
     from .sql import SqlStoreBase as _Base
 else:
     _Base = object
@@ -44,9 +47,7 @@ class WorkerOps(_Base):
         With ``specs`` (a cache the worker keeps), the same transaction also reads the
         results of the step's upstreams: the worker's hot path is two transactions.
         """
-        from .sql import Claim, _flow_spec, _results, as_utc
-
-        known = self._run_keys.get(run_id) if specs is not None and not self.is_sqlite else None
+        known = self._run_keys.get(run_id) if specs is not None and self.fast_path else None
         if known is not None and specs is not None and known in specs:
             claimed = self._claim_in_one_statement(run_id, step, number, worker, specs[known])
             if claimed is not None:
@@ -66,46 +67,64 @@ class WorkerOps(_Base):
                 return Claim("unknown", detail="no such attempt in the store")
             if won:
                 tx.cas_step(run_id, step, [StepState.QUEUED], StepState.RUNNING,
-                            reason=f"attempt {number} started on {worker}", started_at=tx.now)
+                            reason=started_reason(number, worker), started_at=tx.now)
                 tx.event("attempt_started", run_id=run_id, step=step, attempt=number,
-                         old="queued", new="running", reason=f"on {worker}")
+                         old="queued", new="running", reason=claimed_reason(worker))
             elif AttemptState(row.state).terminal:
                 return Claim("done", deliveries=row.deliveries,
                              detail=f"attempt already {row.state}")
             else:  # running: another worker holds it, or held it and was lost
-                hb = as_utc(row.heartbeat_at)
-                if hb and hb > tx.now - timedelta(seconds=lost_after):
-                    return Claim("duplicate", deliveries=row.deliveries,
-                                 detail=f"running on {row.worker}, heartbeat {hb.isoformat()}")
-                if row.deliveries >= max_deliveries:
-                    reason = (f"poison: the worker running this attempt was lost {row.deliveries} "
-                              f"times (last: {row.worker}); failing it instead of crash-looping. "
-                              "Look for OOM kills or crashes in that step, or raise FLOWKIT_MAX_DELIVERIES")
-                    effects = self._end_lost(tx, run_id, step, number, row.heartbeat_at, reason, specs)
-                    return Claim("poison", deliveries=row.deliveries, detail=reason, effects=effects)
-                took = tx.conn.execute(update(a).where(
-                    *pk, a.c.state == AttemptState.RUNNING.value,
-                    a.c.heartbeat_at == row.heartbeat_at).values(
-                    deliveries=a.c.deliveries + 1, worker=worker, heartbeat_at=tx.now,
-                    started_at=tx.now)).rowcount == 1
-                if not took:
-                    return Claim("duplicate", detail="another worker took the attempt over")
-                tx.event("attempt_redelivered", run_id=run_id, step=step, attempt=number,
-                         old="running", new="running",
-                         reason=f"worker {row.worker} lost; delivery {row.deliveries + 1} on {worker}")
-            run = tx.conn.execute(select(t.runs.c.flow_name, t.runs.c.version, t.runs.c.params)
-                                  .where(t.runs.c.id == run_id)).one()
+                refused = self._take_over(tx, row, run_id, step, number, worker=worker, lost_after=lost_after,
+                                          max_deliveries=max_deliveries, specs=specs)
+                if refused is not None:
+                    return refused
             deliveries = row.deliveries if won else row.deliveries + 1
-            self._note_run(run_id, (run.flow_name, run.version))
-            upstream: dict[str, Any] | None = None
-            if specs is not None:
-                key = (run.flow_name, run.version)
-                if key not in specs:
-                    specs[key] = _flow_spec(tx.conn, *key)
-                names = specs[key].step(step).upstream
-                upstream = every_upstream(tx.conn, run_id, names, _results(tx.conn, run_id, names)
-                                          if names else {})
-            item = map_ops.read_item(tx.conn, run_id, step) if map_ops.is_instance(step) else None
+            return self._claimed(tx, run_id, step, deliveries, specs)
+
+    def _take_over(self, tx: Any, row: Any, run_id: str, step: str, number: int, *, worker: str,
+                   lost_after: float, max_deliveries: int,
+                   specs: dict[tuple[str, str], FlowSpec] | None) -> Claim | None:
+        """A delivery of an attempt that is running (``row``): take it over from a worker
+        that stopped beating (None), or say why not (a live duplicate, a poison attempt)."""
+        a = t.attempts
+        hb = as_utc(row.heartbeat_at)
+        if hb and hb > tx.now - timedelta(seconds=lost_after):
+            return Claim("duplicate", deliveries=row.deliveries,
+                         detail=f"running on {row.worker}, heartbeat {hb.isoformat()}")
+        if row.deliveries >= max_deliveries:
+            reason = (f"poison: the worker running this attempt was lost {row.deliveries} "
+                      f"times (last: {row.worker}); failing it instead of crash-looping. "
+                      "Look for OOM kills or crashes in that step, or raise FLOWKIT_MAX_DELIVERIES")
+            effects = self._end_lost(tx, run_id, step, number, row.heartbeat_at, reason, specs)
+            return Claim("poison", deliveries=row.deliveries, detail=reason, effects=effects)
+        took = tx.conn.execute(update(a).where(
+            a.c.run_id == run_id, a.c.step == step, a.c.number == number,
+            a.c.state == AttemptState.RUNNING.value, a.c.heartbeat_at == row.heartbeat_at).values(
+            deliveries=a.c.deliveries + 1, worker=worker, heartbeat_at=tx.now,
+            started_at=tx.now)).rowcount == 1
+        if not took:
+            return Claim("duplicate", detail="another worker took the attempt over")
+        tx.event("attempt_redelivered", run_id=run_id, step=step, attempt=number,
+                 old="running", new="running",
+                 reason=f"worker {row.worker} lost; delivery {row.deliveries + 1} on {worker}")
+        return None
+
+    def _claimed(self, tx: Any, run_id: str, step: str, deliveries: int,
+                 specs: dict[tuple[str, str], FlowSpec] | None) -> Claim:
+        """What the worker needs to run the attempt it claimed in ``tx``: the run's flow and
+        params, with ``specs``, its upstreams' results, and a map instance's element."""
+        run = tx.conn.execute(select(t.runs.c.flow_name, t.runs.c.version, t.runs.c.params)
+                              .where(t.runs.c.id == run_id)).one()
+        self._note_run(run_id, (run.flow_name, run.version))
+        upstream: dict[str, Any] | None = None
+        if specs is not None:
+            key = (run.flow_name, run.version)
+            if key not in specs:
+                specs[key] = read_flow_spec(tx.conn, *key)
+            names = specs[key].step(step).upstream
+            upstream = every_upstream(tx.conn, run_id, names, read_results(tx.conn, run_id, names)
+                                      if names else {})
+        item = map_ops.read_item(tx.conn, run_id, step) if map_ops.is_instance(step) else None
         return Claim("run", flow=run.flow_name, version=run.version,
                      params=json.loads(run.params), upstream=upstream, deliveries=deliveries, item=item)
 
@@ -115,8 +134,6 @@ class WorkerOps(_Base):
         transaction around it; None when the attempt was not queued (the generic path
         tells a redelivery from a takeover)."""
         from . import pg_fast
-        from .sql import Claim, utcnow
-
         names = spec.step(step).upstream
         with self.hot_claims.connection() as hot:
             got = pg_fast.claim(hot, run_id=run_id, step=step, number=number, worker=worker,
@@ -164,23 +181,19 @@ class WorkerOps(_Base):
         return effects
 
     def _spec_in(self, tx: Any, run_id: str, specs: dict[tuple[str, str], FlowSpec] | None) -> FlowSpec:
-        from .sql import _flow_spec
-
         run = tx.conn.execute(select(t.runs.c.flow_name, t.runs.c.version)
                               .where(t.runs.c.id == run_id)).one()
         key = (run.flow_name, run.version)
         if specs is None:
-            return _flow_spec(tx.conn, *key)
+            return read_flow_spec(tx.conn, *key)
         if key not in specs:
-            specs[key] = _flow_spec(tx.conn, *key)
+            specs[key] = read_flow_spec(tx.conn, *key)
         return specs[key]
 
     def heartbeat(self, keys: Iterable[tuple[str, str, int]], worker: str) -> list[tuple[str, str, int]]:
         """Mark these attempts alive; returns those no longer running on ``worker`` (an
         operator cancelled them, or another worker took them over): the worker stops what
         it can of them."""
-        from .sql import utcnow
-
         a = t.attempts
         keys = list(keys)
         lost: list[tuple[str, str, int]] = []
@@ -259,7 +272,7 @@ class WorkerOps(_Base):
         # The one-statement form records no output: shell steps take the generic path. So
         # do branches, and the instances of a map step's compensation: each one's end starts
         # the next (saga), a rule the machine keeps in one place.
-        if state != AttemptState.SUCCESS or spec is None or self.is_sqlite or output is not None:
+        if state != AttemptState.SUCCESS or spec is None or not self.fast_path or output is not None:
             return None
         instance = map_ops.is_instance(step)
         if instance and spec.step(step).kind == "compensation":
@@ -319,57 +332,22 @@ class WorkerOps(_Base):
         rest become waiters.
         """
         from . import pg_fast
-        from .machine import Dispatch, task_id_for
-        from .sql import utcnow
 
-        downs = list(spec.downstream_of(step))
-        # Downstream steps this worker may queue itself if this success makes them ready (no
-        # slot to take, a rule that runs when every upstream succeeded), with the gate's consent.
-        eligible = [] if gate is None or global_cap else [
-            d for d in queueable_after_success(spec, step) if gate(spec.step(d))]
-        task_ids = [task_id_for(run_id, d, 1) for d in eligible]
-        alone = "on_success" not in spec.step(step).callbacks and \
-            not any(spec.step(d).trigger == "one_success" for d in downs)
+        plan = _SuccessPlan.of(spec, run_id, step, gate, global_cap)
 
         def statement(conn: Any, now: Any) -> dict[str, Any] | None:
             return pg_fast.finish_success(
                 conn, run_id=run_id, step=step, number=number, worker=worker, now=now,
-                result_json=result_json, datasets=datasets, downstream=downs, eligible=eligible,
-                task_ids=task_ids, track_followup=alone)
+                result_json=result_json, datasets=datasets, downstream=plan.downs,
+                eligible=plan.eligible, task_ids=plan.task_ids, track_followup=plan.alone)
 
-        def queued_by(out: dict[str, Any]) -> list[Dispatch]:
-            queued = set(out["queued"])
-            return [Dispatch(run_id, spec.name, spec.step(d), 1, task_id)
-                    for d, task_id in zip(eligible, task_ids, strict=True) if d in queued]
-
-        effects = Effects()
-        if alone:
+        if plan.alone:
             with self.hot_finishes.connection() as hot:
                 out = statement(hot, utcnow())
             if out is None:
                 return None
-            undecided = _undecided(spec, out)
-            if undecided and publish is not None and out["queued"]:
-                # committed: out to the broker now, not after the second transaction
-                effects.wake = bool(publish(queued_by(out)))
-                out["queued"] = []
-            if undecided or (out["stepped"] and out["steps_left"] == 0):
-                try:
-                    with self.tx(worker) as tx:
-                        machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate,
-                                             worker_publishes=True)
-                        _settle_after_success(tx, machine, spec, run_id, undecided,
-                                              run_may_end=out["stepped"] and out["steps_left"] == 0)
-                    machine.effects.wake = machine.effects.wake or effects.wake
-                    effects = machine.effects
-                except DBAPIError as exc:
-                    # The outcome is committed: retrying the finish would lose the steps its
-                    # statement queued (they must still be published, below). The run is
-                    # marked, so the sweep decides the rest; wake the scheduler for it.
-                    log.warning("run %s step %s: deciding what attempt %s made ready failed (%s); "
-                                "the scheduler's sweep decides it", run_id, step, number,
-                                " ".join(str(exc.orig).split())[:200])
-                    effects.wake = True
+            effects = self._follow_up_success(out, plan, run_id, step, number, worker=worker, spec=spec,
+                                              gate=gate, global_cap=global_cap, publish=publish)
         else:
             with self.tx(worker) as tx:
                 out = statement(tx.conn, tx.now)
@@ -380,15 +358,44 @@ class WorkerOps(_Base):
                 _settle_after_success(tx, machine, spec, run_id, _undecided(spec, out),
                                       run_may_end=out["stepped"] and out["steps_left"] == 0)
             effects = machine.effects
-        effects.to_send += queued_by(out)
+        effects.to_send += plan.queued_by(out)
         if out["holds"]:
             effects.wake = True  # slots freed: waiters can go now
         return effects
 
-    def _store_result(self, tx: Any, run_id: str, step: str, result_json: str) -> None:
-        from .sql import _upsert
+    def _follow_up_success(self, out: dict[str, Any], plan: _SuccessPlan, run_id: str, step: str,
+                           number: int, *, worker: str, spec: FlowSpec, gate: Gate | None,
+                           global_cap: int | None, publish: Publish | None) -> Effects:
+        """After a finish statement that committed alone: publish what it queued (with
+        ``publish``, and then clears ``out["queued"]``), and decide in a second transaction
+        the downstream steps it made ready but left undecided, and the run's end."""
+        effects = Effects()
+        undecided = _undecided(spec, out)
+        if undecided and publish is not None and out["queued"]:
+            # committed: out to the broker now, not after the second transaction
+            effects.wake = bool(publish(plan.queued_by(out)))
+            out["queued"] = []
+        run_may_end = out["stepped"] and out["steps_left"] == 0
+        if not undecided and not run_may_end:
+            return effects
+        try:
+            with self.tx(worker) as tx:
+                machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate, worker_publishes=True)
+                _settle_after_success(tx, machine, spec, run_id, undecided, run_may_end=run_may_end)
+        except DBAPIError as exc:
+            # The outcome is committed: retrying the finish would lose the steps its
+            # statement queued (they must still be published). The run is marked, so the
+            # sweep decides the rest; wake the scheduler for it.
+            log.warning("run %s step %s: deciding what attempt %s made ready failed (%s); "
+                        "the scheduler's sweep decides it", run_id, step, number,
+                        " ".join(str(exc.orig).split())[:200])
+            effects.wake = True
+            return effects
+        machine.effects.wake = machine.effects.wake or effects.wake
+        return machine.effects
 
-        _upsert(tx.conn, t.results, dict(run_id=run_id, step=step, value=result_json,
+    def _store_result(self, tx: Any, run_id: str, step: str, result_json: str) -> None:
+        upsert(tx.conn, t.results, dict(run_id=run_id, step=step, value=result_json,
                                          size=len(result_json.encode()), created_at=tx.now),
                 ["run_id", "step"])
 
@@ -397,8 +404,6 @@ class WorkerOps(_Base):
         used up; it keeps its slots, and is published again (by the broker's redelivery or
         the scheduler's sweep, whichever comes first). Never for a run that has ended: a
         cancel ends the attempt itself (and a terminated step is interrupted after it)."""
-        from ..states import RUN_TERMINAL
-
         a = t.attempts.c
         live_run = select(t.runs.c.id).where(t.runs.c.id == run_id,
                                              t.runs.c.state.not_in([s.value for s in RUN_TERMINAL]))
@@ -464,9 +469,9 @@ def _end_claimed_attempt(tx: Any, run_id: str, step: str, number: int, *, worker
         return None
     why = "its claim was lost in a database crash; recorded with its outcome"
     tx.event("attempt_started", run_id=run_id, step=step, attempt=number, old="queued", new="running",
-             reason=f"on {worker}; {why}")
+             reason=f"{claimed_reason(worker)}; {why}")
     if not tx.cas_step(run_id, step, [StepState.QUEUED], StepState.RUNNING, started_at=tx.now,
-                       reason=f"attempt {number} started on {worker}; {why}"):
+                       reason=f"{started_reason(number, worker)}; {why}"):
         raise _NotClaimable(f"run {run_id} step {step}: attempt {number} is queued but its step is not")
     log.warning("run %s step %s: attempt %s finished on %s after %s", run_id, step, number, worker, why)
     return holds
@@ -474,6 +479,38 @@ def _end_claimed_attempt(tx: Any, run_id: str, step: str, number: int, *, worker
 
 #: Dispatches attempts that are already committed; returns those it could not publish.
 Publish = Callable[[list[Any]], list[Any]]
+
+
+@dataclass(frozen=True)
+class _SuccessPlan:
+    """What the one-statement finish of ``step`` bumps and may queue itself."""
+
+    run_id: str
+    spec: FlowSpec
+    downs: list[str]
+    #: Downstream steps this worker may queue itself if this success makes them ready (no
+    #: slot to take, a rule that runs when every upstream succeeded), with the gate's consent.
+    eligible: list[str]
+    task_ids: list[str]
+    #: The statement commits on its own: no on_success callback (its outbox row shares the
+    #: outcome's transaction) and no one_success downstream step (one success decides it).
+    alone: bool
+
+    @classmethod
+    def of(cls, spec: FlowSpec, run_id: str, step: str, gate: Gate | None,
+           global_cap: int | None) -> _SuccessPlan:
+        downs = list(spec.downstream_of(step))
+        eligible = [] if gate is None or global_cap else [
+            d for d in queueable_after_success(spec, step) if gate(spec.step(d))]
+        alone = "on_success" not in spec.step(step).callbacks and \
+            not any(spec.step(d).trigger == "one_success" for d in downs)
+        return cls(run_id, spec, downs, eligible, [task_id_for(run_id, d, 1) for d in eligible], alone)
+
+    def queued_by(self, out: dict[str, Any]) -> list[Dispatch]:
+        """The attempts the statement queued (its ``out``), to publish."""
+        queued = set(out["queued"])
+        return [Dispatch(self.run_id, self.spec.name, self.spec.step(d), 1, task_id)
+                for d, task_id in zip(self.eligible, self.task_ids, strict=True) if d in queued]
 
 #: Per spec (by identity; the spec is kept so its id is not reused): step -> what
 #: ``queueable_after_success`` found. Workers keep one spec per flow version.
@@ -488,9 +525,6 @@ def queueable_after_success(spec: FlowSpec, step: str) -> tuple[str, ...]:
     person; a map step, or a map step's compensation, expands first (map_ops, saga).
     Built once per spec and step: a fan-out's root has thousands of downstream steps, and
     every member asks for its join."""
-    from ..graph import Decision, decide_counts
-    from .ledger import holds_for
-
     entry = _QUEUEABLE.get(id(spec))
     if entry is None or entry[0] is not spec:
         entry = _QUEUEABLE[id(spec)] = (spec, {})
@@ -510,8 +544,6 @@ def queueable_after_success(spec: FlowSpec, step: str) -> tuple[str, ...]:
 def _undecided(spec: FlowSpec, out: dict[str, Any]) -> list[str]:
     """Downstream steps the finish statement bumped that are pending and that their counters
     decide (run, skip or upstream_failed), and that it did not queue itself."""
-    from ..graph import Decision, decide_counts
-
     queued = set(out["queued"])
     return [name for name, state, n_up, ok, bad, skipped in out["downs"]
             if name not in queued and state == StepState.PENDING.value
@@ -523,27 +555,10 @@ def _settle_after_success(tx: Any, machine: Any, spec: FlowSpec, run_id: str, na
     """Start, skip or fail the downstream steps ``names`` as their counters decide, and end the
     run if this was its last step. The rows are read again under a lock: after a finish that
     committed on its own, another actor (the sweep, an operator) may have moved them."""
-    from sqlalchemy import select
-
-    from ..graph import Decision, decide_counts
-
     c = t.step_runs.c
-    to_start: list[str] = []
-    ended: list[tuple[str, str, list[str] | None]] = []
     rows = tx.conn.execute(select(c.step, c.state, c.n_up, c.ok_up, c.bad_up, c.skip_up).where(
         c.run_id == run_id, c.step.in_(names)).order_by(c.step).with_for_update()).all() if names else []
-    for row in sorted(rows, key=lambda r: spec.position[r.step]):
-        if row.state != StepState.PENDING.value:
-            continue
-        decision = decide_counts(spec.step(row.step).trigger, row.n_up, row.ok_up, row.bad_up, row.skip_up)
-        if decision == Decision.RUN:
-            to_start.append(row.step)
-        elif decision != Decision.WAIT:
-            new = StepState.SKIPPED if decision == Decision.SKIP else StepState.UPSTREAM_FAILED
-            if tx.cas_step(run_id, row.step, [StepState.PENDING], new, ended_at=tx.now,
-                           reason="an upstream step failed" if new == StepState.UPSTREAM_FAILED
-                           else "an upstream was skipped"):
-                ended.append((row.step, "skip" if new == StepState.SKIPPED else "bad", None))
+    to_start, ended = machine.decide_rows(rows)
     if to_start:
         machine.start(to_start, StepState.PENDING)
     if ended:

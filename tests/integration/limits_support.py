@@ -12,9 +12,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from flowkit.loading.sync import sync_dags
 from flowkit.spec import resolve_params
 from flowkit.store.sql import SqlStore, as_utc
-from flowkit.sync import sync_dags
 
 from .procs import Cluster
 
@@ -25,7 +25,7 @@ LOCK = "warehouse"
 
 def flowkit(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the installed ``flowkit`` command, as an operator does (``Cluster.cli`` runs
-    ``python -m flowkit.cli``, which lacks the commands registered by flowkit.cli_ops)."""
+    ``python -m flowkit.cli``)."""
     argv = [str(Path(sys.executable).with_name("flowkit")), *args]
     proc = subprocess.run(argv, env=cluster.env, capture_output=True, text=True, timeout=60)
     if check and proc.returncode != 0:
@@ -34,8 +34,7 @@ def flowkit(cluster: Cluster, *args: str, check: bool = True) -> subprocess.Comp
 
 
 def prepare(cluster: Cluster, slots: int = POOL_SLOTS) -> None:
-    """Schema and the pool, as an operator would make them."""
-    cluster.cli("db", "upgrade")
+    """The pool, as an operator would make it (the database comes migrated)."""
     out = flowkit(cluster, "pools", "set", POOL, str(slots)).stdout
     assert f"pool {POOL}: {slots} slot(s)" in out, out
 

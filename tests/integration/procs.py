@@ -15,6 +15,7 @@ from typing import Any
 class Daemon:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], logdir: Path) -> None:
         self.name = name
+        self.is_flowkit = False  # a `flowkit ...` command (Cluster.start)
         self.log_path = logdir / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -34,13 +35,20 @@ class Daemon:
             pass
         self.proc.wait(timeout=10)
 
-    def stop(self, timeout: float = 15) -> None:
+    def terminate(self) -> None:
+        """SIGTERM the daemon's process group (a clean stop), without waiting."""
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=timeout)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                self.kill()
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = 15) -> None:
+        self.terminate()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
         self._log.close()
 
     def log(self) -> str:
@@ -57,7 +65,9 @@ class Cluster:
 
     def start(self, name: str, *args: str) -> Daemon:
         """Start ``flowkit ARGS...``."""
-        return self.start_command(name, [sys.executable, "-m", "flowkit.cli", *args])
+        d = self.start_command(name, [sys.executable, "-m", "flowkit.cli", *args])
+        d.is_flowkit = True
+        return d
 
     def start_command(self, name: str, argv: list[str]) -> Daemon:
         d = Daemon(name, argv, self.env, self.logdir)
@@ -78,16 +88,26 @@ class Cluster:
                                  f"{proc.stdout}\n{proc.stderr}")
         return proc
 
-    def close(self) -> None:
+    def close(self, timeout: float = 15) -> None:
+        """Stop every daemon still running: flowkit's own all at once, then each is waited for
+        (SIGKILL for one still running after ``timeout``); then any other command (a broker of
+        the test's own, a plain celery worker) in the order started, as they may depend on it."""
+        ours = [d for d in self.daemons if d.is_flowkit]
+        for d in ours:
+            d.terminate()
+        deadline = time.monotonic() + timeout
+        for d in ours:
+            d.stop(timeout=max(deadline - time.monotonic(), 0.1))
         for d in self.daemons:
-            d.stop()
+            if not d.is_flowkit:
+                d.stop(timeout=timeout)
 
     def logs(self) -> str:
         return "\n".join(f"===== {d.name} =====\n{d.log()[-6000:]}" for d in self.daemons)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, cluster: Cluster | None = None,
-             interval: float = 0.2) -> Any:
+             interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -98,9 +118,28 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, cluster: C
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{logs}")
 
 
+def wait_for_a_full_sweep(store: Any, cluster: Cluster | None = None, timeout: float = 30) -> int:
+    """Return once the active scheduler has finished a sweep that began after this call (its
+    heartbeat row carries ``sweeps`` and ``sweep_started_at``); returns that sweep's number."""
+    from datetime import datetime
+
+    from flowkit.store.sql import utcnow
+
+    since = utcnow()
+
+    def swept() -> int:
+        for row in store.schedulers():
+            stats = row["stats"]
+            began = stats.get("sweep_started_at")
+            if stats.get("role") == "active" and began and datetime.fromisoformat(began) >= since:
+                return int(stats["sweeps"])
+        return 0
+
+    return int(wait_for(swept, timeout, "a full scheduler sweep begun after the wait started", cluster))
+
+
 def active_and_standby(cluster: Cluster) -> tuple[Daemon, Daemon]:
-    """Schema, two schedulers (the first active, the second standing by) and a worker."""
-    cluster.cli("db", "upgrade")
+    """Two schedulers (the first active, the second standing by) and a worker, on a migrated database."""
     first = cluster.scheduler("scheduler-a")
     wait_for(lambda: "active (holds the scheduler lease)" in first.log(), 30, "scheduler a to be active",
              cluster)

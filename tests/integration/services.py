@@ -11,7 +11,15 @@ from pathlib import Path
 
 from flowkit.store.sql import SqlStore
 
-from ..conftest import PG_ADMIN_URL, REDIS_HOST, REDIS_PORT, REDIS_TEST_DB, ROOT, service_missing
+from ..conftest import (
+    REDIS_HOST,
+    REDIS_PORT,
+    REDIS_TEST_DB,
+    ROOT,
+    create_pg_database,
+    drop_pg_database,
+    service_missing,
+)
 from .procs import Cluster
 
 #: Fast failure detection, as make_cluster uses; a module may override any of it.
@@ -21,26 +29,21 @@ FAST_DETECTION = {"FLOWKIT_SWEEP_SECONDS": "2", "FLOWKIT_HEARTBEAT_SECONDS": "1"
 
 @contextmanager
 def fresh_services() -> Iterator[tuple[str, str]]:
-    """A new PostgreSQL database and the flushed Redis test database: (database URL, broker URL)."""
-    import psycopg
+    """A new PostgreSQL database (migrated) and the flushed Redis test database: (database URL,
+    broker URL)."""
     import redis
 
     client = redis.Redis(host=REDIS_HOST, port=int(REDIS_PORT), db=REDIS_TEST_DB, socket_connect_timeout=2)
     try:
         client.ping()
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
     except Exception as exc:
-        service_missing("Redis and PostgreSQL", exc)
+        service_missing("Redis", exc)
     client.flushdb()
-    name = f"flowkit_it_{uuid.uuid4().hex[:10]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    name, database_url = create_pg_database()
     try:
-        yield f"{base}/{name}", f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_TEST_DB}"
+        yield database_url, f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_TEST_DB}"
     finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_pg_database(name)
         client.flushdb()
         client.close()
 
@@ -64,13 +67,12 @@ def cluster_env(database_url: str, broker_url: str, dags: str, **extra: str) -> 
 def cluster_on_fresh_services(logdir: Path, dags: str, *, workers: Sequence[tuple[str, int]],
                               setup: Sequence[Sequence[str]] = (),
                               **extra: str) -> Iterator[tuple[Cluster, SqlStore]]:
-    """Fresh services, the schema, the ``setup`` CLI commands (e.g. ``pools set``), a scheduler
+    """Fresh services (the schema included), the ``setup`` CLI commands (e.g. ``pools set``), a scheduler
     and the named workers (name, prefork processes); yields the cluster and a store on it."""
     with fresh_services() as (database_url, broker_url):
         cluster = Cluster(cluster_env(database_url, broker_url, dags, **extra), logdir)
         store = SqlStore(database_url)
         try:
-            cluster.cli("db", "upgrade")
             for args in setup:
                 cluster.cli(*args)
             cluster.scheduler()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from flowkit.loading.sync import sync_dags
 from flowkit.spec import resolve_params
 from flowkit.store import callback_ops
-from flowkit.sync import sync_dags
 
 from .limits_support import explain, wait_runs_ended
 from .procs import wait_for
@@ -26,7 +26,6 @@ def test_callbacks_run_on_workers_and_a_raising_one_changes_nothing(pg_url, redi
     # Given a failing flow with step-level on_retry and flow-level on_failure, and a flow whose
     # callbacks raise
     cluster = make_cluster(pg_url, redis_url, dags=DAGS)
-    cluster.cli("db", "upgrade")
     store = open_store(pg_url)
     sync_dags(store, cluster.env["FLOWKIT_DAGS_FOLDER"])
     fail_out, raise_out = tmp_path / "fail.jsonl", tmp_path / "raise.jsonl"

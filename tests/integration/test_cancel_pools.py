@@ -19,7 +19,6 @@ def test_cancel_on_a_threads_worker_kills_the_shell_step_and_says_what_it_could_
     # Given a run with a shell step and a Python step running on a `--pool threads` worker,
     # and two steps queued for a queue no worker serves
     cluster = make_cluster(pg_url, redis_url, dags=DAGS, CANCEL_TEST_DIR=str(tmp_path))
-    cluster.cli("db", "upgrade")
     store = open_store(pg_url)
     run_id = create_runs(cluster, store, "mixed", 1)[0]
     cluster.scheduler()
@@ -61,7 +60,6 @@ def test_cancel_on_a_busy_solo_worker_stops_the_shell_step_at_its_next_heartbeat
     # after the cancel's 1 s wait for answers)
     cluster = make_cluster(pg_url, redis_url, dags=DAGS, CANCEL_TEST_DIR=str(tmp_path),
                            FLOWKIT_HEARTBEAT_SECONDS="3")
-    cluster.cli("db", "upgrade")
     store = open_store(pg_url)
     run_id = create_runs(cluster, store, "lone_shell", 1)[0]
     cluster.scheduler()

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from flowkit.celery_app import make_app
 from flowkit.config import Settings
 from flowkit.dispatch import celery as celery_dispatch
 from flowkit.dispatch.celery import CeleryDispatcher
+from flowkit.execution.celery_app import make_app
 from flowkit.spec import StepSpec
 from flowkit.store.machine import Dispatch
 

@@ -8,9 +8,9 @@ import time
 import uuid
 from typing import Any
 
-from flowkit.celery_app import make_app
 from flowkit.config import Settings
 from flowkit.dispatch.celery import CeleryDispatcher
+from flowkit.execution.celery_app import make_app
 from flowkit.spec import StepSpec
 from flowkit.store.machine import Dispatch
 

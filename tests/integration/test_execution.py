@@ -22,7 +22,6 @@ DAGS = "tests/dags/exec"
 
 def _cluster(make_cluster, pg_url: str, redis_url: str, workdir: Path) -> Cluster:  # type: ignore[no-untyped-def]
     cluster: Cluster = make_cluster(pg_url, redis_url, dags=DAGS, EXEC_TEST_DIR=str(workdir))
-    cluster.cli("db", "upgrade")
     return cluster
 
 

@@ -27,7 +27,6 @@ def _flower_tasks(port: int) -> dict:  # type: ignore[type-arg]
 def test_celery_entrypoint_worker_and_flower_task_names(make_cluster, open_store, pg_url, redis_url, tmp_path):
     # Given a scheduler, Flower, and a worker started the Celery way
     cluster = make_cluster(pg_url, redis_url, FLOWER_UNAUTHENTICATED_API="true")
-    cluster.cli("db", "upgrade")
     cluster.scheduler()
     port = _free_port()
     flower = cluster.start("flower", "flower", "--port", str(port))

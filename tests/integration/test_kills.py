@@ -4,7 +4,6 @@ step runs twice."""
 from __future__ import annotations
 
 import os
-import time
 from collections import Counter
 
 from flowkit.store.sql import SqlStore
@@ -34,7 +33,6 @@ def test_scheduler_killed_mid_run_is_restarted_and_no_step_runs_twice(
 ):
     # Given a 6-step chain (0.7 s a step) running on a scheduler and a worker
     cluster = make_cluster(pg_url, redis_url, dags="tests/dags/engine")
-    cluster.cli("db", "upgrade")
     scheduler = cluster.scheduler("scheduler-1")
     cluster.worker()
     log = tmp_path / "executions.log"
@@ -43,7 +41,8 @@ def test_scheduler_killed_mid_run_is_restarted_and_no_step_runs_twice(
     wait_for(lambda: _step_state(store, run_id, "s2") == "success", 30, "s2 to succeed", cluster)
     # When the scheduler is SIGKILLed mid-run, and started again a little later
     scheduler.kill()
-    time.sleep(2.0)  # the worker finishes the step in hand; its completion event waits in Redis
+    # the worker finishes the step in hand (and queues the next itself); its events wait in Redis
+    wait_for(lambda: _step_state(store, run_id, "s3") == "success", 30, "s3 to succeed", cluster)
     cluster.scheduler("scheduler-2")
     # Then the run completes
     ended = wait_for(lambda: _ended(store, run_id), 60, "the run to end", cluster)
@@ -71,7 +70,6 @@ def _worker_of(pid: int, daemons: list) -> object:  # type: ignore[type-arg]
 def test_worker_killed_mid_step_is_redelivered_to_another_worker(make_cluster, open_store, pg_url, redis_url, tmp_path):
     # Given two workers and a flow whose first step runs for 6 s
     cluster = make_cluster(pg_url, redis_url, dags="tests/dags/engine")
-    cluster.cli("db", "upgrade")
     cluster.scheduler()
     workers = [cluster.worker("worker-a"), cluster.worker("worker-b")]
     log, started = tmp_path / "long.log", tmp_path / "started"

@@ -30,7 +30,6 @@ def cluster(services: tuple[str, str], tmp_path_factory: pytest.TempPathFactory)
     pg, broker = services
     env = cluster_env(pg, broker, DAGS, **FAST_DETECTION)
     c = Cluster(env, tmp_path_factory.mktemp("map-cluster"))
-    c.cli("db", "upgrade")
     c.scheduler()
     c.worker("worker-a", concurrency=3)
     c.worker("worker-b", concurrency=3)

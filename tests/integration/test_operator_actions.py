@@ -14,7 +14,7 @@ import pytest
 from flowkit.store.sql import SqlStore
 
 from .limits_support import flowkit
-from .procs import Cluster, wait_for
+from .procs import Cluster, wait_for, wait_for_a_full_sweep
 from .services import FAST_DETECTION, cluster_on_fresh_services
 
 
@@ -83,7 +83,7 @@ def test_cancel_terminates_the_running_step_and_its_slot_goes_to_the_next_run(en
     assert [a["state"] for a in store.attempts(first)] == ["cancelled"]
     assert "end" not in log.read_text()  # the step never finished
     # and the cancelled attempt was not put back or run again; the ledger balances, empty
-    time.sleep(2.1)  # past a sweep: nothing revives it
+    wait_for_a_full_sweep(store, cluster)  # nothing revives it
     assert [a["state"] for a in store.attempts(first)] == ["cancelled"]
     assert not [e for e in store.events(first) if e["action"] in ("attempt_interrupted", "lease_expired")]
     assert store.ledger_balance()["pool:one"] == (0, 0)
@@ -101,7 +101,7 @@ def test_pause_keeps_runs_queued_and_unpause_starts_them_one_at_a_time(env):
     first = proc.stdout.strip()
     assert "is paused" in proc.stderr and "flowkit flows unpause single" in proc.stderr
     second = trigger(cluster, "single", "seconds=0.5")
-    time.sleep(2.1)  # past a scheduler sweep
+    wait_for_a_full_sweep(store, cluster)
     assert [store.get_run(r)["state"] for r in (first, second)] == ["queued", "queued"]
     flowkit(cluster, "flows", "unpause", "single")
     assert run_ends(store, first, cluster) == "success"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from flowkit.execution.attempt import run_attempt
 from flowkit.store import worker_ops
 from flowkit.testing import InlineHarness
-from flowkit.worker import run_attempt
 
 FLOWS = '''
 from flowkit import Flow

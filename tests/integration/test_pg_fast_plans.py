@@ -16,10 +16,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from flowkit.execution.attempt import run_attempt
 from flowkit.store import pg_fast
 from flowkit.store.sql import utcnow
 from flowkit.testing import InlineHarness
-from flowkit.worker import run_attempt
 
 DAGS = str(Path(__file__).resolve().parents[1] / "dags" / "plans")
 

@@ -152,7 +152,7 @@ def test_a_cancel_takes_its_locks_in_the_order_of_a_finish(pg_url, open_store, c
     # finish does (its attempt first, then the downstream counters)
     import threading
 
-    from flowkit.worker import run_attempt
+    from flowkit.execution.attempt import run_attempt
 
     store = open_store(pg_url)
     store.upgrade()
@@ -182,7 +182,7 @@ def test_a_cancel_takes_its_locks_in_the_order_of_a_finish(pg_url, open_store, c
 
 def test_a_cancel_ends_a_running_map_step_that_has_no_attempt_of_its_own(pg_url, open_store):
     # Given a map step running while its instances are queued (it has no attempt itself)
-    from flowkit.worker import run_attempt
+    from flowkit.execution.attempt import run_attempt
 
     store = open_store(pg_url)
     store.upgrade()
@@ -206,7 +206,7 @@ def test_a_claim_that_waited_for_a_cancel_never_starts_its_body(pg_url, open_sto
     # Given a cancel that has ended the run's attempts and waits (here, for the run's row)
     import threading
 
-    from flowkit.worker import run_attempt
+    from flowkit.execution.attempt import run_attempt
 
     store = open_store(pg_url)
     store.upgrade()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from flowkit.loading.sync import sync_dags
 from flowkit.spec import resolve_params
-from flowkit.sync import sync_dags
 
 from .limits_support import explain, wait_runs_ended
 
@@ -40,7 +40,6 @@ def test_an_edited_helper_never_changes_a_run_created_before(pg_url, redis_url, 
     empty.mkdir()
     _write(dags, 1, "orders")
     cluster = make_cluster(pg_url, redis_url, FLOWKIT_DAGS_FOLDER=str(dags))
-    cluster.cli("db", "upgrade")
     store = open_store(pg_url)
     sync_dags(store, str(dags))
     old = store.flow_spec("pinned_it")

@@ -13,7 +13,6 @@ def test_high_priority_steps_run_before_low_ones(broker, make_cluster, open_stor
     # worker serves their queue (root runs on a worker of its own queue, "setup")
     url = request.getfixturevalue("redis_url" if broker == "redis" else "amqp_url")
     cluster = make_cluster(pg_url, url, dags="tests/dags/priority", FLOWKIT_FAST_FOLLOW_MAX="0")
-    cluster.cli("db", "upgrade")
     cluster.scheduler()
     store = open_store(pg_url)
     cluster.start("setup-worker", "worker", "-Q", "setup", "-c", "1", "-n", "setup@%h")

@@ -8,8 +8,8 @@ import signal
 import time
 from pathlib import Path
 
+from flowkit.execution.attempt import run_attempt
 from flowkit.testing import InlineHarness
-from flowkit.worker import run_attempt
 
 from .procs import active_and_standby, wait_for
 

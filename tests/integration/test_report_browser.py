@@ -55,7 +55,8 @@ def test_report_of_a_real_run_renders_in_chromium(tmp_path: Path) -> None:
     browser = chromium()
     dags = tmp_path / "dags"
     dags.mkdir()
-    shutil.copy(ROOT / "dags" / "orders.py", dags / "orders.py")
+    for name in ("orders.py", "_files.py"):  # the example and the file helpers it imports
+        shutil.copy(ROOT / "dags" / name, dags / name)
     db = tmp_path / "flowkit.db"
 
     # a real run that fails: quantity 0 is refused by the first step

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from flowkit.errors import LeaseLost
 from flowkit.scheduler.lease import PostgresLease
 
-from .procs import active_and_standby, wait_for
+from .procs import active_and_standby, wait_for, wait_for_a_full_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,7 +51,7 @@ def test_a_frozen_holder_is_replaced_after_expiry_and_its_next_write_is_refused(
     _write(a.store, "a")
     # and renewals keep "a" active past its lease
     for _ in range(4):
-        time.sleep(0.4)
+        time.sleep(0.4)  # the holder's pace between renewals (the scenario), not a wait for a process
         assert a.renew()
         assert not b.acquire()
     # When "a" freezes (no more renewals)
@@ -140,7 +140,7 @@ def test_status_shows_as_active_only_the_holder_of_a_live_lease(two_leases, pg_u
     assert f"scheduler a: active, fencing token {a.token}, last heartbeat" in text
     assert "scheduler b: standby, last heartbeat" in text
     # When "a" stops renewing, its heartbeat fresh: once the lease expired it is not active
-    time.sleep(1.2)
+    wait_for(lambda: a.store.scheduler_lease()["expired"], 5, "a's lease to expire")
     a.store.beat_scheduler("a", {"role": "active"})
     assert roles() == {"a": "standby", "b": "standby"}
 
@@ -176,7 +176,20 @@ def test_a_sigstopped_scheduler_is_replaced_and_writes_nothing_when_resumed(
     # and the resumed one says it is no longer active, and writes nothing from then on
     wait_for(lambda: "no longer active" in first.log(), 15, "scheduler a to stand down", cluster)
     wait_for(lambda: store.get_run(run_id)["state"] == "success", 60, "the run to succeed", cluster)
-    time.sleep(3)  # a few of its loops after resuming
+    # a few of its loops after resuming: two standby heartbeats of its own after the stand-down,
+    # and a full sweep of the active one
+    beats = 0
+    last = None
+
+    def beat_twice() -> bool:
+        nonlocal beats, last
+        row = next(s for s in store.schedulers() if s["name"] == a_name)
+        if row["heartbeat_at"] != last and row["heartbeat_at"].timestamp() >= resumed_at:
+            beats, last = beats + 1, row["heartbeat_at"]
+        return beats >= 2
+
+    wait_for(beat_twice, 15, "scheduler a to stand by for two heartbeats", cluster)
+    wait_for_a_full_sweep(store, cluster)
     late = [e for e in store.events() if e["actor"] == a_name and e["at"].timestamp() >= resumed_at]
     assert late == []
     assert store.scheduler_lease()["holder"] == f"scheduler@{socket.gethostname()}:{second.pid}"

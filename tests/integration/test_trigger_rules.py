@@ -12,7 +12,6 @@ from .procs import wait_for
 
 def test_every_rule_and_the_eager_ones_on_real_workers(make_cluster, open_store, pg_url, redis_url):
     cluster = make_cluster(pg_url, redis_url, dags="tests/dags/triggers")
-    cluster.cli("db", "upgrade")
     store = open_store(pg_url)
     cluster.scheduler()
     cluster.worker("worker", concurrency=3)

@@ -7,28 +7,33 @@ from pathlib import Path
 
 import pytest
 
-from flowkit.store.sql import SqlStore
-from flowkit.sync import sync_dags
+from flowkit.loading.sync import sync_dags
+from flowkit.testing import SqliteTemplates
 
 from ..conftest import service_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def dags(tmp_path: Path) -> Path:
-    """A dags folder holding only the orders example (other examples change independently)."""
-    folder = tmp_path / "dags"
+@pytest.fixture(scope="session")
+def dags(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dags folder holding only the orders example (other examples change independently)
+    and the file helpers it imports; one for the session, which the tests only read."""
+    folder = tmp_path_factory.mktemp("orders-dags") / "dags"
     folder.mkdir()
-    shutil.copy(ROOT / "dags" / "orders.py", folder / "orders.py")
+    for name in ("orders.py", "_files.py"):
+        shutil.copy(ROOT / "dags" / name, folder / name)
     return folder
 
 
 @pytest.fixture
-def store(tmp_path: Path, dags: Path):  # type: ignore[no-untyped-def]
-    s = SqlStore(f"sqlite:///{tmp_path}/s.db")
-    s.upgrade()
+def store(tmp_path: Path, dags: Path, sqlite_templates: SqliteTemplates):  # type: ignore[no-untyped-def]
+    """A store at tmp_path/s.db with the orders example synced (from the session's template)."""
+    s = sqlite_templates.store(tmp_path / "s.db")
+    restored = sqlite_templates.restore(s, str(dags))
     sync_dags(s, str(dags))
+    if not restored:
+        sqlite_templates.remember(s, str(dags))
     yield s
     s.dispose()
 

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from flowkit.errors import ActionRefused
-from flowkit.testing import InlineHarness
+
+from ..store_backends import inline_harness
 
 MAP_DAGS = str(Path(__file__).resolve().parents[1] / "dags" / "maps")
 
@@ -30,7 +31,7 @@ def _ran_one_after_another(store: Any, run_id: str, names: list[str]) -> None:
 
 def a_partly_failed_map_compensates_its_succeeded_instances_last_first(store: Any) -> None:
     # Given work over [1, 2, 3] where item 3 fails: work[0] and work[1] succeeded
-    h = InlineHarness(store, MAP_DAGS)
+    h = inline_harness(store, MAP_DAGS)
     run_id = h.trigger("compensated_map", {"bad": 3})
     assert h.run_until_done(run_id) == "failed"
     # Then each succeeded instance was compensated, the highest index first, then prepare
@@ -55,7 +56,7 @@ def a_partly_failed_map_compensates_its_succeeded_instances_last_first(store: An
 
 def a_map_that_succeeded_is_compensated_per_instance_when_a_later_step_fails(store: Any) -> None:
     # Given every instance of work succeeded, and finish (after work) fails
-    h = InlineHarness(store, MAP_DAGS)
+    h = inline_harness(store, MAP_DAGS)
     run_id = h.trigger("compensated_map", {"bad": 0, "late": True})
     assert h.run_until_done(run_id) == "failed"
     # Then every instance is compensated, the highest index first, then prepare
@@ -68,7 +69,7 @@ def a_map_that_succeeded_is_compensated_per_instance_when_a_later_step_fails(sto
 
 def a_compensated_map_step_runs_again_when_the_run_is_retried(store: Any) -> None:
     # Given the partly failed map, compensated
-    h = InlineHarness(store, MAP_DAGS)
+    h = inline_harness(store, MAP_DAGS)
     run_id = h.trigger("compensated_map", {"bad": 3})
     assert h.run_until_done(run_id) == "failed"
     # When retried (item 3 still fails): prepare and work run again, and compensate again
@@ -82,7 +83,7 @@ def a_compensated_map_step_runs_again_when_the_run_is_retried(store: Any) -> Non
 
 def a_failed_instance_compensation_is_named_and_the_others_still_run(store: Any) -> None:
     # Given work[0] and work[1] succeeded (item 3 failed), and undoing item 2 fails
-    h = InlineHarness(store, MAP_DAGS)
+    h = inline_harness(store, MAP_DAGS)
     run_id = h.trigger("compensated_map", {"bad": 3, "undo_bad": 2})
     assert h.run_until_done(run_id) == "failed"
     # Then work[0] and prepare are still undone, after it

@@ -1,6 +1,6 @@
-"""Retrying a compensated run, as functions of a store: run on SQLite by
-tests/unit/test_saga_approvals.py and on PostgreSQL (the pg_fast finish included) by
-tests/integration/test_saga_approvals.py. Flows: tests/dags/saga/flows.py."""
+"""Retrying a compensated run, as functions of a store: run on SQLite and PostgreSQL by
+tests/unit/test_saga_approvals.py (backend_store) and on PostgreSQL (the pg_fast finish
+included) by tests/integration/test_saga_approvals.py. Flows: tests/dags/saga/flows.py."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 
 from flowkit.errors import ActionRefused
 from flowkit.testing import InlineHarness
+
+from ..store_backends import inline_harness
 
 SAGA_DAGS = str(Path(__file__).resolve().parents[1] / "dags" / "saga")
 
@@ -24,7 +26,7 @@ def _numbers(store: Any, run_id: str, step: str) -> list[int]:
 
 
 def _compensated_run(store: Any, flag: Path) -> tuple[InlineHarness, str]:
-    h = InlineHarness(store, SAGA_DAGS)
+    h = inline_harness(store, SAGA_DAGS)
     run_id = h.trigger("saga_retry", {"flag": str(flag)})
     assert h.run_until_done(run_id) == "failed"
     assert store.get_run(run_id)["outcome"] == "compensated"
@@ -83,7 +85,7 @@ def a_second_failure_compensates_again(store: Any, tmp_path: Path) -> None:
 def a_half_undone_step_is_refused_until_named_or_marked(store: Any, tmp_path: Path) -> None:
     # Given first -> second -> third (fails); second's compensation failed
     flag = tmp_path / "flag"
-    h = InlineHarness(store, SAGA_DAGS)
+    h = inline_harness(store, SAGA_DAGS)
     run_id = h.trigger("saga_retry_comp_fails", {"flag": str(flag)})
     assert h.run_until_done(run_id) == "failed"
     assert store.get_run(run_id)["outcome"] == "compensation failed"
@@ -111,7 +113,7 @@ def a_half_undone_step_is_refused_until_named_or_marked(store: Any, tmp_path: Pa
 
 def naming_the_half_undone_step_runs_it_again(store: Any, tmp_path: Path) -> None:
     flag = tmp_path / "flag"
-    h = InlineHarness(store, SAGA_DAGS)
+    h = inline_harness(store, SAGA_DAGS)
     run_id = h.trigger("saga_retry_comp_fails", {"flag": str(flag)})
     assert h.run_until_done(run_id) == "failed"
     flag.write_text("go")

@@ -90,7 +90,7 @@ def test_a_step_the_scheduler_fails_runs_its_failure_callbacks(harness, tmp_path
 
 def test_the_next_step_is_dispatched_before_the_callback_runs(harness, tmp_path):
     run_id = harness.trigger("cb_ok", {"out": str(tmp_path / "out.jsonl")})
-    from flowkit.worker import run_attempt
+    from flowkit.execution.attempt import run_attempt
 
     first = harness.dispatcher.sent.pop(0)
     run_attempt(harness.runtime, run_id, first.step.name, first.attempt)
@@ -100,11 +100,12 @@ def test_the_next_step_is_dispatched_before_the_callback_runs(harness, tmp_path)
 
 
 def test_a_delivered_callback_runs_once_and_a_lost_publish_is_sent_again(harness, tmp_path):
-    from flowkit.callbacks import resend_due, run_callback
+    from flowkit.dispatch.callbacks import resend_due
+    from flowkit.execution.callbacks import run_callback
 
     run_id = harness.trigger("cb_raise", {"out": str(tmp_path / "out.jsonl")})
     first = harness.dispatcher.sent.pop(0)
-    from flowkit.worker import run_attempt
+    from flowkit.execution.attempt import run_attempt
 
     run_attempt(harness.runtime, run_id, first.step.name, first.attempt)
     lost = harness.dispatcher.callbacks.pop()  # the publish never reached the broker
@@ -121,8 +122,8 @@ def test_an_attempt_lost_too_often_publishes_its_callbacks_at_once(harness, tmp_
 
     from sqlalchemy import update
 
+    from flowkit.execution.attempt import run_attempt
     from flowkit.store import tables as t
-    from flowkit.worker import run_attempt
 
     run_id = harness.trigger("cb_fail", {"out": str(tmp_path / "out.jsonl")})
     harness.dispatcher.sent.clear()

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from flowkit import shell
-from flowkit.cli_actions import stopped_line
+from flowkit.cli.actions import stopped_line
+from flowkit.execution import shell
+from flowkit.execution.cancel import NOT_INTERRUPTIBLE, SHELL_STOPPED, TERMINATED, stop_cancelled
 from flowkit.spec import ShellSpec
-from flowkit.worker import NOT_INTERRUPTIBLE, SHELL_STOPPED, TERMINATED, stop_cancelled
 
 from ..pids import pid_gone
 
@@ -117,7 +117,7 @@ def test_the_heartbeat_stops_the_commands_of_attempts_no_longer_the_workers(tmp_
     # Given a worker runtime running a shell command for an attempt the store does not
     # hold as running on this worker (an operator cancelled it)
     from flowkit.config import Settings
-    from flowkit.worker import WorkerRuntime
+    from flowkit.execution.runtime import WorkerRuntime
 
     rt = WorkerRuntime(settings=Settings.from_env(), store=sqlite_store, events=None)
     key = ("r5", "sh", 1)

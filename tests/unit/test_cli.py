@@ -319,13 +319,13 @@ def test_dags_list_prints_each_load_error_once(tmp_path):
 
 
 def test_dev_echo_lists_map_instances_right_under_their_map_step(sqlite_store):
-    from flowkit.cli import _follow
+    from flowkit.cli.dev import follow
     from flowkit.testing import InlineHarness
 
     h = InlineHarness(sqlite_store, str(ROOT / "tests" / "dags" / "maps"))
     run_id = h.trigger("squares", {"n": 12})
     assert h.run_until_done(run_id) == "success"
     lines: list[str] = []
-    assert _follow(sqlite_store, run_id, 5, lines.append) == "success"
+    assert follow(sqlite_store, run_id, 5, lines.append) == "success"
     names = [line.split()[0] for line in lines[:-1]]
     assert names == ["numbers", "square", *[f"square[{i}]" for i in range(12)], "total"]

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from sqlalchemy.engine import make_url
 
 from flowkit.cli import main
-from flowkit.loader import load_folder
+from flowkit.loading.loader import load_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"

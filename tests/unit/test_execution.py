@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 import flowkit
-from flowkit import timeouts
 from flowkit.cli import main
+from flowkit.execution import timeouts
+from flowkit.execution.attempt import run_attempt
 from flowkit.testing import FakeClock, InlineHarness
-from flowkit.worker import run_attempt
 
 from ..pids import pid_gone
 
@@ -126,8 +126,8 @@ def test_shell_step_cwd_that_does_not_exist_fails_with_the_reason(sqlite_store, 
 
 def test_shell_step_stops_its_group_when_the_worker_is_stopped(tmp_path):
     # A pool child told to stop (SIGTERM -> SystemExit inside the step) kills the command.
-    from flowkit.shell import OutputTail
-    from flowkit.shell import run as run_shell
+    from flowkit.execution.shell import OutputTail
+    from flowkit.execution.shell import run as run_shell
     from flowkit.spec import ShellSpec
 
     spec = ShellSpec(command=f'sleep 30 & echo $! > {tmp_path}/child.pid; wait')

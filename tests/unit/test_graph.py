@@ -212,11 +212,6 @@ TABLE = {
     "one_failed":                  [K, R, K, R, K, R, R, W, R, W, W, R],
     "none_skipped":                [R, R, K, R, K, K, K, W, W, W, W, R],
 }
-CASES = [
-    pytest.param(rule, counts, expected, id=f"{rule}-{mix}")
-    for rule, row in TABLE.items()
-    for (mix, counts), expected in zip(MIXES.items(), row, strict=True)
-]
 
 
 def test_the_table_covers_every_rule():
@@ -224,11 +219,23 @@ def test_the_table_covers_every_rule():
     assert TRIGGER_RULES[:3] == ("all_success", "none_failed", "all_done")  # the original order
 
 
-@pytest.mark.parametrize(("rule", "counts", "expected"), CASES)
-def test_decide_counts_table(rule, counts, expected):
-    succeeded, failed, skipped, running = counts
-    total = succeeded + failed + skipped + running
-    assert decide_counts(rule, total, succeeded, failed, skipped) is expected
+def _table_cases() -> list[tuple[str, str, tuple[int, int, int, int], Decision]]:
+    """(rule, mix, counts, expected) for every cell of TABLE."""
+    return [(rule, mix, counts, expected)
+            for rule, row in TABLE.items()
+            for (mix, counts), expected in zip(MIXES.items(), row, strict=True)]
+
+
+def test_decide_counts_table():
+    # one test over the whole table (108 cells, microseconds each); a failure names every wrong cell
+    wrong = []
+    for rule, mix, counts, expected in _table_cases():
+        succeeded, failed, skipped, running = counts
+        total = succeeded + failed + skipped + running
+        got = decide_counts(rule, total, succeeded, failed, skipped)
+        if got is not expected:
+            wrong.append(f"{rule} after {mix}: expected {expected}, got {got}")
+    assert wrong == []
 
 
 # the same table through decide(), which maps states to counts: every kind of "failed"
@@ -238,9 +245,8 @@ _FAILED_STATES = [S.FAILED, S.UPSTREAM_FAILED, S.CANCELLED]
 _RUNNING_STATES = [S.RUNNING, S.QUEUED, S.UP_FOR_RETRY]
 
 
-@pytest.mark.parametrize(("rule", "counts", "expected"), CASES)
-@pytest.mark.parametrize("variant", [0, 1, 2])
-def test_decide_table_from_states(rule, counts, expected, variant):
+def _upstreams(counts: tuple[int, int, int, int], variant: int) -> tuple[list[S], list[bool]]:
+    """Upstream states (and whether each was followed) for a mix of counts, in one of 3 variants."""
     succeeded, failed, skipped, running = counts
     states: list[S] = []
     followed: list[bool] = []
@@ -257,7 +263,22 @@ def test_decide_table_from_states(rule, counts, expected, variant):
     for _ in range(running):
         states.append(_RUNNING_STATES[variant])
         followed.append(True)
-    assert decide(rule, states, followed) is expected
+    return states, followed
+
+
+def test_decide_table_from_states():
+    # 324 cases (108 cells x 3 variants) in one test; a failure names every wrong case
+    wrong = []
+    for rule, mix, counts, expected in _table_cases():
+        for variant in range(3):
+            states, followed = _upstreams(counts, variant)
+            got = decide(rule, states, followed)
+            if got is not expected:
+                wrong.append(f"{rule} after {mix} (variant {variant}: "
+                             f"{[(st.value, f) for st, f in zip(states, followed, strict=True)]}): "
+                             f"expected {expected}, got {got}")
+    assert len(_table_cases()) * 3 == 324
+    assert wrong == []
 
 
 @pytest.mark.parametrize("rule", TRIGGER_RULES)

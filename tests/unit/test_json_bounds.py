@@ -14,9 +14,9 @@ from flowkit import Flow, InvalidParamError, Param, jsonsafe
 from flowkit.cli import main
 from flowkit.config import Settings
 from flowkit.errors import ConfigError, ResultTooLarge
+from flowkit.execution.encoding import encode_result
 from flowkit.spec import resolve_params
 from flowkit.testing import InlineHarness
-from flowkit.worker import encode_result
 
 FLOW_MODULE = '''
 from flowkit import Flow, Param

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from flowkit import DagLoadError, loader
-from flowkit.loader import LoadReport, dag_files, load_folder, source_hash
+from flowkit import DagLoadError
+from flowkit.loading import loader
+from flowkit.loading.loader import LoadReport, dag_files, load_folder, source_hash
 
 DAGS = Path(__file__).resolve().parent.parent / "dags"
 MIXED = DAGS / "mixed"

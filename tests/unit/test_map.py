@@ -1,10 +1,13 @@
-"""Map steps in-process (InlineHarness over SQLite): expansion, ordered results, skips,
-failures, per-instance retries, max_parallel, pools, and a 10,000-element map."""
+"""Map steps in-process (InlineHarness over SQLite and PostgreSQL, backend_store): expansion,
+ordered results, skips, failures, per-instance retries, max_parallel, pools, and statements per
+element flat from 60 to 600 elements (10,000: tests/integration/test_map_size.py)."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -15,10 +18,11 @@ from sqlalchemy import event
 from flowkit import Flow
 from flowkit.cli import main
 from flowkit.errors import DefinitionError, UnknownStepError
+from flowkit.execution.attempt import run_attempt
 from flowkit.spec import FlowSpec, instance_name, split_instance
-from flowkit.testing import FakeClock, InlineHarness
-from flowkit.worker import run_attempt
+from flowkit.testing import FakeClock
 
+from ..store_backends import inline_harness
 from . import map_compensation_cases
 
 DAGS = str(Path(__file__).resolve().parents[1] / "dags" / "maps")
@@ -91,8 +95,8 @@ def test_map_misuse_is_a_one_line_definition_error():
 
 
 # -- running --------------------------------------------------------------------------------
-def test_downstream_gets_the_ordered_list_and_instances_get_item_and_index(sqlite_store):
-    h = InlineHarness(sqlite_store, DAGS)
+def test_downstream_gets_the_ordered_list_and_instances_get_item_and_index(backend_store):
+    h = inline_harness(backend_store, DAGS)
     run_id = h.trigger("squares", {"n": 7})
     sent: list[str] = []
     original = h.dispatcher.dispatch_many
@@ -105,140 +109,140 @@ def test_downstream_gets_the_ordered_list_and_instances_get_item_and_index(sqlit
     h.dispatcher.dispatch_many = record  # type: ignore[method-assign]
     h.runtime.dispatcher = h.dispatcher
     assert h.run_until_done(run_id) == "success"
-    results = sqlite_store.results(run_id)
+    results = backend_store.results(run_id)
     assert results["square"] == [i * i for i in range(7)]
     assert results["total"] == {"count": 7, "sum": 91, "first": [0, 1, 4]}
     assert results["square[3]"] == 9
     # Each instance is its own published task (Flower shows <flow>.square[i]).
     assert {f"square[{i}]" for i in range(7)} <= set(sent)
-    st = states(sqlite_store, run_id)
+    st = states(backend_store, run_id)
     assert st["square"] == "success" and all(st[f"square[{i}]"] == "success" for i in range(7))
-    assert sqlite_store.get_run(run_id)["steps_left"] == 0
+    assert backend_store.get_run(run_id)["steps_left"] == 0
 
 
-def test_instances_see_the_map_steps_other_upstreams_not_the_whole_list(sqlite_store):
-    h = InlineHarness(sqlite_store, DAGS)
+def test_instances_see_the_map_steps_other_upstreams_not_the_whole_list(backend_store):
+    h = inline_harness(backend_store, DAGS)
     run_id = h.trigger("with_config")
     assert h.run_until_done(run_id) == "success"
-    assert sqlite_store.results(run_id)["noted"] == [
+    assert backend_store.results(run_id)["noted"] == [
         {"item": i, "index": i, "config": {"mode": "fast"}} for i in range(3)]
 
 
-def test_an_empty_list_skips_the_map_step_and_downstream_follows_the_skip_rules(sqlite_store):
-    h = InlineHarness(sqlite_store, DAGS)
+def test_an_empty_list_skips_the_map_step_and_downstream_follows_the_skip_rules(backend_store):
+    h = inline_harness(backend_store, DAGS)
     run_id = h.trigger("empty")
     assert h.run_until_done(run_id) == "success"
-    st = states(sqlite_store, run_id)
+    st = states(backend_store, run_id)
     assert (st["square"], st["total"], st["cleanup"]) == ("skipped", "skipped", "success")
     assert not any("[" in name for name in st)
-    assert sqlite_store.last_reason(run_id, "square") == \
+    assert backend_store.last_reason(run_id, "square") == \
         'the list from "numbers" (over=) was empty: no instance to run'
 
 
-def test_a_result_that_is_not_a_list_fails_the_map_step_with_one_line(sqlite_store):
-    h = InlineHarness(sqlite_store, DAGS)
+def test_a_result_that_is_not_a_list_fails_the_map_step_with_one_line(backend_store):
+    h = inline_harness(backend_store, DAGS)
     run_id = h.trigger("wrong_type")
     assert h.run_until_done(run_id) == "failed"
-    assert states(sqlite_store, run_id)["square"] == "failed"
-    reason = sqlite_store.last_reason(run_id, "square")
+    assert states(backend_store, run_id)["square"] == "failed"
+    reason = backend_store.last_reason(run_id, "square")
     assert reason == ('flow "wrong_type" map step "square": its upstream "numbers" (over=) must '
                       'return a list, got dict; return a list from "numbers"')
     assert "\n" not in reason
-    assert [e["reason"] for e in sqlite_store.events(run_id) if e["action"] == "run_state"][-1] == \
+    assert [e["reason"] for e in backend_store.events(run_id) if e["action"] == "run_state"][-1] == \
         "failed steps: square"
 
 
-def test_an_instance_that_skips_itself_gives_null_and_the_map_step_succeeds(sqlite_store):
-    h = InlineHarness(sqlite_store, DAGS)
+def test_an_instance_that_skips_itself_gives_null_and_the_map_step_succeeds(backend_store):
+    h = inline_harness(backend_store, DAGS)
     run_id = h.trigger("skippy")
     assert h.run_until_done(run_id) == "success"
-    st = states(sqlite_store, run_id)
+    st = states(backend_store, run_id)
     assert [st[f"even[{i}]"] for i in range(4)] == ["success", "skipped", "success", "skipped"]
-    assert sqlite_store.results(run_id)["after"] == [10, None, 12, None]
+    assert backend_store.results(run_id)["after"] == [10, None, 12, None]
 
 
-def test_each_instance_is_retried_on_its_own(sqlite_store):
+def test_each_instance_is_retried_on_its_own(backend_store):
     clock = FakeClock()
-    h = InlineHarness(sqlite_store, DAGS, clock=clock)
+    h = inline_harness(backend_store, DAGS, clock=clock)
     run_id = h.trigger("retried", {"n": 4})
     assert h.run_until_done(run_id, advance=clock.advance) == "success"
     by_step: dict[str, list[str]] = {}
-    for a in sqlite_store.attempts(run_id):
+    for a in backend_store.attempts(run_id):
         by_step.setdefault(a["step"], []).append(a["state"])
     assert by_step["flaky[2]"] == ["failed", "failed", "success"]
     assert all(by_step[f"flaky[{i}]"] == ["success"] for i in (0, 1, 3))
-    assert sqlite_store.results(run_id)["flaky"][2] == {"index": 2, "attempt": 3}
+    assert backend_store.results(run_id)["flaky"][2] == {"index": 2, "attempt": 3}
 
 
-def test_a_failed_instance_fails_the_map_step_after_the_others_finish(sqlite_store):
-    h = InlineHarness(sqlite_store, DAGS)
+def test_a_failed_instance_fails_the_map_step_after_the_others_finish(backend_store):
+    h = inline_harness(backend_store, DAGS)
     run_id = h.trigger("one_fails", {"n": 4})
     assert h.run_until_done(run_id) == "failed"
-    st = states(sqlite_store, run_id)
+    st = states(backend_store, run_id)
     assert [st[f"work[{i}]"] for i in range(4)] == ["success", "failed", "success", "success"]
     assert (st["work"], st["after"], st["cleanup"]) == ("failed", "upstream_failed", "success")
-    assert sqlite_store.last_reason(run_id, "work") == "1 of 4 instance(s) failed (the first: work[1])"
-    run = sqlite_store.get_run(run_id)
+    assert backend_store.last_reason(run_id, "work") == "1 of 4 instance(s) failed (the first: work[1])"
+    run = backend_store.get_run(run_id)
     assert run["steps_left"] == 0
-    run_reason = [e["reason"] for e in sqlite_store.events(run_id) if e["action"] == "run_state"][-1]
+    run_reason = [e["reason"] for e in backend_store.events(run_id) if e["action"] == "run_state"][-1]
     assert "work" in run_reason and "work[" not in run_reason  # the map step speaks for its instances
 
 
-def test_max_parallel_is_never_exceeded(sqlite_store):
-    h = InlineHarness(sqlite_store, DAGS)
+def test_max_parallel_is_never_exceeded(backend_store):
+    h = inline_harness(backend_store, DAGS)
     run_id = h.trigger("capped_map", {"n": 12})
     peak = 0
     for _ in range(100):
         while h.dispatcher.sent:
-            peak = max(peak, in_flight(sqlite_store, run_id, "square"))
+            peak = max(peak, in_flight(backend_store, run_id, "square"))
             item = h.dispatcher.sent.pop(0)
             run_attempt(h.runtime, item.run_id, item.step.name, item.attempt)
             h.scheduler.handle(h.events.wait(0))
             h.scheduler.grant()
-        if sqlite_store.get_run(run_id)["state"] != "running":
+        if backend_store.get_run(run_id)["state"] != "running":
             break
         h.scheduler.step_once(max_wait=0)
-    assert sqlite_store.get_run(run_id)["state"] == "success"
+    assert backend_store.get_run(run_id)["state"] == "success"
     assert peak == 3
     # The same from the attempts' own times: queued (dispatched) until ended.
-    atts = [a for a in sqlite_store.attempts(run_id) if a["step"].startswith("square[")]
+    atts = [a for a in backend_store.attempts(run_id) if a["step"].startswith("square[")]
     assert len(atts) == 12
     assert most_at_once([(a["dispatched_at"], a["ended_at"]) for a in atts]) == 3
-    assert sqlite_store.results(run_id)["square"] == [i * i for i in range(12)]
+    assert backend_store.results(run_id)["square"] == [i * i for i in range(12)]
 
 
-def test_a_pool_on_a_map_step_limits_each_instance_through_the_ledger(sqlite_store):
-    sqlite_store.set_pool("mpool", 2)
-    h = InlineHarness(sqlite_store, DAGS)
+def test_a_pool_on_a_map_step_limits_each_instance_through_the_ledger(backend_store):
+    backend_store.set_pool("mpool", 2)
+    h = inline_harness(backend_store, DAGS)
     run_id = h.trigger("pooled_map", {"n": 8})
     peak_used = 0
     for _ in range(200):
         while h.dispatcher.sent:
-            peak_used = max(peak_used, sqlite_store.ledger_balance()["pool:mpool"][0])
-            assert in_flight(sqlite_store, run_id, "square") <= 2
+            peak_used = max(peak_used, backend_store.ledger_balance()["pool:mpool"][0])
+            assert in_flight(backend_store, run_id, "square") <= 2
             item = h.dispatcher.sent.pop(0)
             run_attempt(h.runtime, item.run_id, item.step.name, item.attempt)
             h.scheduler.handle(h.events.wait(0))
             h.scheduler.grant()
-        if sqlite_store.get_run(run_id)["state"] != "running":
+        if backend_store.get_run(run_id)["state"] != "running":
             break
         h.scheduler.step_once(max_wait=0)
-    assert sqlite_store.get_run(run_id)["state"] == "success"
+    assert backend_store.get_run(run_id)["state"] == "success"
     assert peak_used == 2
-    assert sqlite_store.results(run_id)["total"]["count"] == 8
-    assert_balanced(sqlite_store)
-    assert sqlite_store.ledger_balance()["pool:mpool"] == (0, 0)
+    assert backend_store.results(run_id)["total"]["count"] == 8
+    assert_balanced(backend_store)
+    assert backend_store.ledger_balance()["pool:mpool"] == (0, 0)
 
 
-def test_backpressure_holds_a_large_maps_instances_back(sqlite_store):
+def test_backpressure_holds_a_large_maps_instances_back(backend_store):
     from dataclasses import replace
 
     from flowkit.config import Settings
 
     # Given a broker queue whose high watermark is 40 messages (low 10)
-    settings = replace(Settings(database_url=sqlite_store.url), queue_high_watermark=40,
+    settings = replace(Settings(database_url=backend_store.url), queue_high_watermark=40,
                        queue_low_watermark=10)
-    h = InlineHarness(sqlite_store, DAGS, settings=settings)
+    h = inline_harness(backend_store, DAGS, settings=settings)
     run_id = h.trigger("squares", {"n": 300})
     deepest = 0
     for _ in range(500):
@@ -248,19 +252,19 @@ def test_backpressure_holds_a_large_maps_instances_back(sqlite_store):
             run_attempt(h.runtime, item.run_id, item.step.name, item.attempt)
             h.scheduler.handle(h.events.wait(0))
             h.scheduler.grant()
-        if sqlite_store.get_run(run_id)["state"] != "running":
+        if backend_store.get_run(run_id)["state"] != "running":
             break
         time.sleep(0.06)  # the harness's backpressure reads the depth every 50 ms
         h.scheduler.step_once(max_wait=0)
     # Then the 300 instances went out in waves that never filled the queue past 40
-    assert sqlite_store.get_run(run_id)["state"] == "success"
+    assert backend_store.get_run(run_id)["state"] == "success"
     assert 10 <= deepest <= 40, deepest
-    assert sqlite_store.results(run_id)["total"]["count"] == 300
+    assert backend_store.results(run_id)["total"]["count"] == 300
 
 
-def test_an_instance_lost_at_the_hard_time_limit_counts_as_failed_and_gives_back_its_slot(sqlite_store):
-    sqlite_store.set_pool("mpool", 2)
-    h = InlineHarness(sqlite_store, DAGS)
+def test_an_instance_lost_at_the_hard_time_limit_counts_as_failed_and_gives_back_its_slot(backend_store):
+    backend_store.set_pool("mpool", 2)
+    h = inline_harness(backend_store, DAGS)
     run_id = h.trigger("pooled_map", {"n": 3})
     # Run "numbers", then claim square[0] as a worker that then dies at the hard limit.
     while not any(d.step.name.startswith("square[") for d in h.dispatcher.sent):
@@ -268,24 +272,24 @@ def test_an_instance_lost_at_the_hard_time_limit_counts_as_failed_and_gives_back
         run_attempt(h.runtime, item.run_id, item.step.name, item.attempt)
         h.scheduler.handle(h.events.wait(0))
         h.scheduler.grant()
-    claim = sqlite_store.claim_attempt(run_id, "square[0]", 1, worker="doomed", lost_after=30,
+    claim = backend_store.claim_attempt(run_id, "square[0]", 1, worker="doomed", lost_after=30,
                                        max_deliveries=3)
     assert claim.outcome == "run" and claim.item == 0
-    effects = sqlite_store.fail_running_attempt(run_id, "square[0]", 1, actor="doomed", reason="killed")
+    effects = backend_store.fail_running_attempt(run_id, "square[0]", 1, actor="doomed", reason="killed")
     assert effects is not None
     h.dispatcher.sent = [d for d in h.dispatcher.sent if d.step.name != "square[0]"]
     assert h.run_until_done(run_id) == "failed"
-    st = states(sqlite_store, run_id)
+    st = states(backend_store, run_id)
     assert (st["square[0]"], st["square[1]"], st["square[2]"], st["square"]) == \
         ("failed", "success", "success", "failed")
-    assert_balanced(sqlite_store)
+    assert_balanced(backend_store)
 
 
-def test_runs_show_counts_a_large_maps_instances_and_shows_one_with_step(sqlite_store, monkeypatch):
-    h = InlineHarness(sqlite_store, DAGS)
+def test_runs_show_counts_a_large_maps_instances_and_shows_one_with_step(backend_store, monkeypatch):
+    h = inline_harness(backend_store, DAGS)
     run_id = h.trigger("squares", {"n": 25})
     assert h.run_until_done(run_id) == "success"
-    monkeypatch.setenv("FLOWKIT_DATABASE_URL", sqlite_store.url)
+    monkeypatch.setenv("FLOWKIT_DATABASE_URL", backend_store.url)
     monkeypatch.setenv("FLOWKIT_DAGS_FOLDER", DAGS)
     runner = CliRunner()
     out = runner.invoke(main, ["runs", "show", run_id]).output
@@ -327,63 +331,89 @@ def test_celery_names_each_instance_for_flower(sqlite_store):
 
 
 # -- size --------------------------------------------------------------------------------------
-def _run_counting(store, flow: str, n: int) -> tuple[int, float]:  # type: ignore[no-untyped-def]
-    h = InlineHarness(store, DAGS)
-    count = [0]
+@contextmanager
+def _counting_statements(store, count: list[int]) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Count the statements ``store`` sends. On PostgreSQL the worker's claim and finish run on
+    the driver's own connections (flowkit/store/hot.py, pg_fast.py), past SQLAlchemy's
+    events: there every psycopg execute is counted, whatever connection it is on."""
 
     def bump(*_args):  # type: ignore[no-untyped-def]
         count[0] += 1
 
-    event.listen(store.engine, "before_cursor_execute", bump)
-    started = time.perf_counter()
+    if store.is_sqlite:
+        event.listen(store.engine, "before_cursor_execute", bump)
+        try:
+            yield
+        finally:
+            event.remove(store.engine, "before_cursor_execute", bump)
+        return
+    import psycopg
+
+    real = {name: getattr(psycopg.Cursor, name) for name in ("execute", "executemany")}
+
+    def counted(name):  # type: ignore[no-untyped-def]
+        def run(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            bump()
+            return real[name](self, *args, **kwargs)
+        return run
+
+    for name in real:
+        setattr(psycopg.Cursor, name, counted(name))
     try:
+        yield
+    finally:
+        for name, fn in real.items():
+            setattr(psycopg.Cursor, name, fn)
+
+
+def _run_counting(store, flow: str, n: int) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+    h = inline_harness(store, DAGS)
+    count = [0]
+    started = time.perf_counter()
+    with _counting_statements(store, count):
         run_id = h.trigger(flow, {"n": n})
         assert h.run_until_done(run_id, max_rounds=200) == "success"
-    finally:
-        event.remove(store.engine, "before_cursor_execute", bump)
     assert store.results(run_id)["total"]["count"] == n
     return count[0], time.perf_counter() - started
 
 
-def test_statements_per_instance_do_not_grow_with_the_map(sqlite_store):
-    small, _ = _run_counting(sqlite_store, "squares", 50)
-    large, _ = _run_counting(sqlite_store, "squares", 400)
-    per_small, per_large = small / 50, large / 400
-    # What the whole run costs per element stays flat: no per-element rescans.
+def test_statements_per_instance_do_not_grow_with_the_map(backend_store):
+    small, _ = _run_counting(backend_store, "squares", 60)
+    large, _ = _run_counting(backend_store, "squares", 600)
+    per_small, per_large = small / 60, large / 600
+    # What the whole run costs per element stays flat over a tenfold size: no per-element
+    # rescans. The 10,000-element run is in tests/integration/test_map_size.py.
     assert per_large <= per_small * 1.1, (per_small, per_large)
-    assert per_large < 15
+    assert per_large < statements_per_element_bound(backend_store)
 
 
-@pytest.mark.slow
-def test_a_map_of_10000_elements_completes_within_bounded_statements(sqlite_store):
-    statements, seconds = _run_counting(sqlite_store, "squares", 10_000)
-    print(f"\n10,000-element map in-process: {seconds:.1f} s, {statements} statements "
-          f"({statements / 10_000:.1f} per element)")
-    # Measured on 2 shared vCPUs: ~12 statements and ~4-5 ms per element (the claim and
-    # finish of an ordinary step on SQLite); the bounds leave room for a loaded machine.
-    assert statements / 10_000 < 15, statements
-    assert seconds < 240, seconds
+def statements_per_element_bound(store) -> float:  # type: ignore[no-untyped-def]
+    """The bound differs by backend, legitimately: SQLite runs the generic machine, about 12
+    statements an element (BEGIN IMMEDIATE included); on PostgreSQL the fast path claims and
+    finishes an instance in one statement each (flowkit/store/pg_fast.py), about 2 an element
+    (psycopg's own BEGIN and COMMIT are not counted)."""
+    return 15 if store.is_sqlite else 4
 
 
-def test_a_map_step_marked_success_gives_downstream_its_instances_results_or_the_given_one(sqlite_store):
+def test_a_map_step_marked_success_gives_downstream_its_instances_results_or_the_given_one(backend_store):
     # Given work over [0, 1, 2] where instance 1 fails: work failed, after upstream_failed
-    h = InlineHarness(sqlite_store, DAGS)
+    h = inline_harness(backend_store, DAGS)
     run_id = h.trigger("one_fails_then_reads")
     assert h.run_until_done(run_id) == "failed"
     # When work is marked success without a result
-    h.act(sqlite_store.mark_step(run_id, "work", "success", by="ann"))
+    h.act(backend_store.mark_step(run_id, "work", "success", by="ann"))
     assert h.run_until_done(run_id) == "success"
     # Then after got the ordered list of the instances' results (null for the failed one)
-    assert sqlite_store.results(run_id)["after"] == {"got": [0, None, 2]}
+    assert backend_store.results(run_id)["after"] == {"got": [0, None, 2]}
     # And with a result given, that is what downstream gets
     again = h.trigger("one_fails_then_reads")
     assert h.run_until_done(again) == "failed"
-    h.act(sqlite_store.mark_step(again, "work", "success", by="ann", result="[7, 8, 9]"))
+    h.act(backend_store.mark_step(again, "work", "success", by="ann", result="[7, 8, 9]"))
     assert h.run_until_done(again) == "success"
-    assert sqlite_store.results(again)["after"] == {"got": [7, 8, 9]}
+    assert backend_store.results(again)["after"] == {"got": [7, 8, 9]}
 
 
-# -- compensation of map steps (the same cases run on PostgreSQL in tests/integration) ------
+# -- compensation of map steps (cases shared with tests/integration/test_map.py) ------------
 @pytest.mark.parametrize("case", map_compensation_cases.CASES, ids=lambda c: c.__name__)
-def test_compensation_of_a_map_step(sqlite_store, case):  # type: ignore[no-untyped-def]
-    case(sqlite_store)
+def test_compensation_of_a_map_step(backend_store, case):  # type: ignore[no-untyped-def]
+    case(backend_store)

@@ -1,4 +1,5 @@
-"""Operators' actions (pause, unpause, cancel, retry, mark) over the inline harness, on SQLite.
+"""Operators' actions (pause, unpause, cancel, retry, mark) over the inline harness, on SQLite
+and PostgreSQL (``backend_store``).
 
 Flows: tests/dags/operator/flows.py. Each action goes through the store's operator ops and
 ``InlineHarness.act`` (revoke, wake the scheduler), as the CLI does.
@@ -14,17 +15,18 @@ import pytest
 
 from flowkit.config import Settings
 from flowkit.errors import ActionRefused, NotFoundError
+from flowkit.execution.attempt import run_attempt
 from flowkit.states import RunState, StepState, can_transition
-from flowkit.testing import InlineHarness
-from flowkit.worker import run_attempt
+
+from ..store_backends import inline_harness
 
 DAGS = str(Path(__file__).resolve().parents[1] / "dags" / "operator")
 
 
 @pytest.fixture
-def h(sqlite_store):  # type: ignore[no-untyped-def]
-    sqlite_store.set_pool("one", 1)
-    return InlineHarness(sqlite_store, DAGS, settings=replace(Settings(database_url=sqlite_store.url)))
+def h(backend_store):  # type: ignore[no-untyped-def]
+    backend_store.set_pool("one", 1)
+    return inline_harness(backend_store, DAGS, settings=replace(Settings(database_url=backend_store.url)))
 
 
 def states(store, run_id):  # type: ignore[no-untyped-def]

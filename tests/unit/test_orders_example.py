@@ -3,7 +3,6 @@ shipping fails, approval of large orders; in-process (InlineHarness) and through
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -113,11 +112,14 @@ def test_bad_order_lines_fail_the_first_step_with_the_line_and_the_fix(sqlite_st
 
 
 def _orders_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("orders_example_under_test", ROOT / "dags" / "orders.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """dags/orders.py run as a worker runs it: with its pinned helper dags/_files.py importable
+    while it loads (and sys.path and sys.modules as they were afterwards)."""
+    from flowkit.loading.loader import exec_module_source
+    from flowkit.loading.pinned import ModuleSource
+
+    path, helper = ROOT / "dags" / "orders.py", ROOT / "dags" / "_files.py"
+    return exec_module_source(str(path), path.read_text(), modules=[
+        ModuleSource(name="_files", path=str(helper), source=helper.read_text(), package=False)])
 
 
 def test_each_write_and_each_undo_happens_once_when_delivered_twice(tmp_path):

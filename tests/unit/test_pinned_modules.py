@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from flowkit.loader import load_folder, source_hash
-from flowkit.pinned import ModuleSource, importable, version_for
+from flowkit.loading.loader import load_folder, source_hash
+from flowkit.loading.pinned import ModuleSource, importable, version_for
+from flowkit.loading.sync import sync_dags
 from flowkit.store.sql import SqlStore
-from flowkit.sync import sync_dags
 from flowkit.testing import InlineHarness
 
 FLOW = '''

@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import update
 
 from flowkit.errors import ConfigError, StoreUnavailable
+from flowkit.execution.attempt import run_attempt
 from flowkit.scheduler.lease import SqliteLease
 from flowkit.store import tables as t
 from flowkit.testing import InlineHarness
-from flowkit.worker import run_attempt
 
 DAGS = str(Path(__file__).resolve().parents[1] / "dags" / "reliability")
 ENGINE_DAGS = str(Path(__file__).resolve().parents[1] / "dags" / "engine")
@@ -84,7 +84,7 @@ def test_a_database_outage_while_recording_is_retried_until_it_answers(sqlite_st
         return real(*args, **kwargs)
 
     monkeypatch.setattr(sqlite_store, "finish_attempt", flaky)
-    monkeypatch.setattr("flowkit.worker.time.sleep", lambda _s: None)
+    monkeypatch.setattr("flowkit.execution.runtime.time.sleep", lambda _s: None)
     item = h.dispatcher.sent.pop(0)
     # When the step finishes, the outcome is recorded once the store answers
     assert run_attempt(h.runtime, item.run_id, item.step.name, item.attempt) == "success"
@@ -100,8 +100,8 @@ def test_a_refused_hot_connection_is_a_store_error_the_worker_retries(monkeypatc
 
     from sqlalchemy.exc import DBAPIError
 
+    from flowkit.execution.runtime import until_stored
     from flowkit.store.sql import SqlStore
-    from flowkit.worker import _until_stored
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -114,11 +114,11 @@ def test_a_refused_hot_connection_is_a_store_error_the_worker_retries(monkeypatc
         with store.hot_claims.connection():
             pass
 
-    monkeypatch.setattr("flowkit.worker.time.sleep", lambda _s: None)
+    monkeypatch.setattr("flowkit.execution.runtime.time.sleep", lambda _s: None)
     # When the connection is refused, the error is SQLAlchemy's, marked as a lost
     # connection, and the retry loop retries it until it gives up
     with pytest.raises(DBAPIError) as raised:
-        _until_stored("claiming (test)", claim, give_up_after=0.2)
+        until_stored("claiming (test)", claim, give_up_after=0.2)
     assert raised.value.connection_invalidated and len(calls) > 1
 
 
@@ -168,14 +168,14 @@ def test_a_second_scheduler_on_one_sqlite_file_is_refused(sqlite_store):
 
 def test_the_dags_refresh_never_blocks_the_scheduler(sqlite_store, monkeypatch):
     # Given a dags folder whose import hangs
-    from flowkit import cli
+    from flowkit.cli import daemons
     from flowkit.config import Settings
 
     release = threading.Event()
-    monkeypatch.setattr("flowkit.sync.sync_dags", lambda *a, **k: release.wait(10))
+    monkeypatch.setattr("flowkit.loading.sync.sync_dags", lambda *a, **k: release.wait(10))
     stop = threading.Event()
     started = time.monotonic()
-    thread = cli._refresh_dags_in_background(Settings(database_url=sqlite_store.url), sqlite_store, stop)
+    thread = daemons.refresh_dags_in_background(Settings(database_url=sqlite_store.url), sqlite_store, stop)
     # Then the caller (the scheduler's loop) goes on at once
     assert time.monotonic() - started < 0.5
     assert thread.is_alive()
@@ -208,7 +208,7 @@ def test_steps_a_worker_queued_and_froze_before_publishing_are_published_again(s
     root = h.dispatcher.sent.pop(0)
     # Given the root's worker committed its finish (queuing the 40 members itself) and froze
     # before publishing any of them
-    monkeypatch.setattr("flowkit.worker._publish", lambda rt, items: [])
+    monkeypatch.setattr("flowkit.execution.attempt._publish", lambda rt, items: [])
     run_attempt(h.runtime, run_id, "root", root.attempt)
     monkeypatch.undo()
     queued = [a for a in sqlite_store.attempts(run_id) if a["state"] == "queued"]

@@ -29,7 +29,7 @@ from click.testing import CliRunner
 from sqlalchemy import update
 
 from flowkit import render as rd
-from flowkit.render.common import _POOL_BADGE
+from flowkit.render.common import POOL_BADGE
 from flowkit.spec import FlowSpec, RetryPolicy, StepSpec
 from flowkit.states import AttemptState, RunState, StepState
 from flowkit.store import tables as t
@@ -228,7 +228,7 @@ def test_kinds_pools_and_triggers_are_drawn_distinctly() -> None:
              for ln in dot.splitlines() if re.match(r'^  "[a-z_]+" \[', ln)}
     assert shape == {"start": "box", "choose": "diamond", "fan": "box3d", "sign_off": "octagon",
                      "wait_file": "ellipse", "load": "box", "odd": "box"}
-    assert "pool db" in dot and _POOL_BADGE in dot
+    assert "pool db" in dot and POOL_BADGE in dot
     assert "kind quantum" in dot  # an unknown kind is named, drawn dotted
     assert re.search(r'"odd" \[[^\n]*style="filled,dotted"', dot)
     assert re.search(r'"sign_off" -> "load" \[.*style="dashed"', dot)  # none_failed

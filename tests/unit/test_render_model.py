@@ -11,10 +11,10 @@ from xml.etree import ElementTree
 import pytest
 
 from flowkit import render as rd
+from flowkit.execution.attempt import run_attempt
 from flowkit.store import approvals
 from flowkit.store.sql import SqlStore
 from flowkit.testing import InlineHarness
-from flowkit.worker import run_attempt
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = str(ROOT / "tests" / "dags" / "render")

@@ -1,4 +1,5 @@
-"""Compensation (saga) and approval steps, in-process on SQLite (InlineHarness)."""
+"""Compensation (saga) and approval steps, in-process on SQLite and PostgreSQL (InlineHarness
+over backend_store)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 from flowkit import Flow
 from flowkit.errors import ApprovalError, DefinitionError, NotFoundError
 from flowkit.store import approvals
-from flowkit.testing import FakeClock, InlineHarness
+from flowkit.testing import FakeClock
 
+from ..store_backends import inline_harness, sync_cached
 from . import saga_retry_cases
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,79 +36,79 @@ def span(store, run_id, step):  # type: ignore[no-untyped-def]
 # -- compensation ---------------------------------------------------------------------------
 
 
-def test_failed_run_compensates_succeeded_steps_in_reverse_order(sqlite_store):
+def test_failed_run_compensates_succeeded_steps_in_reverse_order(backend_store):
     # Given reserve -> charge -> ship (fails), reserve -> notify, charge -> audit
-    h = InlineHarness(sqlite_store, SAGA_DAGS)
+    h = inline_harness(backend_store, SAGA_DAGS)
     run_id = h.trigger("saga_fail")
     # When the run is worked to the end
     assert h.run_until_done(run_id) == "failed"
-    st = states(sqlite_store, run_id)
+    st = states(backend_store, run_id)
     # Then the succeeded steps with compensate= were undone, the failed one was not
     assert st["ship"] == "failed"
     assert {st[n] for n in ("reserve:compensate", "charge:compensate", "notify:compensate")} == {"success"}
     assert "ship:compensate" not in st and "audit:compensate" not in st
     # ... each after the compensations of the succeeded steps downstream of it
-    reserve_start, _ = span(sqlite_store, run_id, "reserve:compensate")
+    reserve_start, _ = span(backend_store, run_id, "reserve:compensate")
     for later in ("charge:compensate", "notify:compensate"):
-        assert span(sqlite_store, run_id, later)[1] <= reserve_start
+        assert span(backend_store, run_id, later)[1] <= reserve_start
     # ... each got the original step's result
-    results = sqlite_store.results(run_id)
+    results = backend_store.results(run_id)
     assert results["charge:compensate"] == {"undid": "charge", "result": {"made": "charge"}}
     # ... and the run records the outcome, in its column and its audit reason
-    run = sqlite_store.get_run(run_id)
+    run = backend_store.get_run(run_id)
     assert (run["state"], run["outcome"]) == ("failed", "compensated")
-    ended = [e for e in sqlite_store.events(run_id) if e["action"] == "run_state" and e["new_state"] == "failed"]
+    ended = [e for e in backend_store.events(run_id) if e["action"] == "run_state" and e["new_state"] == "failed"]
     assert ended and "failed steps: ship; compensated: " in ended[-1]["reason"]
-    started = [e for e in sqlite_store.events(run_id) if e["action"] == "compensation_started"]
+    started = [e for e in backend_store.events(run_id) if e["action"] == "compensation_started"]
     assert len(started) == 1 and "charge:compensate" in started[0]["reason"]
-    assert sqlite_store.ledger_balance() == {k: (0, 0) for k in sqlite_store.ledger_balance()}
+    assert backend_store.ledger_balance() == {k: (0, 0) for k in backend_store.ledger_balance()}
 
 
-def test_failing_compensation_is_visible_and_the_others_still_run(sqlite_store):
+def test_failing_compensation_is_visible_and_the_others_still_run(backend_store):
     # Given first -> second (its compensation always fails) -> third (fails)
-    h = InlineHarness(sqlite_store, SAGA_DAGS)
+    h = inline_harness(backend_store, SAGA_DAGS)
     run_id = h.trigger("saga_comp_fails")
     assert h.run_until_done(run_id) == "failed"
-    st = states(sqlite_store, run_id)
+    st = states(backend_store, run_id)
     # Then second's compensation failed, and first's still ran after it
     assert st["second:compensate"] == "failed"
     assert st["first:compensate"] == "success"
-    assert span(sqlite_store, run_id, "second:compensate")[1] <= span(sqlite_store, run_id, "first:compensate")[0]
-    assert "cannot release the hold" in attempts_of(sqlite_store, run_id, "second:compensate")[-1]["error"]
-    run = sqlite_store.get_run(run_id)
+    assert span(backend_store, run_id, "second:compensate")[1] <= span(backend_store, run_id, "first:compensate")[0]
+    assert "cannot release the hold" in attempts_of(backend_store, run_id, "second:compensate")[-1]["error"]
+    run = backend_store.get_run(run_id)
     assert run["outcome"] == "compensation failed"
-    reason = [e for e in sqlite_store.events(run_id) if e["action"] == "run_state"][-1]["reason"]
+    reason = [e for e in backend_store.events(run_id) if e["action"] == "run_state"][-1]["reason"]
     assert "compensation failed: second:compensate" in reason and "first:compensate" in reason
 
 
-def test_successful_run_runs_no_compensation(sqlite_store):
-    h = InlineHarness(sqlite_store, SAGA_DAGS)
+def test_successful_run_runs_no_compensation(backend_store):
+    h = inline_harness(backend_store, SAGA_DAGS)
     run_id = h.trigger("saga_ok")
     assert h.run_until_done(run_id) == "success"
-    assert not [s for s in states(sqlite_store, run_id) if s.endswith(":compensate")]
-    assert sqlite_store.get_run(run_id)["outcome"] is None
+    assert not [s for s in states(backend_store, run_id) if s.endswith(":compensate")]
+    assert backend_store.get_run(run_id)["outcome"] is None
 
 
-def test_compensation_retries_like_its_step(sqlite_store):
+def test_compensation_retries_like_its_step(backend_store):
     # Given a step with retries=1 whose compensation fails on its first attempt
     clock = FakeClock()
-    h = InlineHarness(sqlite_store, SAGA_DAGS, clock=clock)
+    h = inline_harness(backend_store, SAGA_DAGS, clock=clock)
     run_id = h.trigger("saga_comp_retries")
     assert h.run_until_done(run_id, advance=clock.advance) == "failed"
     # Then the compensation was retried and succeeded
-    atts = attempts_of(sqlite_store, run_id, "refundable:compensate")
+    atts = attempts_of(backend_store, run_id, "refundable:compensate")
     assert [a["state"] for a in atts] == ["failed", "success"]
-    assert sqlite_store.get_run(run_id)["outcome"] == "compensated"
+    assert backend_store.get_run(run_id)["outcome"] == "compensated"
 
 
-def test_failed_run_with_nothing_to_undo_has_no_outcome(sqlite_store):
+def test_failed_run_with_nothing_to_undo_has_no_outcome(backend_store):
     # Given a run whose only compensated step is the one that fails
-    h = InlineHarness(sqlite_store, SAGA_DAGS)
+    h = inline_harness(backend_store, SAGA_DAGS)
     run_id = h.trigger("saga_nothing")
     assert h.run_until_done(run_id) == "failed"
     # Then nothing is compensated (a step that did not succeed has nothing to undo)
-    assert set(states(sqlite_store, run_id)) == {"only"}
-    assert sqlite_store.get_run(run_id)["outcome"] is None
+    assert set(states(backend_store, run_id)) == {"only"}
+    assert backend_store.get_run(run_id)["outcome"] is None
 
 
 def test_builder_checks_compensate():
@@ -150,70 +152,70 @@ def _waiting(h, flow):  # type: ignore[no-untyped-def]
     return run_id
 
 
-def test_approval_approved_lets_downstream_run(sqlite_store):
-    h = InlineHarness(sqlite_store, SAGA_DAGS)
+def test_approval_approved_lets_downstream_run(backend_store):
+    h = inline_harness(backend_store, SAGA_DAGS)
     run_id = _waiting(h, "approve_me")
     # When someone approves it
-    approvals.decide(sqlite_store, run_id, "sign_off", approve=True, by="alice", reason="looks right")
+    approvals.decide(backend_store, run_id, "sign_off", approve=True, by="alice", reason="looks right")
     h.scheduler.handle([{"type": "approval_decided", "run_id": run_id}])
     h.scheduler.grant()
     # Then the downstream step runs and the run succeeds
     assert h.run_until_done(run_id) == "success"
-    assert sqlite_store.results(run_id)["sign_off"]["by"] == "alice"
-    att = attempts_of(sqlite_store, run_id, "sign_off")
+    assert backend_store.results(run_id)["sign_off"]["by"] == "alice"
+    att = attempts_of(backend_store, run_id, "sign_off")
     assert [(a["state"], a["worker"]) for a in att] == [("success", "alice")]
-    decided = [e for e in sqlite_store.events(run_id) if e["action"] == "approved"]
+    decided = [e for e in backend_store.events(run_id) if e["action"] == "approved"]
     assert [(e["actor"], e["reason"]) for e in decided] == [("alice", "approved by alice: looks right")]
 
 
-def test_approval_rejected_fails_downstream_and_compensates(sqlite_store):
-    h = InlineHarness(sqlite_store, SAGA_DAGS)
+def test_approval_rejected_fails_downstream_and_compensates(backend_store):
+    h = inline_harness(backend_store, SAGA_DAGS)
     run_id = _waiting(h, "approve_me")
-    approvals.decide(sqlite_store, run_id, "sign_off", approve=False, by="bob", reason="wrong totals")
+    approvals.decide(backend_store, run_id, "sign_off", approve=False, by="bob", reason="wrong totals")
     h.scheduler.handle([{"type": "approval_decided", "run_id": run_id}])
     assert h.run_until_done(run_id) == "failed"
-    st = states(sqlite_store, run_id)
+    st = states(backend_store, run_id)
     assert (st["sign_off"], st["publish"], st["prepare:compensate"]) == ("failed", "upstream_failed", "success")
-    assert sqlite_store.get_run(run_id)["outcome"] == "compensated"
-    assert attempts_of(sqlite_store, run_id, "sign_off")[0]["error"] == "rejected by bob: wrong totals"
+    assert backend_store.get_run(run_id)["outcome"] == "compensated"
+    assert attempts_of(backend_store, run_id, "sign_off")[0]["error"] == "rejected by bob: wrong totals"
 
 
-def test_approval_timeout_rejects_by_default(sqlite_store):
+def test_approval_timeout_rejects_by_default(backend_store):
     clock = FakeClock()
-    h = InlineHarness(sqlite_store, SAGA_DAGS, clock=clock)
+    h = inline_harness(backend_store, SAGA_DAGS, clock=clock)
     run_id = _waiting(h, "approve_times_out")
     # When 10 s pass with no decision (the harness jumps the fake clock to the deadline)
     assert h.run_until_done(run_id, advance=clock.advance) == "failed"
-    assert states(sqlite_store, run_id)["sign_off"] == "failed"
-    decided = [e for e in sqlite_store.events(run_id) if e["action"] == "rejected"]
+    assert states(backend_store, run_id)["sign_off"] == "failed"
+    decided = [e for e in backend_store.events(run_id) if e["action"] == "rejected"]
     assert decided[0]["actor"] == "timeout" and "no decision within 10 s" in decided[0]["reason"]
 
 
-def test_approval_timeout_can_approve(sqlite_store):
+def test_approval_timeout_can_approve(backend_store):
     clock = FakeClock()
-    h = InlineHarness(sqlite_store, SAGA_DAGS, clock=clock)
+    h = inline_harness(backend_store, SAGA_DAGS, clock=clock)
     run_id = _waiting(h, "approve_times_out_yes")
     assert h.run_until_done(run_id, advance=clock.advance) == "success"
-    assert sqlite_store.results(run_id)["sign_off"]["by"] == "timeout"
+    assert backend_store.results(run_id)["sign_off"]["by"] == "timeout"
 
 
-def test_deciding_twice_or_a_step_not_waiting_says_what_state_it_is_in(sqlite_store):
-    h = InlineHarness(sqlite_store, SAGA_DAGS)
+def test_deciding_twice_or_a_step_not_waiting_says_what_state_it_is_in(backend_store):
+    h = inline_harness(backend_store, SAGA_DAGS)
     run_id = _waiting(h, "approve_me")
-    approvals.decide(sqlite_store, run_id, "sign_off", approve=True, by="alice")
+    approvals.decide(backend_store, run_id, "sign_off", approve=True, by="alice")
     with pytest.raises(ApprovalError, match=r'step "sign_off" of run .* is success \(approved by alice\), '
                                             r"not awaiting approval"):
-        approvals.decide(sqlite_store, run_id, "sign_off", approve=False, by="bob")
+        approvals.decide(backend_store, run_id, "sign_off", approve=False, by="bob")
     with pytest.raises(ApprovalError, match='step "prepare" .* is a task step, not an approval'):
-        approvals.decide(sqlite_store, run_id, "prepare", approve=True, by="bob")
+        approvals.decide(backend_store, run_id, "prepare", approve=True, by="bob")
     with pytest.raises(NotFoundError, match='has no step "sign_of"; its approval steps are: sign_off'):
-        approvals.decide(sqlite_store, run_id, "sign_of", approve=True, by="bob")
+        approvals.decide(backend_store, run_id, "sign_of", approve=True, by="bob")
     with pytest.raises(NotFoundError, match="no run with id 'nope'"):
-        approvals.decide(sqlite_store, "nope", "sign_off", approve=True, by="bob")
+        approvals.decide(backend_store, "nope", "sign_off", approve=True, by="bob")
     # A pending approval (its upstream still running) is not awaiting a decision either
     other = h.trigger("approve_me")
     with pytest.raises(ApprovalError, match="is pending, not awaiting approval"):
-        approvals.decide(sqlite_store, other, "sign_off", approve=True, by="bob")
+        approvals.decide(backend_store, other, "sign_off", approve=True, by="bob")
 
 
 def test_builder_checks_approval_options():
@@ -232,16 +234,12 @@ def test_builder_checks_approval_options():
 # -- stored before this feature ---------------------------------------------------------------
 
 
-def test_a_run_stored_before_migration_0003_still_runs_and_compensates(tmp_path):
+def test_a_run_stored_before_migration_0003_still_runs_and_compensates(backend_store):
     from alembic import command
 
-    from flowkit.store.sql import SqlStore
-    from flowkit.sync import sync_dags
-
     # Given a queued run in a store taken back to schema 0002 (the columns added since dropped)
-    store = SqlStore(f"sqlite:///{tmp_path / 'old.db'}")
-    store.upgrade()
-    sync_dags(store, SAGA_DAGS)
+    store = backend_store
+    sync_cached(store, SAGA_DAGS)
     run_id = store.create_run(store.flow_spec("saga_fail"), {}, actor="old")
     store.dispose()
     with store.engine.connect() as conn:
@@ -250,12 +248,11 @@ def test_a_run_stored_before_migration_0003_still_runs_and_compensates(tmp_path)
     store.dispose()
     # When the store is migrated and the run is worked
     store.upgrade()
-    h = InlineHarness(store, SAGA_DAGS)
+    h = inline_harness(store, SAGA_DAGS)
     h.scheduler.start_run(run_id)
     # Then it runs as a new one would
     assert h.run_until_done(run_id) == "failed"
     assert store.get_run(run_id)["outcome"] == "compensated"
-    store.dispose()
 
 
 def test_a_spec_stored_before_compensations_and_approvals_loads():
@@ -276,29 +273,29 @@ def test_a_spec_stored_before_compensations_and_approvals_loads():
     assert spec.kinds == {"task"}
 
 
-def test_a_compensation_holds_its_steps_pool_and_lock_and_gives_them_back(sqlite_store):
-    sqlite_store.set_pool("rooms", 1)
-    h = InlineHarness(sqlite_store, SAGA_DAGS)
+def test_a_compensation_holds_its_steps_pool_and_lock_and_gives_them_back(backend_store):
+    backend_store.set_pool("rooms", 1)
+    h = inline_harness(backend_store, SAGA_DAGS)
     run_id = h.trigger("saga_pool")
     assert h.run_until_done(run_id) == "failed"
-    (att,) = attempts_of(sqlite_store, run_id, "booked:compensate")
+    (att,) = attempts_of(backend_store, run_id, "booked:compensate")
     assert att["state"] == "success" and "pool:rooms" in att["holds"] and "lock:calendar" in att["holds"]
-    assert all(pair == (0, 0) for pair in sqlite_store.ledger_balance().values())
+    assert all(pair == (0, 0) for pair in backend_store.ledger_balance().values())
 
 
-# -- retrying a compensated run (the same cases run on PostgreSQL in tests/integration) ------
+# -- retrying a compensated run (cases shared with tests/integration/test_saga_approvals.py) -
 @pytest.mark.parametrize("case", saga_retry_cases.CASES, ids=lambda c: c.__name__)
-def test_retry_of_a_compensated_run(sqlite_store, tmp_path, case):  # type: ignore[no-untyped-def]
-    case(sqlite_store, tmp_path)
+def test_retry_of_a_compensated_run(backend_store, tmp_path, case):  # type: ignore[no-untyped-def]
+    case(backend_store, tmp_path)
 
 
-def test_a_compensation_runs_its_function_not_the_shell_command_or_check_of_its_step(sqlite_store):
+def test_a_compensation_runs_its_function_not_the_shell_command_or_check_of_its_step(backend_store):
     # Given a shell step and a step with success_when=, each with compensate=, then a failure
-    h = InlineHarness(sqlite_store, SAGA_DAGS)
+    h = inline_harness(backend_store, SAGA_DAGS)
     run_id = h.trigger("saga_shell")
     assert h.run_until_done(run_id) == "failed"
     # Then each compensation ran its own function (not the command, not the step's check)
-    results = sqlite_store.results(run_id)
+    results = backend_store.results(run_id)
     assert results["touch:compensate"]["undid"] == "touch"
     assert results["checked:compensate"] == {"undid": "checked", "result": {"made": "checked"}}
-    assert sqlite_store.get_run(run_id)["outcome"] == "compensated"
+    assert backend_store.get_run(run_id)["outcome"] == "compensated"

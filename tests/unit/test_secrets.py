@@ -367,8 +367,8 @@ flow = Flow("paged", on_failure=page).step("boom", boom)
 
 def test_a_failed_callback_is_stored_masked_in_a_process_that_never_read_the_secret(
         sqlite_store, tmp_path, monkeypatch):
-    from flowkit.callbacks import run_callback
-    from flowkit.worker import run_attempt
+    from flowkit.execution.attempt import run_attempt
+    from flowkit.execution.callbacks import run_callback
 
     folder = tmp_path / "cdags"
     folder.mkdir()

@@ -13,10 +13,10 @@ from sqlalchemy import insert, update
 
 from flowkit import DefinitionError, Flow, InvalidParamError, Param, jsonsafe
 from flowkit.cli import main
+from flowkit.execution.encoding import encode_result
 from flowkit.spec import resolve_params
 from flowkit.store import tables as t
 from flowkit.testing import InlineHarness
-from flowkit.worker import encode_result
 
 NAN, INF = float("nan"), float("inf")
 

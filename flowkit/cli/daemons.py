@@ -1,0 +1,160 @@
+"""The daemons: ``flowkit scheduler``, ``flowkit worker`` and ``flowkit flower``, and the
+scheduler as ``flowkit dev`` builds it too."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..config import Settings, redact
+from ..connectivity import wait_for_services
+from .common import friendly_errors, open_store, settings_of
+
+if TYPE_CHECKING:
+    from ..scheduler.loop import Scheduler
+    from ..spec import FlowSpec
+    from ..store.sql import SqlStore
+
+log = logging.getLogger(__name__)
+
+
+def make_scheduler(settings: Settings, store: SqlStore, app: Any, lease: Any = None) -> Scheduler:
+    from ..dispatch.base import Backpressure
+    from ..dispatch.celery import CeleryDispatcher
+    from ..dispatch.events import BrokerEvents
+    from ..scheduler.loop import Scheduler
+
+    dispatcher = CeleryDispatcher(app, settings)
+    backpressure = Backpressure(dispatcher.queue_depth, high=settings.queue_high_watermark,
+                                low=settings.queue_low_watermark)
+    return Scheduler(
+        store, dispatcher, BrokerEvents(app, settings.events_queue), lease=lease,
+        sweep_seconds=settings.sweep_seconds, queued_lease_seconds=settings.queued_lease_seconds,
+        lost_after_seconds=settings.lost_after_seconds, global_cap=settings.max_in_flight or None,
+        backpressure=backpressure,
+    )
+
+
+def refresh_dags_in_background(settings: Settings, store: SqlStore, stop: threading.Event) -> threading.Thread:
+    """Re-read the dags folder in a thread of its own: a slow or hanging module import never
+    holds up the scheduler's loop (imports run in subprocesses with a timeout anyway)."""
+    from ..loading.sync import sync_dags
+
+    def loop() -> None:
+        while True:
+            try:
+                sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
+                store.sync_flow_caps(f for f in active_specs(store))
+            except Exception as exc:  # the next refresh tries again
+                log.warning("dags: refresh failed: %s", exc)
+            if stop.wait(settings.dag_refresh_seconds):
+                return
+
+    thread = threading.Thread(target=loop, name="flowkit-dags-refresh", daemon=True)
+    thread.start()
+    return thread
+
+
+def active_specs(store: SqlStore) -> list[FlowSpec]:
+    return [store.flow_spec(f["name"], f["version"]) for f in store.list_flows()]
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+WAIT_OPTION = click.option(
+    "--wait-for-services", "wait_seconds", type=click.FloatRange(0), default=None, metavar="SECONDS",
+    help="At startup, retry an unreachable database or broker for this long (default: until it "
+         "answers). A malformed URL, unknown host or refused password fails at once.")
+
+
+def wait_until_reachable(settings: Settings, what: str, *, database: bool = True, broker: bool = True,
+                       stop: threading.Event | None = None, wait_seconds: float | None = None) -> None:
+    """Block until the services answer (one log line per retry); exit 1 on what cannot work."""
+    with friendly_errors():
+        wait_for_services(settings, what=what, database=database, broker=broker, stop=stop,
+                          give_up_after_seconds=wait_seconds, logger=log)
+
+
+@click.command()
+@WAIT_OPTION
+@click.pass_context
+def scheduler(ctx: click.Context, wait_seconds: float | None) -> None:
+    """Run the scheduler daemon (on PostgreSQL several: one active, the others stand by;
+    SQLite runs exactly one)."""
+    from ..execution.celery_app import make_app
+
+    settings = settings_of(ctx)
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger("flowkit").setLevel(logging.INFO)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    wait_until_reachable(settings, "scheduler", stop=stop, wait_seconds=wait_seconds)
+    with friendly_errors():
+        store = open_store(settings)
+        app = make_app(settings)
+        from ..scheduler.lease import lease_for
+
+        sched = make_scheduler(settings, store, app)
+        # The lease fences every write of this store from now on (PostgreSQL).
+        sched.lease = lease_for(store, sched.actor, duration_seconds=settings.scheduler_lease_seconds,
+                                renew_seconds=settings.scheduler_lease_renew_seconds)
+        if store.is_sqlite:
+            sched.lease.acquire()  # refuses, in one line, a second scheduler on the same SQLite file
+    log.info("scheduler: store %s, broker %s, dags %s", redact(settings.database_url),
+             redact(settings.broker_url), settings.dags_folder)
+    refresh_dags_in_background(settings, store, stop)
+    sched.run_forever(stop)
+    log.info("scheduler: stopped")
+
+
+@click.command()
+@click.option("-Q", "--queues", default=None, help="Comma-separated queues (default: flowkit).")
+@click.option("-c", "--concurrency", type=click.IntRange(1, 512), default=None,
+              help="Processes (default FLOWKIT_WORKER_CONCURRENCY).")
+@click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork",
+              show_default=True)
+@click.option("-n", "--hostname", default=None, help="Worker name (Celery -n).")
+@WAIT_OPTION
+@click.pass_context
+def worker(ctx: click.Context, queues: str | None, concurrency: int | None, pool: str,
+           hostname: str | None, wait_seconds: float | None) -> None:
+    """Run a worker daemon that executes step attempts."""
+    from ..execution.celery_app import make_app
+
+    settings = settings_of(ctx)
+    wait_until_reachable(settings, "worker", wait_seconds=wait_seconds)
+    with friendly_errors():
+        open_store(settings)  # fail now, with a clear message, if the store is not ready
+    app = make_app(settings)
+    app.flowkit_settings = settings
+    argv = ["worker", f"--pool={pool}", f"--concurrency={concurrency or settings.worker_concurrency}",
+            f"--queues={queues or settings.default_queue}", "--loglevel=INFO", "-E",
+            "--without-gossip", "--without-mingle"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    app.worker_main(argv)
+
+
+@click.command()
+@click.option("--port", default=5555, show_default=True, type=click.IntRange(1, 65535))
+@WAIT_OPTION
+@click.pass_context
+def flower(ctx: click.Context, port: int, wait_seconds: float | None) -> None:
+    """Run Flower on the broker: live task activity, named <flow>.<step>."""
+    from ..execution.celery_app import make_app
+
+    settings = settings_of(ctx)
+    wait_until_reachable(settings, "flower", database=False, wait_seconds=wait_seconds)
+    app = make_app(settings)
+    app.start(argv=["flower", f"--port={port}"])
+
