@@ -66,10 +66,6 @@ class Backpressure:
                 g.depth, g.sent, g.read_at = 0, 0, now
         return g
 
-    def estimate(self, queue: str) -> int:
-        g = self._gauge(queue)
-        return g.depth + g.sent
-
     def allow(self, queue: str, n: int = 1) -> bool:
         """Whether ``n`` more messages may go to ``queue`` now (and count them if so)."""
         if self.high <= 0:

@@ -9,12 +9,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..config import Settings, redact
+from .amqp_batch import BufferedWrites
 from .base import Dispatch
 
 log = logging.getLogger(__name__)
 
-#: Messages published per pipelined round trip (Redis; other brokers publish one by one).
+#: Messages published per round trip (a Redis pipeline, one socket write on RabbitMQ).
 PUBLISH_BATCH = 500
+#: Retries of each publish and of a batch's queue declaration.
+PUBLISH_RETRY: dict[str, Any] = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5}
 #: The first batch is small and each next one 4x larger, up to PUBLISH_BATCH: a worker
 #: idles until the first flush, and building 500 messages takes about 0.1 s.
 FIRST_BATCH = 16
@@ -76,14 +79,14 @@ class CeleryDispatcher:
         return options
 
     def dispatch_callbacks(self, items: list[Any]) -> None:
-        """Publish ``flowkit.callback`` tasks (see flowkit.callbacks); raises on failure."""
+        """Publish ``flowkit.callback`` tasks (see flowkit.execution.callbacks); raises on failure."""
         from .callbacks import send_with_celery
 
         send_with_celery(self.app, self.settings.default_queue, items)
     def revoke(self, task_ids: list[str]) -> dict[str, str]:
         """Stop these attempts (an operator cancelled them). Every worker drops their queued
         messages; the worker running one stops what its pool allows and says what it did
-        (:func:`flowkit.worker.stop_cancelled`). Returns those answers, per task id.
+        (:func:`flowkit.execution.cancel.stop_cancelled`). Returns those answers, per task id.
 
         Celery's own ``terminate=True`` is not used: on the threads and solo pools it only
         logs a NotImplementedError, and it knows nothing of a shell step's process group."""
@@ -102,11 +105,13 @@ class CeleryDispatcher:
     def dispatch_many(self, items: Iterable[Dispatch]) -> list[Dispatch]:
         """Publish ``items``; returns those not published (kept queued in SQL, sent again).
 
-        On Redis the messages go out in pipelined batches (kombu's ``Producer.batch``): one
-        round trip per batch instead of one per message, which was the scheduler's largest
-        cost when a fan-out made thousands of steps ready. A batch whose flush fails counts
-        as unpublished as a whole; a message of it that did go out arrives twice, and the
-        second delivery finds its attempt claimed and is dropped.
+        The messages go out in batches: on Redis pipelined (kombu's ``Producer.batch``), on
+        RabbitMQ written to the socket at once (:class:`~flowkit.dispatch.amqp_batch.
+        BufferedWrites`): one round trip per batch instead of one per message, which was the
+        scheduler's largest cost when a fan-out made thousands of steps ready. The batch's
+        queues are declared once before it, not once per message. A batch whose flush fails
+        counts as unpublished as a whole; a message of it that did go out arrives twice, and
+        the second delivery finds its attempt claimed and is dropped.
         """
         items = list(items)
         if not items:
@@ -117,10 +122,9 @@ class CeleryDispatcher:
                 while start < len(items):
                     chunk = items[start:start + size]
                     try:
-                        batch = producer.batch(max_size=len(chunk)) if hasattr(producer, "batch") \
-                            else contextlib.nullcontext()
-                        with batch:
-                            sent = self._send_each(producer, chunk)
+                        declared = self._declare(producer, chunk)
+                        with self._batch(producer, len(chunk)):
+                            sent = self._send_each(producer, chunk, declared)
                     except Exception as exc:  # the batch's flush: the broker went away
                         log.error("dispatch: publishing %s attempt(s) to %s failed (%s); they stay "
                                   "queued and are published again", len(chunk),
@@ -135,23 +139,44 @@ class CeleryDispatcher:
             return items
         return []
 
-    def _send_each(self, producer: Any, items: list[Dispatch]) -> int:
-        """Send ``items`` in order on ``producer``; returns how many were sent before one failed."""
+    def _batch(self, producer: Any, size: int) -> contextlib.AbstractContextManager[Any]:
+        """What holds a batch's publishes until it ends (see :meth:`dispatch_many`)."""
+        if self._redis:
+            return producer.batch(max_size=size) if hasattr(producer, "batch") else contextlib.nullcontext()
+        return BufferedWrites(producer)
+
+    def _declare(self, producer: Any, items: list[Dispatch]) -> set[str]:
+        """Declare the queues of ``items`` once for their batch (kombu remembers what it
+        declared on a connection; Celery would otherwise ask it again for every message).
+        Returns the queue names declared; raises if the broker cannot be reached."""
+        declare = getattr(producer, "maybe_declare", None)
+        if declare is None:  # not a kombu producer: Celery declares per message
+            return set()
+        names = {self.queue_for(item) for item in items}
+        for name in sorted(names):
+            declare(self.app.amqp.queues[name], retry=True, **PUBLISH_RETRY)
+        return names
+
+    def _send_each(self, producer: Any, items: list[Dispatch], declared: set[str] | None = None) -> int:
+        """Send ``items`` in order on ``producer``; returns how many were sent before one failed.
+        A queue in ``declared`` was declared for this batch, and is not declared again per message."""
         from .task_names import EXECUTE_TASK
 
         for i, item in enumerate(items):
+            queue = self.queue_for(item)
             try:
                 self.app.send_task(
                     EXECUTE_TASK,
                     args=[item.run_id, item.step.name, item.attempt],
                     task_id=item.task_id,
-                    queue=self.queue_for(item),
+                    queue=queue,
+                    declare=[] if declared is not None and queue in declared else None,
                     shadow=f"{item.flow}.{item.step.name}",
                     headers={"flowkit_run": item.run_id, "flowkit_step": item.step.name,
                              "flowkit_attempt": item.attempt, "flowkit_flow": item.flow},
                     producer=producer,
                     retry=True,
-                    retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+                    retry_policy=PUBLISH_RETRY,
                     **self._options(item),
                 )
             except Exception as exc:  # kombu raises many types; SQL keeps the attempt

@@ -261,7 +261,7 @@ def cancel_retry_and_mark(store: SqlStore, scratch: Path) -> None:
     # cancel a run with a step queued and one done, then one still queued
     run_id = h.trigger("gated", {"flag": str(flag)})
     item = h.dispatcher.sent.pop(0)
-    from flowkit.worker import run_attempt
+    from flowkit.execution.attempt import run_attempt
 
     run_attempt(h.runtime, item.run_id, item.step.name, item.attempt)
     h.act(store.cancel_run(run_id, by="ann", reason="wrong input"))
