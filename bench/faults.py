@@ -111,37 +111,79 @@ def _x3(kind: str) -> tuple[FaultPlan, ...]:
 
 
 SCENARIOS: list[ScenarioDef] = [
-    ScenarioDef("worker-sigkill-x3", "redis", _x3("worker_kill"),
-                "SIGKILL one worker's process group at 10/35/60% of the steps; start a replacement each time"),
-    ScenarioDef("worker-sigterm", "redis", (FaultPlan("worker_term", 0.30),),
-                "SIGTERM one worker's process group (as systemd/Kubernetes do), then start it again"),
-    ScenarioDef("pool-child-sigkill", "redis", (FaultPlan("child_kill", 0.30),),
-                "SIGKILL one prefork pool child while it runs a step"),
-    ScenarioDef("scheduler-sigkill-x3", "redis", _x3("scheduler_kill"),
-                "SIGKILL the scheduler at 10/35/60% of the steps; start it again each time"),
-    ScenarioDef("scheduler-standby", "redis", (FaultPlan("standby_kill", 0.30, needs_running=False),),
-                "two schedulers from the start; SIGKILL the first (active) one, no restart", standby=True),
-    ScenarioDef("scheduler-sigstop", "redis", (FaultPlan("scheduler_stop", 0.30, needs_running=False),),
-                "two schedulers from the start; SIGSTOP the active one until the standby took over, "
-                "then SIGCONT it", standby=True),
-    ScenarioDef("redis-restart", "redis", (FaultPlan("redis_restart", 0.30),),
-                f"stop the Redis broker (no persistence) for {OUTAGE_SECONDS:g} s, start it again"),
-    ScenarioDef("redis-restart-aof", "redis", (FaultPlan("redis_restart", 0.30),),
-                f"stop the Redis broker (AOF persistence) for {OUTAGE_SECONDS:g} s, start it again",
-                redis_persistent=True),
-    ScenarioDef("postgres-restart", "redis", (FaultPlan("pg_restart", 0.30),),
-                f"stop PostgreSQL (pg_ctl -m fast) for {OUTAGE_SECONDS:g} s, start it again"),
-    ScenarioDef("postgres-crash-90s", "redis", (FaultPlan("pg_crash", 0.30),),
-                f"crash PostgreSQL (pg_ctl -m immediate: no checkpoint, unflushed commits lost) and "
-                f"keep it down {CRASH_OUTAGE_SECONDS:g} s, start it again"),
-    ScenarioDef("worker-sigstop", "redis", (FaultPlan("worker_stop", 0.30),),
-                "SIGSTOP one worker's process group, never continued (SIGKILLed at the end)"),
-    ScenarioDef("amqp-worker-sigkill-x3", "amqp", _x3("worker_kill"),
-                "worker-sigkill-x3 on RabbitMQ"),
-    ScenarioDef("amqp-worker-sigterm", "amqp", (FaultPlan("worker_term", 0.30),),
-                "worker-sigterm on RabbitMQ"),
-    ScenarioDef("amqp-pool-child-sigkill", "amqp", (FaultPlan("child_kill", 0.30),),
-                "pool-child-sigkill on RabbitMQ"),
+    ScenarioDef(
+        "worker-sigkill-x3",
+        "redis",
+        _x3("worker_kill"),
+        "SIGKILL one worker's process group at 10/35/60% of the steps; start a replacement each time",
+    ),
+    ScenarioDef(
+        "worker-sigterm",
+        "redis",
+        (FaultPlan("worker_term", 0.30),),
+        "SIGTERM one worker's process group (as systemd/Kubernetes do), then start it again",
+    ),
+    ScenarioDef(
+        "pool-child-sigkill",
+        "redis",
+        (FaultPlan("child_kill", 0.30),),
+        "SIGKILL one prefork pool child while it runs a step",
+    ),
+    ScenarioDef(
+        "scheduler-sigkill-x3",
+        "redis",
+        _x3("scheduler_kill"),
+        "SIGKILL the scheduler at 10/35/60% of the steps; start it again each time",
+    ),
+    ScenarioDef(
+        "scheduler-standby",
+        "redis",
+        (FaultPlan("standby_kill", 0.30, needs_running=False),),
+        "two schedulers from the start; SIGKILL the first (active) one, no restart",
+        standby=True,
+    ),
+    ScenarioDef(
+        "scheduler-sigstop",
+        "redis",
+        (FaultPlan("scheduler_stop", 0.30, needs_running=False),),
+        "two schedulers from the start; SIGSTOP the active one until the standby took over, then SIGCONT it",
+        standby=True,
+    ),
+    ScenarioDef(
+        "redis-restart",
+        "redis",
+        (FaultPlan("redis_restart", 0.30),),
+        f"stop the Redis broker (no persistence) for {OUTAGE_SECONDS:g} s, start it again",
+    ),
+    ScenarioDef(
+        "redis-restart-aof",
+        "redis",
+        (FaultPlan("redis_restart", 0.30),),
+        f"stop the Redis broker (AOF persistence) for {OUTAGE_SECONDS:g} s, start it again",
+        redis_persistent=True,
+    ),
+    ScenarioDef(
+        "postgres-restart",
+        "redis",
+        (FaultPlan("pg_restart", 0.30),),
+        f"stop PostgreSQL (pg_ctl -m fast) for {OUTAGE_SECONDS:g} s, start it again",
+    ),
+    ScenarioDef(
+        "postgres-crash-90s",
+        "redis",
+        (FaultPlan("pg_crash", 0.30),),
+        f"crash PostgreSQL (pg_ctl -m immediate: no checkpoint, unflushed commits lost) and "
+        f"keep it down {CRASH_OUTAGE_SECONDS:g} s, start it again",
+    ),
+    ScenarioDef(
+        "worker-sigstop",
+        "redis",
+        (FaultPlan("worker_stop", 0.30),),
+        "SIGSTOP one worker's process group, never continued (SIGKILLed at the end)",
+    ),
+    ScenarioDef("amqp-worker-sigkill-x3", "amqp", _x3("worker_kill"), "worker-sigkill-x3 on RabbitMQ"),
+    ScenarioDef("amqp-worker-sigterm", "amqp", (FaultPlan("worker_term", 0.30),), "worker-sigterm on RabbitMQ"),
+    ScenarioDef("amqp-pool-child-sigkill", "amqp", (FaultPlan("child_kill", 0.30),), "pool-child-sigkill on RabbitMQ"),
 ]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -174,8 +216,9 @@ def _pick_worker(c: Cluster, attempts: list[dict[str, Any]]) -> Daemon:
     return max(live, key=lambda w: (counts.get(w.pid, 0), -w.started_at))
 
 
-def _fresh_target(c: Cluster, fresh_for: float = 5.0, give_up: float = 10.0
-                  ) -> tuple[tuple[dict[str, Any], int, Daemon] | None, list[dict[str, Any]], float]:
+def _fresh_target(
+    c: Cluster, fresh_for: float = 5.0, give_up: float = 10.0
+) -> tuple[tuple[dict[str, Any], int, Daemon] | None, list[dict[str, Any]], float]:
     """A running attempt on a pool child whose body has time left: steps last 20-100 ms, so a
     row read a moment ago may be stale. Polls the attempts every 10 ms for one whose body (its
     seeded sleep, known from the flow) has at least 30 ms left, and returns the one with the
@@ -209,8 +252,10 @@ def _target_worker(c: Cluster) -> tuple[Daemon, str, Any]:
     a, pid, victim = target
     held = [f"{r['step']}#{r['number']}" for r, _, w in _running_on_workers(c, rows) if w is victim]
     t = time.time()
-    desc = (f"running there: {held}; target {a['step']}#{a['number']} on pid {pid}, started "
-            f"{t - (ts(a['started_at']) or 0.0):.3f} s before, rows read {t - read_at:.3f} s before")
+    desc = (
+        f"running there: {held}; target {a['step']}#{a['number']} on pid {pid}, started "
+        f"{t - (ts(a['started_at']) or 0.0):.3f} s before, rows read {t - read_at:.3f} s before"
+    )
     return victim, desc, target
 
 
@@ -240,8 +285,9 @@ def inject(c: Cluster, plan: FaultPlan) -> Fault:
         t0 = now()
         victim.kill()
         repl = c.start_worker()
-        return _mark_victim(Fault(kind, t0, now(), f"SIGKILL group of {victim.name} (pids {pids}), {desc}; "
-                                  f"started {repl.name}"), target)
+        return _mark_victim(
+            Fault(kind, t0, now(), f"SIGKILL group of {victim.name} (pids {pids}), {desc}; started {repl.name}"), target
+        )
     if kind == "worker_term":
         victim, desc, target = _target_worker(c)
         t0 = now()
@@ -255,8 +301,15 @@ def inject(c: Cluster, plan: FaultPlan) -> Fault:
             how = f"still running after {TERM_GRACE_SECONDS:g} s: group SIGKILLed"
         left = victim.group_pids()
         repl = c.start_worker()
-        return _mark_victim(Fault(kind, t0, now(), f"SIGTERM group of {victim.name}, {desc}; {how}; "
-                                  f"left in its group: {left}; started {repl.name}"), target)
+        return _mark_victim(
+            Fault(
+                kind,
+                t0,
+                now(),
+                f"SIGTERM group of {victim.name}, {desc}; {how}; left in its group: {left}; started {repl.name}",
+            ),
+            target,
+        )
     if kind == "child_kill":
         target, _, read_at = _fresh_target(c, fresh_for=10.0, give_up=30.0)
         if target is None:
@@ -264,9 +317,17 @@ def inject(c: Cluster, plan: FaultPlan) -> Fault:
         a, pid, w = target
         t0 = now()
         os.kill(pid, signal.SIGKILL)
-        return _mark_victim(Fault(kind, t0, t0, f"SIGKILL pool child {pid} of {w.name}, which ran "
-                                  f"{a['step']}#{a['number']} (started {t0 - (ts(a['started_at']) or t0):.3f} s "
-                                  f"before the kill, rows read {t0 - read_at:.3f} s before it)"), target)
+        return _mark_victim(
+            Fault(
+                kind,
+                t0,
+                t0,
+                f"SIGKILL pool child {pid} of {w.name}, which ran "
+                f"{a['step']}#{a['number']} (started {t0 - (ts(a['started_at']) or t0):.3f} s "
+                f"before the kill, rows read {t0 - read_at:.3f} s before it)",
+            ),
+            target,
+        )
     if kind == "scheduler_kill":
         victim = next(s for s in reversed(c.schedulers) if s.alive())
         t0 = now()
@@ -288,8 +349,13 @@ def inject(c: Cluster, plan: FaultPlan) -> Fault:
         c.redis.stop()
         time.sleep(OUTAGE_SECONDS)
         c.redis.start()
-        return Fault(kind, t0, now(), f"redis-server SIGTERM (persistence: "
-                     f"{'AOF' if c.redis.persistent else 'none'}), down {OUTAGE_SECONDS:g} s, started again; {aim}")
+        return Fault(
+            kind,
+            t0,
+            now(),
+            f"redis-server SIGTERM (persistence: "
+            f"{'AOF' if c.redis.persistent else 'none'}), down {OUTAGE_SECONDS:g} s, started again; {aim}",
+        )
     if kind in ("pg_restart", "pg_crash"):
         # a clean stop (a checkpoint) for a short restart; a crash (unflushed commits lost) for a long one
         mode, outage = ("fast", OUTAGE_SECONDS) if kind == "pg_restart" else ("immediate", CRASH_OUTAGE_SECONDS)
@@ -304,8 +370,12 @@ def inject(c: Cluster, plan: FaultPlan) -> Fault:
         t0 = now()
         victim.signal_group(signal.SIGSTOP)
         victim.stopped_by_signal = True
-        return _mark_victim(Fault(kind, t0, t0, f"SIGSTOP group of {victim.name} (pids {victim.group_pids()}), "
-                                  f"{desc}; never continued"), target)
+        return _mark_victim(
+            Fault(
+                kind, t0, t0, f"SIGSTOP group of {victim.name} (pids {victim.group_pids()}), {desc}; never continued"
+            ),
+            target,
+        )
     raise ValueError(f"unknown fault {kind}")
 
 
@@ -341,12 +411,17 @@ def _freeze_active_scheduler(c: Cluster, give_up: float = 60.0) -> Fault:
     stood_down = "no longer active" in victim.log_text()
     time.sleep(2)  # a few of its loops
     late = [e for e in (c.store.events(c.run_id) or []) if e["actor"] == holder and (ts(e["at"]) or 0.0) >= resumed]
-    outcome = (f"taken over after {took:.1f} s by {new}" if new and new != holder
-               else f"NOT taken over within {give_up:g} s")
-    return Fault("scheduler_stop", t0, resumed,
-                 f"SIGSTOP {victim.name} ({holder}), the active one; {outcome}; SIGCONT: "
-                 f"{'it stood down' if stood_down else 'it did NOT stand down'}, "
-                 f"{len(late)} event(s) written by it after resuming")
+    outcome = (
+        f"taken over after {took:.1f} s by {new}" if new and new != holder else f"NOT taken over within {give_up:g} s"
+    )
+    return Fault(
+        "scheduler_stop",
+        t0,
+        resumed,
+        f"SIGSTOP {victim.name} ({holder}), the active one; {outcome}; SIGCONT: "
+        f"{'it stood down' if stood_down else 'it did NOT stand down'}, "
+        f"{len(late)} event(s) written by it after resuming",
+    )
 
 
 # -- running a scenario ---------------------------------------------------------------------------
@@ -358,8 +433,9 @@ class Outcome:
     cleanup: list[str] = field(default_factory=list)
 
 
-def run_scenario(sc: ScenarioDef, pg: PgCluster, workdir: Path, deadline: float, seed: int,
-                 say: Callable[[str], None]) -> Outcome:
+def run_scenario(
+    sc: ScenarioDef, pg: PgCluster, workdir: Path, deadline: float, seed: int, say: Callable[[str], None]
+) -> Outcome:
     t_begin = time.time()
     c = Cluster(sc.name, workdir / sc.name, pg, sc.broker, redis_persistent=sc.redis_persistent)
     faults: list[Fault] = []
@@ -410,8 +486,10 @@ def run_scenario(sc: ScenarioDef, pg: PgCluster, workdir: Path, deadline: float,
                     fault.in_flight = sorted(set(in_flight_steps(before)) | set(in_flight_steps(after)))
                     fault.pending_after = pending_steps(after)
                     faults.append(fault)
-                    say(f"  fault {len(faults)}/{len(sc.plan)} at +{fault.start - t_trigger:.1f} s ({why}): "
-                        f"{fault.detail}")
+                    say(
+                        f"  fault {len(faults)}/{len(sc.plan)} at +{fault.start - t_trigger:.1f} s ({why}): "
+                        f"{fault.detail}"
+                    )
                     last_fault, mark_reached = time.time(), None
                     continue
             time.sleep(POLL_SECONDS)
@@ -432,9 +510,20 @@ def run_scenario(sc: ScenarioDef, pg: PgCluster, workdir: Path, deadline: float,
                 f.detail += "; " + verdict
         # recovery counts from the fault's start: an outage's own length is not the engine's
         outage = max((f.end - f.start for f in faults if f.kind == "pg_crash"), default=0.0)
-        row = compute_row(sc.name, sc.broker, run, steps, attempts, executions, faults,
-                          faults_planned=len(sc.plan), run_id=run_id, wall_seconds=0.0, note=note,
-                          target_recovery=TARGET_RECOVERY_SECONDS + outage)
+        row = compute_row(
+            sc.name,
+            sc.broker,
+            run,
+            steps,
+            attempts,
+            executions,
+            faults,
+            faults_planned=len(sc.plan),
+            run_id=run_id,
+            wall_seconds=0.0,
+            note=note,
+            target_recovery=TARGET_RECOVERY_SECONDS + outage,
+        )
     finally:
         cleanup = c.close()
         for d in c.daemons:
@@ -446,8 +535,9 @@ def run_scenario(sc: ScenarioDef, pg: PgCluster, workdir: Path, deadline: float,
 # -- CLI --------------------------------------------------------------------------------------------
 def _git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return ""
 
@@ -520,10 +610,12 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 outcomes.append(out)
                 r = out.row
-                say(f"  => {r.run_state}, lost {r.steps_lost}, dup {r.dup_after_success}, discarded "
+                say(
+                    f"  => {r.run_state}, lost {r.steps_lost}, dup {r.dup_after_success}, discarded "
                     f"{r.bodies_discarded}, failed "
                     f"{r.failed_by_fault}, recovery {fmt_recovery(r)} "
-                    f"({'ok' if r.ok else 'MISS ' + ','.join(r.misses)}; {r.wall_seconds:.0f} s)")
+                    f"({'ok' if r.ok else 'MISS ' + ','.join(r.misses)}; {r.wall_seconds:.0f} s)"
+                )
                 if not pg.running:  # a scenario left it stopped: bring it back for the next
                     pg.start()
     except (KeyboardInterrupt, Interrupted) as exc:
@@ -536,25 +628,35 @@ def main(argv: list[str] | None = None) -> int:
     total = time.time() - t0
     rows = [o.row for o in outcomes]
     result: dict[str, Any] = {
-        "started_utc": started.isoformat(timespec="seconds"), "seconds": round(total, 1),
-        "commit": _git_commit(), "host": {"cores": os.cpu_count(), "platform": platform.platform()},
-        "versions": _versions(), "deadline_s": args.deadline, "seed": args.seed,
-        "targets": {"steps_lost": 0, "dup_after_success": 0, "failed_by_fault": 0, "recovery_s_max": 60,
-                    "bodies_discarded (faults that kill no step body)": 0},
+        "started_utc": started.isoformat(timespec="seconds"),
+        "seconds": round(total, 1),
+        "commit": _git_commit(),
+        "host": {"cores": os.cpu_count(), "platform": platform.platform()},
+        "versions": _versions(),
+        "deadline_s": args.deadline,
+        "seed": args.seed,
+        "targets": {
+            "steps_lost": 0,
+            "dup_after_success": 0,
+            "failed_by_fault": 0,
+            "recovery_s_max": 60,
+            "bodies_discarded (faults that kill no step body)": 0,
+        },
         "flowkit_settings": "defaults, except FLOWKIT_DATABASE_URL, FLOWKIT_BROKER_URL, FLOWKIT_DAGS_FOLDER, "
-                            "FLOWKIT_DEFAULT_QUEUE, FLOWKIT_EVENTS_QUEUE",
+        "FLOWKIT_DEFAULT_QUEUE, FLOWKIT_EVENTS_QUEUE",
         "errors": errors,
     }
     if soak is not None:
         result["soak"] = soak
         print(json.dumps(soak, indent=2))
     else:
-        result["rows"] = [o.row.to_dict() | {"log_highlights": o.highlights, "cleanup": o.cleanup}
-                          for o in outcomes]
+        result["rows"] = [o.row.to_dict() | {"log_highlights": o.highlights, "cleanup": o.cleanup} for o in outcomes]
         print()
         print(format_table(rows))
-        print(f"\n{len(rows)} scenario(s) in {total / 60:.1f} min; "
-              f"{sum(not r.ok for r in rows)} missed a target; {len(errors)} harness error(s)")
+        print(
+            f"\n{len(rows)} scenario(s) in {total / 60:.1f} min; "
+            f"{sum(not r.ok for r in rows)} missed a target; {len(errors)} harness error(s)"
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     paths = [RESULTS / f"faults-{stamp}.json"] + ([Path(args.json_path)] if args.json_path else [])

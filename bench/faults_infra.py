@@ -57,8 +57,14 @@ class Daemon:
         self.args = args
         self.log_path = logdir / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "flowkit.cli", *args], env=env, cwd=ROOT,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flowkit.cli", *args],
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.started_at = time.time()
         self.stopped_by_signal = False  # SIGSTOPped: only SIGKILL ends it
 
@@ -127,15 +133,25 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def argv(self) -> list[str]:
-        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--dir", str(self.dir), "--daemonize", "no"]
+        argv = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(self.dir),
+            "--daemonize",
+            "no",
+        ]
         argv += ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistent else ["--appendonly", "no"]
         return argv
 
     def start(self, timeout: float = 15.0) -> None:
         self._log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(self.argv(), stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(self.argv(), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.ping():
@@ -202,20 +218,32 @@ class PgCluster:
         cmd = [str(self.bindir / argv[0]), *argv[1:]]
         if self._as_root:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.dir,
-                              start_new_session=True)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, cwd=self.dir, start_new_session=True
+        )
         if proc.returncode != 0:
             raise InfraError(f"{' '.join(argv[:2])} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc
 
     def init(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                  "--no-sync", "--no-instructions")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "postgres.log"), "-o", opts,
-                  "-w", "-t", "60", "start")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.dir / "postgres.log"), "-o", opts, "-w", "-t", "60", "start"
+        )
         self.running = True
 
     def stop(self, mode: str = "fast") -> None:
@@ -283,8 +311,7 @@ def declare_amqp_queue(url: str, name: str) -> None:
 class Cluster:
     """Broker, database and daemons of one scenario (or of the soak)."""
 
-    def __init__(self, name: str, workdir: Path, pg: PgCluster, broker: str, *,
-                 redis_persistent: bool = False) -> None:
+    def __init__(self, name: str, workdir: Path, pg: PgCluster, broker: str, *, redis_persistent: bool = False) -> None:
         self.name = name
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -312,16 +339,18 @@ class Cluster:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWKIT_", "FAULT_"))}
-        env.update({
-            "PYTHONUNBUFFERED": "1",
-            # test isolation only: every other FLOWKIT_* setting is the default
-            "FLOWKIT_DATABASE_URL": self.database_url,
-            "FLOWKIT_BROKER_URL": self.broker_url,
-            "FLOWKIT_DAGS_FOLDER": str(DAGS),
-            "FLOWKIT_DEFAULT_QUEUE": self.queues[0],
-            "FLOWKIT_EVENTS_QUEUE": self.queues[1],
-            "FAULT_EXEC_LOG": str(self.exec_log),
-        })
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                # test isolation only: every other FLOWKIT_* setting is the default
+                "FLOWKIT_DATABASE_URL": self.database_url,
+                "FLOWKIT_BROKER_URL": self.broker_url,
+                "FLOWKIT_DAGS_FOLDER": str(DAGS),
+                "FLOWKIT_DEFAULT_QUEUE": self.queues[0],
+                "FLOWKIT_EVENTS_QUEUE": self.queues[1],
+                "FAULT_EXEC_LOG": str(self.exec_log),
+            }
+        )
         return env
 
     def start(self) -> None:
@@ -341,8 +370,14 @@ class Cluster:
         self.store = SqlStore(self.database_url)
 
     def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "flowkit.cli", *args], env=self.env(), cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "flowkit.cli", *args],
+            env=self.env(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def _next(self, prefix: str) -> str:
         self._n += 1
@@ -356,8 +391,9 @@ class Cluster:
 
     def start_worker(self) -> Daemon:
         name = self._next("worker-")
-        d = Daemon(name, ["--log-level", "INFO", "worker", "-c", "2", "-n", f"{name}-{self.suffix}@%h"],
-                   self.env(), self.dir)
+        d = Daemon(
+            name, ["--log-level", "INFO", "worker", "-c", "2", "-n", f"{name}-{self.suffix}@%h"], self.env(), self.dir
+        )
         self.daemons.append(d)
         self.workers.append(d)
         return d

@@ -106,15 +106,20 @@ def victim_outcome(fault: Fault, executions: list[Execution]) -> tuple[bool, str
     if the body returned; its end time says whether that was before the fault."""
     lines = [e for e in executions if e.pid == fault.victim_pid and e.step == fault.victim_step]
     if not lines:
-        return True, (f"body of {fault.victim_step} was running at the fault "
-                      f"(no execution line from pid {fault.victim_pid})")
+        return True, (
+            f"body of {fault.victim_step} was running at the fault (no execution line from pid {fault.victim_pid})"
+        )
     last = max(lines, key=lambda e: e.end)
     gap = fault.start - last.end
     if gap < 0:
-        return True, (f"body of {fault.victim_step} was running at the fault and returned {-gap:.3f} s "
-                      f"after it (pid {fault.victim_pid})")
-    return False, (f"body of {fault.victim_step} had returned {gap:.3f} s before the fault "
-                   f"(it hit the step's bookkeeping or an idle child)")
+        return True, (
+            f"body of {fault.victim_step} was running at the fault and returned {-gap:.3f} s "
+            f"after it (pid {fault.victim_pid})"
+        )
+    return False, (
+        f"body of {fault.victim_step} had returned {gap:.3f} s before the fault "
+        f"(it hit the step's bookkeeping or an idle child)"
+    )
 
 
 def in_flight_steps(steps: Iterable[dict[str, Any]]) -> list[str]:
@@ -125,8 +130,9 @@ def pending_steps(steps: Iterable[dict[str, Any]]) -> list[str]:
     return sorted(s["step"] for s in steps if s["state"] == "pending")
 
 
-def recovery(fault: Fault, final_steps: list[dict[str, Any]], attempts: list[dict[str, Any]]
-             ) -> tuple[float | None, str]:
+def recovery(
+    fault: Fault, final_steps: list[dict[str, Any]], attempts: list[dict[str, Any]]
+) -> tuple[float | None, str]:
     """Seconds from ``fault.start`` until the run had recovered, or None if it never did.
 
     Recovered = both of:
@@ -149,8 +155,11 @@ def recovery(fault: Fault, final_steps: list[dict[str, Any]], attempts: list[dic
         notes.append(f"in-flight steps ({len(fault.in_flight)}) done")
     if fault.pending_after:
         pending = set(fault.pending_after)
-        done = [ts(a["ended_at"]) for a in attempts
-                if a["step"] in pending and a["state"] == "success" and a.get("ended_at") is not None]
+        done = [
+            ts(a["ended_at"])
+            for a in attempts
+            if a["step"] in pending and a["state"] == "success" and a.get("ended_at") is not None
+        ]
         done = [d for d in done if d is not None and d > fault.start]
         if not done:
             return None, "no step pending after the fault ever completed"
@@ -204,10 +213,19 @@ class Row:
 
 
 def compute_row(
-    scenario: str, broker: str, run: dict[str, Any] | None, steps: list[dict[str, Any]],
-    attempts: list[dict[str, Any]], executions: list[Execution], faults: list[Fault], *,
-    faults_planned: int, run_id: str, wall_seconds: float = 0.0,
-    target_recovery: float = TARGET_RECOVERY_SECONDS, note: str = "",
+    scenario: str,
+    broker: str,
+    run: dict[str, Any] | None,
+    steps: list[dict[str, Any]],
+    attempts: list[dict[str, Any]],
+    executions: list[Execution],
+    faults: list[Fault],
+    *,
+    faults_planned: int,
+    run_id: str,
+    wall_seconds: float = 0.0,
+    target_recovery: float = TARGET_RECOVERY_SECONDS,
+    note: str = "",
 ) -> Row:
     """The table row of one scenario from the store's rows at the deadline and the execution log."""
     execs = [e for e in executions if e.run_id == run_id]
@@ -223,9 +241,7 @@ def compute_row(
     not_terminal = sorted(s["step"] for s in steps if s["state"] not in TERMINAL)
     no_exec = sorted(s["step"] for s in steps if s["state"] == "success" and not by_step.get(s["step"]))
     lost = sorted(set(not_terminal) | set(no_exec))
-    dups = sorted(
-        f"{e.step}#{e.attempt}" for e in execs
-        if e.step in success_end and e.start > success_end[e.step])
+    dups = sorted(f"{e.step}#{e.attempt}" for e in execs if e.step in success_end and e.start > success_end[e.step])
     failed = sorted(s["step"] for s in steps if s["state"] in FAILED)
     discarded = discarded_bodies(execs, attempts, success_end)
 
@@ -260,26 +276,38 @@ def compute_row(
     if run is not None and run.get("ended_at") is not None and run.get("created_at") is not None:
         run_seconds = (ts(run["ended_at"]) or 0.0) - (ts(run["created_at"]) or 0.0)
     return Row(
-        scenario=scenario, broker=broker, run_state=(run or {}).get("state", "missing"),
-        steps=len(steps), steps_lost=len(lost), dup_after_success=len(dups), bodies_discarded=len(discarded),
-        failed_by_fault=len(failed), recovery_seconds=worst, faults_planned=faults_planned,
-        faults_injected=len(faults), misses=misses,
+        scenario=scenario,
+        broker=broker,
+        run_state=(run or {}).get("state", "missing"),
+        steps=len(steps),
+        steps_lost=len(lost),
+        dup_after_success=len(dups),
+        bodies_discarded=len(discarded),
+        failed_by_fault=len(failed),
+        recovery_seconds=worst,
+        faults_planned=faults_planned,
+        faults_injected=len(faults),
+        misses=misses,
         extra_executions=sum(max(0, len(v) - 1) for v in by_step.values()),
         failed_attempts=sum(1 for a in attempts if a["state"] == "failed"),
         redeliveries=sum(max(0, int(a.get("deliveries") or 0) - 1) for a in attempts),
-        not_terminal=len(not_terminal), success_without_execution=len(no_exec),
-        run_seconds=run_seconds, wall_seconds=wall_seconds,
-        lost_examples=lost[:10], dup_examples=dups[:10], failed_examples=failed[:10],
+        not_terminal=len(not_terminal),
+        success_without_execution=len(no_exec),
+        run_seconds=run_seconds,
+        wall_seconds=wall_seconds,
+        lost_examples=lost[:10],
+        dup_examples=dups[:10],
+        failed_examples=failed[:10],
         discarded_examples=discarded[:10],
         lost_detail=_lost_detail(lost, steps, attempts, by_step),
-        faults=[asdict(f) | {"in_flight": len(f.in_flight), "pending_after": len(f.pending_after)}
-                for f in faults],
+        faults=[asdict(f) | {"in_flight": len(f.in_flight), "pending_after": len(f.pending_after)} for f in faults],
         note=note,
     )
 
 
-def discarded_bodies(execs: list[Execution], attempts: list[dict[str, Any]],
-                     success_end: dict[str, float]) -> list[str]:
+def discarded_bodies(
+    execs: list[Execution], attempts: list[dict[str, Any]], success_end: dict[str, float]
+) -> list[str]:
     """``step#attempt`` of each execution that ran to its end before its step's success was
     recorded and is not the one recorded: per attempt, every execution beyond the one its
     success records, or all of them when that attempt did not succeed (faultflow's bodies
@@ -296,8 +324,13 @@ def discarded_bodies(execs: list[Execution], attempts: list[dict[str, Any]],
     return out
 
 
-def _lost_detail(lost: list[str], steps: list[dict[str, Any]], attempts: list[dict[str, Any]],
-                 execs: dict[str, list[Execution]], limit: int = 10) -> list[dict[str, Any]]:
+def _lost_detail(
+    lost: list[str],
+    steps: list[dict[str, Any]],
+    attempts: list[dict[str, Any]],
+    execs: dict[str, list[Execution]],
+    limit: int = 10,
+) -> list[dict[str, Any]]:
     """For the first lost steps whose latest attempt exists: where each one was left."""
     state = {s["step"]: s["state"] for s in steps}
     latest: dict[str, dict[str, Any]] = {}
@@ -309,11 +342,20 @@ def _lost_detail(lost: list[str], steps: list[dict[str, Any]], attempts: list[di
         a = latest.get(name)
         if a is None:
             continue
-        out.append({"step": name, "step_state": state.get(name), "attempt": a["number"],
-                    "attempt_state": a["state"], "deliveries": a.get("deliveries"),
-                    "worker": a.get("worker"), "dispatched_at": ts(a.get("dispatched_at")),
-                    "heartbeat_at": ts(a.get("heartbeat_at")), "error": a.get("error"),
-                    "executions": len(execs.get(name, []))})
+        out.append(
+            {
+                "step": name,
+                "step_state": state.get(name),
+                "attempt": a["number"],
+                "attempt_state": a["state"],
+                "deliveries": a.get("deliveries"),
+                "worker": a.get("worker"),
+                "dispatched_at": ts(a.get("dispatched_at")),
+                "heartbeat_at": ts(a.get("heartbeat_at")),
+                "error": a.get("error"),
+                "executions": len(execs.get(name, [])),
+            }
+        )
         if len(out) >= limit:
             break
     return out
@@ -339,15 +381,27 @@ def dispatch_latencies(attempts: Iterable[dict[str, Any]]) -> list[float]:
     return out
 
 
-def soak_summary(runs: list[dict[str, Any]], steps_by_run: dict[str, list[dict[str, Any]]],
-                 attempts_by_run: dict[str, list[dict[str, Any]]], executions: list[Execution]
-                 ) -> dict[str, Any]:
+def soak_summary(
+    runs: list[dict[str, Any]],
+    steps_by_run: dict[str, list[dict[str, Any]]],
+    attempts_by_run: dict[str, list[dict[str, Any]]],
+    executions: list[Execution],
+) -> dict[str, Any]:
     lost = dups = 0
     latencies: list[float] = []
     for run in runs:
         rid = run["id"]
-        row = compute_row("soak", "", run, steps_by_run.get(rid, []), attempts_by_run.get(rid, []),
-                          executions, [], faults_planned=0, run_id=rid)
+        row = compute_row(
+            "soak",
+            "",
+            run,
+            steps_by_run.get(rid, []),
+            attempts_by_run.get(rid, []),
+            executions,
+            [],
+            faults_planned=0,
+            run_id=rid,
+        )
         lost += row.steps_lost
         dups += row.dup_after_success
         latencies += dispatch_latencies(attempts_by_run.get(rid, []))
@@ -356,9 +410,13 @@ def soak_summary(runs: list[dict[str, Any]], steps_by_run: dict[str, list[dict[s
         states[run["state"]] += 1
     p99 = percentile(latencies, 99)
     return {
-        "runs_triggered": len(runs), "runs_completed": states.get("success", 0),
-        "runs_by_state": dict(states), "steps_lost": lost, "duplicated_successful_attempts": dups,
-        "dispatch_latency_p50_s": percentile(latencies, 50), "dispatch_latency_p99_s": p99,
+        "runs_triggered": len(runs),
+        "runs_completed": states.get("success", 0),
+        "runs_by_state": dict(states),
+        "steps_lost": lost,
+        "duplicated_successful_attempts": dups,
+        "dispatch_latency_p50_s": percentile(latencies, 50),
+        "dispatch_latency_p99_s": p99,
         "dispatch_latency_max_s": max(latencies) if latencies else None,
         "attempts": len(latencies),
     }
@@ -374,15 +432,34 @@ def fmt_recovery(row: Row) -> str:
 
 
 def format_table(rows: list[Row]) -> str:
-    headers = ["scenario", "broker", "run state", "lost", "dup after ok", "discarded", "failed by fault",
-               "recovery s", "faults", "result"]
+    headers = [
+        "scenario",
+        "broker",
+        "run state",
+        "lost",
+        "dup after ok",
+        "discarded",
+        "failed by fault",
+        "recovery s",
+        "faults",
+        "result",
+    ]
     body = []
     for r in rows:
-        body.append([
-            r.scenario, r.broker, r.run_state, str(r.steps_lost), str(r.dup_after_success), str(r.bodies_discarded),
-            str(r.failed_by_fault), fmt_recovery(r), f"{r.faults_injected}/{r.faults_planned}",
-            "ok" if r.ok else "MISS: " + ",".join(r.misses),
-        ])
+        body.append(
+            [
+                r.scenario,
+                r.broker,
+                r.run_state,
+                str(r.steps_lost),
+                str(r.dup_after_success),
+                str(r.bodies_discarded),
+                str(r.failed_by_fault),
+                fmt_recovery(r),
+                f"{r.faults_injected}/{r.faults_planned}",
+                "ok" if r.ok else "MISS: " + ",".join(r.misses),
+            ]
+        )
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))

@@ -19,8 +19,9 @@ from bench.faults_infra import RUN_TERMINAL, SETTLE_SECONDS, Cluster, PgCluster
 from bench.faults_metrics import parse_exec_log, soak_summary
 
 
-def run_soak(minutes: float, pg: PgCluster, workdir: Path, deadline: float, seed: int,
-             say: Callable[[str], None]) -> dict[str, Any]:
+def run_soak(
+    minutes: float, pg: PgCluster, workdir: Path, deadline: float, seed: int, say: Callable[[str], None]
+) -> dict[str, Any]:
     """Mixed flows for ``minutes`` with random worker SIGKILLs (replacement started each time)."""
     rng = random.Random(seed)
     c = Cluster("soak", workdir / "soak", pg, "redis")
@@ -54,8 +55,9 @@ def run_soak(minutes: float, pg: PgCluster, workdir: Path, deadline: float, seed
         time.sleep(SETTLE_SECONDS)
         runs = [c.run(r) or {"id": r, "state": "missing"} for r in run_ids]
         executions, _ = parse_exec_log(c.exec_log.read_text() if c.exec_log.exists() else "")
-        summary = soak_summary(runs, {r: c.steps(r) or [] for r in run_ids},
-                               {r: c.attempts(r) or [] for r in run_ids}, executions)
+        summary = soak_summary(
+            runs, {r: c.steps(r) or [] for r in run_ids}, {r: c.attempts(r) or [] for r in run_ids}, executions
+        )
     finally:
         c.close()
     summary.update({"minutes": minutes, "worker_kills": kills, "logdir": str(c.dir)})

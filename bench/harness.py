@@ -84,8 +84,9 @@ class Daemon:
         self.name = name
         self.log_path = logdir / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     @property
     def pid(self) -> int:
@@ -176,8 +177,9 @@ class Sample:
     ident: str  # run id or marker key
 
 
-def wait_for(poll: Callable[[], Any], timeout: float, what: str, check: Callable[[], None],
-             interval: float = POLL_SECONDS) -> Any:
+def wait_for(
+    poll: Callable[[], Any], timeout: float, what: str, check: Callable[[], None], interval: float = POLL_SECONDS
+) -> Any:
     """Poll until ``poll()`` is truthy; RunTimedOut after ``timeout`` s (``check`` first)."""
     deadline = time.perf_counter() + timeout
     while True:
@@ -210,13 +212,15 @@ class Bench:
         self.databases: set[str] = set()
         # raw_celery reads these when imported; the dags loader's subprocesses need ROOT on
         # their path to import bench.flows.
-        os.environ.update({
-            "BENCH_RAW_BROKER": self.raw_broker_url,
-            "BENCH_RAW_QUEUE": self.raw_queue,
-            "BENCH_MARKER_REDIS": f"{REDIS}/{self.dbs.marker}",
-            "BENCH_RESULT_REDIS": f"{REDIS}/{self.dbs.marker}",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        })
+        os.environ.update(
+            {
+                "BENCH_RAW_BROKER": self.raw_broker_url,
+                "BENCH_RAW_QUEUE": self.raw_queue,
+                "BENCH_MARKER_REDIS": f"{REDIS}/{self.dbs.marker}",
+                "BENCH_RESULT_REDIS": f"{REDIS}/{self.dbs.marker}",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            }
+        )
 
     def flowkit_client_app(self) -> Any:
         """The Celery app the bench publishes flowkit events with, shared by every shape.
@@ -257,8 +261,7 @@ class Bench:
         """The last line of defence, at exit: stop every daemon and drop every database left."""
         for daemon in self.daemons:
             if daemon.alive():
-                print(f"warning: {daemon.name} (pid {daemon.pid}) still running at exit; stopping it",
-                      file=sys.stderr)
+                print(f"warning: {daemon.name} (pid {daemon.pid}) still running at exit; stopping it", file=sys.stderr)
             daemon.stop()  # also SIGKILLs a group whose leader already exited
         for name in sorted(self.databases):
             try:
@@ -321,10 +324,31 @@ class RawSide:
 
         self.bench = bench
         py = sys.executable
-        self.daemon = bench.spawn("raw-worker", [
-            py, "-m", "celery", "-A", "bench.raw_celery", "worker", "-c", "2", "--pool", "prefork",
-            "-Q", bench.raw_queue, "-n", f"bench-raw-{bench.suffix}@%h", "-E", "--without-gossip",
-            "--without-mingle", "--loglevel=INFO"], bench.base_env(), logdir)
+        self.daemon = bench.spawn(
+            "raw-worker",
+            [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "bench.raw_celery",
+                "worker",
+                "-c",
+                "2",
+                "--pool",
+                "prefork",
+                "-Q",
+                bench.raw_queue,
+                "-n",
+                f"bench-raw-{bench.suffix}@%h",
+                "-E",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel=INFO",
+            ],
+            bench.base_env(),
+            logdir,
+        )
         self.clients = {
             "lean": raw_celery.make_app(bench.raw_broker_url),
             "chord": raw_celery.make_app(bench.raw_broker_url, result_backend=f"{REDIS}/{bench.dbs.marker}"),
@@ -335,16 +359,21 @@ class RawSide:
 
     def check(self) -> None:
         if not self.daemon.alive():
-            raise BenchError(f"raw worker (pid {self.daemon.pid}) exited {self.daemon.proc.returncode}:\n"
-                             f"{self.daemon.tail()}")
+            raise BenchError(
+                f"raw worker (pid {self.daemon.pid}) exited {self.daemon.proc.returncode}:\n{self.daemon.tail()}"
+            )
 
     def run(self, variant: str, size: int, timeout: float) -> Sample:
         """Submit one raw canvas and wait for its completion marker."""
         from bench import raw_celery
 
-        submit = {"chain": raw_celery.submit_chain, "timed_chain": raw_celery.submit_timed_chain,
-                  "fanout": raw_celery.submit_fanout, "fanout_chord": raw_celery.submit_fanout_chord,
-                  "group": raw_celery.submit_group}[variant]
+        submit = {
+            "chain": raw_celery.submit_chain,
+            "timed_chain": raw_celery.submit_timed_chain,
+            "fanout": raw_celery.submit_fanout,
+            "fanout_chord": raw_celery.submit_fanout_chord,
+            "group": raw_celery.submit_group,
+        }[variant]
         client = self.clients["chord" if variant == "fanout_chord" else "lean"]
         key = f"bench:{variant}:{uuid.uuid4().hex}"
         t0_wall, t0 = time.time(), time.perf_counter()
@@ -379,8 +408,16 @@ class FlowkitStack:
     worker and scheduler. Between the two a shape may run CLI commands (``cli``).
     """
 
-    def __init__(self, bench: Bench, name: str, dags_folder: Path, logdir: Path, *,
-                 extra_env: dict[str, str] | None = None, worker_concurrency: int = 2) -> None:
+    def __init__(
+        self,
+        bench: Bench,
+        name: str,
+        dags_folder: Path,
+        logdir: Path,
+        *,
+        extra_env: dict[str, str] | None = None,
+        worker_concurrency: int = 2,
+    ) -> None:
         self.bench = bench
         self.name = name
         self.dags_folder = dags_folder
@@ -401,14 +438,16 @@ class FlowkitStack:
     # -- lifecycle ------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
         env = self.bench.base_env()
-        env.update({
-            # flowkit: defaults for everything else (FLOWKIT_SWEEP_SECONDS included)
-            "FLOWKIT_DATABASE_URL": self.database_url,
-            "FLOWKIT_BROKER_URL": self.bench.flowkit_broker_url,
-            "FLOWKIT_DAGS_FOLDER": str(self.dags_folder),
-            "FLOWKIT_DEFAULT_QUEUE": self.queue,
-            "FLOWKIT_EVENTS_QUEUE": self.events_queue,
-        })
+        env.update(
+            {
+                # flowkit: defaults for everything else (FLOWKIT_SWEEP_SECONDS included)
+                "FLOWKIT_DATABASE_URL": self.database_url,
+                "FLOWKIT_BROKER_URL": self.bench.flowkit_broker_url,
+                "FLOWKIT_DAGS_FOLDER": str(self.dags_folder),
+                "FLOWKIT_DEFAULT_QUEUE": self.queue,
+                "FLOWKIT_EVENTS_QUEUE": self.events_queue,
+            }
+        )
         env.update(self.extra_env)
         return env
 
@@ -439,16 +478,37 @@ class FlowkitStack:
 
     def cli(self, args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run ``flowkit ARGS`` against this stack's store and broker."""
-        return subprocess.run([sys.executable, "-m", "flowkit.cli", *args], env=self.env(), cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "flowkit.cli", *args],
+            env=self.env(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def start_daemons(self) -> None:
         py, env = sys.executable, self.env()
-        self.daemons.append(self.bench.spawn("flowkit-worker", [
-            py, "-m", "flowkit.cli", "worker", "-c", str(self.worker_concurrency),
-            "-n", f"bench-flowkit-{self.bench.suffix}-{self.name}@%h"], env, self.logdir))
-        self.daemons.append(self.bench.spawn("flowkit-scheduler", [py, "-m", "flowkit.cli", "scheduler"], env,
-                                   self.logdir))
+        self.daemons.append(
+            self.bench.spawn(
+                "flowkit-worker",
+                [
+                    py,
+                    "-m",
+                    "flowkit.cli",
+                    "worker",
+                    "-c",
+                    str(self.worker_concurrency),
+                    "-n",
+                    f"bench-flowkit-{self.bench.suffix}-{self.name}@%h",
+                ],
+                env,
+                self.logdir,
+            )
+        )
+        self.daemons.append(
+            self.bench.spawn("flowkit-scheduler", [py, "-m", "flowkit.cli", "scheduler"], env, self.logdir)
+        )
         from flowkit.dispatch.events import BrokerEvents
 
         self.events = BrokerEvents(self.bench.flowkit_client_app(), self.events_queue)
@@ -490,8 +550,9 @@ class FlowkitStack:
         spec = self._specs.get(flow) or self._specs.setdefault(flow, self.store.flow_spec(flow))
         from flowkit.spec import resolve_params
 
-        run_id: str = self.store.create_run(spec, resolve_params(spec, {}), actor="bench", trigger="manual",
-                                            reason="bench")
+        run_id: str = self.store.create_run(
+            spec, resolve_params(spec, {}), actor="bench", trigger="manual", reason="bench"
+        )
         self.events.publish({"type": "run_created", "run_id": run_id})
         return run_id
 
@@ -507,8 +568,7 @@ class FlowkitStack:
         t0_wall, t0 = time.time(), time.perf_counter()
         run_id = self.submit(flow)
         self.last_run_id = run_id
-        state, ended = wait_for(lambda: self.ended(run_id), timeout, f"flowkit run {run_id} of {flow}",
-                                self.check)
+        state, ended = wait_for(lambda: self.ended(run_id), timeout, f"flowkit run {run_id} of {flow}", self.check)
         wall = time.perf_counter() - t0
         if state != "success":
             raise BenchError(f"flowkit run {run_id} of {flow} ended {state}")
@@ -536,13 +596,16 @@ class RunStatePoll:
         if database_url.startswith("postgresql"):
             import psycopg
 
-            self._pg = psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"),
-                                       autocommit=True)
+            self._pg = psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
         else:
             import sqlite3
 
-            self._sqlite = sqlite3.connect(f"file:{database_url.split('///', 1)[1]}?mode=ro", uri=True,
-                                           isolation_level=None, check_same_thread=False)
+            self._sqlite = sqlite3.connect(
+                f"file:{database_url.split('///', 1)[1]}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
 
     def __call__(self, run_id: str) -> tuple[str, Any] | None:
         if self._pg is not None:
@@ -602,15 +665,24 @@ class QueueDepthProbe:
 class ShapeEnv:
     """Everything one shape runs on; ``close`` stops and deletes all of it."""
 
-    def __init__(self, bench: Bench, name: str, dags_folder: Path, *, raw: bool,
-                 extra_env: dict[str, str] | None = None, worker_concurrency: int = 2) -> None:
+    def __init__(
+        self,
+        bench: Bench,
+        name: str,
+        dags_folder: Path,
+        *,
+        raw: bool,
+        extra_env: dict[str, str] | None = None,
+        worker_concurrency: int = 2,
+    ) -> None:
         self.bench = bench
         self.logdir = bench.workdir / name
         self.logdir.mkdir(parents=True, exist_ok=True)
         bench.reset_services()
         self.raw: RawSide | None = None
-        self.flowkit = FlowkitStack(bench, name, dags_folder, self.logdir, extra_env=extra_env,
-                                    worker_concurrency=worker_concurrency)
+        self.flowkit = FlowkitStack(
+            bench, name, dags_folder, self.logdir, extra_env=extra_env, worker_concurrency=worker_concurrency
+        )
         if raw:
             try:
                 self.raw = RawSide(bench, self.logdir)

@@ -40,8 +40,7 @@ def broker_url(broker: str) -> str:
 
 def items(n: int) -> list[Dispatch]:
     run = str(uuid.uuid4())
-    return [Dispatch(run, "wide", StepSpec(name=f"m{i:04d}", fn="x:y"), 1, str(uuid.uuid4()))
-            for i in range(n)]
+    return [Dispatch(run, "wide", StepSpec(name=f"m{i:04d}", fn="x:y"), 1, str(uuid.uuid4())) for i in range(n)]
 
 
 def depth_and_delete(app: Any, queue: str, n: int) -> int:
@@ -75,8 +74,13 @@ def one(broker: str, n: int, side: str) -> float:
         else:
             with app.producer_or_acquire() as producer:
                 for item in batch:
-                    app.send_task(EXECUTE_TASK, args=[item.run_id, item.step.name, 1],
-                                  task_id=item.task_id, queue=queue, producer=producer)
+                    app.send_task(
+                        EXECUTE_TASK,
+                        args=[item.run_id, item.step.name, 1],
+                        task_id=item.task_id,
+                        queue=queue,
+                        producer=producer,
+                    )
         took = time.perf_counter() - started
         depth = depth_and_delete(app, queue, n)
         assert depth == n, f"{depth} of {n} messages in the queue"
@@ -93,13 +97,15 @@ def main() -> int:
     args = parser.parse_args()
     times: dict[str, list[float]] = {"flowkit": [], "raw": []}
     for r in range(args.repeat):
-        for side in (("raw", "flowkit") if r % 2 == 0 else ("flowkit", "raw")):
+        for side in ("raw", "flowkit") if r % 2 == 0 else ("flowkit", "raw"):
             times[side].append(one(args.broker, args.n, side))
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
     for side in ("raw", "flowkit"):
-        print(f"{args.broker} {side:8s} {args.n} publishes: median {statistics.median(times[side]):.3f} s "
-              f"(min {min(times[side]):.3f})")
+        print(
+            f"{args.broker} {side:8s} {args.n} publishes: median {statistics.median(times[side]):.3f} s "
+            f"(min {min(times[side]):.3f})"
+        )
     ratio = statistics.median(times["flowkit"]) / statistics.median(times["raw"])
     print(f"ratio flowkit / raw send_task: {ratio:.2f}x (load {load})")
     return 0

@@ -113,7 +113,8 @@ def _register(app: Celery) -> None:
         ended = time.time()
         # One round trip (a pipeline), to add as little as possible to the raw side's hop.
         redis_client().pipeline(transaction=False).rpush(f"{key}:ends", repr(ended)).expire(
-            f"{key}:ends", KEY_TTL).execute()
+            f"{key}:ends", KEY_TTL
+        ).execute()
         if last:
             _mark(key)
         return out
@@ -159,14 +160,14 @@ def chain_ends(marker: Any, key: str) -> list[float]:
 
 def submit_group(client: Celery, key: str, size: int) -> None:
     """``size`` independent tasks (one group); the last to finish writes the marker."""
-    group(client.signature("bench.group_member", args=(key, size), queue=QUEUE)
-          for _ in range(size)).apply_async()
+    group(client.signature("bench.group_member", args=(key, size), queue=QUEUE) for _ in range(size)).apply_async()
 
 
 def submit_fanout(client: Celery, key: str, width: int) -> None:
     """A root, then ``width`` members after it (a group), then one join: width + 2 tasks."""
-    members = group(client.signature("bench.member", kwargs={"key": key, "width": width}, queue=QUEUE)
-                    for _ in range(width))
+    members = group(
+        client.signature("bench.member", kwargs={"key": key, "width": width}, queue=QUEUE) for _ in range(width)
+    )
     chain(client.signature("bench.noop", args=({"n": 0},), queue=QUEUE), members).apply_async()
 
 

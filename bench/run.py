@@ -72,17 +72,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes and one repeat (for CI)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per side of the smaller shapes (median)")
     parser.add_argument("--repeat-big", type=int, default=1, help="timed runs per side of fanout2000 and layered10k")
-    parser.add_argument("--timeout", action="append", default=[], metavar="[SHAPE=]SECONDS",
-                        help="seconds one measured run may take; repeatable (defaults: see README)")
+    parser.add_argument(
+        "--timeout",
+        action="append",
+        default=[],
+        metavar="[SHAPE=]SECONDS",
+        help="seconds one measured run may take; repeatable (defaults: see README)",
+    )
     parser.add_argument("--json", dest="json_path", help="also write the results here")
-    parser.add_argument("--no-results-file", action="store_true",
-                        help="do not write bench/results/<UTC time>-<broker>-<store>.json")
+    parser.add_argument(
+        "--no-results-file", action="store_true", help="do not write bench/results/<UTC time>-<broker>-<store>.json"
+    )
     parser.add_argument("--no-chord", action="store_true", help="skip fanout40's raw chord baseline")
     parser.add_argument("--no-raw-group", action="store_true", help="skip the raw group next to layered")
     parser.add_argument("--max-in-flight", type=int, default=MAX_IN_FLIGHT, help="limits: FLOWKIT_MAX_IN_FLIGHT")
-    parser.add_argument("--queue-watermarks", type=parse_watermarks, metavar="HIGH,LOW",
-                        default=(QUEUE_HIGH_WATERMARK, QUEUE_LOW_WATERMARK),
-                        help="limits: FLOWKIT_QUEUE_HIGH_WATERMARK,FLOWKIT_QUEUE_LOW_WATERMARK")
+    parser.add_argument(
+        "--queue-watermarks",
+        type=parse_watermarks,
+        metavar="HIGH,LOW",
+        default=(QUEUE_HIGH_WATERMARK, QUEUE_LOW_WATERMARK),
+        help="limits: FLOWKIT_QUEUE_HIGH_WATERMARK,FLOWKIT_QUEUE_LOW_WATERMARK",
+    )
     parser.add_argument("--limits-runs", type=int, default=None, help="limits: concurrent runs (default 20, quick 3)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the daemons' logs")
     args = parser.parse_args(argv)
@@ -100,29 +110,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
     except OSError:
         return None
     return out.stdout.strip() or None
 
 
-def print_report(args: argparse.Namespace, results: list[dict[str, Any]], elapsed: float,
-                 headline: dict[str, Any] | None, commit: str | None) -> None:
+def print_report(
+    args: argparse.Namespace,
+    results: list[dict[str, Any]],
+    elapsed: float,
+    headline: dict[str, Any] | None,
+    commit: str | None,
+) -> None:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"\nflowkit vs raw Celery: broker {args.broker}, store {args.store}, "
-          f"{'quick, ' if args.quick else ''}repeats {args.repeat} (big shapes {args.repeat_big}), {when}, "
-          f"flowkit {commit}, total {elapsed:.0f} s\n")
+    print(
+        f"\nflowkit vs raw Celery: broker {args.broker}, store {args.store}, "
+        f"{'quick, ' if args.quick else ''}repeats {args.repeat} (big shapes {args.repeat_big}), {when}, "
+        f"flowkit {commit}, total {elapsed:.0f} s\n"
+    )
     print(report.ratio_table(results))
     hops = report.hop_table(results)
     if hops:
-        print("\nchain hops (hop = end of step i+1 - end of step i; flowkit from the store's ended_at, "
-              "raw from each link's recorded end):")
+        print(
+            "\nchain hops (hop = end of step i+1 - end of step i; flowkit from the store's ended_at, "
+            "raw from each link's recorded end):"
+        )
         print(hops)
     segments = report.segment_lines(results)
     if segments:
-        print("\nflowkit chain hop segments (median ms: submit -> first dispatch, finish -> next dispatch, "
-              "dispatch -> claim, claim -> finish, last finish -> run success):")
+        print(
+            "\nflowkit chain hop segments (median ms: submit -> first dispatch, finish -> next dispatch, "
+            "dispatch -> claim, claim -> finish, last finish -> run success):"
+        )
         print("\n".join(f"  {line}" for line in segments))
     cpu = report.cpu_lines(results)
     if cpu:
@@ -165,18 +187,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for shape in args.shape_list:
             run = ShapeRun(
-                shape=shape, size=shape.quick if args.quick else shape.full,
+                shape=shape,
+                size=shape.quick if args.quick else shape.full,
                 timeout=args.timeouts.get(shape.name, shape.timeout),
-                repeats=args.repeat_big if shape.big else args.repeat, options=args)
-            print(f"{shape.name}: {shape.about} (size {run.size}, timeout {run.timeout:g} s) ...",
-                  file=sys.stderr, flush=True)
+                repeats=args.repeat_big if shape.big else args.repeat,
+                options=args,
+            )
+            print(
+                f"{shape.name}: {shape.about} (size {run.size}, timeout {run.timeout:g} s) ...",
+                file=sys.stderr,
+                flush=True,
+            )
             t0, load_before = time.perf_counter(), os.getloadavg()[0]
             result = measure(bench, run)
             result["elapsed_s"] = round(time.perf_counter() - t0, 1)
             # The machine is shared: the 1-minute load average around a shape says how noisy it was.
             result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-            print(f"{shape.name}: {report.status_text(result)} in {result['elapsed_s']:.0f} s "
-                  f"(load average {result['loadavg_1m'][0]:.1f} -> {result['loadavg_1m'][1]:.1f})", file=sys.stderr)
+            print(
+                f"{shape.name}: {report.status_text(result)} in {result['elapsed_s']:.0f} s "
+                f"(load average {result['loadavg_1m'][0]:.1f} -> {result['loadavg_1m'][1]:.1f})",
+                file=sys.stderr,
+            )
             results.append(result)
     except BaseException:
         interrupted = True
@@ -192,13 +223,23 @@ def main(argv: list[str] | None = None) -> int:
     headline = report.layered_headline(results)
     print_report(args, results, elapsed, headline, commit)
     payload = {
-        "date_utc": started_at.isoformat(timespec="seconds"), "flowkit_commit": commit,
-        "machine": report.machine(), "broker": args.broker, "store": args.store, "quick": args.quick,
-        "repeat": args.repeat, "repeat_big": args.repeat_big, "elapsed_s": round(elapsed, 1),
-        "shapes": results, "layered_headline": headline,
+        "date_utc": started_at.isoformat(timespec="seconds"),
+        "flowkit_commit": commit,
+        "machine": report.machine(),
+        "broker": args.broker,
+        "store": args.store,
+        "quick": args.quick,
+        "repeat": args.repeat,
+        "repeat_big": args.repeat_big,
+        "elapsed_s": round(elapsed, 1),
+        "shapes": results,
+        "layered_headline": headline,
     }
-    paths = [] if args.no_results_file else [
-        RESULTS / f"{started_at:%Y%m%dT%H%M%SZ}-{args.broker}-{args.store}{'-quick' if args.quick else ''}.json"]
+    paths = (
+        []
+        if args.no_results_file
+        else [RESULTS / f"{started_at:%Y%m%dT%H%M%SZ}-{args.broker}-{args.store}{'-quick' if args.quick else ''}.json"]
+    )
     if args.json_path:
         paths.append(Path(args.json_path))
     for path in paths:

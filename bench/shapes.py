@@ -50,20 +50,30 @@ class Shape:
     about: str
 
 
-SHAPES: dict[str, Shape] = {s.name: s for s in [
-    Shape("chain20", "chain", 20, 5, 60, False, "20 sequential steps (the foundation issue's chain)"),
-    Shape("fanout40", "fanout", 40, 5, 60, False, "root, 40 parallel steps, join"),
-    Shape("fanout500", "fanout", 500, 20, 300, False, "root, 500 parallel steps, join"),
-    Shape("fanout2000", "fanout", 2000, 50, 600, True, "root, 2,000 parallel steps, join"),
-    Shape("map2000", "map", 2000, 50, 600, True, "root, a map over 2,000 elements, join"),
-    Shape("chain200", "chain", 200, 10, 300, False, "200 sequential steps; per-hop p50/p90"),
-    # layered1k repeats like the small shapes: a run takes seconds, and its scheduler CPU
-    # per step, the denominator of the layered headline, varied by a third between single runs.
-    Shape("layered1k", "layered", (10, 100), (3, 10), 300, False, "10 layers x 100 steps, 3 upstreams each"),
-    Shape("layered10k", "layered", (100, 100), (10, 10), 300, True, "100 layers x 100 steps, 3 upstreams each"),
-    Shape("limits", "limits", ("bench_limits", 20), ("bench_limits_quick", 3), 300, True,
-          "concurrent runs under a pool, a lock, an in-flight cap and queue watermarks"),
-]}
+SHAPES: dict[str, Shape] = {
+    s.name: s
+    for s in [
+        Shape("chain20", "chain", 20, 5, 60, False, "20 sequential steps (the foundation issue's chain)"),
+        Shape("fanout40", "fanout", 40, 5, 60, False, "root, 40 parallel steps, join"),
+        Shape("fanout500", "fanout", 500, 20, 300, False, "root, 500 parallel steps, join"),
+        Shape("fanout2000", "fanout", 2000, 50, 600, True, "root, 2,000 parallel steps, join"),
+        Shape("map2000", "map", 2000, 50, 600, True, "root, a map over 2,000 elements, join"),
+        Shape("chain200", "chain", 200, 10, 300, False, "200 sequential steps; per-hop p50/p90"),
+        # layered1k repeats like the small shapes: a run takes seconds, and its scheduler CPU
+        # per step, the denominator of the layered headline, varied by a third between single runs.
+        Shape("layered1k", "layered", (10, 100), (3, 10), 300, False, "10 layers x 100 steps, 3 upstreams each"),
+        Shape("layered10k", "layered", (100, 100), (10, 10), 300, True, "100 layers x 100 steps, 3 upstreams each"),
+        Shape(
+            "limits",
+            "limits",
+            ("bench_limits", 20),
+            ("bench_limits_quick", 3),
+            300,
+            True,
+            "concurrent runs under a pool, a lock, an in-flight cap and queue watermarks",
+        ),
+    ]
+}
 ALIASES = {"all": list(SHAPES), "layered": ["layered1k", "layered10k"]}
 
 
@@ -133,8 +143,11 @@ def hops(ends: list[float]) -> list[float]:
 
 
 def hop_stats(values: list[float]) -> dict[str, float]:
-    return {"count": len(values), "p50_ms": round(percentile(values, 50) * 1000, 2),
-            "p90_ms": round(percentile(values, 90) * 1000, 2)}
+    return {
+        "count": len(values),
+        "p50_ms": round(percentile(values, 50) * 1000, 2),
+        "p90_ms": round(percentile(values, 90) * 1000, 2),
+    }
 
 
 # -- chain and fan-out: flowkit against raw Celery --------------------------------------------
@@ -151,8 +164,14 @@ def measure_compare(bench: Bench, run: ShapeRun) -> dict[str, Any]:
     else:
         flow_call, steps, raw_size = f"fanout_flow('bench_main', {size})", size + 2, size
         variants = ["fanout"] + (["fanout_chord"] if shape.name == "fanout40" and not opts.no_chord else [])
-    result: dict[str, Any] = {"shape": shape.name, "kind": shape.kind, "steps": steps, "repeats": run.repeats,
-                              "timeout_s": run.timeout, "status": "ok"}
+    result: dict[str, Any] = {
+        "shape": shape.name,
+        "kind": shape.kind,
+        "steps": steps,
+        "repeats": run.repeats,
+        "timeout_s": run.timeout,
+        "status": "ok",
+    }
     samples: dict[str, list[Sample]] = {"flowkit": [], **{v: [] for v in variants}}
     env = open_env(bench, shape.name, {"bench_main": flow_call}, raw=True)
     try:
@@ -182,8 +201,12 @@ def measure_compare(bench: Bench, run: ShapeRun) -> dict[str, Any]:
             if run_id and not any(s.ident == run_id for s in samples["flowkit"]):
                 result["steps_done_at_timeout"] = successful_steps(env, run_id)
         after = env.cpu()
-        result["rows"] = [compare_row(shape.name if i == 0 else f"{shape.name} (raw: chord)", v, steps,
-                                      samples["flowkit"], samples[v]) for i, v in enumerate(variants)]
+        result["rows"] = [
+            compare_row(
+                shape.name if i == 0 else f"{shape.name} (raw: chord)", v, steps, samples["flowkit"], samples[v]
+            )
+            for i, v in enumerate(variants)
+        ]
         if before and result["status"] == "ok":  # after a timeout, CPU includes the unfinished run
             result["cpu"] = cpu_per_step(cpu_used(before, after), steps, raw_size, samples, variants)
         if shape.kind == "chain" and samples["flowkit"]:
@@ -194,7 +217,8 @@ def measure_compare(bench: Bench, run: ShapeRun) -> dict[str, Any]:
                 raw_hops = [h for s in samples["timed_chain"] for h in hops(env.raw.chain_ends(s.ident))]
                 result["hops"]["raw"] = hop_stats(raw_hops)
                 result["hops"]["ratio_p50"] = round(
-                    result["hops"]["flowkit"]["p50_ms"] / result["hops"]["raw"]["p50_ms"], 2)
+                    result["hops"]["flowkit"]["p50_ms"] / result["hops"]["raw"]["p50_ms"], 2
+                )
     finally:
         env.close()
     return result
@@ -204,16 +228,24 @@ def compare_row(label: str, variant: str, steps: int, fk: list[Sample], raw: lis
     raw_s, fk_s = median([x.wall for x in raw]), median([x.wall for x in fk])
     raw_x, fk_x = median([x.exact for x in raw]), median([x.exact for x in fk])
     return {
-        "row": label, "raw_variant": variant, "steps": steps,
-        "raw_median_s": raw_s, "flowkit_median_s": fk_s, "ratio": fk_s / raw_s,
+        "row": label,
+        "raw_variant": variant,
+        "steps": steps,
+        "raw_median_s": raw_s,
+        "flowkit_median_s": fk_s,
+        "ratio": fk_s / raw_s,
         "overhead_ms_per_step": (fk_s - raw_s) / steps * 1000,
-        "raw_exact_median_s": raw_x, "flowkit_exact_median_s": fk_x, "ratio_exact": fk_x / raw_x,
-        "raw_samples_s": [round(x.wall, 4) for x in raw], "flowkit_samples_s": [round(x.wall, 4) for x in fk],
+        "raw_exact_median_s": raw_x,
+        "flowkit_exact_median_s": fk_x,
+        "ratio_exact": fk_x / raw_x,
+        "raw_samples_s": [round(x.wall, 4) for x in raw],
+        "flowkit_samples_s": [round(x.wall, 4) for x in fk],
     }
 
 
-def cpu_per_step(used: dict[str, float], steps: int, raw_size: int, samples: dict[str, list[Sample]],
-                 variants: list[str]) -> dict[str, Any]:
+def cpu_per_step(
+    used: dict[str, float], steps: int, raw_size: int, samples: dict[str, list[Sample]], variants: list[str]
+) -> dict[str, Any]:
     """CPU ms per step of each daemon over the timed runs (servers not counted)."""
     # A raw fan-out runs root + members + join; a raw chain runs its links.
     raw_steps = sum(len(samples[v]) * (raw_size + 2 if v.startswith("fanout") else raw_size) for v in variants)
@@ -235,9 +267,13 @@ def flowkit_chain_hops(env: ShapeEnv, run_id: str, steps: int) -> list[float]:
 
 def chain_segments(env: ShapeEnv, fk: list[Sample], steps: int) -> dict[str, float]:
     """Median ms of each segment of a flowkit chain hop, from the store's own timestamps."""
-    segs: dict[str, list[float]] = {"submit -> first dispatch": [], "finish -> next dispatch": [],
-                                    "dispatch -> claim": [], "claim -> finish": [],
-                                    "last finish -> run success": []}
+    segs: dict[str, list[float]] = {
+        "submit -> first dispatch": [],
+        "finish -> next dispatch": [],
+        "dispatch -> claim": [],
+        "claim -> finish": [],
+        "last finish -> run success": [],
+    }
     order = [chain_step(i) for i in range(steps)]
     for sample in fk:
         run = env.flowkit.store.get_run(sample.ident)
@@ -259,11 +295,19 @@ def measure_layered(bench: Bench, run: ShapeRun) -> dict[str, Any]:
     layers, width = run.size
     steps = layers * width
     raw_group = not opts.no_raw_group
-    result: dict[str, Any] = {"shape": shape.name, "kind": "layered", "steps": steps, "layers": layers,
-                              "width": width, "edges": (layers - 1) * width * min(3, width),
-                              "timeout_s": run.timeout, "status": "ok"}
-    env = open_env(bench, shape.name, {"bench_layered": f"layered_flow('bench_layered', {layers}, {width})"},
-                   raw=raw_group)
+    result: dict[str, Any] = {
+        "shape": shape.name,
+        "kind": "layered",
+        "steps": steps,
+        "layers": layers,
+        "width": width,
+        "edges": (layers - 1) * width * min(3, width),
+        "timeout_s": run.timeout,
+        "status": "ok",
+    }
+    env = open_env(
+        bench, shape.name, {"bench_layered": f"layered_flow('bench_layered', {layers}, {width})"}, raw=raw_group
+    )
     try:
         started = time.perf_counter()
         env.flowkit.prepare()  # includes loading the generated flow into the store
@@ -286,8 +330,9 @@ def measure_layered(bench: Bench, run: ShapeRun) -> dict[str, Any]:
             result["runs"].append(figures)
             if figures["status"] != "ok":
                 bench.problems = True
-                result.update(status=figures["status"], detail=figures["detail"],
-                              steps_done_at_timeout=figures["steps_done"])
+                result.update(
+                    status=figures["status"], detail=figures["detail"], steps_done_at_timeout=figures["steps_done"]
+                )
                 break
         # VmHWM: the scheduler's peak since it started (this shape's stack alone).
         result["scheduler_peak_rss_mb"] = rss_mb(env.flowkit.scheduler.pid)
@@ -307,9 +352,13 @@ def layered_run(env: ShapeEnv, steps: int, timeout: float) -> dict[str, Any]:
     try:
         figures["wall_s"] = round(env.flowkit.run("bench_layered", timeout).wall, 3)
     except RunTimedOut as exc:
-        figures.update(status="timed out", detail=str(exc), wall_s=None,
-                       steps_done=successful_steps(env, env.flowkit.last_run_id),
-                       run_elapsed_s=round(time.perf_counter() - t0, 1))
+        figures.update(
+            status="timed out",
+            detail=str(exc),
+            wall_s=None,
+            steps_done=successful_steps(env, env.flowkit.last_run_id),
+            run_elapsed_s=round(time.perf_counter() - t0, 1),
+        )
     used = cpu_used(before, env.cpu())
     done = figures["steps_done"]
     figures["cpu_s"] = used
@@ -382,8 +431,12 @@ def limits_check(attempts: list[dict[str, Any]], limits: dict[str, dict[str, Any
             pool.append((*span, int(opts.get("slots", 1))))
         if opts.get("lock") == LOCK:
             lock.append((*span, 1))
-    return {"running": max_overlap(running), "in_flight": max_overlap(in_flight),
-            "pool_slots": max_overlap(pool), "lock_holders": max_overlap(lock)}
+    return {
+        "running": max_overlap(running),
+        "in_flight": max_overlap(in_flight),
+        "pool_slots": max_overlap(pool),
+        "lock_holders": max_overlap(lock),
+    }
 
 
 def measure_limits(bench: Bench, run: ShapeRun) -> dict[str, Any]:
@@ -393,15 +446,36 @@ def measure_limits(bench: Bench, run: ShapeRun) -> dict[str, Any]:
     flow, runs = run.size
     runs = opts.limits_runs or runs
     high, low = opts.queue_watermarks
-    settings = {"max_in_flight": opts.max_in_flight, "queue_high_watermark": high, "queue_low_watermark": low,
-                "pool": POOL, "pool_slots": POOL_SLOTS, "worker_concurrency": LIMITS_WORKER_CONCURRENCY}
-    result: dict[str, Any] = {"shape": "limits", "kind": "limits", "flow": flow, "runs": runs,
-                              "steps": runs * (FLOWS[flow] + 2), "settings": settings,
-                              "timeout_s": run.timeout, "status": "ok"}
-    env = ShapeEnv(bench, "limits", LIMITS_DAGS, raw=False, worker_concurrency=LIMITS_WORKER_CONCURRENCY,
-                   extra_env={"FLOWKIT_MAX_IN_FLIGHT": str(opts.max_in_flight),
-                              "FLOWKIT_QUEUE_HIGH_WATERMARK": str(high),
-                              "FLOWKIT_QUEUE_LOW_WATERMARK": str(low)})
+    settings = {
+        "max_in_flight": opts.max_in_flight,
+        "queue_high_watermark": high,
+        "queue_low_watermark": low,
+        "pool": POOL,
+        "pool_slots": POOL_SLOTS,
+        "worker_concurrency": LIMITS_WORKER_CONCURRENCY,
+    }
+    result: dict[str, Any] = {
+        "shape": "limits",
+        "kind": "limits",
+        "flow": flow,
+        "runs": runs,
+        "steps": runs * (FLOWS[flow] + 2),
+        "settings": settings,
+        "timeout_s": run.timeout,
+        "status": "ok",
+    }
+    env = ShapeEnv(
+        bench,
+        "limits",
+        LIMITS_DAGS,
+        raw=False,
+        worker_concurrency=LIMITS_WORKER_CONCURRENCY,
+        extra_env={
+            "FLOWKIT_MAX_IN_FLIGHT": str(opts.max_in_flight),
+            "FLOWKIT_QUEUE_HIGH_WATERMARK": str(high),
+            "FLOWKIT_QUEUE_LOW_WATERMARK": str(low),
+        },
+    )
     probe = None
     try:
         try:
@@ -437,8 +511,12 @@ def measure_limits(bench: Bench, run: ShapeRun) -> dict[str, Any]:
             bench.problems = True
         attempts = [a for r in run_ids for a in env.flowkit.store.attempts(r)]
         observed = limits_check(attempts, limits_by_step(FLOWS[flow]), time.time())
-        result["observed"] = {**observed, "queue_depth_max": max(sampler.samples, default=0),
-                              "queue_depth_samples": len(sampler.samples), "probe_errors": sampler.errors}
+        result["observed"] = {
+            **observed,
+            "queue_depth_max": max(sampler.samples, default=0),
+            "queue_depth_samples": len(sampler.samples),
+            "probe_errors": sampler.errors,
+        }
         result["checks"] = {
             "running <= max_in_flight": observed["running"] <= opts.max_in_flight,
             "pool slots <= pool size": observed["pool_slots"] <= POOL_SLOTS,
@@ -453,7 +531,10 @@ def measure_limits(bench: Bench, run: ShapeRun) -> dict[str, Any]:
 
 
 MEASURE: dict[str, Callable[[Bench, ShapeRun], dict[str, Any]]] = {
-    "chain": measure_compare, "fanout": measure_compare, "map": measure_compare, "layered": measure_layered,
+    "chain": measure_compare,
+    "fanout": measure_compare,
+    "map": measure_compare,
+    "layered": measure_layered,
     "limits": measure_limits,
 }
 
@@ -463,8 +544,7 @@ def measure(bench: Bench, run: ShapeRun) -> dict[str, Any]:
         return MEASURE[run.shape.kind](bench, run)
     except BenchError as exc:  # RunTimedOut outside a timed run (e.g. a warm-up) included
         bench.problems = True
-        return {"shape": run.shape.name, "kind": run.shape.kind, "status": "failed",
-                "detail": str(exc)[:4000]}
+        return {"shape": run.shape.name, "kind": run.shape.kind, "status": "failed", "detail": str(exc)[:4000]}
 
 
 def resolve(names: str) -> list[Shape]:
@@ -476,4 +556,3 @@ def resolve(names: str) -> list[Shape]:
             if real not in out:
                 out.append(real)
     return [SHAPES[n] for n in out]
-

@@ -99,9 +99,15 @@ def extract_features(ctx: StepContext) -> dict:
     train = [rows[i] for i in order[n_test:]]
     write_csv(run_dir / "train.csv", header, train)
     write_csv(run_dir / "test.csv", header, test)
-    return {"dataset": str(run_dir / "dataset.csv"), "train": str(run_dir / "train.csv"),
-            "test": str(run_dir / "test.csv"), "features": names, "train_rows": len(train),
-            "test_rows": len(test), "positive_rate": round(sum(r[-1] for r in rows) / n, 3)}
+    return {
+        "dataset": str(run_dir / "dataset.csv"),
+        "train": str(run_dir / "train.csv"),
+        "test": str(run_dir / "test.csv"),
+        "features": names,
+        "train_rows": len(train),
+        "test_rows": len(test),
+        "positive_rate": round(sum(r[-1] for r in rows) / n, 3),
+    }
 
 
 def train(ctx: StepContext) -> dict:
@@ -110,8 +116,9 @@ def train(ctx: StepContext) -> dict:
     xs, ys = _read_csv(Path(data["train"]))
     n, k = len(xs), len(xs[0])
     mean = [sum(col) / n for col in zip(*xs, strict=True)]
-    std = [math.sqrt(sum((v - m) ** 2 for v in col) / n) or 1.0
-           for col, m in zip(zip(*xs, strict=True), mean, strict=True)]
+    std = [
+        math.sqrt(sum((v - m) ** 2 for v in col) / n) or 1.0 for col, m in zip(zip(*xs, strict=True), mean, strict=True)
+    ]
     xz = [[(v - m) / s for v, m, s in zip(row, mean, std, strict=True)] for row in xs]
 
     lr, l2, epochs = ctx.params["learning_rate"], ctx.params["l2"], ctx.params["epochs"]
@@ -135,13 +142,21 @@ def train(ctx: StepContext) -> dict:
         if not math.isfinite(loss):
             raise ArithmeticError(f"training diverged at epoch {epoch}; lower learning_rate ({lr})")
 
-    model = {"kind": "logistic_regression", "features": data["features"], "weights": w, "bias": b,
-             "mean": mean, "std": std, "epochs": epochs, "learning_rate": lr, "l2": l2,
-             "loss_curve": curve}
+    model = {
+        "kind": "logistic_regression",
+        "features": data["features"],
+        "weights": w,
+        "bias": b,
+        "mean": mean,
+        "std": std,
+        "epochs": epochs,
+        "learning_rate": lr,
+        "l2": l2,
+        "loss_curve": curve,
+    }
     path = _run_dir(ctx) / "model.json"
     save_json(path, model)
-    return {"model": str(path), "train_rows": n, "final_train_loss": curve[-1][1],
-            "loss_curve": curve}
+    return {"model": str(path), "train_rows": n, "final_train_loss": curve[-1][1], "loss_curve": curve}
 
 
 def evaluate(ctx: StepContext) -> dict:
@@ -188,8 +203,13 @@ def register(ctx: StepContext) -> dict:
         entry = load_json(existing, {})
         assert isinstance(entry, dict)
         if entry.get("idempotency_key") == ctx.idempotency_key:
-            return {"model": name, "version": entry["version"], "path": str(existing),
-                    "accuracy": entry["metrics"]["accuracy"], "already_registered": True}
+            return {
+                "model": name,
+                "version": entry["version"],
+                "path": str(existing),
+                "accuracy": entry["metrics"]["accuracy"],
+                "already_registered": True,
+            }
     run_dir = _run_dir(ctx)
     model, metrics = load_json(run_dir / "model.json", None), load_json(run_dir / "metrics.json", None)
     assert isinstance(model, dict) and isinstance(metrics, dict)
@@ -201,8 +221,15 @@ def register(ctx: StepContext) -> dict:
             break
         except FileExistsError:
             version += 1
-    entry = {"name": name, "version": version, "idempotency_key": ctx.idempotency_key,
-             "run_id": ctx.run_id, "params": ctx.params, "metrics": metrics, "model": model}
+    entry = {
+        "name": name,
+        "version": version,
+        "idempotency_key": ctx.idempotency_key,
+        "run_id": ctx.run_id,
+        "params": ctx.params,
+        "metrics": metrics,
+        "model": model,
+    }
     path = registry / f"v{version}" / "model.json"
     save_json(path, entry)
     latest = load_json(registry / "latest.json", {})
@@ -210,23 +237,34 @@ def register(ctx: StepContext) -> dict:
     if version > latest.get("version", 0):
         save_json(registry / "latest.json", {"version": version, "path": str(path)})
     ctx.log.info("registered %s v%s (accuracy %.3f)", name, version, metrics["accuracy"])
-    return {"model": name, "version": version, "path": str(path), "accuracy": metrics["accuracy"],
-            "already_registered": False}
+    return {
+        "model": name,
+        "version": version,
+        "path": str(path),
+        "accuracy": metrics["accuracy"],
+        "already_registered": False,
+    }
 
 
 def reject(ctx: StepContext) -> dict:
     """Record why the model was not registered."""
     metrics = load_json(_run_dir(ctx) / "metrics.json", None)
     assert isinstance(metrics, dict)
-    reason = (f"test accuracy {metrics['accuracy']:.4f} is below min_accuracy "
-              f"{ctx.params['min_accuracy']:.4f} (majority-class baseline "
-              f"{metrics['baseline_accuracy']:.4f})")
+    reason = (
+        f"test accuracy {metrics['accuracy']:.4f} is below min_accuracy "
+        f"{ctx.params['min_accuracy']:.4f} (majority-class baseline "
+        f"{metrics['baseline_accuracy']:.4f})"
+    )
     path = workdir(ctx, "ml") / "rejections.json"
     rejections = load_json(path, {})
     assert isinstance(rejections, dict)
     if ctx.idempotency_key not in rejections:
-        rejections[ctx.idempotency_key] = {"model": ctx.params["model_name"], "run_id": ctx.run_id,
-                                           "reason": reason, "metrics": metrics}
+        rejections[ctx.idempotency_key] = {
+            "model": ctx.params["model_name"],
+            "run_id": ctx.run_id,
+            "reason": reason,
+            "metrics": metrics,
+        }
         save_json(path, rejections)
     return {"rejected": True, "reason": reason}
 
@@ -252,12 +290,25 @@ flow = (
         },
     )
     .step("extract_features", extract_features, timeout="60s", writes=["ml://datasets/features"])
-    .step("train", train, after="extract_features", retries=2, retry_backoff="1s", timeout="120s",
-          reads=["ml://datasets/features"], writes=["ml://models/candidate"])
-    .step("evaluate", evaluate, after=["extract_features", "train"], timeout="60s",
-          reads=["ml://models/candidate"], writes=["ml://metrics"])
+    .step(
+        "train",
+        train,
+        after="extract_features",
+        retries=2,
+        retry_backoff="1s",
+        timeout="120s",
+        reads=["ml://datasets/features"],
+        writes=["ml://models/candidate"],
+    )
+    .step(
+        "evaluate",
+        evaluate,
+        after=["extract_features", "train"],
+        timeout="60s",
+        reads=["ml://models/candidate"],
+        writes=["ml://metrics"],
+    )
     .branch("gate", gate, after="evaluate")
-    .step("register", register, after="gate", retries=2, reads=["ml://models/candidate"],
-          writes=["ml://registry"])
+    .step("register", register, after="gate", retries=2, reads=["ml://models/candidate"], writes=["ml://registry"])
     .step("reject", reject, after="gate")
 )

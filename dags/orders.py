@@ -59,8 +59,7 @@ def _lines(ctx: StepContext) -> list[dict[str, Any]]:
         if not isinstance(line, dict) or set(line) != {"item", "quantity"}:
             raise ValueError(f'line {number} is {line!r}; each line is {{"item": name, "quantity": n}}')
         if line["item"] not in UNIT_PRICE:
-            raise ValueError(f"line {number}: unknown item {line['item']!r}; we sell "
-                             f"{', '.join(sorted(UNIT_PRICE))}")
+            raise ValueError(f"line {number}: unknown item {line['item']!r}; we sell {', '.join(sorted(UNIT_PRICE))}")
         quantity = line["quantity"]
         if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity <= 0:
             raise ValueError(f"line {number}: quantity must be a positive whole number, got {quantity!r}")
@@ -130,12 +129,24 @@ def backorder(ctx: StepContext) -> dict[str, Any]:
 
 def invoice(ctx: StepContext) -> dict[str, Any]:
     """Price every line and issue the invoice, once (the billing file is keyed by invoice id)."""
-    lines = [{**line, "unit_price": UNIT_PRICE[line["item"]],
-              "amount": round(UNIT_PRICE[line["item"]] * line["quantity"], 2)} for line in _lines(ctx)]
+    lines = [
+        {
+            **line,
+            "unit_price": UNIT_PRICE[line["item"]],
+            "amount": round(UNIT_PRICE[line["item"]] * line["quantity"], 2),
+        }
+        for line in _lines(ctx)
+    ]
     subtotal = round(sum(line["amount"] for line in lines), 2)
     tax = round(subtotal * TAX_RATE, 2)
-    inv = {"invoice_id": f"inv-{ctx.run_id[:8]}", "customer": ctx.params["customer"], "lines": lines,
-           "subtotal": subtotal, "tax": tax, "total": round(subtotal + tax, 2)}
+    inv = {
+        "invoice_id": f"inv-{ctx.run_id[:8]}",
+        "customer": ctx.params["customer"],
+        "lines": lines,
+        "subtotal": subtotal,
+        "tax": tax,
+        "total": round(subtotal + tax, 2),
+    }
     work = workdir(ctx, "orders")
     invoices = load_json(work / "invoices.json", {})
     if inv["invoice_id"] not in invoices:
@@ -165,8 +176,10 @@ def review(ctx: StepContext) -> list[str]:
 def pack(ctx: StepContext) -> list[dict[str, Any]]:
     """One parcel per order line: the list that ship maps over."""
     carrier = "express" if ctx.params["express"] else "ground"
-    return [{"line": number, "item": line["item"], "quantity": line["quantity"], "carrier": carrier}
-            for number, line in enumerate(ctx.upstream["invoice"]["lines"], 1)]
+    return [
+        {"line": number, "item": line["item"], "quantity": line["quantity"], "carrier": carrier}
+        for number, line in enumerate(ctx.upstream["invoice"]["lines"], 1)
+    ]
 
 
 def ship(ctx: StepContext) -> dict[str, Any]:
@@ -175,10 +188,8 @@ def ship(ctx: StepContext) -> dict[str, Any]:
     fail_shipping=true makes the carrier refuse every parcel, to show the compensation."""
     parcel = ctx.item
     if ctx.params["fail_shipping"]:
-        raise RuntimeError(f"carrier {parcel['carrier']} refused parcel {parcel['line']} "
-                           "(fail_shipping=true)")
-    label = (f"SHIP {parcel['quantity']} x {parcel['item']} BY {parcel['carrier']} "
-             f"TO customer {ctx.params['customer']}")
+        raise RuntimeError(f"carrier {parcel['carrier']} refused parcel {parcel['line']} (fail_shipping=true)")
+    label = f"SHIP {parcel['quantity']} x {parcel['item']} BY {parcel['carrier']} TO customer {ctx.params['customer']}"
     path = workdir(ctx, "orders") / f"label-{ctx.run_id[:8]}-{ctx.index}.txt"
     path.write_text(label + "\n")  # the same content on a second delivery
     return {"label": str(path), "line": parcel["line"], "carrier": parcel["carrier"]}
@@ -214,39 +225,60 @@ flow = (
         owner="commerce",
         tags=["orders", "example"],
         description="Receive, stock check, reserve or back-order, invoice, approve large orders, "
-                    "ship each line, notify, ledger; void and release when shipping fails.",
+        "ship each line, notify, ledger; void and release when shipping fails.",
         params={
             "customer": Param(int, default=42, help="customer id"),
-            "lines": Param(list, default=DEFAULT_LINES,
-                           help='order lines: [{"item": "widget", "quantity": 2}, ...]; '
-                                "items: widget, gadget (never in stock), gizmo"),
+            "lines": Param(
+                list,
+                default=DEFAULT_LINES,
+                help='order lines: [{"item": "widget", "quantity": 2}, ...]; '
+                "items: widget, gadget (never in stock), gizmo",
+            ),
             "express": False,
-            "approval_threshold": Param(float, default=100.0,
-                                        help="orders with a larger total wait for a person's approval"),
+            "approval_threshold": Param(
+                float, default=100.0, help="orders with a larger total wait for a person's approval"
+            ),
             "fail_shipping": Param(bool, default=False, help="make the carrier refuse every parcel"),
             "workdir": Param(str, default="", help="folder for the demo's files"),
         },
     )
     # reads=/writes= name the datasets each step touches, for `flowkit lineage --dataset`.
     .step("receive", receive, writes=["orders://incoming"])
-    .step("check_inventory", check_inventory, after="receive", retries=3, timeout="30s",
-          reads=["warehouse://stock"])
+    .step("check_inventory", check_inventory, after="receive", retries=3, timeout="30s", reads=["warehouse://stock"])
     .branch("route", route, after="check_inventory")
-    .step("reserve", reserve, after="route", compensate=release_stock,
-          reads=["warehouse://stock"], writes=["warehouse://stock"])
+    .step(
+        "reserve",
+        reserve,
+        after="route",
+        compensate=release_stock,
+        reads=["warehouse://stock"],
+        writes=["warehouse://stock"],
+    )
     .step("backorder", backorder, after="route", writes=["warehouse://backorders"])
-    .step("invoice", invoice, after="reserve", compensate=void_invoice,
-          reads=["orders://incoming"], writes=["billing://invoices"])
+    .step(
+        "invoice",
+        invoice,
+        after="reserve",
+        compensate=void_invoice,
+        reads=["orders://incoming"],
+        writes=["billing://invoices"],
+    )
     .branch("review", review, after="invoice")
     .approval("approve_large", after="review", timeout="24h")  # no decision in a day: rejected
     # the approval is skipped for a small order: none_failed runs pack after the invoice alone
     # (and skips it on the back-order path, where nothing upstream succeeded)
     .step("pack", pack, after=["invoice", "approve_large"], trigger="none_failed")
-    .map("ship", ship, over="pack", retries=2, retry_backoff="1s", timeout="30s",
-         writes=["shipping://labels"])
-    .step("notify_customer", notify_customer, after=["ship", "backorder"], trigger="none_failed",
-          writes=["mail://outbox"])
+    .map("ship", ship, over="pack", retries=2, retry_backoff="1s", timeout="30s", writes=["shipping://labels"])
+    .step(
+        "notify_customer", notify_customer, after=["ship", "backorder"], trigger="none_failed", writes=["mail://outbox"]
+    )
     # after invoice too: ctx.upstream holds direct upstreams only (skipped on the back-order path)
-    .step("update_accounting", update_accounting, after=["notify_customer", "invoice"], trigger="none_failed",
-          reads=["billing://invoices"], writes=["finance://ledger"])
+    .step(
+        "update_accounting",
+        update_accounting,
+        after=["notify_customer", "invoice"],
+        trigger="none_failed",
+        reads=["billing://invoices"],
+        writes=["finance://ledger"],
+    )
 )

@@ -61,13 +61,21 @@ PART_CATALOG = {
 }
 
 DEFAULT_DEPOTS = {
-    "depot-central": {"distance_km": 4.0, "slots_per_day": 4,
-                      "stock": {"battery-12v": 6, "thermostat": 2, "wheel-bearing": 1,
-                                "brake-pad-set": 0}},
-    "depot-north": {"distance_km": 11.5, "slots_per_day": 3,
-                    "stock": {"brake-pad-set": 8, "battery-12v": 1, "wheel-bearing": 0}},
-    "depot-east": {"distance_km": 23.0, "slots_per_day": 2,
-                   "stock": {"brake-pad-set": 2, "wheel-bearing": 3, "thermostat": 1}},
+    "depot-central": {
+        "distance_km": 4.0,
+        "slots_per_day": 4,
+        "stock": {"battery-12v": 6, "thermostat": 2, "wheel-bearing": 1, "brake-pad-set": 0},
+    },
+    "depot-north": {
+        "distance_km": 11.5,
+        "slots_per_day": 3,
+        "stock": {"brake-pad-set": 8, "battery-12v": 1, "wheel-bearing": 0},
+    },
+    "depot-east": {
+        "distance_km": 23.0,
+        "slots_per_day": 2,
+        "stock": {"brake-pad-set": 2, "wheel-bearing": 3, "thermostat": 1},
+    },
 }
 
 MODELS = ("Volta E-Van", "Kestrel 2.0 TDI", "Atlas HD Truck", "Mira Hatch")
@@ -120,11 +128,20 @@ def ingest(ctx: StepContext) -> dict:
         raise ValueError(f"unknown fault {fault!r}; use none or one of {', '.join(COMPONENTS)}")
 
     rng = random.Random(_seed(vehicle))
-    base = {"engine_temp_c": rng.uniform(86, 93), "oil_pressure_kpa": rng.uniform(280, 320),
-            "brake_pad_mm": rng.uniform(6.5, 9.0), "battery_v": rng.uniform(12.45, 12.75),
-            "vibration_g": rng.uniform(0.18, 0.32)}
-    noise = {"engine_temp_c": 1.5, "oil_pressure_kpa": 8.0, "brake_pad_mm": 0.05,
-             "battery_v": 0.04, "vibration_g": 0.04}
+    base = {
+        "engine_temp_c": rng.uniform(86, 93),
+        "oil_pressure_kpa": rng.uniform(280, 320),
+        "brake_pad_mm": rng.uniform(6.5, 9.0),
+        "battery_v": rng.uniform(12.45, 12.75),
+        "vibration_g": rng.uniform(0.18, 0.32),
+    }
+    noise = {
+        "engine_temp_c": 1.5,
+        "oil_pressure_kpa": 8.0,
+        "brake_pad_mm": 0.05,
+        "battery_v": 0.04,
+        "vibration_g": 0.04,
+    }
     odometer = float(rng.randrange(20_000, 140_000))
     # A developing fault drifts its sensor past the failure limit, faster towards the end.
     target = None
@@ -147,13 +164,18 @@ def ingest(ctx: StepContext) -> dict:
                 if s == "brake_pad_mm":
                     value -= 0.0002 * i  # ordinary wear
                 if target and target[0] == s:
-                    value += (target[1] - base[s]) * progress ** 2
+                    value += (target[1] - base[s]) * progress**2
                 row.append(round(max(value, 0.0), 3))
             out.writerow([i, round(odometer, 1), *row])
     tmp.replace(path)
     ctx.log.info("ingested %s readings for %s into %s", n, vehicle, path)
-    return {"vehicle": vehicle, "path": str(path), "samples": n,
-            "first_odometer_km": round(first_km, 1), "odometer_km": round(odometer, 1)}
+    return {
+        "vehicle": vehicle,
+        "path": str(path),
+        "samples": n,
+        "first_odometer_km": round(first_km, 1),
+        "odometer_km": round(odometer, 1),
+    }
 
 
 def stage(ctx: StepContext) -> dict:
@@ -178,17 +200,26 @@ def enrich(ctx: StepContext) -> dict:
     history = load_json(path, None)
     if history is None:
         rng = random.Random(_seed(vehicle) ^ 0x5EED)
-        history = {"vehicle": vehicle, "model": rng.choice(MODELS), "year": rng.randrange(2015, 2025),
-                   "mileage_km": reading["first_odometer_km"],
-                   "last_service_km": round(reading["first_odometer_km"] - rng.randrange(2_000, 16_000), 1),
-                   "service_interval_km": SERVICE_INTERVAL_KM}
+        history = {
+            "vehicle": vehicle,
+            "model": rng.choice(MODELS),
+            "year": rng.randrange(2015, 2025),
+            "mileage_km": reading["first_odometer_km"],
+            "last_service_km": round(reading["first_odometer_km"] - rng.randrange(2_000, 16_000), 1),
+            "service_interval_km": SERVICE_INTERVAL_KM,
+        }
     assert isinstance(history, dict)
     if reading["odometer_km"] > history["mileage_km"]:  # an odometer never goes back
         history["mileage_km"] = reading["odometer_km"]
     save_json(path, history)
     since = round(history["mileage_km"] - history["last_service_km"], 1)
-    return {"model": history["model"], "year": history["year"], "mileage_km": history["mileage_km"],
-            "km_since_service": since, "service_due": since >= history["service_interval_km"]}
+    return {
+        "model": history["model"],
+        "year": history["year"],
+        "mileage_km": history["mileage_km"],
+        "km_since_service": since,
+        "service_due": since >= history["service_interval_km"],
+    }
 
 
 def analyze(ctx: StepContext) -> dict:
@@ -218,7 +249,7 @@ def analyze(ctx: StepContext) -> dict:
     for name, (sensor, warn, limit, part) in COMPONENTS.items():
         means = _rolling_means(columns[sensor], window)
         level = means[-1]
-        recent = columns[sensor][n // 2:]
+        recent = columns[sensor][n // 2 :]
         slope = _slope(recent)
         projected = level + slope * horizon
         level_sev = _severity(level, warn, limit)
@@ -227,16 +258,23 @@ def analyze(ctx: StepContext) -> dict:
             score += 0.1
         score = round(min(score, 1.0), 3)
         heading_to_limit = (limit - level) * slope > 0
-        to_limit = 0 if level_sev >= 1 else (
-            round((limit - level) / slope) if heading_to_limit else None)
-        components[name] = {"score": score, "level": round(level, 3),
-                            "slope_per_100": round(slope * 100, 4), "samples_to_limit": to_limit}
+        to_limit = 0 if level_sev >= 1 else (round((limit - level) / slope) if heading_to_limit else None)
+        components[name] = {
+            "score": score,
+            "level": round(level, 3),
+            "slope_per_100": round(slope * 100, 4),
+            "samples_to_limit": to_limit,
+        }
         if score >= ctx.params["min_score"]:
             failing.append({"component": name, "part": part, "score": score})
     failing.sort(key=lambda f: -float(f["score"]))
     ctx.log.info("%s: likely failures %s", ctx.params["vehicle"], failing or "none")
-    return {"vehicle": ctx.params["vehicle"], "failing": failing, "components": components,
-            "service_due": history["service_due"]}
+    return {
+        "vehicle": ctx.params["vehicle"],
+        "failing": failing,
+        "components": components,
+        "service_due": history["service_due"],
+    }
 
 
 def pick_depot(ctx: StepContext) -> str | list[str]:
@@ -284,13 +322,23 @@ def order_part(ctx: StepContext) -> dict:
     po = load_json(path, None)
     if not (isinstance(po, dict) and po.get("key") == ctx.idempotency_key):
         lines = [{"part": p, "quantity": 1, "unit_price": PART_CATALOG[p][0]} for p in plan["missing"]]
-        po = {"po_id": path.stem, "key": ctx.idempotency_key, "vehicle": ctx.params["vehicle"],
-              "deliver_to": plan["depot"], "lines": lines,
-              "total": round(sum(line["unit_price"] * line["quantity"] for line in lines), 2),
-              "eta_days": max(PART_CATALOG[p][1] for p in plan["missing"])}
+        po = {
+            "po_id": path.stem,
+            "key": ctx.idempotency_key,
+            "vehicle": ctx.params["vehicle"],
+            "deliver_to": plan["depot"],
+            "lines": lines,
+            "total": round(sum(line["unit_price"] * line["quantity"] for line in lines), 2),
+            "eta_days": max(PART_CATALOG[p][1] for p in plan["missing"]),
+        }
         save_json(path, po)
-    return {"po_id": po["po_id"], "deliver_to": po["deliver_to"], "parts": plan["missing"],
-            "total": po["total"], "eta_days": po["eta_days"]}
+    return {
+        "po_id": po["po_id"],
+        "deliver_to": po["deliver_to"],
+        "parts": plan["missing"],
+        "total": po["total"],
+        "eta_days": po["eta_days"],
+    }
 
 
 def book_appointment(ctx: StepContext) -> dict:
@@ -313,9 +361,14 @@ def book_appointment(ctx: StepContext) -> dict:
                 break
             day += timedelta(days=1)
         bookings[ctx.idempotency_key] = {
-            "booking_id": f"bk-{ctx.run_id[:8]}", "vehicle": ctx.params["vehicle"], "depot": depot,
-            "date": day.isoformat(), "time": f"{8 + 2 * taken:02d}:00", "parts": plan["parts"],
-            "components": plan["components"], "po_id": po["po_id"] if po else None,
+            "booking_id": f"bk-{ctx.run_id[:8]}",
+            "vehicle": ctx.params["vehicle"],
+            "depot": depot,
+            "date": day.isoformat(),
+            "time": f"{8 + 2 * taken:02d}:00",
+            "parts": plan["parts"],
+            "components": plan["components"],
+            "po_id": po["po_id"] if po else None,
         }
         save_json(work / "bookings.json", bookings)
     booking: dict = bookings[ctx.idempotency_key]
@@ -328,10 +381,11 @@ def notify_driver(ctx: StepContext) -> dict:
     booking = ctx.upstream.get("book_appointment")
     vehicle = ctx.params["vehicle"]
     if booking:
-        found = ", ".join(f"{f['component'].replace('_', ' ')} ({f['score']:.2f})"
-                          for f in analysis["failing"])
-        text = (f"Vehicle {vehicle}: likely to fail soon: {found}. Service booked at "
-                f"{booking['depot']} on {booking['date']} at {booking['time']}.")
+        found = ", ".join(f"{f['component'].replace('_', ' ')} ({f['score']:.2f})" for f in analysis["failing"])
+        text = (
+            f"Vehicle {vehicle}: likely to fail soon: {found}. Service booked at "
+            f"{booking['depot']} on {booking['date']} at {booking['time']}."
+        )
         if booking["po_id"]:
             text += f" Parts are on order ({booking['po_id']})."
     else:
@@ -353,24 +407,48 @@ flow = (
         params={
             "vehicle": Param(str, default="VIN123", help="vehicle id (letters, digits, '-')"),
             "samples": Param(int, default=500, help="number of sensor readings to ingest"),
-            "fault": Param(str, default="brake_pads",
-                           help="fault to simulate: none, cooling, oil_pump, brake_pads, battery, "
-                                "wheel_bearing"),
+            "fault": Param(
+                str,
+                default="brake_pads",
+                help="fault to simulate: none, cooling, oil_pump, brake_pads, battery, wheel_bearing",
+            ),
             "min_score": Param(float, default=0.5, help="score (0-1) from which a component is failing"),
             "workdir": Param(str, default="", help="folder for the demo's files"),
         },
     )
     .step("ingest", ingest, timeout="60s", writes=["telemetry://raw"])
-    .step("stage", stage, after="ingest", retries=2, retry_backoff="1s",
-          reads=["telemetry://raw"], writes=["telemetry://staging"])
+    .step(
+        "stage",
+        stage,
+        after="ingest",
+        retries=2,
+        retry_backoff="1s",
+        reads=["telemetry://raw"],
+        writes=["telemetry://staging"],
+    )
     .step("enrich", enrich, after="ingest", retries=2, reads=["fleet://vehicle-history"])
-    .step("analyze", analyze, after=["stage", "enrich"], timeout="60s",
-          reads=["telemetry://staging"], writes=["fleet://predictions"])
+    .step(
+        "analyze",
+        analyze,
+        after=["stage", "enrich"],
+        timeout="60s",
+        reads=["telemetry://staging"],
+        writes=["fleet://predictions"],
+    )
     .branch("pick_depot", pick_depot, after="analyze", reads=["depots://inventory"])
-    .step("order_part", order_part, after="pick_depot", retries=3, retry_backoff="2s",
-          writes=["purchasing://orders"])
-    .step("book_appointment", book_appointment, after=["pick_depot", "order_part"], trigger="none_failed",
-          writes=["depots://bookings"])
-    .step("notify_driver", notify_driver, after=["analyze", "book_appointment"], trigger="none_failed",
-          writes=["mail://outbox"])
+    .step("order_part", order_part, after="pick_depot", retries=3, retry_backoff="2s", writes=["purchasing://orders"])
+    .step(
+        "book_appointment",
+        book_appointment,
+        after=["pick_depot", "order_part"],
+        trigger="none_failed",
+        writes=["depots://bookings"],
+    )
+    .step(
+        "notify_driver",
+        notify_driver,
+        after=["analyze", "book_appointment"],
+        trigger="none_failed",
+        writes=["mail://outbox"],
+    )
 )

@@ -104,20 +104,24 @@ class Settings:
         if self.max_params_bytes < 0:
             raise ConfigError("FLOWKIT_MAX_PARAMS_BYTES must be 0 (no cap) or more")
         if not 1 <= self.max_json_depth <= MAX_JSON_DEPTH_LIMIT:
-            raise ConfigError(f"FLOWKIT_MAX_JSON_DEPTH={self.max_json_depth} is outside 1-{MAX_JSON_DEPTH_LIMIT}: "
-                              "deeper values crash flowkit's own readers (Python's json recurses per "
-                              "level); set it within that range")
+            raise ConfigError(
+                f"FLOWKIT_MAX_JSON_DEPTH={self.max_json_depth} is outside 1-{MAX_JSON_DEPTH_LIMIT}: "
+                "deeper values crash flowkit's own readers (Python's json recurses per "
+                "level); set it within that range"
+            )
         if self.max_in_flight < 0:
             raise ConfigError("FLOWKIT_MAX_IN_FLIGHT must be 0 (no cap) or more")
         if self.queue_high_watermark and not 0 <= self.queue_low_watermark < self.queue_high_watermark:
             raise ConfigError(
                 f"FLOWKIT_QUEUE_LOW_WATERMARK={self.queue_low_watermark} must be below "
-                f"FLOWKIT_QUEUE_HIGH_WATERMARK={self.queue_high_watermark} (0 turns backpressure off)")
+                f"FLOWKIT_QUEUE_HIGH_WATERMARK={self.queue_high_watermark} (0 turns backpressure off)"
+            )
         if not 0 < 2 * self.scheduler_lease_renew_seconds <= self.scheduler_lease_seconds:
             raise ConfigError(
                 f"FLOWKIT_SCHEDULER_LEASE_RENEW_SECONDS={self.scheduler_lease_renew_seconds:g} must be "
                 f"above 0 and at most half of FLOWKIT_SCHEDULER_LEASE_SECONDS={self.scheduler_lease_seconds:g}, "
-                "so one failed renewal does not lose the lease; lower it or raise the lease")
+                "so one failed renewal does not lose the lease; lower it or raise the lease"
+            )
         check_database_url(self.database_url)
         check_broker_url(self.broker_url)
 
@@ -134,9 +138,7 @@ def _convert(name: str, type_name: Any, raw: str) -> Any:
         if kind == "float":
             return float(raw)
     except ValueError:
-        raise ConfigError(
-            f"FLOWKIT_{name.upper()}={raw!r} is not a number; set it to a {kind}"
-        ) from None
+        raise ConfigError(f"FLOWKIT_{name.upper()}={raw!r} is not a number; set it to a {kind}") from None
     return raw
 
 
@@ -186,16 +188,22 @@ def check_database_url(url: str, *, variable: str = "FLOWKIT_DATABASE_URL") -> N
     if scheme not in DATABASE_SCHEMES:
         backend, _, driver = scheme.partition("+")
         if backend in ("postgresql", "postgres", "sqlite"):
-            raise bad(f"asks for the {driver} driver, which flowkit does not use",
-                      "write postgresql:// (flowkit uses psycopg 3) or sqlite:///")
-        raise bad(f"uses {backend}, which flowkit does not support (it runs on PostgreSQL and SQLite)",
-                  _did_you_mean(backend, ("postgresql", "sqlite")) or f"use e.g. {_DATABASE_EXAMPLES}")
+            raise bad(
+                f"asks for the {driver} driver, which flowkit does not use",
+                "write postgresql:// (flowkit uses psycopg 3) or sqlite:///",
+            )
+        raise bad(
+            f"uses {backend}, which flowkit does not support (it runs on PostgreSQL and SQLite)",
+            _did_you_mean(backend, ("postgresql", "sqlite")) or f"use e.g. {_DATABASE_EXAMPLES}",
+        )
     if parsed.port is not None and not 0 < parsed.port < 65536:
         raise bad(f"has port {parsed.port}, outside 1-65535")
     if scheme.startswith("sqlite") and parsed.host:
-        raise bad(f"names a host ({parsed.host}), but SQLite opens a file",
-                  "write three slashes before a relative path (sqlite:///flowkit.db) or four "
-                  "before an absolute one (sqlite:////var/lib/flowkit/flowkit.db)")
+        raise bad(
+            f"names a host ({parsed.host}), but SQLite opens a file",
+            "write three slashes before a relative path (sqlite:///flowkit.db) or four "
+            "before an absolute one (sqlite:////var/lib/flowkit/flowkit.db)",
+        )
 
 
 #: Transports every kombu has; accepted without importing kombu (which costs ~60 ms per command).
@@ -229,13 +237,16 @@ def check_broker_url(url: str, *, variable: str = "FLOWKIT_BROKER_URL") -> None:
         if transport.lower() not in COMMON_TRANSPORTS:
             transports = broker_transports()
             if transport not in transports and transport.lower() not in transports:
-                raise bad(f"uses scheme {transport!r}, which no kombu transport handles",
-                          _did_you_mean(transport.lower(), sorted(transports)) or f"use e.g. {_BROKER_EXAMPLES}")
+                raise bad(
+                    f"uses scheme {transport!r}, which no kombu transport handles",
+                    _did_you_mean(transport.lower(), sorted(transports)) or f"use e.g. {_BROKER_EXAMPLES}",
+                )
         try:
             _port = urlsplit(part).port  # parses it: a word or 99999 raises
         except ValueError as exc:  # "Port could not be cast to integer value as 'x'", "Port out of range"
-            raise bad("has a port outside 1-65535" if "range" in str(exc)
-                      else "has a port that is not a number") from None
+            raise bad(
+                "has a port outside 1-65535" if "range" in str(exc) else "has a port that is not a number"
+            ) from None
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -87,8 +87,10 @@ _PLAIN_SERVER_TEXT = (
     "unknown protocol",
     "handshake operation timed out",
 )
-_PLAIN_SERVER_REASON = ("the TLS handshake failed ({}): the server does not speak TLS there; use "
-                        "redis:// or amqp:// for a plain server, or the port where it serves TLS")
+_PLAIN_SERVER_REASON = (
+    "the TLS handshake failed ({}): the server does not speak TLS there; use "
+    "redis:// or amqp:// for a plain server, or the port where it serves TLS"
+)
 _PERMANENT_CLASSES = ("AccessRefused", "NotAllowed", "AuthenticationError", "AuthenticationWrongNumberOfArgsError")
 
 
@@ -165,16 +167,17 @@ def classify_url_problem(exc: BaseException) -> UrlProblem:
 
 
 # -- one-line errors ------------------------------------------------------------------------
-def _service_error(exc: BaseException, url: str, variable: str, noun: str,
-                   transient: type[FlowkitError]) -> FlowkitError:
+def _service_error(
+    exc: BaseException, url: str, variable: str, noun: str, transient: type[FlowkitError]
+) -> FlowkitError:
     problem = classify_url_problem(exc)
     if isinstance(exc, ConfigError):
         return exc
     if problem.permanent:
-        return ConfigError(f"cannot connect to the {noun} at {redact(url)}: {problem.reason}; "
-                           f"check {variable}")
-    return transient(f"cannot reach the {noun} at {redact(url)}: {problem.reason}; "
-                     f"check {variable} and that the server runs")
+        return ConfigError(f"cannot connect to the {noun} at {redact(url)}: {problem.reason}; check {variable}")
+    return transient(
+        f"cannot reach the {noun} at {redact(url)}: {problem.reason}; check {variable} and that the server runs"
+    )
 
 
 def database_error(exc: BaseException, url: str, *, variable: str = "FLOWKIT_DATABASE_URL") -> FlowkitError:
@@ -184,15 +187,16 @@ def database_error(exc: BaseException, url: str, *, variable: str = "FLOWKIT_DAT
     change of ``variable`` (or of the server's setup) can help.
     """
     if any(_not_a_sqlite_file(e) for e in _chain(exc)):
-        return ConfigError(f"{redact(url)} is not a SQLite database (file is not a database); point "
-                           f"{variable} at a flowkit store or remove the file")
+        return ConfigError(
+            f"{redact(url)} is not a SQLite database (file is not a database); point "
+            f"{variable} at a flowkit store or remove the file"
+        )
     return _service_error(exc, url, variable, "database", StoreUnavailable)
 
 
 def _not_a_sqlite_file(e: BaseException) -> bool:
     """SQLite's answer when the file at the URL holds something else (text, another format)."""
-    if not any(c.__module__ in ("sqlite3", "_sqlite3") and c.__name__ == "DatabaseError"
-               for c in type(e).__mro__):
+    if not any(c.__module__ in ("sqlite3", "_sqlite3") and c.__name__ == "DatabaseError" for c in type(e).__mro__):
         return False
     return "is not a database" in str(e)
 
@@ -217,7 +221,8 @@ def _is_broker_failure(e: BaseException) -> bool:
     if module not in ("kombu", "redis", "amqp", "librabbitmq"):
         return False
     return isinstance(e, OSError) or any(
-        c.__name__ in ("OperationalError", "ConnectionError", *_PERMANENT_CLASSES) for c in type(e).__mro__)
+        c.__name__ in ("OperationalError", "ConnectionError", *_PERMANENT_CLASSES) for c in type(e).__mro__
+    )
 
 
 def service_error(exc: BaseException, *, database_url: str, broker_url: str) -> FlowkitError | None:
@@ -249,8 +254,9 @@ def probe_database(url: str, *, timeout_seconds: float = PROBE_TIMEOUT_SECONDS) 
         _probe_sqlite_file(normalized, url)
         return
     # libpq takes whole seconds; without a limit an unreachable host blocks for minutes
-    engine = create_engine(normalized, poolclass=NullPool,
-                           connect_args={"connect_timeout": max(1, round(timeout_seconds))})
+    engine = create_engine(
+        normalized, poolclass=NullPool, connect_args={"connect_timeout": max(1, round(timeout_seconds))}
+    )
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
@@ -302,8 +308,9 @@ def probe_broker(url: str, *, timeout_seconds: float = PROBE_TIMEOUT_SECONDS) ->
     from kombu.connection import Connection
 
     try:
-        with Connection(url, connect_timeout=timeout_seconds,
-                        transport_options=bounded_transport_options(url, timeout_seconds)) as conn:
+        with Connection(
+            url, connect_timeout=timeout_seconds, transport_options=bounded_transport_options(url, timeout_seconds)
+        ) as conn:
             conn.ensure_connection(max_retries=0)  # one try: retrying is the caller's choice
     except Exception as exc:
         raise broker_error(exc, url) from exc
@@ -373,8 +380,18 @@ def wait_for_services(
     raises a one-line FlowkitError at once.
     """
     if database:
-        retry_with_backoff(lambda: probe_database(settings.database_url), what=what, stop=stop,
-                           give_up_after_seconds=give_up_after_seconds, logger=logger)
+        retry_with_backoff(
+            lambda: probe_database(settings.database_url),
+            what=what,
+            stop=stop,
+            give_up_after_seconds=give_up_after_seconds,
+            logger=logger,
+        )
     if broker:
-        retry_with_backoff(lambda: probe_broker(settings.broker_url), what=what, stop=stop,
-                           give_up_after_seconds=give_up_after_seconds, logger=logger)
+        retry_with_backoff(
+            lambda: probe_broker(settings.broker_url),
+            what=what,
+            stop=stop,
+            give_up_after_seconds=give_up_after_seconds,
+            logger=logger,
+        )

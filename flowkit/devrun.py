@@ -47,13 +47,11 @@ def close_leftover_runs(store: Any) -> list[dict[str, Any]]:
     Only call this while holding the store's scheduler lease (see :func:`hold_lease`):
     then no process is working on those runs any more.
     """
-    left = [r for r in store.list_runs(limit=10_000, states=_LIVE_RUN_STATES)
-            if r["trigger"] == DEV_TRIGGER]
+    left = [r for r in store.list_runs(limit=10_000, states=_LIVE_RUN_STATES) if r["trigger"] == DEV_TRIGGER]
     closed = []
     for run in left:
         try:
-            store.cancel_run(run["id"], by=DEV_ACTOR,
-                             reason="left live by a flowkit dev that was killed; not resumed")
+            store.cancel_run(run["id"], by=DEV_ACTOR, reason="left live by a flowkit dev that was killed; not resumed")
         except ActionRefused:  # it ended meanwhile
             continue
         closed.append(run)
@@ -104,17 +102,25 @@ class DevSession:
 
         setup_app_for_worker(self.app, "WARNING", None)
         worker = TestWorkController(
-            app=self.app, concurrency=2, hostname=anon_nodename(), pool="threads",
-            loglevel="WARNING", logfile=None, ready_callback=None, without_heartbeat=True,
-            without_mingle=True, without_gossip=True, queues=self.queues)
+            app=self.app,
+            concurrency=2,
+            hostname=anon_nodename(),
+            pool="threads",
+            loglevel="WARNING",
+            logfile=None,
+            ready_callback=None,
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            queues=self.queues,
+        )
         # Daemon threads: a step body that ignores its timeout never keeps the process alive.
-        self._worker_thread = threading.Thread(target=worker.start, name="flowkit-dev-worker",
-                                               daemon=True)
+        self._worker_thread = threading.Thread(target=worker.start, name="flowkit-dev-worker", daemon=True)
         self._worker_thread.start()
         worker.ensure_started()
         self._scheduler_thread = threading.Thread(
-            target=self.scheduler.run_forever, args=(self.stop_scheduler,), daemon=True,
-            name="flowkit-dev-scheduler")
+            target=self.scheduler.run_forever, args=(self.stop_scheduler,), daemon=True, name="flowkit-dev-scheduler"
+        )
         self._scheduler_thread.start()
 
     def interrupt(self, signal_name: str) -> Stopped:
@@ -122,8 +128,9 @@ class DevSession:
         attempts, every shell command killed, the worker told to stop."""
         self.stop_scheduler.set()
         try:
-            summary = self.store.cancel_run(self.run_id, by=DEV_ACTOR,
-                                            reason=f"flowkit dev interrupted ({signal_name})").summary
+            summary = self.store.cancel_run(
+                self.run_id, by=DEV_ACTOR, reason=f"flowkit dev interrupted ({signal_name})"
+            ).summary
         except ActionRefused as exc:  # it had just ended: nothing to cancel
             summary = str(exc)
         shells = shell.stop_all(SHELL_STOP_GRACE_SECONDS)

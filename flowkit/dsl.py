@@ -61,9 +61,13 @@ _MAX_COMPENSATED_NAME = 100 - len(compensation_name(""))
 _PY_TYPES: dict[type, str] = {str: "str", int: "int", float: "float", bool: "bool", list: "list", dict: "dict"}
 #: The Python types a param default of each declared type may have (bool is not an int).
 _PARAM_VALUE_TYPES: dict[str, tuple[type, ...]] = {
-    "str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,),
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "list": (list,),
+    "dict": (dict,),
 }
-
 
 
 class _Unset:
@@ -151,14 +155,16 @@ class Param:
     ...                        "token": Param(str, secret=True)})
     """
 
-    def __init__(self, type: type | str = str, default: Any = _REQUIRED, help: str = "", *,
-                 secret: bool = False) -> None:
+    def __init__(
+        self, type: type | str = str, default: Any = _REQUIRED, help: str = "", *, secret: bool = False
+    ) -> None:
         type_name = type if isinstance(type, str) else _PY_TYPES.get(type)
         if type_name not in PARAM_TYPES:
             path, lineno = caller_location()
             raise DefinitionError(
                 f"param type {type!r} is not supported; use one of {', '.join(PARAM_TYPES)}",
-                path=path, lineno=lineno,
+                path=path,
+                lineno=lineno,
             )
         if not isinstance(help, str):
             path, lineno = caller_location()
@@ -253,9 +259,7 @@ class Flow:
     ) -> None:
         self.path, self.lineno = caller_location()
         if not isinstance(name, str) or not NAME_RE.match(name):
-            raise DefinitionError(
-                f"flow name {name!r} is not valid; {NAME_RULE}", path=self.path, lineno=self.lineno
-            )
+            raise DefinitionError(f"flow name {name!r} is not valid; {NAME_RULE}", path=self.path, lineno=self.lineno)
         self.name = name
         where = self._where(None, self.path, self.lineno)
         who = f'flow "{name}"'
@@ -277,7 +281,8 @@ class Flow:
         }
         self._check_options(self._defaults, who, where)
         self._callbacks = check_callbacks(
-            {"on_success": on_success, "on_failure": on_failure, "on_retry": on_retry}, who, where)
+            {"on_success": on_success, "on_failure": on_failure, "on_retry": on_retry}, who, where
+        )
         self._steps: dict[str, _StepDef] = {}
         self._last: str | None = None
 
@@ -341,7 +346,7 @@ class Flow:
             seconds = parse_duration(timeout)
         except ValueError:
             raise DefinitionError(
-                f'{who}: timeout={timeout!r} is not a duration; use a number of seconds or a string '
+                f"{who}: timeout={timeout!r} is not a duration; use a number of seconds or a string "
                 'like "30m", "2h", or None to wait for ever',
                 **where,
             ) from None
@@ -380,8 +385,15 @@ class Flow:
 
         path, lineno = caller_location()
         who = f'flow "{self.name}" step "{name}"'
-        shell = check_definition(command, env, cwd, fail_on, success_codes, who=who,
-                                 where=self._where(name if isinstance(name, str) else None, path, lineno))
+        shell = check_definition(
+            command,
+            env,
+            cwd,
+            fail_on,
+            success_codes,
+            who=who,
+            where=self._where(name if isinstance(name, str) else None, path, lineno),
+        )
         return self._add("shell", name, None, after, dict(options), shell=shell)
 
     @checks_arguments()
@@ -411,18 +423,21 @@ class Flow:
         if isinstance(name, str) and len(name) > MAX_MAP_NAME:
             raise DefinitionError(
                 f"{who}: a map step's name may have at most {MAX_MAP_NAME} characters (its "
-                "instances are named name[i]); shorten it", **where)
+                "instances are named name[i]); shorten it",
+                **where,
+            )
         if over is None:
             raise DefinitionError(
-                f'{who}: map() needs over="step", the upstream step whose list result it maps over',
-                **where)
+                f'{who}: map() needs over="step", the upstream step whose list result it maps over', **where
+            )
         if not isinstance(over, str):
             raise DefinitionError(f"{who}: over={over!r} must be the name of one step", **where)
-        if max_parallel is not None and (isinstance(max_parallel, bool) or not isinstance(max_parallel, int)
-                                         or max_parallel < 1):
+        if max_parallel is not None and (
+            isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1
+        ):
             raise DefinitionError(
-                f"{who}: max_parallel={max_parallel!r} must be a whole number >= 1, or None for no cap",
-                **where)
+                f"{who}: max_parallel={max_parallel!r} must be a whole number >= 1, or None for no cap", **where
+            )
         self._add("map", name, fn, after, dict(options))
         added = self._steps[name]
         if over not in added.upstream:
@@ -431,7 +446,12 @@ class Flow:
         return self
 
     def _add(
-        self, kind: str, name: str, fn: Callable[..., Any] | None, after: Any, options: dict[str, Any],
+        self,
+        kind: str,
+        name: str,
+        fn: Callable[..., Any] | None,
+        after: Any,
+        options: dict[str, Any],
         shell: ShellSpec | None = None,
     ) -> Flow:
         path, lineno = caller_location()
@@ -459,12 +479,23 @@ class Flow:
         self._check_options(options, who, where)
         self._check_slots(slots, options, who, where)
         self._steps[name] = _StepDef(
-            name=name, fn=fn, upstream=upstream, kind=kind, options=options,
-            path=path, lineno=lineno, trigger=trigger, reads=reads, writes=writes,
+            name=name,
+            fn=fn,
+            upstream=upstream,
+            kind=kind,
+            options=options,
+            path=path,
+            lineno=lineno,
+            trigger=trigger,
+            reads=reads,
+            writes=writes,
             doc=(inspect.getdoc(fn) or "").split("\n")[0] if fn is not None else "",
-            slots=1 if slots is UNSET else slots, lock=lock, lock_mode=lock_mode,
+            slots=1 if slots is UNSET else slots,
+            lock=lock,
+            lock_mode=lock_mode,
             compensate=compensate,
-            shell=shell, success_when=success_when,
+            shell=shell,
+            success_when=success_when,
             callbacks=callbacks,
         )
         self._last = name
@@ -482,8 +513,9 @@ class Flow:
                 **where,
             )
 
-    def _check_compensate(self, compensate: Any, name: str, who: str,
-                          where: dict[str, Any]) -> Callable[..., Any] | None:
+    def _check_compensate(
+        self, compensate: Any, name: str, who: str, where: dict[str, Any]
+    ) -> Callable[..., Any] | None:
         """The function that undoes the step, if any, and a name short enough for its
         compensation step's."""
         if compensate is None:
@@ -509,9 +541,7 @@ class Flow:
         if slots is UNSET:
             return
         if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
-            raise DefinitionError(
-                f"{who}: slots={slots!r} must be a whole number from 1 to {MAX_SLOTS}", **where
-            )
+            raise DefinitionError(f"{who}: slots={slots!r} must be a whole number from 1 to {MAX_SLOTS}", **where)
         if options.get("pool", self._defaults["pool"]) is None:
             raise DefinitionError(
                 f'{who}: slots={slots!r} needs a pool to count them in; add pool="name" to the '
@@ -535,7 +565,9 @@ class Flow:
             raise DefinitionError(
                 f'flow "{self.name}": schedule {schedule!r} is not a cron expression; '
                 'use five fields like "*/5 * * * *" (minute hour day month weekday)',
-                flow=self.name, path=self.path, lineno=self.lineno,
+                flow=self.name,
+                path=self.path,
+                lineno=self.lineno,
             )
         return str(schedule)
 
@@ -552,9 +584,7 @@ class Flow:
         out = []
         for pname, value in params.items():
             if not isinstance(pname, str) or not pname.isidentifier():
-                raise DefinitionError(
-                    f'flow "{self.name}": param name {pname!r} must be a Python identifier', **where
-                )
+                raise DefinitionError(f'flow "{self.name}": param name {pname!r} must be a Python identifier', **where)
             who = f'flow "{self.name}" param "{pname}"'
             if isinstance(value, Param):
                 p = value
@@ -570,8 +600,9 @@ class Flow:
                     )
                 p = Param(type_name, default=value)
             default = None if p.required else self._check_default(p, who, where)
-            out.append(ParamSpec(name=pname, type=p.type, default=default, required=p.required, help=p.help,
-                                 secret=p.secret))
+            out.append(
+                ParamSpec(name=pname, type=p.type, default=default, required=p.required, help=p.help, secret=p.secret)
+            )
         return tuple(out)
 
     @staticmethod
@@ -632,12 +663,13 @@ class Flow:
         except (TypeError, ValueError):
             return  # builtins and C callables: nothing to check
         required = [
-            p for p in sig.parameters.values()
+            p
+            for p in sig.parameters.values()
             if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
         if len(required) > 1:
             raise DefinitionError(
-                f'{who}: {getattr(fn, "__name__", fn)}() takes {len(required)} required arguments; '
+                f"{who}: {getattr(fn, '__name__', fn)}() takes {len(required)} required arguments; "
                 "a step function takes one (the step context, ctx) or none",
                 **where,
             )
@@ -650,33 +682,47 @@ class Flow:
                 raise UnknownStepError(
                     f'map step "{s.name}" maps over "{s.over}" (over=), which flow "{self.name}" '
                     f"does not define.{suggest(s.over, names) or ' Define it or fix the name in over='}",
-                    flow=self.name, step=s.name, path=s.path, lineno=s.lineno,
+                    flow=self.name,
+                    step=s.name,
+                    path=s.path,
+                    lineno=s.lineno,
                 )
             for up in s.upstream:
                 if up == s.name:
                     raise CycleError(
                         f'flow "{self.name}" step "{s.name}" depends on itself; remove it from after=',
-                        cycle=[s.name, s.name], flow=self.name, step=s.name,
-                        path=s.path, lineno=s.lineno,
+                        cycle=[s.name, s.name],
+                        flow=self.name,
+                        step=s.name,
+                        path=s.path,
+                        lineno=s.lineno,
                     )
                 if up not in self._steps:
                     raise UnknownStepError(
                         f'step "{s.name}" depends on "{up}", which flow "{self.name}" does not '
                         f"define.{suggest(up, names) or ' Define it or fix the name in after='}",
-                        flow=self.name, step=s.name, path=s.path, lineno=s.lineno,
+                        flow=self.name,
+                        step=s.name,
+                        path=s.path,
+                        lineno=s.lineno,
                     )
         cycle = find_cycle({n: s.upstream for n, s in self._steps.items()})
         if cycle:
             first = self._steps[cycle[0]]
             raise CycleError(
-                f'flow "{self.name}" has a cycle: {" -> ".join(cycle)}; remove one of these '
-                "dependencies",
-                cycle=cycle, flow=self.name, step=cycle[0], path=first.path, lineno=first.lineno,
+                f'flow "{self.name}" has a cycle: {" -> ".join(cycle)}; remove one of these dependencies',
+                cycle=cycle,
+                flow=self.name,
+                step=cycle[0],
+                path=first.path,
+                lineno=first.lineno,
             )
         if not self._steps:
             raise DefinitionError(
                 f'flow "{self.name}" has no steps; add one with .step(name, fn)',
-                flow=self.name, path=self.path, lineno=self.lineno,
+                flow=self.name,
+                path=self.path,
+                lineno=self.lineno,
             )
         return self
 
@@ -695,8 +741,11 @@ class Flow:
             steps.append(
                 StepSpec(
                     name=s.name,
-                    fn="approval" if s.kind == "approval" else
-                    display_name(s.fn) if s.shell is None else f"/bin/sh -c {s.shell.command}"[:200],
+                    fn="approval"
+                    if s.kind == "approval"
+                    else display_name(s.fn)
+                    if s.shell is None
+                    else f"/bin/sh -c {s.shell.command}"[:200],
                     upstream=s.upstream,
                     kind=s.kind,
                     retry=retry,
@@ -723,10 +772,18 @@ class Flow:
                 )
             )
         return FlowSpec(
-            name=self.name, steps=tuple(steps), schedule=self.schedule, owner=self.owner,
-            tags=self.tags, params=self.params, description=self.description,
-            path=self.path, lineno=self.lineno, version=version,
-            max_active_runs=self.max_active_runs, max_active_steps=self.max_active_steps,
+            name=self.name,
+            steps=tuple(steps),
+            schedule=self.schedule,
+            owner=self.owner,
+            tags=self.tags,
+            params=self.params,
+            description=self.description,
+            path=self.path,
+            lineno=self.lineno,
+            version=version,
+            max_active_runs=self.max_active_runs,
+            max_active_steps=self.max_active_steps,
             compensations=self._compensations(steps),
             callbacks=tuple(k for k in CALLBACK_KINDS if k in self._callbacks),
         )
@@ -755,12 +812,24 @@ class Flow:
                     stack += downstream[name]
             after = tuple(c for c in (t.compensate for t in steps if t.name in seen) if c)
             fn = self._steps[s.name].compensate
-            out.append(replace(
-                s, name=s.compensate, kind="compensation", upstream=after, trigger="all_done",
-                fn=f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}",
-                doc=(inspect.getdoc(fn) or "").split("\n")[0], reads=(), writes=(),
-                compensates=s.name, compensate=None, callbacks=(),  # the step's callbacks are its own
-                shell=None, success_when=None))  # it runs its function, checked by nothing of the step's
+            out.append(
+                replace(
+                    s,
+                    name=s.compensate,
+                    kind="compensation",
+                    upstream=after,
+                    trigger="all_done",
+                    fn=f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}",
+                    doc=(inspect.getdoc(fn) or "").split("\n")[0],
+                    reads=(),
+                    writes=(),
+                    compensates=s.name,
+                    compensate=None,
+                    callbacks=(),  # the step's callbacks are its own
+                    shell=None,
+                    success_when=None,
+                )
+            )  # it runs its function, checked by nothing of the step's
         return tuple(out)
 
     def callable_for(self, step: str) -> Callable[..., Any]:
@@ -798,7 +867,7 @@ def _check_success_when(success_when: Any, who: str, where: dict[str, Any]) -> A
     if success_when is not None and not callable(success_when):
         raise DefinitionError(
             f"{who}: success_when={success_when!r} is not callable; pass a function that takes the "
-            "step's result and returns True when it succeeded, e.g. success_when=lambda r: r[\"rows\"] > 0",
+            'step\'s result and returns True when it succeeded, e.g. success_when=lambda r: r["rows"] > 0',
             **where,
         )
     return success_when
@@ -820,8 +889,7 @@ def _check_uris(value: Any, label: str, who: str, where: dict[str, Any]) -> tupl
     for uri in uris:
         if "://" not in uri:
             raise DefinitionError(
-                f'{who}: {label}= takes dataset URIs like "file:///data/orders.csv" or '
-                f'"s3://bucket/key", not {uri!r}',
+                f'{who}: {label}= takes dataset URIs like "file:///data/orders.csv" or "s3://bucket/key", not {uri!r}',
                 **where,
             )
     return uris

@@ -47,7 +47,6 @@ def suggest(name: str, choices: Iterable[str]) -> str:
     return f' Did you mean "{close[0]}"?' if close else ""
 
 
-
 def parse_duration(value: str | float | int | None) -> float | None:
     """``"30s"``, ``"5m"``, ``"1h30m"``, ``"250ms"`` or a number of seconds -> seconds."""
     if value is None:
@@ -93,9 +92,7 @@ def _keywords(method: Callable[..., Any]) -> tuple[frozenset[str], tuple[str, ..
     return frozenset(names | set(options)), tuple(options)
 
 
-def checks_arguments(
-    *, hints: Mapping[str, str] | None = None
-) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+def checks_arguments(*, hints: Mapping[str, str] | None = None) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     """Make a builder method raise a DefinitionError, not a TypeError, when it is called
     wrongly: an unknown keyword (with the closest known one), a missing or an extra
     positional argument. ``hints`` maps a keyword the method refuses to the advice to give."""
@@ -148,8 +145,7 @@ def _call_error(
         if unknown in hints:
             return DefinitionError(f"{who}: {hints[unknown]}", **where)
         return DefinitionError(
-            f"{who}: unknown option {unknown!r}.{suggest(unknown, names)} "
-            f"Options are: {', '.join(sorted(options))}",
+            f"{who}: unknown option {unknown!r}.{suggest(unknown, names)} Options are: {', '.join(sorted(options))}",
             **where,
         )
     params = [p for p in inspect.signature(method).parameters.values() if p.name != "self"]
@@ -170,7 +166,7 @@ def _call_error(
             f"{who}: {call} got {twice[0]} twice, by position and as {twice[0]}=; give it once",
             **where,
         )
-    missing = [name for name in required[len(args):] if name not in kwargs]
+    missing = [name for name in required[len(args) :] if name not in kwargs]
     prefix = "" if who == call else f"{who}: "
     return DefinitionError(
         f"{prefix}{call} is missing its {' and '.join(missing)} argument{'s' if len(missing) > 1 else ''}; "
@@ -256,7 +252,9 @@ def check_callbacks(given: dict[str, Any], who: str, where: dict[str, Any]) -> d
         if not callable(fn):
             raise DefinitionError(
                 f"{who}: {kind}={fn!r} is not callable; pass a function that takes the callback "
-                f"context, e.g. {kind}=notify with def notify(ctx): ...", **where)
+                f"context, e.g. {kind}=notify with def notify(ctx): ...",
+                **where,
+            )
         try:
             signature = inspect.signature(fn)
         except (TypeError, ValueError):
@@ -268,6 +266,8 @@ def check_callbacks(given: dict[str, Any], who: str, where: dict[str, Any]) -> d
             name = getattr(fn, "__name__", repr(fn))
             raise DefinitionError(
                 f"{who}: {kind}={name}{signature} cannot be called with one argument; a callback "
-                f"takes the callback context: def {name}(ctx): ...", **where) from None
+                f"takes the callback context: def {name}(ctx): ...",
+                **where,
+            ) from None
         out[kind] = fn
     return out

@@ -119,6 +119,8 @@ class NotFoundError(FlowkitError):
 
 class ApprovalError(FlowkitError):
     """`flowkit approve`/`reject` named a step that is not awaiting a decision."""
+
+
 class ActionRefused(FlowkitError):
     """An operator's action (pause, cancel, retry, mark) that the current state does not
     allow; the message says the state and what to do instead."""

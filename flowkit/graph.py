@@ -48,7 +48,6 @@ TRIGGER_RULES = (
 )
 
 
-
 def find_cycle(edges: Mapping[str, Sequence[str]]) -> list[str] | None:
     """Return one cycle as a path ``[a, b, ..., a]`` in ``edges`` (node -> upstreams), or None.
 
@@ -65,7 +64,7 @@ def find_cycle(edges: Mapping[str, Sequence[str]]) -> list[str] | None:
             if up not in colour:
                 continue
             if colour[up] == grey:
-                cycle = stack[stack.index(up):] + [up]
+                cycle = stack[stack.index(up) :] + [up]
                 # stack runs downstream->upstream; flip so the path reads in run order
                 return list(reversed(cycle))
             if colour[up] == white:
@@ -132,8 +131,7 @@ def decide_counts(trigger: str, total: int, succeeded: int, failed: int, skipped
         raise ValueError(f"unknown trigger rule {trigger!r}")
     if min(total, succeeded, failed, skipped) < 0 or succeeded + failed + skipped > total:
         raise ValueError(
-            f"upstream counts do not add up: total={total} succeeded={succeeded} "
-            f"failed={failed} skipped={skipped}"
+            f"upstream counts do not add up: total={total} succeeded={succeeded} failed={failed} skipped={skipped}"
         )
     if trigger == "one_success" and succeeded:
         return Decision.RUN

@@ -19,8 +19,17 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "NonFiniteNumberError", "dumps", "find_non_finite", "loads", "nesting_depth",
-           "sanitize", "shape_problem", "text_nesting_depth"]
+__all__ = [
+    "MAX_DEPTH",
+    "NonFiniteNumberError",
+    "dumps",
+    "find_non_finite",
+    "loads",
+    "nesting_depth",
+    "sanitize",
+    "shape_problem",
+    "text_nesting_depth",
+]
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -160,8 +169,9 @@ def text_nesting_depth(text: str) -> int:
     return deepest
 
 
-def shape_problem(*, depth: int, size: int | None = None, max_depth: int = MAX_DEPTH,
-                  max_bytes: int | None = None) -> str | None:
+def shape_problem(
+    *, depth: int, size: int | None = None, max_depth: int = MAX_DEPTH, max_bytes: int | None = None
+) -> str | None:
     """What is wrong with a JSON value of ``depth`` levels and ``size`` bytes, or None.
 
     The one check of params and results against their bounds; the caller says where the

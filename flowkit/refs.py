@@ -32,8 +32,9 @@ class Ref:
         try:
             json.dumps(meta, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"Ref({uri!r}, ...): metadata must be JSON (str, int, float, bool, None, "
-                             f"lists, dicts): {exc}") from None
+            raise ValueError(
+                f"Ref({uri!r}, ...): metadata must be JSON (str, int, float, bool, None, lists, dicts): {exc}"
+            ) from None
         object.__setattr__(self, "uri", uri)
         object.__setattr__(self, "meta", dict(meta))
 

@@ -66,8 +66,10 @@ def secret(name: str) -> str:
     >>> password = flowkit.secret("warehouse_password")  # doctest: +SKIP
     """
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ConfigError(f"secret name {name!r} is not valid; use letters, digits and '_' "
-                          "(it becomes part of an environment variable name)")
+        raise ConfigError(
+            f"secret name {name!r} is not valid; use letters, digits and '_' "
+            "(it becomes part of an environment variable name)"
+        )
     variable = ENV_PREFIX + name.upper()
     value = os.environ.get(variable) or None
     if value is None:
@@ -75,8 +77,10 @@ def secret(name: str) -> str:
     if value is None:
         path = os.environ.get(FILE_VARIABLE)
         where = f"the file {FILE_VARIABLE} names ({path})" if path else f"a TOML file named by {FILE_VARIABLE}"
-        raise ConfigError(f'secret "{name}" is not set; set {variable} in the environment of the worker '
-                          f'or add {name} = "..." to {where}')
+        raise ConfigError(
+            f'secret "{name}" is not set; set {variable} in the environment of the worker '
+            f'or add {name} = "..." to {where}'
+        )
     register_secret(value)
     return value
 
@@ -93,8 +97,9 @@ def _from_file(name: str) -> str | None:
     except FileNotFoundError:
         raise ConfigError(f"{FILE_VARIABLE}={path!r} does not exist; create it or unset the variable") from None
     except OSError as exc:
-        raise ConfigError(f"{FILE_VARIABLE}={path!r} cannot be read ({exc.strerror}); check its permissions "
-                          "for the worker's user") from None
+        raise ConfigError(
+            f"{FILE_VARIABLE}={path!r} cannot be read ({exc.strerror}); check its permissions for the worker's user"
+        ) from None
     except tomllib.TOMLDecodeError as exc:  # the message names line and column, never the content
         raise ConfigError(f"{FILE_VARIABLE}={path!r} is not valid TOML ({exc}); fix the file") from None
     value = data.get(name)
@@ -157,8 +162,7 @@ def _mask_with(pattern: re.Pattern[str], value: Any) -> Any:
     if isinstance(value, str):
         return pattern.sub(MASK, value) if value else value
     if isinstance(value, dict):
-        return {(pattern.sub(MASK, k) if isinstance(k, str) else k): _mask_with(pattern, v)
-                for k, v in value.items()}
+        return {(pattern.sub(MASK, k) if isinstance(k, str) else k): _mask_with(pattern, v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_mask_with(pattern, v) for v in value]
     return value

@@ -91,9 +91,14 @@ class ShellSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ShellSpec:
-        return cls(**{**data, "env": tuple((str(k), str(v)) for k, v in data.get("env") or ()),
-                      "fail_on": tuple(data.get("fail_on", ())),
-                      "success_codes": tuple(data.get("success_codes", (0,)))})
+        return cls(
+            **{
+                **data,
+                "env": tuple((str(k), str(v)) for k, v in data.get("env") or ()),
+                "fail_on": tuple(data.get("fail_on", ())),
+                "success_codes": tuple(data.get("success_codes", (0,))),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,7 @@ def instance_name(step: str, index: int) -> str:
     instance's compensation: ``instance_name("notify:compensate", 3)`` is
     ``"notify[3]:compensate"``."""
     if step.endswith(COMPENSATION_SUFFIX):
-        return compensation_name(f"{step[:-len(COMPENSATION_SUFFIX)]}[{index}]")
+        return compensation_name(f"{step[: -len(COMPENSATION_SUFFIX)]}[{index}]")
     return f"{step}[{index}]"
 
 
@@ -160,7 +165,7 @@ def split_instance(name: str) -> tuple[str, int | None]:
     ``("notify:compensate", 3)``; a plain step name -> ``(name, None)``. Step names cannot
     contain "[" or ":" (see dsl), so these never clash."""
     if name.endswith(COMPENSATION_SUFFIX):
-        undone, position = split_instance(name[:-len(COMPENSATION_SUFFIX)])
+        undone, position = split_instance(name[: -len(COMPENSATION_SUFFIX)])
         return (compensation_name(undone), position) if position is not None else (name, None)
     if name.endswith("]"):
         base, sep, index = name[:-1].partition("[")
@@ -210,8 +215,7 @@ class FlowSpec:
         step = self._by_name.get(base) if index is not None else None
         if step is not None and index is not None and step.kind == "compensation" and step.compensates:
             # an instance's compensation: it undoes that instance (store/saga.py)
-            return replace(step, name=name, upstream=(),
-                           compensates=instance_name(step.compensates, index))
+            return replace(step, name=name, upstream=(), compensates=instance_name(step.compensates, index))
         if step is None or step.kind != "map":
             raise KeyError(name)
         return replace(step, name=name, upstream=tuple(u for u in step.upstream if u != step.over))
@@ -273,6 +277,7 @@ class FlowSpec:
     def from_dict(cls, data: dict[str, Any]) -> FlowSpec:
         """The inverse of :meth:`to_dict`. Keys a stored spec lacks (it was written before
         the field existed) take the field's default."""
+
         def step(s: dict[str, Any]) -> StepSpec:
             return StepSpec(
                 **{
@@ -314,8 +319,7 @@ def _coerce(param: ParamSpec, value: Any, flow: str, *, max_depth: int, max_byte
         depth = text_nesting_depth(value) if param.type in ("list", "dict") and size <= max_bytes else 0
     else:
         depth, size = nesting_depth(value, stop_after=max_depth), None
-    _check_shape(flow, f'param "{param.name}"', depth=depth, size=size, max_depth=max_depth,
-                 max_bytes=max_bytes)
+    _check_shape(flow, f'param "{param.name}"', depth=depth, size=size, max_depth=max_depth, max_bytes=max_bytes)
 
     def bad(why: str, *, as_given: bool = False) -> InvalidParamError:
         shown = "***" if param.secret else repr(given if as_given else value)
@@ -346,12 +350,14 @@ def _coerce(param: ParamSpec, value: Any, flow: str, *, max_depth: int, max_byte
         except ValueError:
             raise bad("is not JSON") from None
     expected: dict[str, tuple[type, ...]] = {
-        "str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
-        "list": (list,), "dict": (dict,),
+        "str": (str,),
+        "int": (int,),
+        "float": (int, float),
+        "bool": (bool,),
+        "list": (list,),
+        "dict": (dict,),
     }
-    ok = isinstance(value, expected[param.type]) and not (
-        param.type in ("int", "float") and isinstance(value, bool)
-    )
+    ok = isinstance(value, expected[param.type]) and not (param.type in ("int", "float") and isinstance(value, bool))
     if not ok:
         raise bad(f"is a {type(value).__name__}")
     where = find_non_finite(value)
@@ -365,12 +371,12 @@ def _article(type_name: str) -> str:
 
 
 def _example(type_name: str) -> str:
-    return {"str": "text", "int": "42", "float": "0.5", "bool": "true",
-            "list": "'[1,2]'", "dict": "'{\"k\":1}'"}[type_name]
+    return {"str": "text", "int": "42", "float": "0.5", "bool": "true", "list": "'[1,2]'", "dict": "'{\"k\":1}'"}[
+        type_name
+    ]
 
 
-def _check_shape(flow: str, what: str, *, depth: int, size: int | None, max_depth: int,
-                 max_bytes: int) -> None:
+def _check_shape(flow: str, what: str, *, depth: int, size: int | None, max_depth: int, max_bytes: int) -> None:
     from .errors import InvalidParamError
     from .jsonsafe import shape_problem
 
@@ -380,13 +386,16 @@ def _check_shape(flow: str, what: str, *, depth: int, size: int | None, max_dept
     if problem.startswith("nested"):
         fix = "(FLOWKIT_MAX_JSON_DEPTH): flatten it, or pass the path or URI of the data instead"
     else:
-        fix = ("(FLOWKIT_MAX_PARAMS_BYTES): write the data elsewhere (a file, an object store) "
-               "and pass its path or URI instead")
+        fix = (
+            "(FLOWKIT_MAX_PARAMS_BYTES): write the data elsewhere (a file, an object store) "
+            "and pass its path or URI instead"
+        )
     raise InvalidParamError(f'flow "{flow}" {what}: {problem} {fix}', flow=flow)
 
 
-def resolve_params(flow: FlowSpec, given: dict[str, Any], *, max_depth: int | None = None,
-                   max_bytes: int | None = None) -> dict[str, Any]:
+def resolve_params(
+    flow: FlowSpec, given: dict[str, Any], *, max_depth: int | None = None, max_bytes: int | None = None
+) -> dict[str, Any]:
     """Check and coerce the params a run was triggered with against the flow's declared ones.
 
     Strings (from the CLI) are parsed to the declared type; defaults fill the rest. A given

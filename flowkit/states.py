@@ -47,8 +47,7 @@ class AttemptState(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self in (AttemptState.SUCCESS, AttemptState.FAILED, AttemptState.SKIPPED,
-                        AttemptState.CANCELLED)
+        return self in (AttemptState.SUCCESS, AttemptState.FAILED, AttemptState.SKIPPED, AttemptState.CANCELLED)
 
 
 #: Where a worker's finish may find the attempt it ran, in this order: running on that worker
@@ -76,30 +75,40 @@ STEP_BAD = frozenset({StepState.FAILED, StepState.UPSTREAM_FAILED, StepState.CAN
 #: Allowed step transitions; every write checks the old state (compare-and-set).
 STEP_TRANSITIONS: dict[StepState, frozenset[StepState]] = {
     StepState.PENDING: frozenset(
-        {StepState.QUEUED, StepState.SKIPPED, StepState.UPSTREAM_FAILED, StepState.CANCELLED,
-         StepState.SCHEDULED, StepState.AWAITING_APPROVAL,
-         StepState.RUNNING,  # a map step expanded: it runs while its instances do
-         StepState.FAILED}  # a map step whose upstream gave no list
+        {
+            StepState.QUEUED,
+            StepState.SKIPPED,
+            StepState.UPSTREAM_FAILED,
+            StepState.CANCELLED,
+            StepState.SCHEDULED,
+            StepState.AWAITING_APPROVAL,
+            StepState.RUNNING,  # a map step expanded: it runs while its instances do
+            StepState.FAILED,
+        }  # a map step whose upstream gave no list
     ),
     # scheduled: ready, waiting for a slot of the ledger (or for backpressure to release)
     StepState.SCHEDULED: frozenset({StepState.QUEUED, StepState.CANCELLED, StepState.FAILED}),
     # awaiting_approval: `flowkit approve` -> success, `flowkit reject` -> failed
-    StepState.AWAITING_APPROVAL: frozenset({StepState.QUEUED, StepState.SKIPPED, StepState.CANCELLED,
-                                            StepState.SUCCESS, StepState.FAILED}),
+    StepState.AWAITING_APPROVAL: frozenset(
+        {StepState.QUEUED, StepState.SKIPPED, StepState.CANCELLED, StepState.SUCCESS, StepState.FAILED}
+    ),
     StepState.QUEUED: frozenset({StepState.RUNNING, StepState.CANCELLED, StepState.FAILED}),
     StepState.RUNNING: frozenset(
-        {StepState.SUCCESS, StepState.FAILED, StepState.SKIPPED, StepState.UP_FOR_RETRY,
-         StepState.CANCELLED,
-         StepState.QUEUED}  # interrupted (worker stopped, broker lost): the attempt runs again
+        {
+            StepState.SUCCESS,
+            StepState.FAILED,
+            StepState.SKIPPED,
+            StepState.UP_FOR_RETRY,
+            StepState.CANCELLED,
+            StepState.QUEUED,
+        }  # interrupted (worker stopped, broker lost): the attempt runs again
     ),
     StepState.UP_FOR_RETRY: frozenset({StepState.QUEUED, StepState.SCHEDULED, StepState.CANCELLED}),
 }
 
 RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.QUEUED: frozenset({RunState.RUNNING, RunState.CANCELLED, RunState.FAILED}),
-    RunState.RUNNING: frozenset(
-        {RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED, RunState.PAUSED}
-    ),
+    RunState.RUNNING: frozenset({RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED, RunState.PAUSED}),
     RunState.PAUSED: frozenset({RunState.RUNNING, RunState.CANCELLED}),
 }
 
@@ -130,13 +139,10 @@ OPERATOR_RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
 }
 
 
-def can_transition(old: StepState | RunState, new: StepState | RunState, *,
-                   operator: bool = False) -> bool:
+def can_transition(old: StepState | RunState, new: StepState | RunState, *, operator: bool = False) -> bool:
     """Whether the tables above allow ``old -> new`` (every compare-and-set checks this);
     ``operator`` adds the moves only an operator's action may make."""
-    table: dict[Any, frozenset[Any]] = (
-        STEP_TRANSITIONS if isinstance(old, StepState) else RUN_TRANSITIONS
-    )
+    table: dict[Any, frozenset[Any]] = STEP_TRANSITIONS if isinstance(old, StepState) else RUN_TRANSITIONS
     if new in table.get(old, frozenset()):
         return True
     if not operator:

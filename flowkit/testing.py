@@ -60,6 +60,7 @@ class InlineDispatcher:
 
     def dispatch_callbacks(self, items: Iterable[CallbackDue]) -> None:
         self.callbacks.extend(items)
+
     def revoke(self, task_ids: list[str]) -> None:
         """Drop the revoked attempts' messages, as a worker does with a revoked task id."""
         self.revoked += task_ids
@@ -176,8 +177,12 @@ class SqliteTemplates:
     @staticmethod
     def _counts(store: SqlStore) -> dict[str, int]:
         with store.engine.connect() as conn:
-            names = [r[0] for r in conn.exec_driver_sql(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+            names = [
+                r[0]
+                for r in conn.exec_driver_sql(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                )
+            ]
             return {n: int(conn.exec_driver_sql(f'SELECT count(*) FROM "{n}"').scalar() or 0) for n in names}
 
     @staticmethod
@@ -197,8 +202,15 @@ class InlineHarness:
     #: copy of its dags folder already synced, rather than importing every dags file again.
     templates: ClassVar[SqliteTemplates | None] = None
 
-    def __init__(self, store: SqlStore, dags_folder: str, *, settings: Settings | None = None,
-                 clock: Callable[[], datetime] | None = None, sync: bool = True) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        dags_folder: str,
+        *,
+        settings: Settings | None = None,
+        clock: Callable[[], datetime] | None = None,
+        sync: bool = True,
+    ) -> None:
         """``sync=False``: the caller has recorded the dags folder's flows in ``store`` already
         (a test suite that loads each folder once and records the same load in every test's
         store, instead of importing it in a subprocess per test)."""
@@ -209,18 +221,35 @@ class InlineHarness:
         self.events = MemoryEvents()
         self.dispatcher = InlineDispatcher()
         self.clock = clock or utcnow
-        self.backpressure = (Backpressure(self.dispatcher.queue_depth, ttl_seconds=0.05,
-                                          high=self.settings.queue_high_watermark,
-                                          low=self.settings.queue_low_watermark)
-                             if self.settings.queue_high_watermark else None)
-        self.scheduler = Scheduler(store, self.dispatcher, self.events, clock=self.clock,
-                                   sweep_seconds=3600, name="scheduler@test",
-                                   global_cap=self.settings.max_in_flight or None,
-                                   backpressure=self.backpressure)
+        self.backpressure = (
+            Backpressure(
+                self.dispatcher.queue_depth,
+                ttl_seconds=0.05,
+                high=self.settings.queue_high_watermark,
+                low=self.settings.queue_low_watermark,
+            )
+            if self.settings.queue_high_watermark
+            else None
+        )
+        self.scheduler = Scheduler(
+            store,
+            self.dispatcher,
+            self.events,
+            clock=self.clock,
+            sweep_seconds=3600,
+            name="scheduler@test",
+            global_cap=self.settings.max_in_flight or None,
+            backpressure=self.backpressure,
+        )
         self.scheduler.store.set_global_cap(self.scheduler.global_cap)
-        self.runtime = WorkerRuntime(settings=self.settings, store=store, events=self.events,
-                                     name="worker@test", dispatcher=self.dispatcher,
-                                     backpressure=self.backpressure)
+        self.runtime = WorkerRuntime(
+            settings=self.settings,
+            store=store,
+            events=self.events,
+            name="worker@test",
+            dispatcher=self.dispatcher,
+            backpressure=self.backpressure,
+        )
         # Claim this process's identity now, so no heartbeat thread starts and the
         # worker keeps the name "worker@test" in the audit trail.
         self.runtime._hb_pid = os.getpid()
@@ -262,8 +291,9 @@ class InlineHarness:
             self.scheduler.grant()
         return ran
 
-    def run_until_done(self, run_id: str, *, advance: Callable[[float], None] | None = None,
-                       max_rounds: int = 1000) -> str:
+    def run_until_done(
+        self, run_id: str, *, advance: Callable[[float], None] | None = None, max_rounds: int = 1000
+    ) -> str:
         """Work until the run ends; ``advance`` moves a FakeClock past retry timers."""
         for _ in range(max_rounds):
             self.work()

@@ -76,8 +76,7 @@ def sqlite_store(tmp_path: Path, sqlite_templates: Any):  # type: ignore[no-unty
 def redis_url() -> Iterator[str]:
     import redis
 
-    client = redis.Redis(host=REDIS_HOST, port=int(REDIS_PORT), db=REDIS_TEST_DB,
-                         socket_connect_timeout=2)
+    client = redis.Redis(host=REDIS_HOST, port=int(REDIS_PORT), db=REDIS_TEST_DB, socket_connect_timeout=2)
     try:
         client.ping()
     except Exception as exc:
@@ -120,8 +119,13 @@ def create_pg_database() -> tuple[str, str]:
             admin.execute(f'CREATE DATABASE "{template}"')
             env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWKIT_")}
             env["FLOWKIT_DATABASE_URL"] = f"{_pg_base_url()}/{template}"
-            done = subprocess.run([sys.executable, "-m", "flowkit.cli", "db", "upgrade"], env=env,
-                                  capture_output=True, text=True, timeout=120)
+            done = subprocess.run(
+                [sys.executable, "-m", "flowkit.cli", "db", "upgrade"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             if done.returncode != 0:
                 admin.execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
                 raise AssertionError(f"flowkit db upgrade of the template database failed:\n{done.stderr}")

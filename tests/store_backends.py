@@ -33,8 +33,7 @@ from .conftest import PG_ADMIN_URL, service_missing
 
 log = logging.getLogger("flowkit.loading.sync")
 
-BACKENDS = [pytest.param("sqlite", id="sqlite"),
-            pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
+BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(scope="session")
@@ -83,11 +82,16 @@ def _pg_reset(url: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         # Connections a previous test left open (a step's own store, say) could hold a lock
         # the TRUNCATE waits for: the database is this session's alone, so end them.
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-        tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
-            "AND tablename <> 'alembic_version'")]
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'alembic_version'"
+            )
+        ]
         conn.execute("SET lock_timeout = '10s'")
         conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
         version = conn.execute("SELECT version_num FROM alembic_version").fetchone()
@@ -126,8 +130,9 @@ _LOADS: dict[tuple[str, tuple[tuple[str, int, int], ...]], LoadReport] = {}
 
 def _folder_key(folder: str) -> tuple[str, tuple[tuple[str, int, int], ...]]:
     root = Path(folder).resolve()
-    files = sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*.py")
-                   if "__pycache__" not in p.parts)
+    files = sorted(
+        (str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*.py") if "__pycache__" not in p.parts
+    )
     return str(root), tuple(files)
 
 

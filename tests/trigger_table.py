@@ -14,8 +14,14 @@ EXPECTED: dict[str, dict[str, str]] = {
     "all_failed": {"ok": SKIP, "bad": RUN, "skip": SKIP, "ok_bad": SKIP, "ok_skip": SKIP, "bad_skip": SKIP},
     "one_success": {"ok": RUN, "bad": FAIL, "skip": SKIP, "ok_bad": RUN, "ok_skip": RUN, "bad_skip": FAIL},
     "one_failed": {"ok": SKIP, "bad": RUN, "skip": SKIP, "ok_bad": RUN, "ok_skip": SKIP, "bad_skip": RUN},
-    "none_failed_min_one_success": {"ok": RUN, "bad": FAIL, "skip": SKIP, "ok_bad": FAIL, "ok_skip": RUN,
-                                    "bad_skip": FAIL},
+    "none_failed_min_one_success": {
+        "ok": RUN,
+        "bad": FAIL,
+        "skip": SKIP,
+        "ok_bad": FAIL,
+        "ok_skip": RUN,
+        "bad_skip": FAIL,
+    },
     "none_skipped": {"ok": RUN, "bad": RUN, "skip": SKIP, "ok_bad": RUN, "ok_skip": SKIP, "bad_skip": SKIP},
     "always": {"ok": RUN, "bad": RUN, "skip": RUN, "ok_bad": RUN, "ok_skip": RUN, "bad_skip": RUN},
 }

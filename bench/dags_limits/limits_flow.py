@@ -20,8 +20,10 @@ def work() -> None:
 
 
 def limits_flow(name: str, width: int) -> Flow:
-    flow = Flow(name, description=f"start, {width} parallel 20 ms steps under a pool, a lock and "
-                                  "the global caps, end (benchmark)").step("start", work)
+    flow = Flow(
+        name,
+        description=f"start, {width} parallel 20 ms steps under a pool, a lock and the global caps, end (benchmark)",
+    ).step("start", work)
     steps = [parallel_step(i) for i in range(width)]
     for i, step in enumerate(steps):
         flow.step(step, work, after="start", **step_limits(i))

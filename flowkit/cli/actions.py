@@ -19,8 +19,9 @@ from .common import current_user, friendly_errors, open_store, settings_of
 if TYPE_CHECKING:
     from ..store.sql import SqlStore
 
-_BY = click.option("--by", default=None, metavar="NAME",
-                   help="Who acts (kept in the audit trail; default: your OS user).")
+_BY = click.option(
+    "--by", default=None, metavar="NAME", help="Who acts (kept in the audit trail; default: your OS user)."
+)
 _REASON = click.option("--reason", default="", help="Why (kept in the audit trail).")
 
 
@@ -39,8 +40,9 @@ def _finish(settings: Settings, result: Any, store: SqlStore | None = None, run_
 
         app = make_app(settings)
         app.conf.broker_connection_timeout = 2
-        done = notify(result, dispatcher=CeleryDispatcher(app, settings),
-                      events=BrokerEvents(app, settings.events_queue))
+        done = notify(
+            result, dispatcher=CeleryDispatcher(app, settings), events=BrokerEvents(app, settings.events_queue)
+        )
     except Exception as exc:  # committed in SQL: the scheduler's sweep catches up
         done = Notified([f"the broker could not be reached ({exc}); the scheduler acts at its next sweep"])
     if store is not None and run_id is not None and result.revoke and done.stopped is not None:
@@ -53,8 +55,7 @@ def _finish(settings: Settings, result: Any, store: SqlStore | None = None, run_
 def _cancelled_from(store: SqlStore, run_id: str, task_ids: list[str]) -> dict[str, str]:
     """The state each of these attempts was cancelled from (queued or running), by task id,
     as the cancel's audit trail recorded it."""
-    by_attempt = {(a["step"], a["number"]): a["task_id"] for a in store.attempts(run_id)
-                  if a["task_id"] in task_ids}
+    by_attempt = {(a["step"], a["number"]): a["task_id"] for a in store.attempts(run_id) if a["task_id"] in task_ids}
     old: dict[str, str] = {}
     for event in store.events(run_id):
         task_id = by_attempt.get((event["step"], event["attempt"]))
@@ -85,21 +86,33 @@ def stopped_line(cancelled_from: dict[str, str], stopped: dict[str, str]) -> str
     if queued:
         parts.append(_count(len(queued), "queued attempt revoked", "queued attempts revoked"))
     if shells:
-        parts.append(_count(len(shells), "shell step's process group killed",
-                            "shell steps' process groups killed"))
+        parts.append(_count(len(shells), "shell step's process group killed", "shell steps' process groups killed"))
     if killed:
-        parts.append(_count(len(killed), "running step terminated (SIGTERM to its prefork pool process)",
-                            "running steps terminated (SIGTERM to their prefork pool processes)"))
+        parts.append(
+            _count(
+                len(killed),
+                "running step terminated (SIGTERM to its prefork pool process)",
+                "running steps terminated (SIGTERM to their prefork pool processes)",
+            )
+        )
     for pool, n in sorted(stuck.items()):
-        parts.append(_count(n, f"Python step on a {pool} pool cannot be interrupted: its result will be "
-                               "discarded",
-                            f"Python steps on a {pool} pool cannot be interrupted: their results will be "
-                            "discarded"))
+        parts.append(
+            _count(
+                n,
+                f"Python step on a {pool} pool cannot be interrupted: its result will be discarded",
+                f"Python steps on a {pool} pool cannot be interrupted: their results will be discarded",
+            )
+        )
     if silent:
-        parts.append(_count(len(silent), "running attempt not stopped: no worker answered",
-                            "running attempts not stopped: no worker answered")
-                     + " (a solo pool answers only between steps; a shell step's command is stopped at "
-                       "its worker's next heartbeat); the outcome will be discarded")
+        parts.append(
+            _count(
+                len(silent),
+                "running attempt not stopped: no worker answered",
+                "running attempts not stopped: no worker answered",
+            )
+            + " (a solo pool answers only between steps; a shell step's command is stopped at "
+            "its worker's next heartbeat); the outcome will be discarded"
+        )
     return "; ".join(parts) if parts else "nothing was running or queued"
 
 
@@ -167,25 +180,33 @@ def runs_cancel(ctx: click.Context, run_id: str, by: str | None, reason: str) ->
 
 @click.command("retry")
 @click.argument("run_id")
-@click.option("--step", "steps", multiple=True, metavar="STEP",
-              help="Run this step again, even if it succeeded; repeat for more. Default: the "
-                   "failed, upstream_failed and cancelled steps.")
+@click.option(
+    "--step",
+    "steps",
+    multiple=True,
+    metavar="STEP",
+    help="Run this step again, even if it succeeded; repeat for more. Default: the "
+    "failed, upstream_failed and cancelled steps.",
+)
 @click.option("--downstream", is_flag=True, help="With --step: also every step downstream of them.")
 @_BY
 @_REASON
 @click.pass_context
-def runs_retry(ctx: click.Context, run_id: str, steps: tuple[str, ...], downstream: bool,
-               by: str | None, reason: str) -> None:
+def runs_retry(
+    ctx: click.Context, run_id: str, steps: tuple[str, ...], downstream: bool, by: str | None, reason: str
+) -> None:
     """Run a finished RUN again from its failed steps (or the steps named); results of the
     other steps are kept and attempt numbers go on."""
     if downstream and not steps:
-        raise click.BadParameter("--downstream needs --step (the steps whose downstream to run "
-                                 "again)", param_hint="--downstream")
+        raise click.BadParameter(
+            "--downstream needs --step (the steps whose downstream to run again)", param_hint="--downstream"
+        )
     settings = settings_of(ctx)
     with friendly_errors():
         store = open_store(settings)
-        result = store.retry_run(store.resolve_run_id(run_id), steps=steps, downstream=downstream,
-                                 by=by or current_user(), reason=reason)
+        result = store.retry_run(
+            store.resolve_run_id(run_id), steps=steps, downstream=downstream, by=by or current_user(), reason=reason
+        )
     _finish(settings, result)
 
 
@@ -193,20 +214,32 @@ def runs_retry(ctx: click.Context, run_id: str, steps: tuple[str, ...], downstre
 @click.argument("run_id")
 @click.argument("step")
 @click.argument("state", type=click.Choice(["success", "skipped"]))
-@click.option("--result", "result", default=None, metavar="JSON",
-              help="With success: the step's result, which its downstream steps get (JSON, at most "
-                   "FLOWKIT_MAX_RESULT_BYTES). Default: null (a map step: its instances' results).")
+@click.option(
+    "--result",
+    "result",
+    default=None,
+    metavar="JSON",
+    help="With success: the step's result, which its downstream steps get (JSON, at most "
+    "FLOWKIT_MAX_RESULT_BYTES). Default: null (a map step: its instances' results).",
+)
 @_BY
 @_REASON
 @click.pass_context
-def runs_mark(ctx: click.Context, run_id: str, step: str, state: str, result: str | None,
-              by: str | None, reason: str) -> None:
+def runs_mark(
+    ctx: click.Context, run_id: str, step: str, state: str, result: str | None, by: str | None, reason: str
+) -> None:
     """Give STEP of RUN the state success or skipped (it must not be queued or running); its
     downstream steps follow, and a finished run ends again."""
     settings = settings_of(ctx)
     with friendly_errors():
         store = open_store(settings)
-        marked = store.mark_step(store.resolve_run_id(run_id), step, state, by=by or current_user(),
-                                 reason=reason, result=result,
-                                 max_result_bytes=settings.max_result_bytes)
+        marked = store.mark_step(
+            store.resolve_run_id(run_id),
+            step,
+            state,
+            by=by or current_user(),
+            reason=reason,
+            result=result,
+            max_result_bytes=settings.max_result_bytes,
+        )
     _finish(settings, marked)

@@ -29,11 +29,12 @@ def _wake_scheduler(settings: Settings, run_id: str, step: str) -> str | None:
 
         app = make_app(settings)
         app.conf.broker_connection_timeout = 2
-        BrokerEvents(app, settings.events_queue).publish(
-            {"type": "approval_decided", "run_id": run_id, "step": step})
+        BrokerEvents(app, settings.events_queue).publish({"type": "approval_decided", "run_id": run_id, "step": step})
     except Exception as exc:  # the decision is safe in SQL
-        return (f"the decision is recorded, but the scheduler was not woken: "
-                f"{broker_error(exc, settings.broker_url)} (its next sweep moves the run on)")
+        return (
+            f"the decision is recorded, but the scheduler was not woken: "
+            f"{broker_error(exc, settings.broker_url)} (its next sweep moves the run on)"
+        )
     return None
 
 
@@ -89,11 +90,14 @@ def check_dev_decisions(spec: Any, approve: tuple[str, ...], reject: tuple[str, 
             if name != "all" and name not in names:
                 raise click.BadParameter(
                     f'flow "{spec.name}" has no approval step "{name}"; its approval steps are: '
-                    f'{", ".join(names) or "none"} (or all)', param_hint=option)
+                    f"{', '.join(names) or 'none'} (or all)",
+                    param_hint=option,
+                )
     both = set(approve) & set(reject)
     if both:
-        raise click.BadParameter(f"{sorted(both)[0]} is given to both --approve and --reject; pick one",
-                                 param_hint="--approve/--reject")
+        raise click.BadParameter(
+            f"{sorted(both)[0]} is given to both --approve and --reject; pick one", param_hint="--approve/--reject"
+        )
 
 
 class DevApprovals:
@@ -101,8 +105,17 @@ class DevApprovals:
     when --approve/--reject name it (a step's own name before ``all``), else print the
     commands that do, and wake the scheduler when it is decided from another terminal."""
 
-    def __init__(self, store: SqlStore, settings: Settings, run_id: str, *, approve: tuple[str, ...],
-                 reject: tuple[str, ...], wake: Callable[[], None], user: str) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        settings: Settings,
+        run_id: str,
+        *,
+        approve: tuple[str, ...],
+        reject: tuple[str, ...],
+        wake: Callable[[], None],
+        user: str,
+    ) -> None:
         self.store, self.run_id, self.wake, self.user = store, run_id, wake, user
         self.approve, self.reject = set(approve), set(reject)
         self.awaiting: set[str] = set()
@@ -110,10 +123,9 @@ class DevApprovals:
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             import os  # a relative SQLite path: make the command work from any directory
 
-            url = "sqlite:///" + os.path.abspath(url[len("sqlite:///"):])
+            url = "sqlite:///" + os.path.abspath(url[len("sqlite:///") :])
         # The exact command, unless the URL holds a password (never printed): then the env var.
-        self.prefix = ("flowkit" if redact(url) != url
-                       else f"flowkit --database-url {shlex.quote(url)}")
+        self.prefix = "flowkit" if redact(url) != url else f"flowkit --database-url {shlex.quote(url)}"
 
     def __call__(self, step: str, state: str, echo: Callable[[str], None]) -> None:
         if state != "awaiting_approval":
@@ -132,8 +144,7 @@ class DevApprovals:
                 echo("    (with FLOWKIT_DATABASE_URL set to this store's URL)")
             return
         option = "--approve" if decision else "--reject"
-        approvals.decide(self.store, self.run_id, step, approve=decision, by=self.user,
-                         reason=f"flowkit dev {option}")
+        approvals.decide(self.store, self.run_id, step, approve=decision, by=self.user, reason=f"flowkit dev {option}")
         self.wake()
 
     def _decision(self, step: str) -> bool | None:

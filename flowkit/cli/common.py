@@ -45,8 +45,9 @@ def friendly_errors() -> Iterator[None]:
         raise  # already one line (or a normal exit)
     except Exception as exc:
         settings = current_settings()
-        err = service_error(exc, database_url=settings.database_url,
-                            broker_url=settings.broker_url) if settings else None
+        err = (
+            service_error(exc, database_url=settings.database_url, broker_url=settings.broker_url) if settings else None
+        )
         if err is None:
             raise  # a bug: keep its traceback
         raise CliError(str(err)) from exc
@@ -80,8 +81,7 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not key=value (e.g. -p customer=42)",
-                                     param_hint="-p/--param")
+            raise click.BadParameter(f"{pair!r} is not key=value (e.g. -p customer=42)", param_hint="-p/--param")
         out[key.strip()] = value
     return out
 
@@ -98,8 +98,7 @@ def format_duration(start: datetime | None, end: datetime | None) -> str:
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

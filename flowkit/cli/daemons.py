@@ -29,12 +29,18 @@ def make_scheduler(settings: Settings, store: SqlStore, app: Any, lease: Any = N
     from ..scheduler.loop import Scheduler
 
     dispatcher = CeleryDispatcher(app, settings)
-    backpressure = Backpressure(dispatcher.queue_depth, high=settings.queue_high_watermark,
-                                low=settings.queue_low_watermark)
+    backpressure = Backpressure(
+        dispatcher.queue_depth, high=settings.queue_high_watermark, low=settings.queue_low_watermark
+    )
     return Scheduler(
-        store, dispatcher, BrokerEvents(app, settings.events_queue), lease=lease,
-        sweep_seconds=settings.sweep_seconds, queued_lease_seconds=settings.queued_lease_seconds,
-        lost_after_seconds=settings.lost_after_seconds, global_cap=settings.max_in_flight or None,
+        store,
+        dispatcher,
+        BrokerEvents(app, settings.events_queue),
+        lease=lease,
+        sweep_seconds=settings.sweep_seconds,
+        queued_lease_seconds=settings.queued_lease_seconds,
+        lost_after_seconds=settings.lost_after_seconds,
+        global_cap=settings.max_in_flight or None,
         backpressure=backpressure,
     )
 
@@ -72,17 +78,36 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 WAIT_OPTION = click.option(
-    "--wait-for-services", "wait_seconds", type=click.FloatRange(0), default=None, metavar="SECONDS",
+    "--wait-for-services",
+    "wait_seconds",
+    type=click.FloatRange(0),
+    default=None,
+    metavar="SECONDS",
     help="At startup, retry an unreachable database or broker for this long (default: until it "
-         "answers). A malformed URL, unknown host or refused password fails at once.")
+    "answers). A malformed URL, unknown host or refused password fails at once.",
+)
 
 
-def wait_until_reachable(settings: Settings, what: str, *, database: bool = True, broker: bool = True,
-                       stop: threading.Event | None = None, wait_seconds: float | None = None) -> None:
+def wait_until_reachable(
+    settings: Settings,
+    what: str,
+    *,
+    database: bool = True,
+    broker: bool = True,
+    stop: threading.Event | None = None,
+    wait_seconds: float | None = None,
+) -> None:
     """Block until the services answer (one log line per retry); exit 1 on what cannot work."""
     with friendly_errors():
-        wait_for_services(settings, what=what, database=database, broker=broker, stop=stop,
-                          give_up_after_seconds=wait_seconds, logger=log)
+        wait_for_services(
+            settings,
+            what=what,
+            database=database,
+            broker=broker,
+            stop=stop,
+            give_up_after_seconds=wait_seconds,
+            logger=log,
+        )
 
 
 @click.command()
@@ -106,12 +131,20 @@ def scheduler(ctx: click.Context, wait_seconds: float | None) -> None:
 
         sched = make_scheduler(settings, store, app)
         # The lease fences every write of this store from now on (PostgreSQL).
-        sched.lease = lease_for(store, sched.actor, duration_seconds=settings.scheduler_lease_seconds,
-                                renew_seconds=settings.scheduler_lease_renew_seconds)
+        sched.lease = lease_for(
+            store,
+            sched.actor,
+            duration_seconds=settings.scheduler_lease_seconds,
+            renew_seconds=settings.scheduler_lease_renew_seconds,
+        )
         if store.is_sqlite:
             sched.lease.acquire()  # refuses, in one line, a second scheduler on the same SQLite file
-    log.info("scheduler: store %s, broker %s, dags %s", redact(settings.database_url),
-             redact(settings.broker_url), settings.dags_folder)
+    log.info(
+        "scheduler: store %s, broker %s, dags %s",
+        redact(settings.database_url),
+        redact(settings.broker_url),
+        settings.dags_folder,
+    )
     refresh_dags_in_background(settings, store, stop)
     sched.run_forever(stop)
     log.info("scheduler: stopped")
@@ -119,15 +152,25 @@ def scheduler(ctx: click.Context, wait_seconds: float | None) -> None:
 
 @click.command()
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues (default: flowkit).")
-@click.option("-c", "--concurrency", type=click.IntRange(1, 512), default=None,
-              help="Processes (default FLOWKIT_WORKER_CONCURRENCY).")
-@click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork",
-              show_default=True)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(1, 512),
+    default=None,
+    help="Processes (default FLOWKIT_WORKER_CONCURRENCY).",
+)
+@click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork", show_default=True)
 @click.option("-n", "--hostname", default=None, help="Worker name (Celery -n).")
 @WAIT_OPTION
 @click.pass_context
-def worker(ctx: click.Context, queues: str | None, concurrency: int | None, pool: str,
-           hostname: str | None, wait_seconds: float | None) -> None:
+def worker(
+    ctx: click.Context,
+    queues: str | None,
+    concurrency: int | None,
+    pool: str,
+    hostname: str | None,
+    wait_seconds: float | None,
+) -> None:
     """Run a worker daemon that executes step attempts."""
     from ..execution.celery_app import make_app
 
@@ -137,9 +180,16 @@ def worker(ctx: click.Context, queues: str | None, concurrency: int | None, pool
         open_store(settings)  # fail now, with a clear message, if the store is not ready
     app = make_app(settings)
     app.flowkit_settings = settings
-    argv = ["worker", f"--pool={pool}", f"--concurrency={concurrency or settings.worker_concurrency}",
-            f"--queues={queues or settings.default_queue}", "--loglevel=INFO", "-E",
-            "--without-gossip", "--without-mingle"]
+    argv = [
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={concurrency or settings.worker_concurrency}",
+        f"--queues={queues or settings.default_queue}",
+        "--loglevel=INFO",
+        "-E",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     if hostname:
         argv.append(f"--hostname={hostname}")
     app.worker_main(argv)
@@ -157,4 +207,3 @@ def flower(ctx: click.Context, port: int, wait_seconds: float | None) -> None:
     wait_until_reachable(settings, "flower", database=False, wait_seconds=wait_seconds)
     app = make_app(settings)
     app.start(argv=["flower", f"--port={port}"])
-

@@ -30,24 +30,44 @@ def dags_list(ctx: click.Context, as_json: bool) -> None:
     with friendly_errors():
         store = open_store(settings)
         # printed below, once each (not also logged)
-        report = sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds,
-                           log_problems=False)
+        report = sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds, log_problems=False)
         problems = pool_problems(report.flows.values(), store.pool_sizes())
     flows = sorted(report.flows.values(), key=lambda f: f.name)
     paused = {row["name"] for row in store.list_flows() if row["paused"]}
     if as_json:
-        echo_json({
-            "flows": [{"name": f.name, "version": f.version, "steps": len(f.steps),
-                       "schedule": f.schedule, "owner": f.owner, "tags": list(f.tags),
-                       "path": f.path, "paused": f.name in paused} for f in flows],
-            "errors": [{"path": e.path, "lineno": e.lineno, "message": e.message}
-                       for e in report.errors],
-        })
+        echo_json(
+            {
+                "flows": [
+                    {
+                        "name": f.name,
+                        "version": f.version,
+                        "steps": len(f.steps),
+                        "schedule": f.schedule,
+                        "owner": f.owner,
+                        "tags": list(f.tags),
+                        "path": f.path,
+                        "paused": f.name in paused,
+                    }
+                    for f in flows
+                ],
+                "errors": [{"path": e.path, "lineno": e.lineno, "message": e.message} for e in report.errors],
+            }
+        )
         for problem in problems:  # stderr, as before: the JSON lists load errors only
             click.echo(f"error: {problem}", err=True)
         return
-    rows = [[f.name, str(len(f.steps)), f.schedule or "-", f.owner or "-", f.version or "-",
-             "paused" if f.name in paused else "-", str(f.path)] for f in flows]
+    rows = [
+        [
+            f.name,
+            str(len(f.steps)),
+            f.schedule or "-",
+            f.owner or "-",
+            f.version or "-",
+            "paused" if f.name in paused else "-",
+            str(f.path),
+        ]
+        for f in flows
+    ]
     click.echo(format_table(["flow", "steps", "schedule", "owner", "version", "paused", "file"], rows))
     _report_errors(report)
     for problem in problems:
@@ -63,15 +83,17 @@ def dags_check(ctx: click.Context) -> None:
     settings = settings_of(ctx)
     report = load_folder(settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
     if not report.files:
-        raise CliError(f"no flow modules found in {settings.dags_folder!r}; set "
-                       "FLOWKIT_DAGS_FOLDER or --dags-folder")
+        raise CliError(f"no flow modules found in {settings.dags_folder!r}; set FLOWKIT_DAGS_FOLDER or --dags-folder")
     for r in report.files:
         status = "error" if r.error else "ok"
         names = ", ".join(f.name for f in r.flows) or "-"
         click.echo(f"{status:5}  {r.import_ms:7.0f} ms  {r.path}  {names}")
         if not r.error and r.import_ms > 2000:
-            click.echo(f"warning: {r.path} takes {r.import_ms:.0f} ms to import; keep I/O and "
-                       "heavy imports out of module level", err=True)
+            click.echo(
+                f"warning: {r.path} takes {r.import_ms:.0f} ms to import; keep I/O and "
+                "heavy imports out of module level",
+                err=True,
+            )
     _report_errors(report)
     from ..loading.sync import settings_problems
 
@@ -80,4 +102,3 @@ def dags_check(ctx: click.Context) -> None:
         click.echo(f"error: {problem}", err=True)
     if report.errors or problems:
         ctx.exit(1)
-

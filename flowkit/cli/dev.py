@@ -32,15 +32,32 @@ _SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 @click.command()
 @click.argument("flow")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE")
-@click.option("--timeout", default=300.0, show_default=True, type=click.FloatRange(1),
-              help="Give up after this many seconds.")
-@click.option("--approve", "approve_steps", multiple=True, metavar="STEP",
-              help="Approve this approval step when it waits (repeatable; 'all' for every one).")
-@click.option("--reject", "reject_steps", multiple=True, metavar="STEP",
-              help="Reject this approval step when it waits (repeatable; 'all' for every one).")
+@click.option(
+    "--timeout", default=300.0, show_default=True, type=click.FloatRange(1), help="Give up after this many seconds."
+)
+@click.option(
+    "--approve",
+    "approve_steps",
+    multiple=True,
+    metavar="STEP",
+    help="Approve this approval step when it waits (repeatable; 'all' for every one).",
+)
+@click.option(
+    "--reject",
+    "reject_steps",
+    multiple=True,
+    metavar="STEP",
+    help="Reject this approval step when it waits (repeatable; 'all' for every one).",
+)
 @click.pass_context
-def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float,
-        approve_steps: tuple[str, ...], reject_steps: tuple[str, ...]) -> None:
+def dev(
+    ctx: click.Context,
+    flow: str,
+    params: tuple[str, ...],
+    timeout: float,
+    approve_steps: tuple[str, ...],
+    reject_steps: tuple[str, ...],
+) -> None:
     """Run FLOW once with no servers: scheduler and worker in this process, SQLite store,
     Celery's in-memory transport. Exit 0 if the run succeeds, 1 if not; 130 on Ctrl-C and
     143 on SIGTERM, within a second, with the run cancelled and its shell commands killed.
@@ -59,17 +76,25 @@ def dev(ctx: click.Context, flow: str, params: tuple[str, ...], timeout: float,
 
             sync_dags(store, settings.dags_folder, timeout=settings.dag_import_timeout_seconds)
             approvals.check_dev_decisions(store.flow_spec(flow), approve_steps, reject_steps)
-        run_id = trigger_run(settings, store, flow, parse_params(params), reason="flowkit dev",
-                          notify=False, trigger="dev")
+        run_id = trigger_run(
+            settings, store, flow, parse_params(params), reason="flowkit dev", notify=False, trigger="dev"
+        )
         spec = store.flow_spec(flow)
         on_change = approvals.DevApprovals(
-            store, settings, run_id, approve=approve_steps, reject=reject_steps, user=current_user(),
-            wake=lambda: sched.events.publish({"type": "approval_decided", "run_id": run_id}))
+            store,
+            settings,
+            run_id,
+            approve=approve_steps,
+            reject=reject_steps,
+            user=current_user(),
+            wake=lambda: sched.events.publish({"type": "approval_decided", "run_id": run_id}),
+        )
         store.sync_flow_caps(active_specs(store))
     # The embedded worker serves every queue this flow's steps name, not just the default.
     queues = sorted({settings.default_queue} | {s.queue for s in spec.steps if s.queue})
-    click.echo(f"run {run_id} of {flow}: started (store {redact(settings.database_url)}, "
-               f"broker {redact(settings.broker_url)})")
+    click.echo(
+        f"run {run_id} of {flow}: started (store {redact(settings.database_url)}, broker {redact(settings.broker_url)})"
+    )
     session = DevSession(app, sched, store, run_id, queues)
     session.start()
     final = follow(store, run_id, timeout, click.echo, on_change, stop=signalled)
@@ -125,12 +150,13 @@ def _dev_setup(ctx: click.Context) -> tuple[Settings, SqlStore, Any, Scheduler]:
             ctx.call_on_close(lease.release)  # the process exits then; a test's may not
             closed = close_leftover_runs(store)
             if closed:
-                click.echo(f"closed {len(closed)} run(s) a killed flowkit dev left running, not "
-                           f"resumed: {', '.join(r['id'] + ' (' + r['flow_name'] + ')' for r in closed)}")
+                click.echo(
+                    f"closed {len(closed)} run(s) a killed flowkit dev left running, not "
+                    f"resumed: {', '.join(r['id'] + ' (' + r['flow_name'] + ')' for r in closed)}"
+                )
         app = make_app(settings)
         if settings.broker_url.startswith("memory"):
-            app.conf.broker_transport_options = {**app.conf.broker_transport_options,
-                                                 "polling_interval": 0.01}
+            app.conf.broker_transport_options = {**app.conf.broker_transport_options, "polling_interval": 0.01}
         app.flowkit_settings = settings
         set_runtime(None)
         sched = make_scheduler(settings, store, app)
@@ -174,9 +200,14 @@ def _step_order(order: dict[str, int], name: str) -> tuple[int, int]:
     return order.get(base, len(order)), -1 if index is None else index
 
 
-def follow(store: SqlStore, run_id: str, timeout: float, echo: Callable[[str], None],
-            on_change: Callable[[str, str, Callable[[str], None]], None] | None = None,
-            stop: threading.Event | None = None) -> str:
+def follow(
+    store: SqlStore,
+    run_id: str,
+    timeout: float,
+    echo: Callable[[str], None],
+    on_change: Callable[[str, str, Callable[[str], None]], None] | None = None,
+    stop: threading.Event | None = None,
+) -> str:
     """Print each step's state changes until the run ends; returns its final state,
     "timeout", or "interrupted" once ``stop`` is set."""
     seen: dict[str, str] = {}
@@ -203,5 +234,3 @@ def follow(store: SqlStore, run_id: str, timeout: float, echo: Callable[[str], N
             time.sleep(0.1)
     echo(f"run {run_id}: still running after {timeout:g} s; gave up waiting")
     return "timeout"
-
-

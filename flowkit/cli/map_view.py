@@ -37,17 +37,29 @@ def add_instances(store: SqlStore, run_id: str, steps: list[dict[str, Any]], mas
             continue
         total = sum(by_state.values())
         small = total <= LIST_INSTANCES_UP_TO
-        rows = store.map_instances(run_id, entry["step"], states=None if small else ["failed"],
-                                   limit=None if small else FAILED_SHOWN)
+        rows = store.map_instances(
+            run_id, entry["step"], states=None if small else ["failed"], limit=None if small else FAILED_SHOWN
+        )
         listed = []
         for row in rows:
             last = (store.attempts(run_id, step=row["step"]) or [{}])[-1]
-            listed.append({"step": row["step"], "state": row["state"], "attempts": row["attempts"],
-                           "started_at": row["started_at"], "ended_at": row["ended_at"],
-                           "worker": last.get("worker"),
-                           "error": mask(last.get("error")) if row["state"] != "success" else None})
-        entry["instances"] = {"total": total, "by_state": dict(sorted(by_state.items())),
-                              "listed": listed, "all_listed": small}
+            listed.append(
+                {
+                    "step": row["step"],
+                    "state": row["state"],
+                    "attempts": row["attempts"],
+                    "started_at": row["started_at"],
+                    "ended_at": row["ended_at"],
+                    "worker": last.get("worker"),
+                    "error": mask(last.get("error")) if row["state"] != "success" else None,
+                }
+            )
+        entry["instances"] = {
+            "total": total,
+            "by_state": dict(sorted(by_state.items())),
+            "listed": listed,
+            "all_listed": small,
+        }
 
 
 def table_rows(entry: dict[str, Any], duration: Any) -> list[list[str]]:
@@ -56,11 +68,28 @@ def table_rows(entry: dict[str, Any], duration: Any) -> list[list[str]]:
     if not inst:
         return []
     if inst["all_listed"]:
-        return [[f"  {i['step']}", i["state"], str(i["attempts"]), duration(i["started_at"], i["ended_at"]),
-                 i["worker"] or "-", (i["error"] or "")[:80]] for i in inst["listed"]]
+        return [
+            [
+                f"  {i['step']}",
+                i["state"],
+                str(i["attempts"]),
+                duration(i["started_at"], i["ended_at"]),
+                i["worker"] or "-",
+                (i["error"] or "")[:80],
+            ]
+            for i in inst["listed"]
+        ]
     counts = ", ".join(f"{state} {n}" for state, n in inst["by_state"].items())
-    return [[f"  {entry['step']}[0..{inst['total'] - 1}]", f"{inst['total']} instances: {counts}",
-             "", "", "", f"see --step {entry['step']}[i]"]]
+    return [
+        [
+            f"  {entry['step']}[0..{inst['total'] - 1}]",
+            f"{inst['total']} instances: {counts}",
+            "",
+            "",
+            "",
+            f"see --step {entry['step']}[i]",
+        ]
+    ]
 
 
 def error_lines(entry: dict[str, Any]) -> list[str]:
@@ -88,38 +117,61 @@ def step_details(store: SqlStore, run_id: str, spec: FlowSpec, name: str, mask: 
     if not rows:
         close = difflib.get_close_matches(name, spec.step_names, n=1)
         hint = f' Did you mean "{close[0]}"?' if close else ""
-        raise NotFoundError(f'run {run_id} (flow "{spec.name}") has no step "{name}".{hint} Its steps are: '
-                            f"{', '.join(spec.step_names)} (a map instance is name[i])",
-                            flow=spec.name, step=name)
+        raise NotFoundError(
+            f'run {run_id} (flow "{spec.name}") has no step "{name}".{hint} Its steps are: '
+            f"{', '.join(spec.step_names)} (a map instance is name[i])",
+            flow=spec.name,
+            step=name,
+        )
     row = rows[0]
-    keys = ("number", "state", "worker", "dispatched_at", "started_at", "ended_at", "deliveries",
-            "interruptions", "task_id")
+    keys = (
+        "number",
+        "state",
+        "worker",
+        "dispatched_at",
+        "started_at",
+        "ended_at",
+        "deliveries",
+        "interruptions",
+        "task_id",
+    )
     return {
-        "run_id": run_id, "flow": spec.name, "step": name, "kind": kind, "state": row["state"],
-        "started_at": row["started_at"], "ended_at": row["ended_at"],
+        "run_id": run_id,
+        "flow": spec.name,
+        "step": name,
+        "kind": kind,
+        "state": row["state"],
+        "started_at": row["started_at"],
+        "ended_at": row["ended_at"],
         # the element's index (an instance's compensation has its instance's, not its turn)
         "map_step": row.get("map_parent"),
         "index": split_instance(name)[1] if row.get("map_parent") is not None else None,
         "item": mask_data(json.loads(row["map_item"])) if row.get("map_item") is not None else None,
         "result": mask_data(store.results(run_id, [name]).get(name)),
-        "attempts": [{**{k: a.get(k) for k in keys}, **{k: mask(a.get(k)) for k in ("error", "traceback", "output")}}
-                     for a in store.attempts(run_id, step=name)],
+        "attempts": [
+            {**{k: a.get(k) for k in keys}, **{k: mask(a.get(k)) for k in ("error", "traceback", "output")}}
+            for a in store.attempts(run_id, step=name)
+        ],
     }
 
 
 def format_step(d: dict[str, Any], duration: Any, fmt_time: Any) -> str:
     n = len(d["attempts"])
-    lines = [f"run {d['run_id']}  flow {d['flow']}  step {d['step']}  ({d['kind']}, "
-             f"{n} attempt{'s' if n != 1 else ''})",
-             f"state {d['state']}  duration {duration(d['started_at'], d['ended_at'])}"]
+    lines = [
+        f"run {d['run_id']}  flow {d['flow']}  step {d['step']}  ({d['kind']}, {n} attempt{'s' if n != 1 else ''})",
+        f"state {d['state']}  duration {duration(d['started_at'], d['ended_at'])}",
+    ]
     if d["map_step"] is not None:
         lines.append(f"instance {d['index']} of map step {d['map_step']}; item {json.dumps(d['item'])}")
     if d["result"] is not None:
         lines.append(f"result {json.dumps(d['result'], default=str)[:500]}")
     for a in d["attempts"]:
-        lines += ["", f"attempt {a['number']}: {a['state']}  worker {a['worker'] or '-'}  "
-                      f"started {fmt_time(a['started_at'])}  ended {fmt_time(a['ended_at'])}  "
-                      f"duration {duration(a['started_at'], a['ended_at'])}"]
+        lines += [
+            "",
+            f"attempt {a['number']}: {a['state']}  worker {a['worker'] or '-'}  "
+            f"started {fmt_time(a['started_at'])}  ended {fmt_time(a['ended_at'])}  "
+            f"duration {duration(a['started_at'], a['ended_at'])}",
+        ]
         if a["error"]:
             lines.append(f"  error: {a['error']}")
         for label, key in (("traceback", "traceback"), ("output (end)", "output")):

@@ -31,8 +31,9 @@ def pools_set(ctx: click.Context, name: str, slots: int) -> None:
     import re
 
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$", name):
-        raise click.BadParameter(f"{name!r} is not a pool name; use letters, digits, '_', '.' and '-'",
-                                 param_hint="NAME")
+        raise click.BadParameter(
+            f"{name!r} is not a pool name; use letters, digits, '_', '.' and '-'", param_hint="NAME"
+        )
     with friendly_errors():
         store = open_store(settings_of(ctx))
         store.set_pool(name, slots)
@@ -62,8 +63,17 @@ def _limit_rows(store: SqlStore) -> list[dict[str, Any]]:
             capacity = None
         else:
             state = f"{used}/{capacity if capacity is not None else 'unlimited'}"
-        out.append({"kind": kind, "name": name or kind, "used": used, "capacity": capacity,
-                    "state": state, "held_by_attempts": held, "balanced": ledger == held})
+        out.append(
+            {
+                "kind": kind,
+                "name": name or kind,
+                "used": used,
+                "capacity": capacity,
+                "state": state,
+                "held_by_attempts": held,
+                "balanced": ledger == held,
+            }
+        )
     return out
 
 
@@ -77,8 +87,9 @@ def pools_list(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         echo_json(rows)
         return
-    click.echo(format_table(["pool", "slots", "in use"],
-                      [[r["name"], str(r["capacity"]), str(r["used"])] for r in rows]))
+    click.echo(
+        format_table(["pool", "slots", "in use"], [[r["name"], str(r["capacity"]), str(r["used"])] for r in rows])
+    )
 
 
 #: `flowkit status` lists a cleanly stopped scheduler for this long (`--json` lists all).
@@ -98,8 +109,9 @@ def _scheduler_role(row: dict[str, Any], alive: bool, lease: dict[str, Any] | No
     return "active" if holds else "standby"
 
 
-def scheduler_rows(settings: Settings, store: SqlStore, now: datetime,
-                   lease: dict[str, Any] | None) -> list[dict[str, Any]]:
+def scheduler_rows(
+    settings: Settings, store: SqlStore, now: datetime, lease: dict[str, Any] | None
+) -> list[dict[str, Any]]:
     """Every scheduler with its role, judged by its own sweep interval (from its row)."""
     out = []
     for s in store.schedulers():
@@ -107,11 +119,20 @@ def scheduler_rows(settings: Settings, store: SqlStore, now: datetime,
         sweep = float(s["config"].get("sweep_seconds") or settings.sweep_seconds)
         alive = s["stopped_at"] is None and age < 3 * max(sweep, 1.0)
         role = _scheduler_role(s, alive, lease, store.is_sqlite)
-        out.append({"name": s["name"], "role": role, "alive": alive, "heartbeat_at": s["heartbeat_at"],
-                    "last_loop_at": s["last_loop_at"],
-                    "seconds_since_heartbeat": round(age, 1), "stopped_at": s["stopped_at"],
-                    "config": s["config"], "stats": s["stats"],
-                    "lease_token": lease["token"] if lease and role == "active" else None})
+        out.append(
+            {
+                "name": s["name"],
+                "role": role,
+                "alive": alive,
+                "heartbeat_at": s["heartbeat_at"],
+                "last_loop_at": s["last_loop_at"],
+                "seconds_since_heartbeat": round(age, 1),
+                "stopped_at": s["stopped_at"],
+                "config": s["config"],
+                "stats": s["stats"],
+                "lease_token": lease["token"] if lease and role == "active" else None,
+            }
+        )
     return out
 
 
@@ -121,8 +142,11 @@ def _watermarks(schedulers: list[dict[str, Any]]) -> dict[str, Any] | None:
     live = [s for s in schedulers if s["role"] == "active"] + [s for s in schedulers if s["role"] == "standby"]
     for s in live:
         if "queue_high_watermark" in s["config"]:
-            return {"high": s["config"]["queue_high_watermark"], "low": s["config"]["queue_low_watermark"],
-                    "scheduler": s["name"]}
+            return {
+                "high": s["config"]["queue_high_watermark"],
+                "low": s["config"]["queue_low_watermark"],
+                "scheduler": s["name"],
+            }
     return None
 
 
@@ -133,13 +157,15 @@ def broker_problem(exc: BaseException, url: str) -> str:
     cause: BaseException | None = exc
     while cause is not None and not (isinstance(cause, OSError) and cause.errno):
         cause = cause.__cause__ or cause.__context__
-    reason = os.strerror(cause.errno).lower() if isinstance(cause, OSError) and cause.errno \
+    reason = (
+        os.strerror(cause.errno).lower()
+        if isinstance(cause, OSError) and cause.errno
         else classify_url_problem(exc).reason
+    )
     return f"{redact(url)}: {' '.join(reason.split())[:200]}"
 
 
-def _queue_rows(schedulers: list[dict[str, Any]], settings: Settings,
-                depth: Any) -> tuple[dict[str, Any], str | None]:
+def _queue_rows(schedulers: list[dict[str, Any]], settings: Settings, depth: Any) -> tuple[dict[str, Any], str | None]:
     """Queue depths and backpressure as the active scheduler sees them; the second value says
     why the broker could not be read (then no depth is shown)."""
     queues: dict[str, Any] = {}
@@ -170,13 +196,18 @@ def status_report(settings: Settings, store: SqlStore, depth: Any = None) -> dic
     queues, broker_down = _queue_rows(schedulers, settings, depth)
     limits = _limit_rows(store)
     return {
-        "at": now, "schedulers": schedulers, "lease": lease, "queues": queues,
-        "broker_unreachable": broker_down, "watermarks": _watermarks(schedulers),
+        "at": now,
+        "schedulers": schedulers,
+        "lease": lease,
+        "queues": queues,
+        "broker_unreachable": broker_down,
+        "watermarks": _watermarks(schedulers),
         "global_cap": next((r for r in limits if r["kind"] == "global"), None),
         "pools": [r for r in limits if r["kind"] == "pool"],
         "locks": [r for r in limits if r["kind"] == "lock"],
         "flows": [r for r in limits if r["kind"] == "flow"],
-        "in_flight": store.in_flight(), "waiting": store.waiting_count(),
+        "in_flight": store.in_flight(),
+        "waiting": store.waiting_count(),
         "paused_flows": [f["name"] for f in store.list_flows() if f["paused"]],
     }
 
@@ -197,12 +228,12 @@ def scheduler_lines(report: dict[str, Any]) -> list[str]:
                 continue
             lines.append(f"scheduler {s['name']}: stopped at {_clock(s['stopped_at'])}")
         elif s["role"] == "not responding":
-            lines.append(f"scheduler {s['name']}: NOT RESPONDING, last heartbeat "
-                         f"{_clock(s['heartbeat_at'])} {since}")
+            lines.append(f"scheduler {s['name']}: NOT RESPONDING, last heartbeat {_clock(s['heartbeat_at'])} {since}")
         else:
             token = f", fencing token {s['lease_token']}" if s["lease_token"] is not None else ""
-            lines.append(f"scheduler {s['name']}: {s['role']}{token}, last heartbeat "
-                         f"{_clock(s['heartbeat_at'])} {since}")
+            lines.append(
+                f"scheduler {s['name']}: {s['role']}{token}, last heartbeat {_clock(s['heartbeat_at'])} {since}"
+            )
     if hidden:
         lines.append(f"({hidden} scheduler(s) stopped over an hour ago; `flowkit status --json` lists them)")
     return lines
@@ -212,10 +243,15 @@ def queue_lines(report: dict[str, Any]) -> list[str]:
     wm = report["watermarks"]
     if report["broker_unreachable"]:
         return [f"\nqueues: broker unreachable ({report['broker_unreachable']})"]
-    head = (f"\nqueues (backpressure at {wm['high']}, released at {wm['low']}, as scheduler {wm['scheduler']} "
-            "runs):" if wm else "\nqueues (watermarks unknown: no running scheduler recorded them):")
-    return [head] + [f"  {q}: {info.get('depth', '?')} waiting, backpressure {info.get('backpressure', '?')}"
-                     for q, info in report["queues"].items()]
+    head = (
+        f"\nqueues (backpressure at {wm['high']}, released at {wm['low']}, as scheduler {wm['scheduler']} runs):"
+        if wm
+        else "\nqueues (watermarks unknown: no running scheduler recorded them):"
+    )
+    return [head] + [
+        f"  {q}: {info.get('depth', '?')} waiting, backpressure {info.get('backpressure', '?')}"
+        for q, info in report["queues"].items()
+    ]
 
 
 @click.command()
@@ -241,13 +277,17 @@ def status(ctx: click.Context, as_json: bool, no_broker: bool) -> None:
         return
     lines = scheduler_lines(report) + queue_lines(report)
     cap = report["global_cap"]
-    lines.append(f"\nin flight: {report['in_flight'].get('queued', 0)} queued, "
-                 f"{report['in_flight'].get('running', 0)} running; {report['waiting']} step(s) waiting "
-                 f"for a slot; global cap {cap['state'] if cap else 'none'}")
+    lines.append(
+        f"\nin flight: {report['in_flight'].get('queued', 0)} queued, "
+        f"{report['in_flight'].get('running', 0)} running; {report['waiting']} step(s) waiting "
+        f"for a slot; global cap {cap['state'] if cap else 'none'}"
+    )
     if report["paused_flows"]:
         lines.append(f"paused flows: {', '.join(report['paused_flows'])} (`flowkit flows unpause FLOW`)")
-    rows = [[r["kind"], r["name"], r["state"], "yes" if r["balanced"] else "NO"]
-            for r in report["pools"] + report["locks"] + report["flows"]]
+    rows = [
+        [r["kind"], r["name"], r["state"], "yes" if r["balanced"] else "NO"]
+        for r in report["pools"] + report["locks"] + report["flows"]
+    ]
     if rows:
         lines += ["", format_table(["limit", "name", "in use", "balanced"], rows)]
     click.echo("\n".join(lines))
@@ -270,5 +310,3 @@ def db_upgrade(ctx: click.Context) -> None:
     with friendly_errors():
         revision = SqlStore(settings.database_url).upgrade()
     click.echo(f"database {redact(settings.database_url)} at schema {revision}")
-
-

@@ -37,8 +37,10 @@ def _graph_format(output: str | None, fmt: str | None) -> str:
         return "dot"
     suffix = Path(output).suffix.lower()
     if suffix not in _GRAPH_SUFFIXES:
-        raise BadInput(f"cannot tell the format of {output!r} from its suffix {suffix or '(none)'}; "
-                       "name it .svg, .png or .dot, or pass --format svg|png|dot")
+        raise BadInput(
+            f"cannot tell the format of {output!r} from its suffix {suffix or '(none)'}; "
+            "name it .svg, .png or .dot, or pass --format svg|png|dot"
+        )
     return _GRAPH_SUFFIXES[suffix]
 
 
@@ -87,11 +89,23 @@ _FORMAT = click.Choice(["svg", "png", "dot"])
 @click.option("-o", "--output", metavar="PATH", help="Write here (.svg, .png or .dot); default: DOT to stdout.")
 @click.option("--format", "fmt", type=_FORMAT, help="Output format (default: from the -o suffix).")
 @click.option("--collapse", is_flag=True, help="Draw each group of a large flow as one node.")
-@click.option("--cluster-threshold", default=150, show_default=True, type=click.IntRange(1),
-              help="Group the steps of flows larger than this.")
+@click.option(
+    "--cluster-threshold",
+    default=150,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Group the steps of flows larger than this.",
+)
 @click.pass_context
-def render_cmd(ctx: click.Context, flow: str, run_id: str | None, output: str | None, fmt: str | None,
-               collapse: bool, cluster_threshold: int) -> None:
+def render_cmd(
+    ctx: click.Context,
+    flow: str,
+    run_id: str | None,
+    output: str | None,
+    fmt: str | None,
+    collapse: bool,
+    cluster_threshold: int,
+) -> None:
     """Draw FLOW's structure, or one run of it coloured by step state (Graphviz)."""
     from .. import render as rd
 

@@ -37,24 +37,43 @@ def _setup_logging(level: str) -> None:
 @click.option("--database-url", envvar="FLOWKIT_DATABASE_URL", help="SQLAlchemy URL of the store.")
 @click.option("--broker-url", envvar="FLOWKIT_BROKER_URL", help="Celery broker URL.")
 @click.option("--dags-folder", envvar="FLOWKIT_DAGS_FOLDER", help="Folder of flow modules.")
-@click.option("--log-level", default="WARNING", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option(
+    "--log-level",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 @click.version_option(package_name="flowkit")
 @click.pass_context
-def main(ctx: click.Context, database_url: str | None, broker_url: str | None,
-         dags_folder: str | None, log_level: str) -> None:
+def main(
+    ctx: click.Context, database_url: str | None, broker_url: str | None, dags_folder: str | None, log_level: str
+) -> None:
     """flowkit: Python DAGs on Celery, with their history in SQL."""
     _setup_logging(log_level)
     with friendly_errors():
-        settings = Settings.from_env(database_url=database_url, broker_url=broker_url,
-                                     dags_folder=dags_folder)
+        settings = Settings.from_env(database_url=database_url, broker_url=broker_url, dags_folder=dags_folder)
     ctx.obj = {"settings": settings, "broker_given": bool(broker_url)}
 
 
-
-for _command in (dags.dags, runs.trigger, runs.runs, actions.flows, approvals.approve, approvals.reject,
-                 daemons.scheduler, daemons.worker, daemons.flower, ops.db, ops.pools, ops.status, dev.dev,
-                 render.render_cmd, render.lineage_cmd, render.timeline_cmd, render.report_cmd):
+for _command in (
+    dags.dags,
+    runs.trigger,
+    runs.runs,
+    actions.flows,
+    approvals.approve,
+    approvals.reject,
+    daemons.scheduler,
+    daemons.worker,
+    daemons.flower,
+    ops.db,
+    ops.pools,
+    ops.status,
+    dev.dev,
+    render.render_cmd,
+    render.lineage_cmd,
+    render.timeline_cmd,
+    render.report_cmd,
+):
     main.add_command(_command)
 for _command in (actions.runs_cancel, actions.runs_retry, actions.runs_mark):
     runs.runs.add_command(_command)

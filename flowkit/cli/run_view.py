@@ -51,17 +51,28 @@ def run_details(store: SqlStore, run_id: str, *, with_events: bool = False) -> d
         s = steps[name]
         atts = [a for a in attempts if a["step"] == name]
         last = atts[-1] if atts else {}
-        out_steps.append({
-            "step": name, "state": s["state"], "attempts": len(atts),
-            "started_at": s["started_at"], "ended_at": s["ended_at"],
-            "worker": last.get("worker"),
-            "error": mask_text(last.get("error"), hidden) if s["state"] != "success" else None,
-            "result": mask_data(results.get(name), hidden),
-            "attempt_history": [{**{k: a[k] for k in ("number", "state", "worker", "started_at",
-                                                      "ended_at", "deliveries", "task_id")},
-                                 "error": mask_text(a["error"], hidden)}
-                                for a in atts],
-        })
+        out_steps.append(
+            {
+                "step": name,
+                "state": s["state"],
+                "attempts": len(atts),
+                "started_at": s["started_at"],
+                "ended_at": s["ended_at"],
+                "worker": last.get("worker"),
+                "error": mask_text(last.get("error"), hidden) if s["state"] != "success" else None,
+                "result": mask_data(results.get(name), hidden),
+                "attempt_history": [
+                    {
+                        **{
+                            k: a[k]
+                            for k in ("number", "state", "worker", "started_at", "ended_at", "deliveries", "task_id")
+                        },
+                        "error": mask_text(a["error"], hidden),
+                    }
+                    for a in atts
+                ],
+            }
+        )
     map_view.add_instances(store, run_id, out_steps, lambda text: mask_text(text, hidden))
     details = {**run, "params": mask_params(spec, run["params"]), "steps": out_steps}
     if with_events:
@@ -70,7 +81,8 @@ def run_details(store: SqlStore, run_id: str, *, with_events: bool = False) -> d
         flow_events = store.flow_events(run["flow_name"], until=run["ended_at"])
         before = [e for e in flow_events if e["at"] < run["created_at"]][-1:]
         flow_events = [e for e in before if e["action"] == "operator_pause"] + [
-            e for e in flow_events if e["at"] >= run["created_at"]]
+            e for e in flow_events if e["at"] >= run["created_at"]
+        ]
         events = sorted(store.events(run_id) + flow_events, key=lambda e: (e["at"], e["id"]))
         details["events"] = [{**e, "reason": mask_text(e["reason"], hidden)} for e in events]
     return details
@@ -82,18 +94,29 @@ def one_step(store: SqlStore, run_id: str, name: str) -> dict[str, Any]:
     run = store.get_run(run_id)
     spec = store.flow_spec(run["flow_name"], run["version"])
     hidden = secret_values(spec, run["params"])
-    return map_view.step_details(store, run_id, spec, name, lambda text: mask_text(text, hidden),
-                                lambda data: mask_data(data, hidden))
+    return map_view.step_details(
+        store, run_id, spec, name, lambda text: mask_text(text, hidden), lambda data: mask_data(data, hidden)
+    )
 
 
 def format_run(d: dict[str, Any]) -> str:
-    head = (f"run {d['id']}  flow {d['flow_name']}  version {d['version']}  state {state_label(d)}  "
-            f"duration {format_duration(d['started_at'], d['ended_at'])}")
+    head = (
+        f"run {d['id']}  flow {d['flow_name']}  version {d['version']}  state {state_label(d)}  "
+        f"duration {format_duration(d['started_at'], d['ended_at'])}"
+    )
     params = f"params {jsonsafe.dumps(jsonsafe.sanitize(d['params']), sort_keys=True, default=str)}"
     rows = []
     for s in d["steps"]:
-        rows.append([s["step"], s["state"], str(s["attempts"]), format_duration(s["started_at"], s["ended_at"]),
-                     s["worker"] or "-", (s["error"] or "")[:80]])
+        rows.append(
+            [
+                s["step"],
+                s["state"],
+                str(s["attempts"]),
+                format_duration(s["started_at"], s["ended_at"]),
+                s["worker"] or "-",
+                (s["error"] or "")[:80],
+            ]
+        )
         rows += map_view.table_rows(s, format_duration)  # a map step's instances
     lines = [head, params, "", format_table(["step", "state", "attempts", "duration", "worker", "error"], rows)]
     failed = [s for s in d["steps"] if s["state"] == "failed" and s["error"]]

@@ -31,13 +31,11 @@ if TYPE_CHECKING:
 
 @click.command()
 @click.argument("flow")
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="A run parameter; repeat for more.")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A run parameter; repeat for more.")
 @click.option("--reason", default="", help="Why you triggered it (kept in the audit trail).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def trigger(ctx: click.Context, flow: str, params: tuple[str, ...], reason: str,
-            as_json: bool) -> None:
+def trigger(ctx: click.Context, flow: str, params: tuple[str, ...], reason: str, as_json: bool) -> None:
     """Start a run of FLOW and print its id.
 
     The run is queued in the database, then the scheduler is woken through the broker. If
@@ -57,22 +55,31 @@ def trigger(ctx: click.Context, flow: str, params: tuple[str, ...], reason: str,
         click.echo(run_id)
 
 
-def trigger_run(settings: Settings, store: SqlStore, flow: str, raw: dict[str, Any], *, reason: str = "",
-                notify: bool = True, trigger: str = "manual") -> str:
+def trigger_run(
+    settings: Settings,
+    store: SqlStore,
+    flow: str,
+    raw: dict[str, Any],
+    *,
+    reason: str = "",
+    notify: bool = True,
+    trigger: str = "manual",
+) -> str:
     """Create a run of ``flow`` (its file imported only if it changed) and wake the scheduler."""
     from ..loading.sync import spec_for_trigger
     from ..spec import resolve_params
 
     # Imports only this flow's file, and only if it changed: never waits on other modules.
     spec = spec_for_trigger(store, settings.dags_folder, flow, timeout=settings.dag_import_timeout_seconds)
-    resolved = resolve_params(spec, raw, max_depth=settings.max_json_depth,
-                              max_bytes=settings.max_params_bytes)
+    resolved = resolve_params(spec, raw, max_depth=settings.max_json_depth, max_bytes=settings.max_params_bytes)
     run_id = store.create_run(spec, resolved, actor=f"cli:{current_user()}", trigger=trigger, reason=reason)
     if run_id is None:  # only a run with a logical date that exists already; none is given here
         raise CliError(f'flow "{flow}": the store did not create the run')
     if store.is_paused(flow):
-        click.echo(f'warning: flow "{flow}" is paused: run {run_id} stays queued until '
-                   f"`flowkit flows unpause {flow}`", err=True)
+        click.echo(
+            f'warning: flow "{flow}" is paused: run {run_id} stays queued until `flowkit flows unpause {flow}`',
+            err=True,
+        )
     if notify:
         warning = notify_scheduler(settings, run_id)
         if warning:
@@ -103,12 +110,15 @@ def notify_scheduler(settings: Settings, run_id: str) -> str | None:
         app.conf.broker_connection_timeout = NOTIFY_TIMEOUT_SECONDS
         app.conf.broker_transport_options = {
             **app.conf.broker_transport_options,
-            **bounded_transport_options(settings.broker_url, NOTIFY_TIMEOUT_SECONDS)}
+            **bounded_transport_options(settings.broker_url, NOTIFY_TIMEOUT_SECONDS),
+        }
         BrokerEvents(app, settings.events_queue).publish({"type": "run_created", "run_id": run_id})
     except Exception as exc:  # the run is safe in SQL
         err = exc if isinstance(exc, FlowkitError) else broker_error(exc, settings.broker_url)
-        return (f"run {run_id} is queued, but the scheduler was not woken: "
-                f"{err} (a scheduler that reaches the broker starts the run at its next sweep)")
+        return (
+            f"run {run_id} is queued, but the scheduler was not woken: "
+            f"{err} (a scheduler that reaches the broker starts the run at its next sweep)"
+        )
     return None
 
 
@@ -132,31 +142,45 @@ def runs_list(ctx: click.Context, flow: str | None, limit: int, as_json: bool) -
     if as_json:
         echo_json(rows)
         return
-    click.echo(format_table(
-        ["run", "flow", "state", "trigger", "version", "created", "duration"],
-        [[r["id"], r["flow_name"], state_label(r), r["trigger"], r["version"][:12],
-          format_time(r["created_at"]), format_duration(r["started_at"], r["ended_at"])] for r in rows]))
-
+    click.echo(
+        format_table(
+            ["run", "flow", "state", "trigger", "version", "created", "duration"],
+            [
+                [
+                    r["id"],
+                    r["flow_name"],
+                    state_label(r),
+                    r["trigger"],
+                    r["version"][:12],
+                    format_time(r["created_at"]),
+                    format_duration(r["started_at"], r["ended_at"]),
+                ]
+                for r in rows
+            ],
+        )
+    )
 
 
 @runs.command("show")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--events", "with_events", is_flag=True, help="Also print the audit trail.")
-@click.option("--step", "step_name", metavar="NAME",
-              help="One step in full (a map step's instance: name[i]): every attempt with its "
-                   "error, full traceback and a shell step's output.")
+@click.option(
+    "--step",
+    "step_name",
+    metavar="NAME",
+    help="One step in full (a map step's instance: name[i]): every attempt with its "
+    "error, full traceback and a shell step's output.",
+)
 @click.pass_context
-def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool,
-              step_name: str | None) -> None:
+def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool, step_name: str | None) -> None:
     """A run's steps: state, attempts, duration, worker, error."""
     with friendly_errors():
         store = open_store(settings_of(ctx))
         run_id = store.resolve_run_id(run_id)
         if step_name is not None:
             one = one_step(store, run_id, step_name)
-            echo_json(one) if as_json else click.echo(
-                map_view.format_step(one, format_duration, format_time))
+            echo_json(one) if as_json else click.echo(map_view.format_step(one, format_duration, format_time))
             return
         details = run_details(store, run_id, with_events=with_events or as_json)
     if as_json:
@@ -167,7 +191,12 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool,
     if with_events:
         click.echo("\nAUDIT TRAIL")
         for e in events:
-            where = f"{e['step']}#{e['attempt']}" if e["attempt"] else (
-                e["step"] or ("flow" if e.get("flow_name") and not e["run_id"] else "run"))
-            click.echo(f"{format_time(e['at'])}  {e['actor']:<28} {e['action']:<20} {where:<22} "
-                       f"{e['old_state'] or ''}->{e['new_state'] or ''}  {e['reason']}")
+            where = (
+                f"{e['step']}#{e['attempt']}"
+                if e["attempt"]
+                else (e["step"] or ("flow" if e.get("flow_name") and not e["run_id"] else "run"))
+            )
+            click.echo(
+                f"{format_time(e['at'])}  {e['actor']:<28} {e['action']:<20} {where:<22} "
+                f"{e['old_state'] or ''}->{e['new_state'] or ''}  {e['reason']}"
+            )

@@ -47,8 +47,11 @@ class BufferedWrites:
     @staticmethod
     def applies_to(raw: Any) -> bool:
         transport = getattr(raw, "transport", None)
-        return (transport is not None and callable(getattr(transport, "_write", None))
-                and not getattr(raw, "confirm_publish", False))
+        return (
+            transport is not None
+            and callable(getattr(transport, "_write", None))
+            and not getattr(raw, "confirm_publish", False)
+        )
 
     def __enter__(self) -> BufferedWrites:
         raw = self.producer.connection.connection
@@ -64,8 +67,9 @@ class BufferedWrites:
         self.buffer += data
         self.writes += 1
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         transport: Any = self._transport
         if transport is None:
             return
@@ -76,8 +80,9 @@ class BufferedWrites:
         if self._replaced(transport):
             # kombu reconnected during the batch (a publish's retry): what was buffered
             # belongs to a closed connection
-            raise BatchNotWritten("the broker connection was replaced during the batch; "
-                                  f"{self.writes} buffered write(s) not sent")
+            raise BatchNotWritten(
+                f"the broker connection was replaced during the batch; {self.writes} buffered write(s) not sent"
+            )
         try:
             transport.write(data)  # py-amqp's own write: marks the transport dead on an error
         except Exception:

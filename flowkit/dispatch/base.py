@@ -46,8 +46,15 @@ class Backpressure:
     watermarks to the scheduler's batches.
     """
 
-    def __init__(self, read_depth: Callable[[str], int], *, high: int, low: int,
-                 ttl_seconds: float = 0.1, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        read_depth: Callable[[str], int],
+        *,
+        high: int,
+        low: int,
+        ttl_seconds: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.read_depth = read_depth
         self.high = high
         self.low = low
@@ -76,12 +83,22 @@ class Backpressure:
             if depth > self.low:
                 return False
             g.engaged = False
-            log.info("backpressure: queue %s at %s messages, at or below the low watermark %s; "
-                     "dispatching again", queue, depth, self.low)
+            log.info(
+                "backpressure: queue %s at %s messages, at or below the low watermark %s; dispatching again",
+                queue,
+                depth,
+                self.low,
+            )
         if depth + n > self.high:
             g.engaged = True
-            log.warning("backpressure: queue %s at %s messages, the high watermark is %s; holding "
-                        "dispatches until it falls to %s", queue, depth, self.high, self.low)
+            log.warning(
+                "backpressure: queue %s at %s messages, the high watermark is %s; holding "
+                "dispatches until it falls to %s",
+                queue,
+                depth,
+                self.high,
+                self.low,
+            )
             return False
         g.sent += n
         return True
@@ -105,5 +122,7 @@ class Backpressure:
         g.sent += n
 
     def snapshot(self) -> dict[str, dict[str, object]]:
-        return {q: {"depth": g.depth, "sent_since_read": g.sent, "engaged": g.engaged}
-                for q, g in sorted(self.gauges.items())}
+        return {
+            q: {"depth": g.depth, "sent_since_read": g.sent, "engaged": g.engaged}
+            for q, g in sorted(self.gauges.items())
+        }

@@ -29,8 +29,11 @@ def publish(dispatcher: Any, items: Iterable[CallbackDue]) -> None:
     try:
         send(items)
     except Exception as exc:  # kombu raises many types; the outbox keeps the callback
-        log.warning("callbacks: could not publish %s callback(s) (%s); the scheduler's sweep "
-                    "publishes them again", len(items), exc)
+        log.warning(
+            "callbacks: could not publish %s callback(s) (%s); the scheduler's sweep publishes them again",
+            len(items),
+            exc,
+        )
 
 
 def resend_due(store: Any, dispatcher: Any, actor: str, dispatched_before: datetime) -> int:
@@ -40,16 +43,20 @@ def resend_due(store: Any, dispatcher: Any, actor: str, dispatched_before: datet
     return len(items)
 
 
-
 def send_with_celery(app: Any, default_queue: str, items: list[CallbackDue]) -> None:
     """Publish callbacks as Celery tasks (the task id is the callback's id, so a message
     published again is the same task in Flower)."""
     with app.producer_or_acquire() as producer:
         for item in items:
             where = f"{item.step}." if item.scope == "step" and item.step else ""
-            app.send_task(CALLBACK_TASK, args=[item.id], task_id=item.id,
-                          queue=item.queue or default_queue, producer=producer,
-                          shadow=f"{item.flow}.{where}{item.kind}",
-                          headers={"flowkit_run": item.run_id, "flowkit_flow": item.flow},
-                          retry=True,
-                          retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
+            app.send_task(
+                CALLBACK_TASK,
+                args=[item.id],
+                task_id=item.id,
+                queue=item.queue or default_queue,
+                producer=producer,
+                shadow=f"{item.flow}.{where}{item.kind}",
+                headers={"flowkit_run": item.run_id, "flowkit_flow": item.flow},
+                retry=True,
+                retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+            )

@@ -83,6 +83,7 @@ class CeleryDispatcher:
         from .callbacks import send_with_celery
 
         send_with_celery(self.app, self.settings.default_queue, items)
+
     def revoke(self, task_ids: list[str]) -> dict[str, str]:
         """Stop these attempts (an operator cancelled them). Every worker drops their queued
         messages; the worker running one stops what its pool allows and says what it did
@@ -93,8 +94,9 @@ class CeleryDispatcher:
         from .task_names import STOP_COMMAND
 
         self.app.control.revoke(task_ids)
-        replies = self.app.control.broadcast(STOP_COMMAND, arguments={"task_ids": task_ids},
-                                             reply=True, timeout=STOP_REPLY_SECONDS)
+        replies = self.app.control.broadcast(
+            STOP_COMMAND, arguments={"task_ids": task_ids}, reply=True, timeout=STOP_REPLY_SECONDS
+        )
         outcomes: dict[str, str] = {}
         for reply in replies or []:
             for answer in reply.values():
@@ -120,22 +122,30 @@ class CeleryDispatcher:
             with self.app.producer_or_acquire() as producer:
                 start, size = 0, FIRST_BATCH
                 while start < len(items):
-                    chunk = items[start:start + size]
+                    chunk = items[start : start + size]
                     try:
                         declared = self._declare(producer, chunk)
                         with self._batch(producer, len(chunk)):
                             sent = self._send_each(producer, chunk, declared)
                     except Exception as exc:  # the batch's flush: the broker went away
-                        log.error("dispatch: publishing %s attempt(s) to %s failed (%s); they stay "
-                                  "queued and are published again", len(chunk),
-                                  redact(self.settings.broker_url), exc)
+                        log.error(
+                            "dispatch: publishing %s attempt(s) to %s failed (%s); they stay "
+                            "queued and are published again",
+                            len(chunk),
+                            redact(self.settings.broker_url),
+                            exc,
+                        )
                         return items[start:]
                     if sent < len(chunk):
-                        return items[start + sent:]
+                        return items[start + sent :]
                     start, size = start + len(chunk), min(size * 4, PUBLISH_BATCH)
         except Exception as exc:  # no connection at all
-            log.error("dispatch: broker %s unreachable (%s); %s attempt(s) stay queued in SQL",
-                      redact(self.settings.broker_url), exc, len(items))
+            log.error(
+                "dispatch: broker %s unreachable (%s); %s attempt(s) stay queued in SQL",
+                redact(self.settings.broker_url),
+                exc,
+                len(items),
+            )
             return items
         return []
 
@@ -172,17 +182,26 @@ class CeleryDispatcher:
                     queue=queue,
                     declare=[] if declared is not None and queue in declared else None,
                     shadow=f"{item.flow}.{item.step.name}",
-                    headers={"flowkit_run": item.run_id, "flowkit_step": item.step.name,
-                             "flowkit_attempt": item.attempt, "flowkit_flow": item.flow},
+                    headers={
+                        "flowkit_run": item.run_id,
+                        "flowkit_step": item.step.name,
+                        "flowkit_attempt": item.attempt,
+                        "flowkit_flow": item.flow,
+                    },
                     producer=producer,
                     retry=True,
                     retry_policy=PUBLISH_RETRY,
                     **self._options(item),
                 )
             except Exception as exc:  # kombu raises many types; SQL keeps the attempt
-                log.error("run %s step %s: could not publish attempt %s to %s: %s; it stays "
-                          "queued and is published again when the broker is back",
-                          item.run_id, item.step.name, item.attempt,
-                          redact(self.settings.broker_url), exc)
+                log.error(
+                    "run %s step %s: could not publish attempt %s to %s: %s; it stays "
+                    "queued and is published again when the broker is back",
+                    item.run_id,
+                    item.step.name,
+                    item.attempt,
+                    redact(self.settings.broker_url),
+                    exc,
+                )
                 return i
         return len(items)

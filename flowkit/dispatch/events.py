@@ -78,8 +78,12 @@ class BrokerEvents:
     def publish(self, body: dict[str, Any]) -> None:
         with self.app.producer_or_acquire() as producer:
             producer.publish(
-                body, exchange="", routing_key=self.queue.name, serializer="json",
-                declare=[] if self._declared else [self.queue], retry=True,
+                body,
+                exchange="",
+                routing_key=self.queue.name,
+                serializer="json",
+                declare=[] if self._declared else [self.queue],
+                retry=True,
                 retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.5},
             )
         self._declared = True
@@ -95,8 +99,9 @@ class BrokerEvents:
         self._conn = self.app.connection_for_read()
         self._conn.ensure_connection(max_retries=5)
         channel = self._conn.channel()
-        self._consumer = Consumer(channel, queues=[self.queue], callbacks=[self._on_message],
-                                  accept=["json"], no_ack=True)
+        self._consumer = Consumer(
+            channel, queues=[self.queue], callbacks=[self._on_message], accept=["json"], no_ack=True
+        )
         self._consumer.consume()
         if self._broken:
             self._broken = False

@@ -74,8 +74,7 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
     rt.refresh_identity()
     claim = _claim(rt, run_id, step, number)
     if claim.outcome in ("done", "duplicate", "unknown"):
-        log.info("run %s step %s: attempt %s not run here (%s: %s)", run_id, step, number,
-                 claim.outcome, claim.detail)
+        log.info("run %s step %s: attempt %s not run here (%s: %s)", run_id, step, number, claim.outcome, claim.detail)
         return claim.outcome
     if claim.outcome == "poison":
         log.error("run %s step %s: attempt %s %s", run_id, step, number, claim.detail)
@@ -102,8 +101,11 @@ def execute(rt: WorkerRuntime, claim: Claim, run_id: str, step: str, number: int
         out.state, out.error, out.retry_delay = AttemptState.FAILED, f"retry requested: {exc.reason}", exc.delay
     except Exception as exc:
         out.state, out.trace = AttemptState.FAILED, format_traceback()
-        if (out.deadline is not None and out.deadline.fired) or isinstance(exc, timeouts.StepTimedOut) \
-                or type(exc).__name__ == "SoftTimeLimitExceeded":
+        if (
+            (out.deadline is not None and out.deadline.fired)
+            or isinstance(exc, timeouts.StepTimedOut)
+            or type(exc).__name__ == "SoftTimeLimitExceeded"
+        ):
             timeout = rt.spec(claim.flow, claim.version).step(step).timeout_seconds or 0
             out.error = timeouts.timeout_message(timeout)
         elif isinstance(exc, (shell.ShellFailed, success.NotSuccessful)):
@@ -134,17 +136,27 @@ def _run_body(rt: WorkerRuntime, claim: Claim, run_id: str, step: str, number: i
         upstream = rt.store.results(run_id, [step_spec.compensates])
     defined, index = split_instance(step)  # an instance of a map step runs its map step's fn
     ctx = StepContext(
-        flow=claim.flow, run_id=run_id, step=step, attempt=number, compensates=step_spec.compensates,
-        params=claim.params or {}, upstream=refs.revive(upstream), version=claim.version,
+        flow=claim.flow,
+        run_id=run_id,
+        step=step,
+        attempt=number,
+        compensates=step_spec.compensates,
+        params=claim.params or {},
+        upstream=refs.revive(upstream),
+        version=claim.version,
         idempotency_key=f"{run_id}:{step}",
         log=logging.getLogger(f"flowkit.step.{claim.flow}.{defined}"),
-        item=claim.item, index=index,
+        item=claim.item,
+        index=index,
     )
-    log.debug("run %s step %s: attempt %s started (delivery %s)", run_id, step, number,
-              claim.deliveries)  # the audit trail has it; INFO costs ~0.1 ms a step
+    log.debug(
+        "run %s step %s: attempt %s started (delivery %s)", run_id, step, number, claim.deliveries
+    )  # the audit trail has it; INFO costs ~0.1 ms a step
     out.deadline = deadline = timeouts.Deadline(
-        step_spec.timeout_seconds, name=f"run {run_id} step {step} attempt {number}",
-        on_abandon=lambda: _abandon(rt, run_id, step, number, spec))
+        step_spec.timeout_seconds,
+        name=f"run {run_id} step {step} attempt {number}",
+        on_abandon=lambda: _abandon(rt, run_id, step, number, spec),
+    )
     with deadline:
         value: Any
         if step_spec.shell is not None:
@@ -160,8 +172,7 @@ def _run_body(rt: WorkerRuntime, claim: Claim, run_id: str, step: str, number: i
                 success.check(check, value, step=step)
     if deadline.fired:  # the step caught StepTimedOut and returned: still a timeout
         raise timeouts.StepTimedOut()
-    out.result_json = encode_result(value, run_id=run_id, step=step, cap=s.max_result_bytes,
-                                    max_depth=s.max_json_depth)
+    out.result_json = encode_result(value, run_id=run_id, step=step, cap=s.max_result_bytes, max_depth=s.max_json_depth)
     out.datasets = [(u, "read") for u in step_spec.reads] + [(u, "write") for u in step_spec.writes]
 
 
@@ -174,10 +185,24 @@ def record(rt: WorkerRuntime, out: Outcome, run_id: str, step: str, number: int)
         effects = until_stored(
             f"run {run_id} step {step}: recording attempt {number} ({out.state.value})",
             lambda: rt.store.finish_attempt(
-                run_id, step, number, worker=rt.name, state=out.state, result_json=out.result_json,
-                error=error, traceback=trace, retry_delay=out.retry_delay, datasets=out.datasets,
-                spec=out.spec, chosen=out.chosen, gate=rt.fast_follow_gate(), global_cap=rt.global_cap(),
-                output=output, publish=lambda items: _publish(rt, items)))
+                run_id,
+                step,
+                number,
+                worker=rt.name,
+                state=out.state,
+                result_json=out.result_json,
+                error=error,
+                traceback=trace,
+                retry_delay=out.retry_delay,
+                datasets=out.datasets,
+                spec=out.spec,
+                chosen=out.chosen,
+                gate=rt.fast_follow_gate(),
+                global_cap=rt.global_cap(),
+                output=output,
+                publish=lambda items: _publish(rt, items),
+            ),
+        )
     finally:
         with rt._lock:
             rt._running.discard((run_id, step, number))
@@ -185,9 +210,15 @@ def record(rt: WorkerRuntime, out: Outcome, run_id: str, step: str, number: int)
         return _discarded(rt, out, run_id, step, number)
     # A success is DEBUG: Celery's own line names the task (<flow>.<step>) and the audit
     # trail has it; at INFO it cost about 20 us a step. Failures and skips stay at INFO.
-    log.log(logging.DEBUG if out.state == AttemptState.SUCCESS else logging.INFO,
-            "run %s step %s: attempt %s %s%s", run_id, step, number, out.state.value,
-            f" ({error})" if error else "")
+    log.log(
+        logging.DEBUG if out.state == AttemptState.SUCCESS else logging.INFO,
+        "run %s step %s: attempt %s %s%s",
+        run_id,
+        step,
+        number,
+        out.state.value,
+        f" ({error})" if error else "",
+    )
     _after_commit(rt, run_id, step, number, effects)
     return out.state.value
 
@@ -195,16 +226,27 @@ def record(rt: WorkerRuntime, out: Outcome, run_id: str, step: str, number: int)
 def _discarded(rt: WorkerRuntime, out: Outcome, run_id: str, step: str, number: int) -> str:
     """The store no longer had the attempt as this worker's: say why its outcome is dropped."""
     if out.deadline is not None and out.deadline.abandoned:
-        log.warning("run %s step %s: attempt %s ended after it was recorded as timed out; "
-                    "outcome (%s) discarded", run_id, step, number, out.state.value)
+        log.warning(
+            "run %s step %s: attempt %s ended after it was recorded as timed out; outcome (%s) discarded",
+            run_id,
+            step,
+            number,
+            out.state.value,
+        )
         return "lost_claim"
     row = _attempt_row(rt, run_id, step, number)
     if row is not None and row["state"] == AttemptState.CANCELLED.value:
-        log.warning("run %s step %s: attempt %s ended (%s) after an operator cancelled it; "
-                    "outcome discarded", run_id, step, number, out.state.value)
+        log.warning(
+            "run %s step %s: attempt %s ended (%s) after an operator cancelled it; outcome discarded",
+            run_id,
+            step,
+            number,
+            out.state.value,
+        )
         return "cancelled"
-    log.warning("run %s step %s: attempt %s %s; outcome (%s) discarded", run_id, step, number,
-                _who_has(row), out.state.value)
+    log.warning(
+        "run %s step %s: attempt %s %s; outcome (%s) discarded", run_id, step, number, _who_has(row), out.state.value
+    )
     return "lost_claim"
 
 
@@ -213,12 +255,21 @@ def _abandon(rt: WorkerRuntime, run_id: str, step: str, number: int, spec: FlowS
     timeout watchdog); its later outcome loses the compare-and-set and is discarded."""
     timeout = spec.step(step).timeout_seconds or 0 if spec is not None else 0
     effects = rt.store.finish_attempt(
-        run_id, step, number, worker=rt.name, state=AttemptState.FAILED,
+        run_id,
+        step,
+        number,
+        worker=rt.name,
+        state=AttemptState.FAILED,
         error=timeouts.timeout_message(timeout) + " (it did not stop; its outcome will be discarded)",
-        spec=spec, gate=rt.fast_follow_gate(), global_cap=rt.global_cap())
+        spec=spec,
+        gate=rt.fast_follow_gate(),
+        global_cap=rt.global_cap(),
+    )
     if effects is not None:
         log.error("run %s step %s: attempt %s %s", run_id, step, number, timeouts.timeout_message(timeout))
         _after_commit(rt, run_id, step, number, effects)
+
+
 def _attempt_state(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str | None:
     row = _attempt_row(rt, run_id, step, number)
     return None if row is None else str(row["state"])
@@ -240,7 +291,6 @@ def _who_has(row: dict[str, Any] | None) -> str:
     return f"is {row['state']} in the store" + (f" (worker {row['worker']})" if row.get("worker") else "")
 
 
-
 def _is_interruption(exc: BaseException) -> bool:
     """A SystemExit raised because the worker process is being stopped, not by the step."""
     if type(exc) is not SystemExit:
@@ -255,20 +305,20 @@ def _is_interruption(exc: BaseException) -> bool:
     return isinstance(exc.code, int) and exc.code < 0  # billiard: sys.exit(-(256 - signum))
 
 
-def _record_interruption(rt: WorkerRuntime, run_id: str, step: str, number: int,
-                         exc: BaseException) -> None:
-    reason = (f"interrupted on {rt.name} ({type(exc).__name__}{f' {exc.code}' if isinstance(exc, SystemExit) else ''}: "
-              "the worker was stopped); not a failure of the step, it runs again")
+def _record_interruption(rt: WorkerRuntime, run_id: str, step: str, number: int, exc: BaseException) -> None:
+    reason = (
+        f"interrupted on {rt.name} ({type(exc).__name__}{f' {exc.code}' if isinstance(exc, SystemExit) else ''}: "
+        "the worker was stopped); not a failure of the step, it runs again"
+    )
     try:
         if rt.store.interrupt_attempt(run_id, step, number, worker=rt.name, reason=reason):
             log.warning("run %s step %s: attempt %s %s", run_id, step, number, reason)
         elif _attempt_state(rt, run_id, step, number) == AttemptState.CANCELLED.value:
-            log.warning("run %s step %s: attempt %s stopped after an operator cancelled it; not "
-                        "run again", run_id, step, number)
+            log.warning(
+                "run %s step %s: attempt %s stopped after an operator cancelled it; not run again", run_id, step, number
+            )
     except Exception as store_exc:  # the scheduler sees the silent attempt and sends it again
-        log.warning("run %s step %s: attempt %s interrupted; could not record it (%s)", run_id, step,
-                    number, store_exc)
-
+        log.warning("run %s step %s: attempt %s interrupted; could not record it (%s)", run_id, step, number, store_exc)
 
 
 def _claim(rt: WorkerRuntime, run_id: str, step: str, number: int) -> Claim:
@@ -282,9 +332,17 @@ def _claim(rt: WorkerRuntime, run_id: str, step: str, number: int) -> Claim:
     s = rt.settings
     return until_stored(
         f"run {run_id} step {step}: claiming attempt {number}",
-        lambda: rt.store.claim_attempt(run_id, step, number, worker=rt.name, specs=rt._specs,
-                                       lost_after=s.lost_after_seconds, max_deliveries=s.max_deliveries),
-        give_up_after=s.store_retry_seconds)
+        lambda: rt.store.claim_attempt(
+            run_id,
+            step,
+            number,
+            worker=rt.name,
+            specs=rt._specs,
+            lost_after=s.lost_after_seconds,
+            max_deliveries=s.max_deliveries,
+        ),
+        give_up_after=s.store_retry_seconds,
+    )
 
 
 def _check_branch(spec: FlowSpec, step: str, value: Any) -> list[str]:
@@ -294,7 +352,8 @@ def _check_branch(spec: FlowSpec, step: str, value: Any) -> list[str]:
     if wrong or not all(isinstance(c, str) for c in chosen):
         raise ValueError(
             f"branch step {step} returned {value!r}; it must return the name (or a list of "
-            f"names) of its downstream steps: {', '.join(options) or 'none'}")
+            f"names) of its downstream steps: {', '.join(options) or 'none'}"
+        )
     return chosen
 
 
@@ -327,23 +386,31 @@ def _after_commit(rt: WorkerRuntime, run_id: str, step: str, number: int, effect
 
 def _notify(rt: WorkerRuntime, run_id: str, step: str, number: int, timer: Any = None) -> None:
     try:
-        rt.events.publish({"type": "attempt_done", "run_id": run_id, "step": step,
-                           "attempt": number, "timer": timer.isoformat() if timer else None})
+        rt.events.publish(
+            {
+                "type": "attempt_done",
+                "run_id": run_id,
+                "step": step,
+                "attempt": number,
+                "timer": timer.isoformat() if timer else None,
+            }
+        )
     except Exception as exc:  # the scheduler's sweep will find the outcome in SQL
         log.warning("run %s step %s: could not publish completion event: %s", run_id, step, exc)
 
 
 # -- Celery wiring ---------------------------------------------------------------------
 
+
 def on_hard_timeout(rt: WorkerRuntime, run_id: str, step: str, number: int, limit: float) -> None:
     """Record an attempt the pool killed at its hard time limit (Celery acks that message)."""
-    reason = (f"killed at the hard time limit ({limit:g} s): the step ignored its timeout=; "
-              "let the StepTimedOut raised in it propagate, or raise the timeout")
-    effects = rt.store.fail_running_attempt(run_id, step, number, reason=reason,
-                                            actor=f"{socket.gethostname()}:{os.getpid()}",
-                                            global_cap=rt.global_cap())
+    reason = (
+        f"killed at the hard time limit ({limit:g} s): the step ignored its timeout=; "
+        "let the StepTimedOut raised in it propagate, or raise the timeout"
+    )
+    effects = rt.store.fail_running_attempt(
+        run_id, step, number, reason=reason, actor=f"{socket.gethostname()}:{os.getpid()}", global_cap=rt.global_cap()
+    )
     if effects is not None:
         log.error("run %s step %s: attempt %s %s", run_id, step, number, reason)
         _after_commit(rt, run_id, step, number, effects)
-
-

@@ -51,8 +51,7 @@ def wait_for_callbacks(store: SqlStore, run_id: str, timeout: float) -> int:
 def run_callback(rt: WorkerRuntime, callback_id: str) -> str:
     """Run one callback on a worker (``rt`` is its WorkerRuntime); returns what happened."""
     rt.refresh_identity()
-    cb = until_stored(f"callback {callback_id}: reading it",
-                      lambda: callback_ops.load(rt.store, callback_id))
+    cb = until_stored(f"callback {callback_id}: reading it", lambda: callback_ops.load(rt.store, callback_id))
     if cb is None:
         log.warning("callback %s: not in the store; dropped", callback_id)
         return "unknown"
@@ -67,19 +66,37 @@ def run_callback(rt: WorkerRuntime, callback_id: str) -> str:
         flow = rt.flow_for(cb["flow_name"], cb["version"])
         fn = flow.callback_for(kind, step if scope == "step" else None)
         if fn is None:
-            raise LookupError(f"version {cb['version']} defines no {kind} callback on "
-                              f"{'step ' + repr(step) if scope == 'step' else 'the flow'}")
+            raise LookupError(
+                f"version {cb['version']} defines no {kind} callback on "
+                f"{'step ' + repr(step) if scope == 'step' else 'the flow'}"
+            )
         ctx = CallbackContext(
-            flow=cb["flow_name"], run_id=run_id, step=step, kind=kind, state=cb["state"],
-            attempt=cb["attempt"], error=cb["error"], params=cb["params"], version=cb["version"],
-            log=logging.getLogger(f"flowkit.callback.{cb['flow_name']}"))
+            flow=cb["flow_name"],
+            run_id=run_id,
+            step=step,
+            kind=kind,
+            state=cb["state"],
+            attempt=cb["attempt"],
+            error=cb["error"],
+            params=cb["params"],
+            version=cb["version"],
+            log=logging.getLogger(f"flowkit.callback.{cb['flow_name']}"),
+        )
         fn(ctx)
     except Exception as exc:
         error = secrets.mask_stored(describe_exception(exc))  # what the worker stores goes masked
-        log.exception("run %s step %s: %s %s callback failed (the run's state is unchanged): %s",
-                      run_id, step or "-", scope, kind, error)
-    until_stored(f"run {run_id}: recording the {kind} callback",
-                 lambda: callback_ops.finish(rt.store, cb, actor=rt.name, error=error))
+        log.exception(
+            "run %s step %s: %s %s callback failed (the run's state is unchanged): %s",
+            run_id,
+            step or "-",
+            scope,
+            kind,
+            error,
+        )
+    until_stored(
+        f"run {run_id}: recording the {kind} callback",
+        lambda: callback_ops.finish(rt.store, cb, actor=rt.name, error=error),
+    )
     if error is None:
         log.info("run %s step %s: %s %s callback ran", run_id, step or "-", scope, kind)
     return "failed" if error else "ran"

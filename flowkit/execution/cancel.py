@@ -37,8 +37,9 @@ def stop_cancelled(task_ids: list[str], requests: Any, pool: Any) -> dict[str, s
             outcomes[request.id] = TERMINATED
         else:  # Celery's terminate raises NotImplementedError on these pools
             outcomes[request.id] = f"{NOT_INTERRUPTIBLE}:{pool_name}"
-        log.warning("run %s step %s: attempt %s cancelled by an operator: %s", run_id, step, number,
-                    outcomes[request.id])
+        log.warning(
+            "run %s step %s: attempt %s cancelled by an operator: %s", run_id, step, number, outcomes[request.id]
+        )
     # A shell step whose command the heartbeat stopped may have ended before this message.
     for owner in shell.stopped_lately():
         if isinstance(owner, tuple) and len(owner) == 3 and task_id_for(*owner) in wanted:
@@ -49,4 +50,3 @@ def stop_cancelled(task_ids: list[str], requests: Any, pool: Any) -> dict[str, s
 def _pool_name(pool: Any) -> str:
     name = type(pool).__module__.rsplit(".", 1)[-1]
     return {"thread": "threads", "asynpool": "prefork"}.get(name, name)
-

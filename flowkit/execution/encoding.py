@@ -12,8 +12,7 @@ from ..errors import ResultTooLarge
 _V = TypeVar("_V")
 
 
-def encode_result(value: Any, *, run_id: str, step: str, cap: int,
-                  max_depth: int = jsonsafe.MAX_DEPTH) -> str:
+def encode_result(value: Any, *, run_id: str, step: str, cap: int, max_depth: int = jsonsafe.MAX_DEPTH) -> str:
     """The JSON a step's result is stored as, with every known secret masked (:func:`masked`);
     raises a one-line error for a result that is not JSON, nested too deep or too large."""
     where = f"run {run_id} step {step}"
@@ -24,12 +23,15 @@ def encode_result(value: Any, *, run_id: str, step: str, cap: int,
     if problem is not None:
         raise ResultTooLarge(
             f"{where}: result {problem} (FLOWKIT_MAX_JSON_DEPTH); flatten it, or write the data "
-            'elsewhere and return flowkit.Ref("s3://...") to it', step=step)
+            'elsewhere and return flowkit.Ref("s3://...") to it',
+            step=step,
+        )
     try:
         text = jsonsafe.dumps(value, sort_keys=True, default=_json_default)
     except jsonsafe.NonFiniteNumberError as exc:
-        raise ValueError(f"{where}: result contains NaN/Infinity at {exc.path}; return None "
-                         "or a string instead") from None
+        raise ValueError(
+            f"{where}: result contains NaN/Infinity at {exc.path}; return None or a string instead"
+        ) from None
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"{where}: the result is not JSON-serialisable ({exc}); return "
@@ -41,7 +43,9 @@ def encode_result(value: Any, *, run_id: str, step: str, cap: int,
         raise ResultTooLarge(
             f"{where}: result is {size:,} bytes, over the {cap:,}-byte cap "
             "(FLOWKIT_MAX_RESULT_BYTES); write the data elsewhere (a file, an object store) and "
-            'return flowkit.Ref("s3://...") to it', step=step)
+            'return flowkit.Ref("s3://...") to it',
+            step=step,
+        )
     return text
 
 
@@ -103,4 +107,3 @@ def format_traceback() -> str:
 def storable(text: str | None) -> str | None:
     """PostgreSQL text cannot hold NUL bytes: keep them visible, escaped."""
     return text.replace("\x00", "\\x00") if text and "\x00" in text else text
-

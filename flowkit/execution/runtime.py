@@ -61,8 +61,7 @@ class WorkerRuntime:
             self._running = set()
             self._published = []
             self._hb_pid = os.getpid()
-            self._hb_thread = threading.Thread(target=self._beat, name="flowkit-heartbeat",
-                                               daemon=True)
+            self._hb_thread = threading.Thread(target=self._beat, name="flowkit-heartbeat", daemon=True)
             self._hb_thread.start()
 
     def _beat(self) -> None:
@@ -92,8 +91,11 @@ class WorkerRuntime:
             with self._lock:
                 still_here = key in self._running  # not just finished meanwhile
             if still_here and shell.stop_for(key):
-                log.warning("run %s step %s: attempt %s is no longer this worker's (cancelled or "
-                            "taken over); its command's process group was stopped", *key)
+                log.warning(
+                    "run %s step %s: attempt %s is no longer this worker's (cancelled or "
+                    "taken over); its command's process group was stopped",
+                    *key,
+                )
 
     def published(self, task_ids: list[str]) -> None:
         """These attempts, queued by this process's finishes, went out to the broker."""
@@ -160,8 +162,9 @@ class WorkerRuntime:
         module = self._modules.get(key)
         if module is None:
             path, source = self.store.flow_source(flow, version)
-            module = exec_module_source(path, source, os.path.abspath(self.settings.dags_folder),
-                                        modules=self.store.flow_modules(flow, version))
+            module = exec_module_source(
+                path, source, os.path.abspath(self.settings.dags_folder), modules=self.store.flow_modules(flow, version)
+            )
             self._modules[key] = module
         for candidate in flows_in(module):
             if candidate.name == flow:
@@ -198,14 +201,21 @@ def until_stored(what: str, fn: Callable[[], _T], give_up_after: float | None = 
             return fn()
         except (StoreUnavailable, DBAPIError) as exc:
             started = time.monotonic() if started is None else started
-            transient = isinstance(exc, StoreUnavailable) or exc.connection_invalidated or \
-                type(exc).__name__ in ("OperationalError", "InterfaceError")
+            transient = (
+                isinstance(exc, StoreUnavailable)
+                or exc.connection_invalidated
+                or type(exc).__name__ in ("OperationalError", "InterfaceError")
+            )
             if not transient:
                 raise
             if give_up_after is not None and time.monotonic() - started > give_up_after:
                 raise
-            log.warning("%s: the database did not answer (%s); retrying in %.2g s", what,
-                        " ".join(str(getattr(exc, "orig", exc)).split())[:200], delay)
+            log.warning(
+                "%s: the database did not answer (%s); retrying in %.2g s",
+                what,
+                " ".join(str(getattr(exc, "orig", exc)).split())[:200],
+                delay,
+            )
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -232,9 +242,15 @@ def runtime_for(app: Any) -> WorkerRuntime:
                 settings = getattr(app, "flowkit_settings", None) or Settings.from_env()
                 dispatcher = CeleryDispatcher(app, settings)
                 _runtime = WorkerRuntime(
-                    settings=settings, store=SqlStore(settings.database_url),
-                    events=BrokerEvents(app, settings.events_queue), dispatcher=dispatcher,
-                    backpressure=Backpressure(dispatcher.queue_depth, high=settings.queue_high_watermark,
-                                              low=settings.queue_low_watermark, ttl_seconds=0.25))
+                    settings=settings,
+                    store=SqlStore(settings.database_url),
+                    events=BrokerEvents(app, settings.events_queue),
+                    dispatcher=dispatcher,
+                    backpressure=Backpressure(
+                        dispatcher.queue_depth,
+                        high=settings.queue_high_watermark,
+                        low=settings.queue_low_watermark,
+                        ttl_seconds=0.25,
+                    ),
+                )
     return _runtime
-

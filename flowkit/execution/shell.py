@@ -40,25 +40,30 @@ class ShellFailed(Exception):
 
 
 # -- definition checks (called by the builder) -----------------------------------------------
-def check_definition(command: Any, env: Any, cwd: Any, fail_on: Any, success_codes: Any, *,
-                     who: str, where: dict[str, Any]) -> ShellSpec:
+def check_definition(
+    command: Any, env: Any, cwd: Any, fail_on: Any, success_codes: Any, *, who: str, where: dict[str, Any]
+) -> ShellSpec:
     """The arguments of ``Flow.shell`` as a :class:`ShellSpec`, or a DefinitionError that
     says which one is wrong and how to fix it."""
     if not isinstance(command, str) or not command.strip():
-        raise DefinitionError(f'{who}: the command must be a non-empty string, like "make build"; '
-                              f"got {command!r}", **where)
+        raise DefinitionError(
+            f'{who}: the command must be a non-empty string, like "make build"; got {command!r}', **where
+        )
     pairs: list[tuple[str, str]] = []
     if env is not None:
         if not isinstance(env, Mapping):
-            raise DefinitionError(f'{who}: env= takes a dict of names to strings, like {{"MODE": "full"}}; '
-                                  f"got {type(env).__name__} {env!r}", **where)
+            raise DefinitionError(
+                f'{who}: env= takes a dict of names to strings, like {{"MODE": "full"}}; '
+                f"got {type(env).__name__} {env!r}",
+                **where,
+            )
         for key, value in env.items():
             if not isinstance(key, str) or not key or "=" in key or "\x00" in key:
-                raise DefinitionError(f"{who}: env= name {key!r} is not an environment variable name",
-                                      **where)
+                raise DefinitionError(f"{who}: env= name {key!r} is not an environment variable name", **where)
             if not isinstance(value, str):
-                raise DefinitionError(f"{who}: env={{{key!r}: {value!r}}}: values must be strings; "
-                                      f"write {str(value)!r}", **where)
+                raise DefinitionError(
+                    f"{who}: env={{{key!r}: {value!r}}}: values must be strings; write {str(value)!r}", **where
+                )
             pairs.append((key, value))
     if cwd is not None:
         if not isinstance(cwd, (str, os.PathLike)) or not str(os.fspath(cwd)):
@@ -69,11 +74,13 @@ def check_definition(command: Any, env: Any, cwd: Any, fail_on: Any, success_cod
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise DefinitionError(f"{who}: fail_on pattern {pattern!r} is not a valid regular expression "
-                                  f"({exc}); escape special characters with re.escape()", **where) from None
+            raise DefinitionError(
+                f"{who}: fail_on pattern {pattern!r} is not a valid regular expression "
+                f"({exc}); escape special characters with re.escape()",
+                **where,
+            ) from None
     codes = _codes(success_codes, who, where)
-    return ShellSpec(command=command, env=tuple(sorted(pairs)), cwd=cwd, fail_on=patterns,
-                     success_codes=codes)
+    return ShellSpec(command=command, env=tuple(sorted(pairs)), cwd=cwd, fail_on=patterns, success_codes=codes)
 
 
 def _strings(value: Any, label: str, who: str, where: dict[str, Any]) -> tuple[str, ...]:
@@ -81,13 +88,14 @@ def _strings(value: Any, label: str, who: str, where: dict[str, Any]) -> tuple[s
         return ()
     items = [value] if isinstance(value, str) else value
     if isinstance(items, (bytes, Mapping)) or not isinstance(items, Iterable):
-        raise DefinitionError(f"{who}: {label}= takes a regular expression or a list of them, "
-                              f"not {type(value).__name__} {value!r}", **where)
+        raise DefinitionError(
+            f"{who}: {label}= takes a regular expression or a list of them, not {type(value).__name__} {value!r}",
+            **where,
+        )
     items = list(items)
     for item in items:
         if not isinstance(item, str):
-            raise DefinitionError(f"{who}: {label}= takes regular expressions (strings), not {item!r}",
-                                  **where)
+            raise DefinitionError(f"{who}: {label}= takes regular expressions (strings), not {item!r}", **where)
     return tuple(items)
 
 
@@ -95,10 +103,12 @@ def _codes(value: Any, who: str, where: dict[str, Any]) -> tuple[int, ...]:
     items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
     bad = not isinstance(items, Iterable) or isinstance(items, (str, bytes, Mapping))
     items = [] if bad else list(items)
-    if bad or not items or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= 255
-                               for c in items):
-        raise DefinitionError(f"{who}: success_codes={value!r} must be exit codes: whole numbers from 0 "
-                              "to 255, e.g. success_codes=(0, 3)", **where)
+    if bad or not items or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= 255 for c in items):
+        raise DefinitionError(
+            f"{who}: success_codes={value!r} must be exit codes: whole numbers from 0 "
+            "to 255, e.g. success_codes=(0, 3)",
+            **where,
+        )
     return tuple(items)
 
 
@@ -113,7 +123,7 @@ class OutputTail:
         self._lock = threading.Lock()
 
     def add(self, line: str) -> None:
-        line = line[-self.limit:]
+        line = line[-self.limit :]
         with self._lock:
             self._lines.append(line)
             self._size += len(line) + 1
@@ -245,9 +255,14 @@ def run(spec: ShellSpec, tail: OutputTail, owner: Hashable = None) -> dict[str, 
     patterns = [re.compile(p) for p in spec.fail_on]
     try:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", spec.command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, cwd=spec.cwd, env={**os.environ, **dict(spec.env)},
-            start_new_session=True)
+            ["/bin/sh", "-c", spec.command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=spec.cwd,
+            env={**os.environ, **dict(spec.env)},
+            start_new_session=True,
+        )
     except OSError as exc:
         where = f" in {spec.cwd}" if spec.cwd else ""
         raise ShellFailed(f"could not start the command{where}: {exc}") from None
@@ -258,8 +273,9 @@ def run(spec: ShellSpec, tail: OutputTail, owner: Hashable = None) -> dict[str, 
     unregister = deadline.on_expire(group.stop_soon) if deadline is not None else None
     matches: list[tuple[str, str]] = []
     assert proc.stdout is not None
-    reader = threading.Thread(target=_read, args=(proc.stdout, tail, patterns, matches),
-                              name="flowkit-shell-output", daemon=True)
+    reader = threading.Thread(
+        target=_read, args=(proc.stdout, tail, patterns, matches), name="flowkit-shell-output", daemon=True
+    )
     reader.start()
     try:
         while True:  # poll, so that a timeout or a stop request reaches this thread at once
@@ -290,8 +306,7 @@ def run(spec: ShellSpec, tail: OutputTail, owner: Hashable = None) -> dict[str, 
     return {"exit_code": code, "last_lines": tail.last_lines(RESULT_LINES)}
 
 
-def _read(stream: IO[bytes], tail: OutputTail, patterns: list[re.Pattern[str]],
-          matches: list[tuple[str, str]]) -> None:
+def _read(stream: IO[bytes], tail: OutputTail, patterns: list[re.Pattern[str]], matches: list[tuple[str, str]]) -> None:
     for raw in iter(lambda: stream.readline(OUTPUT_TAIL_BYTES), b""):
         line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
         tail.add(line)

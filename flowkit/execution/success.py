@@ -27,8 +27,9 @@ def check(success_when: Callable[[Any], Any], result: Any, *, step: str) -> None
     if success_when(result):
         return
     name = getattr(success_when, "__qualname__", None) or repr(success_when)
-    raise NotSuccessful(f"step {step}: success_when={name} said no to the result {show(result)}; "
-                        "the attempt failed (retries apply)")
+    raise NotSuccessful(
+        f"step {step}: success_when={name} said no to the result {show(result)}; the attempt failed (retries apply)"
+    )
 
 
 def show(result: Any) -> str:

@@ -33,8 +33,7 @@ def _register_stop_command() -> None:
     def flowkit_stop(state: Any, task_ids: list[str], **_: Any) -> dict[str, str]:
         return stop_cancelled(task_ids, worker_state.active_requests, state.consumer.pool)
 
-    control_command(name=STOP_COMMAND, args=[("task_ids", list)],
-                    signature="[task_id, ...]")(flowkit_stop)
+    control_command(name=STOP_COMMAND, args=[("task_ids", list)], signature="[task_id, ...]")(flowkit_stop)
 
 
 def _register_execute(app: Any) -> None:
@@ -52,8 +51,14 @@ def _register_execute(app: Any) -> None:
                 except Exception:
                     log.exception("run %s step %s: could not record the hard timeout", args[0], args[1])
 
-    @app.task(name=EXECUTE_TASK, bind=True, acks_late=True, base=ExecuteTask,  # type: ignore[untyped-decorator]
-              reject_on_worker_lost=True, ignore_result=True)
+    @app.task(
+        name=EXECUTE_TASK,
+        bind=True,
+        acks_late=True,
+        base=ExecuteTask,  # type: ignore[untyped-decorator]
+        reject_on_worker_lost=True,
+        ignore_result=True,
+    )
     def execute(self: Any, run_id: str, step: str, attempt: int) -> str:
         from celery.exceptions import Reject
         from sqlalchemy.exc import DBAPIError
@@ -69,7 +74,12 @@ def _register_execute(app: Any) -> None:
 
 
 def _register_callback(app: Any) -> None:
-    @app.task(name=CALLBACK_TASK, bind=True, acks_late=True,  # type: ignore[untyped-decorator]
-              reject_on_worker_lost=True, ignore_result=True)
+    @app.task(
+        name=CALLBACK_TASK,
+        bind=True,
+        acks_late=True,  # type: ignore[untyped-decorator]
+        reject_on_worker_lost=True,
+        ignore_result=True,
+    )
     def callback(self: Any, callback_id: str) -> str:
         return run_callback(runtime_for(self.app), callback_id)

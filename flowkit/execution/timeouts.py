@@ -37,8 +37,7 @@ class StepTimedOut(Exception):
 
 
 def timeout_message(seconds: float) -> str:
-    return (f"timed out after {seconds:g} s (timeout= on the step); make it faster or "
-            "raise the timeout")
+    return f"timed out after {seconds:g} s (timeout= on the step); make it faster or raise the timeout"
 
 
 class Deadline:
@@ -48,8 +47,14 @@ class Deadline:
     the exception and returned); ``abandoned`` that ``on_abandon`` was called.
     """
 
-    def __init__(self, seconds: float | None, *, on_abandon: Callable[[], None] | None = None,
-                 grace: float | None = None, name: str = "step") -> None:
+    def __init__(
+        self,
+        seconds: float | None,
+        *,
+        on_abandon: Callable[[], None] | None = None,
+        grace: float | None = None,
+        name: str = "step",
+    ) -> None:
         self.seconds = seconds
         self.grace = ABANDON_GRACE_SECONDS if grace is None else grace
         self.name = name
@@ -96,13 +101,13 @@ class Deadline:
                 self._uses_alarm = True
             except (ValueError, OSError):  # no SIGALRM here: fall back on the async exception
                 self._uses_alarm = False
-        self._watchdog = threading.Thread(target=self._watch, name=f"flowkit-timeout-{self.name}",
-                                          daemon=True)
+        self._watchdog = threading.Thread(target=self._watch, name=f"flowkit-timeout-{self.name}", daemon=True)
         self._watchdog.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         with self._lock:
             self._exited = True
             if self._async_pending:
@@ -150,8 +155,13 @@ class Deadline:
         if self._done.wait(self.grace) or self._on_abandon is None:
             return
         self.abandoned = True
-        log.error("%s: still running %g s after its %g s timeout; recording it as failed and "
-                  "discarding whatever it does later", self.name, self.grace, self.seconds)
+        log.error(
+            "%s: still running %g s after its %g s timeout; recording it as failed and "
+            "discarding whatever it does later",
+            self.name,
+            self.grace,
+            self.seconds,
+        )
         _safely(self._on_abandon)
 
     def _alarm(self, signum: int, frame: FrameType | None) -> None:
@@ -172,8 +182,7 @@ def current() -> Deadline | None:
 
 
 def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
-                                               ctypes.py_object(exc) if exc else None)
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None)
 
 
 def _safely(fn: Callable[[], None]) -> None:

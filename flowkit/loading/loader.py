@@ -42,10 +42,7 @@ def dag_files(folder: str | Path) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         return []
-    return sorted(
-        p for p in root.rglob("*.py")
-        if not p.name.startswith("_") and "__pycache__" not in p.parts
-    )
+    return sorted(p for p in root.rglob("*.py") if not p.name.startswith("_") and "__pycache__" not in p.parts)
 
 
 @dataclass
@@ -88,8 +85,9 @@ def module_name_for(path: str | Path) -> str:
     return f"{_MODULE_PREFIX}{stem}"
 
 
-def exec_module_source(path: str, source: str, dags_folder: str | None = None,
-                       modules: list[ModuleSource] | None = None) -> types.ModuleType:
+def exec_module_source(
+    path: str, source: str, dags_folder: str | None = None, modules: list[ModuleSource] | None = None
+) -> types.ModuleType:
     """Run a dags module's source as a fresh module (the worker runs the pinned version).
 
     With ``modules`` (the helpers pinned with the version), exactly those are importable
@@ -182,8 +180,13 @@ def import_file(path: Path, dags_folder: str | Path, timeout: float) -> FileResu
     with tempfile.TemporaryDirectory(prefix="flowkit-load-") as tmp:
         out, stack = Path(tmp) / "result.json", Path(tmp) / "stack.txt"
         cmd = [sys.executable, "-m", "flowkit.loading.load_one", str(path), str(dags_folder), str(out), str(stack)]
-        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+        child = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
         try:
             _stdout, stderr = child.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -194,7 +197,8 @@ def import_file(path: Path, dags_folder: str | Path, timeout: float) -> FileResu
             result.error = DagLoadError(
                 f"import took longer than {timeout:g} s and was stopped; keep I/O and heavy work "
                 "out of module level (or raise FLOWKIT_DAG_IMPORT_TIMEOUT_SECONDS)",
-                path=str(path), lineno=lineno,
+                path=str(path),
+                lineno=lineno,
             )
             return result
         proc = subprocess.CompletedProcess(cmd, child.returncode, _stdout, stderr)
@@ -285,8 +289,12 @@ def load_folder(
         helper_hashes: dict[str, str] = prev[3] if prev and len(prev) > 3 else {}
         if prev and prev[0] == h and helpers_unchanged(helper_hashes):
             results[str(path)] = FileResult(
-                path=str(path), hash=h, flows=list(prev[1] or []), error=prev[2],
-                source=text.decode("utf-8", errors="replace"), helper_hashes=helper_hashes,
+                path=str(path),
+                hash=h,
+                flows=list(prev[1] or []),
+                error=prev[2],
+                source=text.decode("utf-8", errors="replace"),
+                helper_hashes=helper_hashes,
                 cached=True,
             )
         else:
@@ -313,11 +321,16 @@ def _flag_duplicate_names(results: list[FileResult]) -> None:
                 owner[spec.name] = (r, spec)
                 continue
             first, other = owner[spec.name]
-            where = (f"in this file at lines {other.lineno} and {spec.lineno}" if first is r
-                     else f"here and at {first.path}:{other.lineno}")
+            where = (
+                f"in this file at lines {other.lineno} and {spec.lineno}"
+                if first is r
+                else f"here and at {first.path}:{other.lineno}"
+            )
             r.conflict = DagLoadError(
                 f'flow "{spec.name}" is defined twice: {where}; flow names must be unique '
                 "across the dags folder, so rename one",
-                path=r.path, lineno=spec.lineno, flow=spec.name,
+                path=r.path,
+                lineno=spec.lineno,
+                flow=spec.name,
             )
             break

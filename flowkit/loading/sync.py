@@ -54,14 +54,18 @@ def spec_for_trigger(store: SqlStore, folder: str, flow: str, *, timeout: float 
         return store.flow_spec(flow)
     stored = next((r for r in store.dag_file_rows() if r["path"] == path), None)
     raw = Path(path).read_bytes()
-    if stored is not None and stored["helpers"] is not None and stored["hash"] == source_hash(raw) \
-            and helpers_unchanged(json.loads(stored["helpers"])):
+    if (
+        stored is not None
+        and stored["helpers"] is not None
+        and stored["hash"] == source_hash(raw)
+        and helpers_unchanged(json.loads(stored["helpers"]))
+    ):
         return store.flow_spec(flow)
     result = import_file(Path(path), Path(folder).resolve(), timeout)
     elsewhere = {f["name"] for f in store.list_flows() if f["path"] != path}
     if result.error is None and (
-            any(s.name in elsewhere for s in result.flows)
-            or len({s.name for s in result.flows}) != len(result.flows)):
+        any(s.name in elsewhere for s in result.flows) or len({s.name for s in result.flows}) != len(result.flows)
+    ):
         sync_dags(store, folder, timeout=timeout)  # a clash: the full load names both sides
         return store.flow_spec(flow)
     store.record_load([result], complete=False)
@@ -84,14 +88,22 @@ def pool_problems(flows: Iterable[FlowSpec], pools: dict[str, int | None]) -> li
             where: dict[str, Any] = dict(path=spec.path, lineno=step.lineno, flow=spec.name, step=step.name)
             size = pools.get(step.pool, -1)
             if size == -1:
-                problems.append(DagLoadError(
-                    f'flow "{spec.name}" step "{step.name}": pool "{step.pool}" does not exist; '
-                    f"create it with `flowkit pools set {step.pool} SLOTS`", **where))
+                problems.append(
+                    DagLoadError(
+                        f'flow "{spec.name}" step "{step.name}": pool "{step.pool}" does not exist; '
+                        f"create it with `flowkit pools set {step.pool} SLOTS`",
+                        **where,
+                    )
+                )
             elif size is not None and step.slots > size:
-                problems.append(DagLoadError(
-                    f'flow "{spec.name}" step "{step.name}" asks for {step.slots} slots of pool '
-                    f'"{step.pool}", which has {size}; lower slots= or `flowkit pools set '
-                    f"{step.pool} {step.slots}`", **where))
+                problems.append(
+                    DagLoadError(
+                        f'flow "{spec.name}" step "{step.name}" asks for {step.slots} slots of pool '
+                        f'"{step.pool}", which has {size}; lower slots= or `flowkit pools set '
+                        f"{step.pool} {step.slots}`",
+                        **where,
+                    )
+                )
     return problems
 
 
@@ -101,10 +113,16 @@ def settings_problems(flows: Iterable[FlowSpec], settings: Settings) -> list[Dag
     for spec in flows:
         for step in spec.steps:
             if step.timeout_seconds and step.timeout_seconds >= settings.visibility_timeout_seconds:
-                problems.append(DagLoadError(
-                    f'flow "{spec.name}" step "{step.name}": timeout {step.timeout_seconds:g} s is not '
-                    f"below FLOWKIT_VISIBILITY_TIMEOUT_SECONDS={settings.visibility_timeout_seconds:g}; "
-                    "Redis would deliver the step again while it runs, so raise the visibility "
-                    "timeout or shorten the step",
-                    path=spec.path, lineno=step.lineno, flow=spec.name, step=step.name))
+                problems.append(
+                    DagLoadError(
+                        f'flow "{spec.name}" step "{step.name}": timeout {step.timeout_seconds:g} s is not '
+                        f"below FLOWKIT_VISIBILITY_TIMEOUT_SECONDS={settings.visibility_timeout_seconds:g}; "
+                        "Redis would deliver the step again while it runs, so raise the visibility "
+                        "timeout or shorten the step",
+                        path=spec.path,
+                        lineno=step.lineno,
+                        flow=spec.name,
+                        step=step.name,
+                    )
+                )
     return problems

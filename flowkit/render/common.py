@@ -31,14 +31,19 @@ KIND_STYLES: dict[str, dict[str, str]] = {
     "map": {"shape": "box3d", "style": "filled", "fillcolor": "#eaf2f8", "color": "#1f618d"},
     "shell": {"shape": "component", "style": "filled", "fillcolor": "#f2f3f4", "color": "#1c2833"},
     "approval": {"shape": "octagon", "style": "filled", "fillcolor": "#fef5e7", "color": "#b9770e"},
-    "compensation": {"shape": "box", "style": "rounded,filled,dashed", "fillcolor": "#fdedec",
-                     "color": "#943126"},
-    "sensor": {"shape": "ellipse", "style": "filled,dashed", "fillcolor": "#e8f8f5",
-               "color": "#117a65"},
+    "compensation": {"shape": "box", "style": "rounded,filled,dashed", "fillcolor": "#fdedec", "color": "#943126"},
+    "sensor": {"shape": "ellipse", "style": "filled,dashed", "fillcolor": "#e8f8f5", "color": "#117a65"},
 }
 UNKNOWN_KIND = {"shape": "box", "style": "filled,dotted", "fillcolor": "#fdfefe", "color": "#7f8c8d"}
-KIND_HINT = {"task": "box", "branch": "diamond", "map": "stacked box", "shell": "command box",
-             "approval": "octagon", "compensation": "dashed, undoes", "sensor": "dashed oval"}
+KIND_HINT = {
+    "task": "box",
+    "branch": "diamond",
+    "map": "stacked box",
+    "shell": "command box",
+    "approval": "octagon",
+    "compensation": "dashed, undoes",
+    "sensor": "dashed oval",
+}
 
 #: Fill colour per step state (run view).
 STEP_STATE_COLORS: dict[str, str] = {
@@ -64,23 +69,39 @@ ATTEMPT_STATE_COLORS: dict[str, str] = {
     "cancelled": "#85929e",
 }
 RUN_STATE_COLORS: dict[str, str] = {
-    "queued": "#d6eaf8", "running": "#85c1e9", "paused": "#f9e79f", "success": "#a9dfbf",
-    "failed": "#f1948a", "cancelled": "#bfc9ca",
+    "queued": "#d6eaf8",
+    "running": "#85c1e9",
+    "paused": "#f9e79f",
+    "success": "#a9dfbf",
+    "failed": "#f1948a",
+    "cancelled": "#bfc9ca",
 }
 #: Colour of a run's outcome (``runs.outcome``: what its compensation made of a failure).
 RUN_OUTCOME_COLORS: dict[str, str] = {
-    "compensating": "#f9e79f", "compensated": "#d5f5e3", "compensation failed": "#e74c3c",
+    "compensating": "#f9e79f",
+    "compensated": "#d5f5e3",
+    "compensation failed": "#e74c3c",
 }
 #: A map step's instances drawn one by one (timeline lanes, report rows); the rest are counted.
 MAP_INSTANCES_SHOWN = 10
 #: Failed instances shown besides the first ones (with their errors), however many failed.
 MAP_FAILED_SHOWN = 5
 #: Edge style by the downstream step's trigger rule.
-TRIGGER_EDGE_STYLES: dict[str, str] = {"all_success": "solid", "none_failed": "dashed",
-                                       "all_done": "dotted"}
+TRIGGER_EDGE_STYLES: dict[str, str] = {"all_success": "solid", "none_failed": "dashed", "all_done": "dotted"}
 #: Which state an aggregate node (map step, collapsed group) is coloured by: the first present.
-STATE_PRIORITY = ("failed", "upstream_failed", "cancelled", "up_for_retry", "running", "queued",
-                  "awaiting_approval", "scheduled", "pending", "skipped", "success")
+STATE_PRIORITY = (
+    "failed",
+    "upstream_failed",
+    "cancelled",
+    "up_for_retry",
+    "running",
+    "queued",
+    "awaiting_approval",
+    "scheduled",
+    "pending",
+    "skipped",
+    "success",
+)
 STATE_ORDER = tuple(STEP_STATE_COLORS)
 BRANCH_COLOR = "#8e44ad"
 DIM = "#b3b6b7"
@@ -151,8 +172,7 @@ def _attrs(attrs: Mapping[str, str]) -> str:
     parts = []
     for key in sorted(attrs):
         value = attrs[key]
-        parts.append(f"{key}={value}" if value.startswith("<") and value.endswith(">") else
-                     f"{key}={dot_quote(value)}")
+        parts.append(f"{key}={value}" if value.startswith("<") and value.endswith(">") else f"{key}={dot_quote(value)}")
     return "[" + ", ".join(parts) + "]"
 
 
@@ -233,12 +253,19 @@ class RunView:
 
     def last_reason(self, name: str) -> str | None:
         """The audit reason of the step's latest state change (why a map step failed)."""
-        return next((str(e["reason"]) for e in reversed(self.events)
-                     if e.get("step") == name and e.get("action") == "step_state" and e.get("reason")), None)
+        return next(
+            (
+                str(e["reason"])
+                for e in reversed(self.events)
+                if e.get("step") == name and e.get("action") == "step_state" and e.get("reason")
+            ),
+            None,
+        )
 
 
-def load_run_view(store: Any, run_id: str, *, instances_shown: int = MAP_INSTANCES_SHOWN,
-                  failed_shown: int = MAP_FAILED_SHOWN) -> RunView:
+def load_run_view(
+    store: Any, run_id: str, *, instances_shown: int = MAP_INSTANCES_SHOWN, failed_shown: int = MAP_FAILED_SHOWN
+) -> RunView:
     """Read everything a run picture shows from the store (one run, pinned flow version).
 
     A map step's instances are counted by state; only the first ``instances_shown`` (and
@@ -255,12 +282,19 @@ def load_run_view(store: Any, run_id: str, *, instances_shown: int = MAP_INSTANC
     attempts: dict[str, list[dict[str, Any]]] = {}
     for a in rows["attempts"]:
         attempts.setdefault(a["step"], []).append(
-            {**a, **{k: mask_text(a.get(k), hidden) for k in ("error", "traceback", "output")}})
+            {**a, **{k: mask_text(a.get(k), hidden) for k in ("error", "traceback", "output")}}
+        )
     for atts in attempts.values():
         atts.sort(key=lambda a: a["number"])
     return RunView(
-        run=run, spec=spec, steps={s["step"]: s for s in rows["steps"]},
-        attempts=attempts, events=[{**e, "reason": mask_text(e["reason"], hidden)} for e in rows["events"]],
-        results=mask_data(rows["results"], hidden), datasets=rows["datasets"],
-        map_counts=rows["map_counts"], instances=rows["instances"], instance_events=rows["instance_events"],
+        run=run,
+        spec=spec,
+        steps={s["step"]: s for s in rows["steps"]},
+        attempts=attempts,
+        events=[{**e, "reason": mask_text(e["reason"], hidden)} for e in rows["events"]],
+        results=mask_data(rows["results"], hidden),
+        datasets=rows["datasets"],
+        map_counts=rows["map_counts"],
+        instances=rows["instances"],
+        instance_events=rows["instance_events"],
     )

@@ -66,8 +66,9 @@ def _prefix(name: str) -> str | None:
     return parts[0] if len(parts) == 2 and parts[0] else None
 
 
-def group_steps(spec: FlowSpec, *, threshold: int = DEFAULT_CLUSTER_THRESHOLD,
-                max_group: int = DEFAULT_MAX_GROUP) -> dict[str, list[str]] | None:
+def group_steps(
+    spec: FlowSpec, *, threshold: int = DEFAULT_CLUSTER_THRESHOLD, max_group: int = DEFAULT_MAX_GROUP
+) -> dict[str, list[str]] | None:
     """Groups of step names for a flow with more than ``threshold`` steps, else None.
 
     Steps are grouped by the name prefix before the first ``_`` or ``.`` when that splits
@@ -86,7 +87,7 @@ def group_steps(spec: FlowSpec, *, threshold: int = DEFAULT_CLUSTER_THRESHOLD,
             by_prefix.setdefault(p, []).append(name)
     real = {k: v for k, v in by_prefix.items() if len(v) >= 2}
     grouped = sum(len(v) for v in real.values())
-    if (len(real) >= 2 and grouped >= 0.8 * n and max(len(v) for v in real.values()) <= 0.6 * n):
+    if len(real) >= 2 and grouped >= 0.8 * n and max(len(v) for v in real.values()) <= 0.6 * n:
         return real
     layer = _layers(spec)
     by_layer: dict[int, list[str]] = {}
@@ -106,7 +107,7 @@ def group_steps(spec: FlowSpec, *, threshold: int = DEFAULT_CLUSTER_THRESHOLD,
         members = by_layer[lv]
         if len(members) > max_group:  # one wide layer: split it into parts
             close()
-            parts = [members[i:i + max_group] for i in range(0, len(members), max_group)]
+            parts = [members[i : i + max_group] for i in range(0, len(members), max_group)]
             for i, part in enumerate(parts, 1):
                 groups[f"layer {lv} part {i}/{len(parts)}"] = part
             continue
@@ -135,8 +136,7 @@ def _structure_notes(step: StepSpec) -> list[str]:
             notes.append(f"max_parallel {step.max_parallel}")
     if step.kind == "approval":
         seconds = step.approval_timeout_seconds
-        notes.append(f"timeout {fmt_limit(seconds)} \u2192 {step.on_timeout}" if seconds
-                     else "waits for a decision")
+        notes.append(f"timeout {fmt_limit(seconds)} \u2192 {step.on_timeout}" if seconds else "waits for a decision")
     if step.kind == "compensation" and step.compensates:
         notes.append(f"undoes {step.compensates}")
     if step.retry.retries:
@@ -185,8 +185,7 @@ def aggregate_state(counts: Mapping[str, int]) -> str:
 
 def counts_text(counts: Mapping[str, int]) -> str:
     order = {s: i for i, s in enumerate(STATE_ORDER)}
-    return ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: (order.get(s, 99), s))
-                     if counts[s])
+    return ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: (order.get(s, 99), s)) if counts[s])
 
 
 def approval_text(view: RunView, name: str) -> str | None:
@@ -238,8 +237,10 @@ def _step_run_lines(view: RunView, step: StepSpec) -> tuple[str, list[str]]:
             line.append(fmt_duration(span))
     lines = [" \u00b7 ".join(line)]
     if len(atts) > 1:
-        parts = [f"#{a['number']} {a['state']} {fmt_duration(seconds_between(a.get('started_at'), a.get('ended_at')))}"
-                 for a in atts[-4:]]
+        parts = [
+            f"#{a['number']} {a['state']} {fmt_duration(seconds_between(a.get('started_at'), a.get('ended_at')))}"
+            for a in atts[-4:]
+        ]
         more = "\u2026, " if len(atts) > 4 else ""
         lines.append(f"retried {len(atts) - 1}x: {more}{', '.join(parts)}")
     return state, lines
@@ -266,8 +267,7 @@ def _step_node(step: StepSpec, view: RunView | None, *, compact: bool) -> tuple[
     pool = getattr(step, "pool", None)
     if pool:  # a dark badge row under the name
         badge = f'<FONT POINT-SIZE="9" COLOR="#ffffff"> pool {esc(pool)} </FONT>'
-        rows.append(f'<TABLE BORDER="0" CELLPADDING="1" BGCOLOR="{POOL_BADGE}">'
-                    f"<TR><TD>{badge}</TD></TR></TABLE>")
+        rows.append(f'<TABLE BORDER="0" CELLPADDING="1" BGCOLOR="{POOL_BADGE}"><TR><TD>{badge}</TD></TR></TABLE>')
     attrs["label"] = html_label(rows)
     what = f"$ {step.shell.command}" if step.shell is not None else step.fn
     attrs["tooltip"] = clip(f"{step.name}: {what}" + (f" - {step.doc}" if step.doc else ""), 300)
@@ -310,8 +310,10 @@ def _legend(spec: FlowSpec, view: RunView | None, title: str, note: str = "") ->
         present = {s.kind for s in (*spec.steps, *spec.compensations)}
         for kind in [k for k in KIND_STYLES if k in present] + sorted(present - set(KIND_STYLES)):
             st = _kind_style(kind)
-            cells.append(f'<TD BGCOLOR="{st["fillcolor"]}" BORDER="1" COLOR="{st["color"]}">'
-                         f'{small_text(f"{kind} ({KIND_HINT.get(kind, kind)})", "#1b2631")}</TD>')
+            cells.append(
+                f'<TD BGCOLOR="{st["fillcolor"]}" BORDER="1" COLOR="{st["color"]}">'
+                f"{small_text(f'{kind} ({KIND_HINT.get(kind, kind)})', '#1b2631')}</TD>"
+            )
         if any(getattr(s, "pool", None) for s in spec.steps):
             cells.append(f'<TD BGCOLOR="{POOL_BADGE}">{small_text("pool badge", "#ffffff")}</TD>')
     else:
@@ -320,20 +322,27 @@ def _legend(spec: FlowSpec, view: RunView | None, title: str, note: str = "") ->
             counts[_step_run_lines(view, s)[0] if s.kind == "map" else view.state(s.name)] += 1
         for state in STATE_ORDER:
             if counts.get(state):
-                cells.append(f'<TD BGCOLOR="{STEP_STATE_COLORS[state]}" BORDER="1" COLOR="#7f8c8d">'
-                             f'{small_text(f"{state} {counts[state]}", "#1b2631")}</TD>')
+                cells.append(
+                    f'<TD BGCOLOR="{STEP_STATE_COLORS[state]}" BORDER="1" COLOR="#7f8c8d">'
+                    f"{small_text(f'{state} {counts[state]}', '#1b2631')}</TD>"
+                )
         undo = Counter(view.state(c.name) for c in view.compensations())
         if undo:
             st = KIND_STYLES["compensation"]
-            cells.append(f'<TD BGCOLOR="{st["fillcolor"]}" BORDER="1" COLOR="{st["color"]}">'
-                         f'{small_text("compensation: " + counts_text(undo), "#1b2631")}</TD>')
+            cells.append(
+                f'<TD BGCOLOR="{st["fillcolor"]}" BORDER="1" COLOR="{st["color"]}">'
+                f"{small_text('compensation: ' + counts_text(undo), '#1b2631')}</TD>"
+            )
         if view.outcome:
             color = RUN_OUTCOME_COLORS.get(view.outcome, "#ffffff")
-            cells.append(f'<TD BGCOLOR="{color}" BORDER="1" COLOR="#7f8c8d">'
-                         f'{small_text(f"outcome {view.outcome}", "#1b2631")}</TD>')
-    triggers = sorted({s.trigger for s in spec.steps if s.upstream},
-                      key=lambda t: (list(TRIGGER_EDGE_STYLES).index(t) if t in TRIGGER_EDGE_STYLES
-                                     else 99, t))
+            cells.append(
+                f'<TD BGCOLOR="{color}" BORDER="1" COLOR="#7f8c8d">'
+                f"{small_text(f'outcome {view.outcome}', '#1b2631')}</TD>"
+            )
+    triggers = sorted(
+        {s.trigger for s in spec.steps if s.upstream},
+        key=lambda t: (list(TRIGGER_EDGE_STYLES).index(t) if t in TRIGGER_EDGE_STYLES else 99, t),
+    )
     marks = {"solid": "\u2014\u2014", "dashed": "- - -", "dotted": "\u00b7\u00b7\u00b7\u00b7"}
     for t in triggers:
         mark = marks.get(TRIGGER_EDGE_STYLES.get(t, "solid"), "")
@@ -343,13 +352,18 @@ def _legend(spec: FlowSpec, view: RunView | None, title: str, note: str = "") ->
         rows.append(f'<TR><TD COLSPAN="{max(len(cells), 1)}" ALIGN="LEFT">{small_text(note)}</TD></TR>')
     if cells:
         rows.append("<TR>" + "".join(cells) + "</TR>")
-    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="3" CELLPADDING="2">'
-            + "".join(rows) + "</TABLE>>")
+    return '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="3" CELLPADDING="2">' + "".join(rows) + "</TABLE>>"
 
 
-def flow_dot(spec: FlowSpec, *, view: RunView | None = None, collapse: bool = False,
-             cluster_threshold: int = DEFAULT_CLUSTER_THRESHOLD, max_group: int = DEFAULT_MAX_GROUP,
-             datasets: bool = True) -> str:
+def flow_dot(
+    spec: FlowSpec,
+    *,
+    view: RunView | None = None,
+    collapse: bool = False,
+    cluster_threshold: int = DEFAULT_CLUSTER_THRESHOLD,
+    max_group: int = DEFAULT_MAX_GROUP,
+    datasets: bool = True,
+) -> str:
     """DOT source of a flow's structure, or of one run of it when ``view`` is given."""
     groups = group_steps(spec, threshold=cluster_threshold, max_group=max_group)
     lines = _graph_head(spec, view, groups, collapse)
@@ -361,24 +375,33 @@ def flow_dot(spec: FlowSpec, *, view: RunView | None = None, collapse: bool = Fa
     return "\n".join(lines) + "\n"
 
 
-def _graph_head(spec: FlowSpec, view: RunView | None, groups: dict[str, list[str]] | None,
-                collapse: bool) -> list[str]:
+def _graph_head(spec: FlowSpec, view: RunView | None, groups: dict[str, list[str]] | None, collapse: bool) -> list[str]:
     """The ``digraph`` line, the title and legend, and the node and edge defaults."""
     if view is None:
         title = f"flow {spec.name} \u00b7 {len(spec.steps)} steps"
     else:
         run = view.run
-        title = (f"{spec.name} run {view.run_id[:8]} \u00b7 {view.run_status()} \u00b7 "
-                 f"{fmt_duration(seconds_between(run.get('started_at'), run.get('ended_at')))}")
+        title = (
+            f"{spec.name} run {view.run_id[:8]} \u00b7 {view.run_status()} \u00b7 "
+            f"{fmt_duration(seconds_between(run.get('started_at'), run.get('ended_at')))}"
+        )
     note = ""
     if groups:
-        note = (f"{len(groups)} groups of steps, drawn as "
-                + ("one node each" if collapse else "clusters"))
+        note = f"{len(groups)} groups of steps, drawn as " + ("one node each" if collapse else "clusters")
     return [
         f"digraph {dot_quote(spec.name)} {{",
-        dot_defaults("graph", rankdir="LR", fontname=FONT, fontsize="11", nodesep="0.25",
-                  ranksep="0.45", labelloc="t", labeljust="l", tooltip=title,
-                  label=_legend(spec, view, title, note)),
+        dot_defaults(
+            "graph",
+            rankdir="LR",
+            fontname=FONT,
+            fontsize="11",
+            nodesep="0.25",
+            ranksep="0.45",
+            labelloc="t",
+            labeljust="l",
+            tooltip=title,
+            label=_legend(spec, view, title, note),
+        ),
         dot_defaults("node", fontname=FONT, fontsize="11", margin="0.08,0.04"),
         dot_defaults("edge", fontname=FONT, fontsize="9", arrowsize="0.7", color="#566573"),
     ]
@@ -390,8 +413,7 @@ def _collapsed_body(spec: FlowSpec, view: RunView | None, groups: dict[str, list
     steps = {s.name: s for s in spec.steps}
     member = {n: label for label, names in groups.items() for n in names}
     group_ids = {label: f"group:{i}" for i, label in enumerate(groups)}
-    lines = [dot_node(group_ids[label], **_group_node(label, names, steps, view))
-             for label, names in groups.items()]
+    lines = [dot_node(group_ids[label], **_group_node(label, names, steps, view)) for label, names in groups.items()]
     for s in spec.steps:
         if s.name not in member:
             sid, attrs = _step_node(s, view, compact=False)
@@ -407,8 +429,10 @@ def _collapsed_body(spec: FlowSpec, view: RunView | None, groups: dict[str, list
             if a != b:
                 agg[(a, b)] += 1
     index = {s.name: i for i, s in enumerate(spec.steps)}
-    order = {**{g: i for i, g in enumerate(group_ids.values())},
-             **{n: len(group_ids) + index[n] for n in steps if n not in member}}
+    order = {
+        **{g: i for i, g in enumerate(group_ids.values())},
+        **{n: len(group_ids) + index[n] for n in steps if n not in member},
+    }
     for (a, b), k in sorted(agg.items(), key=lambda kv: (order[kv[0][1]], order[kv[0][0]])):
         attrs = {"label": f"\u00d7{k}", "penwidth": f"{min(1 + k / 10, 4):.1f}"} if k > 1 else {}
         lines.append(dot_edge(a, b, **attrs))
@@ -416,12 +440,10 @@ def _collapsed_body(spec: FlowSpec, view: RunView | None, groups: dict[str, list
     return lines
 
 
-def _group_node(label: str, names: list[str], steps: Mapping[str, StepSpec],
-                view: RunView | None) -> dict[str, str]:
+def _group_node(label: str, names: list[str], steps: Mapping[str, StepSpec], view: RunView | None) -> dict[str, str]:
     """The attributes of a collapsed group's node: its size, its states and its kinds of step."""
     rows = [f"<B>{esc(label)}</B>", small_text(f"{len(names)} steps")]
-    attrs = {"shape": "box3d", "style": "filled", "fillcolor": "#f4f6f7", "color": "#34495e",
-             "margin": "0.14,0.08"}
+    attrs = {"shape": "box3d", "style": "filled", "fillcolor": "#f4f6f7", "color": "#34495e", "margin": "0.14,0.08"}
     if view is not None:
         counts: Counter[str] = Counter(view.state(n) for n in names)
         attrs["fillcolor"] = STEP_STATE_COLORS.get(aggregate_state(counts), "#ffffff")
@@ -433,8 +455,9 @@ def _group_node(label: str, names: list[str], steps: Mapping[str, StepSpec],
     return attrs
 
 
-def _expanded_body(spec: FlowSpec, view: RunView | None, groups: dict[str, list[str]] | None,
-                   datasets: bool) -> list[str]:
+def _expanded_body(
+    spec: FlowSpec, view: RunView | None, groups: dict[str, list[str]] | None, datasets: bool
+) -> list[str]:
     """Every step as a node (inside its group's cluster when the flow is grouped), the
     edges, the compensation steps and, for a small flow, the datasets."""
     big = groups is not None
@@ -448,8 +471,17 @@ def _expanded_body(spec: FlowSpec, view: RunView | None, groups: dict[str, list[
         if view is not None:
             glabel += ": " + counts_text(Counter(view.state(n) for n in names))
         lines.append(f"  subgraph {dot_quote(f'cluster_{i}')} {{")
-        lines.append(dot_defaults("graph", "    ", label=glabel, style="rounded,filled",
-                               fillcolor="#fbfcfc", color="#aab7b8", fontsize="10"))
+        lines.append(
+            dot_defaults(
+                "graph",
+                "    ",
+                label=glabel,
+                style="rounded,filled",
+                fillcolor="#fbfcfc",
+                color="#aab7b8",
+                fontsize="10",
+            )
+        )
         for n in names:
             sid, attrs = _step_node(steps[n], view, compact=True)
             lines.append(dot_node(sid, "    ", **attrs))
@@ -480,11 +512,15 @@ def _compensation_lines(spec: FlowSpec, view: RunView | None, target: Any, *, co
     if not comps:
         return []
     color = KIND_STYLES["compensation"]["color"]
-    label = ("on failure: undo the succeeded steps, last first" if view is None
-             else f"compensation ({view.outcome or 'not started'})")
-    out = ['  subgraph "cluster_compensation" {',
-           dot_defaults("graph", "    ", label=label, style="rounded,dashed", color=color, fontcolor=color,
-                     fontsize="10")]
+    label = (
+        "on failure: undo the succeeded steps, last first"
+        if view is None
+        else f"compensation ({view.outcome or 'not started'})"
+    )
+    out = [
+        '  subgraph "cluster_compensation" {',
+        dot_defaults("graph", "    ", label=label, style="rounded,dashed", color=color, fontcolor=color, fontsize="10"),
+    ]
     for comp in comps:
         sid, attrs = _step_node(comp, view, compact=compact)
         out.append(dot_node(sid, "    ", **attrs))
@@ -501,9 +537,18 @@ def _compensation_lines(spec: FlowSpec, view: RunView | None, target: Any, *, co
             out.append(dot_edge(up, comp.name, **attrs))
     for comp in comps:  # the node says "undoes X" too: these edges stay light and unlabelled
         if comp.compensates:
-            out.append(dot_edge(comp.name, target(comp.compensates), style="dotted", color=color,
-                             arrowhead="empty", penwidth="0.7", constraint="false",
-                             tooltip=f"{comp.name} undoes {comp.compensates}"))
+            out.append(
+                dot_edge(
+                    comp.name,
+                    target(comp.compensates),
+                    style="dotted",
+                    color=color,
+                    arrowhead="empty",
+                    penwidth="0.7",
+                    constraint="false",
+                    tooltip=f"{comp.name} undoes {comp.compensates}",
+                )
+            )
     return out
 
 
@@ -558,8 +603,10 @@ def dot_to(source: str, fmt: str) -> bytes:
     try:
         return bytes(graphviz.pipe("dot", fmt, source.encode(), quiet=True))
     except graphviz.ExecutableNotFound as exc:
-        raise RenderError("the Graphviz `dot` program is not installed; install graphviz "
-                          "(e.g. apt-get install graphviz) or write .dot output") from exc
+        raise RenderError(
+            "the Graphviz `dot` program is not installed; install graphviz "
+            "(e.g. apt-get install graphviz) or write .dot output"
+        ) from exc
     except graphviz.CalledProcessError as exc:
         err = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
         raise RenderError(f"dot failed: {err[-1] if err else exc}") from exc

@@ -42,8 +42,15 @@ class Lineage:
 
 
 def _missing_run(run_id: str) -> dict[str, Any]:
-    return {"id": run_id, "flow_name": "?", "state": "unknown", "missing": True,
-            "created_at": None, "trigger": "", "triggered_by": ""}
+    return {
+        "id": run_id,
+        "flow_name": "?",
+        "state": "unknown",
+        "missing": True,
+        "created_at": None,
+        "trigger": "",
+        "triggered_by": "",
+    }
 
 
 def load_lineage(store: Any, run_id: str, *, max_related: int = 200, max_depth: int = 10) -> Lineage:
@@ -84,24 +91,35 @@ def load_lineage(store: Any, run_id: str, *, max_related: int = 200, max_depth: 
             runs[rid] = _missing_run(rid)
     created = [e for e in store.events(run_id) if e["action"] == "run_created"]
     hidden = secret_values(spec, run["params"])
-    return Lineage(run={**run, "params": mask_params(spec, run["params"])}, spec=spec, steps=steps,
-                   results=mask_data(store.results(run_id), hidden),
-                   ancestors=ancestors, children=children, datasets=mine, related=related,
-                   runs=runs, created_reason=mask_text(created[0]["reason"], hidden) or "" if created else "",
-                   truncated=truncated)
+    return Lineage(
+        run={**run, "params": mask_params(spec, run["params"])},
+        spec=spec,
+        steps=steps,
+        results=mask_data(store.results(run_id), hidden),
+        ancestors=ancestors,
+        children=children,
+        datasets=mine,
+        related=related,
+        runs=runs,
+        created_reason=mask_text(created[0]["reason"], hidden) or "" if created else "",
+        truncated=truncated,
+    )
 
 
 def _run_label(run: Mapping[str, Any], sep: str = "\n") -> str:
     if run.get("missing"):
         return f"run {str(run['id'])[:8]} (not in the store)"
-    return (f"{run['flow_name']} run {str(run['id'])[:8]}{sep}{run['state']} \u00b7 "
-            f"{fmt_time(run.get('created_at'))}")
+    return f"{run['flow_name']} run {str(run['id'])[:8]}{sep}{run['state']} \u00b7 {fmt_time(run.get('created_at'))}"
 
 
 def _run_node(run: Mapping[str, Any], *, focus: bool = False, indent: str = "  ") -> str:
-    attrs = {"shape": "box", "style": "rounded,filled" + (",bold" if focus else ""),
-             "fillcolor": RUN_STATE_COLORS.get(str(run.get("state")), "#ffffff"),
-             "label": _run_label(run), "color": "#1b2631" if focus else "#566573"}
+    attrs = {
+        "shape": "box",
+        "style": "rounded,filled" + (",bold" if focus else ""),
+        "fillcolor": RUN_STATE_COLORS.get(str(run.get("state")), "#ffffff"),
+        "label": _run_label(run),
+        "color": "#1b2631" if focus else "#566573",
+    }
     if focus:
         attrs["penwidth"] = "2"
     return dot_node(f"run:{run['id']}", indent, **attrs)
@@ -129,8 +147,17 @@ def _trigger_text(run: Mapping[str, Any], reason: str = "") -> str:
 def _lineage_head(name: str, label: str) -> list[str]:
     return [
         f"digraph {dot_quote(name)} {{",
-        dot_defaults("graph", rankdir="LR", fontname=FONT, fontsize="11", labelloc="t", labeljust="l",
-                  label=label, nodesep="0.25", ranksep="0.5"),
+        dot_defaults(
+            "graph",
+            rankdir="LR",
+            fontname=FONT,
+            fontsize="11",
+            labelloc="t",
+            labeljust="l",
+            label=label,
+            nodesep="0.25",
+            ranksep="0.5",
+        ),
         dot_defaults("node", fontname=FONT, fontsize="10"),
         dot_defaults("edge", fontname=FONT, fontsize="9", color="#566573", arrowsize="0.7"),
     ]
@@ -162,8 +189,7 @@ def lineage_dot(lin: Lineage) -> str:
         lines.append(_dataset_edge(rid, step, uri, direction, attempt))
     lines.extend(_other_runs_lines(lin.related, lin.runs))
     if lin.truncated:
-        lines.append(dot_node("more", shape="plaintext",
-                           label=f"{lin.truncated} older dataset events not shown"))
+        lines.append(dot_node("more", shape="plaintext", label=f"{lin.truncated} older dataset events not shown"))
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -175,8 +201,16 @@ def _ancestry_lines(lin: Lineage) -> list[str]:
     top = chain[-1]
     if not top.get("missing"):
         reason = lin.created_reason if top is lin.run else ""
-        lines.append(dot_node(f"trigger:{top['id']}", shape="note", style="filled", fillcolor="#fdfefe",
-                           color="#7f8c8d", label=_trigger_text(top, reason)))
+        lines.append(
+            dot_node(
+                f"trigger:{top['id']}",
+                shape="note",
+                style="filled",
+                fillcolor="#fdfefe",
+                color="#7f8c8d",
+                label=_trigger_text(top, reason),
+            )
+        )
         lines.append(dot_edge(f"trigger:{top['id']}", f"run:{top['id']}"))
     for r in lin.ancestors:
         lines.append(_run_node(r))
@@ -194,41 +228,65 @@ def _run_cluster_lines(lin: Lineage) -> list[str]:
     show = step_names if len(step_names) <= 60 else [n for n in step_names if n in involved]
     shown = set(show)
     states = {s["step"]: s["state"] for s in lin.steps}
-    lines = [f"  subgraph {dot_quote('cluster_run:' + rid)} {{",
-             dot_defaults("graph", "    ", label=f"step runs of {rid[:8]}", style="rounded",
-                       color="#aab7b8", fontsize="10"),
-             _run_node(lin.run, focus=True, indent="    ")]
+    lines = [
+        f"  subgraph {dot_quote('cluster_run:' + rid)} {{",
+        dot_defaults("graph", "    ", label=f"step runs of {rid[:8]}", style="rounded", color="#aab7b8", fontsize="10"),
+        _run_node(lin.run, focus=True, indent="    "),
+    ]
     for name in show:
-        lines.append(dot_node(f"step:{rid}/{name}", "    ", shape="box", style="rounded,filled",
-                           fillcolor=STEP_STATE_COLORS.get(states[name], "#ffffff"),
-                           label=f"{name}\n{states[name]}"))
+        lines.append(
+            dot_node(
+                f"step:{rid}/{name}",
+                "    ",
+                shape="box",
+                style="rounded,filled",
+                fillcolor=STEP_STATE_COLORS.get(states[name], "#ffffff"),
+                label=f"{name}\n{states[name]}",
+            )
+        )
     for s in lin.spec.steps if lin.spec is not None else ():
         if s.name not in shown:
             continue
         ups = [u for u in s.upstream if u in shown]
         if not ups:
-            lines.append(dot_edge(f"run:{rid}", f"step:{rid}/{s.name}", "    ", style="dotted",
-                               arrowhead="none"))
+            lines.append(dot_edge(f"run:{rid}", f"step:{rid}/{s.name}", "    ", style="dotted", arrowhead="none"))
         for u in ups:
             lines.append(dot_edge(f"step:{rid}/{u}", f"step:{rid}/{s.name}", "    "))
     for name in show:
         if name in lin.results:
-            lines.append(dot_node(f"result:{rid}/{name}", "    ", shape="note", style="filled",
-                               fillcolor="#fbfcfc", color="#aab7b8", fontsize="8",
-                               label=_result_preview(lin.results[name])))
-            lines.append(dot_edge(f"step:{rid}/{name}", f"result:{rid}/{name}", "    ", style="dotted",
-                               arrowhead="vee", label="result"))
+            lines.append(
+                dot_node(
+                    f"result:{rid}/{name}",
+                    "    ",
+                    shape="note",
+                    style="filled",
+                    fillcolor="#fbfcfc",
+                    color="#aab7b8",
+                    fontsize="8",
+                    label=_result_preview(lin.results[name]),
+                )
+            )
+            lines.append(
+                dot_edge(
+                    f"step:{rid}/{name}",
+                    f"result:{rid}/{name}",
+                    "    ",
+                    style="dotted",
+                    arrowhead="vee",
+                    label="result",
+                )
+            )
     lines.append("  }")
     return lines
 
 
 def dataset_node(uri: str) -> str:
-    return dot_node(f"ds:{uri}", shape="cylinder", style="filled", fillcolor="#fef9e7", color="#9a7d0a",
-                 fontsize="9", label=uri)
+    return dot_node(
+        f"ds:{uri}", shape="cylinder", style="filled", fillcolor="#fef9e7", color="#9a7d0a", fontsize="9", label=uri
+    )
 
 
-def _other_runs_lines(events: Sequence[Mapping[str, Any]],
-                      runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def _other_runs_lines(events: Sequence[Mapping[str, Any]], runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """One cluster per run, holding its step nodes; edges to and from the datasets."""
     out: list[str] = []
     by_run: dict[str, set[str]] = {}
@@ -237,9 +295,17 @@ def _other_runs_lines(events: Sequence[Mapping[str, Any]],
     for rid in sorted(by_run):
         run = runs.get(rid) or _missing_run(rid)
         out.append(f"  subgraph {dot_quote('cluster_run:' + rid)} {{")
-        out.append(dot_defaults("graph", "    ", label=_run_label(run, " \u00b7 "), style="rounded,filled",
-                             fillcolor=RUN_STATE_COLORS.get(str(run.get("state")), "#fdfefe") + "40",
-                             color="#aab7b8", fontsize="9"))
+        out.append(
+            dot_defaults(
+                "graph",
+                "    ",
+                label=_run_label(run, " \u00b7 "),
+                style="rounded,filled",
+                fillcolor=RUN_STATE_COLORS.get(str(run.get("state")), "#fdfefe") + "40",
+                color="#aab7b8",
+                fontsize="9",
+            )
+        )
         for step in sorted(by_run[rid]):
             out.append(dot_node(f"step:{rid}/{step}", "    ", shape="box", style="rounded", label=step))
         out.append("  }")
@@ -251,10 +317,14 @@ def _other_runs_lines(events: Sequence[Mapping[str, Any]],
 
 def lineage_text(lin: Lineage) -> str:
     r = lin.run
-    created = (f"  created {fmt_time(r.get('created_at'))} by {r.get('trigger') or 'manual'} trigger "
-               f"({r.get('triggered_by') or '-'})")
-    out = [f"run {r['id']}  flow {r['flow_name']}  version {r['version']}  state {r['state']}",
-           created + (f": {lin.created_reason}" if lin.created_reason else "")]
+    created = (
+        f"  created {fmt_time(r.get('created_at'))} by {r.get('trigger') or 'manual'} trigger "
+        f"({r.get('triggered_by') or '-'})"
+    )
+    out = [
+        f"run {r['id']}  flow {r['flow_name']}  version {r['version']}  state {r['state']}",
+        created + (f": {lin.created_reason}" if lin.created_reason else ""),
+    ]
     if lin.ancestors:
         out.append("triggered by runs (parent first):")
         for a in lin.ancestors:
@@ -279,14 +349,15 @@ def lineage_text(lin: Lineage) -> str:
     if not lin.datasets:
         out.append("  none recorded (steps declare them with reads=/writes=)")
     for d in lin.datasets:
-        out.append(f"  {d['direction']:<5} {d['uri']}  by step {d['step']} #{d['attempt']}  "
-                   f"{fmt_time(d['at'])}")
+        out.append(f"  {d['direction']:<5} {d['uri']}  by step {d['step']} #{d['attempt']}  {fmt_time(d['at'])}")
     if lin.related:
         out.append("the same datasets in other runs:")
         for d in lin.related:
             run = lin.runs.get(d["run_id"]) or _missing_run(d["run_id"])
-            out.append(f"  {d['direction']:<5} {d['uri']}  by {run['flow_name']} run {d['run_id'][:8]} "
-                       f"step {d['step']} #{d['attempt']}  {fmt_time(d['at'])}")
+            out.append(
+                f"  {d['direction']:<5} {d['uri']}  by {run['flow_name']} run {d['run_id'][:8]} "
+                f"step {d['step']} #{d['attempt']}  {fmt_time(d['at'])}"
+            )
         if lin.truncated:
             out.append(f"  ... and {lin.truncated} older events")
     return "\n".join(out)
@@ -302,8 +373,10 @@ class DatasetLineage:
 def load_dataset_lineage(store: Any, uri: str) -> DatasetLineage:
     events = store.dataset_events(uri=uri)
     if not events:
-        raise NotFoundError(f"no step run read or wrote dataset {uri!r}; datasets are recorded "
-                            "when a step declaring reads=/writes= succeeds")
+        raise NotFoundError(
+            f"no step run read or wrote dataset {uri!r}; datasets are recorded "
+            "when a step declaring reads=/writes= succeeds"
+        )
     runs: dict[str, dict[str, Any]] = {}
     for rid in sorted({d["run_id"] for d in events}):
         try:
@@ -324,10 +397,11 @@ def dataset_lineage_dot(lin: DatasetLineage) -> str:
 
 def dataset_lineage_text(lin: DatasetLineage) -> str:
     writers = sum(1 for d in lin.events if d["direction"] == "write")
-    out = [f"dataset {lin.uri}: {writers} writes, {len(lin.events) - writers} reads "
-           f"in {len(lin.runs)} runs"]
+    out = [f"dataset {lin.uri}: {writers} writes, {len(lin.events) - writers} reads in {len(lin.runs)} runs"]
     for d in lin.events:
         run = lin.runs[d["run_id"]]
-        out.append(f"  {fmt_time(d['at'])}  {d['direction']:<5} {run['flow_name']:<16} run {d['run_id']}  "
-                   f"step {d['step']} #{d['attempt']}  (run {run['state']})")
+        out.append(
+            f"  {fmt_time(d['at'])}  {d['direction']:<5} {run['flow_name']:<16} run {d['run_id']}  "
+            f"step {d['step']} #{d['attempt']}  (run {run['state']})"
+        )
     return "\n".join(out)

@@ -52,15 +52,18 @@ def _tick_label(seconds: float, step: float) -> str:
 _WAIT_STYLE = 'stroke="#d68910" stroke-width="1.5" stroke-dasharray="3,2"'
 
 
-def _svg_rect(cls: str, x: float, y: float, w: float, h: float, fill: str, tip: str,
-              extra: str = "") -> str:
-    return (f'<rect class="{esc(cls)}" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" '
-            f'fill="{fill}"{extra}><title>{esc(tip)}</title></rect>')
+def _svg_rect(cls: str, x: float, y: float, w: float, h: float, fill: str, tip: str, extra: str = "") -> str:
+    return (
+        f'<rect class="{esc(cls)}" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" '
+        f'fill="{fill}"{extra}><title>{esc(tip)}</title></rect>'
+    )
 
 
 def _svg_wait(x1: float, x2: float, y: float, tip: str) -> str:
-    return (f'<line class="retry-wait" x1="{x1:.1f}" y1="{y:.1f}" x2="{x2:.1f}" y2="{y:.1f}" {_WAIT_STYLE}>'
-            f"<title>{esc(tip)}</title></line>")
+    return (
+        f'<line class="retry-wait" x1="{x1:.1f}" y1="{y:.1f}" x2="{x2:.1f}" y2="{y:.1f}" {_WAIT_STYLE}>'
+        f"<title>{esc(tip)}</title></line>"
+    )
 
 
 @dataclass(frozen=True)
@@ -89,18 +92,29 @@ def _lanes(view: RunView) -> list[_Lane]:
         lanes.append(_Lane("map", step.name, step.name, f"{total} instances: {counts_text(counts)}"))
         shown = view.instances.get(step.name)
         if shown is None:  # a view built by hand: its instance rows are in steps
-            shown = sorted((r for k, r in view.steps.items() if k.startswith(f"{step.name}[")),
-                           key=lambda r: int(str(r["step"]).rsplit("[", 1)[1].rstrip("]")))
+            shown = sorted(
+                (r for k, r in view.steps.items() if k.startswith(f"{step.name}[")),
+                key=lambda r: int(str(r["step"]).rsplit("[", 1)[1].rstrip("]")),
+            )
         for row in shown:
             lanes.append(_Lane("step", str(row["step"]), str(row["step"]), indent=True))
         if total > len(shown):
-            lanes.append(_Lane("more", step.name, f"\u2026 {total - len(shown)} more",
-                               f"{total - len(shown)} more instances not drawn; "
-                               f"see flowkit runs show {view.run_id[:8]} --step {step.name}[i]", indent=True))
+            lanes.append(
+                _Lane(
+                    "more",
+                    step.name,
+                    f"\u2026 {total - len(shown)} more",
+                    f"{total - len(shown)} more instances not drawn; "
+                    f"see flowkit runs show {view.run_id[:8]} --step {step.name}[i]",
+                    indent=True,
+                )
+            )
     started = {c.name: view.steps[c.name].get("started_at") for c in view.compensations()}
     # in the order they ran (the last step's first); those not started yet after them
-    comps = sorted(view.compensations(), key=lambda c: (started[c.name] is None, str(started[c.name] or ""),
-                                                         view.spec.position[c.name]))
+    comps = sorted(
+        view.compensations(),
+        key=lambda c: (started[c.name] is None, str(started[c.name] or ""), view.spec.position[c.name]),
+    )
     if comps:
         lanes.append(_Lane("heading", "", f"compensation: {view.outcome or 'running'}"))
         lanes.extend(_Lane("step", c.name, c.name) for c in comps)
@@ -120,15 +134,27 @@ def _approval_lane(view: RunView, name: str, y: float, x: Any, end_default: date
     stop = decided or end_default or start
     text = approval_text(view, name) or view.state(name)
     bw = max(x(stop) - x(start), 2.0)
-    out = [_svg_rect("approval-wait", x(start), y + 4, bw, 14, STEP_STATE_COLORS["awaiting_approval"],
-                     f"{name}: waited {fmt_duration(seconds_between(start, stop))}" + ("" if decided else " so far")
-                     + f"; {text}", ' rx="2" stroke="#b9770e" stroke-dasharray="3,2"')]
+    out = [
+        _svg_rect(
+            "approval-wait",
+            x(start),
+            y + 4,
+            bw,
+            14,
+            STEP_STATE_COLORS["awaiting_approval"],
+            f"{name}: waited {fmt_duration(seconds_between(start, stop))}"
+            + ("" if decided else " so far")
+            + f"; {text}",
+            ' rx="2" stroke="#b9770e" stroke-dasharray="3,2"',
+        )
+    ]
     if decided is not None:
         mark = ATTEMPT_STATE_COLORS["success"] if view.state(name) == "success" else ATTEMPT_STATE_COLORS["failed"]
-        out.append(f'<rect class="decision" x="{x(decided) - 2:.1f}" y="{y + 2}" width="4" height="18" '
-                   f'fill="{mark}"/>')
-    out.append(f'<text class="decision-text" x="{x(start) + bw + 5:.1f}" y="{y + 15}" font-size="9" '
-               f'fill="#1b2631">{esc(clip(text, 90))}</text>')
+        out.append(f'<rect class="decision" x="{x(decided) - 2:.1f}" y="{y + 2}" width="4" height="18" fill="{mark}"/>')
+    out.append(
+        f'<text class="decision-text" x="{x(start) + bw + 5:.1f}" y="{y + 15}" font-size="9" '
+        f'fill="#1b2631">{esc(clip(text, 90))}</text>'
+    )
     return out
 
 
@@ -178,16 +204,24 @@ def _frame(view: RunView, lanes: list[_Lane], width: int, now: datetime | None) 
             times.extend(t for t in (a.get("dispatched_at"), a.get("started_at"), a.get("ended_at")) if t)
     times.extend(run[k] for k in ("started_at", "ended_at") if run.get(k))
     end_default = now or run.get("ended_at") or (max(times) if times else None)
-    times.extend(row["next_attempt_at"] for row in view.steps.values()
-                 if row.get("state") == "up_for_retry" and row.get("next_attempt_at"))
+    times.extend(
+        row["next_attempt_at"]
+        for row in view.steps.values()
+        if row.get("state") == "up_for_retry" and row.get("next_attempt_at")
+    )
     if end_default:
         times.append(end_default)
     for lane in lanes:
         row = view.steps.get(lane.name) or {}
         if lane.kind in ("map", "approval"):
             times.extend(row[k] for k in ("started_at", "ended_at") if row.get(k))
-    return _Frame(t0=min(times) if times else None, t1=max(times) if times else None,
-                  end_default=end_default, width=width, lane_count=len(lanes))
+    return _Frame(
+        t0=min(times) if times else None,
+        t1=max(times) if times else None,
+        end_default=end_default,
+        width=width,
+        lane_count=len(lanes),
+    )
 
 
 def timeline_svg(view: RunView, *, width: int = 1100, now: datetime | None = None) -> str:
@@ -210,8 +244,10 @@ def timeline_svg(view: RunView, *, width: int = 1100, now: datetime | None = Non
 def _head(view: RunView, frame: _Frame) -> list[str]:
     """The SVG element, the hatch pattern of failed attempts, the title and the subtitle."""
     width, height, t0 = frame.width, frame.height, frame.t0
-    subtitle = (f"{view.run_status()} \u00b7 first dispatch {fmt_time(t0)} \u00b7 "
-                f"span {fmt_duration(seconds_between(t0, frame.t1)) if t0 else '-'}")
+    subtitle = (
+        f"{view.run_status()} \u00b7 first dispatch {fmt_time(t0)} \u00b7 "
+        f"span {fmt_duration(seconds_between(t0, frame.t1)) if t0 else '-'}"
+    )
     return [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="flowkit-timeline" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" '
@@ -230,15 +266,15 @@ def _axis(frame: _Frame) -> list[str]:
     label_w, chart_w, span = frame.label_w, frame.chart_w, frame.span
     tick = _nice_step(span)
     axis_y = frame.top - 6
-    out = [f'<line class="axis" x1="{label_w}" y1="{axis_y}" x2="{label_w + chart_w}" y2="{axis_y}" '
-           'stroke="#7f8c8d"/>']
+    out = [f'<line class="axis" x1="{label_w}" y1="{axis_y}" x2="{label_w + chart_w}" y2="{axis_y}" stroke="#7f8c8d"/>']
     k = 0
     while k * tick <= span * 1.0001 and k <= 100:
         tx = label_w + chart_w * (k * tick / span)
-        out.append(f'<line x1="{tx:.1f}" y1="{axis_y - 4}" x2="{tx:.1f}" y2="{frame.rows_bottom}" '
-                   'stroke="#eaeded"/>')
-        out.append(f'<text class="tick" x="{tx:.1f}" y="{axis_y - 7}" text-anchor="middle" font-size="9" '
-                   f'fill="#566573">{esc(_tick_label(k * tick, tick))}</text>')
+        out.append(f'<line x1="{tx:.1f}" y1="{axis_y - 4}" x2="{tx:.1f}" y2="{frame.rows_bottom}" stroke="#eaeded"/>')
+        out.append(
+            f'<text class="tick" x="{tx:.1f}" y="{axis_y - 7}" text-anchor="middle" font-size="9" '
+            f'fill="#566573">{esc(_tick_label(k * tick, tick))}</text>'
+        )
         k += 1
     return out
 
@@ -247,25 +283,31 @@ def _lane(view: RunView, lane: _Lane, y: int, i: int, frame: _Frame) -> list[str
     """One row: its stripe, its label and state, and what its kind draws."""
     out = []
     if i % 2:
-        out.append(f'<rect x="0" y="{y}" width="{frame.width}" height="{frame.row_h}" fill="#f8f9f9" '
-                   'fill-opacity="0.7"/>')
+        out.append(
+            f'<rect x="0" y="{y}" width="{frame.width}" height="{frame.row_h}" fill="#f8f9f9" fill-opacity="0.7"/>'
+        )
     if lane.kind == "heading":
         color = KIND_STYLES["compensation"]["color"]
-        out.append(f'<line class="compensation-heading" x1="0" y1="{y + 1}" x2="{frame.width}" y2="{y + 1}" '
-                   f'stroke="{color}" stroke-dasharray="4,3"/>')
+        out.append(
+            f'<line class="compensation-heading" x1="0" y1="{y + 1}" x2="{frame.width}" y2="{y + 1}" '
+            f'stroke="{color}" stroke-dasharray="4,3"/>'
+        )
         out.append(f'<text x="10" y="{y + 15}" font-weight="bold" fill="{color}">{esc(lane.label)}</text>')
         return out
     label_x = 22 if lane.indent else 10
     if lane.kind == "more":
-        out.append(f'<text class="more-instances" x="{label_x}" y="{y + 15}" fill="#566573">'
-                   f'{esc(lane.label)}<title>{esc(lane.text)}</title></text>')
+        out.append(
+            f'<text class="more-instances" x="{label_x}" y="{y + 15}" fill="#566573">'
+            f"{esc(lane.label)}<title>{esc(lane.text)}</title></text>"
+        )
         out.append(f'<text x="{frame.label_w}" y="{y + 15}" font-size="9" fill="#566573">{esc(lane.text)}</text>')
         return out
     name = lane.name
     state = aggregate_state(map_counts_of(view, name) or {}) if lane.kind == "map" else view.state(name)
     out.append(f'<text x="{label_x}" y="{y + 15}">{esc(clip(lane.label, 26 if lane.indent else 28))}</text>')
-    out.append(f'<text x="{frame.label_w - 8}" y="{y + 15}" text-anchor="end" font-size="9" '
-               f'fill="#566573">{esc(state)}</text>')
+    out.append(
+        f'<text x="{frame.label_w - 8}" y="{y + 15}" text-anchor="end" font-size="9" fill="#566573">{esc(state)}</text>'
+    )
     if lane.kind == "map":
         out.extend(_map_lane(view, lane, state, y, frame))
     elif lane.kind == "approval":
@@ -284,13 +326,23 @@ def _map_lane(view: RunView, lane: _Lane, state: str, y: int, frame: _Frame) -> 
     text_x = frame.label_w + 4.0
     if start is not None and stop is not None:
         bw = max(x(stop) - x(start), 2.0)
-        out.append(_svg_rect("map-span", x(start), y + 4, bw, 14, STEP_STATE_COLORS.get(state, "#ffffff"),
-                             f"{name}: {lane.text}, {fmt_duration(seconds_between(start, stop))}",
-                             ' rx="2" stroke="#1f618d" stroke-width="1"'))
+        out.append(
+            _svg_rect(
+                "map-span",
+                x(start),
+                y + 4,
+                bw,
+                14,
+                STEP_STATE_COLORS.get(state, "#ffffff"),
+                f"{name}: {lane.text}, {fmt_duration(seconds_between(start, stop))}",
+                ' rx="2" stroke="#1f618d" stroke-width="1"',
+            )
+        )
         if x(start) + bw + 4 < frame.width - 200:  # after the bar when it fits, else over the lane start
             text_x = x(start) + bw + 4
-    out.append(f'<text class="map-counts" x="{text_x:.1f}" y="{y + 15}" font-size="9" '
-               f'fill="#1b2631">{esc(lane.text)}</text>')
+    out.append(
+        f'<text class="map-counts" x="{text_x:.1f}" y="{y + 15}" font-size="9" fill="#1b2631">{esc(lane.text)}</text>'
+    )
     return out
 
 
@@ -305,14 +357,28 @@ def _attempt_bars(view: RunView, name: str, state: str, y: int, frame: _Frame) -
         number = a["number"]
         disp, start, end = a.get("dispatched_at"), a.get("started_at"), a.get("ended_at")
         if prev_end is not None and disp is not None and disp >= prev_end:
-            out.append(_svg_wait(x(prev_end), x(disp), y + 11,
-                                 f"{name}: waited {fmt_duration(seconds_between(prev_end, disp))} "
-                                 f"before attempt {number}"))
+            out.append(
+                _svg_wait(
+                    x(prev_end),
+                    x(disp),
+                    y + 11,
+                    f"{name}: waited {fmt_duration(seconds_between(prev_end, disp))} before attempt {number}",
+                )
+            )
         queued_until = start or end or end_default
         if disp is not None and queued_until is not None and queued_until > disp:
-            out.append(_svg_rect("queued", x(disp), y + 6, max(x(queued_until) - x(disp), 1.0), 10,
-                                 "#d6eaf8", f"{name} #{number} queued "
-                                 f"{fmt_duration(seconds_between(disp, queued_until))}", ' stroke="#aed6f1"'))
+            out.append(
+                _svg_rect(
+                    "queued",
+                    x(disp),
+                    y + 6,
+                    max(x(queued_until) - x(disp), 1.0),
+                    10,
+                    "#d6eaf8",
+                    f"{name} #{number} queued {fmt_duration(seconds_between(disp, queued_until))}",
+                    ' stroke="#aed6f1"',
+                )
+            )
         if start is not None:
             out.extend(_run_bar(name, a, y, frame, numbered=len(atts) > 1))
         prev_end = end
@@ -335,27 +401,37 @@ def _run_bar(name: str, a: dict[str, Any], y: int, frame: _Frame, *, numbered: b
     tip += f" on {a['worker']}" if a.get("worker") else ""
     tip += f" - {clip(a['error'], 200)}" if a.get("error") else ""
     bw = max(x(stop) - x(start), 2.0)
-    out = [_svg_rect(f"attempt {state_a}", x(start), y + 3, bw, 16, fill, tip,
-                     ' rx="2" stroke="#1b2631" stroke-width="0.5"')]
+    out = [
+        _svg_rect(
+            f"attempt {state_a}", x(start), y + 3, bw, 16, fill, tip, ' rx="2" stroke="#1b2631" stroke-width="0.5"'
+        )
+    ]
     if numbered or state_a == "failed":
-        out.append(f'<text x="{x(start) + bw + 3:.1f}" y="{y + 15}" font-size="9" '
-                   f'fill="#1b2631">#{number}</text>')
+        out.append(f'<text x="{x(start) + bw + 3:.1f}" y="{y + 15}" font-size="9" fill="#1b2631">#{number}</text>')
     return out
 
 
 def _legend(ly: int) -> list[str]:
     out = []
     lx = 10
-    for label, fill in (("queued", "#d6eaf8"), ("running", ATTEMPT_STATE_COLORS["running"]),
-                        ("success", ATTEMPT_STATE_COLORS["success"]), ("failed", "url(#fk-hatch)"),
-                        ("skipped", ATTEMPT_STATE_COLORS["skipped"]),
-                        ("cancelled", ATTEMPT_STATE_COLORS["cancelled"]),
-                        ("awaiting approval", STEP_STATE_COLORS["awaiting_approval"])):
-        out.append(f'<rect x="{lx}" y="{ly - 10}" width="14" height="12" fill="{fill}" stroke="#1b2631" '
-                   f'stroke-width="0.5"/><text x="{lx + 18}" y="{ly}">{label}</text>')
+    for label, fill in (
+        ("queued", "#d6eaf8"),
+        ("running", ATTEMPT_STATE_COLORS["running"]),
+        ("success", ATTEMPT_STATE_COLORS["success"]),
+        ("failed", "url(#fk-hatch)"),
+        ("skipped", ATTEMPT_STATE_COLORS["skipped"]),
+        ("cancelled", ATTEMPT_STATE_COLORS["cancelled"]),
+        ("awaiting approval", STEP_STATE_COLORS["awaiting_approval"]),
+    ):
+        out.append(
+            f'<rect x="{lx}" y="{ly - 10}" width="14" height="12" fill="{fill}" stroke="#1b2631" '
+            f'stroke-width="0.5"/><text x="{lx + 18}" y="{ly}">{label}</text>'
+        )
         lx += 90 if len(label) < 10 else 130
-    out.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 24}" y2="{ly - 4}" {_WAIT_STYLE}/>'
-               f'<text x="{lx + 30}" y="{ly}">wait before retry</text>')
+    out.append(
+        f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 24}" y2="{ly - 4}" {_WAIT_STYLE}/>'
+        f'<text x="{lx + 30}" y="{ly}">wait before retry</text>'
+    )
     return out
 
 
@@ -373,16 +449,24 @@ def svg_to_png(svg: str | bytes) -> bytes:
     data = svg.encode() if isinstance(svg, str) else svg
     binary = shutil.which("rsvg-convert")
     if binary is None:
-        raise RenderError("a PNG timeline needs rsvg-convert, which is not installed; install librsvg "
-                          "(e.g. apt-get install librsvg2-bin) or write the timeline as .svg")
+        raise RenderError(
+            "a PNG timeline needs rsvg-convert, which is not installed; install librsvg "
+            "(e.g. apt-get install librsvg2-bin) or write the timeline as .svg"
+        )
     try:
-        proc = subprocess.run([binary, "--format", "png", "--background-color", "white"], input=data,
-                              capture_output=True, timeout=PNG_TIMEOUT_SECONDS)
+        proc = subprocess.run(
+            [binary, "--format", "png", "--background-color", "white"],
+            input=data,
+            capture_output=True,
+            timeout=PNG_TIMEOUT_SECONDS,
+        )
     except subprocess.TimeoutExpired:
-        raise RenderError(f"rsvg-convert took longer than {PNG_TIMEOUT_SECONDS:g} s; write the timeline "
-                          "as .svg") from None
+        raise RenderError(
+            f"rsvg-convert took longer than {PNG_TIMEOUT_SECONDS:g} s; write the timeline as .svg"
+        ) from None
     if proc.returncode != 0 or not proc.stdout.startswith(b"\x89PNG"):
         err = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise RenderError(f"rsvg-convert failed: {err[-1] if err else f'exit code {proc.returncode}'}; "
-                          "write the timeline as .svg")
+        raise RenderError(
+            f"rsvg-convert failed: {err[-1] if err else f'exit code {proc.returncode}'}; write the timeline as .svg"
+        )
     return proc.stdout

@@ -51,23 +51,28 @@ RENEW_SECONDS = 2.0
 
 _ENSURE_ROW = text(
     "INSERT INTO scheduler_lease (id, holder, token, expires_at) "
-    "VALUES (1, NULL, 0, TIMESTAMPTZ 'epoch') ON CONFLICT (id) DO NOTHING")
+    "VALUES (1, NULL, 0, TIMESTAMPTZ 'epoch') ON CONFLICT (id) DO NOTHING"
+)
 # clock_timestamp(), not now(): a takeover may wait for a row lock, and now() is the time
 # its transaction began.
 _TAKE = text(
     "UPDATE scheduler_lease SET holder = :holder, token = token + 1, "
     "expires_at = clock_timestamp() + make_interval(secs => :seconds), "
     "acquired_at = clock_timestamp(), renewed_at = clock_timestamp() "
-    "WHERE id = 1 AND (expires_at < clock_timestamp() OR holder = :holder) RETURNING token")
+    "WHERE id = 1 AND (expires_at < clock_timestamp() OR holder = :holder) RETURNING token"
+)
 _RENEW = text(
     "UPDATE scheduler_lease SET expires_at = clock_timestamp() + make_interval(secs => :seconds), "
-    "renewed_at = clock_timestamp() WHERE id = 1 AND holder = :holder AND token = :token")
+    "renewed_at = clock_timestamp() WHERE id = 1 AND holder = :holder AND token = :token"
+)
 _GIVE_UP = text(
     "UPDATE scheduler_lease SET expires_at = clock_timestamp() - interval '1 second' "
-    "WHERE id = 1 AND holder = :holder AND token = :token")
+    "WHERE id = 1 AND holder = :holder AND token = :token"
+)
 _GUARD = text(
     "SELECT set_config('idle_in_transaction_session_timeout', :idle_ms, true) FROM scheduler_lease "
-    "WHERE id = 1 AND holder = :holder AND token = :token FOR KEY SHARE")
+    "WHERE id = 1 AND holder = :holder AND token = :token FOR KEY SHARE"
+)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -82,9 +87,16 @@ class PostgresLease:
     renewals to the caller (:meth:`renew`), for tests that freeze a holder.
     """
 
-    def __init__(self, store: SqlStore, holder: str, *, duration_seconds: float = LEASE_SECONDS,
-                 renew_seconds: float = RENEW_SECONDS, background: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        holder: str,
+        *,
+        duration_seconds: float = LEASE_SECONDS,
+        renew_seconds: float = RENEW_SECONDS,
+        background: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.holder = holder
         self.duration_seconds = duration_seconds
@@ -110,10 +122,11 @@ class PostgresLease:
                 conn.execute(_ENSURE_ROW)
                 # A takeover waits for the old holder's guarded transactions; one frozen inside
                 # its transaction is ended by the server after duration_seconds (see guard).
-                conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"),
-                             {"ms": f"{int(self.duration_seconds * 2000)}ms"})
-                token = conn.execute(_TAKE, {"holder": self.holder,
-                                             "seconds": self.duration_seconds}).scalar()
+                conn.execute(
+                    text("SELECT set_config('lock_timeout', :ms, true)"),
+                    {"ms": f"{int(self.duration_seconds * 2000)}ms"},
+                )
+                token = conn.execute(_TAKE, {"holder": self.holder, "seconds": self.duration_seconds}).scalar()
         except Exception as exc:  # the database is away or the row is locked: try again later
             log.warning("scheduler lease: %s cannot ask for the lease (%s)", self.holder, _one_line(exc))
             return False
@@ -122,8 +135,9 @@ class PostgresLease:
         with self._lock:
             self._token, self._valid_until, self.lost_reason = int(token), sent + self.duration_seconds, ""
         if self.background:
-            threading.Thread(target=self._renew_loop, args=(int(token),), daemon=True,
-                             name="flowkit-scheduler-lease").start()
+            threading.Thread(
+                target=self._renew_loop, args=(int(token),), daemon=True, name="flowkit-scheduler-lease"
+            ).start()
         return True
 
     def held(self) -> bool:
@@ -143,11 +157,19 @@ class PostgresLease:
         sent = self.clock()
         try:
             with self.store.engine.begin() as conn:
-                won = conn.execute(_RENEW, {"holder": self.holder, "token": token,
-                                            "seconds": self.duration_seconds}).rowcount == 1
+                won = (
+                    conn.execute(
+                        _RENEW, {"holder": self.holder, "token": token, "seconds": self.duration_seconds}
+                    ).rowcount
+                    == 1
+                )
         except Exception as exc:
-            log.warning("scheduler lease: %s cannot renew the lease (%s); it runs out in %.1f s",
-                        self.holder, _one_line(exc), max(self._valid_until - self.clock(), 0.0))
+            log.warning(
+                "scheduler lease: %s cannot renew the lease (%s); it runs out in %.1f s",
+                self.holder,
+                _one_line(exc),
+                max(self._valid_until - self.clock(), 0.0),
+            )
             return False
         if not won:
             self._lose(token, f"another scheduler took the lease over; token {token} is stale")
@@ -175,14 +197,18 @@ class PostgresLease:
         row still carries our token, and keep that row from being taken over until it ends."""
         token = self._token
         if token is None:
-            raise LeaseLost(f"scheduler {self.holder}: write refused, it does not hold the scheduler "
-                            f"lease ({self.lost_reason or 'not acquired'})")
-        found = conn.execute(_GUARD, {"holder": self.holder, "token": token,
-                                      "idle_ms": f"{int(self.duration_seconds * 1000)}ms"}).first()
+            raise LeaseLost(
+                f"scheduler {self.holder}: write refused, it does not hold the scheduler "
+                f"lease ({self.lost_reason or 'not acquired'})"
+            )
+        found = conn.execute(
+            _GUARD, {"holder": self.holder, "token": token, "idle_ms": f"{int(self.duration_seconds * 1000)}ms"}
+        ).first()
         if found is None:
             self._lose(token, f"another scheduler took the lease over; token {token} is stale")
-            raise LeaseLost(f"scheduler {self.holder}: write refused, another scheduler took the lease "
-                            f"over; token {token} is stale")
+            raise LeaseLost(
+                f"scheduler {self.holder}: write refused, another scheduler took the lease over; token {token} is stale"
+            )
 
     def release(self) -> None:
         """A clean stop: let a standby take over at its next poll, not after the expiry."""
@@ -194,8 +220,11 @@ class PostgresLease:
             with self.store.engine.begin() as conn:
                 conn.execute(_GIVE_UP, {"holder": self.holder, "token": token})
         except Exception as exc:  # it runs out by itself
-            log.warning("scheduler lease: %s could not hand the lease back (%s); a standby takes "
-                        "over when it expires", self.holder, _one_line(exc))
+            log.warning(
+                "scheduler lease: %s could not hand the lease back (%s); a standby takes over when it expires",
+                self.holder,
+                _one_line(exc),
+            )
 
     def describe(self) -> dict[str, Any]:
         return {"lease_seconds": self.duration_seconds, "lease_renew_seconds": self.renew_seconds}
@@ -237,7 +266,8 @@ class SqliteLease:
             os.close(fd)
             raise ConfigError(
                 f"another scheduler ({other}) already runs on the SQLite database {self.database}; "
-                "SQLite runs one scheduler: stop the other one, or use PostgreSQL to run several") from None
+                "SQLite runs one scheduler: stop the other one, or use PostgreSQL to run several"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{self.holder or 'scheduler'} pid {os.getpid()}".encode(), 0)
         self._fd = fd
@@ -255,8 +285,9 @@ class SqliteLease:
         return {}
 
 
-def lease_for(store: SqlStore, holder: str, *, duration_seconds: float = LEASE_SECONDS,
-              renew_seconds: float = RENEW_SECONDS) -> PostgresLease | SqliteLease:
+def lease_for(
+    store: SqlStore, holder: str, *, duration_seconds: float = LEASE_SECONDS, renew_seconds: float = RENEW_SECONDS
+) -> PostgresLease | SqliteLease:
     if store.is_sqlite:
         return SqliteLease(store, holder)
     return PostgresLease(store, holder, duration_seconds=duration_seconds, renew_seconds=renew_seconds)

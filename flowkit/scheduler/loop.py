@@ -94,23 +94,27 @@ class Scheduler:
         #: ``sweeps`` counts finished sweeps and ``sweep_started_at`` is when the last one began;
         #: both are stored with each heartbeat (written as a sweep ends), so a test or an
         #: operator can wait for a sweep that began after a given moment.
-        self.stats: dict[str, Any] = {"events": 0, "dispatched": 0, "granted_batches": 0,
-                                      "loops": 0, "last_loop_at": None, "sweeps": 0,
-                                      "sweep_started_at": None}
+        self.stats: dict[str, Any] = {
+            "events": 0,
+            "dispatched": 0,
+            "granted_batches": 0,
+            "loops": 0,
+            "last_loop_at": None,
+            "sweeps": 0,
+            "sweep_started_at": None,
+        }
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
         """Rebuild from SQL: old events are dropped, queued runs start, waiters are granted."""
         dropped = self.events.purge()
-        log.info("scheduler %s: starting; dropped %s stale events, rebuilding from SQL",
-                 self.actor, dropped)
+        log.info("scheduler %s: starting; dropped %s stale events, rebuilding from SQL", self.actor, dropped)
         self.store.set_global_cap(self.global_cap)
         # First what a crashed predecessor queued but may not have published (before this
         # scheduler queues anything itself, so nothing it publishes now goes out twice).
         self.resend_expired(self.clock(), everything=True)
         self.reconcile_runs()
-        self._apply(self.store.start_runs(self.actor, specs=self._specs, global_cap=self.global_cap,
-                                          gate=self._gate))
+        self._apply(self.store.start_runs(self.actor, specs=self._specs, global_cap=self.global_cap, gate=self._gate))
         self._grant_due = 0.0
         self.sweep()
         self.store.beat_scheduler(self.actor, self.status(), started=True)
@@ -130,8 +134,9 @@ class Scheduler:
             try:
                 if self.lease is not None and not self.lease.held():
                     if started:
-                        self._stand_down(getattr(self.lease, "lost_reason", "") or
-                                         "its lease ran out before it could renew it")
+                        self._stand_down(
+                            getattr(self.lease, "lost_reason", "") or "its lease ran out before it could renew it"
+                        )
                         started = False
                     if not self.lease.acquire():
                         if not standby_logged:
@@ -140,9 +145,11 @@ class Scheduler:
                         self._beat_standby()
                         stop.wait(STANDBY_POLL_SECONDS)
                         continue
-                    log.warning("scheduler %s: active (holds the scheduler lease)%s", self.actor,
-                                f", fencing token {self.lease.token}" if getattr(self.lease, "token", None)
-                                else "")
+                    log.warning(
+                        "scheduler %s: active (holds the scheduler lease)%s",
+                        self.actor,
+                        f", fencing token {self.lease.token}" if getattr(self.lease, "token", None) else "",
+                    )
                     standby_logged = False
                 if not started:
                     self.start()
@@ -154,8 +161,13 @@ class Scheduler:
                 self._stand_down(getattr(self.lease, "lost_reason", "") or str(exc))
                 started = standby_logged = False
             except Exception as exc:
-                log.error("scheduler %s: loop error (%s: %s); retrying in %.1f s", self.actor,
-                          type(exc).__name__, " ".join(str(exc).split())[:300], backoff)
+                log.error(
+                    "scheduler %s: loop error (%s: %s); retrying in %.1f s",
+                    self.actor,
+                    type(exc).__name__,
+                    " ".join(str(exc).split())[:300],
+                    backoff,
+                )
                 log.debug("scheduler %s: loop error", self.actor, exc_info=True)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -165,9 +177,13 @@ class Scheduler:
         """Record this scheduler and the settings it runs with (`flowkit status` shows these,
         not the settings of the shell it runs in)."""
         bp = self.backpressure
-        config = {"queue_high_watermark": bp.high if bp else 0, "queue_low_watermark": bp.low if bp else 0,
-                  "max_in_flight": self.global_cap or 0, "sweep_seconds": self.sweep_seconds,
-                  **(self.lease.describe() if self.lease is not None else {})}
+        config = {
+            "queue_high_watermark": bp.high if bp else 0,
+            "queue_low_watermark": bp.low if bp else 0,
+            "max_in_flight": self.global_cap or 0,
+            "sweep_seconds": self.sweep_seconds,
+            **(self.lease.describe() if self.lease is not None else {}),
+        }
         try:
             self.store.register_scheduler(self.actor, config)
         except Exception as exc:  # informative only; the loop retries the database itself
@@ -187,8 +203,7 @@ class Scheduler:
         try:
             self.store.mark_scheduler_stopped(self.actor)
         except Exception as exc:  # status then shows it as not responding
-            log.warning("scheduler %s: could not record its stop: %s", self.actor,
-                        " ".join(str(exc).split())[:200])
+            log.warning("scheduler %s: could not record its stop: %s", self.actor, " ".join(str(exc).split())[:200])
 
     def _beat_standby(self) -> None:
         now = time.monotonic()
@@ -206,10 +221,14 @@ class Scheduler:
         now = self.clock()
         if self._next_timer is not None and now >= self._next_timer:
             self._next_timer = None
-            self._apply(self.store.start_due_retries(self.actor, now, specs=self._specs,
-                                                     global_cap=self.global_cap, gate=self._gate))
-            self._apply(expire_approvals(self.store, now, specs=self._specs, global_cap=self.global_cap,
-                                         gate=self._gate))
+            self._apply(
+                self.store.start_due_retries(
+                    self.actor, now, specs=self._specs, global_cap=self.global_cap, gate=self._gate
+                )
+            )
+            self._apply(
+                expire_approvals(self.store, now, specs=self._specs, global_cap=self.global_cap, gate=self._gate)
+            )
             self._next_timer = self.store.next_retry_at()
         self.grant()
         if self._next_sweep is None or now >= self._next_sweep:
@@ -241,13 +260,19 @@ class Scheduler:
         if getattr(self.events, "reconnected", False):
             # The broker came back: messages queued before it went away may be gone with it.
             self.events.reconnected = False
-            log.warning("scheduler %s: broker connection restored; publishing queued attempts again",
-                        self.actor)
+            log.warning("scheduler %s: broker connection restored; publishing queued attempts again", self.actor)
             self.resend_expired(self.clock(), everything=True)
         if new_runs or woken:
             # A run that ended may let a queued run of its flow start (max_active_runs).
-            self._apply(self.store.start_runs(self.actor, specs=self._specs, global_cap=self.global_cap,
-                                              gate=self._gate, run_ids=None if woken else new_runs))
+            self._apply(
+                self.store.start_runs(
+                    self.actor,
+                    specs=self._specs,
+                    global_cap=self.global_cap,
+                    gate=self._gate,
+                    run_ids=None if woken else new_runs,
+                )
+            )
         if woken:
             self._grant_due = 0.0
 
@@ -265,8 +290,8 @@ class Scheduler:
         self._grant_due = None
         while True:
             effects, full = self.store.grant_waiters(
-                self.actor, specs=self._specs, global_cap=self.global_cap, allow=self._gate,
-                batch=GRANT_BATCH)
+                self.actor, specs=self._specs, global_cap=self.global_cap, allow=self._gate, batch=GRANT_BATCH
+            )
             self.stats["granted_batches"] += 1
             self._apply(effects)
             if not full:
@@ -297,8 +322,10 @@ class Scheduler:
         already; the active scheduler publishes every queued attempt (and callbacks due) in
         any case."""
         if self.lease is not None and not self.lease.held():
-            raise LeaseLost(f"scheduler {self.actor}: lease not held; {publishes} publish(es) dropped "
-                            "for the active scheduler to send")
+            raise LeaseLost(
+                f"scheduler {self.actor}: lease not held; {publishes} publish(es) dropped "
+                "for the active scheduler to send"
+            )
 
     def _send(self, items: list[Dispatch]) -> None:
         items = self._unsent + items
@@ -323,20 +350,25 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler %s: sweep hook failed", self.actor)
         self.schedule_cron(now)
-        self._apply(self.store.start_runs(self.actor, specs=self._specs, global_cap=self.global_cap,
-                                          gate=self._gate))
-        self._apply(self.store.start_due_retries(self.actor, now, specs=self._specs,
-                                                 global_cap=self.global_cap, gate=self._gate))
-        self._apply(expire_approvals(self.store, now, specs=self._specs, global_cap=self.global_cap,
-                                     gate=self._gate))
+        self._apply(self.store.start_runs(self.actor, specs=self._specs, global_cap=self.global_cap, gate=self._gate))
+        self._apply(
+            self.store.start_due_retries(
+                self.actor, now, specs=self._specs, global_cap=self.global_cap, gate=self._gate
+            )
+        )
+        self._apply(expire_approvals(self.store, now, specs=self._specs, global_cap=self.global_cap, gate=self._gate))
         self.reconcile_runs()
         self.redispatch_silent(now)
         self.resend_expired(now, everything=force_leases)
         self.resend_unstarted(now)
         from ..dispatch.callbacks import resend_due
 
-        resend_due(self.store, self.dispatcher, self.actor,
-                   now - (timedelta(seconds=self.sweep_seconds) if force_leases else self.queued_lease))
+        resend_due(
+            self.store,
+            self.dispatcher,
+            self.actor,
+            now - (timedelta(seconds=self.sweep_seconds) if force_leases else self.queued_lease),
+        )
         self._next_timer = self.store.next_retry_at()
         self._grant_due = 0.0
         self.stats["sweeps"] += 1
@@ -354,12 +386,22 @@ class Scheduler:
         marked = [r for r in self.store.runs_with_followups() if r not in stuck]
         for run_id in stuck + marked:
             try:
-                self._apply(self.store.reconcile_run(self.actor, run_id, specs=self._specs,
-                                                     global_cap=self.global_cap, gate=self._gate,
-                                                     recount_counters=run_id in stuck))
+                self._apply(
+                    self.store.reconcile_run(
+                        self.actor,
+                        run_id,
+                        specs=self._specs,
+                        global_cap=self.global_cap,
+                        gate=self._gate,
+                        recount_counters=run_id in stuck,
+                    )
+                )
             except DBAPIError as exc:  # a deadlock with a worker's finish: the next sweep retries
-                log.warning("run %s: reconcile failed (%s); retried at the next sweep", run_id,
-                            " ".join(str(exc.orig).split())[:200])
+                log.warning(
+                    "run %s: reconcile failed (%s); retried at the next sweep",
+                    run_id,
+                    " ".join(str(exc.orig).split())[:200],
+                )
 
     def status(self) -> dict[str, Any]:
         out = dict(self.stats)
@@ -380,18 +422,24 @@ class Scheduler:
         # An interrupted attempt's message may have been acknowledged by the stopping worker:
         # do not make it wait out the whole lease.
         interrupted = now - timedelta(seconds=self.sweep_seconds)
-        self._resend(self.store.expired_leases(cutoff, interrupted_before=interrupted),
-                     "queued attempt not started; published again")
+        self._resend(
+            self.store.expired_leases(cutoff, interrupted_before=interrupted),
+            "queued attempt not started; published again",
+        )
         # A worker's finish queued these and the worker never confirmed publishing them: it
         # died or froze between its commit and its publish. Waiting out the whole lease
         # would strand a fan-out for minutes; a live worker confirms within a heartbeat.
         unconfirmed = self.store.unconfirmed_publishes(now - self.lost_after)
         if unconfirmed:
-            log.warning("scheduler %s: %s attempt(s) queued by a worker that went silent before "
-                        "confirming their publish (first: run %s step %s); publishing them again",
-                        self.actor, len(unconfirmed), unconfirmed[0]["run_id"], unconfirmed[0]["step"])
-            self._resend(unconfirmed, "queued by a worker that went silent before publishing it; "
-                                      "published again")
+            log.warning(
+                "scheduler %s: %s attempt(s) queued by a worker that went silent before "
+                "confirming their publish (first: run %s step %s); publishing them again",
+                self.actor,
+                len(unconfirmed),
+                unconfirmed[0]["run_id"],
+                unconfirmed[0]["step"],
+            )
+            self._resend(unconfirmed, "queued by a worker that went silent before publishing it; published again")
 
     def resend_unstarted(self, now: datetime) -> None:
         """Publish again attempts queued for three heartbeats, never started, whose queue is
@@ -422,12 +470,18 @@ class Scheduler:
             if empty[queue]:
                 unstarted.append(a)
         if unstarted:
-            log.warning("scheduler %s: %s attempt(s) queued for over %.0f s and never started while "
-                        "their queue is empty (first: run %s step %s); publishing them again", self.actor,
-                        len(unstarted), self.lost_after.total_seconds(), unstarted[0]["run_id"],
-                        unstarted[0]["step"])
-            self._resend(unstarted, "never started; its message went with a worker that died before "
-                                    "claiming it; published again")
+            log.warning(
+                "scheduler %s: %s attempt(s) queued for over %.0f s and never started while "
+                "their queue is empty (first: run %s step %s); publishing them again",
+                self.actor,
+                len(unstarted),
+                self.lost_after.total_seconds(),
+                unstarted[0]["run_id"],
+                unstarted[0]["step"],
+            )
+            self._resend(
+                unstarted, "never started; its message went with a worker that died before claiming it; published again"
+            )
 
     def redispatch_silent(self, now: datetime) -> None:
         """Publish again attempts whose worker stopped beating (docs/design-notes.md#lost-workers):
@@ -436,14 +490,17 @@ class Scheduler:
         a poison step (docs/design-notes.md#redelivery-cap)."""
         silent = self.store.silent_attempts(now - self.lost_after, dispatched_before=now - self.lost_after)
         for a in silent:
-            log.warning("run %s step %s: attempt %s: worker %s silent since %s; publishing it again",
-                        a["run_id"], a["step"], a["number"], a["worker"],
-                        a["heartbeat_at"].isoformat() if a["heartbeat_at"] else "-")
-        self._resend(silent, "worker silent (no heartbeat); published again for another worker",
-                     states=("running",))
+            log.warning(
+                "run %s step %s: attempt %s: worker %s silent since %s; publishing it again",
+                a["run_id"],
+                a["step"],
+                a["number"],
+                a["worker"],
+                a["heartbeat_at"].isoformat() if a["heartbeat_at"] else "-",
+            )
+        self._resend(silent, "worker silent (no heartbeat); published again for another worker", states=("running",))
 
-    def _resend(self, attempts: list[dict[str, Any]], reason: str,
-                states: tuple[str, ...] = ("queued",)) -> None:
+    def _resend(self, attempts: list[dict[str, Any]], reason: str, states: tuple[str, ...] = ("queued",)) -> None:
         """Publish these live attempts again (same task id), within backpressure: what the
         queue cannot take now stays queued in SQL and is tried at the next sweep."""
         items = []
@@ -457,8 +514,7 @@ class Scheduler:
             with self.store.tx(self.actor, self.clock()) as tx:
                 if not tx.touch_attempt_dispatch(a["run_id"], a["step"], a["number"], states=states):
                     continue
-                tx.event("lease_expired", run_id=a["run_id"], step=a["step"], attempt=a["number"],
-                         reason=reason)
+                tx.event("lease_expired", run_id=a["run_id"], step=a["step"], attempt=a["number"], reason=reason)
             items.append(Dispatch(a["run_id"], spec.name, spec.step(a["step"]), a["number"], a["task_id"]))
         self._send(items)
 
@@ -481,13 +537,16 @@ class Scheduler:
             except Exception as exc:
                 log.error("flow %s: cannot schedule a run: %s", flow["name"], exc)
                 continue
-            run_id = self.store.create_run(spec, params, actor=self.actor, trigger="schedule",
-                                           logical_date=due, reason=f"cron {flow['schedule']}")
+            run_id = self.store.create_run(
+                spec, params, actor=self.actor, trigger="schedule", logical_date=due, reason=f"cron {flow['schedule']}"
+            )
             if run_id:
                 log.info("flow %s: scheduled run %s for %s", flow["name"], run_id, due.isoformat())
-                self._apply(self.store.start_runs(self.actor, specs=self._specs,
-                                                  global_cap=self.global_cap, gate=self._gate,
-                                                  run_ids=[run_id]))
+                self._apply(
+                    self.store.start_runs(
+                        self.actor, specs=self._specs, global_cap=self.global_cap, gate=self._gate, run_ids=[run_id]
+                    )
+                )
 
     def spec(self, flow: str, version: str) -> FlowSpec:
         """A pinned flow version (cached)."""
@@ -498,8 +557,11 @@ class Scheduler:
 
     # -- used by tests and the inline harness ----------------------------------------------
     def start_run(self, run_id: str) -> None:
-        self._apply(self.store.start_runs(self.actor, specs=self._specs, global_cap=self.global_cap,
-                                          gate=self._gate, run_ids=[run_id]))
+        self._apply(
+            self.store.start_runs(
+                self.actor, specs=self._specs, global_cap=self.global_cap, gate=self._gate, run_ids=[run_id]
+            )
+        )
         self._grant_due = 0.0
         self.grant()
 
@@ -509,7 +571,8 @@ class Scheduler:
         if run["state"] == RunState.QUEUED.value:
             self.start_run(run_id)
             return
-        self._apply(self.store.reconcile_run(self.actor, run_id, specs=self._specs,
-                                             global_cap=self.global_cap, gate=self._gate))
+        self._apply(
+            self.store.reconcile_run(self.actor, run_id, specs=self._specs, global_cap=self.global_cap, gate=self._gate)
+        )
         self._grant_due = 0.0
         self.grant()

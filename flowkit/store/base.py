@@ -45,8 +45,9 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def upsert(conn: Connection, table: Any, values: dict[str, Any], keys: list[str],
-            update_columns: Iterable[str] | None = None) -> None:
+def upsert(
+    conn: Connection, table: Any, values: dict[str, Any], keys: list[str], update_columns: Iterable[str] | None = None
+) -> None:
     """INSERT … ON CONFLICT: the loader runs in the scheduler and in `flowkit trigger` at
     once, so check-then-insert would race (PostgreSQL and SQLite both support this)."""
     from sqlalchemy.dialects import postgresql, sqlite
@@ -55,8 +56,7 @@ def upsert(conn: Connection, table: Any, values: dict[str, Any], keys: list[str]
     stmt = dialect_insert(table).values(**values)
     columns = [c for c in (update_columns if update_columns is not None else values) if c not in keys]
     if columns:
-        stmt = stmt.on_conflict_do_update(index_elements=keys,
-                                          set_={c: stmt.excluded[c] for c in columns})
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in columns})
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=keys)
     conn.execute(stmt)
@@ -82,15 +82,19 @@ def read_results(conn: Connection, run_id: str, steps: Iterable[str] | None) -> 
 
 
 def read_flow_spec(conn: Connection, name: str, version: str) -> FlowSpec:
-    spec_json = conn.execute(select(t.flow_versions.c.spec_json).where(
-        t.flow_versions.c.flow_name == name, t.flow_versions.c.version == version)).scalar()
+    spec_json = conn.execute(
+        select(t.flow_versions.c.spec_json).where(
+            t.flow_versions.c.flow_name == name, t.flow_versions.c.version == version
+        )
+    ).scalar()
     if spec_json is None:
         raise NotFoundError(f'flow "{name}" has no version {version}', flow=name)
     return FlowSpec.from_json(spec_json)
 
 
-def check_transitions(old: Iterable[StepState | RunState], new: StepState | RunState,
-                       operator: bool = False) -> list[str]:
+def check_transitions(
+    old: Iterable[StepState | RunState], new: StepState | RunState, operator: bool = False
+) -> list[str]:
     """The old states as values, after checking each move against flowkit.states' tables
     (with ``operator``, also the moves only an operator's action may make)."""
     olds = list(old)
@@ -110,36 +114,72 @@ class Tx:
         self._events: list[dict[str, Any]] = []
 
     def event(
-        self, action: str, *, run_id: str | None = None, step: str | None = None,
-        attempt: int | None = None, old: str | None = None, new: str | None = None,
-        reason: str = "", actor: str | None = None, flow: str | None = None,
+        self,
+        action: str,
+        *,
+        run_id: str | None = None,
+        step: str | None = None,
+        attempt: int | None = None,
+        old: str | None = None,
+        new: str | None = None,
+        reason: str = "",
+        actor: str | None = None,
+        flow: str | None = None,
     ) -> None:
-        self._events.append({
-            "run_id": run_id, "flow_name": flow, "step": step, "attempt": attempt, "at": self.now,
-            "actor": actor or self.actor, "action": action, "old_state": old,
-            "new_state": new, "reason": reason[:4000],
-        })
+        self._events.append(
+            {
+                "run_id": run_id,
+                "flow_name": flow,
+                "step": step,
+                "attempt": attempt,
+                "at": self.now,
+                "actor": actor or self.actor,
+                "action": action,
+                "old_state": old,
+                "new_state": new,
+                "reason": reason[:4000],
+            }
+        )
 
     def cas_step(
-        self, run_id: str, step: str, old: Iterable[StepState], new: StepState,
-        reason: str = "", *, operator: bool = False, **values: Any,
+        self,
+        run_id: str,
+        step: str,
+        old: Iterable[StepState],
+        new: StepState,
+        reason: str = "",
+        *,
+        operator: bool = False,
+        **values: Any,
     ) -> bool:
         olds = check_transitions(old, new, operator)
         res = self.conn.execute(
             update(t.step_runs)
-            .where(t.step_runs.c.run_id == run_id, t.step_runs.c.step == step,
-                   t.step_runs.c.state.in_(olds))
+            .where(t.step_runs.c.run_id == run_id, t.step_runs.c.step == step, t.step_runs.c.state.in_(olds))
             .values(state=new.value, updated_at=self.now, **values)
         )
         if res.rowcount == 1:
-            self.event("step_state", run_id=run_id, step=step, old="|".join(olds),
-                       new=new.value, reason=reason, attempt=values.get("attempts"))
+            self.event(
+                "step_state",
+                run_id=run_id,
+                step=step,
+                old="|".join(olds),
+                new=new.value,
+                reason=reason,
+                attempt=values.get("attempts"),
+            )
             return True
         return False
 
     def cas_run(
-        self, run_id: str, old: Iterable[RunState], new: RunState, reason: str = "", *,
-        operator: bool = False, **values: Any
+        self,
+        run_id: str,
+        old: Iterable[RunState],
+        new: RunState,
+        reason: str = "",
+        *,
+        operator: bool = False,
+        **values: Any,
     ) -> bool:
         olds = check_transitions(old, new, operator)
         res = self.conn.execute(
@@ -152,30 +192,38 @@ class Tx:
             return True
         return False
 
-    def touch_attempt_dispatch(self, run_id: str, step: str, number: int,
-                               states: Iterable[str] = ("queued",)) -> bool:
+    def touch_attempt_dispatch(self, run_id: str, step: str, number: int, states: Iterable[str] = ("queued",)) -> bool:
         """Renew the lease of a live attempt that is being published again (by the
         scheduler: a queued one no longer waits for a worker to confirm its publish)."""
         a = t.attempts.c
         res = self.conn.execute(
             update(t.attempts)
             .where(a.run_id == run_id, a.step == step, a.number == number, a.state.in_(list(states)))
-            .values(dispatched_at=self.now,
-                    heartbeat_at=case((a.state == AttemptState.QUEUED.value, None), else_=a.heartbeat_at))
+            .values(
+                dispatched_at=self.now,
+                heartbeat_at=case((a.state == AttemptState.QUEUED.value, None), else_=a.heartbeat_at),
+            )
         )
         return res.rowcount == 1
 
     def end_attempt(
-        self, run_id: str, step: str, number: int, *, state: AttemptState,
-        from_states: Iterable[AttemptState] = (AttemptState.RUNNING,), worker: str | None = None,
-        heartbeat_at: Any = ..., unclaimed_or: str | None = None, **values: Any,
+        self,
+        run_id: str,
+        step: str,
+        number: int,
+        *,
+        state: AttemptState,
+        from_states: Iterable[AttemptState] = (AttemptState.RUNNING,),
+        worker: str | None = None,
+        heartbeat_at: Any = ...,
+        unclaimed_or: str | None = None,
+        **values: Any,
     ) -> list[Hold] | None:
         """End a live attempt (compare-and-set on its state, and on its worker or heartbeat
         when given; ``unclaimed_or``: no worker recorded, or that one, which then holds it) and
         give back its ledger holds. Returns the holds, or None if lost."""
         a = t.attempts.c
-        cond = [a.run_id == run_id, a.step == step, a.number == number,
-                a.state.in_([s.value for s in from_states])]
+        cond = [a.run_id == run_id, a.step == step, a.number == number, a.state.in_([s.value for s in from_states])]
         if worker is not None:
             cond.append(a.worker == worker)
         if unclaimed_or is not None:
@@ -183,8 +231,9 @@ class Tx:
             values["worker"] = unclaimed_or  # it is this worker's attempt from now on
         if heartbeat_at is not ...:
             cond.append(a.heartbeat_at == heartbeat_at if heartbeat_at else a.heartbeat_at.is_(None))
-        row = self.conn.execute(update(t.attempts).where(*cond).values(
-            state=state.value, ended_at=self.now, **values).returning(a.holds)).first()
+        row = self.conn.execute(
+            update(t.attempts).where(*cond).values(state=state.value, ended_at=self.now, **values).returning(a.holds)
+        ).first()
         if row is None:
             return None
         holds = decode_holds(row.holds)
@@ -206,12 +255,18 @@ class Tx:
     def ledger(self) -> Ledger:
         return Ledger(self.conn, self.now)
 
-    def machine(self, spec: FlowSpec, run_id: str, *, global_cap: int | None,
-                gate: Gate | None = None, worker_publishes: bool = False) -> Machine:
+    def machine(
+        self,
+        spec: FlowSpec,
+        run_id: str,
+        *,
+        global_cap: int | None,
+        gate: Gate | None = None,
+        worker_publishes: bool = False,
+    ) -> Machine:
         from .machine import Machine  # the machine's modules import this one: Tx hands it on
 
-        return Machine(self, spec, run_id, global_cap=global_cap, gate=gate,
-                       worker_publishes=worker_publishes)
+        return Machine(self, spec, run_id, global_cap=global_cap, gate=gate, worker_publishes=worker_publishes)
 
     def results(self, run_id: str, steps: Iterable[str]) -> dict[str, Any]:
         return read_results(self.conn, run_id, steps)

@@ -24,9 +24,11 @@ def load(store: SqlStore, callback_id: str) -> dict[str, Any] | None:
     """The callback with its run's flow, version and params (None if unknown)."""
     c, r = t.callbacks.c, t.runs.c
     with store._conn() as conn:
-        row = conn.execute(select(t.callbacks, r.flow_name, r.version, r.params)
-                           .join_from(t.callbacks, t.runs, c.run_id == r.id)
-                           .where(c.id == callback_id)).first()
+        row = conn.execute(
+            select(t.callbacks, r.flow_name, r.version, r.params)
+            .join_from(t.callbacks, t.runs, c.run_id == r.id)
+            .where(c.id == callback_id)
+        ).first()
     if row is None:
         return None
     out = row_dict(row)
@@ -38,13 +40,21 @@ def finish(store: SqlStore, cb: dict[str, Any], *, actor: str, error: str | None
     """Mark the callback done and leave its audit event; False if another delivery did."""
     c = t.callbacks.c
     with store.tx(actor) as tx:
-        won = tx.conn.execute(update(t.callbacks).where(c.id == cb["id"], c.done_at.is_(None))
-                              .values(done_at=tx.now)).rowcount == 1
+        won = (
+            tx.conn.execute(
+                update(t.callbacks).where(c.id == cb["id"], c.done_at.is_(None)).values(done_at=tx.now)
+            ).rowcount
+            == 1
+        )
         if won:
             what = f"{cb['scope']} {cb['kind']} callback ({cb['state']})"
-            tx.event("callback_failed" if error else "callback_ran", run_id=cb["run_id"],
-                     step=cb["step"], attempt=cb["attempt"],
-                     reason=f"{what}: {error}" if error else what)
+            tx.event(
+                "callback_failed" if error else "callback_ran",
+                run_id=cb["run_id"],
+                step=cb["step"],
+                attempt=cb["attempt"],
+                reason=f"{what}: {error}" if error else what,
+            )
     return won
 
 
@@ -54,17 +64,29 @@ def take_due(store: SqlStore, actor: str, dispatched_before: datetime) -> list[C
     c, r = t.callbacks.c, t.runs.c
     out: list[CallbackDue] = []
     with store.tx(actor) as tx:
-        rows = tx.conn.execute(select(t.callbacks, r.flow_name).join_from(
-            t.callbacks, t.runs, c.run_id == r.id).where(
-            c.done_at.is_(None), c.dispatched_at < dispatched_before).limit(500)).all()
+        rows = tx.conn.execute(
+            select(t.callbacks, r.flow_name)
+            .join_from(t.callbacks, t.runs, c.run_id == r.id)
+            .where(c.done_at.is_(None), c.dispatched_at < dispatched_before)
+            .limit(500)
+        ).all()
         for row in rows:
-            if tx.conn.execute(update(t.callbacks).where(
-                    c.id == row.id, c.done_at.is_(None), c.dispatched_at == row.dispatched_at)
-                    .values(dispatched_at=tx.now)).rowcount == 1:
-                tx.event("callback_resent", run_id=row.run_id, step=row.step, attempt=row.attempt,
-                         reason=f"{row.scope} {row.kind} callback not done in time; published again")
-                out.append(CallbackDue(row.id, row.run_id, row.flow_name, row.scope, row.kind,
-                                       row.step, row.queue))
+            if (
+                tx.conn.execute(
+                    update(t.callbacks)
+                    .where(c.id == row.id, c.done_at.is_(None), c.dispatched_at == row.dispatched_at)
+                    .values(dispatched_at=tx.now)
+                ).rowcount
+                == 1
+            ):
+                tx.event(
+                    "callback_resent",
+                    run_id=row.run_id,
+                    step=row.step,
+                    attempt=row.attempt,
+                    reason=f"{row.scope} {row.kind} callback not done in time; published again",
+                )
+                out.append(CallbackDue(row.id, row.run_id, row.flow_name, row.scope, row.kind, row.step, row.queue))
     return out
 
 
@@ -74,5 +96,9 @@ def pending(store: SqlStore, run_id: str) -> int:
 
     c = t.callbacks.c
     with store._conn() as conn:
-        return int(conn.execute(select(func.count()).select_from(t.callbacks).where(
-            c.run_id == run_id, c.done_at.is_(None))).scalar() or 0)
+        return int(
+            conn.execute(
+                select(func.count()).select_from(t.callbacks).where(c.run_id == run_id, c.done_at.is_(None))
+            ).scalar()
+            or 0
+        )

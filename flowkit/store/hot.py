@@ -40,8 +40,9 @@ class HotConnection:
             # database is back (unwrapped, a claim during a restart failed its task)
             dbapi = engine.dialect.loaded_dbapi
             if isinstance(exc, dbapi.Error):
-                raise DBAPIError.instance(None, None, exc, dbapi.Error, connection_invalidated=True,
-                                          dialect=engine.dialect) from exc
+                raise DBAPIError.instance(
+                    None, None, exc, dbapi.Error, connection_invalidated=True, dialect=engine.dialect
+                ) from exc
             raise
         raw = fairy.driver_connection
         if raw is None:  # only a closed fairy has none
@@ -81,8 +82,7 @@ class HotConnections:
     @contextmanager
     def connection(self) -> Iterator[HotConnection]:
         conn: HotConnection | None = getattr(self._local, "conn", None)
-        if conn is None or conn.broken or conn.pid != os.getpid() \
-                or time.monotonic() - conn.opened > RECYCLE_SECONDS:
+        if conn is None or conn.broken or conn.pid != os.getpid() or time.monotonic() - conn.opened > RECYCLE_SECONDS:
             if conn is not None and conn.pid == os.getpid():
                 conn.close()
             conn = HotConnection(self._engine())

@@ -64,11 +64,7 @@ def decode_holds(text: str | None) -> list[Hold]:
     return [(str(k), int(n)) for k, n in json.loads(text)] if text else []
 
 
-_GIVE_BACK = (
-    update(t.limits)
-    .where(t.limits.c.key == bindparam("k"))
-    .values(used=t.limits.c.used - bindparam("n"))
-)
+_GIVE_BACK = update(t.limits).where(t.limits.c.key == bindparam("k")).values(used=t.limits.c.used - bindparam("n"))
 
 
 class Ledger:
@@ -85,8 +81,11 @@ class Ledger:
         wanted = sorted(set(keys) - set(self._rows))
         if not wanted:
             return
-        q = select(t.limits.c.key, t.limits.c.capacity, t.limits.c.used).where(
-            t.limits.c.key.in_(wanted)).order_by(t.limits.c.key)
+        q = (
+            select(t.limits.c.key, t.limits.c.capacity, t.limits.c.used)
+            .where(t.limits.c.key.in_(wanted))
+            .order_by(t.limits.c.key)
+        )
         if self.conn.dialect.name == "postgresql":
             q = q.with_for_update()
         for row in self.conn.execute(q):
@@ -96,8 +95,7 @@ class Ledger:
                 if key.startswith("pool:"):
                     continue  # a pool exists only once `flowkit pools set` made it
                 capacity = LOCK_CAPACITY if key.startswith("lock:") else None
-                self.conn.execute(insert(t.limits).values(key=key, capacity=capacity, used=0,
-                                                          updated_at=self.now))
+                self.conn.execute(insert(t.limits).values(key=key, capacity=capacity, used=0, updated_at=self.now))
                 self._rows[key] = [capacity, 0]
 
     def missing(self, holds: Sequence[Hold]) -> list[str]:

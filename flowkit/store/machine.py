@@ -45,11 +45,23 @@ from .machine_types import (
     task_id_for,
 )
 
-__all__ = ["BAD", "OK", "SKIP", "CallbackDue", "Dispatch", "Effects", "Gate", "Machine", "initial_rows",
-           "recount", "task_id_for"]
+__all__ = [
+    "BAD",
+    "OK",
+    "SKIP",
+    "CallbackDue",
+    "Dispatch",
+    "Effects",
+    "Gate",
+    "Machine",
+    "initial_rows",
+    "recount",
+    "task_id_for",
+]
 
 if TYPE_CHECKING:
     from .base import Tx
+
 
 def _bump(column: str) -> Any:
     c = t.step_runs.c
@@ -65,18 +77,33 @@ _BUMPS = {name: _bump(name) for name in COUNTER.values()}
 
 _MAKE_WAITER = (
     update(t.step_runs)
-    .where(t.step_runs.c.run_id == bindparam("r"), t.step_runs.c.step == bindparam("b_step"),
-           t.step_runs.c.state == bindparam("b_old"))
-    .values(state=StepState.SCHEDULED.value, wait_seq=bindparam("b_seq"),
-            priority=bindparam("b_prio"), updated_at=bindparam("b_now"))
+    .where(
+        t.step_runs.c.run_id == bindparam("r"),
+        t.step_runs.c.step == bindparam("b_step"),
+        t.step_runs.c.state == bindparam("b_old"),
+    )
+    .values(
+        state=StepState.SCHEDULED.value,
+        wait_seq=bindparam("b_seq"),
+        priority=bindparam("b_prio"),
+        updated_at=bindparam("b_now"),
+    )
 )
 
 
 class Machine:
     """Moves one run forward inside ``tx``."""
 
-    def __init__(self, tx: Tx, spec: FlowSpec, run_id: str, *, global_cap: int | None,
-                 gate: Gate | None = None, worker_publishes: bool = False) -> None:
+    def __init__(
+        self,
+        tx: Tx,
+        spec: FlowSpec,
+        run_id: str,
+        *,
+        global_cap: int | None,
+        gate: Gate | None = None,
+        worker_publishes: bool = False,
+    ) -> None:
         self.tx = tx
         self.spec = spec
         self.run_id = run_id
@@ -89,8 +116,16 @@ class Machine:
         self.effects = Effects()
 
     # -- outcomes -----------------------------------------------------------------------
-    def attempt_ended(self, name: str, number: int, state: AttemptState, *, error: str | None = None,
-                      retry_delay: float | None = None, chosen: list[str] | None = None) -> None:
+    def attempt_ended(
+        self,
+        name: str,
+        number: int,
+        state: AttemptState,
+        *,
+        error: str | None = None,
+        retry_delay: float | None = None,
+        chosen: list[str] | None = None,
+    ) -> None:
         """The latest attempt of ``name`` ended: move the step (running -> ...) and settle."""
         step = self.spec.step(name)
         if state == AttemptState.SUCCESS:
@@ -102,10 +137,17 @@ class Machine:
         elif (tries := number - self._retry_base(name)) < step.retry.max_attempts:
             delay = retry_delay if retry_delay is not None else step.retry.delay_after(tries)
             due = self.tx.now + timedelta(seconds=delay)
-            if self.tx.cas_step(self.run_id, name, [StepState.RUNNING], StepState.UP_FOR_RETRY,
-                                reason=(f"attempt {_label(number, tries)} of {step.retry.max_attempts} "
-                                        f"failed; retrying in {delay:.1f} s: {error}"),
-                                next_attempt_at=due):
+            if self.tx.cas_step(
+                self.run_id,
+                name,
+                [StepState.RUNNING],
+                StepState.UP_FOR_RETRY,
+                reason=(
+                    f"attempt {_label(number, tries)} of {step.retry.max_attempts} "
+                    f"failed; retrying in {delay:.1f} s: {error}"
+                ),
+                next_attempt_at=due,
+            ):
                 self.effects.wake = True
                 self.effects.next_timer = due
                 for scope in ("step", "flow"):
@@ -114,18 +156,24 @@ class Machine:
         else:
             new, outcome = StepState.FAILED, BAD
             reason = f"attempt {_label(number, tries)} of {step.retry.max_attempts} failed: {error}"
-        if self.tx.cas_step(self.run_id, name, [StepState.RUNNING], new, reason=reason,
-                            ended_at=self.tx.now):
+        if self.tx.cas_step(self.run_id, name, [StepState.RUNNING], new, reason=reason, ended_at=self.tx.now):
             if new != StepState.SKIPPED and not map_ops.is_instance(name):  # a map step's own
-                self.callback("step", "on_success" if outcome == OK else "on_failure", name,  # at its end
-                              new.value, number, error)
+                self.callback(
+                    "step",
+                    "on_success" if outcome == OK else "on_failure",
+                    name,  # at its end
+                    new.value,
+                    number,
+                    error,
+                )
             self.settle([(name, outcome, chosen)])
 
     def _retry_base(self, name: str) -> int:
         """Attempts made before an operator's latest retry of ``name`` (its budget restarts)."""
         c = t.step_runs.c
-        return int(self.tx.conn.execute(select(c.retry_base).where(
-            c.run_id == self.run_id, c.step == name)).scalar() or 0)
+        return int(
+            self.tx.conn.execute(select(c.retry_base).where(c.run_id == self.run_id, c.step == name)).scalar() or 0
+        )
 
     def settle(self, ended: Iterable[Ended]) -> None:
         """Propagate ended steps to their downstream steps, then start what became ready."""
@@ -151,8 +199,7 @@ class Machine:
                 to_start += ready
                 work.extend(ended_now)
         if to_start:
-            self.start(sorted(to_start, key=self.spec.position.__getitem__),
-                       StepState.PENDING)
+            self.start(sorted(to_start, key=self.spec.position.__getitem__), StepState.PENDING)
         if count:
             self._steps_ended(count)
 
@@ -167,18 +214,24 @@ class Machine:
         ended: list[Ended] = []
         pending = [r for r in rows if getattr(r, "state", StepState.PENDING.value) == StepState.PENDING.value]
         for row in sorted(pending, key=lambda r: self.spec.position[r.step]):
-            decision = decide_counts(self.spec.step(row.step).trigger, row.n_up, row.ok_up, row.bad_up,
-                                     row.skip_up)
+            decision = decide_counts(self.spec.step(row.step).trigger, row.n_up, row.ok_up, row.bad_up, row.skip_up)
             if decision == Decision.WAIT:
                 continue
             if decision == Decision.RUN:
                 ready.append(row.step)
                 continue
             new = StepState.SKIPPED if decision == Decision.SKIP else StepState.UPSTREAM_FAILED
-            why = reason_for_skip(decision, skipped=row.skip_up,
-                                  not_chosen=decision == Decision.SKIP and self._not_chosen(row.step))
-            if self.tx.cas_step(self.run_id, row.step, [StepState.PENDING], new, ended_at=self.tx.now,
-                                reason=f"{why} ({context})" if context else why):
+            why = reason_for_skip(
+                decision, skipped=row.skip_up, not_chosen=decision == Decision.SKIP and self._not_chosen(row.step)
+            )
+            if self.tx.cas_step(
+                self.run_id,
+                row.step,
+                [StepState.PENDING],
+                new,
+                ended_at=self.tx.now,
+                reason=f"{why} ({context})" if context else why,
+            ):
                 ended.append((row.step, SKIP if new == StepState.SKIPPED else BAD, None))
         return ready, ended
 
@@ -202,8 +255,8 @@ class Machine:
         not bring every pending row of it to Python."""
         c = t.step_runs.c
         query = select(c.step, c.n_up, c.ok_up, c.bad_up, c.skip_up).where(
-            c.run_id == self.run_id, c.state == StepState.PENDING.value,
-            c.map_parent.is_(None))  # instances held back by max_parallel: map_ops starts them
+            c.run_id == self.run_id, c.state == StepState.PENDING.value, c.map_parent.is_(None)
+        )  # instances held back by max_parallel: map_ops starts them
         if counted_only:
             query = query.where(c.n_up > 0, c.ok_up + c.bad_up + c.skip_up >= c.n_up)
         to_start, ended = self.decide_rows(self.tx.conn.execute(query).all(), context=context)
@@ -222,16 +275,18 @@ class Machine:
     def _steps_ended(self, count: int) -> None:
         r = t.runs.c
         left = self.tx.conn.execute(
-            update(t.runs).where(r.id == self.run_id).values(steps_left=r.steps_left - count)
-            .returning(r.steps_left)).scalar()
+            update(t.runs).where(r.id == self.run_id).values(steps_left=r.steps_left - count).returning(r.steps_left)
+        ).scalar()
         if left == 0:
             self.finish_run()
 
     def finish_run(self) -> None:
         c = t.step_runs.c
-        rows = self.tx.conn.execute(select(c.step, c.state).where(
-            c.run_id == self.run_id, c.state.in_([s.value for s in STEP_BAD]),
-            c.map_parent.is_(None))).all()  # a map step speaks for its instances
+        rows = self.tx.conn.execute(
+            select(c.step, c.state).where(
+                c.run_id == self.run_id, c.state.in_([s.value for s in STEP_BAD]), c.map_parent.is_(None)
+            )
+        ).all()  # a map step speaks for its instances
         bad = sorted(r.step for r in rows)
         failed = sorted(r.step for r in rows if r.state != StepState.UPSTREAM_FAILED.value)
         final = RunState.FAILED if bad else RunState.SUCCESS
@@ -244,15 +299,16 @@ class Machine:
             if verdict is None:
                 return  # compensations run first; the run is decided again when they end
             reason, values["outcome"] = verdict
-        if self.tx.cas_run(self.run_id, [RunState.RUNNING], final, ended_at=self.tx.now,
-                           reason=reason, **values):
+        if self.tx.cas_run(self.run_id, [RunState.RUNNING], final, ended_at=self.tx.now, reason=reason, **values):
             self.effects.ended_runs.append(self.run_id)
             self.effects.wake = True
-            self.callback("flow", "on_failure" if bad else "on_success", None, final.value,
-                          error=reason if bad else None)
+            self.callback(
+                "flow", "on_failure" if bad else "on_success", None, final.value, error=reason if bad else None
+            )
 
-    def callback(self, scope: str, kind: str, step: str | None, state: str,
-                 attempt: int | None = None, error: str | None = None) -> None:
+    def callback(
+        self, scope: str, kind: str, step: str | None, state: str, attempt: int | None = None, error: str | None = None
+    ) -> None:
         """Write the ``kind`` callback of the flow or of ``step`` (``scope``) to the outbox, if
         it defines one; it is published after the commit and runs on a worker."""
         if scope == "step" and step is None:
@@ -262,10 +318,21 @@ class Machine:
             return
         queue = step_spec.queue if step_spec else None
         due = CallbackDue(str(uuid.uuid4()), self.run_id, self.spec.name, scope, kind, step, queue)
-        self.tx.conn.execute(insert(t.callbacks).values(
-            id=due.id, run_id=self.run_id, step=step, scope=scope, kind=kind, state=state,
-            attempt=attempt, error=error, queue=queue, created_at=self.tx.now,
-            dispatched_at=self.tx.now))
+        self.tx.conn.execute(
+            insert(t.callbacks).values(
+                id=due.id,
+                run_id=self.run_id,
+                step=step,
+                scope=scope,
+                kind=kind,
+                state=state,
+                attempt=attempt,
+                error=error,
+                queue=queue,
+                created_at=self.tx.now,
+                dispatched_at=self.tx.now,
+            )
+        )
         self.effects.callbacks.append(due)
 
     # -- starting steps -------------------------------------------------------------------
@@ -302,12 +369,21 @@ class Machine:
         lost: list[str] = []
         # The step row counts its attempts: a retry timer, a waiter or a step an operator
         # retried goes on from its last number, so task ids never collide.
-        numbers = {row.step: row.attempts for row in tx.conn.execute(
-            update(t.step_runs)
-            .where(c.run_id == self.run_id, c.step.in_(names), c.state == old.value)
-            .values(state=StepState.QUEUED.value, attempts=c.attempts + 1, next_attempt_at=None,
-                    wait_seq=None, updated_at=now)
-            .returning(c.step, c.attempts))}
+        numbers = {
+            row.step: row.attempts
+            for row in tx.conn.execute(
+                update(t.step_runs)
+                .where(c.run_id == self.run_id, c.step.in_(names), c.state == old.value)
+                .values(
+                    state=StepState.QUEUED.value,
+                    attempts=c.attempts + 1,
+                    next_attempt_at=None,
+                    wait_seq=None,
+                    updated_at=now,
+                )
+                .returning(c.step, c.attempts)
+            )
+        }
         rows = []
         for name in names:
             if name not in numbers:
@@ -315,15 +391,30 @@ class Machine:
                 continue
             number = numbers[name]
             task_id = task_id_for(self.run_id, name, number)
-            rows.append({"run_id": self.run_id, "step": name, "number": number, "task_id": task_id,
-                         "state": AttemptState.QUEUED.value, "deliveries": 0, "dispatched_at": now,
-                         "heartbeat_at": now if self.worker_publishes else None,
-                         "holds": encode_holds(holds.get(name, [])), "interruptions": 0})
-            tx.event("step_state", run_id=self.run_id, step=name, old=old.value,
-                     new=StepState.QUEUED.value, attempt=number,
-                     reason=dispatched_reason(number))
-            self.effects.to_send.append(
-                Dispatch(self.run_id, self.spec.name, self.spec.step(name), number, task_id))
+            rows.append(
+                {
+                    "run_id": self.run_id,
+                    "step": name,
+                    "number": number,
+                    "task_id": task_id,
+                    "state": AttemptState.QUEUED.value,
+                    "deliveries": 0,
+                    "dispatched_at": now,
+                    "heartbeat_at": now if self.worker_publishes else None,
+                    "holds": encode_holds(holds.get(name, [])),
+                    "interruptions": 0,
+                }
+            )
+            tx.event(
+                "step_state",
+                run_id=self.run_id,
+                step=name,
+                old=old.value,
+                new=StepState.QUEUED.value,
+                attempt=number,
+                reason=dispatched_reason(number),
+            )
+            self.effects.to_send.append(Dispatch(self.run_id, self.spec.name, self.spec.step(name), number, task_id))
         if rows:
             tx.conn.execute(insert(t.attempts), rows)
         return lost
@@ -332,17 +423,33 @@ class Machine:
         """Make ``names`` waiters; ``wait_seq`` interleaves runs (the k-th waiter of each run)."""
         r = t.runs.c
         last = self.tx.conn.execute(
-            update(t.runs).where(r.id == self.run_id).values(waits=r.waits + len(names))
-            .returning(r.waits)).scalar() or len(names)
+            update(t.runs).where(r.id == self.run_id).values(waits=r.waits + len(names)).returning(r.waits)
+        ).scalar() or len(names)
         first = last - len(names) + 1
         # One statement for all (executemany): a fan-out of 2,000 makes 2,000 waiters at once.
-        self.tx.conn.execute(_MAKE_WAITER, [
-            {"r": self.run_id, "b_step": name, "b_old": old.value, "b_seq": first + i,
-             "b_prio": self.spec.step(name).priority or 0, "b_now": self.tx.now}
-            for i, name in enumerate(names)])
+        self.tx.conn.execute(
+            _MAKE_WAITER,
+            [
+                {
+                    "r": self.run_id,
+                    "b_step": name,
+                    "b_old": old.value,
+                    "b_seq": first + i,
+                    "b_prio": self.spec.step(name).priority or 0,
+                    "b_now": self.tx.now,
+                }
+                for i, name in enumerate(names)
+            ],
+        )
         for name in names:
-            self.tx.event("step_state", run_id=self.run_id, step=name, old=old.value,
-                          new=StepState.SCHEDULED.value, reason=WAITING)
+            self.tx.event(
+                "step_state",
+                run_id=self.run_id,
+                step=name,
+                old=old.value,
+                new=StepState.SCHEDULED.value,
+                reason=WAITING,
+            )
         self.effects.wake = True
 
 
@@ -353,28 +460,57 @@ def _label(number: int, tries: int) -> str:
 
 def initial_rows(spec: FlowSpec, run_id: str, now: datetime) -> list[dict[str, Any]]:
     """The step rows of a new run: every step pending with its upstream count."""
-    return [{"run_id": run_id, "step": s.name, "state": StepState.PENDING.value, "attempts": 0,
-             "updated_at": now, "n_up": len(s.upstream), "ok_up": 0, "bad_up": 0, "skip_up": 0,
-             "priority": s.priority or 0} for s in spec.steps]
+    return [
+        {
+            "run_id": run_id,
+            "step": s.name,
+            "state": StepState.PENDING.value,
+            "attempts": 0,
+            "updated_at": now,
+            "n_up": len(s.upstream),
+            "ok_up": 0,
+            "bad_up": 0,
+            "skip_up": 0,
+            "priority": s.priority or 0,
+        }
+        for s in spec.steps
+    ]
 
 
 def recount(tx: Tx, spec: FlowSpec, run_id: str, pending: Iterable[str] = ()) -> None:
     """Rebuild a run's counters from its step states (runs created before they existed, an
     operator's retry or mark). Steps in ``pending`` count as not ended yet: the caller is
     about to end them and settle them (Machine.settle)."""
-    states = {r.step: StepState(r.state) for r in tx.conn.execute(
-        select(t.step_runs.c.step, t.step_runs.c.state).where(
-            t.step_runs.c.run_id == run_id, t.step_runs.c.map_parent.is_(None)))}
+    states = {
+        r.step: StepState(r.state)
+        for r in tx.conn.execute(
+            select(t.step_runs.c.step, t.step_runs.c.state).where(
+                t.step_runs.c.run_id == run_id, t.step_runs.c.map_parent.is_(None)
+            )
+        )
+    }
     states.update({name: StepState.PENDING for name in pending})
     branches = [s.name for s in spec.steps if s.kind == "branch" and states.get(s.name) == StepState.SUCCESS]
-    chosen = {b: [v] if isinstance(v, str) else list(v or [])
-              for b, v in tx.results(run_id, branches).items()} if branches else {}
+    chosen = (
+        {b: [v] if isinstance(v, str) else list(v or []) for b, v in tx.results(run_id, branches).items()}
+        if branches
+        else {}
+    )
     c = t.step_runs.c
     for step in spec.steps:
-        ups = [StepState.SKIPPED if u in chosen and step.name not in chosen[u]
-               else states.get(u, StepState.PENDING) for u in step.upstream]
-        tx.conn.execute(update(t.step_runs).where(c.run_id == run_id, c.step == step.name).values(
-            n_up=len(ups), ok_up=sum(s == StepState.SUCCESS for s in ups),
-            bad_up=sum(s in STEP_BAD for s in ups), skip_up=sum(s == StepState.SKIPPED for s in ups)))
+        ups = [
+            StepState.SKIPPED if u in chosen and step.name not in chosen[u] else states.get(u, StepState.PENDING)
+            for u in step.upstream
+        ]
+        tx.conn.execute(
+            update(t.step_runs)
+            .where(c.run_id == run_id, c.step == step.name)
+            .values(
+                n_up=len(ups),
+                ok_up=sum(s == StepState.SUCCESS for s in ups),
+                bad_up=sum(s in STEP_BAD for s in ups),
+                skip_up=sum(s == StepState.SKIPPED for s in ups),
+            )
+        )
     left = sum(not s.terminal for s in states.values())
     tx.conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(steps_left=left))

@@ -65,35 +65,68 @@ def _expand(machine: Machine, step: StepSpec, old: StepState) -> None:
     value = found.get(over)
     if not isinstance(value, list):
         got = type(value).__name__ if over in found else "no result"
-        why = (f'flow "{machine.spec.name}" map step "{step.name}": its upstream "{over}" (over=) '
-               f"must return a list, got {got}; return a list from \"{over}\"")
+        why = (
+            f'flow "{machine.spec.name}" map step "{step.name}": its upstream "{over}" (over=) '
+            f'must return a list, got {got}; return a list from "{over}"'
+        )
         if tx.cas_step(run_id, step.name, [old], StepState.FAILED, reason=why, ended_at=tx.now):
             machine.settle([(step.name, BAD, None)])
         return
     if not value:
-        if tx.cas_step(run_id, step.name, [old], StepState.SKIPPED, ended_at=tx.now,
-                       reason=f'the list from "{over}" (over=) was empty: no instance to run'):
+        if tx.cas_step(
+            run_id,
+            step.name,
+            [old],
+            StepState.SKIPPED,
+            ended_at=tx.now,
+            reason=f'the list from "{over}" (over=) was empty: no instance to run',
+        ):
             machine.settle([(step.name, SKIP, None)])
         return
     total = len(value)
     first = min(total, step.max_parallel or total)
-    if not tx.cas_step(run_id, step.name, [old], StepState.RUNNING, started_at=tx.now,
-                       reason=(f"expanded over {total} element(s) of \"{over}\""
-                               + (f"; at most {step.max_parallel} at once" if step.max_parallel else "")),
-                       map_total=total, map_left=total, map_failed=0, map_next=first):
+    if not tx.cas_step(
+        run_id,
+        step.name,
+        [old],
+        StepState.RUNNING,
+        started_at=tx.now,
+        reason=(
+            f'expanded over {total} element(s) of "{over}"'
+            + (f"; at most {step.max_parallel} at once" if step.max_parallel else "")
+        ),
+        map_total=total,
+        map_left=total,
+        map_failed=0,
+        map_next=first,
+    ):
         return
     # n_up=1 with nothing counted: any trigger rule says "wait", so no path that decides
     # pending steps by their counters can start an instance that max_parallel holds back.
     # Attempt numbers go on after an operator's retry (none on a first expansion).
     made = _instance_attempts_made(tx, run_id, step.name)
-    tx.conn.execute(insert(t.step_runs), [
-        {"run_id": run_id, "step": instance_name(step.name, i), "state": StepState.PENDING.value,
-         "attempts": made.get(instance_name(step.name, i), 0),
-         "retry_base": made.get(instance_name(step.name, i), 0),
-         "updated_at": tx.now, "n_up": 1, "ok_up": 0, "bad_up": 0, "skip_up": 0,
-         "priority": step.priority or 0, "map_parent": step.name, "map_index": i,
-         "map_item": json.dumps(item)}
-        for i, item in enumerate(value)])
+    tx.conn.execute(
+        insert(t.step_runs),
+        [
+            {
+                "run_id": run_id,
+                "step": instance_name(step.name, i),
+                "state": StepState.PENDING.value,
+                "attempts": made.get(instance_name(step.name, i), 0),
+                "retry_base": made.get(instance_name(step.name, i), 0),
+                "updated_at": tx.now,
+                "n_up": 1,
+                "ok_up": 0,
+                "bad_up": 0,
+                "skip_up": 0,
+                "priority": step.priority or 0,
+                "map_parent": step.name,
+                "map_index": i,
+                "map_item": json.dumps(item),
+            }
+            for i, item in enumerate(value)
+        ],
+    )
     machine.start([instance_name(step.name, i) for i in range(first)], StepState.PENDING)
 
 
@@ -102,22 +135,33 @@ def attempts_made(tx: Tx, run_id: str, names: Iterable[str]) -> dict[str, int]:
     out of the run (instances of a map step run again, compensations of a compensated run):
     a new row goes on from there, so task ids never collide."""
     a = t.attempts.c
-    return {r.step: int(r.n) for r in tx.conn.execute(
-        select(a.step, func.max(a.number).label("n")).where(
-            a.run_id == run_id, a.step.in_(list(names))).group_by(a.step))}
+    return {
+        r.step: int(r.n)
+        for r in tx.conn.execute(
+            select(a.step, func.max(a.number).label("n"))
+            .where(a.run_id == run_id, a.step.in_(list(names)))
+            .group_by(a.step)
+        )
+    }
 
 
 def _instance_attempts_made(tx: Tx, run_id: str, parent: str) -> dict[str, int]:
     """:func:`attempts_made` for every instance of map step ``parent`` (by name prefix: one
     range of the attempts' primary key, whatever the map's size)."""
     a = t.attempts.c
-    return {r.step: int(r.n) for r in tx.conn.execute(
-        select(a.step, func.max(a.number).label("n")).where(
-            a.run_id == run_id, a.step.startswith(f"{parent}[", autoescape=True)).group_by(a.step))}
+    return {
+        r.step: int(r.n)
+        for r in tx.conn.execute(
+            select(a.step, func.max(a.number).label("n"))
+            .where(a.run_id == run_id, a.step.startswith(f"{parent}[", autoescape=True))
+            .group_by(a.step)
+        )
+    }
 
 
-def route_ended(machine: Machine, ended: Iterable[tuple[str, str, list[str] | None]]
-                ) -> list[tuple[str, str, list[str] | None]]:
+def route_ended(
+    machine: Machine, ended: Iterable[tuple[str, str, list[str] | None]]
+) -> list[tuple[str, str, list[str] | None]]:
     """Count ended instances against their map step; return the other ended steps."""
     rest = []
     for item in ended:
@@ -133,11 +177,11 @@ def _instance_ended(machine: Machine, parent: str, outcome: str) -> None:
     tx, run_id = machine.tx, machine.run_id
     c = t.step_runs.c
     row = tx.conn.execute(
-        update(t.step_runs).where(c.run_id == run_id, c.step == parent,
-                                  c.state == StepState.RUNNING.value)
-        .values(map_left=c.map_left - 1, map_failed=c.map_failed + (1 if outcome == BAD else 0),
-                updated_at=tx.now)
-        .returning(c.map_left, c.map_failed, c.map_next, c.map_total)).first()
+        update(t.step_runs)
+        .where(c.run_id == run_id, c.step == parent, c.state == StepState.RUNNING.value)
+        .values(map_left=c.map_left - 1, map_failed=c.map_failed + (1 if outcome == BAD else 0), updated_at=tx.now)
+        .returning(c.map_left, c.map_failed, c.map_next, c.map_total)
+    ).first()
     if row is None:
         return  # the map step is no longer running (cancelled): nothing to count
     counted(machine, parent, row.map_left, row.map_failed, row.map_next, row.map_total)
@@ -149,8 +193,9 @@ def counted(machine: Machine, parent: str, left: int, failed: int, next_index: i
     map step after its last instance."""
     if next_index < total:
         c = t.step_runs.c
-        machine.tx.conn.execute(update(t.step_runs).where(c.run_id == machine.run_id, c.step == parent)
-                                .values(map_next=next_index + 1))
+        machine.tx.conn.execute(
+            update(t.step_runs).where(c.run_id == machine.run_id, c.step == parent).values(map_next=next_index + 1)
+        )
         machine.start([_member(machine, parent, next_index)], StepState.PENDING)
     if left == 0:
         _finish(machine, parent, total, failed)
@@ -163,14 +208,25 @@ def _member(machine: Machine, parent: str, index: int) -> str:
     if not parent.endswith(COMPENSATION_SUFFIX):
         return instance_name(parent, index)
     c = t.step_runs.c
-    name: str = machine.tx.conn.execute(select(c.step).where(
-        c.run_id == machine.run_id, c.map_parent == parent, c.map_index == index)).scalar_one()
+    name: str = machine.tx.conn.execute(
+        select(c.step).where(c.run_id == machine.run_id, c.map_parent == parent, c.map_index == index)
+    ).scalar_one()
     return name
 
 
-def finish_success_pg(store: Any, run_id: str, step: str, number: int, *, worker: str,
-                      result_json: str | None, datasets: list[tuple[str, str]], spec: FlowSpec,
-                      gate: Gate | None, global_cap: int | None) -> Effects | None:
+def finish_success_pg(
+    store: Any,
+    run_id: str,
+    step: str,
+    number: int,
+    *,
+    worker: str,
+    result_json: str | None,
+    datasets: list[tuple[str, str]],
+    spec: FlowSpec,
+    gate: Gate | None,
+    global_cap: int | None,
+) -> Effects | None:
     """PostgreSQL: an instance's success and its map step's count in one statement
     (:mod:`.pg_fast`); the machine does the rest (the next instance, the map step's end).
 
@@ -182,31 +238,52 @@ def finish_success_pg(store: Any, run_id: str, step: str, number: int, *, worker
     from sqlalchemy.exc import DBAPIError
 
     from . import pg_fast
+
     parent = split_instance(step)[0]
     if spec.step(parent).max_parallel is None:
         with store.hot_finishes.connection() as hot:
             out = pg_fast.finish_instance_success(
-                hot, run_id=run_id, step=step, parent=parent, number=number, worker=worker,
-                now=utcnow(), result_json=result_json, datasets=datasets)
+                hot,
+                run_id=run_id,
+                step=step,
+                parent=parent,
+                number=number,
+                worker=worker,
+                now=utcnow(),
+                result_json=result_json,
+                datasets=datasets,
+            )
         if out is None:
             return None
         effects = Effects()
         if out["parent"] is not None and out["parent"][0] == 0:
             try:
                 with store.tx(worker) as tx:
-                    machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate,
-                                         worker_publishes=True)
+                    machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate, worker_publishes=True)
                     counted(machine, parent, *out["parent"])
                 effects = machine.effects
             except DBAPIError as exc:  # committed: the sweep ends the map step
-                log.warning("run %s step %s: ending map step %s failed (%s); the scheduler's sweep "
-                            "ends it", run_id, step, parent, " ".join(str(exc.orig).split())[:200])
+                log.warning(
+                    "run %s step %s: ending map step %s failed (%s); the scheduler's sweep ends it",
+                    run_id,
+                    step,
+                    parent,
+                    " ".join(str(exc.orig).split())[:200],
+                )
                 effects.wake = True
     else:
         with store.tx(worker) as tx:
             out = pg_fast.finish_instance_success(
-                tx.conn, run_id=run_id, step=step, parent=parent, number=number, worker=worker,
-                now=tx.now, result_json=result_json, datasets=datasets)
+                tx.conn,
+                run_id=run_id,
+                step=step,
+                parent=parent,
+                number=number,
+                worker=worker,
+                now=tx.now,
+                result_json=result_json,
+                datasets=datasets,
+            )
             if out is None:
                 return None
             machine = tx.machine(spec, run_id, global_cap=global_cap, gate=gate, worker_publishes=True)
@@ -223,7 +300,8 @@ def counted_maps_query(run_id: Any = None) -> Any:
     instance's worker died between its finish and ending the map step)."""
     c = t.step_runs.c
     q = select(c.run_id, c.step, c.map_total, c.map_failed).where(
-        c.state == StepState.RUNNING.value, c.map_total.is_not(None), c.map_left == 0)
+        c.state == StepState.RUNNING.value, c.map_total.is_not(None), c.map_left == 0
+    )
     return q if run_id is None else q.where(c.run_id == run_id)
 
 
@@ -239,20 +317,34 @@ def _finish(machine: Machine, parent: str, total: int, failed: int) -> None:
     c = t.step_runs.c
     if failed:
         first_failed = tx.conn.execute(
-            select(c.step).where(c.run_id == run_id, c.map_parent == parent,
-                                 c.state == StepState.FAILED.value)
-            .order_by(c.map_index).limit(1)).scalar()
-        if tx.cas_step(run_id, parent, [StepState.RUNNING], StepState.FAILED, ended_at=tx.now,
-                       reason=f"{failed} of {total} instance(s) failed (the first: {first_failed})"):
-            machine.callback("step", "on_failure", parent, StepState.FAILED.value,
-                             error=f"{failed} of {total} instance(s) failed")
+            select(c.step)
+            .where(c.run_id == run_id, c.map_parent == parent, c.state == StepState.FAILED.value)
+            .order_by(c.map_index)
+            .limit(1)
+        ).scalar()
+        if tx.cas_step(
+            run_id,
+            parent,
+            [StepState.RUNNING],
+            StepState.FAILED,
+            ended_at=tx.now,
+            reason=f"{failed} of {total} instance(s) failed (the first: {first_failed})",
+        ):
+            machine.callback(
+                "step", "on_failure", parent, StepState.FAILED.value, error=f"{failed} of {total} instance(s) failed"
+            )
             machine.settle([(parent, BAD, None)])
         return
     text = instance_results_text(tx.conn, run_id, parent)
-    upsert(tx.conn, t.results, {"run_id": run_id, "step": parent, "value": text,
-                                 "size": len(text.encode()), "created_at": tx.now}, ["run_id", "step"])
-    if tx.cas_step(run_id, parent, [StepState.RUNNING], StepState.SUCCESS, ended_at=tx.now,
-                   reason=f"all {total} instance(s) ended"):
+    upsert(
+        tx.conn,
+        t.results,
+        {"run_id": run_id, "step": parent, "value": text, "size": len(text.encode()), "created_at": tx.now},
+        ["run_id", "step"],
+    )
+    if tx.cas_step(
+        run_id, parent, [StepState.RUNNING], StepState.SUCCESS, ended_at=tx.now, reason=f"all {total} instance(s) ended"
+    ):
         machine.callback("step", "on_success", parent, StepState.SUCCESS.value)
         machine.settle([(parent, OK, None)])
 
@@ -263,16 +355,19 @@ def instance_results_text(conn: Any, run_id: str, parent: str) -> str:
     contributes null."""
     c, r = t.step_runs.c, t.results.c
     values = conn.execute(
-        select(r.value).select_from(t.step_runs.outerjoin(
-            t.results, (r.run_id == c.run_id) & (r.step == c.step)))
-        .where(c.run_id == run_id, c.map_parent == parent).order_by(c.map_index)).scalars()
+        select(r.value)
+        .select_from(t.step_runs.outerjoin(t.results, (r.run_id == c.run_id) & (r.step == c.step)))
+        .where(c.run_id == run_id, c.map_parent == parent)
+        .order_by(c.map_index)
+    ).scalars()
     return "[" + ",".join(v if v is not None else "null" for v in values) + "]"
 
 
 def read_item(conn: Any, run_id: str, name: str) -> Any:
     """The element an instance maps (None for a plain step)."""
-    text = conn.execute(select(t.step_runs.c.map_item).where(
-        t.step_runs.c.run_id == run_id, t.step_runs.c.step == name)).scalar()
+    text = conn.execute(
+        select(t.step_runs.c.map_item).where(t.step_runs.c.run_id == run_id, t.step_runs.c.step == name)
+    ).scalar()
     return json.loads(text) if text is not None else None
 
 
@@ -286,13 +381,17 @@ class MapReads:
         c = t.step_runs.c
         out: dict[str, dict[str, int]] = {}
         with self._conn() as conn:
-            for row in conn.execute(select(c.map_parent, c.state, func.count().label("n")).where(
-                    c.run_id == run_id, c.map_parent.is_not(None)).group_by(c.map_parent, c.state)):
+            for row in conn.execute(
+                select(c.map_parent, c.state, func.count().label("n"))
+                .where(c.run_id == run_id, c.map_parent.is_not(None))
+                .group_by(c.map_parent, c.state)
+            ):
                 out.setdefault(row.map_parent, {})[row.state] = int(row.n)
         return out
 
-    def map_instances(self, run_id: str, parent: str, *, states: Iterable[str] | None = None,
-                      limit: int | None = None) -> list[dict[str, Any]]:
+    def map_instances(
+        self, run_id: str, parent: str, *, states: Iterable[str] | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         """Instance rows of map step ``parent`` in index order (optionally only ``states``)."""
         c = t.step_runs.c
         q = select(t.step_runs).where(c.run_id == run_id, c.map_parent == parent).order_by(c.map_index)
@@ -308,6 +407,9 @@ class MapReads:
         e = t.events.c
         with self._conn() as conn:
             reason: str | None = conn.execute(
-                select(e.reason).where(e.run_id == run_id, e.step == step, e.action == "step_state")
-                .order_by(e.id.desc()).limit(1)).scalar()
+                select(e.reason)
+                .where(e.run_id == run_id, e.step == step, e.action == "step_state")
+                .order_by(e.id.desc())
+                .limit(1)
+            ).scalar()
         return reason

@@ -100,7 +100,8 @@ def notify(result: ActionResult, *, dispatcher: Any = None, events: Any = None) 
             done.warnings.append(
                 f"could not revoke {len(result.revoke)} task(s) on the broker ({exc}); workers skip "
                 "their messages anyway, but a step still running is not stopped (its outcome is "
-                "discarded when it ends)")
+                "discarded when it ends)"
+            )
     if result.wake is not None and events is not None:
         try:
             events.publish(result.wake)
@@ -124,8 +125,11 @@ def _again_on_conflict(action: Callable[_P, _R]) -> Callable[_P, _R]:
             except OperationalError as exc:
                 if attempt == CONFLICT_RETRIES or getattr(exc.orig, "sqlstate", None) not in ("40P01", "40001"):
                     raise
-                log.warning("%s: conflict with a concurrent transaction (%s); trying again",
-                            action.__name__, getattr(exc.orig, "sqlstate", ""))
+                log.warning(
+                    "%s: conflict with a concurrent transaction (%s); trying again",
+                    action.__name__,
+                    getattr(exc.orig, "sqlstate", ""),
+                )
         raise AssertionError("unreachable")
 
     return wrapper
@@ -147,39 +151,46 @@ class OperatorOps(_Base):
         self.flow_spec(flow)  # an unknown flow: one line with the closest name
         with self.tx(by) as tx:
             if not self._set_paused(tx, flow, True):
-                raise ActionRefused(f'flow "{flow}" is already paused; `flowkit flows unpause {flow}` '
-                                    "resumes it")
-            tx.event("operator_pause", flow=flow, old="active", new="paused",
-                     reason=_why("paused", by, reason))
+                raise ActionRefused(f'flow "{flow}" is already paused; `flowkit flows unpause {flow}` resumes it')
+            tx.event("operator_pause", flow=flow, old="active", new="paused", reason=_why("paused", by, reason))
             queued, running = self._runs_by_state(tx, flow)
-        return ActionResult(f'flow "{flow}": paused; {queued} queued run(s) wait for '
-                            f"`flowkit flows unpause {flow}`, {running} running run(s) finish")
+        return ActionResult(
+            f'flow "{flow}": paused; {queued} queued run(s) wait for '
+            f"`flowkit flows unpause {flow}`, {running} running run(s) finish"
+        )
 
     def unpause_flow(self, flow: str, *, by: str, reason: str = "") -> ActionResult:
         """Runs of ``flow`` start again; its queued runs start now (within max_active_runs)."""
         self.flow_spec(flow)
         with self.tx(by) as tx:
             if not self._set_paused(tx, flow, False):
-                raise ActionRefused(f'flow "{flow}" is not paused; `flowkit flows pause {flow}` '
-                                    "pauses it")
-            tx.event("operator_unpause", flow=flow, old="paused", new="active",
-                     reason=_why("unpaused", by, reason))
+                raise ActionRefused(f'flow "{flow}" is not paused; `flowkit flows pause {flow}` pauses it')
+            tx.event("operator_unpause", flow=flow, old="paused", new="active", reason=_why("unpaused", by, reason))
             queued, _ = self._runs_by_state(tx, flow)
-        return ActionResult(f'flow "{flow}": unpaused; {queued} queued run(s) start '
-                            "(within its max_active_runs)",
-                            wake={"type": "flow_unpaused", "flow": flow})
+        return ActionResult(
+            f'flow "{flow}": unpaused; {queued} queued run(s) start (within its max_active_runs)',
+            wake={"type": "flow_unpaused", "flow": flow},
+        )
 
     @staticmethod
     def _set_paused(tx: Tx, flow: str, paused: bool) -> bool:
         f = t.flows.c
-        return bool(tx.conn.execute(update(t.flows).where(f.name == flow, f.paused.is_(not paused))
-                                    .values(paused=paused)).rowcount == 1)
+        return bool(
+            tx.conn.execute(
+                update(t.flows).where(f.name == flow, f.paused.is_(not paused)).values(paused=paused)
+            ).rowcount
+            == 1
+        )
 
     @staticmethod
     def _runs_by_state(tx: Tx, flow: str) -> tuple[int, int]:
         r = t.runs.c
-        counts = {row.state: row.n for row in tx.conn.execute(
-            select(r.state, func.count().label("n")).where(r.flow_name == flow).group_by(r.state))}
+        counts = {
+            row.state: row.n
+            for row in tx.conn.execute(
+                select(r.state, func.count().label("n")).where(r.flow_name == flow).group_by(r.state)
+            )
+        }
         return counts.get(RunState.QUEUED.value, 0), counts.get(RunState.RUNNING.value, 0)
 
     def flow_events(self, flow: str, since: Any = None, until: Any = None) -> list[dict[str, Any]]:
@@ -202,23 +213,33 @@ class OperatorOps(_Base):
         with self.tx(by) as tx:
             state = self._run_state(tx, run_id)
             if state.terminal:
-                hint = (f"`flowkit runs retry {run_id}` runs its failed steps again"
-                        if state != RunState.SUCCESS else "it has nothing left to run")
+                hint = (
+                    f"`flowkit runs retry {run_id}` runs its failed steps again"
+                    if state != RunState.SUCCESS
+                    else "it has nothing left to run"
+                )
                 raise ActionRefused(f"run {run_id} is already {state.value}; nothing to cancel ({hint})")
             steps, stopped, holds = self._cancel_steps(tx, run_id, why)
-            if not tx.cas_run(run_id, [state], RunState.CANCELLED, reason=why, ended_at=tx.clock,
-                              steps_left=0):
+            if not tx.cas_run(run_id, [state], RunState.CANCELLED, reason=why, ended_at=tx.clock, steps_left=0):
                 # it ended meanwhile (its last step finished): undo all of this (rollback)
                 now = self._run_state(tx, run_id)
-                raise ActionRefused(f"run {run_id} ended as {now.value} while it was being "
-                                    "cancelled; nothing to cancel")
+                raise ActionRefused(
+                    f"run {run_id} ended as {now.value} while it was being cancelled; nothing to cancel"
+                )
             slots = sum(n for k, n in holds if k.startswith("pool:"))
-            detail = (f"{len(steps)} step(s) cancelled, {len(stopped)} attempt(s) stopped, "
-                      f"{slots} pool slot(s) given back")
-            tx.event("operator_cancel", run_id=run_id, old=state.value, new=RunState.CANCELLED.value,
-                     reason=f"{why} ({detail})")
-        return ActionResult(f"run {run_id}: cancelled ({detail})", revoke=stopped,
-                            wake={"type": "run_cancelled", "run_id": run_id})
+            detail = (
+                f"{len(steps)} step(s) cancelled, {len(stopped)} attempt(s) stopped, {slots} pool slot(s) given back"
+            )
+            tx.event(
+                "operator_cancel",
+                run_id=run_id,
+                old=state.value,
+                new=RunState.CANCELLED.value,
+                reason=f"{why} ({detail})",
+            )
+        return ActionResult(
+            f"run {run_id}: cancelled ({detail})", revoke=stopped, wake={"type": "run_cancelled", "run_id": run_id}
+        )
 
     def _cancel_steps(self, tx: Tx, run_id: str, why: str) -> tuple[list[str], list[str], list[Hold]]:
         """End the run's live attempts, give their slots back, and cancel its live steps.
@@ -242,20 +263,31 @@ class OperatorOps(_Base):
                 tx.ledger.lock(k for k, _ in given)  # in key order: no deadlock with a grant
                 tx.ledger.give_back(given)
                 holds += given
-            rows = tx.conn.execute(select(c.step, c.state, c.attempts).where(
-                c.run_id == run_id, c.state.in_(_LIVE_STEP)).order_by(c.step)).all()
+            rows = tx.conn.execute(
+                select(c.step, c.state, c.attempts).where(c.run_id == run_id, c.state.in_(_LIVE_STEP)).order_by(c.step)
+            ).all()
             if not rows:
                 return cancelled, stopped, holds
             # read after the steps: an attempt queued since comes with its step's move, which
             # the step's compare-and-set below then loses
-            live = {(r.step, r.number) for r in tx.conn.execute(select(a.step, a.number).where(
-                a.run_id == run_id, a.state.in_(_LIVE_ATTEMPT)))}
+            live = {
+                (r.step, r.number)
+                for r in tx.conn.execute(select(a.step, a.number).where(a.run_id == run_id, a.state.in_(_LIVE_ATTEMPT)))
+            }
             for row in rows:
                 old = StepState(row.state)
                 if (row.step, row.attempts) in live:
                     continue  # an attempt queued since this pass began: the next pass ends it first
-                if tx.cas_step(run_id, row.step, [old], StepState.CANCELLED, reason=why,
-                               ended_at=tx.clock, next_attempt_at=None, wait_seq=None):
+                if tx.cas_step(
+                    run_id,
+                    row.step,
+                    [old],
+                    StepState.CANCELLED,
+                    reason=why,
+                    ended_at=tx.clock,
+                    next_attempt_at=None,
+                    wait_seq=None,
+                ):
                     cancelled.append(row.step)
         raise ActionRefused(f"run {run_id} kept changing while it was being cancelled; try again")
 
@@ -265,24 +297,43 @@ class OperatorOps(_Base):
         (step, number) -> (task id, holds) of those this call ended (an attempt already
         cancelled by an earlier pass is not live any more)."""
         a = t.attempts.c
-        live = tx.conn.execute(select(a.step, a.number, a.state).where(
-            a.run_id == run_id, a.state.in_(_LIVE_ATTEMPT)).order_by(a.step, a.number).with_for_update()).all()
+        live = tx.conn.execute(
+            select(a.step, a.number, a.state)
+            .where(a.run_id == run_id, a.state.in_(_LIVE_ATTEMPT))
+            .order_by(a.step, a.number)
+            .with_for_update()
+        ).all()
         ended: dict[tuple[str, int], tuple[str, list[Hold]]] = {}
         for row in live:
-            got = tx.conn.execute(update(t.attempts).where(
-                a.run_id == run_id, a.step == row.step, a.number == row.number, a.state.in_(_LIVE_ATTEMPT),
-            ).values(state=AttemptState.CANCELLED.value, ended_at=tx.clock, error=why)
-                .returning(a.task_id, a.holds)).first()
+            got = tx.conn.execute(
+                update(t.attempts)
+                .where(
+                    a.run_id == run_id,
+                    a.step == row.step,
+                    a.number == row.number,
+                    a.state.in_(_LIVE_ATTEMPT),
+                )
+                .values(state=AttemptState.CANCELLED.value, ended_at=tx.clock, error=why)
+                .returning(a.task_id, a.holds)
+            ).first()
             if got is None:
                 continue
             ended[(row.step, row.number)] = (got.task_id, decode_holds(got.holds))
-            tx.event("attempt_cancelled", run_id=run_id, step=row.step, attempt=row.number,
-                     old=row.state, new=AttemptState.CANCELLED.value, reason=why)
+            tx.event(
+                "attempt_cancelled",
+                run_id=run_id,
+                step=row.step,
+                attempt=row.number,
+                old=row.state,
+                new=AttemptState.CANCELLED.value,
+                reason=why,
+            )
         return ended
 
     @_again_on_conflict
-    def retry_run(self, run_id: str, *, steps: Iterable[str] = (), downstream: bool = False,
-                  by: str, reason: str = "") -> ActionResult:
+    def retry_run(
+        self, run_id: str, *, steps: Iterable[str] = (), downstream: bool = False, by: str, reason: str = ""
+    ) -> ActionResult:
         """Run a finished run's failed, upstream_failed and cancelled steps again (or the
         ``steps`` named, and with ``downstream`` everything downstream of them). In a run
         that compensated, the steps its compensations undid run again too (saga.reopen)."""
@@ -291,8 +342,10 @@ class OperatorOps(_Base):
         with self.tx(by) as tx:
             state = self._run_state(tx, run_id)
             if not state.terminal:
-                raise ActionRefused(f"run {run_id} is {state.value}; retry it once it has ended, or "
-                                    f"cancel it first (`flowkit runs cancel {run_id}`)")
+                raise ActionRefused(
+                    f"run {run_id} is {state.value}; retry it once it has ended, or "
+                    f"cancel it first (`flowkit runs cancel {run_id}`)"
+                )
             spec = self._run_spec(tx, run_id)
             for name in named:
                 _check_step(spec, name)
@@ -301,18 +354,35 @@ class OperatorOps(_Base):
             self._check_run_cap(tx, spec)
             order = [n for n in spec.step_names if n in chosen and rows[n].state != StepState.PENDING.value]
             _back_to_pending(tx, run_id, rows, order, why)
-            tx.cas_run(run_id, [state], RunState.RUNNING, operator=True, reason=why, ended_at=None,
-                       outcome=None)  # decided again when the run ends again
-            tx.event("operator_retry", run_id=run_id, old=state.value, new=RunState.RUNNING.value,
-                     reason=f"{why} (steps: {', '.join(order)})")
+            tx.cas_run(
+                run_id, [state], RunState.RUNNING, operator=True, reason=why, ended_at=None, outcome=None
+            )  # decided again when the run ends again
+            tx.event(
+                "operator_retry",
+                run_id=run_id,
+                old=state.value,
+                new=RunState.RUNNING.value,
+                reason=f"{why} (steps: {', '.join(order)})",
+            )
             recount(tx, spec, run_id)
             machine = tx.machine(spec, run_id, global_cap=None)  # no gate: ready steps wait for the scheduler
             machine.decide_pending("decided again after an operator's retry")
-        return ActionResult(f"run {run_id}: running again; {len(order)} step(s) back to pending: "
-                            f"{', '.join(order)}", wake={"type": "run_retried", "run_id": run_id})
+        return ActionResult(
+            f"run {run_id}: running again; {len(order)} step(s) back to pending: {', '.join(order)}",
+            wake={"type": "run_retried", "run_id": run_id},
+        )
 
-    def _chosen_for_retry(self, tx: Tx, spec: FlowSpec, run_id: str, state: RunState,
-                          rows: dict[str, Any], named: list[str], downstream: bool, why: str) -> set[str]:
+    def _chosen_for_retry(
+        self,
+        tx: Tx,
+        spec: FlowSpec,
+        run_id: str,
+        state: RunState,
+        rows: dict[str, Any],
+        named: list[str],
+        downstream: bool,
+        why: str,
+    ) -> set[str]:
         """The steps a retry runs again: those named (and their downstream), else the failed,
         upstream_failed and cancelled ones; the steps a compensation undid; and the steps
         that ended only because of these."""
@@ -325,14 +395,24 @@ class OperatorOps(_Base):
         hint = "".join(f" --step {n}" for n in spec.step_names if n in chosen and n not in named)
         chosen |= saga.reopen(tx, spec, run_id, decided=named, why=why, hint=hint)
         if not chosen:
-            raise ActionRefused(f"run {run_id} is {state.value} and has no failed, upstream_failed "
-                                "or cancelled step; name the steps to run again with --step")
+            raise ActionRefused(
+                f"run {run_id} is {state.value} and has no failed, upstream_failed "
+                "or cancelled step; name the steps to run again with --step"
+            )
         return chosen | self._consequences(tx, spec, run_id, rows, chosen)
 
     @_again_on_conflict
-    def mark_step(self, run_id: str, step: str, state: StepState | str, *, by: str,
-                  reason: str = "", result: str | None = None,
-                  max_result_bytes: int = Settings.max_result_bytes) -> ActionResult:
+    def mark_step(
+        self,
+        run_id: str,
+        step: str,
+        state: StepState | str,
+        *,
+        by: str,
+        reason: str = "",
+        result: str | None = None,
+        max_result_bytes: int = Settings.max_result_bytes,
+    ) -> ActionResult:
         """Give a step with no live attempt the state ``success`` or ``skipped``; its
         downstream settles, and a finished run ends again by the machine's rule.
 
@@ -352,17 +432,41 @@ class OperatorOps(_Base):
             old = StepState(rows[step].state)
             _check_markable(run_id, run_state, step, old, target, rows[step].attempts)
             redo = self._reopen_for_mark(tx, spec, run_id, run_state, step, rows, why)
-            for name in sorted(self._consequences(tx, spec, run_id, rows, {step} | redo) - {step} - redo,
-                               key=spec.position.__getitem__):
-                tx.cas_step(run_id, name, [StepState(rows[name].state)], StepState.PENDING, operator=True,
-                            reason=f"{why} (upstream {step})", ended_at=None, wait_seq=None)
+            for name in sorted(
+                self._consequences(tx, spec, run_id, rows, {step} | redo) - {step} - redo, key=spec.position.__getitem__
+            ):
+                tx.cas_step(
+                    run_id,
+                    name,
+                    [StepState(rows[name].state)],
+                    StepState.PENDING,
+                    operator=True,
+                    reason=f"{why} (upstream {step})",
+                    ended_at=None,
+                    wait_seq=None,
+                )
             # The step counts as not ended yet, so settling it counts it once (steps_left).
             recount(tx, spec, run_id, pending=[step])
-            tx.cas_step(run_id, step, [old], target, operator=True, reason=why, ended_at=tx.now,
-                        next_attempt_at=None, wait_seq=None)
+            tx.cas_step(
+                run_id,
+                step,
+                [old],
+                target,
+                operator=True,
+                reason=why,
+                ended_at=tx.now,
+                next_attempt_at=None,
+                wait_seq=None,
+            )
             given = _store_mark_result(tx, spec, run_id, step, target, result)
-            tx.event("operator_mark", run_id=run_id, step=step, old=old.value, new=target.value,
-                     reason=why if given is None else f"{why}; result: {_brief(given)}")
+            tx.event(
+                "operator_mark",
+                run_id=run_id,
+                step=step,
+                old=old.value,
+                new=target.value,
+                reason=why if given is None else f"{why}; result: {_brief(given)}",
+            )
             machine = tx.machine(spec, run_id, global_cap=None)
             machine.settle([(step, OK if target == StepState.SUCCESS else SKIP, None)])
             if redo:
@@ -371,12 +475,15 @@ class OperatorOps(_Base):
             now = self._run_state(tx, run_id)
         ended = f"; the run ended {now.value}" if now.terminal else ""
         reopened = " (reopened)" if run_state.terminal and not now.terminal else ""
-        return ActionResult(f"run {run_id} step {step}: {old.value} -> {target.value}; run "
-                            f"{now.value}{reopened}, {left} step(s) left{ended}",
-                            wake={"type": "step_marked", "run_id": run_id})
+        return ActionResult(
+            f"run {run_id} step {step}: {old.value} -> {target.value}; run "
+            f"{now.value}{reopened}, {left} step(s) left{ended}",
+            wake={"type": "step_marked", "run_id": run_id},
+        )
 
-    def _reopen_for_mark(self, tx: Tx, spec: FlowSpec, run_id: str, run_state: RunState, step: str,
-                         rows: dict[str, Any], why: str) -> set[str]:
+    def _reopen_for_mark(
+        self, tx: Tx, spec: FlowSpec, run_id: str, run_state: RunState, step: str, rows: dict[str, Any], why: str
+    ) -> set[str]:
         """Reopen a finished run for a mark of ``step``; return the steps that go back to
         pending with it. Marking a compensation step reopens the compensation: the run's
         outcome is decided again at its end. Marking one of the run's own steps in a run
@@ -385,12 +492,18 @@ class OperatorOps(_Base):
             return set()
         self._check_run_cap(tx, spec)
         if spec.step(step).kind == "compensation":
-            tx.cas_run(run_id, [run_state], RunState.RUNNING, operator=True, reason=why, ended_at=None,
-                       outcome=saga.COMPENSATING)
+            tx.cas_run(
+                run_id,
+                [run_state],
+                RunState.RUNNING,
+                operator=True,
+                reason=why,
+                ended_at=None,
+                outcome=saga.COMPENSATING,
+            )
             return set()
         redo = saga.reopen(tx, spec, run_id, decided=[step], why=why)
-        tx.cas_run(run_id, [run_state], RunState.RUNNING, operator=True, reason=why, ended_at=None,
-                   outcome=None)
+        tx.cas_run(run_id, [run_state], RunState.RUNNING, operator=True, reason=why, ended_at=None, outcome=None)
         order = [n for n in spec.step_names if n in redo]
         _back_to_pending(tx, run_id, rows, order, f"{why} (its compensation undid it: it runs again)")
         return set(order)
@@ -405,15 +518,13 @@ class OperatorOps(_Base):
 
     @staticmethod
     def _run_spec(tx: Tx, run_id: str) -> FlowSpec:
-        run = tx.conn.execute(select(t.runs.c.flow_name, t.runs.c.version)
-                              .where(t.runs.c.id == run_id)).one()
+        run = tx.conn.execute(select(t.runs.c.flow_name, t.runs.c.version).where(t.runs.c.id == run_id)).one()
         return tx.flow_spec(run.flow_name, run.version)
 
     @staticmethod
     def _step_rows(tx: Tx, run_id: str) -> dict[str, Any]:
         c = t.step_runs.c
-        return {row.step: row for row in tx.conn.execute(
-            select(c.step, c.state, c.attempts).where(c.run_id == run_id))}
+        return {row.step: row for row in tx.conn.execute(select(c.step, c.state, c.attempts).where(c.run_id == run_id))}
 
     @staticmethod
     def _check_run_cap(tx: Tx, spec: FlowSpec) -> None:
@@ -421,28 +532,41 @@ class OperatorOps(_Base):
         if not spec.max_active_runs:
             return
         r = t.runs.c
-        running = int(tx.conn.execute(select(func.count()).where(
-            r.flow_name == spec.name, r.state == RunState.RUNNING.value)).scalar() or 0)
+        running = int(
+            tx.conn.execute(
+                select(func.count()).where(r.flow_name == spec.name, r.state == RunState.RUNNING.value)
+            ).scalar()
+            or 0
+        )
         if running >= spec.max_active_runs:
-            raise ActionRefused(f'flow "{spec.name}" already has {running} running run(s) '
-                                f"(max_active_runs={spec.max_active_runs}); try again when one has ended")
+            raise ActionRefused(
+                f'flow "{spec.name}" already has {running} running run(s) '
+                f"(max_active_runs={spec.max_active_runs}); try again when one has ended"
+            )
 
     @staticmethod
-    def _consequences(tx: Tx, spec: FlowSpec, run_id: str, rows: dict[str, Any],
-                      causes: set[str]) -> set[str]:
+    def _consequences(tx: Tx, spec: FlowSpec, run_id: str, rows: dict[str, Any], causes: set[str]) -> set[str]:
         """Steps downstream of ``causes`` that ended only because of them, without running:
         upstream_failed, or skipped by a trigger rule or a branch (not by an operator's mark
         or the step's own Skip). They are decided again once their upstreams end again."""
-        marked = {row.step for row in tx.conn.execute(select(t.events.c.step).where(
-            t.events.c.run_id == run_id, t.events.c.action == "operator_mark",
-            t.events.c.new_state == StepState.SKIPPED.value))}
+        marked = {
+            row.step
+            for row in tx.conn.execute(
+                select(t.events.c.step).where(
+                    t.events.c.run_id == run_id,
+                    t.events.c.action == "operator_mark",
+                    t.events.c.new_state == StepState.SKIPPED.value,
+                )
+            )
+        }
         out: set[str] = set()
         todo = list(causes)
         while todo:
             for down in spec.downstream_of(todo.pop()):
                 row = rows[down]
                 derived = row.state == StepState.UPSTREAM_FAILED.value or (
-                    row.state == StepState.SKIPPED.value and row.attempts == 0 and down not in marked)
+                    row.state == StepState.SKIPPED.value and row.attempts == 0 and down not in marked
+                )
                 if derived and down not in out and down not in causes:
                     out.add(down)
                     todo.append(down)
@@ -453,36 +577,55 @@ def _back_to_pending(tx: Tx, run_id: str, rows: dict[str, Any], names: list[str]
     """An operator's retry: ``names`` go back to pending with their whole retry budget, and
     lose their results (their downstream steps must not read an old one meanwhile)."""
     for name in names:
-        tx.cas_step(run_id, name, [StepState(rows[name].state)], StepState.PENDING, operator=True,
-                    reason=why, started_at=None, ended_at=None, next_attempt_at=None,
-                    wait_seq=None, retry_base=rows[name].attempts, map_total=None, map_left=None,
-                    map_failed=None, map_next=None)
+        tx.cas_step(
+            run_id,
+            name,
+            [StepState(rows[name].state)],
+            StepState.PENDING,
+            operator=True,
+            reason=why,
+            started_at=None,
+            ended_at=None,
+            next_attempt_at=None,
+            wait_seq=None,
+            retry_base=rows[name].attempts,
+            map_total=None,
+            map_left=None,
+            map_failed=None,
+            map_next=None,
+        )
     c, r = t.step_runs.c, t.results.c
     # A map step expands again when it runs: its instances' rows (and results) of the last
     # expansion leave the run; their attempts and events stay, and numbers go on (map_ops).
     instances = select(c.step).where(c.run_id == run_id, c.map_parent.in_(names))
-    tx.conn.execute(delete(t.results).where(r.run_id == run_id, or_(r.step.in_(names),
-                                                                    r.step.in_(instances))))
+    tx.conn.execute(delete(t.results).where(r.run_id == run_id, or_(r.step.in_(names), r.step.in_(instances))))
     tx.conn.execute(delete(t.step_runs).where(c.run_id == run_id, c.map_parent.in_(names)))
 
 
-def _check_markable(run_id: str, run_state: RunState, step: str, old: StepState, target: StepState,
-                    attempts: int) -> None:
+def _check_markable(
+    run_id: str, run_state: RunState, step: str, old: StepState, target: StepState, attempts: int
+) -> None:
     """Refuse a mark the run or the step is not in a state to take, saying what to do."""
     if run_state == RunState.QUEUED:
-        raise ActionRefused(f"run {run_id} is queued and has not started; mark its steps once it "
-                            f"runs, or cancel it (`flowkit runs cancel {run_id}`)")
+        raise ActionRefused(
+            f"run {run_id} is queued and has not started; mark its steps once it "
+            f"runs, or cancel it (`flowkit runs cancel {run_id}`)"
+        )
     if run_state == RunState.CANCELLED:
-        raise ActionRefused(f"run {run_id} is cancelled; `flowkit runs retry {run_id}` runs its "
-                            "cancelled steps again, then mark")
+        raise ActionRefused(
+            f"run {run_id} is cancelled; `flowkit runs retry {run_id}` runs its cancelled steps again, then mark"
+        )
     if old in (StepState.QUEUED, StepState.RUNNING):
-        raise ActionRefused(f"run {run_id} step {step} is {old.value} (attempt {attempts}); "
-                            f"wait for it to end, or cancel the run (`flowkit runs cancel {run_id}`)")
+        raise ActionRefused(
+            f"run {run_id} step {step} is {old.value} (attempt {attempts}); "
+            f"wait for it to end, or cancel the run (`flowkit runs cancel {run_id}`)"
+        )
     if old == target:
         raise ActionRefused(f"run {run_id} step {step} is already {target.value}")
     if old == StepState.CANCELLED:
-        raise ActionRefused(f"run {run_id} step {step} is cancelled; `flowkit runs retry {run_id} "
-                            f"--step {step}` runs it again")
+        raise ActionRefused(
+            f"run {run_id} step {step} is cancelled; `flowkit runs retry {run_id} --step {step}` runs it again"
+        )
 
 
 #: How much of a marked step's result the audit trail's reason quotes.
@@ -498,27 +641,36 @@ def _check_mark_result(target: StepState, result: str | None, cap: int) -> None:
     try:
         json.loads(result)
     except ValueError as exc:
-        raise ActionRefused(f"--result is not JSON ({exc}); pass a JSON value, e.g. "
-                            """--result '{"rows": 3}' or --result null""") from None
+        raise ActionRefused(
+            f"--result is not JSON ({exc}); pass a JSON value, e.g. "
+            """--result '{"rows": 3}' or --result null"""
+        ) from None
     size = len(result.encode())
     if size > cap:
-        raise ActionRefused(f"--result is {size:,} bytes, over the {cap:,}-byte cap "
-                            "(FLOWKIT_MAX_RESULT_BYTES); store the data elsewhere and pass a "
-                            """pointer to it, e.g. --result '{"uri": "s3://..."}'""")
+        raise ActionRefused(
+            f"--result is {size:,} bytes, over the {cap:,}-byte cap "
+            "(FLOWKIT_MAX_RESULT_BYTES); store the data elsewhere and pass a "
+            """pointer to it, e.g. --result '{"uri": "s3://..."}'"""
+        )
 
 
-def _store_mark_result(tx: Tx, spec: FlowSpec, run_id: str, step: str, target: StepState,
-                       result: str | None) -> str | None:
+def _store_mark_result(
+    tx: Tx, spec: FlowSpec, run_id: str, step: str, target: StepState, result: str | None
+) -> str | None:
     """Store the result of a step marked success, so its downstream steps read one: the one
     given, else the list of a map step's instances' results, else null. Returns it."""
     if target != StepState.SUCCESS:
         return None
     from . import map_ops
+
     if result is None:
-        result = (map_ops.instance_results_text(tx.conn, run_id, step)
-                  if spec.step(step).kind == "map" else "null")
-    upsert(tx.conn, t.results, {"run_id": run_id, "step": step, "value": result,
-                                 "size": len(result.encode()), "created_at": tx.now}, ["run_id", "step"])
+        result = map_ops.instance_results_text(tx.conn, run_id, step) if spec.step(step).kind == "map" else "null"
+    upsert(
+        tx.conn,
+        t.results,
+        {"run_id": run_id, "step": step, "value": result, "size": len(result.encode()), "created_at": tx.now},
+        ["run_id", "step"],
+    )
     return result
 
 
@@ -533,8 +685,11 @@ def _check_step(spec: FlowSpec, name: str) -> None:
         return
     close = difflib.get_close_matches(name, spec.step_names, n=1)
     hint = f' Did you mean "{close[0]}"?' if close else ""
-    raise NotFoundError(f'flow "{spec.name}" has no step "{name}".{hint} Its steps: '
-                        f"{', '.join(spec.step_names)}", flow=spec.name, step=name)
+    raise NotFoundError(
+        f'flow "{spec.name}" has no step "{name}".{hint} Its steps: {", ".join(spec.step_names)}',
+        flow=spec.name,
+        step=name,
+    )
 
 
 def _downstream_closure(spec: FlowSpec, names: Iterable[str]) -> set[str]:

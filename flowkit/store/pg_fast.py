@@ -38,8 +38,9 @@ def _driver_sql(sql: str) -> str:
     return re.sub(r"(?<![:\w]):([a-z_]+)", r"%(\1)s", sql)
 
 
-def _one(conn: Connection | HotConnection, sql: str, params: dict[str, Any], *,
-         prepare: bool | None = None) -> tuple[Any, ...] | None:
+def _one(
+    conn: Connection | HotConnection, sql: str, params: dict[str, Any], *, prepare: bool | None = None
+) -> tuple[Any, ...] | None:
     """Run ``sql`` on ``conn``'s psycopg connection: a worker's own autocommit connection
     (:mod:`.hot`), or SQLAlchemy's, inside whatever transaction it has.
 
@@ -65,8 +66,9 @@ def _one(conn: Connection | HotConnection, sql: str, params: dict[str, Any], *,
             lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)  # type: ignore[arg-type]
             if lost:
                 conn.invalidate(exc)
-        raise DBAPIError.instance(sql, params, exc, psycopg.Error, connection_invalidated=lost,
-                                  dialect=conn.dialect) from exc
+        raise DBAPIError.instance(
+            sql, params, exc, psycopg.Error, connection_invalidated=lost, dialect=conn.dialect
+        ) from exc
 
 
 @functools.lru_cache(maxsize=256)
@@ -109,8 +111,10 @@ def _upstream_results(names: list[str], params: dict[str, Any]) -> tuple[str, bo
     statement may be prepared (adds the names to ``params``)."""
     if len(names) > LISTED_NAMES:
         params["ups"] = names
-        return ("(SELECT json_agg(json_build_array(x.step, x.value)) FROM results x "
-                "WHERE x.run_id = %(run)s AND x.step = ANY(CAST(%(ups)s AS text[])))"), False
+        return (
+            "(SELECT json_agg(json_build_array(x.step, x.value)) FROM results x "
+            "WHERE x.run_id = %(run)s AND x.step = ANY(CAST(%(ups)s AS text[])))"
+        ), False
     if not names:
         return "NULL", True
     probes = []
@@ -137,16 +141,19 @@ def _bump_downstream(names: list[str], params: dict[str, Any]) -> tuple[str, boo
     the statement), and whether the statement may be prepared (adds the names to ``params``)."""
     if len(names) > LISTED_NAMES:
         params["downs"] = names
-        return (f"dn AS (UPDATE step_runs SET {_BUMP_SET} WHERE run_id = %(run)s AND "
-                f"step = ANY(CAST(%(downs)s AS text[])) AND EXISTS (SELECT 1 FROM st) {_BUMP_RETURNING}),"), False
+        return (
+            f"dn AS (UPDATE step_runs SET {_BUMP_SET} WHERE run_id = %(run)s AND "
+            f"step = ANY(CAST(%(downs)s AS text[])) AND EXISTS (SELECT 1 FROM st) {_BUMP_RETURNING}),"
+        ), False
     if not names:
-        return ("dn AS (SELECT step, state, attempts, n_up, ok_up, bad_up, skip_up FROM step_runs "
-                "WHERE FALSE),"), True
+        return ("dn AS (SELECT step, state, attempts, n_up, ok_up, bad_up, skip_up FROM step_runs WHERE FALSE),"), True
     ctes = []
     for i, name in enumerate(names):
         params[f"down{i}"] = name
-        ctes.append(f"dn{i} AS (UPDATE step_runs SET {_BUMP_SET} WHERE run_id = %(run)s AND "
-                    f"step = %(down{i})s AND EXISTS (SELECT 1 FROM st) {_BUMP_RETURNING}),")
+        ctes.append(
+            f"dn{i} AS (UPDATE step_runs SET {_BUMP_SET} WHERE run_id = %(run)s AND "
+            f"step = %(down{i})s AND EXISTS (SELECT 1 FROM st) {_BUMP_RETURNING}),"
+        )
     union = " UNION ALL ".join(f"SELECT * FROM dn{i}" for i in range(len(names)))
     return "\n".join(ctes) + f"\ndn AS ({union}),", True
 
@@ -179,14 +186,20 @@ FROM a JOIN runs r ON r.id = :run
 """)
 
 
-def claim(conn: Connection | HotConnection, *, run_id: str, step: str, number: int, worker: str, now: Any,
-          upstream: list[str]) -> tuple[int, str, str, dict[str, Any], dict[str, Any], Any] | None:
+def claim(
+    conn: Connection | HotConnection, *, run_id: str, step: str, number: int, worker: str, now: Any, upstream: list[str]
+) -> tuple[int, str, str, dict[str, Any], dict[str, Any], Any] | None:
     """Queued -> running for ``worker`` in one statement; None when the attempt was not
     queued (a redelivery, a takeover: the generic path tells those apart). The last item is
     the element of a map step's instance (None for a plain step)."""
     params: dict[str, Any] = {
-        "run": run_id, "step": step, "num": number, "worker": worker, "now": now,
-        "step_reason": started_reason(number, worker), "att_reason": claimed_reason(worker),
+        "run": run_id,
+        "step": step,
+        "num": number,
+        "worker": worker,
+        "now": now,
+        "step_reason": started_reason(number, worker),
+        "att_reason": claimed_reason(worker),
     }
     upstream_sql, prepare = _upstream_results(upstream, params)
     row = _one(conn, _fill(CLAIM, "{upstream}", upstream_sql), params, prepare=None if prepare else False)
@@ -194,8 +207,14 @@ def claim(conn: Connection | HotConnection, *, run_id: str, step: str, number: i
         return None
     deliveries, flow_name, version, run_params, upstream_rows, item = row
     results = {name: json.loads(value) for name, value in (upstream_rows or [])}
-    return (deliveries, flow_name, version, json.loads(run_params), results,
-            json.loads(item) if item is not None else None)
+    return (
+        deliveries,
+        flow_name,
+        version,
+        json.loads(run_params),
+        results,
+        json.loads(item) if item is not None else None,
+    )
 
 
 #: The attempt's end, its slots given back, its result and datasets: shared by both finishes.
@@ -228,7 +247,9 @@ st AS (
   RETURNING step),
 """
 
-FINISH_SUCCESS = _driver_sql(_FINISH_ATTEMPT + """{dn}
+FINISH_SUCCESS = _driver_sql(
+    _FINISH_ATTEMPT
+    + """{dn}
 q AS (
   SELECT dn.step, ids.task_id FROM dn
   JOIN unnest(CAST(:eligible AS text[]), CAST(:task_ids AS text[])) AS ids(step, task_id)
@@ -266,13 +287,25 @@ SELECT (SELECT count(*) FROM a) AS won, (SELECT holds FROM a) AS holds,
        (SELECT json_agg(json_build_array(step, state, n_up, ok_up, bad_up, skip_up)) FROM dn) AS downs,
        (SELECT json_agg(step) FROM ins) AS queued,
        CAST(:track AS boolean) AND EXISTS (SELECT 1 FROM ready) AND EXISTS (SELECT 1 FROM rn) AS followup
-""").replace("{queued_reason}", _sql_text(dispatched_reason(1)))
+"""
+).replace("{queued_reason}", _sql_text(dispatched_reason(1)))
 
 
-def finish_success(conn: Connection | HotConnection, *, run_id: str, step: str, number: int, worker: str, now: Any,
-                   result_json: str | None, datasets: list[tuple[str, str]], downstream: list[str],
-                   eligible: list[str], task_ids: list[str], track_followup: bool = False
-                   ) -> dict[str, Any] | None:
+def finish_success(
+    conn: Connection | HotConnection,
+    *,
+    run_id: str,
+    step: str,
+    number: int,
+    worker: str,
+    now: Any,
+    result_json: str | None,
+    datasets: list[tuple[str, str]],
+    downstream: list[str],
+    eligible: list[str],
+    task_ids: list[str],
+    track_followup: bool = False,
+) -> dict[str, Any] | None:
     """Running -> success with its result, slots given back, downstream counters bumped and the
     ``eligible`` downstream steps that became ready queued, in one statement.
 
@@ -286,10 +319,18 @@ def finish_success(conn: Connection | HotConnection, *, run_id: str, step: str, 
     generic machine gives it its next number, in the same transaction.
     """
     params: dict[str, Any] = {
-        "run": run_id, "step": step, "num": number, "worker": worker, "now": now,
-        "value": result_json, "size": len(result_json.encode()) if result_json is not None else 0,
-        "ds_uris": [u for u, _ in datasets], "ds_dirs": [d for _, d in datasets],
-        "eligible": eligible, "task_ids": task_ids, "step_reason": succeeded_reason(number),
+        "run": run_id,
+        "step": step,
+        "num": number,
+        "worker": worker,
+        "now": now,
+        "value": result_json,
+        "size": len(result_json.encode()) if result_json is not None else 0,
+        "ds_uris": [u for u, _ in datasets],
+        "ds_dirs": [d for _, d in datasets],
+        "eligible": eligible,
+        "task_ids": task_ids,
+        "step_reason": succeeded_reason(number),
         "track": track_followup,
     }
     bumps, prepare = _bump_downstream(downstream, params)
@@ -298,11 +339,19 @@ def finish_success(conn: Connection | HotConnection, *, run_id: str, step: str, 
     won, holds, stepped, steps_left, downs, queued, followup = row
     if not won:
         return None
-    return {"holds": holds, "stepped": bool(stepped), "steps_left": steps_left,
-            "downs": downs or [], "queued": queued or [], "followup": bool(followup)}
+    return {
+        "holds": holds,
+        "stepped": bool(stepped),
+        "steps_left": steps_left,
+        "downs": downs or [],
+        "queued": queued or [],
+        "followup": bool(followup),
+    }
 
 
-FINISH_INSTANCE_SUCCESS = _driver_sql(_FINISH_ATTEMPT + """p AS (
+FINISH_INSTANCE_SUCCESS = _driver_sql(
+    _FINISH_ATTEMPT
+    + """p AS (
   UPDATE step_runs SET map_left = map_left - 1, updated_at = :now
   WHERE run_id = :run AND step = :parent AND (state = 'running') IS TRUE AND EXISTS (SELECT 1 FROM st)
   RETURNING map_left, map_failed, map_next, map_total),
@@ -313,12 +362,22 @@ ev AS (
   SELECT :run, :step, NULL, :now, :worker, 'step_state', 'running', 'success', :step_reason FROM st)
 SELECT (SELECT count(*) FROM a) AS won, (SELECT holds FROM a) AS holds,
        (SELECT json_build_array(map_left, map_failed, map_next, map_total) FROM p) AS parent
-""")
+"""
+)
 
 
-def finish_instance_success(conn: Connection | HotConnection, *, run_id: str, step: str, parent: str, number: int,
-                            worker: str, now: Any, result_json: str | None,
-                            datasets: list[tuple[str, str]]) -> dict[str, Any] | None:
+def finish_instance_success(
+    conn: Connection | HotConnection,
+    *,
+    run_id: str,
+    step: str,
+    parent: str,
+    number: int,
+    worker: str,
+    now: Any,
+    result_json: str | None,
+    datasets: list[tuple[str, str]],
+) -> dict[str, Any] | None:
     """Running -> success for an instance of map step ``parent``, with its result and slots
     given back, and the map step's count of instances left decremented, in one statement.
 
@@ -326,12 +385,23 @@ def finish_instance_success(conn: Connection | HotConnection, *, run_id: str, st
     ``parent``: the map step's (map_left, map_failed, map_next, map_total) after the count,
     or None if the map step is not running.
     """
-    row = _one(conn, FINISH_INSTANCE_SUCCESS, {
-        "run": run_id, "step": step, "parent": parent, "num": number, "worker": worker, "now": now,
-        "value": result_json, "size": len(result_json.encode()) if result_json is not None else 0,
-        "ds_uris": [u for u, _ in datasets], "ds_dirs": [d for _, d in datasets],
-        "step_reason": succeeded_reason(number),
-    })
+    row = _one(
+        conn,
+        FINISH_INSTANCE_SUCCESS,
+        {
+            "run": run_id,
+            "step": step,
+            "parent": parent,
+            "num": number,
+            "worker": worker,
+            "now": now,
+            "value": result_json,
+            "size": len(result_json.encode()) if result_json is not None else 0,
+            "ds_uris": [u for u, _ in datasets],
+            "ds_dirs": [d for _, d in datasets],
+            "step_reason": succeeded_reason(number),
+        },
+    )
     assert row is not None  # the statement ends in a SELECT of aggregates: always one row
     won, holds, parent_counts = row
     if not won:

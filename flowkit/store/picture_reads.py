@@ -36,11 +36,16 @@ class PictureReads:
         sr, a, e, d = t.step_runs.c, t.attempts.c, t.events.c, t.dataset_events.c
         is_instance = e.step.contains("[", autoescape=True)  # step names cannot hold "[" (see dsl)
         with self._conn() as conn:
-            steps = [row_dict(row) for row in conn.execute(
-                select(t.step_runs).where(sr.run_id == run_id, sr.map_parent.is_(None)))]
+            steps = [
+                row_dict(row)
+                for row in conn.execute(select(t.step_runs).where(sr.run_id == run_id, sr.map_parent.is_(None)))
+            ]
             map_counts: dict[str, dict[str, int]] = {}
-            for row in conn.execute(select(sr.map_parent, sr.state, func.count().label("n")).where(
-                    sr.run_id == run_id, sr.map_parent.is_not(None)).group_by(sr.map_parent, sr.state)):
+            for row in conn.execute(
+                select(sr.map_parent, sr.state, func.count().label("n"))
+                .where(sr.run_id == run_id, sr.map_parent.is_not(None))
+                .group_by(sr.map_parent, sr.state)
+            ):
                 map_counts.setdefault(row.map_parent, {})[row.state] = int(row.n)
             instances: dict[str, list[dict[str, Any]]] = {}
             for parent in sorted(map_counts):
@@ -48,34 +53,74 @@ class PictureReads:
                 rows = [row_dict(x) for x in conn.execute(first.order_by(sr.map_index).limit(instances_shown))]
                 failed = map_counts[parent].get("failed", 0)
                 if failed and rows and failed > sum(x["state"] == "failed" for x in rows):
-                    rows += [row_dict(x) for x in conn.execute(
-                        first.where(sr.state == "failed", sr.map_index > rows[-1]["map_index"])
-                        .order_by(sr.map_index).limit(failed_shown))]
+                    rows += [
+                        row_dict(x)
+                        for x in conn.execute(
+                            first.where(sr.state == "failed", sr.map_index > rows[-1]["map_index"])
+                            .order_by(sr.map_index)
+                            .limit(failed_shown)
+                        )
+                    ]
                 instances[parent] = rows
             shown = [x["step"] for rows in instances.values() for x in rows]
-            own = select(t.attempts).join(t.step_runs, and_(sr.run_id == a.run_id, sr.step == a.step)).where(
-                a.run_id == run_id, sr.map_parent.is_(None))
+            own = (
+                select(t.attempts)
+                .join(t.step_runs, and_(sr.run_id == a.run_id, sr.step == a.step))
+                .where(a.run_id == run_id, sr.map_parent.is_(None))
+            )
             attempts = [row_dict(x) for x in conn.execute(own)]
             if shown:
-                attempts += [row_dict(x) for x in conn.execute(
-                    select(t.attempts).where(a.run_id == run_id, a.step.in_(shown)))]
-            events = [row_dict(x) for x in conn.execute(
-                select(t.events).where(e.run_id == run_id, or_(e.step.is_(None), ~is_instance))
-                .order_by(e.id))]
-            instance_events = int(conn.execute(select(func.count()).select_from(t.events).where(
-                e.run_id == run_id, e.step.is_not(None), is_instance)).scalar() or 0)
+                attempts += [
+                    row_dict(x) for x in conn.execute(select(t.attempts).where(a.run_id == run_id, a.step.in_(shown)))
+                ]
+            events = [
+                row_dict(x)
+                for x in conn.execute(
+                    select(t.events).where(e.run_id == run_id, or_(e.step.is_(None), ~is_instance)).order_by(e.id)
+                )
+            ]
+            instance_events = int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(t.events)
+                    .where(e.run_id == run_id, e.step.is_not(None), is_instance)
+                ).scalar()
+                or 0
+            )
             names = [x["step"] for x in steps]
             results = read_results(conn, run_id, names) if names else {}
-            datasets = [row_dict(x) for x in conn.execute(
-                select(t.dataset_events).join(t.step_runs, and_(sr.run_id == d.run_id, sr.step == d.step))
-                .where(d.run_id == run_id, sr.map_parent.is_(None)).order_by(d.id))]
-            for x in conn.execute(
-                    select(d.uri, d.direction, sr.map_parent, func.count().label("n"), func.min(d.at).label("at"))
+            datasets = [
+                row_dict(x)
+                for x in conn.execute(
+                    select(t.dataset_events)
                     .join(t.step_runs, and_(sr.run_id == d.run_id, sr.step == d.step))
-                    .where(d.run_id == run_id, sr.map_parent.is_not(None))
-                    .group_by(d.uri, d.direction, sr.map_parent)):
-                datasets.append({"uri": x.uri, "direction": x.direction, "step": x.map_parent, "attempt": None,
-                                 "at": row_dict(x)["at"], "instances": int(x.n)})
-        return {"steps": steps, "map_counts": map_counts, "instances": instances, "attempts": attempts,
-                "events": events, "instance_events": instance_events, "results": results,
-                "datasets": datasets}
+                    .where(d.run_id == run_id, sr.map_parent.is_(None))
+                    .order_by(d.id)
+                )
+            ]
+            for x in conn.execute(
+                select(d.uri, d.direction, sr.map_parent, func.count().label("n"), func.min(d.at).label("at"))
+                .join(t.step_runs, and_(sr.run_id == d.run_id, sr.step == d.step))
+                .where(d.run_id == run_id, sr.map_parent.is_not(None))
+                .group_by(d.uri, d.direction, sr.map_parent)
+            ):
+                datasets.append(
+                    {
+                        "uri": x.uri,
+                        "direction": x.direction,
+                        "step": x.map_parent,
+                        "attempt": None,
+                        "at": row_dict(x)["at"],
+                        "instances": int(x.n),
+                    }
+                )
+        return {
+            "steps": steps,
+            "map_counts": map_counts,
+            "instances": instances,
+            "attempts": attempts,
+            "events": events,
+            "instance_events": instance_events,
+            "results": results,
+            "datasets": datasets,
+        }

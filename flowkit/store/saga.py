@@ -61,8 +61,7 @@ def compensate_or_conclude(machine: Machine, failed: list[str]) -> tuple[str, st
         succeeded = _succeeded(machine)
         if not succeeded:
             return reason, None
-        _start(machine, [s.compensate for s in spec.steps if s.name in succeeded and s.compensate],
-               reason)
+        _start(machine, [s.compensate for s in spec.steps if s.name in succeeded and s.compensate], reason)
         return None
     if outcome != COMPENSATING:
         return reason, outcome  # decided before (a second finish of the same run)
@@ -71,7 +70,7 @@ def compensate_or_conclude(machine: Machine, failed: list[str]) -> tuple[str, st
     done = [n for n in names if rows.get(n) == StepState.SUCCESS.value]
     kept = [n for n in names if rows.get(n) == StepState.SKIPPED.value]  # an operator's mark
     undone = f"compensated: {', '.join(done)}"
-    notes = (f"; not undone (marked skipped): {', '.join(kept)}" if kept else "")
+    notes = f"; not undone (marked skipped): {', '.join(kept)}" if kept else ""
     if broken:
         also = f" ({undone})" if done else ""
         return f"{reason}; compensation failed: {', '.join(broken)}{also}{notes}", COMPENSATION_FAILED
@@ -86,11 +85,21 @@ def _succeeded(machine: Machine) -> set[str]:
     c = t.step_runs.c
     compensated = [s.name for s in spec.steps if s.compensate and s.kind != "map"]
     maps = [s.name for s in spec.steps if s.compensate and s.kind == "map"]
-    found = {r[0] for r in tx.conn.execute(select(c.step).where(
-        c.run_id == run_id, c.step.in_(compensated), c.state == StepState.SUCCESS.value))}
+    found = {
+        r[0]
+        for r in tx.conn.execute(
+            select(c.step).where(c.run_id == run_id, c.step.in_(compensated), c.state == StepState.SUCCESS.value)
+        )
+    }
     if maps:
-        found |= {r[0] for r in tx.conn.execute(select(c.map_parent).distinct().where(
-            c.run_id == run_id, c.map_parent.in_(maps), c.state == StepState.SUCCESS.value))}
+        found |= {
+            r[0]
+            for r in tx.conn.execute(
+                select(c.map_parent)
+                .distinct()
+                .where(c.run_id == run_id, c.map_parent.in_(maps), c.state == StepState.SUCCESS.value)
+            )
+        }
     return found
 
 
@@ -100,9 +109,11 @@ def _compensation_states(machine: Machine) -> tuple[list[str], dict[str, str]]:
     tx, spec, run_id = machine.tx, machine.spec, machine.run_id
     c = t.step_runs.c
     plain = [comp.name for comp in spec.compensations]
-    rows = tx.conn.execute(select(c.step, c.state, c.map_parent).where(
-        c.run_id == run_id, or_(c.step.in_(plain), c.map_parent.in_(plain)))
-        .order_by(c.map_index)).all()
+    rows = tx.conn.execute(
+        select(c.step, c.state, c.map_parent)
+        .where(c.run_id == run_id, or_(c.step.in_(plain), c.map_parent.in_(plain)))
+        .order_by(c.map_index)
+    ).all()
     members: dict[str, list[str]] = {}
     for row in rows:
         if row.map_parent is not None:
@@ -114,8 +125,12 @@ def _compensation_states(machine: Machine) -> tuple[list[str], dict[str, str]]:
 def undoes_a_map(spec: FlowSpec, name: str) -> bool:
     """Is ``name`` the compensation of a map step (which expands, one per instance)?"""
     step = spec.step(name)
-    return (step.kind == "compensation" and step.compensates is not None
-            and split_instance(name)[1] is None and spec.step(step.compensates).kind == "map")
+    return (
+        step.kind == "compensation"
+        and step.compensates is not None
+        and split_instance(name)[1] is None
+        and spec.step(step.compensates).kind == "map"
+    )
 
 
 def expand_ready(machine: Machine, names: list[str], old: StepState) -> list[str]:
@@ -136,29 +151,61 @@ def _expand(machine: Machine, name: str, old: StepState) -> None:
     tx, run_id = machine.tx, machine.run_id
     mapped = machine.spec.step(name).compensates or ""
     c = t.step_runs.c
-    done = tx.conn.execute(select(c.step, c.map_item).where(
-        c.run_id == run_id, c.map_parent == mapped, c.state == StepState.SUCCESS.value)
-        .order_by(c.map_index.desc())).all()
+    done = tx.conn.execute(
+        select(c.step, c.map_item)
+        .where(c.run_id == run_id, c.map_parent == mapped, c.state == StepState.SUCCESS.value)
+        .order_by(c.map_index.desc())
+    ).all()
     if not done:
-        if tx.cas_step(run_id, name, [old], StepState.SKIPPED, ended_at=tx.now,
-                       reason=f"no instance of {mapped} succeeded: nothing to undo"):
+        if tx.cas_step(
+            run_id,
+            name,
+            [old],
+            StepState.SKIPPED,
+            ended_at=tx.now,
+            reason=f"no instance of {mapped} succeeded: nothing to undo",
+        ):
             machine.settle([(name, SKIP, None)])
         return
     members = [compensation_name(r.step) for r in done]
-    if not tx.cas_step(run_id, name, [old], StepState.RUNNING, started_at=tx.now,
-                       reason=f"undoing the {len(done)} instance(s) of {mapped} that succeeded, last "
-                              f"first: {', '.join(members)}",
-                       map_total=len(done), map_left=len(done), map_failed=0, map_next=1):
+    if not tx.cas_step(
+        run_id,
+        name,
+        [old],
+        StepState.RUNNING,
+        started_at=tx.now,
+        reason=f"undoing the {len(done)} instance(s) of {mapped} that succeeded, last first: {', '.join(members)}",
+        map_total=len(done),
+        map_left=len(done),
+        map_failed=0,
+        map_next=1,
+    ):
         return
     made = map_ops.attempts_made(tx, run_id, members)
     priority = machine.spec.step(name).priority or 0
     # n_up=1 with nothing counted: held, like a map step's instances, until map_ops starts it
-    tx.conn.execute(insert(t.step_runs), [
-        {"run_id": run_id, "step": member, "state": StepState.PENDING.value,
-         "attempts": made.get(member, 0), "retry_base": made.get(member, 0), "updated_at": tx.now,
-         "n_up": 1, "ok_up": 0, "bad_up": 0, "skip_up": 0, "priority": priority,
-         "map_parent": name, "map_index": k, "map_item": row.map_item}
-        for k, (member, row) in enumerate(zip(members, done, strict=True))])
+    tx.conn.execute(
+        insert(t.step_runs),
+        [
+            {
+                "run_id": run_id,
+                "step": member,
+                "state": StepState.PENDING.value,
+                "attempts": made.get(member, 0),
+                "retry_base": made.get(member, 0),
+                "updated_at": tx.now,
+                "n_up": 1,
+                "ok_up": 0,
+                "bad_up": 0,
+                "skip_up": 0,
+                "priority": priority,
+                "map_parent": name,
+                "map_index": k,
+                "map_item": row.map_item,
+            }
+            for k, (member, row) in enumerate(zip(members, done, strict=True))
+        ],
+    )
     machine.start([members[0]], StepState.PENDING)
 
 
@@ -170,24 +217,39 @@ def _start(machine: Machine, names: list[str], reason: str) -> None:
     made = map_ops.attempts_made(tx, run_id, names)
     for name in names:
         comp = spec.step(name)
-        rows.append({"run_id": run_id, "step": name, "state": StepState.PENDING.value,
-                     "attempts": made.get(name, 0), "retry_base": made.get(name, 0),
-                     "updated_at": tx.now, "n_up": sum(u in chosen for u in comp.upstream),
-                     "ok_up": 0, "bad_up": 0, "skip_up": 0, "priority": comp.priority or 0})
+        rows.append(
+            {
+                "run_id": run_id,
+                "step": name,
+                "state": StepState.PENDING.value,
+                "attempts": made.get(name, 0),
+                "retry_base": made.get(name, 0),
+                "updated_at": tx.now,
+                "n_up": sum(u in chosen for u in comp.upstream),
+                "ok_up": 0,
+                "bad_up": 0,
+                "skip_up": 0,
+                "priority": comp.priority or 0,
+            }
+        )
         if rows[-1]["n_up"] == 0:
             ready.append(name)
     tx.conn.execute(insert(t.step_runs), rows)
     r = t.runs.c
-    tx.conn.execute(update(t.runs).where(r.id == run_id).values(
-        steps_left=r.steps_left + len(rows), outcome=COMPENSATING))
+    tx.conn.execute(
+        update(t.runs).where(r.id == run_id).values(steps_left=r.steps_left + len(rows), outcome=COMPENSATING)
+    )
     order = sorted(names, key=spec.position.__getitem__)
-    tx.event("compensation_started", run_id=run_id, new=COMPENSATING,
-             reason=f"{reason}; undoing the steps that succeeded, last first: {', '.join(order)}")
+    tx.event(
+        "compensation_started",
+        run_id=run_id,
+        new=COMPENSATING,
+        reason=f"{reason}; undoing the steps that succeeded, last first: {', '.join(order)}",
+    )
     machine.start(sorted(ready, key=spec.position.__getitem__), StepState.PENDING)
 
 
-def reopen(tx: Tx, spec: FlowSpec, run_id: str, *, decided: Iterable[str], why: str,
-           hint: str = "") -> set[str]:
+def reopen(tx: Tx, spec: FlowSpec, run_id: str, *, decided: Iterable[str], why: str, hint: str = "") -> set[str]:
     """An operator reopens ``run_id``: return the steps its compensations undid, which must
     run again (before their downstream steps), and take the compensation rows out of the run.
 
@@ -196,15 +258,26 @@ def reopen(tx: Tx, spec: FlowSpec, run_id: str, *, decided: Iterable[str], why: 
     to mark). ``hint`` is the retry the refusal suggests (its ``--step`` options)."""
     c = t.step_runs.c
     names = [comp.name for comp in spec.compensations]
-    rows = {r.step: r for r in tx.conn.execute(select(c.step, c.state, c.attempts, c.map_total).where(
-        c.run_id == run_id, c.step.in_(names)))} if names else {}
+    rows = (
+        {
+            r.step: r
+            for r in tx.conn.execute(
+                select(c.step, c.state, c.attempts, c.map_total).where(c.run_id == run_id, c.step.in_(names))
+            )
+        }
+        if names
+        else {}
+    )
     if not rows:
         return set()
     undone = {spec.step(n).compensates or n for n, r in rows.items() if r.state == StepState.SUCCESS.value}
     # a map step's compensation has no attempts of its own: it started if it expanded
-    unsure = [spec.step(n).compensates or n for n, r in rows.items()
-              if r.state == StepState.FAILED.value
-              or (r.state == StepState.CANCELLED.value and (r.attempts > 0 or r.map_total is not None))]
+    unsure = [
+        spec.step(n).compensates or n
+        for n, r in rows.items()
+        if r.state == StepState.FAILED.value
+        or (r.state == StepState.CANCELLED.value and (r.attempts > 0 or r.map_total is not None))
+    ]
     unsure = sorted(set(unsure) - set(decided), key=spec.position.__getitem__)
     if unsure:
         first = unsure[0]
@@ -212,7 +285,8 @@ def reopen(tx: Tx, spec: FlowSpec, run_id: str, *, decided: Iterable[str], why: 
             f"run {run_id}: the compensation of {', '.join(unsure)} did not complete, so its effect "
             f"may be half undone; check it, then `flowkit runs retry {run_id} --step {first}{hint}` "
             f"runs it again, or `flowkit runs mark {run_id} {first}{COMPENSATION_SUFFIX} skipped` "
-            "keeps it as it stands")
+            "keeps it as it stands"
+        )
     _take_out(tx, run_id, {n: r.state for n, r in rows.items()}, why)
     return undone - set(decided)
 
@@ -221,14 +295,17 @@ def _take_out(tx: Tx, run_id: str, rows: dict[str, str], why: str) -> None:
     """Delete a reopened run's compensation rows (and their map instances' rows) and their
     results; their attempts and events stay as the history of the earlier compensation."""
     c, r = t.step_runs.c, t.results.c
-    members = [m for (m,) in tx.conn.execute(select(c.step).where(
-        c.run_id == run_id, c.map_parent.in_(list(rows))))]
+    members = [m for (m,) in tx.conn.execute(select(c.step).where(c.run_id == run_id, c.map_parent.in_(list(rows))))]
     for name, state in rows.items():
-        if tx.conn.execute(delete(t.step_runs).where(c.run_id == run_id, c.step == name,
-                                                     c.state == state)).rowcount:
-            tx.event("compensation_reset", run_id=run_id, step=name, old=state, new="reset",
-                     reason=f"{why}: the run is reopened; a later failure compensates again")
+        if tx.conn.execute(delete(t.step_runs).where(c.run_id == run_id, c.step == name, c.state == state)).rowcount:
+            tx.event(
+                "compensation_reset",
+                run_id=run_id,
+                step=name,
+                old=state,
+                new="reset",
+                reason=f"{why}: the run is reopened; a later failure compensates again",
+            )
     if members:
         tx.conn.execute(delete(t.step_runs).where(c.run_id == run_id, c.step.in_(members)))
-    tx.conn.execute(delete(t.results).where(r.run_id == run_id, or_(
-        r.step.in_(list(rows)), r.step.in_(members))))
+    tx.conn.execute(delete(t.results).where(r.run_id == run_id, or_(r.step.in_(list(rows)), r.step.in_(members))))

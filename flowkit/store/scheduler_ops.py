@@ -41,16 +41,20 @@ class SchedulerOps(_Base):
         return specs[key]
 
     # -- runs ---------------------------------------------------------------------------
-    def start_runs(self, actor: str, *, specs: Specs, global_cap: int | None, gate: Gate,
-                   run_ids: Iterable[str] | None = None) -> Effects:
+    def start_runs(
+        self, actor: str, *, specs: Specs, global_cap: int | None, gate: Gate, run_ids: Iterable[str] | None = None
+    ) -> Effects:
         """Move queued runs to running (within each flow's max_active_runs), oldest first,
         and start their first steps."""
         effects = Effects()
         r = t.runs.c
         with self.tx(actor) as tx:
             paused = select(t.flows.c.name).where(t.flows.c.paused.is_(True))
-            q = select(r.id, r.flow_name, r.version, r.steps_left).where(
-                r.state == RunState.QUEUED.value, r.flow_name.not_in(paused)).order_by(r.created_at, r.id)
+            q = (
+                select(r.id, r.flow_name, r.version, r.steps_left)
+                .where(r.state == RunState.QUEUED.value, r.flow_name.not_in(paused))
+                .order_by(r.created_at, r.id)
+            )
             if run_ids is not None:
                 q = q.where(r.id.in_(list(run_ids)))
             running: dict[str, int] = {}
@@ -58,8 +62,14 @@ class SchedulerOps(_Base):
                 spec = self._spec_for(tx, specs, run.flow_name, run.version)
                 if spec.max_active_runs:
                     if run.flow_name not in running:
-                        running[run.flow_name] = int(tx.conn.execute(select(func.count()).where(
-                            r.flow_name == run.flow_name, r.state == RunState.RUNNING.value)).scalar() or 0)
+                        running[run.flow_name] = int(
+                            tx.conn.execute(
+                                select(func.count()).where(
+                                    r.flow_name == run.flow_name, r.state == RunState.RUNNING.value
+                                )
+                            ).scalar()
+                            or 0
+                        )
                     if running[run.flow_name] >= spec.max_active_runs:
                         continue
                     running[run.flow_name] += 1
@@ -73,8 +83,16 @@ class SchedulerOps(_Base):
                 effects.merge(machine.effects)
         return effects
 
-    def reconcile_run(self, actor: str, run_id: str, *, specs: Specs, global_cap: int | None,
-                      gate: Gate, recount_counters: bool = True) -> Effects:
+    def reconcile_run(
+        self,
+        actor: str,
+        run_id: str,
+        *,
+        specs: Specs,
+        global_cap: int | None,
+        gate: Gate,
+        recount_counters: bool = True,
+    ) -> Effects:
         """Recount a running run's counters from its step states and decide its pending
         steps: the safety net for runs created before the counters, or left stuck.
 
@@ -105,8 +123,9 @@ class SchedulerOps(_Base):
         return effects
 
     # -- waiters --------------------------------------------------------------------------
-    def grant_waiters(self, actor: str, *, specs: Specs, global_cap: int | None,
-                      allow: Callable[[StepSpec], bool], batch: int = 500) -> tuple[Effects, bool]:
+    def grant_waiters(
+        self, actor: str, *, specs: Specs, global_cap: int | None, allow: Callable[[StepSpec], bool], batch: int = 500
+    ) -> tuple[Effects, bool]:
         """Queue waiting steps that the ledger and backpressure allow, in order.
 
         Order: priority (9 first), then ``wait_seq`` (the k-th waiter of every run before the
@@ -122,7 +141,9 @@ class SchedulerOps(_Base):
                 select(c.run_id, c.step, c.attempts, r.flow_name, r.version, r.state.label("run_state"))
                 .join(t.runs, r.id == c.run_id)
                 .where(c.state == StepState.SCHEDULED.value)
-                .order_by(c.priority.desc(), c.wait_seq, c.run_id).limit(batch)).all()
+                .order_by(c.priority.desc(), c.wait_seq, c.run_id)
+                .limit(batch)
+            ).all()
             if not rows:
                 return effects, False
             wanted: list[tuple[Any, FlowSpec, StepSpec, list[Hold]]] = []
@@ -137,8 +158,9 @@ class SchedulerOps(_Base):
             effects.merge(self._queue_grants(tx, grants, impossible, global_cap))
         return effects, granted == len(rows) == batch
 
-    def _choose_grants(self, tx: Any, wanted: list[tuple[Any, FlowSpec, StepSpec, list[Hold]]],
-                       allow: Callable[[StepSpec], bool]) -> tuple[Grants, list[tuple[Any, FlowSpec, str]], int]:
+    def _choose_grants(
+        self, tx: Any, wanted: list[tuple[Any, FlowSpec, StepSpec, list[Hold]]], allow: Callable[[StepSpec], bool]
+    ) -> tuple[Grants, list[tuple[Any, FlowSpec, str]], int]:
         """Take the ledger's slots for the waiters ``wanted`` (in order) that fit: by run, the
         steps granted with their holds; the waiters no capacity can ever hold, with why; and
         how many were granted. A limit or queue that refuses one is closed to the rest."""
@@ -169,8 +191,9 @@ class SchedulerOps(_Base):
         return grants, impossible, granted
 
     @staticmethod
-    def _queue_grants(tx: Any, grants: Grants, impossible: list[tuple[Any, FlowSpec, str]],
-                      global_cap: int | None) -> Effects:
+    def _queue_grants(
+        tx: Any, grants: Grants, impossible: list[tuple[Any, FlowSpec, str]], global_cap: int | None
+    ) -> Effects:
         """Queue the granted waiters (giving back the slots of any another actor moved) and
         fail the ones that can never fit."""
         effects = Effects()
@@ -182,8 +205,7 @@ class SchedulerOps(_Base):
             effects.merge(machine.effects)
         for row, spec, why in impossible:
             # A pool deleted or shrunk after the flow loaded: fail the step, don't wait forever.
-            if tx.cas_step(row.run_id, row.step, [StepState.SCHEDULED], StepState.FAILED,
-                           reason=why, ended_at=tx.now):
+            if tx.cas_step(row.run_id, row.step, [StepState.SCHEDULED], StepState.FAILED, reason=why, ended_at=tx.now):
                 machine = tx.machine(spec, row.run_id, global_cap=global_cap)
                 machine.callback("step", "on_failure", row.step, StepState.FAILED.value, error=why)
                 machine.settle([(row.step, BAD, None)])
@@ -193,31 +215,45 @@ class SchedulerOps(_Base):
     @staticmethod
     def _never_fits(tx: Any, step: StepSpec, holds: list[Hold]) -> str:
         for key in tx.ledger.missing(holds):
-            return (f'pool "{key[5:]}" does not exist; create it with `flowkit pools set {key[5:]} SLOTS`'
-                    if key.startswith("pool:") else f"limit {key} is missing from the ledger")
+            return (
+                f'pool "{key[5:]}" does not exist; create it with `flowkit pools set {key[5:]} SLOTS`'
+                if key.startswith("pool:")
+                else f"limit {key} is missing from the ledger"
+            )
         for key, amount in holds:
             capacity = tx.ledger._rows[key][0]
             if key.startswith("pool:") and capacity is not None and amount > capacity:
-                return (f'asks for {amount} slots of pool "{key[5:]}", which has {capacity}; lower '
-                        f"slots= or `flowkit pools set {key[5:]} {amount}`")
+                return (
+                    f'asks for {amount} slots of pool "{key[5:]}", which has {capacity}; lower '
+                    f"slots= or `flowkit pools set {key[5:]} {amount}`"
+                )
         return ""
 
     def waiting_count(self) -> int:
         with self._conn() as conn:
-            return int(conn.execute(select(func.count()).select_from(t.step_runs).where(
-                t.step_runs.c.state == StepState.SCHEDULED.value)).scalar() or 0)
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(t.step_runs)
+                    .where(t.step_runs.c.state == StepState.SCHEDULED.value)
+                ).scalar()
+                or 0
+            )
 
     # -- retry timers ------------------------------------------------------------------
-    def start_due_retries(self, actor: str, now: datetime, *, specs: Specs, global_cap: int | None,
-                          gate: Gate) -> Effects:
+    def start_due_retries(
+        self, actor: str, now: datetime, *, specs: Specs, global_cap: int | None, gate: Gate
+    ) -> Effects:
         effects = Effects()
         c, r = t.step_runs.c, t.runs.c
         with self.tx(actor, now) as tx:
             rows = tx.conn.execute(
                 select(c.run_id, c.step, c.attempts, r.flow_name, r.version)
                 .join(t.runs, r.id == c.run_id)
-                .where(c.state == StepState.UP_FOR_RETRY.value, c.next_attempt_at <= now,
-                       r.state == RunState.RUNNING.value)).all()
+                .where(
+                    c.state == StepState.UP_FOR_RETRY.value, c.next_attempt_at <= now, r.state == RunState.RUNNING.value
+                )
+            ).all()
             by_run: dict[str, list[Any]] = {}
             for row in rows:
                 by_run.setdefault(row.run_id, []).append(row)
@@ -231,8 +267,13 @@ class SchedulerOps(_Base):
     # -- the ledger --------------------------------------------------------------------
     def set_limit(self, key: str, capacity: int | None) -> None:
         with self._conn() as conn:
-            upsert(conn, t.limits, {"key": key, "capacity": capacity, "used": 0, "updated_at": utcnow()},
-                    ["key"], update_columns=["capacity", "updated_at"])
+            upsert(
+                conn,
+                t.limits,
+                {"key": key, "capacity": capacity, "used": 0, "updated_at": utcnow()},
+                ["key"],
+                update_columns=["capacity", "updated_at"],
+            )
 
     def set_pool(self, name: str, slots: int) -> None:
         self.set_limit(pool_key(name), slots)
@@ -261,9 +302,12 @@ class SchedulerOps(_Base):
             if conn.dialect.name == "postgresql":
                 # One snapshot for both reads: a commit between them would show a false leak.
                 conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            for (text,) in conn.execute(select(t.attempts.c.holds).where(
+            for (text,) in conn.execute(
+                select(t.attempts.c.holds).where(
                     t.attempts.c.state.in_([AttemptState.QUEUED.value, AttemptState.RUNNING.value]),
-                    t.attempts.c.holds.is_not(None))):
+                    t.attempts.c.holds.is_not(None),
+                )
+            ):
                 for key, amount in decode_holds(text):
                     held[key] = held.get(key, 0) + amount
             used = {row.key: row.used for row in conn.execute(select(t.limits.c.key, t.limits.c.used))}
@@ -283,30 +327,51 @@ class SchedulerOps(_Base):
         the settings it runs with, which `flowkit status` shows rather than its own."""
         now = utcnow()
         with self._conn() as conn:
-            upsert(conn, t.schedulers, {
-                "name": name, "started_at": now, "heartbeat_at": now, "last_loop_at": None,
-                "stats": json.dumps({"role": "standby"}), "stopped_at": None,
-                "config": json.dumps(config, sort_keys=True, default=str)}, ["name"])
+            upsert(
+                conn,
+                t.schedulers,
+                {
+                    "name": name,
+                    "started_at": now,
+                    "heartbeat_at": now,
+                    "last_loop_at": None,
+                    "stats": json.dumps({"role": "standby"}),
+                    "stopped_at": None,
+                    "config": json.dumps(config, sort_keys=True, default=str),
+                },
+                ["name"],
+            )
 
     def beat_scheduler(self, name: str, stats: dict[str, Any], *, started: bool = False) -> None:
         now = utcnow()
-        values = {"name": name, "heartbeat_at": now, "last_loop_at": now,
-                  "stats": json.dumps(stats, sort_keys=True, default=str)}
+        values = {
+            "name": name,
+            "heartbeat_at": now,
+            "last_loop_at": now,
+            "stats": json.dumps(stats, sort_keys=True, default=str),
+        }
         with self._conn() as conn:
             if started:
-                upsert(conn, t.schedulers, {**values, "started_at": now}, ["name"],
-                        update_columns=["heartbeat_at", "last_loop_at", "stats"])
+                upsert(
+                    conn,
+                    t.schedulers,
+                    {**values, "started_at": now},
+                    ["name"],
+                    update_columns=["heartbeat_at", "last_loop_at", "stats"],
+                )
             else:
-                n = conn.execute(update(t.schedulers).where(t.schedulers.c.name == name).values(
-                    **values)).rowcount
+                n = conn.execute(update(t.schedulers).where(t.schedulers.c.name == name).values(**values)).rowcount
                 if n == 0:
                     upsert(conn, t.schedulers, {**values, "started_at": now}, ["name"])
 
     def mark_scheduler_stopped(self, name: str) -> None:
         """A clean stop: `flowkit status` shows it stopped, not "not responding"."""
         with self._conn() as conn:
-            conn.execute(update(t.schedulers).where(t.schedulers.c.name == name).values(
-                stopped_at=utcnow(), stats=json.dumps({"role": "stopped"})))
+            conn.execute(
+                update(t.schedulers)
+                .where(t.schedulers.c.name == name)
+                .values(stopped_at=utcnow(), stats=json.dumps({"role": "stopped"}))
+            )
 
     def scheduler_lease(self) -> dict[str, Any] | None:
         """The lease row (PostgreSQL) with ``expired`` decided by the database's clock, the
@@ -315,13 +380,24 @@ class SchedulerOps(_Base):
             return None
         lease = t.scheduler_lease.c
         with self._conn() as conn:
-            row = conn.execute(select(lease.holder, lease.token, lease.expires_at, lease.acquired_at,
-                                      (lease.expires_at <= func.clock_timestamp()).label("expired"))
-                               .where(lease.id == 1)).first()
+            row = conn.execute(
+                select(
+                    lease.holder,
+                    lease.token,
+                    lease.expires_at,
+                    lease.acquired_at,
+                    (lease.expires_at <= func.clock_timestamp()).label("expired"),
+                ).where(lease.id == 1)
+            ).first()
         if row is None or row.holder is None:
             return None
-        return {"holder": row.holder, "token": row.token, "expires_at": row.expires_at,
-                "acquired_at": row.acquired_at, "expired": bool(row.expired)}
+        return {
+            "holder": row.holder,
+            "token": row.token,
+            "expires_at": row.expires_at,
+            "acquired_at": row.acquired_at,
+            "expired": bool(row.expired),
+        }
 
     def schedulers(self) -> list[dict[str, Any]]:
         with self._conn() as conn:
@@ -333,7 +409,11 @@ class SchedulerOps(_Base):
 
     def in_flight(self) -> dict[str, int]:
         with self._conn() as conn:
-            return {r.state: r.n for r in conn.execute(
-                select(t.attempts.c.state, func.count().label("n")).where(
-                    t.attempts.c.state.in_([AttemptState.QUEUED.value, AttemptState.RUNNING.value]))
-                .group_by(t.attempts.c.state))}
+            return {
+                r.state: r.n
+                for r in conn.execute(
+                    select(t.attempts.c.state, func.count().label("n"))
+                    .where(t.attempts.c.state.in_([AttemptState.QUEUED.value, AttemptState.RUNNING.value]))
+                    .group_by(t.attempts.c.state)
+                )
+            }

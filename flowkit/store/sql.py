@@ -124,8 +124,10 @@ class SqlStoreBase:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(
-                self.url, connect_args={"check_same_thread": False, "timeout": 30},
-                pool_size=5, max_overflow=10,
+                self.url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                pool_size=5,
+                max_overflow=10,
             )
 
             @event.listens_for(engine, "connect")
@@ -163,8 +165,12 @@ class SqlStoreBase:
             with self._lock:
                 if self._claim_engine is None or self._claim_pid != os.getpid():
                     self._claim_engine = create_engine(
-                        self.url, pool_size=2, max_overflow=8, pool_recycle=1800,
-                        connect_args={"options": "-c synchronous_commit=off"})
+                        self.url,
+                        pool_size=2,
+                        max_overflow=8,
+                        pool_recycle=1800,
+                        connect_args={"options": "-c synchronous_commit=off"},
+                    )
                     self._claim_pid = os.getpid()
         return self._claim_engine
 
@@ -186,8 +192,7 @@ class SqlStoreBase:
         except OperationalError as exc:
             if "no such table" in str(exc) or "does not exist" in str(exc):
                 raise MigrationRequired(
-                    f"the database at {redact(self.url)} has no flowkit tables; run "
-                    "`flowkit db upgrade`"
+                    f"the database at {redact(self.url)} has no flowkit tables; run `flowkit db upgrade`"
                 ) from exc
             if "could not connect" in str(exc) or "Connection refused" in str(exc):
                 raise StoreUnavailable(
@@ -265,8 +270,8 @@ class SqlStoreBase:
             files = conn.execute(select(t.dag_files)).all()
             latest = {r.name: r.version for r in conn.execute(select(t.flows.c.name, t.flows.c.version))}
             latest_specs = {
-                n: self._spec_from(n, v, lambda n=n, v=v: read_flow_spec(conn, n, v))
-                for n, v in latest.items()}
+                n: self._spec_from(n, v, lambda n=n, v=v: read_flow_spec(conn, n, v)) for n, v in latest.items()
+            }
         for f in files:
             names = json.loads(f.flow_names)
             err = DagLoadError(f.error, path=f.path, lineno=f.error_lineno) if f.error else None
@@ -292,34 +297,74 @@ class SqlStoreBase:
                 seen_paths.append(r.path)
                 problem = r.problem
                 good = [] if problem else r.flows
-                upsert(conn, t.dag_files, dict(
-                    # a name clash depends on other files: keep no hash, so it is re-checked
-                    path=r.path, hash="" if r.conflict else r.hash, import_ms=r.import_ms,
-                    error=problem.message if problem else None,
-                    error_lineno=problem.lineno if problem else None,
-                    flow_names=json.dumps([s.name for s in good]), loaded_at=now,
-                    helpers=json.dumps(r.helper_hashes, sort_keys=True),
-                ), ["path"])
+                upsert(
+                    conn,
+                    t.dag_files,
+                    dict(
+                        # a name clash depends on other files: keep no hash, so it is re-checked
+                        path=r.path,
+                        hash="" if r.conflict else r.hash,
+                        import_ms=r.import_ms,
+                        error=problem.message if problem else None,
+                        error_lineno=problem.lineno if problem else None,
+                        flow_names=json.dumps([s.name for s in good]),
+                        loaded_at=now,
+                        helpers=json.dumps(r.helper_hashes, sort_keys=True),
+                    ),
+                    ["path"],
+                )
                 for m in r.modules if good else []:
-                    upsert(conn, t.module_sources, dict(hash=m.hash, source=m.source, created_at=now),
-                            ["hash"], update_columns=[])
+                    upsert(
+                        conn,
+                        t.module_sources,
+                        dict(hash=m.hash, source=m.source, created_at=now),
+                        ["hash"],
+                        update_columns=[],
+                    )
                 for spec in good:
                     present.add(spec.name)
                     # A cached file's versions are stored already: serialising a 10,000-step
                     # spec again on every refresh cost the scheduler about 0.3 s of CPU.
                     if not r.cached:
-                        upsert(conn, t.flow_versions, dict(
-                            flow_name=spec.name, version=spec.version, path=r.path,
-                            spec_json=spec.to_json(), source=r.source, created_at=now),
-                            ["flow_name", "version"], update_columns=[])
+                        upsert(
+                            conn,
+                            t.flow_versions,
+                            dict(
+                                flow_name=spec.name,
+                                version=spec.version,
+                                path=r.path,
+                                spec_json=spec.to_json(),
+                                source=r.source,
+                                created_at=now,
+                            ),
+                            ["flow_name", "version"],
+                            update_columns=[],
+                        )
                     for m in r.modules:
-                        upsert(conn, t.flow_modules, dict(
-                            flow_name=spec.name, version=spec.version, name=m.name, path=m.path,
-                            hash=m.hash, package=m.package), ["flow_name", "version", "name"],
-                            update_columns=[])
-                    values = dict(name=spec.name, version=spec.version, path=r.path,
-                                  schedule=spec.schedule, owner=spec.owner,
-                                  description=spec.description, active=True, updated_at=now)
+                        upsert(
+                            conn,
+                            t.flow_modules,
+                            dict(
+                                flow_name=spec.name,
+                                version=spec.version,
+                                name=m.name,
+                                path=m.path,
+                                hash=m.hash,
+                                package=m.package,
+                            ),
+                            ["flow_name", "version", "name"],
+                            update_columns=[],
+                        )
+                    values = dict(
+                        name=spec.name,
+                        version=spec.version,
+                        path=r.path,
+                        schedule=spec.schedule,
+                        owner=spec.owner,
+                        description=spec.description,
+                        active=True,
+                        updated_at=now,
+                    )
                     # paused is the operator's choice: set on insert, never overwritten here
                     upsert(conn, t.flows, {**values, "paused": False}, ["name"], update_columns=values)
             if complete:
@@ -345,25 +390,28 @@ class SqlStoreBase:
     def flow_spec(self, name: str, version: str | None = None) -> FlowSpec:
         with self._conn() as conn:
             if version is None:
-                row = conn.execute(select(t.flows.c.version, t.flows.c.active)
-                                   .where(t.flows.c.name == name)).first()
+                row = conn.execute(select(t.flows.c.version, t.flows.c.active).where(t.flows.c.name == name)).first()
                 if row is None or not row.active:
-                    known = [r.name for r in conn.execute(
-                        select(t.flows.c.name).where(t.flows.c.active.is_(True)))]
+                    known = [r.name for r in conn.execute(select(t.flows.c.name).where(t.flows.c.active.is_(True)))]
                     import difflib
 
                     close = difflib.get_close_matches(name, known, n=1)
                     hint = f' Did you mean "{close[0]}"?' if close else ""
                     raise NotFoundError(
                         f'no flow named "{name}".{hint} Known flows: {", ".join(sorted(known)) or "none"} '
-                        "(see `flowkit dags list`)", flow=name)
+                        "(see `flowkit dags list`)",
+                        flow=name,
+                    )
                 version = row.version
             return self._spec_from(name, version, lambda: read_flow_spec(conn, name, version))
 
     def flow_source(self, name: str, version: str) -> tuple[str, str]:
         with self._conn() as conn:
-            row = conn.execute(select(t.flow_versions.c.path, t.flow_versions.c.source).where(
-                t.flow_versions.c.flow_name == name, t.flow_versions.c.version == version)).first()
+            row = conn.execute(
+                select(t.flow_versions.c.path, t.flow_versions.c.source).where(
+                    t.flow_versions.c.flow_name == name, t.flow_versions.c.version == version
+                )
+            ).first()
         if row is None:
             raise NotFoundError(f'flow "{name}" version {version} is not in the store', flow=name)
         return row.path, row.source
@@ -374,31 +422,54 @@ class SqlStoreBase:
 
         m, src = t.flow_modules.c, t.module_sources.c
         with self._conn() as conn:
-            rows = conn.execute(select(m.name, m.path, m.package, src.source)
-                                .join_from(t.flow_modules, t.module_sources, m.hash == src.hash)
-                                .where(m.flow_name == name, m.version == version)
-                                .order_by(m.name)).all()
-        return [ModuleSource(name=r.name, path=r.path, source=r.source, package=bool(r.package))
-                for r in rows]
+            rows = conn.execute(
+                select(m.name, m.path, m.package, src.source)
+                .join_from(t.flow_modules, t.module_sources, m.hash == src.hash)
+                .where(m.flow_name == name, m.version == version)
+                .order_by(m.name)
+            ).all()
+        return [ModuleSource(name=r.name, path=r.path, source=r.source, package=bool(r.package)) for r in rows]
 
     # -- runs ---------------------------------------------------------------------------
     def create_run(
-        self, spec: FlowSpec, params: dict[str, Any], *, actor: str, trigger: str = "manual",
-        reason: str = "", logical_date: datetime | None = None, parent_run_id: str | None = None,
+        self,
+        spec: FlowSpec,
+        params: dict[str, Any],
+        *,
+        actor: str,
+        trigger: str = "manual",
+        reason: str = "",
+        logical_date: datetime | None = None,
+        parent_run_id: str | None = None,
     ) -> str | None:
         """Create a queued run with every step pending. Returns None if the logical date exists."""
         run_id = str(uuid.uuid4())
         try:
             with self.tx(actor) as tx:
-                tx.conn.execute(insert(t.runs).values(
-                    id=run_id, flow_name=spec.name, version=spec.version,
-                    state=RunState.QUEUED.value, params=jsonsafe.dumps(params, sort_keys=True),
-                    trigger=trigger, triggered_by=actor, parent_run_id=parent_run_id,
-                    logical_date=logical_date, created_at=tx.now, updated_at=tx.now,
-                    steps_left=len(spec.steps), waits=0))
+                tx.conn.execute(
+                    insert(t.runs).values(
+                        id=run_id,
+                        flow_name=spec.name,
+                        version=spec.version,
+                        state=RunState.QUEUED.value,
+                        params=jsonsafe.dumps(params, sort_keys=True),
+                        trigger=trigger,
+                        triggered_by=actor,
+                        parent_run_id=parent_run_id,
+                        logical_date=logical_date,
+                        created_at=tx.now,
+                        updated_at=tx.now,
+                        steps_left=len(spec.steps),
+                        waits=0,
+                    )
+                )
                 tx.conn.execute(insert(t.step_runs), initial_rows(spec, run_id, tx.now))
-                tx.event("run_created", run_id=run_id, new=RunState.QUEUED.value,
-                         reason=reason or f"{trigger} trigger, version {spec.version}")
+                tx.event(
+                    "run_created",
+                    run_id=run_id,
+                    new=RunState.QUEUED.value,
+                    reason=reason or f"{trigger} trigger, version {spec.version}",
+                )
         except IntegrityError:
             if logical_date is not None:
                 return None
@@ -407,8 +478,12 @@ class SqlStoreBase:
 
     def resolve_run_id(self, prefix: str) -> str:
         with self._conn() as conn:
-            ids = [r[0] for r in conn.execute(
-                select(t.runs.c.id).where(t.runs.c.id.startswith(prefix, autoescape=True)).limit(2))]
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    select(t.runs.c.id).where(t.runs.c.id.startswith(prefix, autoescape=True)).limit(2)
+                )
+            ]
         if not ids:
             raise NotFoundError(f"no run with id {prefix!r}; see `flowkit runs list`")
         if len(ids) > 1:
@@ -424,8 +499,9 @@ class SqlStoreBase:
         out["params"] = json.loads(out["params"])
         return out
 
-    def list_runs(self, flow: str | None = None, limit: int = 20,
-                  states: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    def list_runs(
+        self, flow: str | None = None, limit: int = 20, states: Iterable[str] | None = None
+    ) -> list[dict[str, Any]]:
         q = select(t.runs).order_by(t.runs.c.created_at.desc()).limit(limit)
         if flow:
             q = q.where(t.runs.c.flow_name == flow)
@@ -439,8 +515,9 @@ class SqlStoreBase:
 
     def last_logical_date(self, flow: str) -> datetime | None:
         with self._conn() as conn:
-            return as_utc(conn.execute(select(func.max(t.runs.c.logical_date))
-                                       .where(t.runs.c.flow_name == flow)).scalar())
+            return as_utc(
+                conn.execute(select(func.max(t.runs.c.logical_date)).where(t.runs.c.flow_name == flow)).scalar()
+            )
 
     def runs_needing_attention(self) -> list[str]:
         """Running runs the counters cannot move on their own: created before the counters
@@ -449,13 +526,16 @@ class SqlStoreBase:
         (docs/design-notes.md#event-driven-readiness)."""
         a, sr, r = t.attempts, t.step_runs, t.runs
         finished_unseen = (
-            select(a.c.run_id).join(sr, (sr.c.run_id == a.c.run_id) & (sr.c.step == a.c.step)
-                                    & (sr.c.attempts == a.c.number))
-            .where(sr.c.state.in_([StepState.QUEUED.value, StepState.RUNNING.value]),
-                   a.c.state.in_([s.value for s in AttemptState if s.terminal]))
+            select(a.c.run_id)
+            .join(sr, (sr.c.run_id == a.c.run_id) & (sr.c.step == a.c.step) & (sr.c.attempts == a.c.number))
+            .where(
+                sr.c.state.in_([StepState.QUEUED.value, StepState.RUNNING.value]),
+                a.c.state.in_([s.value for s in AttemptState if s.terminal]),
+            )
         )
-        uncounted = select(r.c.id).where(r.c.state == RunState.RUNNING.value,
-                                         (r.c.steps_left.is_(None)) | (r.c.steps_left <= 0))
+        uncounted = select(r.c.id).where(
+            r.c.state == RunState.RUNNING.value, (r.c.steps_left.is_(None)) | (r.c.steps_left <= 0)
+        )
         with self._conn() as conn:
             return sorted({row[0] for row in conn.execute(uncounted.union(finished_unseen))})
 
@@ -473,8 +553,7 @@ class SqlStoreBase:
 
     def step_runs(self, run_id: str) -> list[dict[str, Any]]:
         with self._conn() as conn:
-            return [row_dict(r) for r in conn.execute(
-                select(t.step_runs).where(t.step_runs.c.run_id == run_id))]
+            return [row_dict(r) for r in conn.execute(select(t.step_runs).where(t.step_runs.c.run_id == run_id))]
 
     def attempts(self, run_id: str, step: str | None = None) -> list[dict[str, Any]]:
         q = select(t.attempts).where(t.attempts.c.run_id == run_id)
@@ -499,13 +578,16 @@ class SqlStoreBase:
     def next_retry_at(self) -> datetime | None:
         """The next timer: a retry, or an approval's timeout (both in ``next_attempt_at``)."""
         with self._conn() as conn:
-            value = conn.execute(select(func.min(t.step_runs.c.next_attempt_at)).where(
-                t.step_runs.c.state.in_([StepState.UP_FOR_RETRY.value,
-                                         StepState.AWAITING_APPROVAL.value]))).scalar()
+            value = conn.execute(
+                select(func.min(t.step_runs.c.next_attempt_at)).where(
+                    t.step_runs.c.state.in_([StepState.UP_FOR_RETRY.value, StepState.AWAITING_APPROVAL.value])
+                )
+            ).scalar()
         return as_utc(value)
 
-    def expired_leases(self, queued_before: datetime, interrupted_before: datetime | None = None,
-                       limit: int | None = None) -> list[dict[str, Any]]:
+    def expired_leases(
+        self, queued_before: datetime, interrupted_before: datetime | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         """Queued attempts published before ``queued_before`` and not started (the oldest
         ``limit``); with ``interrupted_before``, also interrupted ones put back before it
         (sent again sooner)."""
@@ -524,22 +606,25 @@ class SqlStoreBase:
         publishing: that worker died or froze between its commit and its publish."""
         a = t.attempts.c
         with self._conn() as conn:
-            return [row_dict(r) for r in conn.execute(select(t.attempts).where(
-                a.state == AttemptState.QUEUED.value, a.heartbeat_at < taken_before))]
+            return [
+                row_dict(r)
+                for r in conn.execute(
+                    select(t.attempts).where(a.state == AttemptState.QUEUED.value, a.heartbeat_at < taken_before)
+                )
+            ]
 
-    def silent_attempts(self, heartbeat_before: datetime,
-                        dispatched_before: datetime | None = None) -> list[dict[str, Any]]:
+    def silent_attempts(
+        self, heartbeat_before: datetime, dispatched_before: datetime | None = None
+    ) -> list[dict[str, Any]]:
         """Running attempts whose worker has not beaten since ``heartbeat_before`` (and, with
         ``dispatched_before``, that were not published again since then)."""
-        cond = [t.attempts.c.state == AttemptState.RUNNING.value,
-                t.attempts.c.heartbeat_at < heartbeat_before]
+        cond = [t.attempts.c.state == AttemptState.RUNNING.value, t.attempts.c.heartbeat_at < heartbeat_before]
         if dispatched_before is not None:
             cond.append(t.attempts.c.dispatched_at < dispatched_before)
         with self._conn() as conn:
             return [row_dict(r) for r in conn.execute(select(t.attempts).where(*cond))]
 
-    def dataset_events(self, *, uri: str | None = None,
-                       run_id: str | None = None) -> list[dict[str, Any]]:
+    def dataset_events(self, *, uri: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
         """Which step runs read and wrote datasets, oldest first."""
         q = select(t.dataset_events).order_by(t.dataset_events.c.id)
         if uri:
@@ -551,10 +636,12 @@ class SqlStoreBase:
 
     def child_runs(self, run_id: str) -> list[dict[str, Any]]:
         with self._conn() as conn:
-            return [row_dict(r) for r in conn.execute(
-                select(t.runs).where(t.runs.c.parent_run_id == run_id).order_by(t.runs.c.created_at))]
-
-
+            return [
+                row_dict(r)
+                for r in conn.execute(
+                    select(t.runs).where(t.runs.c.parent_run_id == run_id).order_by(t.runs.c.created_at)
+                )
+            ]
 
 
 class SqlStore(WorkerOps, SchedulerOps, OperatorOps, MapReads, PictureReads, SqlStoreBase):

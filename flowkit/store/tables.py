@@ -31,7 +31,8 @@ metadata = MetaData(
 TS = DateTime(timezone=True)
 
 dag_files = Table(
-    "dag_files", metadata,
+    "dag_files",
+    metadata,
     Column("path", String(500), primary_key=True),
     Column("hash", String(64), nullable=False),
     Column("import_ms", Float, nullable=False, default=0.0),
@@ -44,7 +45,8 @@ dag_files = Table(
 )
 
 flows = Table(
-    "flows", metadata,
+    "flows",
+    metadata,
     Column("name", String(100), primary_key=True),
     Column("version", String(64), nullable=False),
     Column("path", String(500), nullable=False),
@@ -57,7 +59,8 @@ flows = Table(
 )
 
 flow_versions = Table(
-    "flow_versions", metadata,
+    "flow_versions",
+    metadata,
     Column("flow_name", String(100), primary_key=True),
     Column("version", String(64), primary_key=True),
     Column("path", String(500), nullable=False),
@@ -70,7 +73,8 @@ flow_versions = Table(
 
 #: Helper module sources from the dags folder, once per content hash (see flowkit.pinned).
 module_sources = Table(
-    "module_sources", metadata,
+    "module_sources",
+    metadata,
     Column("hash", String(64), primary_key=True),
     Column("source", Text, nullable=False),
     Column("created_at", TS, nullable=False),
@@ -79,7 +83,8 @@ module_sources = Table(
 #: Which helper modules a flow version imports, under which names. Versions stored before
 #: helpers were pinned have no rows here and import helpers from the dags folder.
 flow_modules = Table(
-    "flow_modules", metadata,
+    "flow_modules",
+    metadata,
     Column("flow_name", String(100), primary_key=True),
     Column("version", String(64), primary_key=True),
     Column("name", String(300), primary_key=True),
@@ -91,7 +96,8 @@ flow_modules = Table(
 )
 
 runs = Table(
-    "runs", metadata,
+    "runs",
+    metadata,
     Column("id", String(36), primary_key=True),
     Column("flow_name", String(100), nullable=False),
     Column("version", String(64), nullable=False),
@@ -123,12 +129,12 @@ runs = Table(
     UniqueConstraint("flow_name", "logical_date", name="uq_runs_flow_logical_date"),
     Index("ix_runs_state", "state"),
     Index("ix_runs_flow_created", "flow_name", "created_at"),
-    Index("ix_runs_followups", "id", postgresql_where=text("followups > 0"),
-          sqlite_where=text("followups > 0")),
+    Index("ix_runs_followups", "id", postgresql_where=text("followups > 0"), sqlite_where=text("followups > 0")),
 )
 
 step_runs = Table(
-    "step_runs", metadata,
+    "step_runs",
+    metadata,
     Column("run_id", String(36), primary_key=True),
     Column("step", String(100), primary_key=True),
     Column("state", String(20), nullable=False),
@@ -169,7 +175,8 @@ step_runs = Table(
 )
 
 attempts = Table(
-    "attempts", metadata,
+    "attempts",
+    metadata,
     Column("run_id", String(36), primary_key=True),
     Column("step", String(100), primary_key=True),
     Column("number", Integer, primary_key=True),
@@ -201,7 +208,8 @@ attempts = Table(
 #: The slot ledger: one row per limit (the global cap, a pool, a lock, a flow's step cap).
 #: ``used`` always equals the sum of the holds of live attempts (see SqlStore.ledger_balance).
 limits = Table(
-    "limits", metadata,
+    "limits",
+    metadata,
     Column("key", String(200), primary_key=True),  # global | pool:NAME | lock:NAME | flow:NAME
     Column("capacity", Integer),  # NULL: unlimited
     Column("used", Integer, nullable=False, default=0),
@@ -210,7 +218,8 @@ limits = Table(
 
 #: Scheduler membership and the active scheduler's lease (high availability).
 schedulers = Table(
-    "schedulers", metadata,
+    "schedulers",
+    metadata,
     Column("name", String(200), primary_key=True),
     Column("started_at", TS, nullable=False),
     Column("heartbeat_at", TS, nullable=False),
@@ -224,7 +233,8 @@ schedulers = Table(
 #: fences the scheduler's writes (see flowkit/scheduler/lease.py); ``expires_at`` is database
 #: time, pushed forward by the holder's renewals.
 scheduler_lease = Table(
-    "scheduler_lease", metadata,
+    "scheduler_lease",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("holder", String(200)),
     Column("token", BigInteger, nullable=False, unique=True),
@@ -234,7 +244,8 @@ scheduler_lease = Table(
 )
 
 results = Table(
-    "results", metadata,
+    "results",
+    metadata,
     Column("run_id", String(36), primary_key=True),
     Column("step", String(100), primary_key=True),
     Column("value", Text, nullable=False),  # JSON
@@ -244,7 +255,8 @@ results = Table(
 )
 
 events = Table(
-    "events", metadata,
+    "events",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("run_id", String(36)),
     # Set on a flow's own events (run_id NULL): an operator paused or unpaused it.
@@ -265,7 +277,8 @@ events = Table(
 #: published after it commits, marked done by the worker that ran it; the scheduler's
 #: sweep publishes again the ones not done in time (at-least-once).
 callbacks = Table(
-    "callbacks", metadata,
+    "callbacks",
+    metadata,
     Column("id", String(36), primary_key=True),
     Column("run_id", String(36), nullable=False),
     Column("step", String(100)),  # the step it is about (NULL: the run ended)
@@ -283,7 +296,8 @@ callbacks = Table(
 )
 
 dataset_events = Table(
-    "dataset_events", metadata,
+    "dataset_events",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("uri", String(1000), nullable=False),
     Column("run_id", String(36), nullable=False),

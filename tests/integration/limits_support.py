@@ -45,8 +45,9 @@ def create_runs(cluster: Cluster, store: SqlStore, flow: str, count: int, **para
     when it starts, or at its next sweep."""
     sync_dags(store, cluster.env["FLOWKIT_DAGS_FOLDER"])
     spec = store.flow_spec(flow)
-    ids = [store.create_run(spec, resolve_params(spec, params), actor="test", reason="limits test")
-           for _ in range(count)]
+    ids = [
+        store.create_run(spec, resolve_params(spec, params), actor="test", reason="limits test") for _ in range(count)
+    ]
     assert all(ids)
     return [str(i) for i in ids]
 
@@ -55,8 +56,9 @@ def run_state(store: SqlStore, run_id: str) -> str:
     return str(store.get_run(run_id)["state"])
 
 
-def wait_runs_ended(store: SqlStore, run_ids: list[str], timeout: float, cluster: Cluster,
-                    during: Callable[[], None] | None = None) -> dict[str, str]:
+def wait_runs_ended(
+    store: SqlStore, run_ids: list[str], timeout: float, cluster: Cluster, during: Callable[[], None] | None = None
+) -> dict[str, str]:
     """Wait until every run is success or failed (calling ``during`` on each poll)."""
     deadline = time.monotonic() + timeout
     states: dict[str, str] = {}
@@ -67,16 +69,17 @@ def wait_runs_ended(store: SqlStore, run_ids: list[str], timeout: float, cluster
         if all(s in ("success", "failed") for s in states.values()):
             return states
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for the runs to end: {states}\n"
-                         f"{cluster.logs()}")
+    raise AssertionError(f"timed out after {timeout:g} s waiting for the runs to end: {states}\n{cluster.logs()}")
 
 
 def explain(store: SqlStore, run_ids: Iterable[str], cluster: Cluster) -> str:
     lines = []
     for run_id in run_ids:
         for e in store.events(run_id):
-            lines.append(f"{e['at']:%H:%M:%S.%f} {run_id[:8]} {e['actor']:<28} {e['action']:<18} "
-                         f"{e['step'] or '':<6} {e['old_state'] or ''}->{e['new_state'] or ''} {e['reason']}")
+            lines.append(
+                f"{e['at']:%H:%M:%S.%f} {run_id[:8]} {e['actor']:<28} {e['action']:<18} "
+                f"{e['step'] or '':<6} {e['old_state'] or ''}->{e['new_state'] or ''} {e['reason']}"
+            )
     return "audit trail:\n" + "\n".join(lines[-300:]) + "\n" + cluster.logs()
 
 
@@ -127,8 +130,20 @@ def attempt_spans(store: SqlStore, run_ids: Iterable[str]) -> list[Span]:
                 continue
             assert a["ended_at"] is not None, f"attempt still live: {a}"
             step = spec.step(a["step"])
-            spans.append(Span(run_id, spec.name, a["step"], _ts(a["started_at"]), _ts(a["ended_at"]),
-                              step.pool, step.slots, step.lock, step.lock_mode, a["worker"] or ""))
+            spans.append(
+                Span(
+                    run_id,
+                    spec.name,
+                    a["step"],
+                    _ts(a["started_at"]),
+                    _ts(a["ended_at"]),
+                    step.pool,
+                    step.slots,
+                    step.lock,
+                    step.lock_mode,
+                    a["worker"] or "",
+                )
+            )
     return spans
 
 
@@ -150,8 +165,9 @@ def logged_spans(store: SqlStore, log: Path, killed_at: dict[int, float] | None 
         run_id, step_name, _attempt, pid = key
         spec = spec_of(run_id)
         step = spec.step(step_name)
-        return Span(run_id, spec.name, step_name, start, end, step.pool, step.slots, step.lock,
-                    step.lock_mode, f"pid {pid}")
+        return Span(
+            run_id, spec.name, step_name, start, end, step.pool, step.slots, step.lock, step.lock_mode, f"pid {pid}"
+        )
 
     for line in log.read_text().splitlines():
         what, run_id, step_name, attempt, pid, at = line.split()
@@ -186,12 +202,12 @@ def live_at(spans: Iterable[Span], at: float) -> list[Span]:
     return [s for s in spans if s.start <= at < s.end]
 
 
-def assert_within(spans: list[Span], limit: int, what: str,
-                  weight: Callable[[Span], int] = lambda s: 1) -> int:
+def assert_within(spans: list[Span], limit: int, what: str, weight: Callable[[Span], int] = lambda s: 1) -> int:
     """Assert no instant saw more than ``limit``; return the most seen."""
     most, when = max_overlap(spans, weight)
-    assert most <= limit, (f"{what}: {most} at once (limit {limit}) at {when:.3f}:\n  "
-                           + "\n  ".join(map(str, live_at(spans, when))))
+    assert most <= limit, f"{what}: {most} at once (limit {limit}) at {when:.3f}:\n  " + "\n  ".join(
+        map(str, live_at(spans, when))
+    )
     return most
 
 
@@ -217,6 +233,10 @@ def assert_ledger_empty(store: SqlStore) -> None:
 
 def assert_no_errors(cluster: Cluster) -> None:
     """No daemon logged an error or a traceback (a loop error, a deadlock, a failed step)."""
-    bad = [f"{d.name}: {line}" for d in cluster.daemons for line in d.log().splitlines()
-           if " ERROR " in line or "Traceback" in line or " CRITICAL " in line]
+    bad = [
+        f"{d.name}: {line}"
+        for d in cluster.daemons
+        for line in d.log().splitlines()
+        if " ERROR " in line or "Traceback" in line or " CRITICAL " in line
+    ]
     assert not bad, "daemons logged errors:\n" + "\n".join(bad[:20])

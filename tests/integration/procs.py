@@ -19,8 +19,11 @@ class Daemon:
         self.log_path = logdir / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            argv, env=env, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,  # its own group: kill takes the pool too
+            argv,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: kill takes the pool too
         )
 
     @property
@@ -81,11 +84,11 @@ class Cluster:
         return self.start(name, "worker", "-c", str(concurrency), "-n", f"{name}@%h")
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "flowkit.cli", *args], env=self.env,
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "flowkit.cli", *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"flowkit {' '.join(args)} exited {proc.returncode}:\n"
-                                 f"{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(f"flowkit {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
 
     def close(self, timeout: float = 15) -> None:
@@ -106,8 +109,9 @@ class Cluster:
         return "\n".join(f"===== {d.name} =====\n{d.log()[-6000:]}" for d in self.daemons)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, cluster: Cluster | None = None,
-             interval: float = 0.05) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, cluster: Cluster | None = None, interval: float = 0.05
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -141,8 +145,7 @@ def wait_for_a_full_sweep(store: Any, cluster: Cluster | None = None, timeout: f
 def active_and_standby(cluster: Cluster) -> tuple[Daemon, Daemon]:
     """Two schedulers (the first active, the second standing by) and a worker, on a migrated database."""
     first = cluster.scheduler("scheduler-a")
-    wait_for(lambda: "active (holds the scheduler lease)" in first.log(), 30, "scheduler a to be active",
-             cluster)
+    wait_for(lambda: "active (holds the scheduler lease)" in first.log(), 30, "scheduler a to be active", cluster)
     second = cluster.scheduler("scheduler-b")
     wait_for(lambda: "standing by" in second.log(), 30, "scheduler b to stand by", cluster)
     cluster.worker()

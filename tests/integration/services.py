@@ -23,8 +23,12 @@ from ..conftest import (
 from .procs import Cluster
 
 #: Fast failure detection, as make_cluster uses; a module may override any of it.
-FAST_DETECTION = {"FLOWKIT_SWEEP_SECONDS": "2", "FLOWKIT_HEARTBEAT_SECONDS": "1",
-                  "FLOWKIT_VISIBILITY_TIMEOUT_SECONDS": "10", "FLOWKIT_QUEUED_LEASE_SECONDS": "30"}
+FAST_DETECTION = {
+    "FLOWKIT_SWEEP_SECONDS": "2",
+    "FLOWKIT_HEARTBEAT_SECONDS": "1",
+    "FLOWKIT_VISIBILITY_TIMEOUT_SECONDS": "10",
+    "FLOWKIT_QUEUED_LEASE_SECONDS": "30",
+}
 
 
 @contextmanager
@@ -64,9 +68,9 @@ def cluster_env(database_url: str, broker_url: str, dags: str, **extra: str) -> 
 
 
 @contextmanager
-def cluster_on_fresh_services(logdir: Path, dags: str, *, workers: Sequence[tuple[str, int]],
-                              setup: Sequence[Sequence[str]] = (),
-                              **extra: str) -> Iterator[tuple[Cluster, SqlStore]]:
+def cluster_on_fresh_services(
+    logdir: Path, dags: str, *, workers: Sequence[tuple[str, int]], setup: Sequence[Sequence[str]] = (), **extra: str
+) -> Iterator[tuple[Cluster, SqlStore]]:
     """Fresh services (the schema included), the ``setup`` CLI commands (e.g. ``pools set``), a scheduler
     and the named workers (name, prefork processes); yields the cluster and a store on it."""
     with fresh_services() as (database_url, broker_url):

@@ -27,8 +27,22 @@ def _redis(cluster: Cluster, port: int, tmp_path: Path, name: str) -> Daemon:
     binary = shutil.which("redis-server")
     if binary is None:
         service_missing("redis-server (the binary)", FileNotFoundError("redis-server"))
-    daemon = cluster.start_command(name, [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                          "--appendonly", "no", "--dir", str(tmp_path)])
+    daemon = cluster.start_command(
+        name,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+    )
 
     def up() -> bool:
         try:
@@ -51,10 +65,13 @@ def test_a_broker_restart_while_a_step_runs_keeps_its_body(make_cluster, open_st
     store = open_store(pg_url)
     log = tmp_path / "bodies.log"
     run_id = cluster.cli("trigger", "broker_loss", "-p", f"log={log}").stdout.strip()
-    wait_for(lambda: {s["step"]: s["state"] for s in store.step_runs(run_id)}.get("slow") == "running",
-             30, "the slow step to run", cluster)
-    wait_for(lambda: log.exists() and log.read_text().startswith("start slow 1"), 30, "the body to start",
-             cluster)
+    wait_for(
+        lambda: {s["step"]: s["state"] for s in store.step_runs(run_id)}.get("slow") == "running",
+        30,
+        "the slow step to run",
+        cluster,
+    )
+    wait_for(lambda: log.exists() and log.read_text().startswith("start slow 1"), 30, "the body to start", cluster)
     # When the broker stops (losing its messages) while the body runs, and comes back 3 s later
     broker.kill()
     time.sleep(3)  # the outage itself (the fault under test), not a wait for any process
@@ -64,5 +81,4 @@ def test_a_broker_restart_while_a_step_runs_keeps_its_body(make_cluster, open_st
     wait_for(lambda: store.get_run(run_id)["state"] in ("success", "failed"), 90, "the run to end", cluster)
     assert store.get_run(run_id)["state"] == "success", cluster.logs()
     assert log.read_text().splitlines() == ["start slow 1", "end slow 1"], cluster.logs()
-    assert [(a["number"], a["state"], a["deliveries"]) for a in store.attempts(run_id, "slow")] == [
-        (1, "success", 1)]
+    assert [(a["number"], a["state"], a["deliveries"]) for a in store.attempts(run_id, "slow")] == [(1, "success", 1)]

@@ -35,9 +35,25 @@ def one_db_redis(tmp_path: Path) -> Iterator[int]:
     if binary is None:
         service_missing("redis-server (the binary)", FileNotFoundError("redis-server"))
     port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--databases", "1",
-                             "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--databases",
+            "1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -54,14 +70,19 @@ def one_db_redis(tmp_path: Path) -> Iterator[int]:
         proc.wait(timeout=10)
 
 
-def _flowkit(tmp_path: Path, broker: str, *args: str,
-             timeout: float = 60) -> tuple[subprocess.CompletedProcess[str], float]:
+def _flowkit(
+    tmp_path: Path, broker: str, *args: str, timeout: float = 60
+) -> tuple[subprocess.CompletedProcess[str], float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWKIT_")}
-    env.update(FLOWKIT_DATABASE_URL=f"sqlite:///{tmp_path / 's.db'}", FLOWKIT_BROKER_URL=broker,
-               FLOWKIT_DAGS_FOLDER=str(ROOT / "dags"))
+    env.update(
+        FLOWKIT_DATABASE_URL=f"sqlite:///{tmp_path / 's.db'}",
+        FLOWKIT_BROKER_URL=broker,
+        FLOWKIT_DAGS_FOLDER=str(ROOT / "dags"),
+    )
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "flowkit.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowkit.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
     return proc, time.monotonic() - started
 
 
@@ -79,7 +100,8 @@ def test_a_database_index_out_of_range_fails_probe_scheduler_and_worker_at_once(
         assert proc.returncode == 1, proc.stderr
         assert took < 30, f"{daemon} kept retrying a refusal that never fixes itself"
         assert _errors(proc.stderr) == [
-            f"error: cannot connect to the broker at {url}: DB index is out of range; check FLOWKIT_BROKER_URL"]
+            f"error: cannot connect to the broker at {url}: DB index is out of range; check FLOWKIT_BROKER_URL"
+        ]
         assert "Traceback" not in proc.stderr
 
 

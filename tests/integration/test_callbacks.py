@@ -21,8 +21,9 @@ def _lines(path: Path) -> list[tuple]:
     return sorted((e["kind"], e["step"] or "", e["state"], e["attempt"] or 0) for e in entries)
 
 
-def test_callbacks_run_on_workers_and_a_raising_one_changes_nothing(pg_url, redis_url, make_cluster,
-                                                                    open_store, tmp_path):
+def test_callbacks_run_on_workers_and_a_raising_one_changes_nothing(
+    pg_url, redis_url, make_cluster, open_store, tmp_path
+):
     # Given a failing flow with step-level on_retry and flow-level on_failure, and a flow whose
     # callbacks raise
     cluster = make_cluster(pg_url, redis_url, dags=DAGS)
@@ -38,16 +39,18 @@ def test_callbacks_run_on_workers_and_a_raising_one_changes_nothing(pg_url, redi
     cluster.worker("worker-a", concurrency=2)
     cluster.worker("worker-b", concurrency=2)
     states = wait_runs_ended(store, list(runs.values()), 60, cluster)
-    wait_for(lambda: all(callback_ops.pending(store, r) == 0 for r in runs.values()), 30,
-             "the callbacks to be done", cluster)
+    wait_for(
+        lambda: all(callback_ops.pending(store, r) == 0 for r in runs.values()), 30, "the callbacks to be done", cluster
+    )
     # Then the failing run failed and every callback it defines ran once
-    assert states == {runs["cb_fail"]: "failed", runs["cb_raise"]: "success"}, \
-        explain(store, list(runs.values()), cluster)
+    assert states == {runs["cb_fail"]: "failed", runs["cb_raise"]: "success"}, explain(
+        store, list(runs.values()), cluster
+    )
     assert _lines(fail_out) == [
-        ("on_failure", "", "failed", 0),          # the flow's, when the run ended
-        ("on_failure", "a", "failed", 2),         # the step's, when its last attempt failed
-        ("on_retry", "a", "up_for_retry", 1),     # the step's, when attempt 1 failed
-        ("on_retry", "a", "up_for_retry", 1),     # the flow's, for the same retry
+        ("on_failure", "", "failed", 0),  # the flow's, when the run ended
+        ("on_failure", "a", "failed", 2),  # the step's, when its last attempt failed
+        ("on_retry", "a", "up_for_retry", 1),  # the step's, when attempt 1 failed
+        ("on_retry", "a", "up_for_retry", 1),  # the flow's, for the same retry
     ]
     # and the raising callbacks ran, were recorded as failed, and left the run as it was
     assert _lines(raise_out) == [("on_success", "", "success", 0), ("on_success", "a", "success", 1)]

@@ -21,8 +21,9 @@ def _items(n: int) -> list[Dispatch]:
 
 
 def _dispatcher(amqp_url: str) -> CeleryDispatcher:
-    settings = Settings(broker_url=amqp_url, database_url="sqlite://",
-                        default_queue=f"flowkit.test.{uuid.uuid4().hex[:8]}")
+    settings = Settings(
+        broker_url=amqp_url, database_url="sqlite://", default_queue=f"flowkit.test.{uuid.uuid4().hex[:8]}"
+    )
     return CeleryDispatcher(make_app(settings), settings)
 
 

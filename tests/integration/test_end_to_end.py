@@ -9,8 +9,7 @@ from flowkit.store.sql import SqlStore
 from .procs import wait_for
 
 
-def _running_cluster(make_cluster, database_url: str, broker_url: str, dags: str = "dags",
-                     concurrency: int = 1):  # type: ignore[no-untyped-def]
+def _running_cluster(make_cluster, database_url: str, broker_url: str, dags: str = "dags", concurrency: int = 1):  # type: ignore[no-untyped-def]
     """A migrated store, a scheduler and one worker."""
     cluster = make_cluster(database_url, broker_url, dags=dags)
     cluster.scheduler()
@@ -33,16 +32,29 @@ def test_orders_flow_on_redis_and_postgres(make_cluster, open_store, pg_url, red
     # Then it succeeds, every step has the right state, result and one attempt in SQL
     assert wait_for(lambda: _run_state(store, run_id), 60, "the run to end", cluster) == "success"
     steps = {s["step"]: s for s in store.step_runs(run_id)}
-    expected = {"receive": "success", "check_inventory": "success", "route": "success",
-                "reserve": "success", "backorder": "skipped", "invoice": "success", "review": "success",
-                "approve_large": "skipped", "pack": "success", "ship": "success", "ship[0]": "success",
-                "ship[1]": "success", "ship[2]": "success", "notify_customer": "success",
-                "update_accounting": "success"}
+    expected = {
+        "receive": "success",
+        "check_inventory": "success",
+        "route": "success",
+        "reserve": "success",
+        "backorder": "skipped",
+        "invoice": "success",
+        "review": "success",
+        "approve_large": "skipped",
+        "pack": "success",
+        "ship": "success",
+        "ship[0]": "success",
+        "ship[1]": "success",
+        "ship[2]": "success",
+        "notify_customer": "success",
+        "update_accounting": "success",
+    }
     assert {k: v["state"] for k, v in steps.items()} == expected
     attempts = store.attempts(run_id)
     # every step that ran has one attempt; the map step runs as its instances (one per line)
     assert sorted(a["step"] for a in attempts) == sorted(
-        k for k, v in expected.items() if v == "success" and k != "ship")
+        k for k, v in expected.items() if v == "success" and k != "ship"
+    )
     assert all(a["number"] == 1 and a["deliveries"] == 1 and a["state"] == "success" for a in attempts)
     assert all(a["worker"] and a["started_at"] <= a["ended_at"] for a in attempts)
     results = store.results(run_id)
@@ -108,8 +120,7 @@ def test_step_ignoring_its_timeout_is_failed_then_killed(make_cluster, open_stor
     assert "it did not stop; its outcome will be discarded" in attempt["error"]
     assert (attempt["ended_at"] - attempt["started_at"]).total_seconds() < 4
     assert {s["step"]: s["state"] for s in store.step_runs(run_id)}["after"] == "upstream_failed"
-    wait_for(lambda: "Hard time limit (6.0s) exceeded" in cluster.logs(), 15, "the hard limit to kill it",
-             cluster)
+    wait_for(lambda: "Hard time limit (6.0s) exceeded" in cluster.logs(), 15, "the hard limit to kill it", cluster)
 
 
 def test_concurrent_dag_syncs_do_not_collide(pg_url):

@@ -18,8 +18,6 @@ from .procs import Cluster
 DAGS = "tests/dags/exec"
 
 
-
-
 def _cluster(make_cluster, pg_url: str, redis_url: str, workdir: Path) -> Cluster:  # type: ignore[no-untyped-def]
     cluster: Cluster = make_cluster(pg_url, redis_url, dags=DAGS, EXEC_TEST_DIR=str(workdir))
     return cluster
@@ -34,16 +32,23 @@ def test_shell_success_when_and_refs_on_a_prefork_worker(make_cluster, open_stor
     # Given one run of each flow, queued before a scheduler and a prefork worker start
     cluster = _cluster(make_cluster, pg_url, redis_url, tmp_path)
     store = open_store(pg_url)
-    runs = {flow: create_runs(cluster, store, flow, 1, **params)[0] for flow, params in [
-        ("shell_ok", {}), ("shell_exit", {}), ("shell_fail_on", {}), ("shell_timeout", {}),
-        ("success_when", {"rows": 0}), ("refs", {})]}
+    runs = {
+        flow: create_runs(cluster, store, flow, 1, **params)[0]
+        for flow, params in [
+            ("shell_ok", {}),
+            ("shell_exit", {}),
+            ("shell_fail_on", {}),
+            ("shell_timeout", {}),
+            ("success_when", {"rows": 0}),
+            ("refs", {}),
+        ]
+    }
     cluster.scheduler()
     cluster.worker(concurrency=3)
     # When they have all ended
     states = wait_runs_ended(store, list(runs.values()), 40, cluster)
     why = explain(store, runs.values(), cluster)
-    assert states == {**{r: "failed" for r in runs.values()}, runs["shell_ok"]: "success",
-                      runs["refs"]: "success"}, why
+    assert states == {**{r: "failed" for r in runs.values()}, runs["shell_ok"]: "success", runs["refs"]: "success"}, why
     # Then a shell step's result, output and downstream read are there
     assert store.results(runs["shell_ok"])["hello"] == {"exit_code": 0, "last_lines": ["hello world", "from /"]}
     assert _one(store, runs["shell_ok"], "hello")["output"] == "hello world\nfrom /"
@@ -116,6 +121,10 @@ def test_a_pool_child_told_to_stop_takes_its_command_down(make_cluster, open_sto
     os.kill(pool_child, signal.SIGTERM)
     # Then the command's process group is gone with it, and the attempt is put back, not failed
     assert pid_gone(child), "the command's child outlived the pool child"
-    wait_for(lambda: any(e["action"] == "attempt_interrupted" for e in store.events(run_id)), 10,
-             "the attempt to be put back", cluster)
+    wait_for(
+        lambda: any(e["action"] == "attempt_interrupted" for e in store.events(run_id)),
+        10,
+        "the attempt to be put back",
+        cluster,
+    )
     assert store.attempts(run_id, "waits")[0]["state"] in ("queued", "running")

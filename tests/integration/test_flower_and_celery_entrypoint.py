@@ -30,10 +30,26 @@ def test_celery_entrypoint_worker_and_flower_task_names(make_cluster, open_store
     cluster.scheduler()
     port = _free_port()
     flower = cluster.start("flower", "flower", "--port", str(port))
-    cluster.start_command("celery-worker", [
-        sys.executable, "-m", "celery", "-A", "workers.app", "worker",
-        "-Q", cluster.env["FLOWKIT_DEFAULT_QUEUE"], "-c", "1",
-        "-E", "--without-gossip", "--without-mingle", "-n", "celery-worker@%h"])
+    cluster.start_command(
+        "celery-worker",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "worker",
+            "-Q",
+            cluster.env["FLOWKIT_DEFAULT_QUEUE"],
+            "-c",
+            "1",
+            "-E",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            "celery-worker@%h",
+        ],
+    )
     wait_for(lambda: "Visit me at" in flower.log(), 30, "Flower to start", cluster)
     store = open_store(pg_url)
 
@@ -49,8 +65,9 @@ def test_celery_entrypoint_worker_and_flower_task_names(make_cluster, open_store
     run_id = run_orders()
     ids = {a["task_id"] for a in store.attempts(run_id)}
     # Then Flower lists each attempt under its deterministic task id, named <flow>.<step>
-    tasks = wait_for(lambda: ids <= set(_flower_tasks(port)) and _flower_tasks(port), 30,
-                     "Flower to see the tasks", cluster)
+    tasks = wait_for(
+        lambda: ids <= set(_flower_tasks(port)) and _flower_tasks(port), 30, "Flower to see the tasks", cluster
+    )
     names = {a["task_id"]: f"orders.{a['step']}" for a in store.attempts(run_id)}
     assert {tid: tasks[tid]["name"] for tid in ids} == names
     assert all(a["worker"] for a in store.attempts(run_id))

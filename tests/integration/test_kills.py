@@ -18,9 +18,11 @@ def _ended(store: SqlStore, run_id: str) -> str | None:
 
 def _explain(store: SqlStore, run_id: str, cluster) -> str:  # type: ignore[no-untyped-def]
     """The audit trail and the daemons' logs, for a failure message."""
-    trail = "\n".join(f"{e['at']:%H:%M:%S.%f} {e['actor']:<24} {e['action']:<20} {e['step'] or '':<8} "
-                      f"{e['old_state'] or ''}->{e['new_state'] or ''} {e['reason']}"
-                      for e in store.events(run_id))
+    trail = "\n".join(
+        f"{e['at']:%H:%M:%S.%f} {e['actor']:<24} {e['action']:<20} {e['step'] or '':<8} "
+        f"{e['old_state'] or ''}->{e['new_state'] or ''} {e['reason']}"
+        for e in store.events(run_id)
+    )
     return f"audit trail:\n{trail}\n{cluster.logs()}"
 
 
@@ -73,8 +75,9 @@ def test_worker_killed_mid_step_is_redelivered_to_another_worker(make_cluster, o
     cluster.scheduler()
     workers = [cluster.worker("worker-a"), cluster.worker("worker-b")]
     log, started = tmp_path / "long.log", tmp_path / "started"
-    run_id = cluster.cli("trigger", "slow", "-p", f"log={log}", "-p", f"started={started}",
-                         "-p", "seconds=6").stdout.strip()
+    run_id = cluster.cli(
+        "trigger", "slow", "-p", f"log={log}", "-p", f"started={started}", "-p", "seconds=6"
+    ).stdout.strip()
     pid = int(wait_for(lambda: started.exists() and started.read_text(), 30, "the step to start", cluster))
     # When the worker running it is SIGKILLed, with its whole process group
     victim = _worker_of(pid, workers)

@@ -71,8 +71,10 @@ def test_every_limit_holds_under_load_and_is_reached(pg_url, redis_url, make_clu
     assert Counter(s.flow for s in spans) == {"lim_steps": 3 * 14, "lim_single": 3 * 10, "lim_wide": 3 * 16}
     # no instant saw more executions than a limit allows, and each limit was reached
     assert assert_within(spans, cap, "in flight (FLOWKIT_MAX_IN_FLIGHT)") == cap
-    assert assert_within([s for s in spans if _in_pool(s)], POOL_SLOTS, f"pool {POOL}",
-                         weight=lambda s: s.slots) == POOL_SLOTS
+    assert (
+        assert_within([s for s in spans if _in_pool(s)], POOL_SLOTS, f"pool {POOL}", weight=lambda s: s.slots)
+        == POOL_SLOTS
+    )
     lock_holders = [s for s in spans if s.lock == LOCK]
     assert lock_holders and all(s.exclusive for s in lock_holders)
     assert assert_within(lock_holders, 1, f"exclusive lock {LOCK}") == 1
@@ -81,8 +83,20 @@ def test_every_limit_holds_under_load_and_is_reached(pg_url, redis_url, make_clu
     assert_within([s for s in spans if s.flow == "lim_steps"], 3, "lim_steps (max_active_steps=3)")
     # one run of lim_single at a time, although all three were queued together
     single = sorted((store.get_run(r) for r in runs["lim_single"]), key=lambda r: r["started_at"])
-    run_spans = [Span(r["id"], "lim_single", "-", as_utc(r["started_at"]).timestamp(),
-                      as_utc(r["ended_at"]).timestamp(), None, 1, None, "") for r in single]
+    run_spans = [
+        Span(
+            r["id"],
+            "lim_single",
+            "-",
+            as_utc(r["started_at"]).timestamp(),
+            as_utc(r["ended_at"]).timestamp(),
+            None,
+            1,
+            None,
+            "",
+        )
+        for r in single
+    ]
     assert assert_within(run_spans, 1, "lim_single runs (max_active_runs=1)") == 1
     assert all(r["created_at"] < single[0]["ended_at"] for r in single), "the cap was never tested"
     assert all(a["ended_at"] <= b["started_at"] for a, b in zip(single, single[1:], strict=False))
@@ -167,8 +181,10 @@ def test_ledger_balances_after_a_worker_holding_slots_is_sigkilled(
         """The worker whose processes run the most pool steps, once the pool is full."""
         if _pool_in_use(store) < POOL_SLOTS or not log.exists():
             return None
-        if sum(line.startswith("start") and line.split()[2].startswith("p")
-               for line in log.read_text().splitlines()) < POOL_SLOTS:
+        if (
+            sum(line.startswith("start") and line.split()[2].startswith("p") for line in log.read_text().splitlines())
+            < POOL_SLOTS
+        ):
             return None  # claimed, but not all executing yet
         by_worker = Counter()
         for a in store.attempts(run_id):
@@ -180,8 +196,11 @@ def test_ledger_balances_after_a_worker_holding_slots_is_sigkilled(
         return next(w for w in workers if w.pid == pgid)
 
     victim = wait_for(victim_holding_slots, 30, "the pool to be full of running steps", cluster)
-    children = [int(a["worker"].rsplit(":", 1)[1]) for a in store.attempts(run_id)
-                if a["state"] == "running" and os.getpgid(int(a["worker"].rsplit(":", 1)[1])) == victim.pid]
+    children = [
+        int(a["worker"].rsplit(":", 1)[1])
+        for a in store.attempts(run_id)
+        if a["state"] == "running" and os.getpgid(int(a["worker"].rsplit(":", 1)[1])) == victim.pid
+    ]
     balance_before = store.ledger_balance()
     assert balance_before[f"pool:{POOL}"][0] == POOL_SLOTS
     # When that worker's whole process group is SIGKILLed, and a replacement starts
@@ -200,12 +219,10 @@ def test_ledger_balances_after_a_worker_holding_slots_is_sigkilled(
     # (which ended when their processes died) as well as the attempts as recorded (a
     # taken-over attempt's started_at is its new start). The pool was full when the kill
     # came (above); after it, whether 3 overlap again depends on when the lost steps restart.
-    for spans in (logged_spans(store, log, {pid: killed_at for pid in children}),
-                  attempt_spans(store, [run_id])):
+    for spans in (logged_spans(store, log, {pid: killed_at for pid in children}), attempt_spans(store, [run_id])):
         assert_within([s for s in spans if _in_pool(s)], POOL_SLOTS, f"pool {POOL}")
         assert_within([s for s in spans if s.lock == LOCK], 1, f"lock {LOCK}")
-    cut_short = [s for s in logged_spans(store, log, {pid: killed_at for pid in children})
-                 if s.end == killed_at]
+    cut_short = [s for s in logged_spans(store, log, {pid: killed_at for pid in children}) if s.end == killed_at]
     assert cut_short, "the victim was running nothing when killed"
     assert_no_errors(cluster)
 
@@ -310,8 +327,10 @@ def test_ledger_balance_shows_equal_pairs_while_runs_go(pg_url, redis_url, make_
     assert len(snapshots) >= 5 and not [u for u in map(unbalanced, snapshots) if u]
     # and so did what ledger_balance() reported
     wrong = [u for u in map(unbalanced, reported) if u]
-    assert not wrong, (f"ledger_balance() reported {len(wrong)} unbalanced reading(s) of {len(reported)} "
-                       f"while every one of {len(snapshots)} consistent snapshots balanced: {wrong[:3]}")
+    assert not wrong, (
+        f"ledger_balance() reported {len(wrong)} unbalanced reading(s) of {len(reported)} "
+        f"while every one of {len(snapshots)} consistent snapshots balanced: {wrong[:3]}"
+    )
     assert_ledger_empty(store)
 
 
@@ -322,6 +341,7 @@ def test_python_m_flowkit_cli_has_the_pools_and_status_commands():
     import sys
 
     for command in ("pools", "status"):
-        proc = subprocess.run([sys.executable, "-m", "flowkit.cli", command, "--help"],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "flowkit.cli", command, "--help"], capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode == 0, f"python -m flowkit.cli {command} --help:\n{proc.stdout}{proc.stderr}"

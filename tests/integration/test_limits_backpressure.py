@@ -81,8 +81,10 @@ def _over(seen: list[int], store, run_id: str) -> str:  # type: ignore[no-untype
     """Why the queue went over the watermark: the depths seen, the attempts queued in SQL
     and the audit trail's count of attempts published again."""
     republished = Counter(e["reason"] for e in store.events(run_id) if e["action"] == "lease_expired")
-    return (f"queue depth went over {HIGH}: {seen}\nattempts queued in SQL: "
-            f"{_states(store, run_id)['queued']}; published again: {dict(republished)}")
+    return (
+        f"queue depth went over {HIGH}: {seen}\nattempts queued in SQL: "
+        f"{_states(store, run_id)['queued']}; published again: {dict(republished)}"
+    )
 
 
 def _sample(depth: Callable[[], int], seconds: float, into: list[int]) -> None:
@@ -93,8 +95,14 @@ def _sample(depth: Callable[[], int], seconds: float, into: list[int]) -> None:
 
 
 def _backpressured_cluster(make_cluster, pg_url: str, broker_url: str, **extra: str) -> Cluster:  # type: ignore[no-untyped-def]
-    cluster: Cluster = make_cluster(pg_url, broker_url, dags=DAGS, FLOWKIT_QUEUE_HIGH_WATERMARK=str(HIGH),
-                                    FLOWKIT_QUEUE_LOW_WATERMARK=str(LOW), **extra)
+    cluster: Cluster = make_cluster(
+        pg_url,
+        broker_url,
+        dags=DAGS,
+        FLOWKIT_QUEUE_HIGH_WATERMARK=str(HIGH),
+        FLOWKIT_QUEUE_LOW_WATERMARK=str(LOW),
+        **extra,
+    )
     prepare(cluster)  # the pool the other flows of the dags folder use
     return cluster
 
@@ -124,8 +132,9 @@ def _fill(cluster: Cluster, store, depth: Callable[[], int]) -> tuple[str, list[
     run_id = cluster.cli("trigger", "lim_fanout").stdout.strip()
     seen: list[int] = []
     scheduler = cluster.daemons[0]
-    wait_for(lambda: seen.append(depth()) or "holding dispatches" in scheduler.log(), 30,
-             "backpressure to engage", cluster)
+    wait_for(
+        lambda: seen.append(depth()) or "holding dispatches" in scheduler.log(), 30, "backpressure to engage", cluster
+    )
     return run_id, seen
 
 
@@ -159,8 +168,9 @@ def test_backpressure_engages_and_releases(pg_url, broker_url, broker_depth, mak
     print(f"drained in {time.monotonic() - started:.1f} s; depths seen: {seen}")
 
 
-def test_backpressure_holds_while_queued_attempts_outlive_their_lease(pg_url, redis_url, broker_depth,
-                                                                      make_cluster, open_store):
+def test_backpressure_holds_while_queued_attempts_outlive_their_lease(
+    pg_url, redis_url, broker_depth, make_cluster, open_store
+):
     # Given watermarks 20/10, a queued lease of 3 s, and a fan-out of 150 steps held back
     # with no worker to take them
     cluster = _backpressured_cluster(make_cluster, pg_url, redis_url, FLOWKIT_QUEUED_LEASE_SECONDS="3")
@@ -175,8 +185,9 @@ def test_backpressure_holds_while_queued_attempts_outlive_their_lease(pg_url, re
     assert max(seen) <= HIGH, _over(seen, store, run_id)
 
 
-def test_backpressure_holds_when_the_scheduler_starts_with_a_run_queued(pg_url, redis_url, broker_depth,
-                                                                        make_cluster, open_store):
+def test_backpressure_holds_when_the_scheduler_starts_with_a_run_queued(
+    pg_url, redis_url, broker_depth, make_cluster, open_store
+):
     # Given watermarks 20/10 and a fan-out of 150 steps triggered while no scheduler runs
     cluster = _backpressured_cluster(make_cluster, pg_url, redis_url)
     store = open_store(pg_url)
@@ -190,9 +201,9 @@ def test_backpressure_holds_when_the_scheduler_starts_with_a_run_queued(pg_url, 
     assert max(seen) <= HIGH, _over(seen, store, run_id)
 
 
-def test_a_scheduler_starts_before_anything_declared_its_rabbitmq_events_queue(pg_url, amqp_url,
-                                                                                 broker_depth,
-                                                                                 make_cluster, open_store):
+def test_a_scheduler_starts_before_anything_declared_its_rabbitmq_events_queue(
+    pg_url, amqp_url, broker_depth, make_cluster, open_store
+):
     # Given a fresh RabbitMQ events queue name that nothing has declared yet
     cluster = make_cluster(pg_url, amqp_url, dags=DAGS)
     prepare(cluster)

@@ -34,7 +34,9 @@ POOLS = {"db": 2, "mpool": 2, "one": 1, "rooms": 1}
 #: person or on another process, or hold a step for tens of seconds of real time.
 NOT_INLINE = {
     "hard_timeout": "its step outlives the hard time limit: 60 s of real time",
-    "shell_long": "30 s of real time", "lone_shell": "30 s of real time", "mixed": "30 s of real time",
+    "shell_long": "30 s of real time",
+    "lone_shell": "30 s of real time",
+    "mixed": "30 s of real time",
     "interrupted": "raises SystemExit in the worker, as a stopped pool child does",
     "inside": "cancels its own run from another store (tested by test_operator_actions)",
     "approve_me": "waits for a person (the approval scenarios below decide it)",
@@ -42,12 +44,17 @@ NOT_INLINE = {
 
 #: Params that keep a flow inline-sized (the defaults are sized for real workers).
 PARAMS: dict[str, dict[str, Any]] = {
-    "it_squares": {"n": 40}, "it_slow": {"sleep": 0.0}, "it_capped": {"sleep": 0.0},
+    "it_squares": {"n": 40},
+    "it_slow": {"sleep": 0.0},
+    "it_capped": {"sleep": 0.0},
     "slow": {"seconds": 0.0},
 }
 
-FOLDERS = sorted(p.name for p in TEST_DAGS.iterdir() if p.is_dir() and any(p.glob("*.py"))
-                 and p.name not in ("mixed", "dups", "hang", "devstop", "cancelpools")) + ["examples"]
+FOLDERS = sorted(
+    p.name
+    for p in TEST_DAGS.iterdir()
+    if p.is_dir() and any(p.glob("*.py")) and p.name not in ("mixed", "dups", "hang", "devstop", "cancelpools")
+) + ["examples"]
 # mixed and dups hold broken files and name clashes (loader tests); hang and devstop hang
 # or stop the process on purpose; cancelpools holds only NOT_INLINE flows.
 
@@ -119,19 +126,51 @@ def trail(store: SqlStore, scratch: Path) -> list[dict[str, Any]]:
         by_step: dict[str, list[tuple[Any, ...]]] = {}
         for e in store.events(run_id):
             by_step.setdefault(e["step"] or "<run>", []).append(
-                (e["action"], e["attempt"], e["old_state"], e["new_state"], _clean(e["reason"], scratch),
-                 e["actor"]))
-        steps = {s["step"]: (s["state"], s["attempts"], s["n_up"], s["ok_up"], s["bad_up"], s["skip_up"],
-                             s["retry_base"], s["map_parent"], s["map_index"], s["map_total"], s["map_left"],
-                             s["map_failed"])
-                 for s in store.step_runs(run_id)}
-        attempts = [(a["step"], a["number"], a["state"], a["deliveries"], a["interruptions"],
-                     _clean(a["error"], scratch), a["worker"])
-                    for a in store.attempts(run_id)]
-        out.append({"flow": run["flow_name"], "state": run["state"], "outcome": run["outcome"],
-                    "steps_left": run["steps_left"], "events": by_step, "steps": steps,
-                    "attempts": attempts, "results": sorted(store.results(run_id)) if run["flow_name"] in OWN_VALUES
-                    else _clean(repr(sorted(store.results(run_id).items())), scratch)})
+                (e["action"], e["attempt"], e["old_state"], e["new_state"], _clean(e["reason"], scratch), e["actor"])
+            )
+        steps = {
+            s["step"]: (
+                s["state"],
+                s["attempts"],
+                s["n_up"],
+                s["ok_up"],
+                s["bad_up"],
+                s["skip_up"],
+                s["retry_base"],
+                s["map_parent"],
+                s["map_index"],
+                s["map_total"],
+                s["map_left"],
+                s["map_failed"],
+            )
+            for s in store.step_runs(run_id)
+        }
+        attempts = [
+            (
+                a["step"],
+                a["number"],
+                a["state"],
+                a["deliveries"],
+                a["interruptions"],
+                _clean(a["error"], scratch),
+                a["worker"],
+            )
+            for a in store.attempts(run_id)
+        ]
+        out.append(
+            {
+                "flow": run["flow_name"],
+                "state": run["state"],
+                "outcome": run["outcome"],
+                "steps_left": run["steps_left"],
+                "events": by_step,
+                "steps": steps,
+                "attempts": attempts,
+                "results": sorted(store.results(run_id))
+                if run["flow_name"] in OWN_VALUES
+                else _clean(repr(sorted(store.results(run_id).items())), scratch),
+            }
+        )
     return out
 
 
@@ -154,13 +193,20 @@ def differences(trails: dict[str, list[dict[str, Any]]]) -> list[str]:
                 if ours != ref:
                     extra = [e for e in ours if e not in ref]
                     missing = [e for e in ref if e not in ours]
-                    found.append(f"{where} step {step}: audit trail differs: has {extra}, lacks {missing}"
-                                 if extra or missing else f"{where} step {step}: audit order differs: {ours}")
+                    found.append(
+                        f"{where} step {step}: audit trail differs: has {extra}, lacks {missing}"
+                        if extra or missing
+                        else f"{where} step {step}: audit order differs: {ours}"
+                    )
     return found
 
 
-def _on_every_backend(stores: Callable[[str], SqlStore], tmp_path: Path,
-                      scenario: Callable[[SqlStore, Path], None], monkeypatch: pytest.MonkeyPatch) -> None:
+def _on_every_backend(
+    stores: Callable[[str], SqlStore],
+    tmp_path: Path,
+    scenario: Callable[[SqlStore, Path], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     calls = _count_fast_path(monkeypatch)
     trails = {}
     for backend in BACKENDS:
@@ -214,6 +260,7 @@ def run_every_flow(folder: Path) -> Callable[[SqlStore, Path], None]:
                 continue
             run_id = h.trigger(flow, _params(store.flow_spec(flow), scratch))
             h.run_until_done(run_id, advance=clock.advance, max_rounds=400)
+
     return scenario
 
 

@@ -61,7 +61,7 @@ def test_a_map_of_2000_elements_gives_the_ordered_list_downstream(cluster, store
     assert states[run_id] == "success", explain(store, [run_id], cluster)
     results = store.results(run_id, ["square", "total"])
     assert results["total"] == {"count": 2000, "ordered": True}
-    assert results["square"][:4] == [0, 1, 4, 9] and results["square"][-1] == 1999 ** 2
+    assert results["square"][:4] == [0, 1, 4, 9] and results["square"][-1] == 1999**2
     by_instance = _instance_attempts(store, run_id)
     assert len(by_instance) == 2000 and all(len(a) == 1 for a in by_instance.values())
     run = store.get_run(run_id)
@@ -91,8 +91,20 @@ def test_max_parallel_holds_on_six_worker_processes(cluster, store, tmp_path):
     assert len(atts) == 12
 
     def spans(start_key: str) -> list[Span]:
-        return [Span(run_id, "it_capped", a["step"], as_utc(a[start_key]).timestamp(),
-                     as_utc(a["ended_at"]).timestamp(), None, 1, None, "") for a in atts]
+        return [
+            Span(
+                run_id,
+                "it_capped",
+                a["step"],
+                as_utc(a[start_key]).timestamp(),
+                as_utc(a["ended_at"]).timestamp(),
+                None,
+                1,
+                None,
+                "",
+            )
+            for a in atts
+        ]
 
     # Then no instant saw more than 3 running, nor more than 3 queued or running, and 3 was reached
     assert assert_within(spans("started_at"), 3, "running instances (max_parallel=3)") == 3
@@ -117,8 +129,11 @@ def test_a_worker_sigkilled_mid_map_loses_no_instance_and_reruns_no_finished_one
     def victim_busy_and_some_done() -> bool:
         atts = [a for a in store.attempts(run_id) if a["step"].startswith("square[")]
         done = sum(a["state"] == "success" for a in atts)
-        busy = [a for a in atts if a["state"] == "running" and a["worker"]
-                and os.getpgid(int(a["worker"].rsplit(":", 1)[1])) == victim.pid]
+        busy = [
+            a
+            for a in atts
+            if a["state"] == "running" and a["worker"] and os.getpgid(int(a["worker"].rsplit(":", 1)[1])) == victim.pid
+        ]
         return done >= 3 and len(busy) >= 2
 
     wait_for(victim_busy_and_some_done, 30, "worker-a to run instances after some finished", cluster)
@@ -135,8 +150,11 @@ def test_a_worker_sigkilled_mid_map_loses_no_instance_and_reruns_no_finished_one
     assert any(a[0]["deliveries"] >= 2 for a in by_instance.values()), "nothing was taken over from worker-a"
     # and no body started again after its instance's success was recorded
     succeeded_at = {step: as_utc(atts[0]["ended_at"]).timestamp() for step, atts in by_instance.items()}
-    late = [line for line in log.read_text().splitlines()
-            if line.startswith("start") and float(line.split()[4]) > succeeded_at[line.split()[1]]]
+    late = [
+        line
+        for line in log.read_text().splitlines()
+        if line.startswith("start") and float(line.split()[4]) > succeeded_at[line.split()[1]]
+    ]
     assert not late, f"bodies run again after a recorded success: {late}"
     assert store.get_run(run_id)["steps_left"] == 0
     for key, (used, held) in store.ledger_balance().items():

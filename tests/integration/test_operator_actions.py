@@ -22,9 +22,13 @@ from .services import FAST_DETECTION, cluster_on_fresh_services
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, SqlStore]]:
     """A database and Redis of their own, the schema, pool "one" (1 slot), a scheduler and a
     worker with two prefork processes."""
-    with cluster_on_fresh_services(tmp_path_factory.mktemp("operator"), "tests/dags/operator",
-                                   workers=[("worker", 2)], setup=[("pools", "set", "one", "1")],
-                                   **FAST_DETECTION) as got:
+    with cluster_on_fresh_services(
+        tmp_path_factory.mktemp("operator"),
+        "tests/dags/operator",
+        workers=[("worker", 2)],
+        setup=[("pools", "set", "one", "1")],
+        **FAST_DETECTION,
+    ) as got:
         yield got
 
 
@@ -34,8 +38,12 @@ def trigger(cluster: Cluster, flow: str, *params: str) -> str:
 
 
 def run_ends(store: SqlStore, run_id: str, cluster: Cluster, timeout: float = 15) -> str:
-    state: str = wait_for(lambda: store.get_run(run_id)["state"] in ("success", "failed", "cancelled")
-                          and store.get_run(run_id)["state"], timeout, f"run {run_id} to end", cluster)
+    state: str = wait_for(
+        lambda: store.get_run(run_id)["state"] in ("success", "failed", "cancelled") and store.get_run(run_id)["state"],
+        timeout,
+        f"run {run_id} to end",
+        cluster,
+    )
     return state
 
 
@@ -63,8 +71,7 @@ def test_cancel_terminates_the_running_step_and_its_slot_goes_to_the_next_run(en
     log = tmp_path / "hold.log"
     # Given a 30 s step running in pool "one" (1 slot), and a second run waiting for the slot
     first = trigger(cluster, "held", "seconds=30", f"log={log}")
-    wait_for(lambda: log.exists() and log.read_text().startswith("start"), 15, "the long step to start",
-             cluster)
+    wait_for(lambda: log.exists() and log.read_text().startswith("start"), 15, "the long step to start", cluster)
     pid = int(log.read_text().split()[2])
     second = trigger(cluster, "held", "seconds=0.2")
     wait_for(lambda: steps(store, second)["hold"] == "scheduled", 10, "the second run to wait", cluster)
@@ -74,7 +81,8 @@ def test_cancel_terminates_the_running_step_and_its_slot_goes_to_the_next_run(en
     out = flowkit(cluster, "runs", "cancel", first[:8], "--by", "ann", "--reason", "stuck").stdout
     assert out.splitlines() == [
         f"run {first}: cancelled (1 step(s) cancelled, 1 attempt(s) stopped, 1 pool slot(s) given back)",
-        "1 running step terminated (SIGTERM to its prefork pool process)"]
+        "1 running step terminated (SIGTERM to its prefork pool process)",
+    ]
     # Then the step's process is terminated, and the waiter gets the slot at once
     wait_for(lambda: not alive(pid), 10, f"pool process {pid} to be terminated", cluster)
     assert run_ends(store, second, cluster) == "success"
@@ -121,14 +129,24 @@ def test_retry_from_the_failed_step_after_fixing_its_cause(env, tmp_path: Path):
     out = flowkit(cluster, "runs", "retry", run_id, "--reason", "flag fixed").stdout
     assert "3 step(s) back to pending: gate, load, publish" in out
     assert run_ends(store, run_id, cluster) == "success"
-    assert attempt_numbers(store, run_id) == {"extract": [1], "gate": [1, 2], "load": [1], "publish": [1],
-                                              "report": [1]}
+    assert attempt_numbers(store, run_id) == {
+        "extract": [1],
+        "gate": [1, 2],
+        "load": [1],
+        "publish": [1],
+        "report": [1],
+    }
     # Retrying a step and its downstream: every attempt goes on from its last number (on
     # PostgreSQL a worker's one-statement finish leaves such steps to the machine)
     flowkit(cluster, "runs", "retry", run_id, "--step", "extract", "--downstream")
     assert run_ends(store, run_id, cluster) == "success"
-    assert attempt_numbers(store, run_id) == {"extract": [1, 2], "gate": [1, 2, 3], "load": [1, 2],
-                                              "publish": [1, 2], "report": [1, 2]}
+    assert attempt_numbers(store, run_id) == {
+        "extract": [1, 2],
+        "gate": [1, 2, 3],
+        "load": [1, 2],
+        "publish": [1, 2],
+        "report": [1, 2],
+    }
     assert len({a["task_id"] for a in store.attempts(run_id)}) == 11
 
 
@@ -149,6 +167,10 @@ def test_mark_success_unblocks_the_downstream_step(env):
 def assert_no_errors_but_failed_steps(cluster: Cluster) -> None:
     """The daemons logged no error other than the steps these tests fail on purpose."""
     expected = ("broken on purpose", "says 'stop', not 'go'")
-    lines = [line for d in cluster.daemons for line in d.log().splitlines()
-             if (" ERROR " in line or "Traceback" in line) and not any(e in line for e in expected)]
+    lines = [
+        line
+        for d in cluster.daemons
+        for line in d.log().splitlines()
+        if (" ERROR " in line or "Traceback" in line) and not any(e in line for e in expected)
+    ]
     assert not lines, "\n".join(lines[:20])

@@ -24,15 +24,22 @@ FRESH_STOCK = {"widget": 100, "gadget": 0, "gizmo": 40}  # dags/orders.py DEFAUL
 @pytest.fixture(scope="module")
 def orders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, SqlStore]]:
     """A fresh PostgreSQL database and Redis db, a scheduler and two prefork workers."""
-    with cluster_on_fresh_services(tmp_path_factory.mktemp("orders"), "dags",
-                                   workers=[("worker-a", 2), ("worker-b", 2)],
-                                   FLOWKIT_HEARTBEAT_SECONDS="1") as got:
+    with cluster_on_fresh_services(
+        tmp_path_factory.mktemp("orders"),
+        "dags",
+        workers=[("worker-a", 2), ("worker-b", 2)],
+        FLOWKIT_HEARTBEAT_SECONDS="1",
+    ) as got:
         yield got
 
 
 def _ended(store: SqlStore, run_id: str, cluster: Cluster) -> dict[str, Any]:
-    return wait_for(lambda: (r := store.get_run(run_id))["state"] in ("success", "failed") and r,
-                    30, f"run {run_id} to end", cluster)
+    return wait_for(
+        lambda: (r := store.get_run(run_id))["state"] in ("success", "failed") and r,
+        30,
+        f"run {run_id} to end",
+        cluster,
+    )
 
 
 def _states(store: SqlStore, run_id: str) -> dict[str, str]:
@@ -74,10 +81,10 @@ def test_failed_shipping_is_compensated_on_prefork_workers(orders, tmp_path):
 def test_large_order_waits_for_flowkit_approve(orders, tmp_path):
     cluster, store = orders
     # Given an order above the approval threshold
-    run_id = cluster.cli("trigger", "orders", "-p", f"workdir={tmp_path}",
-                         "-p", "approval_threshold=10").stdout.strip()
-    wait_for(lambda: _states(store, run_id).get("approve_large") == "awaiting_approval", 20,
-             "the approval to wait", cluster)
+    run_id = cluster.cli("trigger", "orders", "-p", f"workdir={tmp_path}", "-p", "approval_threshold=10").stdout.strip()
+    wait_for(
+        lambda: _states(store, run_id).get("approve_large") == "awaiting_approval", 20, "the approval to wait", cluster
+    )
     assert _states(store, run_id)["pack"] == "pending"
     # When someone approves it from the CLI
     out = cluster.cli("approve", run_id, "approve_large", "--by", "ops", "--reason", "known buyer").stdout

@@ -13,7 +13,7 @@ from flowkit.execution.attempt import run_attempt
 from flowkit.store import worker_ops
 from flowkit.testing import InlineHarness
 
-FLOWS = '''
+FLOWS = """
 from flowkit import Flow
 
 def noop():
@@ -22,7 +22,7 @@ def noop():
 flow = (Flow("followup").step("root", noop)
         .step("a", noop, after="root").step("b", noop, after="root")
         .step("join", noop, after=["a", "b"]))
-'''
+"""
 
 
 class WorkerDied(BaseException):
@@ -82,7 +82,11 @@ def test_a_ready_step_left_by_a_dead_worker_is_started_by_the_sweep(harness, mon
     assert h.store.get_run(run_id)["followups"] == 0
     assert h.run_until_done(run_id) == "success"
     assert sorted((a["step"], a["number"]) for a in h.store.attempts(run_id)) == [
-        ("a", 1), ("b", 1), ("join", 1), ("root", 1)]
+        ("a", 1),
+        ("b", 1),
+        ("join", 1),
+        ("root", 1),
+    ]
 
 
 def test_a_run_whose_last_finish_died_before_ending_it_is_ended_by_the_sweep(harness, monkeypatch):
@@ -137,7 +141,7 @@ def test_a_live_follow_up_and_the_sweep_start_a_ready_step_once(harness):
     assert [a["number"] for a in h.store.attempts(run_id) if a["step"] == "join"] == [1]
 
 
-WIDE = '''
+WIDE = """
 from flowkit import Flow
 
 def noop():
@@ -148,7 +152,7 @@ members = [f"m{i:03d}" for i in range(120)]
 for m in members:
     flow.step(m, noop, after="root")
 flow.step("join", noop, after=members)
-'''
+"""
 
 
 def test_sweeps_during_a_fan_out_lose_no_count(pg_url, open_store, tmp_path):
@@ -195,7 +199,7 @@ def test_sweeps_during_a_fan_out_lose_no_count(pg_url, open_store, tmp_path):
     assert [a["number"] for a in store.attempts(run_id) if a["step"] == "join"] == [1]
 
 
-SPLIT = '''
+SPLIT = """
 from flowkit import Flow
 
 def noop():
@@ -204,11 +208,10 @@ def noop():
 flow = (Flow("split").step("root", noop)
         .step("fast", noop, after="root")
         .step("slow", noop, after="root", pool="p"))
-'''
+"""
 
 
-def test_a_failed_follow_up_still_publishes_what_the_statement_queued(pg_url, open_store, tmp_path,
-                                                                      monkeypatch):
+def test_a_failed_follow_up_still_publishes_what_the_statement_queued(pg_url, open_store, tmp_path, monkeypatch):
     """A deadlock or a dropped connection in the follow-up must not cost the steps the
     finish statement already queued (fast-follow): they are published, the rest is the
     sweep's. Retrying the whole finish instead would find the attempt ended, drop them, and
@@ -238,12 +241,10 @@ def test_a_failed_follow_up_still_publishes_what_the_statement_queued(pg_url, op
     h.scheduler.sweep()
     assert _state(h, run_id, "slow") in ("scheduled", "queued")
     assert h.run_until_done(run_id) == "success"
-    assert sorted((a["step"], a["number"]) for a in store.attempts(run_id)) == [
-        ("fast", 1), ("root", 1), ("slow", 1)]
+    assert sorted((a["step"], a["number"]) for a in store.attempts(run_id)) == [("fast", 1), ("root", 1), ("slow", 1)]
 
 
-def test_what_the_statement_queued_is_published_before_the_follow_up(pg_url, open_store, tmp_path,
-                                                                      monkeypatch):
+def test_what_the_statement_queued_is_published_before_the_follow_up(pg_url, open_store, tmp_path, monkeypatch):
     """A fan-out's root: the members its statement queued are committed, so they go to the
     broker at once; the follow-up that makes the rest waiters comes after (it took about
     0.1 s for 2,000 members, while no member could start)."""
@@ -280,7 +281,7 @@ def test_what_the_statement_queued_is_published_before_the_follow_up(pg_url, ope
     assert h.run_until_done(run_id) == "success"
 
 
-MAPPED = '''
+MAPPED = """
 from flowkit import Flow
 
 def items():
@@ -293,7 +294,7 @@ def total(ctx):
     return sum(ctx.upstream["each"])
 
 flow = Flow("mapped").step("items", items).map("each", double, over="items").step("sum", total, after="each")
-'''
+"""
 
 
 def _mapped(pg_url, open_store, tmp_path) -> InlineHarness:  # type: ignore[no-untyped-def]
@@ -304,8 +305,7 @@ def _mapped(pg_url, open_store, tmp_path) -> InlineHarness:  # type: ignore[no-u
     return InlineHarness(store, str(tmp_path / "dags"))
 
 
-def test_a_map_instance_commits_alone_and_only_the_last_ends_its_map_step(pg_url, open_store, tmp_path,
-                                                                          monkeypatch):
+def test_a_map_instance_commits_alone_and_only_the_last_ends_its_map_step(pg_url, open_store, tmp_path, monkeypatch):
     from flowkit.store import map_ops
 
     h = _mapped(pg_url, open_store, tmp_path)
@@ -330,7 +330,8 @@ def test_a_map_instance_commits_alone_and_only_the_last_ends_its_map_step(pg_url
 
 
 def test_a_map_step_whose_last_instance_died_before_ending_it_is_ended_by_the_sweep(
-        pg_url, open_store, tmp_path, monkeypatch):
+    pg_url, open_store, tmp_path, monkeypatch
+):
     from flowkit.store import map_ops
 
     h = _mapped(pg_url, open_store, tmp_path)

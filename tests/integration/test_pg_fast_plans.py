@@ -44,8 +44,11 @@ def _generic_plan(conn: psycopg.Connection, text: str, params: dict[str, Any]) -
 
 
 def _index_conds(plan: str, relation: str) -> list[str]:
-    return [node["Index Cond"] for node in _nodes(json.loads(plan))
-            if node.get("Relation Name") == relation and "Index Cond" in node]
+    return [
+        node["Index Cond"]
+        for node in _nodes(json.loads(plan))
+        if node.get("Relation Name") == relation and "Index Cond" in node
+    ]
 
 
 def _nodes(value: Any) -> list[dict[str, Any]]:
@@ -68,14 +71,33 @@ def _stale_statistics(conn: psycopg.Connection, h: InlineHarness, tables: tuple[
 
 
 def _finish_params(run_id: str, step: str) -> dict[str, Any]:
-    return {"run": run_id, "step": step, "num": 1, "worker": "w", "now": utcnow(), "value": None,
-            "size": 0, "ds_uris": [], "ds_dirs": [], "eligible": [], "task_ids": [], "step_reason": "x",
-            "track": True}
+    return {
+        "run": run_id,
+        "step": step,
+        "num": 1,
+        "worker": "w",
+        "now": utcnow(),
+        "value": None,
+        "size": 0,
+        "ds_uris": [],
+        "ds_dirs": [],
+        "eligible": [],
+        "task_ids": [],
+        "step_reason": "x",
+        "track": True,
+    }
 
 
 def _claim_params(run_id: str, step: str) -> dict[str, Any]:
-    return {"run": run_id, "step": step, "num": 1, "worker": "w", "now": utcnow(), "step_reason": "x",
-            "att_reason": "x"}
+    return {
+        "run": run_id,
+        "step": step,
+        "num": 1,
+        "worker": "w",
+        "now": utcnow(),
+        "step_reason": "x",
+        "att_reason": "x",
+    }
 
 
 def test_claim_and_finish_probe_by_step_under_stale_statistics(pg_url, open_store):
@@ -114,7 +136,9 @@ def test_a_long_name_list_is_one_array_planned_with_its_values():
         text, prepared = build(names[:3], params)
         assert prepared and key not in params and len(params) == 3 and text.count(" UNION ALL ") == 2
     assert pg_fast._bump_downstream([], {}) == (
-        "dn AS (SELECT step, state, attempts, n_up, ok_up, bad_up, skip_up FROM step_runs WHERE FALSE),", True)
+        "dn AS (SELECT step, state, attempts, n_up, ok_up, bad_up, skip_up FROM step_runs WHERE FALSE),",
+        True,
+    )
 
 
 def test_the_claim_and_finish_find_their_rows_by_primary_key_under_a_queued_backlog(pg_url, open_store):
@@ -133,8 +157,9 @@ def test_the_claim_and_finish_find_their_rows_by_primary_key_under_a_queued_back
         run_attempt(h.runtime, root.run_id, root.step.name, root.attempt)
         h.scheduler.handle(h.events.wait(0))
         h.scheduler.grant()
-        queued = conn.execute("SELECT count(*) FROM attempts WHERE run_id = %s AND state = 'queued'",
-                              (run_id,)).fetchone()[0]
+        queued = conn.execute(
+            "SELECT count(*) FROM attempts WHERE run_id = %s AND state = 'queued'", (run_id,)
+        ).fetchone()[0]
         assert queued >= 300
 
         params = _claim_params(run_id, "m001")

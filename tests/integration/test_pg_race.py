@@ -27,13 +27,17 @@ def forget_claim(store: Any, run_id: str, step: str, number: int) -> None:
     attempt and its step read queued again, and the claim's audit rows are gone."""
     with store.engine.begin() as conn:
         key = {"run": run_id, "step": step, "num": number}
-        conn.execute(text("UPDATE attempts SET state = 'queued', worker = NULL, started_at = NULL, "
-                          "deliveries = deliveries - 1 WHERE run_id = :run AND step = :step AND number = :num"),
-                     key)
-        conn.execute(text("UPDATE step_runs SET state = 'queued', started_at = NULL "
-                          "WHERE run_id = :run AND step = :step"), key)
-        conn.execute(text("DELETE FROM events WHERE run_id = :run AND step = :step "
-                          "AND new_state = 'running'"), key)
+        conn.execute(
+            text(
+                "UPDATE attempts SET state = 'queued', worker = NULL, started_at = NULL, "
+                "deliveries = deliveries - 1 WHERE run_id = :run AND step = :step AND number = :num"
+            ),
+            key,
+        )
+        conn.execute(
+            text("UPDATE step_runs SET state = 'queued', started_at = NULL WHERE run_id = :run AND step = :step"), key
+        )
+        conn.execute(text("DELETE FROM events WHERE run_id = :run AND step = :step AND new_state = 'running'"), key)
 
 
 @pytest.mark.parametrize("lost", [["a"], ["b", "c"]], ids=["generic-claim", "one-statement-claim"])
@@ -67,11 +71,13 @@ def test_a_finish_whose_claim_was_lost_records_its_success_once(pg_url, open_sto
     # and the audit trail reads queued -> running -> success for each step and its attempt
     events = store.events(run_id)
     for step in ("a", "b", "c"):
-        moves = [(e["old_state"], e["new_state"]) for e in events
-                 if e["step"] == step and e["action"] == "step_state"]
+        moves = [(e["old_state"], e["new_state"]) for e in events if e["step"] == step and e["action"] == "step_state"]
         assert moves[-2:] == [("queued", "running"), ("running", "success")], (step, moves)
-        actions = [e["action"] for e in events if e["step"] == step and e["attempt"] == 1
-                   and e["action"].startswith("attempt_")]
+        actions = [
+            e["action"]
+            for e in events
+            if e["step"] == step and e["attempt"] == 1 and e["action"].startswith("attempt_")
+        ]
         assert actions == ["attempt_started", "attempt_finished"], (step, actions)
     recorded = [e for e in events if e["action"] == "attempt_started" and "claim was lost" in e["reason"]]
     assert sorted(e["step"] for e in recorded) == sorted(lost)
@@ -79,8 +85,7 @@ def test_a_finish_whose_claim_was_lost_records_its_success_once(pg_url, open_sto
     assert all(used == held == 0 for used, held in store.ledger_balance().values())
 
 
-def test_a_finish_that_another_worker_took_over_is_discarded_and_says_by_whom(pg_url, open_store, tmp_path,
-                                                                             caplog):
+def test_a_finish_that_another_worker_took_over_is_discarded_and_says_by_whom(pg_url, open_store, tmp_path, caplog):
     # Given a step whose attempt another worker claims after this one's claim was lost
     store = open_store(pg_url)
     store.upgrade()
@@ -113,17 +118,28 @@ def test_a_cancel_racing_claims_and_finishes_neither_deadlocks_nor_lets_a_body_s
     from .services import FAST_DETECTION, cluster_on_fresh_services
 
     # Given a worker with four processes claiming and finishing the members of a fan-out
-    with cluster_on_fresh_services(tmp_path, "tests/dags/pgrace", workers=[("worker", 4)],
-                                   **FAST_DETECTION) as (cluster, store):
+    with cluster_on_fresh_services(tmp_path, "tests/dags/pgrace", workers=[("worker", 4)], **FAST_DETECTION) as (
+        cluster,
+        store,
+    ):
         for round_ in range(CANCEL_ROUNDS):
             log = tmp_path / f"bodies-{round_}.log"
             run_id = flowkit(cluster, "trigger", "fanout", "-p", f"log={log}", "-p", "seconds=0.25").stdout.strip()
-            wait_for(lambda log=log, n=2 + round_: sum(s[1].startswith("m") for s in body_starts(log)) >= n,
-                     30, "members to start", cluster, interval=0.01)
+            wait_for(
+                lambda log=log, n=2 + round_: sum(s[1].startswith("m") for s in body_starts(log)) >= n,
+                30,
+                "members to start",
+                cluster,
+                interval=0.01,
+            )
             # When an operator cancels the run while members are being claimed and finished
             out = flowkit(cluster, "runs", "cancel", run_id, "--by", "ann", "--reason", f"round {round_}")
-            wait_for(lambda run_id=run_id: all(a["state"] not in ("queued", "running")
-                                               for a in store.attempts(run_id)), 20, "every attempt to end", cluster)
+            wait_for(
+                lambda run_id=run_id: all(a["state"] not in ("queued", "running") for a in store.attempts(run_id)),
+                20,
+                "every attempt to end",
+                cluster,
+            )
             # Then no conflict was retried (no deadlock) and nothing warned on the CLI's stderr
             assert store.get_run(run_id)["state"] == "cancelled"
             assert "WARNING" not in out.stderr and "40P01" not in out.stderr, out.stderr
@@ -131,14 +147,19 @@ def test_a_cancel_racing_claims_and_finishes_neither_deadlocks_nor_lets_a_body_s
             cancel_id = next(e["id"] for e in events if e["action"] == "operator_cancel")
             claimed_at = {(e["step"], e["attempt"]): e["id"] for e in events if e["action"] == "attempt_started"}
             # and every body that started was claimed before the cancel, in the audit trail's order
-            late = [(step, attempt) for run, step, attempt in body_starts(log)
-                    if run == run_id and claimed_at.get((step, attempt), cancel_id + 1) > cancel_id]
+            late = [
+                (step, attempt)
+                for run, step, attempt in body_starts(log)
+                if run == run_id and claimed_at.get((step, attempt), cancel_id + 1) > cancel_id
+            ]
             assert late == [], late
             # and, in the order of the audit trail, each step's times only go forward
             for step in {e["step"] for e in events if e["step"]}:
                 times = [e["at"] for e in sorted(events, key=lambda e: e["id"]) if e["step"] == step]
-                assert times == sorted(times), (step, [(e["id"], e["action"], e["at"]) for e in events
-                                                       if e["step"] == step])
+                assert times == sorted(times), (
+                    step,
+                    [(e["id"], e["action"], e["at"]) for e in events if e["step"] == step],
+                )
             for row in store.step_runs(run_id) + store.attempts(run_id):
                 if row["started_at"] is not None and row["ended_at"] is not None:
                     assert row["started_at"] <= row["ended_at"], row
@@ -160,8 +181,7 @@ def test_a_cancel_takes_its_locks_in_the_order_of_a_finish(pg_url, open_store, c
     run_id = h.trigger("fanout", {"seconds": 0.0})
     root = h.dispatcher.sent.pop(0)
     assert run_attempt(h.runtime, run_id, root.step.name, root.attempt) == "success"
-    assert store.claim_attempt(run_id, "m59", 1, worker="w@test", lost_after=30,
-                               max_deliveries=3).outcome == "run"
+    assert store.claim_attempt(run_id, "m59", 1, worker="w@test", lost_after=30, max_deliveries=3).outcome == "run"
     done: list[Any] = []
     key = {"run": run_id}
     with store.engine.connect() as finish:
@@ -225,8 +245,9 @@ def test_a_claim_that_waited_for_a_cancel_never_starts_its_body(pg_url, open_sto
         cancel.join(0.5)
         assert cancel.is_alive()
         # When a worker claims a member meanwhile (it waits for the cancel's lock on the attempt)
-        worker = threading.Thread(target=lambda: claimed.append(
-            run_attempt(h.runtime, run_id, member.step.name, member.attempt)))
+        worker = threading.Thread(
+            target=lambda: claimed.append(run_attempt(h.runtime, run_id, member.step.name, member.attempt))
+        )
         worker.start()
         worker.join(0.5)
         assert worker.is_alive()

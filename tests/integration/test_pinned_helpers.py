@@ -10,7 +10,7 @@ from flowkit.spec import resolve_params
 
 from .limits_support import explain, wait_runs_ended
 
-FLOW = '''
+FLOW = """
 import helpers
 from lib.db import table
 
@@ -22,7 +22,7 @@ def read(ctx):
 
 
 flow = Flow("pinned_it").step("read", read)
-'''
+"""
 
 
 def _write(dags: Path, value: int, table: str) -> None:
@@ -33,8 +33,7 @@ def _write(dags: Path, value: int, table: str) -> None:
     (dags / "lib" / "db.py").write_text(f"def table():\n    return {table!r}\n")
 
 
-def test_an_edited_helper_never_changes_a_run_created_before(pg_url, redis_url, make_cluster,
-                                                              open_store, tmp_path):
+def test_an_edited_helper_never_changes_a_run_created_before(pg_url, redis_url, make_cluster, open_store, tmp_path):
     # Given a flow importing helpers from its dags folder, and a run created on that code
     dags, empty = tmp_path / "dags", tmp_path / "empty"
     empty.mkdir()
@@ -51,9 +50,16 @@ def test_an_edited_helper_never_changes_a_run_created_before(pg_url, redis_url, 
     assert new.version != old.version
     second = store.create_run(new, resolve_params(new, {}), actor="test")
     # and one prefork worker process, in an empty directory with an empty dags folder, runs both
-    cluster.start_command("worker", [
-        "sh", "-c", 'cd "$0" && FLOWKIT_DAGS_FOLDER="$0" exec "$1" -m flowkit.cli worker -c 1 -n pinned@%h',
-        str(empty), sys.executable])
+    cluster.start_command(
+        "worker",
+        [
+            "sh",
+            "-c",
+            'cd "$0" && FLOWKIT_DAGS_FOLDER="$0" exec "$1" -m flowkit.cli worker -c 1 -n pinned@%h',
+            str(empty),
+            sys.executable,
+        ],
+    )
     cluster.scheduler()
     runs = [str(first), str(second)]
     states = wait_runs_ended(store, runs, 60, cluster)

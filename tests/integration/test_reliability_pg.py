@@ -39,12 +39,14 @@ def test_the_one_statement_path_keeps_every_transition_and_the_ledger(pg_url, op
     # Then every step has the same audit trail as on the generic path
     events = store.events(run_id)
     for step in ("root", "m00", "m39", "join"):
-        moves = [(e["old_state"], e["new_state"]) for e in events
-                 if e["step"] == step and e["action"] == "step_state"]
+        moves = [(e["old_state"], e["new_state"]) for e in events if e["step"] == step and e["action"] == "step_state"]
         assert moves[-2:] == [("queued", "running"), ("running", "success")], (step, moves)
         assert moves[0][1] in ("queued", "scheduled")
     assert [e["new_state"] for e in events if e["action"] in ("run_created", "run_state")] == [
-        "queued", "running", "success"]
+        "queued",
+        "running",
+        "success",
+    ]
     assert {a["state"] for a in store.attempts(run_id)} == {"success"}
     assert store.get_run(run_id)["steps_left"] == 0
     assert all(used == held == 0 for used, held in store.ledger_balance().values())
@@ -59,8 +61,13 @@ def test_a_standby_scheduler_takes_over_within_15_s(make_cluster, open_store, pg
     os.killpg(first.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     # Then the standby takes over within 15 s and runs new work
-    wait_for(lambda: "active (holds the scheduler lease)" in second.log(), 15, "the standby to take over",
-             cluster, interval=0.1)
+    wait_for(
+        lambda: "active (holds the scheduler lease)" in second.log(),
+        15,
+        "the standby to take over",
+        cluster,
+        interval=0.1,
+    )
     took_over = time.monotonic() - killed_at
     run_id = cluster.cli("trigger", "chain", "-p", f"log={tmp_path / 'log'}").stdout.strip()
     wait_for(lambda: store.get_run(run_id)["state"] == "success", 60, "the run to succeed", cluster)
@@ -112,10 +119,12 @@ def test_the_hot_path_survives_connections_the_server_dropped(pg_url, open_store
         item = h.dispatcher.sent.pop(0)
         run_attempt(h.runtime, item.run_id, item.step.name, item.attempt)
     database = pg_url.rsplit("/", 1)[1]
-    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/test",
-                         autocommit=True) as admin:
-        dropped = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                "WHERE datname = %s", (database,)).fetchone()
+    with psycopg.connect(
+        pg_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/test", autocommit=True
+    ) as admin:
+        dropped = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s", (database,)
+        ).fetchone()
     assert dropped is not None and dropped[0] >= 2  # the claim's connection and the outcome's
     assert h.run_until_done(run_id) == "success"
     assert all(s["state"] == "success" for s in store.step_runs(run_id))

@@ -24,9 +24,17 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 
 
 def chromium() -> str:
@@ -34,21 +42,29 @@ def chromium() -> str:
         found = shutil.which(candidate)
         if found:
             return found
-    service_missing("headless Chromium (/usr/bin/chromium, Debian package chromium)",
-                    FileNotFoundError("chromium"))
+    service_missing("headless Chromium (/usr/bin/chromium, Debian package chromium)", FileNotFoundError("chromium"))
     raise AssertionError("unreachable")
 
 
 def flowkit(*args: str, db: Path, dags: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWKIT_")}
-    cmd = [sys.executable, "-c", "from flowkit.cli import main; main()",
-           "--database-url", f"sqlite:///{db}", "--dags-folder", str(dags), *args]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from flowkit.cli import main; main()",
+        "--database-url",
+        f"sqlite:///{db}",
+        "--dags-folder",
+        str(dags),
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=db.parent)
 
 
 def browse(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_report_of_a_real_run_renders_in_chromium(tmp_path: Path) -> None:
@@ -60,9 +76,18 @@ def test_report_of_a_real_run_renders_in_chromium(tmp_path: Path) -> None:
     db = tmp_path / "flowkit.db"
 
     # a real run that fails: quantity 0 is refused by the first step
-    dev = flowkit("dev", "orders", "-p", 'lines=[{"item": "widget", "quantity": 0}]',
-                  "-p", f"workdir={tmp_path / 'work'}",
-                  "--timeout", "60", db=db, dags=dags)
+    dev = flowkit(
+        "dev",
+        "orders",
+        "-p",
+        'lines=[{"item": "widget", "quantity": 0}]',
+        "-p",
+        f"workdir={tmp_path / 'work'}",
+        "--timeout",
+        "60",
+        db=db,
+        dags=dags,
+    )
     assert dev.returncode == 1, dev.stdout + dev.stderr
     store = SqlStore(f"sqlite:///{db}")
     try:
@@ -82,8 +107,20 @@ def test_report_of_a_real_run_renders_in_chromium(tmp_path: Path) -> None:
     assert dom.returncode == 0, dom.stderr[-2000:]
     page = dom.stdout
     assert f"orders run {run_id}" in page
-    for step in ("receive", "check_inventory", "route", "reserve", "backorder", "invoice", "review",
-                 "approve_large", "pack", "ship", "notify_customer", "update_accounting"):
+    for step in (
+        "receive",
+        "check_inventory",
+        "route",
+        "reserve",
+        "backorder",
+        "invoice",
+        "review",
+        "approve_large",
+        "pack",
+        "ship",
+        "notify_customer",
+        "update_accounting",
+    ):
         assert f'<tr data-step="{step}"><td>{step}</td>' in page
     assert '<span class="state" style="background:#f1948a">failed</span>' in page
     assert page.count(">upstream_failed</span>") == 11
@@ -94,8 +131,9 @@ def test_report_of_a_real_run_renders_in_chromium(tmp_path: Path) -> None:
 
     # a screenshot, left in pytest's tmp dir for a human to look at
     shot = tmp_path / "report.png"
-    res_shot = browse(browser, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1400,2000",
-                      report.as_uri())
+    res_shot = browse(
+        browser, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1400,2000", report.as_uri()
+    )
     assert res_shot.returncode == 0, res_shot.stderr[-2000:]
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")

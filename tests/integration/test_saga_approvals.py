@@ -24,9 +24,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def saga(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, SqlStore]]:
     """A fresh PostgreSQL database and Redis db, a scheduler and two prefork workers. The
     sweep is slow (30 s) so that only the scheduler's events can explain a quick hop."""
-    with cluster_on_fresh_services(tmp_path_factory.mktemp("saga"), "tests/dags/saga",
-                                   workers=[("worker-a", 2), ("worker-b", 2)],
-                                   FLOWKIT_SWEEP_SECONDS="30", FLOWKIT_HEARTBEAT_SECONDS="1") as got:
+    with cluster_on_fresh_services(
+        tmp_path_factory.mktemp("saga"),
+        "tests/dags/saga",
+        workers=[("worker-a", 2), ("worker-b", 2)],
+        FLOWKIT_SWEEP_SECONDS="30",
+        FLOWKIT_HEARTBEAT_SECONDS="1",
+    ) as got:
         yield got
 
 
@@ -35,8 +39,12 @@ def _trigger(cluster: Cluster, flow: str) -> str:
 
 
 def _ended(store: SqlStore, run_id: str, cluster: Cluster, timeout: float = 20) -> dict:  # type: ignore[type-arg]
-    return wait_for(lambda: (r := store.get_run(run_id))["state"] in ("success", "failed") and r,
-                    timeout, f"run {run_id} to end", cluster)
+    return wait_for(
+        lambda: (r := store.get_run(run_id))["state"] in ("success", "failed") and r,
+        timeout,
+        f"run {run_id} to end",
+        cluster,
+    )
 
 
 def _state(store: SqlStore, run_id: str, step: str) -> str:
@@ -68,13 +76,21 @@ def test_an_approval_decided_through_the_cli_moves_the_run_at_once(saga):
     # Given two runs waiting at their approval step (their first step ran on a worker)
     yes, no = _trigger(cluster, "approve_me"), _trigger(cluster, "approve_me")
     for run_id in (yes, no):
-        wait_for(lambda r=run_id: _state(store, r, "sign_off") == "awaiting_approval", 20,
-                 f"run {run_id} to wait for approval", cluster)
+        wait_for(
+            lambda r=run_id: _state(store, r, "sign_off") == "awaiting_approval",
+            20,
+            f"run {run_id} to wait for approval",
+            cluster,
+        )
     # When alice approves one and bob rejects the other, from other processes
     for run_id, verb, by in ((yes, "approve", "alice"), (no, "reject", "bob")):
-        out = subprocess.run([sys.executable, "-m", "flowkit.cli", verb, run_id, "sign_off", "--by", by,
-                              "--reason", "checked"], env=cluster.env, capture_output=True, text=True,
-                             timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "flowkit.cli", verb, run_id, "sign_off", "--by", by, "--reason", "checked"],
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stdout + out.stderr
     # Then the approved run's downstream step ran within a second or two of the decision
     assert _ended(store, yes, cluster)["state"] == "success"
@@ -88,8 +104,9 @@ def test_an_approval_decided_through_the_cli_moves_the_run_at_once(saga):
     assert _state(store, no, "publish") == "upstream_failed"
     assert _state(store, no, "prepare:compensate") == "success"
     events = cluster.cli("runs", "show", no, "--events").stdout
-    assert any(" rejected " in line and "bob" in line and "rejected by bob: checked" in line
-               for line in events.splitlines())
+    assert any(
+        " rejected " in line and "bob" in line and "rejected by bob: checked" in line for line in events.splitlines()
+    )
 
 
 def test_an_approval_timeout_is_a_scheduler_timer(saga):

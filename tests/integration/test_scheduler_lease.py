@@ -38,8 +38,10 @@ def two_leases(pg_url, open_store):
     and renewals left to the test (so "a" can freeze)."""
     stores = [open_store(pg_url), open_store(pg_url)]
     stores[0].upgrade()
-    a, b = (PostgresLease(s, name, duration_seconds=1.0, renew_seconds=0.2, background=False)
-            for s, name in zip(stores, "ab", strict=True))
+    a, b = (
+        PostgresLease(s, name, duration_seconds=1.0, renew_seconds=0.2, background=False)
+        for s, name in zip(stores, "ab", strict=True)
+    )
     return a, b
 
 
@@ -147,7 +149,8 @@ def test_status_shows_as_active_only_the_holder_of_a_live_lease(two_leases, pg_u
 
 # -- two real schedulers ----------------------------------------------------------------------
 def test_a_sigstopped_scheduler_is_replaced_and_writes_nothing_when_resumed(
-        make_cluster, open_store, pg_url, redis_url, tmp_path):
+    make_cluster, open_store, pg_url, redis_url, tmp_path
+):
     # Given two schedulers on one PostgreSQL database (default lease: 10 s), and a worker
     cluster = make_cluster(pg_url, redis_url, dags="tests/dags/engine")
     first, second = active_and_standby(cluster)
@@ -162,8 +165,7 @@ def test_a_sigstopped_scheduler_is_replaced_and_writes_nothing_when_resumed(
     try:
         run_id = cluster.cli("trigger", "chain", "-p", f"log={tmp_path / 'log'}").stdout.strip()
         # Then the run starts within 15 s (the standby took the lease over)
-        wait_for(lambda: store.get_run(run_id)["state"] != "queued", 15, "the run to start", cluster,
-                 interval=0.1)
+        wait_for(lambda: store.get_run(run_id)["state"] != "queued", 15, "the run to start", cluster, interval=0.1)
         started_after = time.monotonic() - frozen_at
         # and status names the standby active, never the frozen one
         report = json.loads(cluster.cli("status", "--json", "--no-broker").stdout)

@@ -49,8 +49,9 @@ def a_partly_failed_map_compensates_its_succeeded_instances_last_first(store: An
     run = store.get_run(run_id)
     assert (run["state"], run["outcome"]) == ("failed", "compensated")
     ended = [e for e in store.events(run_id) if e["action"] == "run_state" and e["new_state"] == "failed"]
-    assert ended[-1]["reason"] == ("failed steps: work; compensated: work[1]:compensate, "
-                                   "work[0]:compensate, prepare:compensate")
+    assert ended[-1]["reason"] == (
+        "failed steps: work; compensated: work[1]:compensate, work[0]:compensate, prepare:compensate"
+    )
     assert all(used == held for used, held in store.ledger_balance().values())
 
 
@@ -94,14 +95,18 @@ def a_failed_instance_compensation_is_named_and_the_others_still_run(store: Any)
     # ... and the outcome and its reason name the instance whose compensation failed
     assert store.get_run(run_id)["outcome"] == "compensation failed"
     ended = [e for e in store.events(run_id) if e["action"] == "run_state" and e["new_state"] == "failed"]
-    assert ended[-1]["reason"] == ("failed steps: work; compensation failed: work[1]:compensate "
-                                   "(compensated: work[0]:compensate, prepare:compensate)")
+    assert ended[-1]["reason"] == (
+        "failed steps: work; compensation failed: work[1]:compensate "
+        "(compensated: work[0]:compensate, prepare:compensate)"
+    )
     # A retry is refused until someone looked: work may be half undone
     with pytest.raises(ActionRefused, match=f"run {run_id}: the compensation of work did not complete"):
         store.retry_run(run_id, by="ann")
 
 
-CASES = [a_partly_failed_map_compensates_its_succeeded_instances_last_first,
-         a_map_that_succeeded_is_compensated_per_instance_when_a_later_step_fails,
-         a_compensated_map_step_runs_again_when_the_run_is_retried,
-         a_failed_instance_compensation_is_named_and_the_others_still_run]
+CASES = [
+    a_partly_failed_map_compensates_its_succeeded_instances_last_first,
+    a_map_that_succeeded_is_compensated_per_instance_when_a_later_step_fails,
+    a_compensated_map_step_runs_again_when_the_run_is_retried,
+    a_failed_instance_compensation_is_named_and_the_others_still_run,
+]

@@ -40,8 +40,7 @@ def retry_redoes_the_undone_steps_before_their_downstream(store: Any, tmp_path: 
     # When the cause is fixed and the run retried
     flag.write_text("go")
     result = h.act(store.retry_run(run_id, by="ann", reason="carrier back"))
-    assert result.summary == (f"run {run_id}: running again; 4 step(s) back to pending: "
-                              "reserve, charge, notify, ship")
+    assert result.summary == (f"run {run_id}: running again; 4 step(s) back to pending: reserve, charge, notify, ship")
     # Then it is running with no outcome, and the compensation rows left the run
     run = store.get_run(run_id)
     assert (run["state"], run["outcome"]) == ("running", None)
@@ -50,7 +49,12 @@ def retry_redoes_the_undone_steps_before_their_downstream(store: Any, tmp_path: 
     # ... the undone steps ran again, each before its downstream; audit (never undone) did not
     assert _states(store, run_id) == {s: "success" for s in ("reserve", "charge", "notify", "audit", "ship")}
     assert {s: _numbers(store, run_id, s) for s in ("reserve", "charge", "notify", "ship", "audit")} == {
-        "reserve": [1, 2], "charge": [1, 2], "notify": [1, 2], "ship": [1, 2], "audit": [1]}
+        "reserve": [1, 2],
+        "charge": [1, 2],
+        "notify": [1, 2],
+        "ship": [1, 2],
+        "audit": [1],
+    }
     last = {a["step"]: a for a in store.attempts(run_id) if a["number"] == 2}
     assert last["reserve"]["ended_at"] <= last["charge"]["started_at"]
     assert last["reserve"]["ended_at"] <= last["notify"]["started_at"]
@@ -95,7 +99,8 @@ def a_half_undone_step_is_refused_until_named_or_marked(store: Any, tmp_path: Pa
     assert str(refused.value) == (
         f"run {run_id}: the compensation of second did not complete, so its effect may be half "
         f"undone; check it, then `flowkit runs retry {run_id} --step second --step third` runs it "
-        f"again, or `flowkit runs mark {run_id} second:compensate skipped` keeps it as it stands")
+        f"again, or `flowkit runs mark {run_id} second:compensate skipped` keeps it as it stands"
+    )
     assert store.get_run(run_id)["state"] == "failed"
     # When the operator marks the failed compensation skipped (second's effect stands)
     h.act(store.mark_step(run_id, "second:compensate", "skipped", by="ann", reason="checked by hand"))
@@ -107,7 +112,10 @@ def a_half_undone_step_is_refused_until_named_or_marked(store: Any, tmp_path: Pa
     h.act(store.retry_run(run_id, by="ann"))
     assert h.run_until_done(run_id) == "success"
     assert {s: _numbers(store, run_id, s) for s in ("first", "second", "third")} == {
-        "first": [1, 2], "second": [1], "third": [1, 2]}
+        "first": [1, 2],
+        "second": [1],
+        "third": [1, 2],
+    }
     assert store.get_run(run_id)["outcome"] is None
 
 
@@ -120,7 +128,10 @@ def naming_the_half_undone_step_runs_it_again(store: Any, tmp_path: Path) -> Non
     h.act(store.retry_run(run_id, steps=["second", "third"], by="ann"))
     assert h.run_until_done(run_id) == "success"
     assert {s: _numbers(store, run_id, s) for s in ("first", "second", "third")} == {
-        "first": [1, 2], "second": [1, 2], "third": [1, 2]}
+        "first": [1, 2],
+        "second": [1, 2],
+        "third": [1, 2],
+    }
     assert store.get_run(run_id)["outcome"] is None
 
 
@@ -132,10 +143,18 @@ def marking_the_failed_step_of_a_compensated_run_redoes_the_undone_steps(store: 
     # Then the undone steps run again (ship does not: it is marked), and the run succeeds
     assert h.run_until_done(run_id) == "success"
     assert {s: _numbers(store, run_id, s) for s in ("reserve", "charge", "notify", "ship")} == {
-        "reserve": [1, 2], "charge": [1, 2], "notify": [1, 2], "ship": [1]}
+        "reserve": [1, 2],
+        "charge": [1, 2],
+        "notify": [1, 2],
+        "ship": [1],
+    }
     assert (store.get_run(run_id)["outcome"]) is None
 
 
-CASES = [retry_redoes_the_undone_steps_before_their_downstream, a_second_failure_compensates_again,
-         a_half_undone_step_is_refused_until_named_or_marked, naming_the_half_undone_step_runs_it_again,
-         marking_the_failed_step_of_a_compensated_run_redoes_the_undone_steps]
+CASES = [
+    retry_redoes_the_undone_steps_before_their_downstream,
+    a_second_failure_compensates_again,
+    a_half_undone_step_is_refused_until_named_or_marked,
+    naming_the_half_undone_step_runs_it_again,
+    marking_the_failed_step_of_a_compensated_run_redoes_the_undone_steps,
+]

@@ -128,14 +128,18 @@ def test_an_attempt_lost_too_often_publishes_its_callbacks_at_once(harness, tmp_
     run_id = harness.trigger("cb_fail", {"out": str(tmp_path / "out.jsonl")})
     harness.dispatcher.sent.clear()
     for n in range(3):  # three workers died running attempt 1
-        assert harness.store.claim_attempt(run_id, "a", 1, worker=f"w{n}", lost_after=30,
-                                           max_deliveries=3).outcome == "run"
+        assert (
+            harness.store.claim_attempt(run_id, "a", 1, worker=f"w{n}", lost_after=30, max_deliveries=3).outcome
+            == "run"
+        )
         with harness.store.tx("test") as tx:
             tx.conn.execute(update(t.attempts).values(heartbeat_at=tx.now - timedelta(seconds=60)))
     assert run_attempt(harness.runtime, run_id, "a", 1) == "poison"
     # the delivery that failed it as poison published the retry callbacks (no sweep needed)
     assert sorted((c.scope, c.kind) for c in harness.dispatcher.callbacks) == [
-        ("flow", "on_retry"), ("step", "on_retry")]
+        ("flow", "on_retry"),
+        ("step", "on_retry"),
+    ]
     harness.work()
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert all("poison" in e["error"] and e["attempt"] == 1 for e in lines) and len(lines) == 2
@@ -175,8 +179,7 @@ def test_a_callback_with_the_wrong_arity_is_a_definition_error_at_its_line():
 def test_a_map_steps_callbacks_fire_for_the_map_step_and_its_retries_per_instance(harness, tmp_path):
     _, state, lines = _run(harness, "cb_map", tmp_path / "out.jsonl")
     assert state == "success"
-    assert _seen(lines) == [("on_retry", "doubled[1]", "up_for_retry", 1),
-                            ("on_success", "doubled", "success", None)]
+    assert _seen(lines) == [("on_retry", "doubled[1]", "up_for_retry", 1), ("on_success", "doubled", "success", None)]
 
 
 def test_a_compensation_does_not_fire_the_callbacks_of_the_step_it_undoes(harness, tmp_path):

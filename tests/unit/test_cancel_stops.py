@@ -93,9 +93,10 @@ def test_stop_all_kills_every_command_within_its_grace(tmp_path):
     assert all(pid_gone(c.child, within=1.0) for c in commands)
 
 
-@pytest.mark.parametrize("kind, python_outcome", [
-    ("thread", f"{NOT_INTERRUPTIBLE}:threads"), ("solo", f"{NOT_INTERRUPTIBLE}:solo"),
-    ("prefork", TERMINATED)])
+@pytest.mark.parametrize(
+    "kind, python_outcome",
+    [("thread", f"{NOT_INTERRUPTIBLE}:threads"), ("solo", f"{NOT_INTERRUPTIBLE}:solo"), ("prefork", TERMINATED)],
+)
 def test_stop_cancelled_does_what_each_pool_allows(tmp_path, kind, python_outcome):
     # Given a worker running a shell step and a Python step, and a third task not cancelled
     command = RunningCommand(tmp_path, ("r3", "sh", 1))
@@ -103,8 +104,7 @@ def test_stop_cancelled_does_what_each_pool_allows(tmp_path, kind, python_outcom
     python_req = FakeRequest("t-python", "r3", "py", 1)
     kept = FakeRequest("t-kept", "r4", "py", 1)
     # When the cancel's broadcast names the first two
-    got = stop_cancelled(["t-shell", "t-python", "t-elsewhere"], [shell_req, python_req, kept],
-                         pool_of(kind))
+    got = stop_cancelled(["t-shell", "t-python", "t-elsewhere"], [shell_req, python_req, kept], pool_of(kind))
     # Then the shell's group is stopped on any pool; the Python step is terminated on
     # prefork only (Celery's terminate raises NotImplementedError elsewhere)
     assert got == {"t-shell": SHELL_STOPPED, "t-python": python_outcome}
@@ -139,15 +139,22 @@ def test_the_heartbeat_stops_the_commands_of_attempts_no_longer_the_workers(tmp_
 
 
 def test_the_cancel_line_says_what_was_stopped_and_what_was_not():
-    cancelled_from = {"q1": "queued", "q2": "queued", "s1": "running", "p1": "running",
-                      "t1": "running", "x1": "running"}
+    cancelled_from = {
+        "q1": "queued",
+        "q2": "queued",
+        "s1": "running",
+        "p1": "running",
+        "t1": "running",
+        "x1": "running",
+    }
     stopped = {"s1": SHELL_STOPPED, "p1": f"{NOT_INTERRUPTIBLE}:threads", "t1": TERMINATED}
     assert stopped_line(cancelled_from, stopped) == (
         "2 queued attempts revoked; 1 shell step's process group killed; 1 running step terminated "
         "(SIGTERM to its prefork pool process); 1 Python step on a threads pool cannot be "
         "interrupted: its result will be discarded; 1 running attempt not stopped: no worker "
         "answered (a solo pool answers only between steps; a shell step's command is stopped at "
-        "its worker's next heartbeat); the outcome will be discarded")
+        "its worker's next heartbeat); the outcome will be discarded"
+    )
     assert stopped_line({"q1": "queued"}, {}) == "1 queued attempt revoked"
     assert stopped_line({}, {}) == "nothing was running or queued"
 

@@ -26,8 +26,9 @@ def cli(tmp_path):  # type: ignore[no-untyped-def]
 
     def invoke(*args: str, dags: Path = ROOT / "dags"):  # type: ignore[no-untyped-def]
         # The in-memory broker: unit tests publish nothing to a shared Redis.
-        return runner.invoke(main, ["--database-url", db, "--broker-url", "memory://", "--dags-folder", str(dags),
-                                    *args])
+        return runner.invoke(
+            main, ["--database-url", db, "--broker-url", "memory://", "--dags-folder", str(dags), *args]
+        )
 
     return invoke
 
@@ -64,11 +65,13 @@ def test_trigger_validates_params_before_creating_a_run(cli):
     bad = cli("trigger", "orders", "-p", "customer=lots")
     assert bad.exit_code == 1
     assert bad.output.strip().splitlines() == [
-        "error: flow \"orders\" param \"customer\": 'lots' is not an int; pass an int, e.g. -p customer=42"]
+        'error: flow "orders" param "customer": \'lots\' is not an int; pass an int, e.g. -p customer=42'
+    ]
     not_a_list = cli("trigger", "orders", "-p", "lines=widget")
     assert not_a_list.exit_code == 1
     assert not_a_list.output.strip().splitlines() == [
-        "error: flow \"orders\" param \"lines\": 'widget' is not JSON; pass a list, e.g. -p lines='[1,2]'"]
+        "error: flow \"orders\" param \"lines\": 'widget' is not JSON; pass a list, e.g. -p lines='[1,2]'"
+    ]
     unknown = cli("trigger", "ordres")
     assert unknown.exit_code == 1
     assert 'no flow named "ordres". Did you mean "orders"?' in unknown.output
@@ -105,9 +108,21 @@ def test_trigger_then_show_and_list(cli):
 def test_dev_runs_a_flow_end_to_end_in_one_process(tmp_path):
     # The README's first command, minus the install: a fresh folder, no servers.
     proc = subprocess.run(
-        [sys.executable, "-m", "flowkit.cli", "--dags-folder", str(ROOT / "dags"), "dev", "orders",
-         "-p", f"workdir={tmp_path / 'work'}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "flowkit.cli",
+            "--dags-folder",
+            str(ROOT / "dags"),
+            "dev",
+            "orders",
+            "-p",
+            f"workdir={tmp_path / 'work'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert ": success" in proc.stdout
@@ -126,7 +141,10 @@ def test_dev_runs_a_flow_end_to_end_in_one_process(tmp_path):
 def test_dev_exits_1_when_the_run_fails(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "flowkit.cli", "--dags-folder", str(ENGINE), "dev", "big_result"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert ": failed" in proc.stdout
@@ -144,7 +162,10 @@ def test_the_readme_example_flow_runs(tmp_path):
     (tmp_path / "dags" / "etl.py").write_text(code)
     proc = subprocess.run(
         [sys.executable, "-m", "flowkit.cli", "dev", "etl", "-p", "day=2026-11-23"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "load       success" in proc.stdout and "alert      skipped" in proc.stdout
@@ -155,11 +176,14 @@ def test_dags_check_refuses_a_step_timeout_above_the_visibility_timeout(cli, tmp
     dags.mkdir()
     (dags / "long.py").write_text(
         "from flowkit import Flow\n\n\ndef work(ctx):\n    return 1\n\n\n"
-        "flow = Flow('long').step('crunch', work, timeout='2h')\n")
+        "flow = Flow('long').step('crunch', work, timeout='2h')\n"
+    )
     result = cli("dags", "check", dags=dags)
     assert result.exit_code == 1
-    assert (f"error: {dags / 'long.py'}:8: flow \"long\" step \"crunch\": timeout 7200 s is not below "
-            "FLOWKIT_VISIBILITY_TIMEOUT_SECONDS=3600") in result.output
+    assert (
+        f'error: {dags / "long.py"}:8: flow "long" step "crunch": timeout 7200 s is not below '
+        "FLOWKIT_VISIBILITY_TIMEOUT_SECONDS=3600"
+    ) in result.output
     monkeypatch.setenv("FLOWKIT_VISIBILITY_TIMEOUT_SECONDS", "9000")
     assert cli("dags", "check", dags=dags).exit_code == 0
 
@@ -201,16 +225,26 @@ def _one_error_line(result) -> str:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     "args",
     [
-        ["db", "upgrade"], ["dags", "list"], ["trigger", "orders"], ["runs", "list"], ["runs", "show", "abc"],
-        ["render", "orders"], ["report", "abc", "-o", "r.html"], ["timeline", "abc"], ["lineage", "abc"],
-        ["dev", "orders"], ["scheduler", "--wait-for-services", "0"], ["worker", "--wait-for-services", "0"],
+        ["db", "upgrade"],
+        ["dags", "list"],
+        ["trigger", "orders"],
+        ["runs", "list"],
+        ["runs", "show", "abc"],
+        ["render", "orders"],
+        ["report", "abc", "-o", "r.html"],
+        ["timeline", "abc"],
+        ["lineage", "abc"],
+        ["dev", "orders"],
+        ["scheduler", "--wait-for-services", "0"],
+        ["worker", "--wait-for-services", "0"],
     ],
     ids=lambda a: " ".join(a[:2]),
 )
 def test_every_command_says_in_one_line_that_the_database_is_down(args, tmp_path, monkeypatch, restore_signals):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(main, ["--database-url", DOWN_PG, "--broker-url", "memory://",
-                                       "--dags-folder", str(ROOT / "dags"), *args])
+    result = CliRunner().invoke(
+        main, ["--database-url", DOWN_PG, "--broker-url", "memory://", "--dags-folder", str(ROOT / "dags"), *args]
+    )
     line = _one_error_line(result)
     assert line.startswith("error: cannot reach the database at postgresql://u:***@127.0.0.1:1/x: ")
     assert line.endswith("; check FLOWKIT_DATABASE_URL and that the server runs")
@@ -219,16 +253,24 @@ def test_every_command_says_in_one_line_that_the_database_is_down(args, tmp_path
 @pytest.mark.parametrize(
     ("option", "url", "expected"),
     [
-        ("--database-url", "postgresql://u:hunter2@db:notaport/x",
-         "error: FLOWKIT_DATABASE_URL='postgresql://u:***@db:notaport/x' has a port that is not a number; use e.g. "),
+        (
+            "--database-url",
+            "postgresql://u:hunter2@db:notaport/x",
+            "error: FLOWKIT_DATABASE_URL='postgresql://u:***@db:notaport/x' has a port that is not a number; use e.g. ",
+        ),
         ("--database-url", "u:hunter2@db/x", "error: FLOWKIT_DATABASE_URL='u:***@db/x' is not a URL"),
         ("--database-url", "mysql://u:hunter2@db/x", "error: FLOWKIT_DATABASE_URL='mysql://u:***@db/x' uses mysql, "),
-        ("--broker-url", "nonsense://x", "error: FLOWKIT_BROKER_URL='nonsense://x' uses scheme 'nonsense', which "
-                                         "no kombu transport handles; use e.g. redis://"),
+        (
+            "--broker-url",
+            "nonsense://x",
+            "error: FLOWKIT_BROKER_URL='nonsense://x' uses scheme 'nonsense', which "
+            "no kombu transport handles; use e.g. redis://",
+        ),
     ],
 )
-@pytest.mark.parametrize("args", [["db", "upgrade"], ["runs", "list"], ["trigger", "orders"], ["scheduler"]],
-                         ids=lambda a: a[0])
+@pytest.mark.parametrize(
+    "args", [["db", "upgrade"], ["runs", "list"], ["trigger", "orders"], ["scheduler"]], ids=lambda a: a[0]
+)
 def test_a_malformed_url_is_one_line_before_any_command_runs(option, url, expected, args, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, [option, url, "--dags-folder", str(ROOT / "dags"), *args])
@@ -252,8 +294,10 @@ def test_trigger_with_the_broker_down_queues_the_run_and_warns_in_one_line(tmp_p
     run_id = json.loads(result.stdout)["run_id"]  # stdout stays machine-readable
     warning = result.stderr.strip().splitlines()
     assert len(warning) == 1
-    assert warning[0].startswith(f"warning: run {run_id} is queued, but the scheduler was not woken: cannot reach "
-                                 "the broker at redis://:***@127.0.0.1:1/0: ")
+    assert warning[0].startswith(
+        f"warning: run {run_id} is queued, but the scheduler was not woken: cannot reach "
+        "the broker at redis://:***@127.0.0.1:1/0: "
+    )
     assert "hunter2" not in result.output
     listed = CliRunner().invoke(main, [*base, "--broker-url", "memory://", "runs", "list", "--json"])
     assert [r["id"] for r in json.loads(listed.stdout)] == [run_id]
@@ -266,8 +310,12 @@ def test_trigger_help_says_what_happens_when_the_broker_is_down():
 
 @pytest.mark.parametrize(
     "args",
-    [["scheduler", "--wait-for-services", "0"], ["worker", "--wait-for-services", "0"],
-     ["flower", "--wait-for-services", "0"], ["dev", "orders"]],
+    [
+        ["scheduler", "--wait-for-services", "0"],
+        ["worker", "--wait-for-services", "0"],
+        ["flower", "--wait-for-services", "0"],
+        ["dev", "orders"],
+    ],
     ids=lambda a: a[0],
 )
 def test_daemons_say_in_one_line_that_the_broker_is_down(args, tmp_path, monkeypatch, restore_signals):
@@ -281,8 +329,18 @@ def test_daemons_say_in_one_line_that_the_broker_is_down(args, tmp_path, monkeyp
 def test_a_daemon_retries_a_down_server_with_one_log_line_per_retry(tmp_path, monkeypatch, caplog, restore_signals):
     monkeypatch.chdir(tmp_path)
     with caplog.at_level(logging.WARNING):
-        result = CliRunner().invoke(main, ["--broker-url", DOWN_REDIS, "--dags-folder", str(ROOT / "dags"),
-                                           "scheduler", "--wait-for-services", "1.5"])
+        result = CliRunner().invoke(
+            main,
+            [
+                "--broker-url",
+                DOWN_REDIS,
+                "--dags-folder",
+                str(ROOT / "dags"),
+                "scheduler",
+                "--wait-for-services",
+                "1.5",
+            ],
+        )
     _one_error_line(result)
     retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
     assert [r.getMessage().rsplit(";", 1)[1] for r in retries] == [" retrying in 1 s (attempt 1)"]
@@ -299,17 +357,31 @@ def test_an_impossible_url_is_not_retried(tmp_path, monkeypatch, caplog, restore
     monkeypatch.setattr(connectivity, "probe_broker", unknown_host)
     monkeypatch.chdir(tmp_path)
     with caplog.at_level(logging.WARNING):
-        result = CliRunner().invoke(main, ["--broker-url", "redis://cache.example:6379/0", "--dags-folder",
-                                           str(ROOT / "dags"), "scheduler"])  # waits forever for a *down* server
-    assert _one_error_line(result) == ("error: cannot connect to the broker at redis://cache.example:6379/0: "
-                                       "[Errno -2] Name or service not known; check FLOWKIT_BROKER_URL")
+        result = CliRunner().invoke(
+            main, ["--broker-url", "redis://cache.example:6379/0", "--dags-folder", str(ROOT / "dags"), "scheduler"]
+        )  # waits forever for a *down* server
+    assert _one_error_line(result) == (
+        "error: cannot connect to the broker at redis://cache.example:6379/0: "
+        "[Errno -2] Name or service not known; check FLOWKIT_BROKER_URL"
+    )
     assert not [r for r in caplog.records if "retrying" in r.getMessage()]
 
 
 def test_dags_list_prints_each_load_error_once(tmp_path):
     # A real process: the log handler `flowkit` installs is what printed each error twice.
-    args = [sys.executable, "-m", "flowkit.cli", "--database-url", f"sqlite:///{tmp_path / 'once.db'}",
-            "--broker-url", "memory://", "--dags-folder", str(MIXED), "dags", "list"]
+    args = [
+        sys.executable,
+        "-m",
+        "flowkit.cli",
+        "--database-url",
+        f"sqlite:///{tmp_path / 'once.db'}",
+        "--broker-url",
+        "memory://",
+        "--dags-folder",
+        str(MIXED),
+        "dags",
+        "list",
+    ]
     for _ in range(2):  # the first load imports, the second reads the cache
         result = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert result.returncode == 0, result.stderr

@@ -23,8 +23,9 @@ def cli(tmp_path):  # type: ignore[no-untyped-def]
     db = f"sqlite:///{tmp_path / 'cli.db'}"
 
     def invoke(*args: str):  # type: ignore[no-untyped-def]
-        return runner.invoke(main, ["--database-url", db, "--broker-url", "memory://", "--dags-folder",
-                                    str(OPERATOR), *args])
+        return runner.invoke(
+            main, ["--database-url", db, "--broker-url", "memory://", "--dags-folder", str(OPERATOR), *args]
+        )
 
     invoke.db = db  # type: ignore[attr-defined]
     return invoke
@@ -33,14 +34,16 @@ def cli(tmp_path):  # type: ignore[no-untyped-def]
 def test_pause_trigger_unpause_and_the_audit_trail(cli):
     out = cli("flows", "pause", "single", "--by", "ann", "--reason", "db maintenance")
     assert out.exit_code == 0, out.output
-    assert out.stdout.strip() == ('flow "single": paused; 0 queued run(s) wait for `flowkit flows unpause '
-                                  'single`, 0 running run(s) finish')
+    assert out.stdout.strip() == (
+        'flow "single": paused; 0 queued run(s) wait for `flowkit flows unpause single`, 0 running run(s) finish'
+    )
     # a triggered run stays queued, and the CLI says why
     trig = cli("trigger", "single")
     assert trig.exit_code == 0, trig.output
     run_id = trig.stdout.strip()
-    assert (f'warning: flow "single" is paused: run {run_id} stays queued until `flowkit flows unpause '
-            "single`") in trig.stderr
+    assert (
+        f'warning: flow "single" is paused: run {run_id} stays queued until `flowkit flows unpause single`'
+    ) in trig.stderr
     listed = cli("dags", "list")
     row = next(line for line in listed.stdout.splitlines() if line.startswith("single "))
     assert " paused " in row
@@ -63,19 +66,23 @@ def test_cancel_retry_and_mark_print_one_line_each_and_refuse_in_one_line(cli):
     run_id = cli("trigger", "broken").stdout.strip()
     cancelled = cli("runs", "cancel", run_id, "--by", "ann", "--reason", "wrong day")
     assert cancelled.exit_code == 0, cancelled.output
-    assert cancelled.stdout.strip() == (f"run {run_id}: cancelled (4 step(s) cancelled, 0 attempt(s) "
-                                        "stopped, 0 pool slot(s) given back)")
+    assert cancelled.stdout.strip() == (
+        f"run {run_id}: cancelled (4 step(s) cancelled, 0 attempt(s) stopped, 0 pool slot(s) given back)"
+    )
     again = cli("runs", "cancel", run_id)
     assert again.exit_code == 1
-    assert again.stderr.strip() == (f"error: run {run_id} is already cancelled; nothing to cancel "
-                                    f"(`flowkit runs retry {run_id}` runs its failed steps again)")
+    assert again.stderr.strip() == (
+        f"error: run {run_id} is already cancelled; nothing to cancel "
+        f"(`flowkit runs retry {run_id}` runs its failed steps again)"
+    )
     mark = cli("runs", "mark", run_id, "bad", "success")
     assert mark.exit_code == 1 and mark.stderr.count("\n") == 1
     assert "is cancelled; `flowkit runs retry" in mark.stderr
     retried = cli("runs", "retry", run_id, "--by", "ann")
     assert retried.exit_code == 0, retried.output
-    assert retried.stdout.strip() == (f"run {run_id}: running again; 4 step(s) back to pending: first, "
-                                      "bad, after_bad, beside")
+    assert retried.stdout.strip() == (
+        f"run {run_id}: running again; 4 step(s) back to pending: first, bad, after_bad, beside"
+    )
     store = SqlStore(cli.db)
     try:
         assert store.get_run(run_id)["state"] == "running"
@@ -133,8 +140,9 @@ def test_runs_show_tells_the_truth_about_a_retried_compensated_run(tmp_path):
     db = f"sqlite:///{tmp_path / 'saga.db'}"
 
     def cli(*args: str):  # type: ignore[no-untyped-def]
-        return CliRunner().invoke(main, ["--database-url", db, "--broker-url", "memory://",
-                                         "--dags-folder", str(saga_dags), *args])
+        return CliRunner().invoke(
+            main, ["--database-url", db, "--broker-url", "memory://", "--dags-folder", str(saga_dags), *args]
+        )
 
     # Given a run that failed at ship and was compensated
     flag = tmp_path / "flag"

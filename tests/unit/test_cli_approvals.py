@@ -21,8 +21,9 @@ SAGA_DAGS = str(ROOT / "tests" / "dags" / "saga")
 
 
 def cli(store, *args: str):  # type: ignore[no-untyped-def]
-    return CliRunner().invoke(main, ["--database-url", store.url, "--broker-url", "memory://",
-                                     "--dags-folder", SAGA_DAGS, *args])
+    return CliRunner().invoke(
+        main, ["--database-url", store.url, "--broker-url", "memory://", "--dags-folder", SAGA_DAGS, *args]
+    )
 
 
 def test_approve_through_the_cli_records_who_and_why(sqlite_store):
@@ -45,7 +46,8 @@ def test_approve_through_the_cli_records_who_and_why(sqlite_store):
     assert again.exit_code == 1
     assert again.output.strip() == (
         f'error: step "sign_off" of run {run_id} (flow "approve_me") is success (approved by alice), '
-        "not awaiting approval (the run is success)")
+        "not awaiting approval (the run is success)"
+    )
 
 
 def test_unknown_run_or_step_is_one_line(sqlite_store):
@@ -74,14 +76,17 @@ def test_runs_list_and_show_tell_the_compensation_outcome(sqlite_store):
     detail = json.loads(cli(sqlite_store, "runs", "show", run_id, "--json").output)
     assert detail["outcome"] == "compensation failed"
     # the compensation steps follow the flow's own, last-undone first
-    assert [s["step"] for s in detail["steps"]] == [
-        "first", "second", "third", "second:compensate", "first:compensate"]
+    assert [s["step"] for s in detail["steps"]] == ["first", "second", "third", "second:compensate", "first:compensate"]
 
 
 def _dev(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flowkit.cli", "--dags-folder", SAGA_DAGS, "dev", *args],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.slow
@@ -102,7 +107,11 @@ def test_dev_prints_the_exact_command_and_keeps_waiting(tmp_path):
     # Given `flowkit dev` on a flow with an approval and no --approve
     proc = subprocess.Popen(
         [sys.executable, "-m", "flowkit.cli", "--dags-folder", SAGA_DAGS, "dev", "approve_me", "--timeout", "60"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         command = None
@@ -113,8 +122,13 @@ def test_dev_prints_the_exact_command_and_keeps_waiting(tmp_path):
                 command = line.split("to approve: ", 1)[1].strip()
         assert command is not None and f"--database-url sqlite:///{tmp_path}/.flowkit/flowkit.db" in command
         # When the printed command is run from another terminal
-        done = subprocess.run([sys.executable, "-m", "flowkit.cli", *shlex.split(command)[1:]],
-                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "flowkit.cli", *shlex.split(command)[1:]],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         # Then the dev run goes on and succeeds
         rest, _ = proc.communicate(timeout=60)

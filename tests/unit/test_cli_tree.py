@@ -58,144 +58,137 @@ def test_python_m_and_console_script_name_the_same_group() -> None:
 
 
 EXPECTED: dict[str, list[str]] = {
-    'flowkit': [
-        'database_url --database-url STRING env=FLOWKIT_DATABASE_URL',
-        'broker_url --broker-url STRING env=FLOWKIT_BROKER_URL',
-        'dags_folder --dags-folder STRING env=FLOWKIT_DAGS_FOLDER',
+    "flowkit": [
+        "database_url --database-url STRING env=FLOWKIT_DATABASE_URL",
+        "broker_url --broker-url STRING env=FLOWKIT_BROKER_URL",
+        "dags_folder --dags-folder STRING env=FLOWKIT_DAGS_FOLDER",
         "log_level --log-level Choice(['DEBUG', 'INFO', 'WARNING', 'ERROR']) default='WARNING'",
-        'version --version BOOL flag',
+        "version --version BOOL flag",
     ],
-    'flowkit approve': [
-        'run_id ARG STRING nargs=1 required=True',
-        'step ARG STRING nargs=1 required=True',
-        'by --by STRING required',
+    "flowkit approve": [
+        "run_id ARG STRING nargs=1 required=True",
+        "step ARG STRING nargs=1 required=True",
+        "by --by STRING required",
         "reason --reason STRING default=''",
     ],
-    'flowkit dags': [
+    "flowkit dags": [],
+    "flowkit dags check": [],
+    "flowkit dags list": [
+        "as_json --json BOOL flag",
     ],
-    'flowkit dags check': [
+    "flowkit db": [],
+    "flowkit db upgrade": [],
+    "flowkit dev": [
+        "flow ARG STRING nargs=1 required=True",
+        "params -p/--param STRING multiple",
+        "timeout --timeout <FloatRange x>=1> default=300.0",
+        "approve_steps --approve STRING multiple",
+        "reject_steps --reject STRING multiple",
     ],
-    'flowkit dags list': [
-        'as_json --json BOOL flag',
+    "flowkit flower": [
+        "port --port <IntRange 1<=x<=65535> default=5555",
+        "wait_seconds --wait-for-services <FloatRange x>=0>",
     ],
-    'flowkit db': [
-    ],
-    'flowkit db upgrade': [
-    ],
-    'flowkit dev': [
-        'flow ARG STRING nargs=1 required=True',
-        'params -p/--param STRING multiple',
-        'timeout --timeout <FloatRange x>=1> default=300.0',
-        'approve_steps --approve STRING multiple',
-        'reject_steps --reject STRING multiple',
-    ],
-    'flowkit flower': [
-        'port --port <IntRange 1<=x<=65535> default=5555',
-        'wait_seconds --wait-for-services <FloatRange x>=0>',
-    ],
-    'flowkit flows': [
-    ],
-    'flowkit flows pause': [
-        'flow ARG STRING nargs=1 required=True',
-        'by --by STRING',
+    "flowkit flows": [],
+    "flowkit flows pause": [
+        "flow ARG STRING nargs=1 required=True",
+        "by --by STRING",
         "reason --reason STRING default=''",
     ],
-    'flowkit flows unpause': [
-        'flow ARG STRING nargs=1 required=True',
-        'by --by STRING',
+    "flowkit flows unpause": [
+        "flow ARG STRING nargs=1 required=True",
+        "by --by STRING",
         "reason --reason STRING default=''",
     ],
-    'flowkit lineage': [
-        'run_id ARG STRING nargs=1 required=False',
-        'uri --dataset STRING',
-        'output -o/--output STRING',
+    "flowkit lineage": [
+        "run_id ARG STRING nargs=1 required=False",
+        "uri --dataset STRING",
+        "output -o/--output STRING",
     ],
-    'flowkit pools': [
+    "flowkit pools": [],
+    "flowkit pools delete": [
+        "name ARG STRING nargs=1 required=True",
     ],
-    'flowkit pools delete': [
-        'name ARG STRING nargs=1 required=True',
+    "flowkit pools list": [
+        "as_json --json BOOL flag",
     ],
-    'flowkit pools list': [
-        'as_json --json BOOL flag',
+    "flowkit pools set": [
+        "name ARG STRING nargs=1 required=True",
+        "slots ARG <IntRange 1<=x<=1000000> nargs=1 required=True",
     ],
-    'flowkit pools set': [
-        'name ARG STRING nargs=1 required=True',
-        'slots ARG <IntRange 1<=x<=1000000> nargs=1 required=True',
-    ],
-    'flowkit reject': [
-        'run_id ARG STRING nargs=1 required=True',
-        'step ARG STRING nargs=1 required=True',
-        'by --by STRING required',
+    "flowkit reject": [
+        "run_id ARG STRING nargs=1 required=True",
+        "step ARG STRING nargs=1 required=True",
+        "by --by STRING required",
         "reason --reason STRING default=''",
     ],
-    'flowkit render': [
-        'flow ARG STRING nargs=1 required=True',
-        'run_id --run STRING',
-        'output -o/--output STRING',
+    "flowkit render": [
+        "flow ARG STRING nargs=1 required=True",
+        "run_id --run STRING",
+        "output -o/--output STRING",
         "fmt --format Choice(['svg', 'png', 'dot'])",
-        'collapse --collapse BOOL flag',
-        'cluster_threshold --cluster-threshold <IntRange x>=1> default=150',
+        "collapse --collapse BOOL flag",
+        "cluster_threshold --cluster-threshold <IntRange x>=1> default=150",
     ],
-    'flowkit report': [
-        'run_id ARG STRING nargs=1 required=True',
-        'output -o/--output STRING required',
+    "flowkit report": [
+        "run_id ARG STRING nargs=1 required=True",
+        "output -o/--output STRING required",
     ],
-    'flowkit runs': [
-    ],
-    'flowkit runs cancel': [
-        'run_id ARG STRING nargs=1 required=True',
-        'by --by STRING',
+    "flowkit runs": [],
+    "flowkit runs cancel": [
+        "run_id ARG STRING nargs=1 required=True",
+        "by --by STRING",
         "reason --reason STRING default=''",
     ],
-    'flowkit runs list': [
-        'flow --flow STRING',
-        'limit --limit <IntRange 1<=x<=10000> default=20',
-        'as_json --json BOOL flag',
+    "flowkit runs list": [
+        "flow --flow STRING",
+        "limit --limit <IntRange 1<=x<=10000> default=20",
+        "as_json --json BOOL flag",
     ],
-    'flowkit runs mark': [
-        'run_id ARG STRING nargs=1 required=True',
-        'step ARG STRING nargs=1 required=True',
+    "flowkit runs mark": [
+        "run_id ARG STRING nargs=1 required=True",
+        "step ARG STRING nargs=1 required=True",
         "state ARG Choice(['success', 'skipped']) nargs=1 required=True",
-        'result --result STRING',
-        'by --by STRING',
+        "result --result STRING",
+        "by --by STRING",
         "reason --reason STRING default=''",
     ],
-    'flowkit runs retry': [
-        'run_id ARG STRING nargs=1 required=True',
-        'steps --step STRING multiple',
-        'downstream --downstream BOOL flag',
-        'by --by STRING',
+    "flowkit runs retry": [
+        "run_id ARG STRING nargs=1 required=True",
+        "steps --step STRING multiple",
+        "downstream --downstream BOOL flag",
+        "by --by STRING",
         "reason --reason STRING default=''",
     ],
-    'flowkit runs show': [
-        'run_id ARG STRING nargs=1 required=True',
-        'as_json --json BOOL flag',
-        'with_events --events BOOL flag',
-        'step_name --step STRING',
+    "flowkit runs show": [
+        "run_id ARG STRING nargs=1 required=True",
+        "as_json --json BOOL flag",
+        "with_events --events BOOL flag",
+        "step_name --step STRING",
     ],
-    'flowkit scheduler': [
-        'wait_seconds --wait-for-services <FloatRange x>=0>',
+    "flowkit scheduler": [
+        "wait_seconds --wait-for-services <FloatRange x>=0>",
     ],
-    'flowkit status': [
-        'as_json --json BOOL flag',
-        'no_broker --no-broker BOOL flag',
+    "flowkit status": [
+        "as_json --json BOOL flag",
+        "no_broker --no-broker BOOL flag",
     ],
-    'flowkit timeline': [
-        'run_id ARG STRING nargs=1 required=True',
-        'output -o/--output STRING',
-        'width --width <IntRange 400<=x<=20000> default=1100',
+    "flowkit timeline": [
+        "run_id ARG STRING nargs=1 required=True",
+        "output -o/--output STRING",
+        "width --width <IntRange 400<=x<=20000> default=1100",
     ],
-    'flowkit trigger': [
-        'flow ARG STRING nargs=1 required=True',
-        'params -p/--param STRING multiple',
+    "flowkit trigger": [
+        "flow ARG STRING nargs=1 required=True",
+        "params -p/--param STRING multiple",
         "reason --reason STRING default=''",
-        'as_json --json BOOL flag',
+        "as_json --json BOOL flag",
     ],
-    'flowkit worker': [
-        'queues -Q/--queues STRING',
-        'concurrency -c/--concurrency <IntRange 1<=x<=512>',
+    "flowkit worker": [
+        "queues -Q/--queues STRING",
+        "concurrency -c/--concurrency <IntRange 1<=x<=512>",
         "pool --pool Choice(['prefork', 'solo', 'threads']) default='prefork'",
-        'hostname -n/--hostname STRING',
-        'wait_seconds --wait-for-services <FloatRange x>=0>',
+        "hostname -n/--hostname STRING",
+        "wait_seconds --wait-for-services <FloatRange x>=0>",
     ],
 }

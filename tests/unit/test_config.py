@@ -135,11 +135,15 @@ def test_redact_hides_passwords_in_awkward_urls(url, expected):
         ("u:s3cr3t@db/flowkit", "is not a URL (it has no scheme://)"),
         ("postgresql://u:s3cr3t@db:notaport/flowkit", "has a port that is not a number"),
         ("postgresql://u:s3cr3t@db:99999/flowkit", "has port 99999, outside 1-65535"),
-        ("mysql://u:s3cr3t@db/flowkit",
-         "uses mysql, which flowkit does not support (it runs on PostgreSQL and SQLite)"),
+        (
+            "mysql://u:s3cr3t@db/flowkit",
+            "uses mysql, which flowkit does not support (it runs on PostgreSQL and SQLite)",
+        ),
         ("postgress://u:s3cr3t@db/flowkit", "did you mean postgresql://?"),
-        ("postgresql+psycopg2://u:s3cr3t@db/flowkit", "asks for the psycopg2 driver, which flowkit does not use; "
-                                                      "write postgresql://"),
+        (
+            "postgresql+psycopg2://u:s3cr3t@db/flowkit",
+            "asks for the psycopg2 driver, which flowkit does not use; write postgresql://",
+        ),
         ("sqlite://flowkit.db", "names a host (flowkit.db), but SQLite opens a file; write three slashes"),
     ],
 )
@@ -154,9 +158,16 @@ def test_a_malformed_database_url_is_one_line_naming_the_variable(url, problem):
 
 @pytest.mark.parametrize(
     "url",
-    ["sqlite:///.flowkit/flowkit.db", "sqlite:////var/lib/flowkit.db", "sqlite://", "sqlite+pysqlite:///x.db",
-     "postgresql://u:p@db/flowkit", "postgres://u@db/flowkit", "postgresql+psycopg://u:p@[::1]:5432/flowkit",
-     "postgresql:///flowkit"],
+    [
+        "sqlite:///.flowkit/flowkit.db",
+        "sqlite:////var/lib/flowkit.db",
+        "sqlite://",
+        "sqlite+pysqlite:///x.db",
+        "postgresql://u:p@db/flowkit",
+        "postgres://u@db/flowkit",
+        "postgresql+psycopg://u:p@[::1]:5432/flowkit",
+        "postgresql:///flowkit",
+    ],
 )
 def test_supported_database_urls_pass(url):
     assert Settings.from_env({"FLOWKIT_DATABASE_URL": url}).database_url == url
@@ -184,9 +195,16 @@ def test_a_bad_broker_url_is_one_line_naming_the_variable(url, problem):
 
 @pytest.mark.parametrize(
     "url",
-    ["redis://127.0.0.1:6379/0", "rediss://:p@cache:6380/1", "amqp://guest:guest@rabbit:5672//",
-     "pyamqp://rabbit//", "memory://localhost/", "sqla+postgresql://u:p@db/flowkit", "redis+socket:///tmp/r.sock",
-     "sentinel://s1:26379;sentinel://s2:26379"],
+    [
+        "redis://127.0.0.1:6379/0",
+        "rediss://:p@cache:6380/1",
+        "amqp://guest:guest@rabbit:5672//",
+        "pyamqp://rabbit//",
+        "memory://localhost/",
+        "sqla+postgresql://u:p@db/flowkit",
+        "redis+socket:///tmp/r.sock",
+        "sentinel://s1:26379;sentinel://s2:26379",
+    ],
 )
 def test_broker_urls_kombu_knows_pass(url):
     assert Settings.from_env({"FLOWKIT_BROKER_URL": url}).broker_url == url

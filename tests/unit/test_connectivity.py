@@ -57,8 +57,10 @@ def _raised_from(outer: Exception, cause: BaseException) -> Exception:
         TimeoutError("timed out"),
         ConnectionResetError(104, "Connection reset by peer"),
         socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
-        _driver_error('connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused\n'
-                      "\tIs the server running on that host and accepting TCP/IP connections?"),
+        _driver_error(
+            'connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused\n'
+            "\tIs the server running on that host and accepting TCP/IP connections?"
+        ),
         _driver_error("connection failed: FATAL:  the database system is starting up"),
         _driver_error("failed to resolve host 'db': [Errno -3] Temporary failure in name resolution"),
         RuntimeError("something nobody anticipated"),  # unknown: worth another try
@@ -85,8 +87,18 @@ def test_a_server_that_may_come_back_is_transient(exc):
         _driver_error("unable to open database file"),
         PermissionError(13, "Permission denied", "/var/lib/flowkit"),
     ],
-    ids=["config", "unknown-host", "missing-package", "no-transport", "pg-unknown-host", "pg-password",
-         "pg-no-database", "pg-no-role", "sqlite-file", "permission"],
+    ids=[
+        "config",
+        "unknown-host",
+        "missing-package",
+        "no-transport",
+        "pg-unknown-host",
+        "pg-password",
+        "pg-no-database",
+        "pg-no-role",
+        "sqlite-file",
+        "permission",
+    ],
 )
 def test_a_mistake_that_can_never_work_is_permanent(exc):
     assert classify_url_problem(exc).permanent is True
@@ -96,11 +108,15 @@ def test_broker_errors_are_classified_through_kombus_wrapper():
     from amqp.exceptions import AccessRefused
     from kombu.exceptions import OperationalError
 
-    refused = _raised_from(OperationalError("Error 111 connecting to 127.0.0.1:1. Connection refused."),
-                           ConnectionRefusedError(111, "Connection refused"))
+    refused = _raised_from(
+        OperationalError("Error 111 connecting to 127.0.0.1:1. Connection refused."),
+        ConnectionRefusedError(111, "Connection refused"),
+    )
     assert classify_url_problem(refused).permanent is False
-    unknown_host = _raised_from(OperationalError("Error -2 connecting to cache:6379. Name or service not known."),
-                                socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+    unknown_host = _raised_from(
+        OperationalError("Error -2 connecting to cache:6379. Name or service not known."),
+        socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+    )
     assert classify_url_problem(unknown_host).permanent is True
     assert classify_url_problem(AccessRefused("ACCESS_REFUSED - Login was refused")).permanent is True
 
@@ -120,8 +136,10 @@ def test_the_reason_is_the_first_line_of_the_drivers_message_without_passwords()
 def test_database_error_wording_depends_on_the_problem():
     down = database_error(_driver_error("connection failed: Connection refused"), DOWN_PG)
     assert isinstance(down, StoreUnavailable)
-    assert str(down) == ("cannot reach the database at postgresql://flowkit:***@127.0.0.1:1/flowkit: connection "
-                         "failed: Connection refused; check FLOWKIT_DATABASE_URL and that the server runs")
+    assert str(down) == (
+        "cannot reach the database at postgresql://flowkit:***@127.0.0.1:1/flowkit: connection "
+        "failed: Connection refused; check FLOWKIT_DATABASE_URL and that the server runs"
+    )
     wrong = database_error(_driver_error('FATAL:  password authentication failed for user "flowkit"'), DOWN_PG)
     assert isinstance(wrong, ConfigError)
     assert str(wrong).endswith('password authentication failed for user "flowkit"; check FLOWKIT_DATABASE_URL')
@@ -130,8 +148,10 @@ def test_database_error_wording_depends_on_the_problem():
 def test_broker_error_wording_depends_on_the_problem():
     down = broker_error(ConnectionRefusedError(111, "Connection refused"), DOWN_REDIS)
     assert isinstance(down, DispatchError)
-    assert str(down) == ("cannot reach the broker at redis://:***@127.0.0.1:1/0: [Errno 111] Connection refused; "
-                         "check FLOWKIT_BROKER_URL and that the server runs")
+    assert str(down) == (
+        "cannot reach the broker at redis://:***@127.0.0.1:1/0: [Errno 111] Connection refused; "
+        "check FLOWKIT_BROKER_URL and that the server runs"
+    )
     assert isinstance(broker_error(ModuleNotFoundError("No module named 'botocore'"), "sqs://"), ConfigError)
 
 
@@ -267,10 +287,11 @@ def test_wait_for_services_gives_up_on_a_closed_port():
 @pytest.mark.parametrize(
     "exc",
     [
-        _raised_from(KombuOperationalError("DB index is out of range"),
-                     RuntimeError("DB index is out of range")),
-        _raised_from(KombuOperationalError("Timeout connecting to server"),
-                     TimeoutError("_ssl.c:989: The handshake operation timed out")),
+        _raised_from(KombuOperationalError("DB index is out of range"), RuntimeError("DB index is out of range")),
+        _raised_from(
+            KombuOperationalError("Timeout connecting to server"),
+            TimeoutError("_ssl.c:989: The handshake operation timed out"),
+        ),
         ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"),
         ssl.SSLError(1, "[SSL: RECORD_LAYER_FAILURE] record layer failure (_ssl.c:1000)"),
     ],
@@ -302,8 +323,10 @@ NOT_A_DATABASE = "this file is not a SQLite database, it only shares the name\n"
 def test_a_file_that_is_not_sqlite_is_one_permanent_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "g.db").write_text(NOT_A_DATABASE)
-    expected = ("sqlite:///g.db is not a SQLite database (file is not a database); point "
-                "FLOWKIT_DATABASE_URL at a flowkit store or remove the file")
+    expected = (
+        "sqlite:///g.db is not a SQLite database (file is not a database); point "
+        "FLOWKIT_DATABASE_URL at a flowkit store or remove the file"
+    )
     with pytest.raises(ConfigError) as info:
         probe_database("sqlite:///g.db")
     assert str(info.value) == expected
@@ -311,8 +334,9 @@ def test_a_file_that_is_not_sqlite_is_one_permanent_line(tmp_path, monkeypatch):
     assert (tmp_path / "g.db").read_text() == NOT_A_DATABASE  # never touched
 
 
-@pytest.mark.parametrize("command", [["status", "--no-broker"], ["db", "upgrade"], ["trigger", "orders"],
-                                     ["runs", "list"]])
+@pytest.mark.parametrize(
+    "command", [["status", "--no-broker"], ["db", "upgrade"], ["trigger", "orders"], ["runs", "list"]]
+)
 def test_commands_on_a_file_that_is_not_sqlite_print_one_line(tmp_path, monkeypatch, command):
     from click.testing import CliRunner
 
@@ -320,10 +344,10 @@ def test_commands_on_a_file_that_is_not_sqlite_print_one_line(tmp_path, monkeypa
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "g.db").write_text(NOT_A_DATABASE)
-    result = CliRunner().invoke(main, ["--database-url", "sqlite:///g.db", "--broker-url", "memory://",
-                                       *command])
+    result = CliRunner().invoke(main, ["--database-url", "sqlite:///g.db", "--broker-url", "memory://", *command])
     assert result.exit_code == 1
     assert result.output.splitlines() == [
         "error: sqlite:///g.db is not a SQLite database (file is not a database); point "
-        "FLOWKIT_DATABASE_URL at a flowkit store or remove the file"]
+        "FLOWKIT_DATABASE_URL at a flowkit store or remove the file"
+    ]
     assert (tmp_path / "g.db").read_text() == NOT_A_DATABASE

@@ -31,8 +31,12 @@ class Dev:
         self.folder = folder
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "flowkit.cli", "--dags-folder", DAGS, "dev", flow],
-            cwd=folder, env={**os.environ, "DEV_TEST_DIR": str(folder)},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=folder,
+            env={**os.environ, "DEV_TEST_DIR": str(folder)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.out = self.err = ""
 
     def wait_for_file(self, name: str, timeout: float = 30) -> int:
@@ -101,7 +105,8 @@ def test_a_signal_stops_dev_and_its_shell_step_within_a_second(tmp_path, signum,
     run_id, state = only_run(tmp_path, "long_shell")
     assert state == "cancelled"
     assert query(tmp_path, "SELECT state, error FROM attempts WHERE run_id = ?", run_id) == [
-        ("cancelled", f"cancelled by flowkit dev: flowkit dev interrupted ({name})")]
+        ("cancelled", f"cancelled by flowkit dev: flowkit dev interrupted ({name})")
+    ]
 
 
 def test_ctrl_c_twice_during_a_python_step_exits_130_without_a_traceback(tmp_path):
@@ -117,9 +122,10 @@ def test_ctrl_c_twice_during_a_python_step_exits_130_without_a_traceback(tmp_pat
     run_id, state = only_run(tmp_path, "long_python")
     assert state == "cancelled"
     assert query(tmp_path, "SELECT step, state FROM step_runs WHERE run_id = ? ORDER BY step", run_id) == [
-        ("after", "cancelled"), ("sleeps", "cancelled")]
-    assert query(tmp_path, "SELECT step, state FROM attempts WHERE run_id = ?", run_id) == [
-        ("sleeps", "cancelled")]
+        ("after", "cancelled"),
+        ("sleeps", "cancelled"),
+    ]
+    assert query(tmp_path, "SELECT step, state FROM attempts WHERE run_id = ?", run_id) == [("sleeps", "cancelled")]
 
 
 def test_a_later_dev_does_not_resume_the_run_of_a_killed_one(tmp_path, leftovers):
@@ -137,12 +143,15 @@ def test_a_later_dev_does_not_resume_the_run_of_a_killed_one(tmp_path, leftovers
     # When `flowkit dev` runs another flow in the same folder
     later = subprocess.run(
         [sys.executable, "-m", "flowkit.cli", "--dags-folder", DAGS, "dev", "quick"],
-        cwd=tmp_path, env={**os.environ, "DEV_TEST_DIR": str(tmp_path)},
-        capture_output=True, text=True, timeout=60)
+        cwd=tmp_path,
+        env={**os.environ, "DEV_TEST_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     # Then its own run succeeds, and it says it closed the old run instead of resuming it
     assert later.returncode == 0, later.stdout + later.stderr
-    assert f"closed 1 run(s) a killed flowkit dev left running, not resumed: {old_run} (long_shell)" \
-        in later.stdout
+    assert f"closed 1 run(s) a killed flowkit dev left running, not resumed: {old_run} (long_shell)" in later.stdout
     assert only_run(tmp_path, "long_shell") == (old_run, "cancelled")
     # the old shell step was not published again: no new attempt, its command never restarted
     assert query(tmp_path, "SELECT number FROM attempts WHERE run_id = ?", old_run) == attempts_before

@@ -72,8 +72,8 @@ def _frames(transport: FakeTransport, *chunks: bytes) -> None:
     """What py-amqp does per publish: one write of a view of a buffer it reuses."""
     shared = bytearray(16)
     for chunk in chunks:
-        shared[:len(chunk)] = chunk
-        transport.write(memoryview(shared)[:len(chunk)])
+        shared[: len(chunk)] = chunk
+        transport.write(memoryview(shared)[: len(chunk)])
 
 
 def test_publishes_in_a_batch_go_out_in_one_write_in_order():
@@ -130,8 +130,9 @@ def test_confirming_connections_and_other_transports_are_not_buffered():
 
 def _items(n: int, queue: str | None = None) -> list[Dispatch]:
     run = str(uuid.uuid4())
-    return [Dispatch(run, "wide", StepSpec(name=f"m{i:04d}", fn="x:y", queue=queue), 1, str(uuid.uuid4()))
-            for i in range(n)]
+    return [
+        Dispatch(run, "wide", StepSpec(name=f"m{i:04d}", fn="x:y", queue=queue), 1, str(uuid.uuid4())) for i in range(n)
+    ]
 
 
 class RecordingProducer(FakeProducer):
@@ -165,8 +166,9 @@ class RecordingApp:
 
 
 def _amqp_dispatcher(fail_at: str | None = None) -> tuple[CeleryDispatcher, RecordingApp]:
-    settings = Settings(broker_url="amqp://guest:guest@127.0.0.1:5672//", database_url="sqlite://",
-                        default_queue="flowkit")
+    settings = Settings(
+        broker_url="amqp://guest:guest@127.0.0.1:5672//", database_url="sqlite://", default_queue="flowkit"
+    )
     app = RecordingApp(RecordingProducer(), fail_at)
     return CeleryDispatcher(app, settings), app
 

@@ -118,8 +118,7 @@ def _pip_install_index(instrs: list[tuple[str, str]]) -> int:
 
 
 def _dockerignore() -> list[str]:
-    return [ln.strip() for ln in DOCKERIGNORE.read_text().splitlines()
-            if ln.strip() and not ln.strip().startswith("#")]
+    return [ln.strip() for ln in DOCKERIGNORE.read_text().splitlines() if ln.strip() and not ln.strip().startswith("#")]
 
 
 def _ignored(name: str, patterns: list[str]) -> bool:
@@ -164,8 +163,7 @@ def test_env_sets_the_three_flowkit_vars_consistently(services: dict[str, Any]) 
     pg = _env(services["postgres"])
     assert db.get_backend_name() == "postgresql" and db.get_driver_name() == "psycopg"
     assert db.host in services and (db.port or 5432) == 5432
-    assert (db.username, db.password, db.database) == (
-        pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"])
+    assert (db.username, db.password, db.database) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"])
 
     broker = env["FLOWKIT_BROKER_URL"]
     match = re.fullmatch(r"redis://([^:/@]+)(?::(\d+))?/\d+", broker)
@@ -204,8 +202,7 @@ def test_every_dependency_names_a_defined_service(services: dict[str, Any]) -> N
             assert dep in services, f"{name} depends on undefined service {dep!r}"
 
 
-def test_postgres_and_redis_have_real_healthchecks(compose: dict[str, Any],
-                                                   services: dict[str, Any]) -> None:
+def test_postgres_and_redis_have_real_healthchecks(compose: dict[str, Any], services: dict[str, Any]) -> None:
     pg, redis = services["postgres"], services["redis"]
     assert pg["image"].split(":")[0] == "postgres" and redis["image"].split(":")[0] == "redis"
     pg_test = " ".join(_argv(pg["healthcheck"]["test"]))
@@ -251,7 +248,7 @@ def test_the_scheduler_comment_matches_high_availability_on_postgresql(services:
     the compose files may say there must be exactly one."""
     assert "postgresql" in _env(services["scheduler"])["FLOWKIT_DATABASE_URL"]
     compose = COMPOSE_FILE.read_text()
-    comment = compose[:compose.index("\n  scheduler:")].rsplit("\n\n", 1)[-1]
+    comment = compose[: compose.index("\n  scheduler:")].rsplit("\n\n", 1)[-1]
     assert "stand by" in comment and "active" in comment
     for text in (compose, README.read_text()):
         assert "exactly one scheduler" not in text.lower() and "exactly one `scheduler`" not in text
@@ -329,8 +326,9 @@ def test_dockerfile_pip_install_target_has_the_project() -> None:
 def test_dockerfile_copies_dags_to_the_dags_folder() -> None:
     instrs = _dockerfile()
     copies = [shlex.split(a) for i, a in instrs if i == "COPY"]
-    assert any(c[0].rstrip("/") == "dags" and c[-1].rstrip("/") in ("dags", "/opt/flowkit/dags")
-               for c in copies) or any(c[0] == "." for c in copies)
+    assert any(
+        c[0].rstrip("/") == "dags" and c[-1].rstrip("/") in ("dags", "/opt/flowkit/dags") for c in copies
+    ) or any(c[0] == "." for c in copies)
     assert (ROOT / "dags").is_dir()
 
 

@@ -61,12 +61,7 @@ def test_cycle_error_shows_the_path_and_points_at_its_first_step():
 
 
 def test_cycle_is_reported_by_spec_too_even_behind_a_valid_prefix():
-    flow = (
-        Flow("loop2")
-        .step("start", noop)
-        .step("x", noop, after=["start", "y"])
-        .step("y", noop, after="x")
-    )
+    flow = Flow("loop2").step("start", noop).step("x", noop, after=["start", "y"]).step("y", noop, after="x")
     with pytest.raises(CycleError, match=r"x -> y -> x|y -> x -> y") as ei:
         flow.spec()
     assert ei.value.cycle[0] == ei.value.cycle[-1]
@@ -75,9 +70,7 @@ def test_cycle_is_reported_by_spec_too_even_behind_a_valid_prefix():
 
 def test_self_dependency():
     flow = Flow("selfish").step("a", noop).step("b", noop, after=["a", "b"])  # L:self
-    with pytest.raises(
-        CycleError, match=r'flow "selfish" step "b" depends on itself; remove it from after='
-    ) as ei:
+    with pytest.raises(CycleError, match=r'flow "selfish" step "b" depends on itself; remove it from after=') as ei:
         flow.validate()
     assert ei.value.cycle == ["b", "b"]
     _assert_where(ei.value, "self", flow="selfish", step="b")
@@ -97,9 +90,7 @@ def test_unknown_upstream_suggests_the_close_name():
 
 def test_unknown_upstream_without_a_close_name_says_how_to_fix():
     flow = Flow("etl").step("extract", noop).step("load", noop, after="zzz")
-    with pytest.raises(
-        UnknownStepError, match=r"does not define\. Define it or fix the name in after="
-    ) as ei:
+    with pytest.raises(UnknownStepError, match=r"does not define\. Define it or fix the name in after=") as ei:
         flow.validate()
     assert "Did you mean" not in str(ei.value)
 
@@ -115,9 +106,7 @@ def test_duplicate_step_names_where_the_first_was_defined():
 
 def test_non_callable_step():
     flow = Flow("f")
-    with pytest.raises(
-        DefinitionError, match=r'flow "f" step "a": None is not callable; pass the function'
-    ) as ei:
+    with pytest.raises(DefinitionError, match=r'flow "f" step "a": None is not callable; pass the function') as ei:
         flow.step("a", noop(None))  # L:noncallable
     _assert_where(ei.value, "noncallable", flow="f", step="a")
 
@@ -155,9 +144,7 @@ def test_bad_flow_level_timeout_names_the_flow_line():
 
 def test_negative_retries():
     flow = Flow("f")
-    with pytest.raises(
-        DefinitionError, match=r'flow "f" step "a": retries=-1 must be a whole number >= 0'
-    ) as ei:
+    with pytest.raises(DefinitionError, match=r'flow "f" step "a": retries=-1 must be a whole number >= 0') as ei:
         flow.step("a", noop, retries=-1)  # L:retries
     _assert_where(ei.value, "retries", flow="f", step="a")
 
@@ -209,9 +196,7 @@ def test_valid_cron_schedule_is_kept():
 
 @pytest.mark.parametrize("name", ["my flow", "1st", "", "a" * 101, "x/y"])
 def test_invalid_flow_name(name):
-    with pytest.raises(
-        DefinitionError, match=r"flow name .* is not valid; use letters, digits, '_' and '-'"
-    ) as ei:
+    with pytest.raises(DefinitionError, match=r"flow name .* is not valid; use letters, digits, '_' and '-'") as ei:
         Flow(name)  # L:flowname
     assert ei.value.lineno == _line("flowname")
     assert Path(ei.value.path) == HERE
@@ -226,9 +211,7 @@ def test_invalid_step_name():
 
 def test_empty_flow():
     flow = Flow("empty")  # L:empty
-    with pytest.raises(
-        DefinitionError, match=r'flow "empty" has no steps; add one with \.step\(name, fn\)'
-    ) as ei:
+    with pytest.raises(DefinitionError, match=r'flow "empty" has no steps; add one with \.step\(name, fn\)') as ei:
         flow.spec()
     _assert_where(ei.value, "empty", flow="empty", step=None)
 
@@ -247,9 +230,7 @@ def test_unknown_option_to_then_suggests_the_close_one():
 
 def test_then_refuses_after():
     flow = Flow("f").step("a", noop)
-    with pytest.raises(
-        DefinitionError, match=r'step "b": then\(\) chains after the previous step; use step'
-    ) as ei:
+    with pytest.raises(DefinitionError, match=r'step "b": then\(\) chains after the previous step; use step') as ei:
         flow.then("b", noop, after="a")  # L:then-after
     _assert_where(ei.value, "then-after", flow="f", step="b")
 
@@ -264,9 +245,11 @@ def test_unknown_option_to_branch():
 
 
 def test_unknown_option_without_a_close_one_lists_the_options():
-    with pytest.raises(DefinitionError,
-                       match=r"unknown option 'colour'\. Options are: after, compensate, lock, "
-                       r"on_failure, on_retry, on_success, pool") as ei:
+    with pytest.raises(
+        DefinitionError,
+        match=r"unknown option 'colour'\. Options are: after, compensate, lock, "
+        r"on_failure, on_retry, on_success, pool",
+    ) as ei:
         Flow("f").branch("pick", noop, colour="red")
     assert "Did you mean" not in str(ei.value)
 
@@ -376,9 +359,7 @@ def test_parse_duration_rejects_bad_strings(text):
         parse_duration(text)
 
 
-@pytest.mark.parametrize(
-    ("value", "why"), [(0, "must be positive"), (-1.5, "must be positive"), (True, "boolean")]
-)
+@pytest.mark.parametrize(("value", "why"), [(0, "must be positive"), (-1.5, "must be positive"), (True, "boolean")])
 def test_parse_duration_rejects_bad_numbers(value, why):
     with pytest.raises(ValueError, match=why):
         parse_duration(value)

@@ -42,8 +42,23 @@ def test_orders_in_stock_takes_the_reserve_path(backend_store, tmp_path):
     assert h.run_until_done(run_id) == "success"
     st = states(backend_store, run_id)
     assert st["backorder"] == st["approve_large"] == "skipped"
-    assert {st[s] for s in ("receive", "check_inventory", "route", "reserve", "invoice", "review", "pack",
-                            "ship", "ship[0]", "ship[1]", "notify_customer", "update_accounting")} == {"success"}
+    assert {
+        st[s]
+        for s in (
+            "receive",
+            "check_inventory",
+            "route",
+            "reserve",
+            "invoice",
+            "review",
+            "pack",
+            "ship",
+            "ship[0]",
+            "ship[1]",
+            "notify_customer",
+            "update_accounting",
+        )
+    } == {"success"}
     assert not [s for s in st if s.endswith(":compensate")]  # nothing to undo
     results = backend_store.results(run_id)
     assert results["route"] == ["reserve"]
@@ -83,8 +98,11 @@ def test_failing_step_retries_with_growing_delays_then_fails_downstream(backend_
     assert all(a["state"] == "failed" and "disk full" in a["error"] for a in flaky)
     import re
 
-    waits = [float(m.group(1)) for e in backend_store.events(run_id)
-             if (m := re.search(r"retrying in ([0-9.]+) s", e["reason"]))]
+    waits = [
+        float(m.group(1))
+        for e in backend_store.events(run_id)
+        if (m := re.search(r"retrying in ([0-9.]+) s", e["reason"]))
+    ]
     assert len(waits) == 2
     assert 0.7 <= waits[0] <= 1.1, waits  # 1 s with up to 25 % jitter
     assert 1.4 <= waits[1] <= 2.1, waits  # 2 s with up to 25 % jitter
@@ -128,10 +146,11 @@ def test_non_json_result_and_bad_branch_choice_fail_clearly(backend_store):
     run_id = h.trigger("odd_results")
     assert h.run_until_done(run_id) == "failed"
     by_step = attempts_by_step(backend_store, run_id)
-    assert "the result is not JSON-serialisable (object is not JSON-serialisable)" in \
-        by_step["not_json"][0]["error"]
-    assert ("branch step bad_branch returned 'nowhere'; it must return the name (or a list of "
-            "names) of its downstream steps: x") in by_step["bad_branch"][0]["error"]
+    assert "the result is not JSON-serialisable (object is not JSON-serialisable)" in by_step["not_json"][0]["error"]
+    assert (
+        "branch step bad_branch returned 'nowhere'; it must return the name (or a list of "
+        "names) of its downstream steps: x"
+    ) in by_step["bad_branch"][0]["error"]
     assert states(backend_store, run_id)["x"] == "upstream_failed"
 
 
@@ -139,7 +158,7 @@ def test_trigger_rejects_bad_params(backend_store, tmp_path):
     h = inline_harness(backend_store, EXAMPLE_DAGS)
     with pytest.raises(InvalidParamError, match='flow "orders" has no param "custmer". Did you mean "customer"'):
         h.trigger("orders", {"custmer": "1"})
-    with pytest.raises(InvalidParamError, match='param "customer": \'lots\' is not an int'):
+    with pytest.raises(InvalidParamError, match="param \"customer\": 'lots' is not an int"):
         h.trigger("orders", {"customer": "lots"})
 
 
@@ -169,8 +188,9 @@ def test_duplicate_delivery_while_running_is_skipped_and_lost_worker_is_taken_ov
     assert backend_store.claim_attempt(**key, worker="B", lost_after=30, max_deliveries=3).outcome == "duplicate"
     # When A goes silent past the lost-after window, B takes the attempt over
     with backend_store.tx("test") as tx:
-        tx.conn.execute(update(t.attempts).where(t.attempts.c.step == "s1").values(
-            heartbeat_at=tx.now - timedelta(seconds=60)))
+        tx.conn.execute(
+            update(t.attempts).where(t.attempts.c.step == "s1").values(heartbeat_at=tx.now - timedelta(seconds=60))
+        )
     took = backend_store.claim_attempt(**key, worker="B", lost_after=30, max_deliveries=3)
     assert took.outcome == "run" and took.deliveries == 2
     # and A, back from the dead, can no longer record an outcome
@@ -257,8 +277,11 @@ def test_sweep_reconciles_a_run_without_counters(backend_store, tmp_path):
     h.dispatcher.sent.clear()
     with backend_store.engine.begin() as conn:
         conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(steps_left=None))
-        conn.execute(update(t.step_runs).where(t.step_runs.c.run_id == run_id, t.step_runs.c.state != "success")
-                     .values(state="pending", ok_up=0))
+        conn.execute(
+            update(t.step_runs)
+            .where(t.step_runs.c.run_id == run_id, t.step_runs.c.state != "success")
+            .values(state="pending", ok_up=0)
+        )
     # Then only that run needs attention, and a sweep recounts it and moves it on
     assert backend_store.runs_needing_attention() == [run_id]
     h.scheduler.sweep()
@@ -266,8 +289,7 @@ def test_sweep_reconciles_a_run_without_counters(backend_store, tmp_path):
     assert backend_store.runs_needing_attention() == []
 
 
-def test_a_redelivery_while_the_holder_looks_alive_is_dropped_and_the_scheduler_recovers_it(
-        backend_store, tmp_path):
+def test_a_redelivery_while_the_holder_looks_alive_is_dropped_and_the_scheduler_recovers_it(backend_store, tmp_path):
     # Given worker A claimed s1 and died just now (its heartbeat is still fresh)
     h = inline_harness(backend_store, ENGINE_DAGS)
     log = tmp_path / "log"
@@ -280,8 +302,11 @@ def test_a_redelivery_while_the_holder_looks_alive_is_dropped_and_the_scheduler_
     assert not log.exists()
     # Then once A's heartbeat is stale, the scheduler publishes the attempt again ...
     with backend_store.tx("test") as tx:
-        tx.conn.execute(update(t.attempts).values(heartbeat_at=tx.now - timedelta(seconds=60),
-                                                  dispatched_at=tx.now - timedelta(seconds=60)))
+        tx.conn.execute(
+            update(t.attempts).values(
+                heartbeat_at=tx.now - timedelta(seconds=60), dispatched_at=tx.now - timedelta(seconds=60)
+            )
+        )
     h.scheduler.sweep()
     assert [d.step.name for d in h.dispatcher.sent] == ["s1"]
     # ... and the next delivery takes it over

@@ -46,8 +46,6 @@ def step_states(h: InlineHarness, run_id: str) -> dict[str, str]:
     return {s["step"]: s["state"] for s in h.store.step_runs(run_id)}
 
 
-
-
 # -- shell steps ------------------------------------------------------------------------------
 def test_shell_step_runs_with_env_and_cwd_and_returns_exit_code_and_last_lines(harness):
     run_id = run(harness, "shell_ok")
@@ -64,8 +62,7 @@ def test_shell_step_failing_exit_code_fails_each_attempt_with_the_code_and_last_
     assert harness.store.get_run(run_id)["state"] == "failed"
     both = attempts(harness, run_id, "bad")
     assert [a["state"] for a in both] == ["failed", "failed"]  # retries apply
-    assert both[0]["error"] == ("the command exited with 3; it should exit with 0; "
-                                "last output line: 'about to fail'")
+    assert both[0]["error"] == ("the command exited with 3; it should exit with 0; last output line: 'about to fail'")
     assert both[0]["output"] == "about to fail"
     assert both[0]["traceback"] is None
 
@@ -115,7 +112,8 @@ def test_shell_step_leaves_no_background_process_behind(harness, tmp_path):
 def test_shell_step_cwd_that_does_not_exist_fails_with_the_reason(sqlite_store, tmp_path):
     (tmp_path / "dags").mkdir()
     (tmp_path / "dags" / "cwd.py").write_text(
-        "from flowkit import Flow\nflow = Flow('cwd').shell('ls', 'ls', cwd='/no/such/dir')\n")
+        "from flowkit import Flow\nflow = Flow('cwd').shell('ls', 'ls', cwd='/no/such/dir')\n"
+    )
     h = InlineHarness(sqlite_store, str(tmp_path / "dags"))
     run_id = h.trigger("cwd")
     assert h.run_until_done(run_id) == "failed"
@@ -130,7 +128,7 @@ def test_shell_step_stops_its_group_when_the_worker_is_stopped(tmp_path):
     from flowkit.execution.shell import run as run_shell
     from flowkit.spec import ShellSpec
 
-    spec = ShellSpec(command=f'sleep 30 & echo $! > {tmp_path}/child.pid; wait')
+    spec = ShellSpec(command=f"sleep 30 & echo $! > {tmp_path}/child.pid; wait")
     timer = threading.Timer(0.5, lambda: timeouts._set_async_exc(main_ident, SystemExit))
     main_ident = threading.get_ident()
     timer.start()
@@ -146,8 +144,9 @@ def test_success_when_falsy_fails_the_attempt_and_retries_apply(harness):
     run_id = run(harness, "success_when", rows=0)
     both = attempts(harness, run_id, "count")
     assert [a["state"] for a in both] == ["failed", "failed"]
-    assert both[0]["error"] == ('step count: success_when=<lambda> said no to the result {"rows": 0}; '
-                                "the attempt failed (retries apply)")
+    assert both[0]["error"] == (
+        'step count: success_when=<lambda> said no to the result {"rows": 0}; the attempt failed (retries apply)'
+    )
     assert step_states(harness, run_id)["after"] == "upstream_failed"
     assert "count" not in harness.store.results(run_id)
 
@@ -162,7 +161,8 @@ def test_success_when_shows_a_long_result_truncated(sqlite_store, tmp_path):
     (tmp_path / "dags").mkdir()
     (tmp_path / "dags" / "long.py").write_text(
         "from flowkit import Flow\n"
-        "flow = Flow('long').step('big', lambda: {'text': 'x' * 5000}, success_when=lambda r: False)\n")
+        "flow = Flow('long').step('big', lambda: {'text': 'x' * 5000}, success_when=lambda r: False)\n"
+    )
     h = InlineHarness(sqlite_store, str(tmp_path / "dags"))
     run_id = h.trigger("long")
     assert h.run_until_done(run_id) == "failed"
@@ -189,10 +189,16 @@ def test_a_ref_is_stored_tagged_and_given_back_as_a_ref(harness):
     run_id = run(harness, "refs")
     assert harness.store.get_run(run_id)["state"] == "success", harness.store.attempts(run_id)
     stored = harness.store.results(run_id)
-    assert stored["produce"] == {"__flowkit_ref__": 1, "uri": "s3://lake/orders/2026-11-23.parquet",
-                                 "meta": {"rows": 120, "format": "parquet"}}
-    assert stored["consume"] == {"uri": "s3://lake/orders/2026-11-23.parquet", "rows": 120,
-                                 "parts": ["file:///tmp/a.csv", "file:///tmp/b.csv"]}
+    assert stored["produce"] == {
+        "__flowkit_ref__": 1,
+        "uri": "s3://lake/orders/2026-11-23.parquet",
+        "meta": {"rows": 120, "format": "parquet"},
+    }
+    assert stored["consume"] == {
+        "uri": "s3://lake/orders/2026-11-23.parquet",
+        "rows": 120,
+        "parts": ["file:///tmp/a.csv", "file:///tmp/b.csv"],
+    }
 
 
 def test_ref_checks_its_arguments_and_round_trips():
@@ -230,8 +236,9 @@ def _in_thread(h: InlineHarness, flow: str, while_running=None) -> tuple[str, st
     run_id = h.trigger(flow)
     item = h.dispatcher.sent.pop(0)
     outcome: list[str] = []
-    worker = threading.Thread(target=lambda: outcome.append(
-        run_attempt(h.runtime, item.run_id, item.step.name, item.attempt)))
+    worker = threading.Thread(
+        target=lambda: outcome.append(run_attempt(h.runtime, item.run_id, item.step.name, item.attempt))
+    )
     worker.start()
     if while_running is not None:
         while_running(run_id)
@@ -266,8 +273,10 @@ def test_a_thread_blocked_past_the_grace_is_recorded_failed_and_its_outcome_disc
     assert outcome == "lost_claim"
     (a,) = attempts(harness, run_id, "blocks")
     assert a["state"] == "failed"
-    assert a["error"] == ("timed out after 0.3 s (timeout= on the step); make it faster or raise the "
-                          "timeout (it did not stop; its outcome will be discarded)")
+    assert a["error"] == (
+        "timed out after 0.3 s (timeout= on the step); make it faster or raise the "
+        "timeout (it did not stop; its outcome will be discarded)"
+    )
     assert "blocks" not in harness.store.results(run_id)
 
 
@@ -318,8 +327,9 @@ def test_runs_show_step_lists_every_attempt_with_traceback_and_output(tmp_path, 
     runner = CliRunner()
 
     def cli(*args: str):  # type: ignore[no-untyped-def]
-        return runner.invoke(main, ["--database-url", db, "--broker-url", "memory://", "--dags-folder", DAGS,
-                                    "runs", "show", *args])
+        return runner.invoke(
+            main, ["--database-url", db, "--broker-url", "memory://", "--dags-folder", DAGS, "runs", "show", *args]
+        )
 
     text = cli(exit_run[:8], "--step", "bad")
     assert text.exit_code == 0, text.output
@@ -348,7 +358,10 @@ def test_dev_enforces_a_1_s_timeout_on_a_4_s_sleep(tmp_path):
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "flowkit.cli", "--dags-folder", DAGS, "dev", "timeout_sleep"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert ": failed" in proc.stdout

@@ -33,13 +33,29 @@ def step(name: str, state: str, ended: float | None = None) -> dict:
     return {"step": name, "state": state, "ended_at": dt(ended) if ended is not None else None}
 
 
-def attempt(name: str, number: int, state: str, dispatched: float, started: float | None = None,
-            ended: float | None = None, deliveries: int = 1, worker: str = "vm:1") -> dict:
-    return {"run_id": RUN, "step": name, "number": number, "state": state, "deliveries": deliveries,
-            "worker": worker, "dispatched_at": dt(dispatched),
-            "started_at": dt(started) if started is not None else None,
-            "heartbeat_at": dt(started) if started is not None else None,
-            "ended_at": dt(ended) if ended is not None else None, "error": None}
+def attempt(
+    name: str,
+    number: int,
+    state: str,
+    dispatched: float,
+    started: float | None = None,
+    ended: float | None = None,
+    deliveries: int = 1,
+    worker: str = "vm:1",
+) -> dict:
+    return {
+        "run_id": RUN,
+        "step": name,
+        "number": number,
+        "state": state,
+        "deliveries": deliveries,
+        "worker": worker,
+        "dispatched_at": dt(dispatched),
+        "started_at": dt(started) if started is not None else None,
+        "heartbeat_at": dt(started) if started is not None else None,
+        "ended_at": dt(ended) if ended is not None else None,
+        "error": None,
+    }
 
 
 def execution(name: str, start: float, end: float, number: int = 1, run_id: str = RUN) -> Execution:
@@ -49,26 +65,41 @@ def execution(name: str, start: float, end: float, number: int = 1, run_id: str 
 def clean_run() -> tuple[list[dict], list[dict], list[Execution]]:
     """Three steps a -> b -> c, each run once and succeeded."""
     steps = [step("a", "success", 1.0), step("b", "success", 2.0), step("c", "success", 3.0)]
-    attempts = [attempt("a", 1, "success", 0.0, 0.1, 1.0), attempt("b", 1, "success", 1.1, 1.2, 2.0),
-                attempt("c", 1, "success", 2.1, 2.2, 3.0)]
+    attempts = [
+        attempt("a", 1, "success", 0.0, 0.1, 1.0),
+        attempt("b", 1, "success", 1.1, 1.2, 2.0),
+        attempt("c", 1, "success", 2.1, 2.2, 3.0),
+    ]
     execs = [execution("a", 0.2, 0.9), execution("b", 1.3, 1.9), execution("c", 2.3, 2.9)]
     return steps, attempts, execs
 
 
-def row_of(steps: list[dict], attempts: list[dict], execs: list[Execution], faults: list[Fault] | None = None,
-           planned: int | None = None, state: str = "success"):  # type: ignore[no-untyped-def]
+def row_of(
+    steps: list[dict],
+    attempts: list[dict],
+    execs: list[Execution],
+    faults: list[Fault] | None = None,
+    planned: int | None = None,
+    state: str = "success",
+):  # type: ignore[no-untyped-def]
     run = {"id": RUN, "state": state, "created_at": dt(0.0), "ended_at": dt(3.5)}
     faults = faults or []
-    return compute_row("scn", "redis", run, steps, attempts, execs, faults,
-                       faults_planned=len(faults) if planned is None else planned, run_id=RUN)
+    return compute_row(
+        "scn",
+        "redis",
+        run,
+        steps,
+        attempts,
+        execs,
+        faults,
+        faults_planned=len(faults) if planned is None else planned,
+        run_id=RUN,
+    )
 
 
 # -- execution log -----------------------------------------------------------------------------
 def test_parse_exec_log_reads_tab_separated_lines_and_counts_bad_ones():
-    text = ("run-1\ta\t1\t100\t1.5\t2.5\n"
-            "\n"
-            "garbage line\n"
-            "run-1\tb\t2\t101\t3.0\t3.25\n")
+    text = "run-1\ta\t1\t100\t1.5\t2.5\n\ngarbage line\nrun-1\tb\t2\t101\t3.0\t3.25\n"
     execs, bad = parse_exec_log(text)
     assert execs == [Execution("run-1", "a", 1, 100, 1.5, 2.5), Execution("run-1", "b", 2, 101, 3.0, 3.25)]
     assert bad == 1
@@ -160,8 +191,11 @@ def test_fewer_faults_than_planned_is_a_miss():
 # -- recovery --------------------------------------------------------------------------------------
 def test_recovery_waits_for_in_flight_steps_and_for_the_next_new_step():
     steps = [step("a", "success", 40.0), step("b", "success", 12.0), step("c", "success", 50.0)]
-    attempts = [attempt("a", 1, "success", 0.0, 1.0, 40.0), attempt("b", 1, "success", 10.5, 11.0, 12.0),
-                attempt("c", 1, "success", 41.0, 42.0, 50.0)]
+    attempts = [
+        attempt("a", 1, "success", 0.0, 1.0, 40.0),
+        attempt("b", 1, "success", 10.5, 11.0, 12.0),
+        attempt("c", 1, "success", 41.0, 42.0, 50.0),
+    ]
     fault = Fault("worker_kill", T0 + 10.0, T0 + 10.2, in_flight=["a"], pending_after=["b", "c"])
     seconds, note = recovery(fault, steps, attempts)
     assert seconds == pytest.approx(30.0)  # a ended at 40; b (new work) at 12: the later one wins
@@ -212,8 +246,13 @@ def test_worst_fault_sets_the_row_and_over_60_s_misses_the_target():
 
 
 def test_snapshot_helpers():
-    steps = [step("a", "queued"), step("b", "running"), step("c", "up_for_retry"), step("d", "pending"),
-             step("e", "success", 1.0)]
+    steps = [
+        step("a", "queued"),
+        step("b", "running"),
+        step("c", "up_for_retry"),
+        step("d", "pending"),
+        step("e", "success", 1.0),
+    ]
     assert in_flight_steps(steps) == ["a", "b", "c"]
     assert pending_steps(steps) == ["d"]
 
@@ -228,11 +267,16 @@ def test_percentile_is_nearest_rank():
 
 def test_soak_summary_adds_up_runs():
     steps, attempts, execs = clean_run()
-    runs = [{"id": RUN, "state": "success", "created_at": dt(0), "ended_at": dt(3)},
-            {"id": "run-2", "state": "running", "created_at": dt(0), "ended_at": None}]
-    summary = soak_summary(runs, {RUN: steps, "run-2": [step("x", "queued")]},
-                           {RUN: attempts, "run-2": [attempt("x", 1, "queued", 1.0)]},
-                           execs + [execution("a", 5.0, 5.5)])
+    runs = [
+        {"id": RUN, "state": "success", "created_at": dt(0), "ended_at": dt(3)},
+        {"id": "run-2", "state": "running", "created_at": dt(0), "ended_at": None},
+    ]
+    summary = soak_summary(
+        runs,
+        {RUN: steps, "run-2": [step("x", "queued")]},
+        {RUN: attempts, "run-2": [attempt("x", 1, "queued", 1.0)]},
+        execs + [execution("a", 5.0, 5.5)],
+    )
     assert summary["runs_triggered"] == 2 and summary["runs_completed"] == 1
     assert summary["steps_lost"] == 1 and summary["duplicated_successful_attempts"] == 1
     assert summary["attempts"] == 3
@@ -242,8 +286,13 @@ def test_soak_summary_adds_up_runs():
 def test_format_table_marks_misses():
     steps, attempts, execs = clean_run()
     good = row_of(steps, attempts, execs, [Fault("k", T0, T0, in_flight=[], pending_after=["b"])])
-    bad = row_of([step("a", "running")], [attempt("a", 1, "running", 0.0, 0.5)], [],
-                 [Fault("k", T0, T0, in_flight=["a"])], state="running")
+    bad = row_of(
+        [step("a", "running")],
+        [attempt("a", 1, "running", 0.0, 0.5)],
+        [],
+        [Fault("k", T0, T0, in_flight=["a"])],
+        state="running",
+    )
     text = format_table([good, bad])
     lines = text.splitlines()
     assert lines[0].startswith("scenario") and len(lines) == 4
@@ -260,12 +309,14 @@ def test_ts_accepts_datetimes_strings_and_numbers():
 
 
 def test_log_highlights_groups_repeats_and_keeps_the_first_line():
-    text = "\n".join([
-        "2026-11-23 13:02:53,145 INFO flowkit.scheduler.loop: scheduler starting",
-        "2026-11-23 13:02:54,001 WARNING flowkit.worker: run 3f0c0000-0000-0000-0000-000000000001 step a: lost",
-        "2026-11-23 13:02:55,002 WARNING flowkit.worker: run 3f0c0000-0000-0000-0000-000000000002 step a: lost",
-        "2026-11-23 13:02:56,003 ERROR flowkit.cli: boom 42",
-    ])
+    text = "\n".join(
+        [
+            "2026-11-23 13:02:53,145 INFO flowkit.scheduler.loop: scheduler starting",
+            "2026-11-23 13:02:54,001 WARNING flowkit.worker: run 3f0c0000-0000-0000-0000-000000000001 step a: lost",
+            "2026-11-23 13:02:55,002 WARNING flowkit.worker: run 3f0c0000-0000-0000-0000-000000000002 step a: lost",
+            "2026-11-23 13:02:56,003 ERROR flowkit.cli: boom 42",
+        ]
+    )
     top = log_highlights(text)
     assert [h["count"] for h in top] == [2, 1]
     assert top[0]["line"].endswith("000000000001 step a: lost")
@@ -286,8 +337,7 @@ def test_victim_outcome_tells_whether_the_killed_child_was_inside_the_body():
 
 def test_a_fault_that_missed_its_step_body_marks_the_row():
     steps, attempts, execs = clean_run()
-    fault = Fault("child_kill", T0 + 0.5, T0 + 0.5, in_flight=["a"], pending_after=["b", "c"],
-                  victim_hit=False)
+    fault = Fault("child_kill", T0 + 0.5, T0 + 0.5, in_flight=["a"], pending_after=["b", "c"], victim_hit=False)
     assert row_of(steps, attempts, execs, [fault]).misses == ["aim"]
 
 
@@ -304,8 +354,9 @@ def test_a_body_that_ended_but_whose_success_was_discarded_is_counted():
     assert row.bodies_discarded == 2 and row.discarded_examples == ["b#1", "c#1"]
     assert "discarded" in row.misses and row.dup_after_success == 0
     # but only context after a worker kill (a body the kill cut off before its finish)
-    killed = row_of(steps, attempts, execs, [Fault("worker_kill", T0 + 0.5, T0 + 0.6, in_flight=[],
-                                                   pending_after=["b"])])
+    killed = row_of(
+        steps, attempts, execs, [Fault("worker_kill", T0 + 0.5, T0 + 0.6, in_flight=[], pending_after=["b"])]
+    )
     assert killed.bodies_discarded == 2 and "discarded" not in killed.misses
     # and a clean run has none
     assert row_of(*clean_run()).bodies_discarded == 0

@@ -202,15 +202,15 @@ MIXES = {
 R, W, K, F = Decision.RUN, Decision.WAIT, Decision.SKIP, Decision.UPSTREAM_FAILED
 # columns follow MIXES, in order
 TABLE = {
-    "all_success":                 [R, F, K, F, K, F, F, W, W, W, W, R],
-    "none_failed":                 [R, F, K, F, R, F, F, W, W, W, W, R],
+    "all_success": [R, F, K, F, K, F, F, W, W, W, W, R],
+    "none_failed": [R, F, K, F, R, F, F, W, W, W, W, R],
     "none_failed_min_one_success": [R, F, K, F, R, F, F, W, W, W, W, R],
-    "all_done":                    [R, R, R, R, R, R, R, W, W, W, W, R],
-    "always":                      [R, R, R, R, R, R, R, W, W, W, W, R],
-    "all_failed":                  [K, R, K, K, K, K, K, W, W, W, W, R],
-    "one_success":                 [R, F, K, R, R, F, R, R, W, W, W, R],
-    "one_failed":                  [K, R, K, R, K, R, R, W, R, W, W, R],
-    "none_skipped":                [R, R, K, R, K, K, K, W, W, W, W, R],
+    "all_done": [R, R, R, R, R, R, R, W, W, W, W, R],
+    "always": [R, R, R, R, R, R, R, W, W, W, W, R],
+    "all_failed": [K, R, K, K, K, K, K, W, W, W, W, R],
+    "one_success": [R, F, K, R, R, F, R, R, W, W, W, R],
+    "one_failed": [K, R, K, R, K, R, R, W, R, W, W, R],
+    "none_skipped": [R, R, K, R, K, K, K, W, W, W, W, R],
 }
 
 
@@ -221,9 +221,11 @@ def test_the_table_covers_every_rule():
 
 def _table_cases() -> list[tuple[str, str, tuple[int, int, int, int], Decision]]:
     """(rule, mix, counts, expected) for every cell of TABLE."""
-    return [(rule, mix, counts, expected)
-            for rule, row in TABLE.items()
-            for (mix, counts), expected in zip(MIXES.items(), row, strict=True)]
+    return [
+        (rule, mix, counts, expected)
+        for rule, row in TABLE.items()
+        for (mix, counts), expected in zip(MIXES.items(), row, strict=True)
+    ]
 
 
 def test_decide_counts_table():
@@ -274,9 +276,11 @@ def test_decide_table_from_states():
             states, followed = _upstreams(counts, variant)
             got = decide(rule, states, followed)
             if got is not expected:
-                wrong.append(f"{rule} after {mix} (variant {variant}: "
-                             f"{[(st.value, f) for st, f in zip(states, followed, strict=True)]}): "
-                             f"expected {expected}, got {got}")
+                wrong.append(
+                    f"{rule} after {mix} (variant {variant}: "
+                    f"{[(st.value, f) for st, f in zip(states, followed, strict=True)]}): "
+                    f"expected {expected}, got {got}"
+                )
     assert len(_table_cases()) * 3 == 324
     assert wrong == []
 

@@ -18,7 +18,7 @@ from flowkit.execution.encoding import encode_result
 from flowkit.spec import resolve_params
 from flowkit.testing import InlineHarness
 
-FLOW_MODULE = '''
+FLOW_MODULE = """
 from flowkit import Flow, Param
 
 
@@ -38,7 +38,7 @@ flow = (
     .step("deep", deep)
     .step("after", after, after="deep", trigger="all_done")
 )
-'''
+"""
 
 
 def nested(depth: int) -> str:
@@ -55,8 +55,14 @@ def dags(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def spec():  # type: ignore[no-untyped-def]
-    return Flow("etl", params={"lst": Param(list, default=[]), "cfg": Param(dict, default={}),
-                               "note": Param(str, default="")}).step("a", lambda: None).spec()
+    return (
+        Flow(
+            "etl",
+            params={"lst": Param(list, default=[]), "cfg": Param(dict, default={}), "note": Param(str, default="")},
+        )
+        .step("a", lambda: None)
+        .spec()
+    )
 
 
 # -- the measures --------------------------------------------------------------------------------
@@ -81,7 +87,8 @@ def test_a_param_nested_too_deep_is_one_line_naming_flow_param_depth_and_fix(spe
         resolve_params(spec, {"lst": nested(2000)})
     assert str(ei.value) == (
         'flow "etl" param "lst": nested 2000 levels deep; at most 64 allowed '
-        "(FLOWKIT_MAX_JSON_DEPTH): flatten it, or pass the path or URI of the data instead")
+        "(FLOWKIT_MAX_JSON_DEPTH): flatten it, or pass the path or URI of the data instead"
+    )
     assert ei.value.flow == "etl"
     assert resolve_params(spec, {"lst": nested(64)})["lst"] is not None
     with pytest.raises(InvalidParamError, match='param "lst": nested 65 levels deep'):
@@ -103,7 +110,8 @@ def test_params_over_the_byte_cap_are_refused_each_and_together(spec):
         resolve_params(spec, {"note": "x" * 10_000_000})
     assert str(ei.value) == (
         'flow "etl" param "note": 10,000,000 bytes; at most 262,144 allowed (FLOWKIT_MAX_PARAMS_BYTES): '
-        "write the data elsewhere (a file, an object store) and pass its path or URI instead")
+        "write the data elsewhere (a file, an object store) and pass its path or URI instead"
+    )
     half = "y" * 150_000
     with pytest.raises(InvalidParamError, match=r'flow "etl" params: 300,\d{3} bytes; at most 262,144'):
         resolve_params(spec, {"note": half, "lst": json.dumps([half])})
@@ -121,15 +129,16 @@ def test_settings_bound_the_depth_and_read_both_variables():
 
 def test_trigger_refuses_a_deep_param_in_one_line_and_creates_no_run(dags, tmp_path):
     runner = CliRunner()
-    base = ["--database-url", f"sqlite:///{tmp_path / 'c.db'}", "--broker-url", "memory://",
-            "--dags-folder", str(dags)]
+    base = ["--database-url", f"sqlite:///{tmp_path / 'c.db'}", "--broker-url", "memory://", "--dags-folder", str(dags)]
     result = runner.invoke(main, [*base, "trigger", "etl", "-p", f"lst={nested(2000)}"])
     assert result.exit_code == 1
     assert result.output.splitlines() == [
         'error: flow "etl" param "lst": nested 2000 levels deep; at most 64 allowed '
-        "(FLOWKIT_MAX_JSON_DEPTH): flatten it, or pass the path or URI of the data instead"]
-    small = runner.invoke(main, [*base, "trigger", "etl", "-p", f"lst={nested(3)}"],
-                          env={"FLOWKIT_MAX_JSON_DEPTH": "2"})
+        "(FLOWKIT_MAX_JSON_DEPTH): flatten it, or pass the path or URI of the data instead"
+    ]
+    small = runner.invoke(
+        main, [*base, "trigger", "etl", "-p", f"lst={nested(3)}"], env={"FLOWKIT_MAX_JSON_DEPTH": "2"}
+    )
     assert small.exit_code == 1 and "nested 3 levels deep; at most 2 allowed" in small.output
     assert json.loads(runner.invoke(main, [*base, "runs", "list", "--json"]).stdout) == []
 
@@ -141,8 +150,9 @@ def test_encode_result_refuses_a_deep_result_before_json_recurses():
         value = [value]
     with pytest.raises(ResultTooLarge) as ei:
         encode_result(value, run_id="r1", step="deep", cap=10_000)
-    assert str(ei.value).startswith("run r1 step deep: result nested 5001 levels deep; at most 64 allowed "
-                                    "(FLOWKIT_MAX_JSON_DEPTH); flatten it")
+    assert str(ei.value).startswith(
+        "run r1 step deep: result nested 5001 levels deep; at most 64 allowed (FLOWKIT_MAX_JSON_DEPTH); flatten it"
+    )
     assert encode_result([[1]], run_id="r1", step="s", cap=100, max_depth=2) == "[[1]]"
     with pytest.raises(ResultTooLarge, match="nested 3 levels deep; at most 2 allowed"):
         encode_result([[[1]]], run_id="r1", step="s", cap=100, max_depth=2)
@@ -157,7 +167,20 @@ def test_a_step_returning_a_deep_result_fails_and_its_downstream_still_runs(sqli
     (attempt,) = sqlite_store.attempts(run_id, "deep")
     assert "result nested 951 levels deep; at most 64 allowed" in attempt["error"]
     assert "deep" not in sqlite_store.results(run_id)
-    shown = CliRunner().invoke(main, ["--database-url", sqlite_store.url, "--broker-url", "memory://",
-                                      "--dags-folder", str(dags), "runs", "show", run_id, "--json"])
+    shown = CliRunner().invoke(
+        main,
+        [
+            "--database-url",
+            sqlite_store.url,
+            "--broker-url",
+            "memory://",
+            "--dags-folder",
+            str(dags),
+            "runs",
+            "show",
+            run_id,
+            "--json",
+        ],
+    )
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout)["state"] == "failed"

@@ -52,7 +52,7 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> Iterator[tuple[
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 source = ".".join(base + ([node.module] if node.module else []))
             else:
                 source = node.module or ""
@@ -74,8 +74,9 @@ def _graph() -> tuple[dict[str, set[str]], list[tuple[str, str, str]]]:
         for target, taken in _imports(name, path, modules):
             if target != name:
                 edges[name].add(target)
-            is_private = (taken is not None and taken.startswith("_") and not taken.startswith("__")) or \
-                any(part.startswith("_") and not part.startswith("__") for part in target.split("."))
+            is_private = (taken is not None and taken.startswith("_") and not taken.startswith("__")) or any(
+                part.startswith("_") and not part.startswith("__") for part in target.split(".")
+            )
             if is_private and target != name:
                 private.append((name, target, taken or target))
     return edges, private
@@ -142,7 +143,10 @@ def test_the_worker_side_imports_one_way() -> None:
 
 def test_no_private_name_crosses_a_module_boundary() -> None:
     _, private = _graph()
-    bad = [(importer, target, taken) for importer, target, taken in private
-           if not (_within(importer, MACHINE_PACKAGE) and _within(target, MACHINE_PACKAGE))
-           and not any(_within(importer, exempt) for exempt in PRIVATE_IMPORT_EXEMPT)]
+    bad = [
+        (importer, target, taken)
+        for importer, target, taken in private
+        if not (_within(importer, MACHINE_PACKAGE) and _within(target, MACHINE_PACKAGE))
+        and not any(_within(importer, exempt) for exempt in PRIVATE_IMPORT_EXEMPT)
+    ]
     assert not bad, "\n".join(f"{i} imports {n} from {t}" for i, t, n in bad)

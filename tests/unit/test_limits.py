@@ -78,8 +78,7 @@ def test_an_exclusive_lock_runs_alone_and_shared_holders_together(backend_store)
     used = live_holds(backend_store)["lock:warehouse"]
     # either one writer alone, or readers only (never a writer beside anything)
     writers = [q for q in queued if q.startswith("w")]
-    assert (writers and len(queued) == 1 and used == LOCK_CAPACITY) or (
-        not writers and used == len(queued) >= 1)
+    assert (writers and len(queued) == 1 and used == LOCK_CAPACITY) or (not writers and used == len(queued) >= 1)
     seen_shared_together = False
     while h.dispatcher.sent:
         queued = [d.step.name for d in h.dispatcher.sent]
@@ -162,8 +161,7 @@ def test_a_step_asking_for_more_slots_than_its_pool_fails_with_the_fix(backend_s
     run_id = h.trigger("big_slots")
     assert h.run_until_done(run_id) == "failed"
     events = [e["reason"] for e in backend_store.events(run_id) if e["step"] == "greedy"]
-    assert any('asks for 3 slots of pool "db", which has 2' in r and "flowkit pools set db 3" in r
-               for r in events)
+    assert any('asks for 3 slots of pool "db", which has 2' in r and "flowkit pools set db 3" in r for r in events)
     assert_balanced(backend_store)
 
 
@@ -184,8 +182,7 @@ def test_branch_skips_propagate_through_counters(backend_store):
     run_id = h.trigger("branchy")
     assert h.run_until_done(run_id) == "success"
     st = states(backend_store, run_id)
-    assert st == {"pick": "success", "a": "success", "b": "skipped", "after_b": "skipped",
-                  "join": "success"}
+    assert st == {"pick": "success", "a": "success", "b": "skipped", "after_b": "skipped", "join": "success"}
 
 
 @pytest.mark.parametrize("fast_follow_max", [0, 16])
@@ -229,8 +226,7 @@ def test_a_worker_reads_the_queue_depth_again_when_its_reading_is_stale():
 
     # Given a worker whose last reading saw a full queue (its previous fan-out)
     depth, now = [600], [0.0]
-    bp = Backpressure(lambda queue: depth[0], high=1000, low=500, ttl_seconds=0.25,
-                      clock=lambda: now[0])
+    bp = Backpressure(lambda queue: depth[0], high=1000, low=500, ttl_seconds=0.25, clock=lambda: now[0])
     assert not bp.allow_fast("q")
     # When the queue has drained and the reading is older than its ttl
     depth[0] = 0

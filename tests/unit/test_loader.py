@@ -44,7 +44,10 @@ def test_good_flows_load_alongside_the_broken_modules(mixed):
     assert sorted(files) == ["broken_import.py", "cycle.py", "exits.py", "good_flow.py", "syntax_error.py"]
     assert files["good_flow.py"].error is None
     assert sorted(Path(e.path).name for e in mixed.errors) == [
-        "broken_import.py", "cycle.py", "exits.py", "syntax_error.py",
+        "broken_import.py",
+        "cycle.py",
+        "exits.py",
+        "syntax_error.py",
     ]
     assert all(isinstance(e, DagLoadError) for e in mixed.errors)
     for name in ("broken_import.py", "cycle.py", "exits.py", "syntax_error.py"):
@@ -99,7 +102,9 @@ def test_good_module_flows_are_complete_despite_its_prints(mixed):
     assert etl.schedule == "*/5 * * * *" and etl.owner == "data" and etl.tags == ("daily",)
     assert [(p.name, p.type, p.required) for p in etl.params] == [("day", "str", True)]
     assert [(s.name, s.upstream) for s in etl.steps] == [
-        ("extract", ()), ("transform", ("extract",)), ("load", ("transform",)),
+        ("extract", ()),
+        ("transform", ("extract",)),
+        ("load", ("transform",)),
     ]
     assert etl.step("extract").fn == "flowkit_dags.good_flow:extract"
     assert etl.step("extract").doc == "Fetch the rows."
@@ -115,7 +120,7 @@ def test_output_that_looks_like_a_result_does_not_corrupt_it(tmp_path):
     (tmp_path / "noisy.py").write_text(
         "import sys\n"
         "from flowkit import Flow\n"
-        "print('{\"flows\": [], \"error\": {\"message\": \"fake\"}}')\n"
+        'print(\'{"flows": [], "error": {"message": "fake"}}\')\n'
         "print('x' * 200_000)\n"
         "sys.stderr.write('noise on stderr\\n' * 1000)\n"
         "flow = Flow('noisy').step('a', lambda: None)\n"
@@ -173,8 +178,9 @@ def test_unchanged_files_are_not_imported_again(mixed, monkeypatch):
 
 def test_only_changed_files_are_imported_again(tmp_path, monkeypatch):
     (tmp_path / "_helpers.py").write_text("def noop(ctx):\n    return None\n")
-    (tmp_path / "stable.py").write_text("from _helpers import noop\nfrom flowkit import Flow\n\n"
-                                        "flow = Flow('stable').step('a', noop)\n")
+    (tmp_path / "stable.py").write_text(
+        "from _helpers import noop\nfrom flowkit import Flow\n\nflow = Flow('stable').step('a', noop)\n"
+    )
     changing = tmp_path / "changing.py"
     changing.write_text("from flowkit import Flow\n\nflow = Flow('changing').step('v1', lambda: None)\n")
     first = load_folder(tmp_path, timeout=30)

@@ -43,8 +43,9 @@ def in_flight(store, run_id, parent):  # type: ignore[no-untyped-def]
 
 def most_at_once(intervals: list[tuple[datetime, datetime]]) -> int:
     """The most intervals open at one instant; an end at t comes before a start at t."""
-    marks = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
-                   key=lambda m: (m[0], m[1]))
+    marks = sorted(
+        [(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals], key=lambda m: (m[0], m[1])
+    )
     now = peak = 0
     for _, delta in marks:
         now += delta
@@ -58,8 +59,13 @@ def square(ctx):  # type: ignore[no-untyped-def]
 
 
 def test_map_adds_over_to_its_upstreams_and_round_trips_as_json():
-    spec = Flow("f").step("numbers", square).step("other", square).map(
-        "sq", square, over="numbers", after="other", max_parallel=4, retries=2).spec()
+    spec = (
+        Flow("f")
+        .step("numbers", square)
+        .step("other", square)
+        .map("sq", square, over="numbers", after="other", max_parallel=4, retries=2)
+        .spec()
+    )
     step = spec.step("sq")
     assert (step.kind, step.over, step.max_parallel, step.upstream) == ("map", "numbers", 4, ("numbers", "other"))
     assert FlowSpec.from_json(spec.to_json()) == spec
@@ -125,7 +131,8 @@ def test_instances_see_the_map_steps_other_upstreams_not_the_whole_list(backend_
     run_id = h.trigger("with_config")
     assert h.run_until_done(run_id) == "success"
     assert backend_store.results(run_id)["noted"] == [
-        {"item": i, "index": i, "config": {"mode": "fast"}} for i in range(3)]
+        {"item": i, "index": i, "config": {"mode": "fast"}} for i in range(3)
+    ]
 
 
 def test_an_empty_list_skips_the_map_step_and_downstream_follows_the_skip_rules(backend_store):
@@ -135,8 +142,9 @@ def test_an_empty_list_skips_the_map_step_and_downstream_follows_the_skip_rules(
     st = states(backend_store, run_id)
     assert (st["square"], st["total"], st["cleanup"]) == ("skipped", "skipped", "success")
     assert not any("[" in name for name in st)
-    assert backend_store.last_reason(run_id, "square") == \
-        'the list from "numbers" (over=) was empty: no instance to run'
+    assert (
+        backend_store.last_reason(run_id, "square") == 'the list from "numbers" (over=) was empty: no instance to run'
+    )
 
 
 def test_a_result_that_is_not_a_list_fails_the_map_step_with_one_line(backend_store):
@@ -145,11 +153,14 @@ def test_a_result_that_is_not_a_list_fails_the_map_step_with_one_line(backend_st
     assert h.run_until_done(run_id) == "failed"
     assert states(backend_store, run_id)["square"] == "failed"
     reason = backend_store.last_reason(run_id, "square")
-    assert reason == ('flow "wrong_type" map step "square": its upstream "numbers" (over=) must '
-                      'return a list, got dict; return a list from "numbers"')
+    assert reason == (
+        'flow "wrong_type" map step "square": its upstream "numbers" (over=) must '
+        'return a list, got dict; return a list from "numbers"'
+    )
     assert "\n" not in reason
-    assert [e["reason"] for e in backend_store.events(run_id) if e["action"] == "run_state"][-1] == \
-        "failed steps: square"
+    assert [e["reason"] for e in backend_store.events(run_id) if e["action"] == "run_state"][
+        -1
+    ] == "failed steps: square"
 
 
 def test_an_instance_that_skips_itself_gives_null_and_the_map_step_succeeds(backend_store):
@@ -240,8 +251,7 @@ def test_backpressure_holds_a_large_maps_instances_back(backend_store):
     from flowkit.config import Settings
 
     # Given a broker queue whose high watermark is 40 messages (low 10)
-    settings = replace(Settings(database_url=backend_store.url), queue_high_watermark=40,
-                       queue_low_watermark=10)
+    settings = replace(Settings(database_url=backend_store.url), queue_high_watermark=40, queue_low_watermark=10)
     h = inline_harness(backend_store, DAGS, settings=settings)
     run_id = h.trigger("squares", {"n": 300})
     deepest = 0
@@ -272,16 +282,19 @@ def test_an_instance_lost_at_the_hard_time_limit_counts_as_failed_and_gives_back
         run_attempt(h.runtime, item.run_id, item.step.name, item.attempt)
         h.scheduler.handle(h.events.wait(0))
         h.scheduler.grant()
-    claim = backend_store.claim_attempt(run_id, "square[0]", 1, worker="doomed", lost_after=30,
-                                       max_deliveries=3)
+    claim = backend_store.claim_attempt(run_id, "square[0]", 1, worker="doomed", lost_after=30, max_deliveries=3)
     assert claim.outcome == "run" and claim.item == 0
     effects = backend_store.fail_running_attempt(run_id, "square[0]", 1, actor="doomed", reason="killed")
     assert effects is not None
     h.dispatcher.sent = [d for d in h.dispatcher.sent if d.step.name != "square[0]"]
     assert h.run_until_done(run_id) == "failed"
     st = states(backend_store, run_id)
-    assert (st["square[0]"], st["square[1]"], st["square[2]"], st["square"]) == \
-        ("failed", "success", "success", "failed")
+    assert (st["square[0]"], st["square[1]"], st["square[2]"], st["square"]) == (
+        "failed",
+        "success",
+        "success",
+        "failed",
+    )
     assert_balanced(backend_store)
 
 
@@ -355,6 +368,7 @@ def _counting_statements(store, count: list[int]) -> Iterator[None]:  # type: ig
         def run(self, *args, **kwargs):  # type: ignore[no-untyped-def]
             bump()
             return real[name](self, *args, **kwargs)
+
         return run
 
     for name in real:

@@ -62,8 +62,10 @@ def test_a_paused_flow_starts_no_run_until_unpaused(h):
     assert h.run_until_done(second) == "success"
     # And both actions are in the flow's audit trail, with who and why
     actions = [(e["action"], e["actor"], e["reason"]) for e in store.flow_events("single")]
-    assert actions == [("operator_pause", "ann", "paused by ann: maintenance"),
-                       ("operator_unpause", "bob", "unpaused by bob: done")]
+    assert actions == [
+        ("operator_pause", "ann", "paused by ann: maintenance"),
+        ("operator_unpause", "bob", "unpaused by bob: done"),
+    ]
 
 
 def test_a_running_run_finishes_while_its_flow_is_paused(h):
@@ -105,8 +107,9 @@ def test_cancel_gives_back_the_slot_and_the_next_run_gets_it(h):
     assert states(store, second)["hold"] == "scheduled"
     assert store.ledger_balance()["pool:one"] == (1, 1)
     result = h.act(store.cancel_run(first, by="ann", reason="wrong input"))
-    assert result.summary == (f"run {first}: cancelled (1 step(s) cancelled, 1 attempt(s) stopped, "
-                              "1 pool slot(s) given back)")
+    assert result.summary == (
+        f"run {first}: cancelled (1 step(s) cancelled, 1 attempt(s) stopped, 1 pool slot(s) given back)"
+    )
     # Then the queued attempt was revoked, the slot went to the waiter at once
     assert len(h.dispatcher.revoked) == 1
     assert run_state(store, first) == "cancelled" and states(store, first) == {"hold": "cancelled"}
@@ -119,8 +122,8 @@ def test_cancel_gives_back_the_slot_and_the_next_run_gets_it(h):
     assert_balanced(store)
     # And the audit trail names who cancelled, and why
     assert [(e["actor"], e["reason"]) for e in operator_events(store, first)] == [
-        ("ann", "cancelled by ann: wrong input (1 step(s) cancelled, 1 attempt(s) stopped, "
-                "1 pool slot(s) given back)")]
+        ("ann", "cancelled by ann: wrong input (1 step(s) cancelled, 1 attempt(s) stopped, 1 pool slot(s) given back)")
+    ]
 
 
 def test_cancel_a_queued_run_and_refuse_a_finished_one(h):
@@ -174,8 +177,13 @@ def test_retry_from_the_failed_steps_after_fixing_the_cause(h, tmp_path):
     store = h.store
     run_id = h.trigger("gated", {"flag": str(flag)})
     assert h.run_until_done(run_id) == "failed"
-    assert states(store, run_id) == {"extract": "success", "gate": "failed", "load": "upstream_failed",
-                                     "publish": "upstream_failed", "report": "success"}
+    assert states(store, run_id) == {
+        "extract": "success",
+        "gate": "failed",
+        "load": "upstream_failed",
+        "publish": "upstream_failed",
+        "report": "success",
+    }
     extract_result = store.results(run_id)["extract"]
     flag.write_text("go")
     result = h.act(store.retry_run(run_id, by="ann", reason="flag fixed"))
@@ -193,7 +201,8 @@ def test_retry_from_the_failed_steps_after_fixing_the_cause(h, tmp_path):
     assert len({a["task_id"] for a in store.attempts(run_id)}) == len(store.attempts(run_id))
     assert store.get_run(run_id)["steps_left"] == 0
     assert [e["reason"] for e in operator_events(store, run_id)] == [
-        "retried by ann: flag fixed (steps: gate, load, publish)"]
+        "retried by ann: flag fixed (steps: gate, load, publish)"
+    ]
 
 
 def test_retry_named_steps_and_their_downstream_even_if_they_succeeded(h, tmp_path):
@@ -202,8 +211,13 @@ def test_retry_named_steps_and_their_downstream_even_if_they_succeeded(h, tmp_pa
     run_id = h.trigger("gated", {"flag": str(flag)})
     assert h.run_until_done(run_id) == "success"
     h.act(h.store.retry_run(run_id, steps=["load"], downstream=True, by="ann"))
-    assert states(h.store, run_id) == {"extract": "success", "gate": "success", "load": "queued",
-                                       "publish": "pending", "report": "pending"}
+    assert states(h.store, run_id) == {
+        "extract": "success",
+        "gate": "success",
+        "load": "queued",
+        "publish": "pending",
+        "report": "pending",
+    }
     assert h.run_until_done(run_id) == "success"
     runs_of = {s: len(h.store.attempts(run_id, s)) for s in ("extract", "gate", "load", "publish", "report")}
     assert runs_of == {"extract": 1, "gate": 1, "load": 2, "publish": 2, "report": 2}
@@ -227,8 +241,11 @@ def test_a_retried_step_gets_its_retry_budget_again(h, tmp_path, monkeypatch):
     assert h.run_until_done(run_id, advance=clock.advance) == "failed"
     # three more attempts, numbered 4 to 6, before it failed again
     assert [a["number"] for a in h.store.attempts(run_id, "gate")] == [1, 2, 3, 4, 5, 6]
-    reasons = [e["reason"] for e in h.store.events(run_id) if e["step"] == "gate" and e["new_state"] == "failed"
-               and e["action"] == "step_state"]
+    reasons = [
+        e["reason"]
+        for e in h.store.events(run_id)
+        if e["step"] == "gate" and e["new_state"] == "failed" and e["action"] == "step_state"
+    ]
     assert reasons[-1].startswith("attempt 6 (try 3 since the operator's retry) of 3 failed")
 
 
@@ -236,15 +253,17 @@ def test_retry_refusals(h):
     store = h.store
     store.pause_flow("single", by="ann")
     queued = h.trigger("single")
-    with pytest.raises(ActionRefused, match=f"run {queued} is queued; retry it once it has ended, or "
-                                            "cancel it first"):
+    with pytest.raises(ActionRefused, match=f"run {queued} is queued; retry it once it has ended, or cancel it first"):
         store.retry_run(queued, by="ann")
     store.unpause_flow("single", by="ann")
     h.act(store.cancel_run(queued, by="ann"))
     ok = h.trigger("held")
     assert h.run_until_done(ok) == "success"
-    with pytest.raises(ActionRefused, match="is success and has no failed, upstream_failed or cancelled "
-                                            "step; name the steps to run again with --step"):
+    with pytest.raises(
+        ActionRefused,
+        match="is success and has no failed, upstream_failed or cancelled "
+        "step; name the steps to run again with --step",
+    ):
         store.retry_run(ok, by="ann")
     with pytest.raises(NotFoundError, match='flow "held" has no step "hodl". Did you mean "hold"'):
         store.retry_run(ok, steps=["hodl"], by="ann")
@@ -264,14 +283,13 @@ def test_mark_a_failed_step_success_unblocks_its_downstream(h):
     assert h.run_until_done(run_id) == "failed"
     assert states(store, run_id)["after_bad"] == "upstream_failed"
     result = h.act(store.mark_step(run_id, "bad", "success", by="ann", reason="fixed by hand"))
-    assert result.summary == (f"run {run_id} step bad: failed -> success; run running (reopened), "
-                              "1 step(s) left")
+    assert result.summary == (f"run {run_id} step bad: failed -> success; run running (reopened), 1 step(s) left")
     assert [d.step.name for d in h.dispatcher.sent] == ["after_bad"]
     assert h.run_until_done(run_id) == "success"
-    assert states(store, run_id) == {"first": "success", "bad": "success", "after_bad": "success",
-                                     "beside": "success"}
-    assert [(e["actor"], e["step"], e["old_state"], e["new_state"]) for e in operator_events(store, run_id)] \
-        == [("ann", "bad", "failed", "success")]
+    assert states(store, run_id) == {"first": "success", "bad": "success", "after_bad": "success", "beside": "success"}
+    assert [(e["actor"], e["step"], e["old_state"], e["new_state"]) for e in operator_events(store, run_id)] == [
+        ("ann", "bad", "failed", "success")
+    ]
 
 
 def test_mark_skipped_in_a_running_run_and_the_run_ends_by_the_usual_rule(h):
@@ -294,8 +312,9 @@ def test_mark_refusals(h):
     store = h.store
     run_id = h.trigger("broken")
     # first is queued
-    with pytest.raises(ActionRefused, match=f"run {run_id} step first is queued .attempt 1.; wait for it "
-                                            "to end, or cancel the run"):
+    with pytest.raises(
+        ActionRefused, match=f"run {run_id} step first is queued .attempt 1.; wait for it to end, or cancel the run"
+    ):
         store.mark_step(run_id, "first", "success", by="ann")
     h.run_until_done(run_id)
     with pytest.raises(ActionRefused, match=f"run {run_id} step first is already success"):
@@ -319,8 +338,9 @@ def test_operator_transitions_are_apart_from_the_engine_s():
     assert can_transition(StepState.FAILED, StepState.PENDING, operator=True)
     assert not can_transition(RunState.FAILED, RunState.RUNNING)
     assert can_transition(RunState.FAILED, RunState.RUNNING, operator=True)
-    assert not can_transition(StepState.RUNNING, StepState.SUCCESS, operator=True) or \
-        can_transition(StepState.RUNNING, StepState.SUCCESS)  # the engine's own move, unchanged
+    assert not can_transition(StepState.RUNNING, StepState.SUCCESS, operator=True) or can_transition(
+        StepState.RUNNING, StepState.SUCCESS
+    )  # the engine's own move, unchanged
     assert not can_transition(StepState.QUEUED, StepState.SUCCESS, operator=True)
 
 
@@ -412,12 +432,18 @@ def test_mark_result_refusals(h):
     store = h.store
     run_id = h.trigger("handoff")
     assert h.run_until_done(run_id) == "failed"
-    with pytest.raises(ActionRefused, match=r"--result is not JSON \(Expecting property name enclosed in "
-                                            r"double quotes: line 1 column 2 \(char 1\)\); pass a JSON value, "
-                                            r"e.g. --result .\{\"rows\": 3\}. or --result null"):
+    with pytest.raises(
+        ActionRefused,
+        match=r"--result is not JSON \(Expecting property name enclosed in "
+        r"double quotes: line 1 column 2 \(char 1\)\); pass a JSON value, "
+        r"e.g. --result .\{\"rows\": 3\}. or --result null",
+    ):
         store.mark_step(run_id, "bad", "success", by="ann", result="{rows: 3}")
-    with pytest.raises(ActionRefused, match=r"--result is 17 bytes, over the 10-byte cap "
-                                            r"\(FLOWKIT_MAX_RESULT_BYTES\)"):
+    with pytest.raises(
+        ActionRefused,
+        match=r"--result is 17 bytes, over the 10-byte cap "
+        r"\(FLOWKIT_MAX_RESULT_BYTES\)",
+    ):
         store.mark_step(run_id, "bad", "success", by="ann", result='{"rows": 3000000}', max_result_bytes=10)
     with pytest.raises(ActionRefused, match="a step marked skipped has no result; drop --result"):
         store.mark_step(run_id, "bad", "skipped", by="ann", result="1")

@@ -30,8 +30,10 @@ def states(store, run_id):  # type: ignore[no-untyped-def]
 
 def work_files(folder: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """(stock, invoices, reservations) as the run left them in its work folder."""
-    return tuple(json.loads((folder / f"{name}.json").read_text())  # type: ignore[return-value]
-                 for name in ("stock", "invoices", "reservations"))
+    return tuple(
+        json.loads((folder / f"{name}.json").read_text())  # type: ignore[return-value]
+        for name in ("stock", "invoices", "reservations")
+    )
 
 
 def assert_undone(folder: Path, run_id: str) -> None:
@@ -54,13 +56,16 @@ def test_failed_shipping_voids_the_invoice_then_releases_the_stock(sqlite_store,
     st = states(sqlite_store, run_id)
     assert (st["ship"], st["ship[0]"], st["ship[1]"]) == ("failed", "failed", "failed")
     assert [a["number"] for a in sqlite_store.attempts(run_id, "ship[0]")] == [1, 2, 3]
-    assert "carrier ground refused parcel 1 (fail_shipping=true)" in \
-        sqlite_store.attempts(run_id, "ship[0]")[-1]["error"]
+    assert (
+        "carrier ground refused parcel 1 (fail_shipping=true)" in sqlite_store.attempts(run_id, "ship[0]")[-1]["error"]
+    )
     assert st["notify_customer"] == st["update_accounting"] == "upstream_failed"
     # ... the invoice and the reservation were undone, the invoice first (it came after)
     assert st["invoice:compensate"] == st["reserve:compensate"] == "success"
-    assert sqlite_store.attempts(run_id, "invoice:compensate")[0]["ended_at"] <= \
-        sqlite_store.attempts(run_id, "reserve:compensate")[0]["started_at"]
+    assert (
+        sqlite_store.attempts(run_id, "invoice:compensate")[0]["ended_at"]
+        <= sqlite_store.attempts(run_id, "reserve:compensate")[0]["started_at"]
+    )
     run = sqlite_store.get_run(run_id)
     assert (run["state"], run["outcome"]) == ("failed", "compensated")
     # ... and the work folder shows it: stock restored, invoice void, no ledger entry, no label
@@ -103,8 +108,10 @@ def test_a_rejected_large_order_is_undone(sqlite_store, tmp_path):
 
 def test_bad_order_lines_fail_the_first_step_with_the_line_and_the_fix(sqlite_store, tmp_path):
     h = InlineHarness(sqlite_store, EXAMPLE_DAGS)
-    run_id = h.trigger("orders", {"workdir": str(tmp_path), "lines": '[{"item": "widget", "quantity": 1}, '
-                                                                     '{"item": "gadgte", "quantity": 1}]'})
+    run_id = h.trigger(
+        "orders",
+        {"workdir": str(tmp_path), "lines": '[{"item": "widget", "quantity": 1}, {"item": "gadgte", "quantity": 1}]'},
+    )
     assert h.run_until_done(run_id) == "failed"
     (attempt,) = sqlite_store.attempts(run_id, "receive")
     assert "line 2: unknown item 'gadgte'; we sell gadget, gizmo, widget" in attempt["error"]
@@ -118,8 +125,11 @@ def _orders_module() -> ModuleType:
     from flowkit.loading.pinned import ModuleSource
 
     path, helper = ROOT / "dags" / "orders.py", ROOT / "dags" / "_files.py"
-    return exec_module_source(str(path), path.read_text(), modules=[
-        ModuleSource(name="_files", path=str(helper), source=helper.read_text(), package=False)])
+    return exec_module_source(
+        str(path),
+        path.read_text(),
+        modules=[ModuleSource(name="_files", path=str(helper), source=helper.read_text(), package=False)],
+    )
 
 
 def test_each_write_and_each_undo_happens_once_when_delivered_twice(tmp_path):
@@ -127,10 +137,16 @@ def test_each_write_and_each_undo_happens_once_when_delivered_twice(tmp_path):
     orders = _orders_module()
 
     def ctx(step: str, upstream: dict[str, Any] | None = None, compensates: str | None = None) -> StepContext:
-        return StepContext(flow="orders", run_id="r-1234567890", step=step, attempt=1,
-                           params={"workdir": str(tmp_path), "lines": orders.DEFAULT_LINES, "customer": 7},
-                           upstream=upstream or {}, idempotency_key=f"r-1234567890:{step}",
-                           compensates=compensates)
+        return StepContext(
+            flow="orders",
+            run_id="r-1234567890",
+            step=step,
+            attempt=1,
+            params={"workdir": str(tmp_path), "lines": orders.DEFAULT_LINES, "customer": 7},
+            upstream=upstream or {},
+            idempotency_key=f"r-1234567890:{step}",
+            compensates=compensates,
+        )
 
     reserved = [orders.reserve(ctx("reserve")) for _ in range(2)]
     issued = [orders.invoice(ctx("invoice")) for _ in range(2)]
@@ -152,9 +168,22 @@ def test_each_write_and_each_undo_happens_once_when_delivered_twice(tmp_path):
 # -- flowkit dev: the README's commands --------------------------------------------------------
 def dev(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flowkit.cli", "--dags-folder", str(ROOT / "dags"), "dev", "orders",
-         "-p", f"workdir={tmp_path / 'work'}", *args],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "flowkit.cli",
+            "--dags-folder",
+            str(ROOT / "dags"),
+            "dev",
+            "orders",
+            "-p",
+            f"workdir={tmp_path / 'work'}",
+            *args,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

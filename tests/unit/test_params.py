@@ -45,11 +45,15 @@ def test_defaults_fill_what_was_not_given(spec):
 def test_cli_strings_are_coerced_to_the_declared_types(spec):
     got = resolve_params(
         spec,
-        {"day": "42", "limit": "25", "ratio": "2", "dry_run": "yes", "ids": "[3, 4]",
-         "opts": '{"k": {"n": 1}}'},
+        {"day": "42", "limit": "25", "ratio": "2", "dry_run": "yes", "ids": "[3, 4]", "opts": '{"k": {"n": 1}}'},
     )
     assert got == {
-        "day": "42", "limit": 25, "ratio": 2.0, "dry_run": True, "ids": [3, 4], "opts": {"k": {"n": 1}},
+        "day": "42",
+        "limit": 25,
+        "ratio": 2.0,
+        "dry_run": True,
+        "ids": [3, 4],
+        "opts": {"k": {"n": 1}},
     }
     assert type(got["limit"]) is int
     assert type(got["ratio"]) is float
@@ -58,8 +62,16 @@ def test_cli_strings_are_coerced_to_the_declared_types(spec):
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("1", True), ("true", True), ("Yes", True), (" on ", True),
-     ("0", False), ("FALSE", False), ("no", False), ("off", False)],
+    [
+        ("1", True),
+        ("true", True),
+        ("Yes", True),
+        (" on ", True),
+        ("0", False),
+        ("FALSE", False),
+        ("no", False),
+        ("off", False),
+    ],
 )
 def test_bool_strings(spec, text, value):
     assert resolve_params(spec, {"day": "d", "dry_run": text})["dry_run"] is value
@@ -118,9 +130,7 @@ def test_unknown_param_on_a_flow_without_params():
 
 
 def test_missing_required_param(spec):
-    with pytest.raises(
-        InvalidParamError, match=r'flow "report" needs param "day" \(str\); pass -p day=text'
-    ) as ei:
+    with pytest.raises(InvalidParamError, match=r'flow "report" needs param "day" \(str\); pass -p day=text') as ei:
         resolve_params(spec, {"limit": "3"})
     assert ei.value.flow == "report"
 

@@ -14,7 +14,7 @@ from flowkit.loading.sync import sync_dags
 from flowkit.store.sql import SqlStore
 from flowkit.testing import InlineHarness
 
-FLOW = '''
+FLOW = """
 import helpers
 from lib.db import table
 
@@ -26,7 +26,7 @@ def read(ctx):
 
 
 flow = Flow("pinned").step("read", read)
-'''
+"""
 
 
 def _write_dags(folder: Path, value: int = 1) -> None:
@@ -81,7 +81,8 @@ def test_a_virtualenv_inside_the_dags_folder_is_not_pinned(tmp_path):
     site = str(venv_pkg.parent)
     (project / "flow.py").write_text(
         f"import sys\nsys.path.append({site!r})\nimport vendored\nimport helpers\n"
-        "from flowkit import Flow\nflow = Flow('whole').step('a', lambda: helpers.VALUE)\n")
+        "from flowkit import Flow\nflow = Flow('whole').step('a', lambda: helpers.VALUE)\n"
+    )
     report = load_folder(project, timeout=30)
     result = {Path(r.path).name: r for r in report.files}["flow.py"]
     assert result.error is None, result.error
@@ -93,8 +94,9 @@ def test_underscore_files_stay_helper_only_and_are_pinned_when_imported(tmp_path
     dags.mkdir()
     (dags / "_shared.py").write_text("raise RuntimeError('imported as a dags file')\n")
     (dags / "_util.py").write_text("X = 5\n")
-    (dags / "uses.py").write_text("import _util\nfrom flowkit import Flow\n"
-                                  "flow = Flow('uses').step('a', lambda: _util.X)\n")
+    (dags / "uses.py").write_text(
+        "import _util\nfrom flowkit import Flow\nflow = Flow('uses').step('a', lambda: _util.X)\n"
+    )
     report = load_folder(dags, timeout=30)
     assert [Path(r.path).name for r in report.files] == ["uses.py"]
     assert [m.name for m in report.files[0].modules] == ["_util"]
@@ -155,13 +157,16 @@ def test_a_namespace_package_of_helpers_is_pinned_too(tmp_path):
     dags = tmp_path / "dags"
     (dags / "shared").mkdir(parents=True)  # no __init__.py
     (dags / "shared" / "names.py").write_text("NAME = 'ns'\n")
-    (dags / "ns_flow.py").write_text("from shared.names import NAME\nfrom flowkit import Flow\n"
-                                     "flow = Flow('ns').step('a', lambda: NAME)\n")
+    (dags / "ns_flow.py").write_text(
+        "from shared.names import NAME\nfrom flowkit import Flow\nflow = Flow('ns').step('a', lambda: NAME)\n"
+    )
     store = SqlStore(f"sqlite:///{tmp_path}/s.db")
     store.upgrade()
     harness = InlineHarness(store, str(dags))
     assert [(m.name, m.package) for m in store.flow_modules("ns", store.flow_spec("ns").version)] == [
-        ("shared", True), ("shared.names", False)]
+        ("shared", True),
+        ("shared.names", False),
+    ]
     run_id = harness.trigger("ns")
     shutil.rmtree(dags)
     assert harness.run_until_done(run_id) == "success"

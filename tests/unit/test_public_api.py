@@ -67,7 +67,5 @@ def test_defining_a_flow_loads_no_heavy_dependency():
 
 def _heavy_modules_after(code: str) -> list[str]:
     """Run ``code`` in a fresh interpreter; it prints the heavy modules it ended up importing."""
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     return json.loads(proc.stdout)

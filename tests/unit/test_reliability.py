@@ -131,8 +131,9 @@ def test_a_silent_workers_attempt_is_published_again_and_taken_over(sqlite_store
     assert claim.outcome == "run"
     old = h.clock() - timedelta(seconds=40)
     with sqlite_store.engine.begin() as conn:
-        conn.execute(update(t.attempts).where(t.attempts.c.run_id == run_id)
-                     .values(heartbeat_at=old, dispatched_at=old))
+        conn.execute(
+            update(t.attempts).where(t.attempts.c.run_id == run_id).values(heartbeat_at=old, dispatched_at=old)
+        )
     # When the scheduler sweeps, it publishes the same attempt again (no broker timeout)
     h.scheduler.sweep()
     assert [d.task_id for d in h.dispatcher.sent] == [item.task_id]
@@ -262,7 +263,6 @@ def test_a_message_that_went_with_a_dead_worker_before_its_claim_is_published_ag
     h.scheduler.sweep()
     assert sorted(d.task_id for d in h.dispatcher.sent) == sorted(d.task_id for d in taken)
     reasons = {e["reason"] for e in sqlite_store.events(run_id) if e["action"] == "lease_expired"}
-    assert reasons == {"never started; its message went with a worker that died before claiming it; "
-                       "published again"}
+    assert reasons == {"never started; its message went with a worker that died before claiming it; published again"}
     assert h.run_until_done(run_id) == "success"
     assert all(a["number"] == 1 and a["state"] == "success" for a in sqlite_store.attempts(run_id))

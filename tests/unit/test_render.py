@@ -51,37 +51,75 @@ def check_golden(name: str, text: str) -> None:
     assert path.exists(), f"{path} is missing; create it with FLOWKIT_UPDATE_GOLDEN=1"
     assert text == path.read_text(), (
         f"{name} differs from the golden file; if the change is intended, rerun with "
-        "FLOWKIT_UPDATE_GOLDEN=1 and review the diff")
+        "FLOWKIT_UPDATE_GOLDEN=1 and review the diff"
+    )
 
 
 # -- building runs through the store ------------------------------------------------------------
-def attempt(store: SqlStore, run_id: str, step: str, number: int, outcome: str, *,
-            error: str | None = None, result: object = None,
-            datasets: tuple[tuple[str, str], ...] = (), final: bool = True) -> None:
+def attempt(
+    store: SqlStore,
+    run_id: str,
+    step: str,
+    number: int,
+    outcome: str,
+    *,
+    error: str | None = None,
+    result: object = None,
+    datasets: tuple[tuple[str, str], ...] = (),
+    final: bool = True,
+) -> None:
     """Dispatch, claim and finish one attempt, then settle the step, each by hand: these
     fixtures pin every state themselves, so the engine's own moves stay out of the way."""
     from flowkit.store.machine import task_id_for
 
     old = StepState.PENDING if number == 1 else StepState.UP_FOR_RETRY
     with store.tx("scheduler@test") as tx:
-        assert tx.cas_step(run_id, step, [old], StepState.QUEUED, attempts=number,
-                           reason=f"attempt {number} dispatched", next_attempt_at=None)
-        tx.conn.execute(t.attempts.insert().values(
-            run_id=run_id, step=step, number=number, task_id=task_id_for(run_id, step, number),
-            state="queued", deliveries=0, dispatched_at=tx.now, interruptions=0))
+        assert tx.cas_step(
+            run_id,
+            step,
+            [old],
+            StepState.QUEUED,
+            attempts=number,
+            reason=f"attempt {number} dispatched",
+            next_attempt_at=None,
+        )
+        tx.conn.execute(
+            t.attempts.insert().values(
+                run_id=run_id,
+                step=step,
+                number=number,
+                task_id=task_id_for(run_id, step, number),
+                state="queued",
+                deliveries=0,
+                dispatched_at=tx.now,
+                interruptions=0,
+            )
+        )
     claim = store.claim_attempt(run_id, step, number, worker="w1@host", lost_after=30, max_deliveries=3)
     assert claim.outcome == "run"
     with store.tx("w1@host") as tx:
-        assert tx.end_attempt(run_id, step, number, state=AttemptState(outcome), worker="w1@host",
-                              error=error) is not None
+        assert (
+            tx.end_attempt(run_id, step, number, state=AttemptState(outcome), worker="w1@host", error=error) is not None
+        )
         if result is not None:
             store._store_result(tx, run_id, step, json.dumps(result))
         if outcome == "success" and datasets:
-            tx.conn.execute(t.dataset_events.insert(), [
-                {"uri": u, "run_id": run_id, "step": step, "attempt": number, "direction": d,
-                 "at": tx.now} for u, d in datasets])
-        tx.event("attempt_finished", run_id=run_id, step=step, attempt=number, old="running",
-                 new=outcome, reason=(error or "")[:500])
+            tx.conn.execute(
+                t.dataset_events.insert(),
+                [
+                    {"uri": u, "run_id": run_id, "step": step, "attempt": number, "direction": d, "at": tx.now}
+                    for u, d in datasets
+                ],
+            )
+        tx.event(
+            "attempt_finished",
+            run_id=run_id,
+            step=step,
+            attempt=number,
+            old="running",
+            new=outcome,
+            reason=(error or "")[:500],
+        )
     if outcome == "success":
         new, extra = StepState.SUCCESS, {}
     elif final:
@@ -89,8 +127,7 @@ def attempt(store: SqlStore, run_id: str, step: str, number: int, outcome: str, 
     else:
         new, extra = StepState.UP_FOR_RETRY, {"next_attempt_at": T0 + timedelta(hours=1)}
     with store.tx("scheduler@test") as tx:
-        assert tx.cas_step(run_id, step, [StepState.RUNNING], new, reason=f"attempt {number} {outcome}",
-                           **extra)
+        assert tx.cas_step(run_id, step, [StepState.RUNNING], new, reason=f"attempt {number} {outcome}", **extra)
 
 
 def settle(store: SqlStore, run_id: str, step: str, new: StepState) -> None:
@@ -98,24 +135,39 @@ def settle(store: SqlStore, run_id: str, step: str, new: StepState) -> None:
         assert tx.cas_step(run_id, step, [StepState.PENDING], new, reason="settled by the test")
 
 
-def pin_times(store: SqlStore, run_id: str, times: dict[tuple[str, int], tuple[float, float, float]],
-              run_span: tuple[float, float] | None) -> None:
+def pin_times(
+    store: SqlStore,
+    run_id: str,
+    times: dict[tuple[str, int], tuple[float, float, float]],
+    run_span: tuple[float, float] | None,
+) -> None:
     """Set attempt (dispatched, started, ended) and run times to T0 + seconds."""
     at = lambda s: T0 + timedelta(seconds=s)  # noqa: E731
     with store.engine.begin() as conn:
         for (step, number), (d, s, e) in times.items():
-            conn.execute(update(t.attempts).where(
-                t.attempts.c.run_id == run_id, t.attempts.c.step == step, t.attempts.c.number == number,
-            ).values(dispatched_at=at(d), started_at=at(s), ended_at=at(e)))
+            conn.execute(
+                update(t.attempts)
+                .where(
+                    t.attempts.c.run_id == run_id,
+                    t.attempts.c.step == step,
+                    t.attempts.c.number == number,
+                )
+                .values(dispatched_at=at(d), started_at=at(s), ended_at=at(e))
+            )
         firsts: dict[str, float] = {}
         lasts: dict[str, float] = {}
         for (step, _n), (_d, s, e) in times.items():
             firsts[step] = min(firsts.get(step, s), s)
             lasts[step] = max(lasts.get(step, e), e)
         for step in firsts:
-            conn.execute(update(t.step_runs).where(
-                t.step_runs.c.run_id == run_id, t.step_runs.c.step == step,
-            ).values(started_at=at(firsts[step]), ended_at=at(lasts[step])))
+            conn.execute(
+                update(t.step_runs)
+                .where(
+                    t.step_runs.c.run_id == run_id,
+                    t.step_runs.c.step == step,
+                )
+                .values(started_at=at(firsts[step]), ended_at=at(lasts[step]))
+            )
         values = {"created_at": at(-1)}
         if run_span:
             values.update(started_at=at(run_span[0]), ended_at=at(run_span[1]))
@@ -142,18 +194,26 @@ FAILED_RUN_TIMES = {
 def make_failed_run(store: SqlStore) -> str:
     """An orders run: a retried stock check, the reserve path, an invoice that fails."""
     spec = store.flow_spec("orders")
-    run_id = store.create_run(spec, {"customer": 7, "lines": [{"item": "widget", "quantity": 2}],
-                                     "express": False, "approval_threshold": 100.0,
-                                     "fail_shipping": False, "workdir": ""}, actor="test")
+    run_id = store.create_run(
+        spec,
+        {
+            "customer": 7,
+            "lines": [{"item": "widget", "quantity": 2}],
+            "express": False,
+            "approval_threshold": 100.0,
+            "fail_shipping": False,
+            "workdir": "",
+        },
+        actor="test",
+    )
     assert run_id
     attempt(store, run_id, "receive", 1, "success", result={"order_id": "o-1"})
-    attempt(store, run_id, "check_inventory", 1, "failed", error="ConnectionError: stock service down",
-            final=False)
+    attempt(store, run_id, "check_inventory", 1, "failed", error="ConnectionError: stock service down", final=False)
     attempt(store, run_id, "check_inventory", 2, "success", result={"in_stock": True})
     attempt(store, run_id, "route", 1, "success", result=["reserve"])
     attempt(store, run_id, "reserve", 1, "success", result={"reserved": 2})
     settle(store, run_id, "backorder", StepState.SKIPPED)
-    attempt(store, run_id, "invoice", 1, "failed", error="ValueError: price <missing> & \"tax\"")
+    attempt(store, run_id, "invoice", 1, "failed", error='ValueError: price <missing> & "tax"')
     for step in ("review", "approve_large", "pack", "ship", "notify_customer", "update_accounting"):
         settle(store, run_id, step, StepState.UPSTREAM_FAILED)
     end_run(store, run_id, RunState.FAILED)
@@ -214,34 +274,48 @@ def test_kinds_pools_and_triggers_are_drawn_distinctly() -> None:
     class PooledStep(StepSpec):  # pools are not in the DSL yet; the renderer reads getattr(step, "pool")
         pool: str | None = None
 
-    spec = FlowSpec(name="kinds", version="v", steps=(
-        StepSpec("start", "m:start"),
-        StepSpec("choose", "m:choose", upstream=("start",), kind="branch"),
-        StepSpec("fan", "m:fan", upstream=("choose",), kind="map"),
-        StepSpec("sign_off", "m:sign_off", upstream=("fan",), kind="approval"),
-        StepSpec("wait_file", "m:wait_file", kind="sensor"),
-        PooledStep("load", "m:load", upstream=("sign_off", "wait_file"), trigger="none_failed", pool="db"),
-        StepSpec("odd", "m:odd", upstream=("load",), kind="quantum", trigger="all_done"),
-    ))
+    spec = FlowSpec(
+        name="kinds",
+        version="v",
+        steps=(
+            StepSpec("start", "m:start"),
+            StepSpec("choose", "m:choose", upstream=("start",), kind="branch"),
+            StepSpec("fan", "m:fan", upstream=("choose",), kind="map"),
+            StepSpec("sign_off", "m:sign_off", upstream=("fan",), kind="approval"),
+            StepSpec("wait_file", "m:wait_file", kind="sensor"),
+            PooledStep("load", "m:load", upstream=("sign_off", "wait_file"), trigger="none_failed", pool="db"),
+            StepSpec("odd", "m:odd", upstream=("load",), kind="quantum", trigger="all_done"),
+        ),
+    )
     dot = rd.flow_dot(spec)
-    shape = {ln.split('"')[1]: re.search(r'shape="([a-z0-9]+)"', ln).group(1)  # type: ignore[union-attr]
-             for ln in dot.splitlines() if re.match(r'^  "[a-z_]+" \[', ln)}
-    assert shape == {"start": "box", "choose": "diamond", "fan": "box3d", "sign_off": "octagon",
-                     "wait_file": "ellipse", "load": "box", "odd": "box"}
+    shape = {
+        ln.split('"')[1]: re.search(r'shape="([a-z0-9]+)"', ln).group(1)  # type: ignore[union-attr]
+        for ln in dot.splitlines()
+        if re.match(r'^  "[a-z_]+" \[', ln)
+    }
+    assert shape == {
+        "start": "box",
+        "choose": "diamond",
+        "fan": "box3d",
+        "sign_off": "octagon",
+        "wait_file": "ellipse",
+        "load": "box",
+        "odd": "box",
+    }
     assert "pool db" in dot and POOL_BADGE in dot
     assert "kind quantum" in dot  # an unknown kind is named, drawn dotted
     assert re.search(r'"odd" \[[^\n]*style="filled,dotted"', dot)
     assert re.search(r'"sign_off" -> "load" \[.*style="dashed"', dot)  # none_failed
     assert re.search(r'"load" -> "odd" \[.*style="dotted"', dot)  # all_done
     assert re.search(r'"choose" -> "fan" \[.*arrowtail="odiamond"', dot)
-    for legend in ("branch (diamond)", "map (stacked box)", "approval (octagon)", "sensor (dashed oval)",
-                   "pool badge"):
+    for legend in ("branch (diamond)", "map (stacked box)", "approval (octagon)", "sensor (dashed oval)", "pool badge"):
         assert legend in dot
 
 
 def test_map_step_is_one_node_with_counts_by_state() -> None:
-    spec = FlowSpec(name="m", version="v", steps=(StepSpec("split", "m:s"),
-                                                  StepSpec("fan", "m:f", upstream=("split",), kind="map")))
+    spec = FlowSpec(
+        name="m", version="v", steps=(StepSpec("split", "m:s"), StepSpec("fan", "m:f", upstream=("split",), kind="map"))
+    )
     rows = {"split": {"step": "split", "state": "success"}, "fan": {"step": "fan", "state": "running"}}
     for i, state in enumerate(["success", "success", "failed", "running", "queued"]):
         rows[f"fan[{i}]"] = {"step": f"fan[{i}]", "state": state}
@@ -254,10 +328,14 @@ def test_map_step_is_one_node_with_counts_by_state() -> None:
 
 
 def test_labels_and_ids_are_escaped() -> None:
-    spec = FlowSpec(name='we"ird\\flow', version="v", steps=(
-        StepSpec('a"b', "m:a", doc='says "hi" \\ <b>&amp;</b>\nnext line'),
-        StepSpec("c<d>&e", "m:c", upstream=('a"b',)),
-    ))
+    spec = FlowSpec(
+        name='we"ird\\flow',
+        version="v",
+        steps=(
+            StepSpec('a"b', "m:a", doc='says "hi" \\ <b>&amp;</b>\nnext line'),
+            StepSpec("c<d>&e", "m:c", upstream=('a"b',)),
+        ),
+    )
     dot = rd.flow_dot(spec)
     assert 'digraph "we\\"ird\\\\flow" {' in dot
     assert '"a\\"b" -> "c<d>&e"' in dot
@@ -300,10 +378,12 @@ def test_500_step_flow_is_clustered_and_renders_under_2s() -> None:
 def test_500_step_run_clusters_by_layers_without_prefixes_and_collapses() -> None:
     spec = synthetic_flow(prefixed=False)
     states = ["success"] * 480 + ["failed"] * 5 + ["upstream_failed"] * 15
-    view = rd.RunView(run={"id": "f" * 36, "state": "failed"}, spec=spec,
-                      steps={s.name: {"step": s.name, "state": st} for s, st in zip(spec.steps, states,
-                                                                                     strict=True)},
-                      attempts={})
+    view = rd.RunView(
+        run={"id": "f" * 36, "state": "failed"},
+        spec=spec,
+        steps={s.name: {"step": s.name, "state": st} for s, st in zip(spec.steps, states, strict=True)},
+        attempts={},
+    )
     started = time.perf_counter()
     dot = rd.run_dot(view)
     rd.dot_to(dot, "svg")
@@ -387,8 +467,15 @@ def test_lineage_shows_parents_children_results_and_datasets(store: SqlStore) ->
         conn.execute(update(t.runs).where(t.runs.c.id == run).values(parent_run_id=parent))
         conn.execute(update(t.runs).where(t.runs.c.id == child).values(parent_run_id=run))
     uri = "s3://lake/orders/2024-05-01.parquet"
-    attempt(store, run, "receive", 1, "success", result={"order_id": "o-9"},
-            datasets=(("file:///in/orders.csv", "read"), (uri, "write")))
+    attempt(
+        store,
+        run,
+        "receive",
+        1,
+        "success",
+        result={"order_id": "o-9"},
+        datasets=(("file:///in/orders.csv", "read"), (uri, "write")),
+    )
     attempt(store, reader, "receive", 1, "success", datasets=((uri, "read"),))
 
     lin = rd.load_lineage(store, run)
@@ -431,10 +518,14 @@ def test_lineage_names_a_parent_missing_from_the_store(store: SqlStore) -> None:
 def test_report_is_self_contained_and_escaped(store: SqlStore) -> None:
     run_id = make_failed_run(store)
     view = rd.load_run_view(store, run_id)
-    page = rd.report_html(view, graph_svg='<?xml version="1.0"?>\n<!DOCTYPE svg PUBLIC "x" '
-                          '"http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">\n<!-- c -->'
-                          '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink">'
-                          "<g/></svg>", generated_at=T0)
+    page = rd.report_html(
+        view,
+        graph_svg='<?xml version="1.0"?>\n<!DOCTYPE svg PUBLIC "x" '
+        '"http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">\n<!-- c -->'
+        '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink">'
+        "<g/></svg>",
+        generated_at=T0,
+    )
     assert page.startswith("<!DOCTYPE html>")
     assert "://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing to fetch
     assert "<script" not in page and "<link" not in page and "<img" not in page
@@ -463,10 +554,12 @@ def test_report_without_graphviz_shows_the_dot_source(store: SqlStore, monkeypat
 def test_module_imports_without_celery_graphviz_or_sqlalchemy() -> None:
     import subprocess
 
-    code = ("import sys, time; t = time.perf_counter(); import flowkit.render; "
-            "print(time.perf_counter() - t); "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'celery', 'graphviz', 'sqlalchemy', "
-            "'kombu'}))")
+    code = (
+        "import sys, time; t = time.perf_counter(); import flowkit.render; "
+        "print(time.perf_counter() - t); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'celery', 'graphviz', 'sqlalchemy', "
+        "'kombu'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     seconds, heavy = out.splitlines()
     assert heavy == "[]"
@@ -497,19 +590,23 @@ def test_render_command_colours_a_run(store: SqlStore, tmp_path: Path, dags: Pat
     assert normalise(res.stdout, run_id) == (GOLDEN / "orders_run_failed.dot").read_text()
 
 
-@pytest.mark.parametrize(("args", "code", "message"), [
-    (["render", "nope"], 1, 'error: no flow named "nope".'),
-    (["render", "orders", "-o", "x.txt"], 2, "error: cannot tell the format of 'x.txt' from its suffix .txt"),
-    (["render", "orders", "--run", "zzzz"], 1, "error: no run with id 'zzzz'"),
-    (["lineage"], 2, "error: give either a RUN id or --dataset URI"),
-    (["lineage", "--dataset", "s3://none"], 1, "error: no step run read or wrote dataset 's3://none'"),
-    (["timeline", "zzzz", "-o", "t.pdf"], 2, "error: a timeline is written as .svg or .png; got 't.pdf'"),
-    (["timeline", "zzzz", "-o", "t.png"], 1, "error: no run with id 'zzzz'"),
-    (["report", "zzzz", "-o", "r.pdf"], 2, "error: a report is written as .html or .htm; got 'r.pdf'"),
-    (["report", "zzzz", "-o", "r.html"], 1, "error: no run with id 'zzzz'"),
-])
-def test_bad_input_gets_one_line_errors(store: SqlStore, tmp_path: Path, dags: Path, args: list[str],
-                                        code: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["render", "nope"], 1, 'error: no flow named "nope".'),
+        (["render", "orders", "-o", "x.txt"], 2, "error: cannot tell the format of 'x.txt' from its suffix .txt"),
+        (["render", "orders", "--run", "zzzz"], 1, "error: no run with id 'zzzz'"),
+        (["lineage"], 2, "error: give either a RUN id or --dataset URI"),
+        (["lineage", "--dataset", "s3://none"], 1, "error: no step run read or wrote dataset 's3://none'"),
+        (["timeline", "zzzz", "-o", "t.pdf"], 2, "error: a timeline is written as .svg or .png; got 't.pdf'"),
+        (["timeline", "zzzz", "-o", "t.png"], 1, "error: no run with id 'zzzz'"),
+        (["report", "zzzz", "-o", "r.pdf"], 2, "error: a report is written as .html or .htm; got 'r.pdf'"),
+        (["report", "zzzz", "-o", "r.html"], 1, "error: no run with id 'zzzz'"),
+    ],
+)
+def test_bad_input_gets_one_line_errors(
+    store: SqlStore, tmp_path: Path, dags: Path, args: list[str], code: int, message: str
+) -> None:
     res = invoke(tmp_path, dags, *args)
     assert res.exit_code == code
     assert res.stderr.startswith(message)
@@ -557,12 +654,15 @@ def test_timeline_is_written_as_png_too(store: SqlStore, tmp_path: Path, dags: P
     assert width == 1100
 
 
-def test_a_png_timeline_without_rsvg_convert_is_one_line_saying_why(store: SqlStore, tmp_path: Path, dags: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_png_timeline_without_rsvg_convert_is_one_line_saying_why(
+    store: SqlStore, tmp_path: Path, dags: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_id = make_failed_run(store)
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
     res = invoke(tmp_path, dags, "timeline", run_id[:8], "-o", str(tmp_path / "t.png"))
     assert res.exit_code == 1
-    assert res.stderr == ("error: a PNG timeline needs rsvg-convert, which is not installed; install librsvg "
-                          "(e.g. apt-get install librsvg2-bin) or write the timeline as .svg\n")
+    assert res.stderr == (
+        "error: a PNG timeline needs rsvg-convert, which is not installed; install librsvg "
+        "(e.g. apt-get install librsvg2-bin) or write the timeline as .svg\n"
+    )
     assert not (tmp_path / "t.png").exists()

@@ -63,21 +63,27 @@ class PooledStep(StepSpec):  # pools are not in the DSL yet; the renderer reads 
 
 def test_awkward_names_kinds_and_pools_survive_dot() -> None:
     # names the DSL would refuse, to prove the escaping holds whatever reaches the renderer
-    spec = FlowSpec(name='we"ird\\flow', version="v", steps=(
-        StepSpec('a"b', "m:a", doc='says "hi" \\ <b>&amp;</b>\nnext line'),
-        StepSpec("c<d>&e", "m:c", upstream=('a"b',), kind="sensor"),
-        StepSpec("ünï", "m:u", upstream=("c<d>&e",), kind="approval"),
-        StepSpec("fan", "m:f", upstream=("ünï",), kind="map"),
-        PooledStep("load", "m:l", upstream=("fan",), pool="db<1>", trigger="all_done"),
-    ))
+    spec = FlowSpec(
+        name='we"ird\\flow',
+        version="v",
+        steps=(
+            StepSpec('a"b', "m:a", doc='says "hi" \\ <b>&amp;</b>\nnext line'),
+            StepSpec("c<d>&e", "m:c", upstream=('a"b',), kind="sensor"),
+            StepSpec("ünï", "m:u", upstream=("c<d>&e",), kind="approval"),
+            StepSpec("fan", "m:f", upstream=("ünï",), kind="map"),
+            PooledStep("load", "m:l", upstream=("fan",), pool="db<1>", trigger="all_done"),
+        ),
+    )
     texts = svg_texts(rd.dot_to(rd.flow_dot(spec), "svg"))
     assert {'a"b', "c<d>&e", "ünï", "fan", "load", "pool db<1>"} <= texts
     assert rd.dot_to(rd.flow_dot(spec), "png").startswith(PNG_MAGIC)
 
 
 def test_collapsed_large_flow_renders() -> None:
-    steps = tuple(StepSpec(f"g{i // 40}_s{i}", "m:f", upstream=(f"g{(i - 40) // 40}_s{i - 40}",) if i >= 40 else ())
-                  for i in range(400))
+    steps = tuple(
+        StepSpec(f"g{i // 40}_s{i}", "m:f", upstream=(f"g{(i - 40) // 40}_s{i - 40}",) if i >= 40 else ())
+        for i in range(400)
+    )
     svg = rd.dot_to(rd.flow_dot(FlowSpec(name="wide", steps=steps, version="v"), collapse=True), "svg")
     texts = svg_texts(svg)
     assert {"g0", "g9", "40 steps"} <= texts

@@ -82,8 +82,9 @@ def test_structure_shows_map_approval_shell_and_compensation(harness: InlineHarn
 
 
 # -- run graphs -------------------------------------------------------------------------------
-def test_run_graph_shows_decision_compensation_and_outcome(harness: InlineHarness, approved_run: str,
-                                                            dot_binary: None) -> None:
+def test_run_graph_shows_decision_compensation_and_outcome(
+    harness: InlineHarness, approved_run: str, dot_binary: None
+) -> None:
     view = rd.load_run_view(harness.store, approved_run)
     dot = rd.run_dot(view)
     assert f"pictured run {approved_run[:8]} · failed, compensation failed" in dot
@@ -145,11 +146,24 @@ def test_timeline_groups_instances_and_puts_compensation_last(harness: InlineHar
     view = rd.load_run_view(harness.store, approved_run)
     svg = rd.timeline_svg(view)
     root = ElementTree.fromstring(svg)
-    labels = [("  " if t.get("x") == "22" else "") + str(t.text)
-              for t in root.iter("{http://www.w3.org/2000/svg}text") if t.get("x") in ("10", "22")]
-    lanes = labels[labels.index("prepare"):]
-    assert lanes[:10] == ["prepare", "numbers", "square", "  square[0]", "  square[1]", "  square[2]",
-                          "  square[3]", "sign_off", "publish", "compensation: compensation failed"]
+    labels = [
+        ("  " if t.get("x") == "22" else "") + str(t.text)
+        for t in root.iter("{http://www.w3.org/2000/svg}text")
+        if t.get("x") in ("10", "22")
+    ]
+    lanes = labels[labels.index("prepare") :]
+    assert lanes[:10] == [
+        "prepare",
+        "numbers",
+        "square",
+        "  square[0]",
+        "  square[1]",
+        "  square[2]",
+        "  square[3]",
+        "sign_off",
+        "publish",
+        "compensation: compensation failed",
+    ]
     # numbers' compensation ran first (it undoes the later step)
     assert lanes[10:] == ["numbers:compensate", "prepare:compensate"]
     assert "4 instances: 4 success" in svg and 'class="map-span"' in svg
@@ -175,8 +189,9 @@ def test_cancelled_attempt_has_its_colour(harness: InlineHarness) -> None:
     run_id = harness.trigger("big_map", {"n": 8})
     work_some(harness, 1)  # numbers: the map expands and its first instances are dispatched
     item = harness.dispatcher.sent.pop(0)
-    claim = harness.store.claim_attempt(run_id, item.step.name, item.attempt, worker="w9", lost_after=30,
-                                        max_deliveries=3)
+    claim = harness.store.claim_attempt(
+        run_id, item.step.name, item.attempt, worker="w9", lost_after=30, max_deliveries=3
+    )
     assert claim.outcome == "run"
     harness.act(harness.store.cancel_run(run_id, by="ops", reason="wrong input"))
     view = rd.load_run_view(harness.store, run_id)
@@ -189,8 +204,7 @@ def test_cancelled_attempt_has_its_colour(harness: InlineHarness) -> None:
 
 
 # -- a large map ------------------------------------------------------------------------------
-def test_ten_thousand_instances_render_as_one_node_and_a_short_page(harness: InlineHarness,
-                                                                     dot_binary: None) -> None:
+def test_ten_thousand_instances_render_as_one_node_and_a_short_page(harness: InlineHarness, dot_binary: None) -> None:
     run_id = harness.trigger("big_map", {"n": 10_000, "bad": 3})
     work_some(harness, 40)  # numbers, then instances as max_parallel lets them go
     assert sum(harness.store.map_counts(run_id)["square"].values()) == 10_000

@@ -133,8 +133,14 @@ def test_compensation_waits_for_every_compensated_descendant():
     def fn(ctx):  # type: ignore[no-untyped-def]
         return 1
 
-    spec = (Flow("f").step("a", fn, compensate=fn).then("b", fn).then("c", fn, compensate=fn)
-            .step("d", fn, after="a", compensate=fn).spec())
+    spec = (
+        Flow("f")
+        .step("a", fn, compensate=fn)
+        .then("b", fn)
+        .then("c", fn, compensate=fn)
+        .step("d", fn, after="a", compensate=fn)
+        .spec()
+    )
     comps = {c.name: c for c in spec.compensations}
     assert set(comps["a:compensate"].upstream) == {"c:compensate", "d:compensate"}
     assert comps["c:compensate"].upstream == () and comps["c:compensate"].trigger == "all_done"
@@ -203,8 +209,11 @@ def test_deciding_twice_or_a_step_not_waiting_says_what_state_it_is_in(backend_s
     h = inline_harness(backend_store, SAGA_DAGS)
     run_id = _waiting(h, "approve_me")
     approvals.decide(backend_store, run_id, "sign_off", approve=True, by="alice")
-    with pytest.raises(ApprovalError, match=r'step "sign_off" of run .* is success \(approved by alice\), '
-                                            r"not awaiting approval"):
+    with pytest.raises(
+        ApprovalError,
+        match=r'step "sign_off" of run .* is success \(approved by alice\), '
+        r"not awaiting approval",
+    ):
         approvals.decide(backend_store, run_id, "sign_off", approve=False, by="bob")
     with pytest.raises(ApprovalError, match='step "prepare" .* is a task step, not an approval'):
         approvals.decide(backend_store, run_id, "prepare", approve=True, by="bob")
@@ -228,7 +237,11 @@ def test_builder_checks_approval_options():
     spec = Flow("f").approval("ok", timeout="2h", on_timeout="approve").spec()
     step = spec.step("ok")
     assert (step.kind, step.fn, step.approval_timeout_seconds, step.on_timeout) == (
-        "approval", "approval", 7200.0, "approve")
+        "approval",
+        "approval",
+        7200.0,
+        "approve",
+    )
 
 
 # -- stored before this feature ---------------------------------------------------------------

@@ -27,7 +27,8 @@ ENGINE_DAGS = str(Path(__file__).resolve().parents[1] / "dags" / "engine")
 # -- the SQLite lock is keyed on the real file -----------------------------------------------------
 @pytest.mark.parametrize("spelling", ["symlink", "query", "relative"])
 def test_a_second_sqlite_scheduler_is_refused_however_the_url_spells_the_file(
-        sqlite_store, tmp_path, monkeypatch, spelling):
+    sqlite_store, tmp_path, monkeypatch, spelling
+):
     real = Path(sqlite_store.url.split("///", 1)[1])
     if spelling == "symlink":
         (tmp_path / "elsewhere").mkdir()
@@ -40,8 +41,10 @@ def test_a_second_sqlite_scheduler_is_refused_however_the_url_spells_the_file(
         other_url = f"sqlite:///{real.name}"
     first = SqliteLease(sqlite_store, "scheduler@one")
     assert first.acquire()
-    with pytest.raises(ConfigError, match=f"another scheduler \\(scheduler@one pid {os.getpid()}\\) "
-                                          f"already runs on the SQLite database {real}"):
+    with pytest.raises(
+        ConfigError,
+        match=f"another scheduler \\(scheduler@one pid {os.getpid()}\\) already runs on the SQLite database {real}",
+    ):
         SqliteLease(SqlStore(other_url), "scheduler@two").acquire()
     first.release()
     again = SqliteLease(SqlStore(other_url), "scheduler@two")
@@ -84,8 +87,9 @@ def test_a_scheduler_resumed_after_losing_its_lease_publishes_nothing(sqlite_sto
     assert lease.acquire()
     spec = sqlite_store.flow_spec("chain")
     run_id = sqlite_store.create_run(spec, {"log": "-"}, actor="test")
-    effects = sqlite_store.start_runs(h.scheduler.actor, specs={}, global_cap=None, gate=lambda s: True,
-                                      run_ids=[run_id])
+    effects = sqlite_store.start_runs(
+        h.scheduler.actor, specs={}, global_cap=None, gate=lambda s: True, run_ids=[run_id]
+    )
     assert effects.to_send
     # When it resumes after another scheduler took the lease over
     lease.lose()
@@ -107,8 +111,12 @@ def test_the_loop_stands_down_when_its_lease_is_lost_while_active(sqlite_store, 
     try:
         _wait(lambda: "active (holds the scheduler lease), fencing token 7" in caplog.text)
         lease.lose()
-        _wait(lambda: "no longer active (another scheduler took the lease over; token 7 is stale); "
-                      "standing by, writing nothing" in caplog.text)
+        _wait(
+            lambda: (
+                "no longer active (another scheduler took the lease over; token 7 is stale); "
+                "standing by, writing nothing" in caplog.text
+            )
+        )
     finally:
         stop.set()
         runner.join(10)
@@ -129,8 +137,7 @@ def _wait(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-
 @pytest.fixture
 def status(sqlite_store):  # type: ignore[no-untyped-def]
     def invoke(*args: str, broker: str = "memory://"):  # type: ignore[no-untyped-def]
-        return CliRunner().invoke(main, ["--database-url", sqlite_store.url, "--broker-url", broker,
-                                         "status", *args])
+        return CliRunner().invoke(main, ["--database-url", sqlite_store.url, "--broker-url", broker, "status", *args])
 
     return invoke
 
@@ -140,8 +147,9 @@ def _scheduler(store: SqlStore, name: str, *, high: int = 40, low: int = 20) -> 
     from flowkit.dispatch.base import Backpressure
     from flowkit.testing import InlineDispatcher, MemoryEvents
 
-    sched = Scheduler(store, InlineDispatcher(), MemoryEvents(), name=name,
-                      backpressure=Backpressure(lambda q: 0, high=high, low=low))
+    sched = Scheduler(
+        store, InlineDispatcher(), MemoryEvents(), name=name, backpressure=Backpressure(lambda q: 0, high=high, low=low)
+    )
     sched.register()
     store.beat_scheduler(name, sched.status(), started=True)
     return sched
@@ -149,9 +157,13 @@ def _scheduler(store: SqlStore, name: str, *, high: int = 40, low: int = 20) -> 
 
 def test_status_shows_a_cleanly_stopped_scheduler_as_stopped(sqlite_store, status):
     # Given a scheduler that ran and was stopped cleanly (SIGTERM)
-    sched = Scheduler(sqlite_store, InlineHarness(sqlite_store, ENGINE_DAGS).dispatcher,
-                      InlineHarness(sqlite_store, ENGINE_DAGS).events, name="scheduler@a",
-                      lease=SqliteLease(sqlite_store, "scheduler@a"))
+    sched = Scheduler(
+        sqlite_store,
+        InlineHarness(sqlite_store, ENGINE_DAGS).dispatcher,
+        InlineHarness(sqlite_store, ENGINE_DAGS).events,
+        name="scheduler@a",
+        lease=SqliteLease(sqlite_store, "scheduler@a"),
+    )
     stop = threading.Event()
     runner = threading.Thread(target=sched.run_forever, args=(stop,))
     runner.start()
@@ -188,7 +200,10 @@ def test_status_shows_the_watermarks_the_scheduler_runs_with(sqlite_store, statu
     assert "queues (backpressure at 40, released at 20, as scheduler scheduler@a runs):" in result.output
     assert "1000" not in result.output
     assert json.loads(status("--json", "--no-broker").output)["watermarks"] == {
-        "high": 40, "low": 20, "scheduler": "scheduler@a"}
+        "high": 40,
+        "low": 20,
+        "scheduler": "scheduler@a",
+    }
 
 
 def test_status_without_a_scheduler_does_not_invent_watermarks(status):
@@ -205,8 +220,11 @@ def test_status_with_the_broker_down_says_so_on_one_clean_line(sqlite_store, sta
     url = f"redis://127.0.0.1:{port}/0"
     result = status(broker=url)
     assert result.exit_code == 0, result.output
-    lines = [line for line in result.output.splitlines()
-             if line.startswith(("queues", "  ")) or "broker" in line or "waiting," in line]
+    lines = [
+        line
+        for line in result.output.splitlines()
+        if line.startswith(("queues", "  ")) or "broker" in line or "waiting," in line
+    ]
     assert lines == [f"queues: broker unreachable ({url}: connection refused)"]
     assert json.loads(status("--json", broker=url).output)["broker_unreachable"] == f"{url}: connection refused"
 
@@ -217,6 +235,9 @@ def test_the_lease_settings_default_to_a_takeover_within_15_s_and_are_checked():
 
     defaults = Settings.from_env({})
     assert (defaults.scheduler_lease_seconds, defaults.scheduler_lease_renew_seconds) == (10.0, 2.0)
-    with pytest.raises(ConfigError, match="FLOWKIT_SCHEDULER_LEASE_RENEW_SECONDS=3 must be above 0 and at "
-                                          "most half of FLOWKIT_SCHEDULER_LEASE_SECONDS=4"):
+    with pytest.raises(
+        ConfigError,
+        match="FLOWKIT_SCHEDULER_LEASE_RENEW_SECONDS=3 must be above 0 and at "
+        "most half of FLOWKIT_SCHEDULER_LEASE_SECONDS=4",
+    ):
         Settings.from_env({"FLOWKIT_SCHEDULER_LEASE_SECONDS": "4", "FLOWKIT_SCHEDULER_LEASE_RENEW_SECONDS": "3"})

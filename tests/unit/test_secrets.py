@@ -22,7 +22,7 @@ from flowkit.testing import InlineHarness
 TOKEN = "tok-3f9a1c77"  # a secret param value
 API_KEY = "key-b41d0e55"  # what flowkit.secret("api_key") returns
 
-FLOW_MODULE = '''
+FLOW_MODULE = """
 import logging
 
 import flowkit
@@ -45,7 +45,7 @@ flow = (
     .step("connect", connect)
     .step("leak", leak, after="connect")
 )
-'''
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -85,8 +85,10 @@ def test_secret_reads_the_toml_file(monkeypatch, tmp_path):
 def test_a_missing_secret_names_both_places(monkeypatch, tmp_path):
     with pytest.raises(ConfigError) as info:
         flowkit.secret("api_key")
-    assert str(info.value) == ('secret "api_key" is not set; set FLOWKIT_SECRET_API_KEY in the environment of the '
-                               'worker or add api_key = "..." to a TOML file named by FLOWKIT_SECRETS_FILE')
+    assert str(info.value) == (
+        'secret "api_key" is not set; set FLOWKIT_SECRET_API_KEY in the environment of the '
+        'worker or add api_key = "..." to a TOML file named by FLOWKIT_SECRETS_FILE'
+    )
     path = tmp_path / "secrets.toml"
     path.write_text('other = "x"\n')
     monkeypatch.setenv("FLOWKIT_SECRETS_FILE", str(path))
@@ -222,16 +224,23 @@ def test_the_worker_masks_its_logs_and_the_errors_it_stores(vault_run, sqlite_st
 def leaked(vault_run, sqlite_store):  # type: ignore[no-untyped-def]
     """The same run as an older worker would have stored it: the secret param in clear text."""
     with sqlite_store.engine.begin() as conn:
-        conn.execute(update(t.attempts).where(t.attempts.c.run_id == vault_run)
-                     .values(error=f"RuntimeError: login failed for {TOKEN}"))
-        conn.execute(update(t.events).where(t.events.c.run_id == vault_run, t.events.c.action == "attempt_finished")
-                     .values(reason=f"RuntimeError: login failed for {TOKEN}"))
+        conn.execute(
+            update(t.attempts)
+            .where(t.attempts.c.run_id == vault_run)
+            .values(error=f"RuntimeError: login failed for {TOKEN}")
+        )
+        conn.execute(
+            update(t.events)
+            .where(t.events.c.run_id == vault_run, t.events.c.action == "attempt_finished")
+            .values(reason=f"RuntimeError: login failed for {TOKEN}")
+        )
     return vault_run
 
 
 def _cli(sqlite_store, dags, *args):  # type: ignore[no-untyped-def]
-    result = CliRunner().invoke(main, ["--database-url", sqlite_store.url, "--broker-url", "memory://",
-                                       "--dags-folder", str(dags), *args])
+    result = CliRunner().invoke(
+        main, ["--database-url", sqlite_store.url, "--broker-url", "memory://", "--dags-folder", str(dags), *args]
+    )
     assert result.exit_code in (0, 1), result.output
     return result
 
@@ -282,7 +291,7 @@ def test_a_flow_version_the_store_cannot_find_shows_every_param_masked(leaked, s
 
 
 # -- results and outputs: masked as the worker writes them ------------------------------------------
-RETURNS_MODULE = '''
+RETURNS_MODULE = """
 import flowkit
 from flowkit import Flow, Param
 
@@ -297,7 +306,7 @@ flow = (
     .step("give", give)
     .shell("echo", 'echo "token=$FLOWKIT_SECRET_SHELL_TOKEN"; echo done', after="give")
 )
-'''
+"""
 SHELL_TOKEN = "sh-9e2c4b1a"
 
 
@@ -326,10 +335,12 @@ def test_results_and_shell_output_are_stored_masked(returns_run, sqlite_store):
 
 def test_runs_show_json_and_lineage_never_show_a_returned_secret(returns_run, sqlite_store):
     run_id, folder = returns_run
-    outputs = [_cli(sqlite_store, folder, "runs", "show", run_id, "--step", "give").stdout,
-               _cli(sqlite_store, folder, "runs", "show", run_id, "--step", "echo").stdout,
-               _cli(sqlite_store, folder, "runs", "show", run_id, "--json").stdout,
-               _cli(sqlite_store, folder, "lineage", run_id).stdout]
+    outputs = [
+        _cli(sqlite_store, folder, "runs", "show", run_id, "--step", "give").stdout,
+        _cli(sqlite_store, folder, "runs", "show", run_id, "--step", "echo").stdout,
+        _cli(sqlite_store, folder, "runs", "show", run_id, "--json").stdout,
+        _cli(sqlite_store, folder, "lineage", run_id).stdout,
+    ]
     for output in outputs:
         assert API_KEY not in output and TOKEN not in output and SHELL_TOKEN not in output
     assert "Bearer ***" in outputs[0] and "token=***" in outputs[1]
@@ -347,7 +358,7 @@ def test_one_function_masks_text_and_data_and_reads_the_configured_secrets(monke
     assert fs.mask_stored(None) is None
 
 
-CALLBACK_MODULE = '''
+CALLBACK_MODULE = """
 import os
 
 from flowkit import Flow
@@ -362,11 +373,12 @@ def page(ctx):
 
 
 flow = Flow("paged", on_failure=page).step("boom", boom)
-'''
+"""
 
 
 def test_a_failed_callback_is_stored_masked_in_a_process_that_never_read_the_secret(
-        sqlite_store, tmp_path, monkeypatch):
+    sqlite_store, tmp_path, monkeypatch
+):
     from flowkit.execution.attempt import run_attempt
     from flowkit.execution.callbacks import run_callback
 

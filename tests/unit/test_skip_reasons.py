@@ -15,12 +15,15 @@ from flowkit.testing import InlineHarness
 DAGS = Path(__file__).resolve().parents[1] / "dags"
 
 
-@pytest.mark.parametrize("decision, skipped, not_chosen, reason", [
-    (Decision.UPSTREAM_FAILED, 1, True, mt.UPSTREAM_FAILED),
-    (Decision.SKIP, 1, True, mt.NOT_CHOSEN),
-    (Decision.SKIP, 1, False, mt.UPSTREAM_SKIPPED),
-    (Decision.SKIP, 0, False, mt.RULE_NOT_MET),
-])
+@pytest.mark.parametrize(
+    "decision, skipped, not_chosen, reason",
+    [
+        (Decision.UPSTREAM_FAILED, 1, True, mt.UPSTREAM_FAILED),
+        (Decision.SKIP, 1, True, mt.NOT_CHOSEN),
+        (Decision.SKIP, 1, False, mt.UPSTREAM_SKIPPED),
+        (Decision.SKIP, 0, False, mt.RULE_NOT_MET),
+    ],
+)
 def test_reason_for_skip(decision, skipped, not_chosen, reason):
     assert mt.reason_for_skip(decision, skipped=skipped, not_chosen=not_chosen) == reason
 
@@ -32,9 +35,13 @@ def test_a_step_that_runs_or_waits_has_no_skip_reason(decision):
 
 
 def _ended_without_running(store, run_id):  # type: ignore[no-untyped-def]
-    return {e["step"]: e["reason"] for e in store.events(run_id)
-            if e["action"] == "step_state" and e["old_state"] == "pending"
-            and e["new_state"] in ("skipped", "upstream_failed")}
+    return {
+        e["step"]: e["reason"]
+        for e in store.events(run_id)
+        if e["action"] == "step_state"
+        and e["old_state"] == "pending"
+        and e["new_state"] in ("skipped", "upstream_failed")
+    }
 
 
 def test_each_decided_step_says_why_it_did_not_run(sqlite_store):

@@ -20,7 +20,7 @@ from flowkit.testing import InlineHarness
 
 NAN, INF = float("nan"), float("inf")
 
-FLOW_MODULE = '''
+FLOW_MODULE = """
 from flowkit import Flow, Param
 
 
@@ -37,7 +37,7 @@ flow = (
     .step("loss", loss)
     .step("fine", fine)
 )
-'''
+"""
 
 
 @pytest.fixture
@@ -95,21 +95,28 @@ def test_sanitize_turns_nan_and_infinity_into_null():
 # -- params ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def spec():  # type: ignore[no-untyped-def]
-    return (Flow("metrics", params={"rate": Param(float, default=0.5), "cfg": Param(dict, default={}),
-                                    "ids": Param(list, default=[])})
-            .step("loss", lambda: None).spec())
+    return (
+        Flow(
+            "metrics",
+            params={"rate": Param(float, default=0.5), "cfg": Param(dict, default={}), "ids": Param(list, default=[])},
+        )
+        .step("loss", lambda: None)
+        .spec()
+    )
 
 
 @pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-Infinity", "1e400"])
 def test_a_float_param_refuses_nan_and_infinity(spec, raw):
     with pytest.raises(InvalidParamError) as info:
         resolve_params(spec, {"rate": raw})
-    assert str(info.value) == (f'flow "metrics" param "rate": {raw!r} is not a finite number; pass a float, '
-                               "e.g. -p rate=0.5")
+    assert str(info.value) == (
+        f'flow "metrics" param "rate": {raw!r} is not a finite number; pass a float, e.g. -p rate=0.5'
+    )
 
 
-@pytest.mark.parametrize(("name", "raw", "where"),
-                         [("cfg", '{"a": {"b": NaN}}', "$.a.b"), ("ids", "[1, Infinity]", "$[1]")])
+@pytest.mark.parametrize(
+    ("name", "raw", "where"), [("cfg", '{"a": {"b": NaN}}', "$.a.b"), ("ids", "[1, Infinity]", "$[1]")]
+)
 def test_a_json_param_refuses_nan_and_says_where(spec, name, raw, where):
     with pytest.raises(InvalidParamError, match=rf"param \"{name}\": .* holds NaN or Infinity at {re.escape(where)}"):
         resolve_params(spec, {name: raw})
@@ -135,9 +142,11 @@ def test_trigger_refuses_nan_in_one_line(tmp_path, dags):
     runner = CliRunner()
     base = ["--database-url", f"sqlite:///{tmp_path / 'f.db'}", "--broker-url", "memory://", "--dags-folder", str(dags)]
     for args, expected in [
-        (["-p", "rate=nan"], "error: flow \"metrics\" param \"rate\": 'nan' is not a finite number; pass a float"),
-        (["-p", 'cfg={"limit": NaN}'], "error: flow \"metrics\" param \"cfg\": '{\"limit\": NaN}' holds NaN or "
-                                       "Infinity at $.limit; pass a dict"),
+        (["-p", "rate=nan"], 'error: flow "metrics" param "rate": \'nan\' is not a finite number; pass a float'),
+        (
+            ["-p", 'cfg={"limit": NaN}'],
+            'error: flow "metrics" param "cfg": \'{"limit": NaN}\' holds NaN or Infinity at $.limit; pass a dict',
+        ),
     ]:
         result = runner.invoke(main, [*base, "trigger", "metrics", *args])
         assert result.exit_code == 1
@@ -150,8 +159,9 @@ def test_trigger_refuses_nan_in_one_line(tmp_path, dags):
 def test_encode_result_names_the_path_and_the_fix():
     with pytest.raises(ValueError) as info:
         encode_result({"epochs": [{"loss": NAN}]}, run_id="r1", step="train", cap=1000)
-    assert str(info.value) == ("run r1 step train: result contains NaN/Infinity at $.epochs[0].loss; "
-                               "return None or a string instead")
+    assert str(info.value) == (
+        "run r1 step train: result contains NaN/Infinity at $.epochs[0].loss; return None or a string instead"
+    )
     assert encode_result({"loss": 0.25}, run_id="r1", step="train", cap=1000) == '{"loss": 0.25}'
 
 
@@ -160,8 +170,10 @@ def test_a_step_returning_nan_fails_with_the_path(sqlite_store, dags):
     run_id = h.trigger("metrics")
     assert h.run_until_done(run_id) == "failed"
     (attempt,) = [a for a in sqlite_store.attempts(run_id) if a["step"] == "loss"]
-    assert attempt["error"] == (f"ValueError: run {run_id} step loss: result contains NaN/Infinity at "
-                                "$.epochs[1].loss; return None or a string instead")
+    assert attempt["error"] == (
+        f"ValueError: run {run_id} step loss: result contains NaN/Infinity at "
+        "$.epochs[1].loss; return None or a string instead"
+    )
     assert sqlite_store.results(run_id) == {"fine": {"ok": 1.5}}
 
 
@@ -172,8 +184,11 @@ def test_runs_show_json_is_valid_even_with_nan_stored_before_the_check(tmp_path,
     created = sqlite_store.get_run(run_id)["created_at"]
     with sqlite_store.engine.begin() as conn:
         conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(params='{"cfg": {}, "rate": NaN}'))
-        conn.execute(insert(t.results).values(run_id=run_id, step="loss", value='{"loss": NaN, "best": -Infinity}',
-                                               size=31, created_at=created))
+        conn.execute(
+            insert(t.results).values(
+                run_id=run_id, step="loss", value='{"loss": NaN, "best": -Infinity}', size=31, created_at=created
+            )
+        )
     runner = CliRunner()
     base = ["--database-url", sqlite_store.url, "--broker-url", "memory://", "--dags-folder", str(dags)]
     # When it is shown as JSON

@@ -23,8 +23,10 @@ def test_each_sweep_is_counted_in_the_heartbeat_with_when_it_began(sqlite_store)
 
 
 def _flows_and_files(store: SqlStore) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    return ([(f["name"], f["version"]) for f in store.list_flows()],
-            [(r["path"], r["hash"]) for r in store.dag_file_rows()])
+    return (
+        [(f["name"], f["version"]) for f in store.list_flows()],
+        [(r["path"], r["hash"]) for r in store.dag_file_rows()],
+    )
 
 
 def test_a_store_from_the_templates_holds_what_a_fresh_sync_does(tmp_path, monkeypatch):

@@ -40,32 +40,56 @@ def test_the_extraction_finds_each_form_of_move():
     moves = set()
     for sql in pg_fast.statements().values():
         moves |= set(pg_fast.transition_literals(sql))
-    assert {("step_runs", "queued", "running"), ("step_runs", "running", "success"),
-            ("step_runs", "pending", "queued"),  # the CASE form of the downstream bump
-            ("attempts", "queued", "running"), ("attempts", "running", "success"),
-            ("events:step_state", "pending", "queued")} <= moves
+    assert {
+        ("step_runs", "queued", "running"),
+        ("step_runs", "running", "success"),
+        ("step_runs", "pending", "queued"),  # the CASE form of the downstream bump
+        ("attempts", "queued", "running"),
+        ("attempts", "running", "success"),
+        ("events:step_state", "pending", "queued"),
+    } <= moves
 
 
-@pytest.mark.parametrize("sql, problem", [
-    ("WITH s AS (UPDATE step_runs SET state = 'success', updated_at = :now\n"
-     "  WHERE run_id = :run AND (state = 'pending') IS TRUE\n  RETURNING step)", "step_runs: pending -> success"),
-    ("WITH s AS (UPDATE step_runs SET state = 'success'\n  WHERE run_id = :run\n  RETURNING step)",
-     "step_runs: * -> success"),
-    ("WITH s AS (UPDATE step_runs SET ok_up = ok_up + 1,\n"
-     "  state = CASE WHEN state = 'scheduled' AND ok_up + 1 = n_up THEN 'running' ELSE state END\n"
-     "  WHERE run_id = :run\n  RETURNING step)", "step_runs: scheduled -> running"),
-    ("INSERT INTO events (run_id, action, old_state, new_state) SELECT :run, 'step_state', 'success', "
-     "'queued'", "events:step_state: success -> queued"),
-    ("WITH a AS (UPDATE attempts SET state = 'queued'\n  WHERE (state = 'success') IS TRUE\n  RETURNING 1)",
-     "attempts: success -> queued"),
-])
+@pytest.mark.parametrize(
+    "sql, problem",
+    [
+        (
+            "WITH s AS (UPDATE step_runs SET state = 'success', updated_at = :now\n"
+            "  WHERE run_id = :run AND (state = 'pending') IS TRUE\n  RETURNING step)",
+            "step_runs: pending -> success",
+        ),
+        (
+            "WITH s AS (UPDATE step_runs SET state = 'success'\n  WHERE run_id = :run\n  RETURNING step)",
+            "step_runs: * -> success",
+        ),
+        (
+            "WITH s AS (UPDATE step_runs SET ok_up = ok_up + 1,\n"
+            "  state = CASE WHEN state = 'scheduled' AND ok_up + 1 = n_up THEN 'running' ELSE state END\n"
+            "  WHERE run_id = :run\n  RETURNING step)",
+            "step_runs: scheduled -> running",
+        ),
+        (
+            "INSERT INTO events (run_id, action, old_state, new_state) SELECT :run, 'step_state', 'success', 'queued'",
+            "events:step_state: success -> queued",
+        ),
+        (
+            "WITH a AS (UPDATE attempts SET state = 'queued'\n  WHERE (state = 'success') IS TRUE\n  RETURNING 1)",
+            "attempts: success -> queued",
+        ),
+    ],
+)
 def test_a_move_the_state_machine_forbids_is_caught(sql, problem):
     assert problem in pg_fast.move_problems(pg_fast.transition_literals(sql))
 
 
 def test_the_import_time_check_refuses_a_forbidden_move(monkeypatch):
-    monkeypatch.setattr(pg_fast, "statements", lambda: {
-        "bad": "WITH s AS (UPDATE step_runs SET state = 'queued'\n  WHERE (state = 'success') IS TRUE\n"
-               "  RETURNING step)"})
+    monkeypatch.setattr(
+        pg_fast,
+        "statements",
+        lambda: {
+            "bad": "WITH s AS (UPDATE step_runs SET state = 'queued'\n  WHERE (state = 'success') IS TRUE\n"
+            "  RETURNING step)"
+        },
+    )
     with pytest.raises(RuntimeError, match="success -> queued"):
         pg_fast._check_moves()

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from flowkit.cli import main
 
-FAST = '''
+FAST = """
 from flowkit import Flow
 
 
@@ -22,9 +22,9 @@ def a(ctx):
 
 
 flow = Flow("{NAME}").step("a", a)
-'''
+"""
 
-SLOW = '''
+SLOW = """
 import time
 
 time.sleep(5)  # a module that is slow to import (a heavy import, I/O at module level)
@@ -37,7 +37,7 @@ def a(ctx):
 
 
 flow = Flow("slow").step("a", a)
-'''
+"""
 
 
 @pytest.fixture
@@ -46,8 +46,7 @@ def setup(tmp_path: Path):  # type: ignore[no-untyped-def]
     dags.mkdir()
     (dags / "fast.py").write_text(FAST.replace("{NAME}", "fast").replace("{VALUE}", "1"))
     runner = CliRunner()
-    base = ["--database-url", f"sqlite:///{tmp_path / 's.db'}", "--broker-url", "memory://",
-            "--dags-folder", str(dags)]
+    base = ["--database-url", f"sqlite:///{tmp_path / 's.db'}", "--broker-url", "memory://", "--dags-folder", str(dags)]
 
     def cli(*args: str):  # type: ignore[no-untyped-def]
         started = time.monotonic()
@@ -112,8 +111,7 @@ def test_a_name_clash_introduced_by_the_changed_file_is_reported(setup):
     dags, cli = setup
     (dags / "b.py").write_text(FAST.replace("{NAME}", "b").replace("{VALUE}", "5"))
     assert cli("trigger", "b").exit_code == 0
-    both = FAST.replace("{NAME}", "b").replace("{VALUE}", "5") + (
-        '\nsecond = Flow("fast").step("a", a)\n')
+    both = FAST.replace("{NAME}", "b").replace("{VALUE}", "5") + ('\nsecond = Flow("fast").step("a", a)\n')
     (dags / "b.py").write_text(both)  # now also defines "fast", which fast.py defines
     result = cli("trigger", "b")
     assert result.exit_code == 0, result.output

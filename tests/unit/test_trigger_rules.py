@@ -36,8 +36,11 @@ def test_a_skipped_step_is_audited_with_the_same_reason_whichever_path_decided(b
     h = inline_harness(backend_store, DAGS)
     run_id = h.trigger("rules")
     assert h.run_until_done(run_id) == "failed"
-    reasons = {e["step"]: e["reason"] for e in backend_store.events(run_id)
-               if e["action"] == "step_state" and (e["old_state"], e["new_state"]) == ("pending", "skipped")}
+    reasons = {
+        e["step"]: e["reason"]
+        for e in backend_store.events(run_id)
+        if e["action"] == "step_state" and (e["old_state"], e["new_state"]) == ("pending", "skipped")
+    }
     assert {"all_failed__ok", "one_failed__ok", "all_success__skip"} <= set(reasons)
     # the same words whichever path decided (the generic machine, or PostgreSQL's fast finish)
     assert (reasons["all_failed__ok"], reasons["one_failed__ok"]) == (RULE_NOT_MET, RULE_NOT_MET), reasons
@@ -52,6 +55,7 @@ def test_the_readme_says_how_none_failed_differs_from_airflows_rule_of_that_name
     assert decide_counts("none_failed", 2, 1, 0, 1) == Decision.RUN
     assert decide_counts("none_failed", 2, 1, 1, 0) == Decision.UPSTREAM_FAILED
     readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
-    assert ("Unlike Airflow's rule of the same name, flowkit's `none_failed` is "
-            "`none_failed_min_one_success`") in readme
+    assert (
+        "Unlike Airflow's rule of the same name, flowkit's `none_failed` is `none_failed_min_one_success`"
+    ) in readme
     assert "it is skipped when every upstream was skipped" in readme

@@ -8,8 +8,15 @@ from flowkit import CallbackContext, Flow, Param, StepContext
 
 
 def record(ctx: CallbackContext) -> None:
-    entry = {"flow": ctx.flow, "run_id": ctx.run_id, "step": ctx.step, "kind": ctx.kind,
-             "state": ctx.state, "attempt": ctx.attempt, "error": ctx.error}
+    entry = {
+        "flow": ctx.flow,
+        "run_id": ctx.run_id,
+        "step": ctx.step,
+        "kind": ctx.kind,
+        "state": ctx.state,
+        "attempt": ctx.attempt,
+        "error": ctx.error,
+    }
     with open(ctx.params["out"], "a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry) + "\n")
 
@@ -48,16 +55,11 @@ cb_fail = (
 )
 
 cb_raise = (
-    Flow("cb_raise", params=PARAMS, on_success=explode)
-    .step("a", ok, on_success=explode)
-    .step("b", ok, after="a")
+    Flow("cb_raise", params=PARAMS, on_success=explode).step("a", ok, on_success=explode).step("b", ok, after="a")
 )
 
 # No pool of that name exists: the scheduler fails the step when it tries to grant it.
-cb_pool = (
-    Flow("cb_pool", params=PARAMS, on_failure=record)
-    .step("a", ok, pool="cb_missing_pool", on_failure=record)
-)
+cb_pool = Flow("cb_pool", params=PARAMS, on_failure=record).step("a", ok, pool="cb_missing_pool", on_failure=record)
 
 
 def three(ctx: StepContext) -> list[int]:
@@ -79,8 +81,16 @@ def refund(ctx: StepContext) -> None:
 cb_map = (
     Flow("cb_map", params=PARAMS)
     .step("numbers", three)
-    .map("doubled", double, over="numbers", retries=1, retry_backoff=0.2,
-         on_success=record, on_failure=record, on_retry=record)
+    .map(
+        "doubled",
+        double,
+        over="numbers",
+        retries=1,
+        retry_backoff=0.2,
+        on_success=record,
+        on_failure=record,
+        on_retry=record,
+    )
 )
 
 cb_saga = (

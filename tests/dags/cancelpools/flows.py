@@ -27,12 +27,12 @@ def never_runs(ctx):
 # One shell step and one Python step running, two steps queued where no worker takes them.
 mixed = (
     Flow("mixed")
-    .shell("waits", 'echo $$ > "$CANCEL_TEST_DIR/shell.pid"; sleep 30 & '
-                    'echo $! > "$CANCEL_TEST_DIR/child.pid"; wait')
+    .shell("waits", 'echo $$ > "$CANCEL_TEST_DIR/shell.pid"; sleep 30 & echo $! > "$CANCEL_TEST_DIR/child.pid"; wait')
     .step("naps", naps)
     .step("parked_a", never_runs, queue=UNSERVED)
     .step("parked_b", never_runs, queue=UNSERVED)
 )
 # One shell step alone: what a worker on the solo pool, busy with it, does on a cancel.
 lone_shell = Flow("lone_shell").shell(
-    "waits", 'echo $$ > "$CANCEL_TEST_DIR/shell.pid"; sleep 30 & echo $! > "$CANCEL_TEST_DIR/child.pid"; wait')
+    "waits", 'echo $$ > "$CANCEL_TEST_DIR/shell.pid"; sleep 30 & echo $! > "$CANCEL_TEST_DIR/child.pid"; wait'
+)

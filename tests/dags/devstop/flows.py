@@ -26,6 +26,7 @@ def quick(ctx):
 long_python = Flow("long_python").step("sleeps", sleeps_a_minute).step("after", quick, after="sleeps")
 # The shell leads its process group; its `sleep` child's pid is written down for the test.
 long_shell = Flow("long_shell").shell(
-    "waits", 'echo $$ > "$DEV_TEST_DIR/shell.pid"; sleep 60 & echo $! > "$DEV_TEST_DIR/child.pid"; wait')
+    "waits", 'echo $$ > "$DEV_TEST_DIR/shell.pid"; sleep 60 & echo $! > "$DEV_TEST_DIR/child.pid"; wait'
+)
 stubborn_timeout = Flow("stubborn_timeout").step("stubborn", ignores_its_timeout, timeout=2)
 quick_flow = Flow("quick").step("only", quick)

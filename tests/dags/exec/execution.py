@@ -69,18 +69,19 @@ shell_ok = (
 shell_exit = Flow("shell_exit").shell("bad", "echo about to fail; exit 3", retries=1, retry_backoff=0.01)
 shell_codes = Flow("shell_codes").shell("warns", "echo partial; exit 3", success_codes=(0, 3))
 shell_fail_on = Flow("shell_fail_on").shell(
-    "grep", "echo starting; echo 'ERROR: disk full'; echo done; exit 0", fail_on=[r"^FATAL", r"^ERROR\b"])
+    "grep", "echo starting; echo 'ERROR: disk full'; echo done; exit 0", fail_on=[r"^FATAL", r"^ERROR\b"]
+)
 shell_output = Flow("shell_output").shell(
-    "chatty", "i=0; while [ $i -lt 3000 ]; do echo line-$i-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; "
-              "i=$((i+1)); done")
+    "chatty", "i=0; while [ $i -lt 3000 ]; do echo line-$i-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; i=$((i+1)); done"
+)
 shell_timeout = Flow("shell_timeout").shell(
-    "sleeper", 'sleep 30 & echo $! > "$EXEC_TEST_DIR/child.pid"; echo started; wait', timeout=1)
-shell_long = Flow("shell_long").shell(
-    "waits", 'sleep 30 & echo $! > "$EXEC_TEST_DIR/child.pid"; wait')
-shell_leftover = Flow("shell_leftover").shell(
-    "forks", 'sleep 30 & echo $! > "$EXEC_TEST_DIR/child.pid"; echo forked')
+    "sleeper", 'sleep 30 & echo $! > "$EXEC_TEST_DIR/child.pid"; echo started; wait', timeout=1
+)
+shell_long = Flow("shell_long").shell("waits", 'sleep 30 & echo $! > "$EXEC_TEST_DIR/child.pid"; wait')
+shell_leftover = Flow("shell_leftover").shell("forks", 'sleep 30 & echo $! > "$EXEC_TEST_DIR/child.pid"; echo forked')
 shell_success_when = Flow("shell_success_when").shell(
-    "count", "echo 0 rows", success_when=lambda r: r["last_lines"][-1] != "0 rows")
+    "count", "echo 0 rows", success_when=lambda r: r["last_lines"][-1] != "0 rows"
+)
 
 success_when_flow = (
     Flow("success_when", params={"rows": 0})

@@ -35,8 +35,12 @@ def fan_out(flow, pool=0, exclusive=0, shared=0, plain=0):
     """start -> the steps asked for, side by side -> end."""
     flow.step("start", work)
     names = []
-    for prefix, count, options in (("p", pool, {"pool": "db"}), ("x", exclusive, {"lock": "warehouse"}),
-                                   ("s", shared, {"lock": ("warehouse", "shared")}), ("n", plain, {})):
+    for prefix, count, options in (
+        ("p", pool, {"pool": "db"}),
+        ("x", exclusive, {"lock": "warehouse"}),
+        ("s", shared, {"lock": ("warehouse", "shared")}),
+        ("n", plain, {}),
+    ):
         for i in range(1, count + 1):
             names.append(f"{prefix}{i}")
             flow.step(names[-1], work, after="start", **options)

@@ -36,7 +36,11 @@ wide.step("join", noop, after=[f"m{i:02d}" for i in range(40)])
 
 big_slots = Flow("big_slots").step("greedy", noop, pool="db", slots=3).step("small", noop, pool="db")
 
-branchy = (Flow("branchy").branch("pick", pick_a)
-           .step("a", noop, after="pick").step("b", noop, after="pick")
-           .step("after_b", noop, after="b")
-           .step("join", noop, after=["a", "after_b"], trigger="none_failed"))
+branchy = (
+    Flow("branchy")
+    .branch("pick", pick_a)
+    .step("a", noop, after="pick")
+    .step("b", noop, after="pick")
+    .step("after_b", noop, after="b")
+    .step("join", noop, after=["a", "after_b"], trigger="none_failed")
+)

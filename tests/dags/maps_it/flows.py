@@ -41,22 +41,35 @@ def flaky(ctx):
     return {"index": ctx.index, "attempt": ctx.attempt}
 
 
-squares = (Flow("it_squares", params={"n": Param(int, default=2000)})
-           .step("numbers", numbers)
-           .map("square", square, over="numbers")
-           .step("total", total, after="square"))
+squares = (
+    Flow("it_squares", params={"n": Param(int, default=2000)})
+    .step("numbers", numbers)
+    .map("square", square, over="numbers")
+    .step("total", total, after="square")
+)
 
-retried = (Flow("it_retried").step("numbers", lambda: [0, 1, 2])
-           .map("flaky", flaky, over="numbers", retries=2, retry_backoff=0.1))
+retried = (
+    Flow("it_retried")
+    .step("numbers", lambda: [0, 1, 2])
+    .map("flaky", flaky, over="numbers", retries=2, retry_backoff=0.1)
+)
 
-slow = (Flow("it_slow", params={"n": Param(int, default=12), "sleep": Param(float, default=0.2),
-                                "log": Param(str, default="")})
-        .step("numbers", numbers)
-        .map("square", slow_square, over="numbers")
-        .step("total", total, after="square"))
+slow = (
+    Flow(
+        "it_slow",
+        params={"n": Param(int, default=12), "sleep": Param(float, default=0.2), "log": Param(str, default="")},
+    )
+    .step("numbers", numbers)
+    .map("square", slow_square, over="numbers")
+    .step("total", total, after="square")
+)
 
-capped = (Flow("it_capped", params={"n": Param(int, default=12), "sleep": Param(float, default=0.2),
-                                    "log": Param(str, default="")})
-          .step("numbers", numbers)
-          .map("square", slow_square, over="numbers", max_parallel=3)
-          .step("total", total, after="square"))
+capped = (
+    Flow(
+        "it_capped",
+        params={"n": Param(int, default=12), "sleep": Param(float, default=0.2), "log": Param(str, default="")},
+    )
+    .step("numbers", numbers)
+    .map("square", slow_square, over="numbers", max_parallel=3)
+    .step("total", total, after="square")
+)

@@ -7,9 +7,4 @@ def noop(ctx):
     return None
 
 
-flow = (
-    Flow("cyclic")
-    .step("a", noop, after="c")
-    .step("b", noop, after="a")
-    .step("c", noop, after="b")
-)
+flow = Flow("cyclic").step("a", noop, after="c").step("b", noop, after="a").step("c", noop, after="b")

@@ -54,19 +54,23 @@ def self_cancel(ctx):
 
 
 # extract -> gate -> load -> report; report runs whatever happened (all_done)
-gated = (Flow("gated", params={"flag": "", "day": "2026-11-23"})
-         .step("extract", noop)
-         .step("gate", gate, after="extract")
-         .step("load", noop, after="gate")
-         .step("publish", noop, after="load")
-         .step("report", noop, after="publish", trigger="all_done"))
+gated = (
+    Flow("gated", params={"flag": "", "day": "2026-11-23"})
+    .step("extract", noop)
+    .step("gate", gate, after="extract")
+    .step("load", noop, after="gate")
+    .step("publish", noop, after="load")
+    .step("report", noop, after="publish", trigger="all_done")
+)
 
 # a failing step, its dependant, and a step beside them
-broken = (Flow("broken")
-          .step("first", noop)
-          .step("bad", fail, after="first")
-          .step("after_bad", noop, after="bad")
-          .step("beside", noop, after="first"))
+broken = (
+    Flow("broken")
+    .step("first", noop)
+    .step("bad", fail, after="first")
+    .step("after_bad", noop, after="bad")
+    .step("beside", noop, after="first")
+)
 
 # a long step holding the single slot of pool "one"
 held = Flow("held", params={"seconds": 0.0, "log": ""}).step("hold", hold, pool="one")
@@ -77,14 +81,15 @@ single = Flow("single", max_active_runs=1, params={"seconds": 0.0, "log": ""}).s
 # a retrying step (3 attempts) for retry budgets
 flaky = Flow("flaky", params={"flag": ""}).step("gate", gate, retries=2, retry_backoff="1s")
 
-inside = (Flow("inside", params={"store": "", "interrupt": False})
-          .step("first", noop)
-          .step("cancel_me", self_cancel, after="first")
-          .step("never", noop, after="cancel_me"))
+inside = (
+    Flow("inside", params={"store": "", "interrupt": False})
+    .step("first", noop)
+    .step("cancel_me", self_cancel, after="first")
+    .step("never", noop, after="cancel_me")
+)
 
 # a join that its first upstream's success already starts (one_success), then the second ends
-early_join = (Flow("early_join").step("a", noop).step("b", noop)
-              .step("x", noop, after=["a", "b"], trigger="one_success"))
+early_join = Flow("early_join").step("a", noop).step("b", noop).step("x", noop, after=["a", "b"], trigger="one_success")
 
 
 def upstream_seen(ctx):
@@ -97,8 +102,10 @@ def reads_bad(ctx):
 
 
 # bad fails; uses reads its result; after_all (all_done) sees every upstream that did not skip
-handoff = (Flow("handoff")
-           .step("first", noop)
-           .step("bad", fail, after="first")
-           .step("uses", reads_bad, after="bad")
-           .step("after_all", upstream_seen, after=["bad", "first"], trigger="all_done"))
+handoff = (
+    Flow("handoff")
+    .step("first", noop)
+    .step("bad", fail, after="first")
+    .step("uses", reads_bad, after="bad")
+    .step("after_all", upstream_seen, after=["bad", "first"], trigger="all_done")
+)

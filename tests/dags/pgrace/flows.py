@@ -26,10 +26,12 @@ def body(ctx):
     return {"step": ctx.step}
 
 
-chain3 = (Flow("chain3", params={"log": "", "seconds": 0.0})
-          .step("a", body)
-          .step("b", body, after="a")
-          .step("c", body, after="b"))
+chain3 = (
+    Flow("chain3", params={"log": "", "seconds": 0.0})
+    .step("a", body)
+    .step("b", body, after="a")
+    .step("c", body, after="b")
+)
 
 fanout = Flow("fanout", params={"log": "", "seconds": 0.05})
 fanout.step("root", body)

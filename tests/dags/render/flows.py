@@ -25,8 +25,11 @@ def square(ctx):
     return ctx.item * ctx.item
 
 
-_PARAMS = {"n": Param(int, default=4), "bad": Param(int, default=-1),
-           "token": Param(str, default="hunter2-secret", secret=True)}
+_PARAMS = {
+    "n": Param(int, default=4),
+    "bad": Param(int, default=-1),
+    "token": Param(str, default="hunter2-secret", secret=True),
+}
 
 # prepare -> numbers -> square[i] -> sign_off (approval) -> publish (shell, fails: the run
 # compensates prepare and numbers, last first)
@@ -36,8 +39,12 @@ pipeline = (
     .step("numbers", numbers, after="prepare", compensate=undo_broken)
     .map("square", square, over="numbers", max_parallel=2)
     .approval("sign_off", after="square", timeout="1h")
-    .shell("publish", 'echo "publishing <all> & more"; echo "key=$KEY"; exit 3', after="sign_off",
-           env={"KEY": "hunter2-secret"})
+    .shell(
+        "publish",
+        'echo "publishing <all> & more"; echo "key=$KEY"; exit 3',
+        after="sign_off",
+        env={"KEY": "hunter2-secret"},
+    )
 )
 
 # a map of many elements, worked only in part by the test

@@ -69,18 +69,12 @@ approve_times_out = (
 )
 
 approve_times_out_yes = (
-    Flow("approve_times_out_yes")
-    .approval("sign_off", timeout=5, on_timeout="approve")
-    .then("publish", make)
+    Flow("approve_times_out_yes").approval("sign_off", timeout=5, on_timeout="approve").then("publish", make)
 )
 
 saga_nothing = Flow("saga_nothing").step("only", boom, compensate=undo)
 
-saga_pool = (
-    Flow("saga_pool")
-    .step("booked", make, pool="rooms", lock="calendar", compensate=undo)
-    .then("explode", boom)
-)
+saga_pool = Flow("saga_pool").step("booked", make, pool="rooms", lock="calendar", compensate=undo).then("explode", boom)
 
 approve_quick_timeout = (
     Flow("approve_quick_timeout")

@@ -16,8 +16,14 @@ import time
 from flowkit import Flow, Skip
 from flowkit.spec import TRIGGER_RULES
 
-MIXES = {"ok": ["ok"], "bad": ["bad"], "skip": ["skip"], "ok_bad": ["ok", "bad"],
-         "ok_skip": ["ok", "skip"], "bad_skip": ["bad", "skip"]}
+MIXES = {
+    "ok": ["ok"],
+    "bad": ["bad"],
+    "skip": ["skip"],
+    "ok_bad": ["ok", "bad"],
+    "ok_skip": ["ok", "skip"],
+    "bad_skip": ["bad", "skip"],
+}
 
 
 def succeed() -> str:
@@ -44,7 +50,9 @@ for rule in TRIGGER_RULES:
 
 eager = (
     Flow("eager")
-    .step("fast_ok", succeed).step("fast_bad", fail).step("slow", slow)
+    .step("fast_ok", succeed)
+    .step("fast_bad", fail)
+    .step("slow", slow)
     .step("first_success", succeed, after=["fast_ok", "slow"], trigger="one_success")
     .step("first_failure", succeed, after=["fast_bad", "slow"], trigger="one_failed")
 )

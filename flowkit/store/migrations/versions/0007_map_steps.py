@@ -10,19 +10,19 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0007'
-down_revision = '0006'
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-_INTEGERS = ('map_index', 'map_total', 'map_left', 'map_failed', 'map_next')
+_INTEGERS = ("map_index", "map_total", "map_left", "map_failed", "map_next")
 
 
 def upgrade() -> None:
     # All nullable: rows of runs stored before map steps existed stay as they are.
-    with op.batch_alter_table('step_runs') as b:
-        b.add_column(sa.Column('map_parent', sa.String(length=100), nullable=True))
-        b.add_column(sa.Column('map_item', sa.Text(), nullable=True))
+    with op.batch_alter_table("step_runs") as b:
+        b.add_column(sa.Column("map_parent", sa.String(length=100), nullable=True))
+        b.add_column(sa.Column("map_item", sa.Text(), nullable=True))
         for name in _INTEGERS:
             b.add_column(sa.Column(name, sa.Integer(), nullable=True))
 
@@ -30,8 +30,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     # recreate='never': ALTER TABLE ... DROP COLUMN (SQLite >= 3.35). Rebuilding the table
     # instead would drop it with foreign keys on, and cascade-delete its children's rows.
-    with op.batch_alter_table('step_runs', recreate='never') as b:
+    with op.batch_alter_table("step_runs", recreate="never") as b:
         for name in reversed(_INTEGERS):
             b.drop_column(name)
-        b.drop_column('map_item')
-        b.drop_column('map_parent')
+        b.drop_column("map_item")
+        b.drop_column("map_parent")
