@@ -105,6 +105,11 @@ EXPECTED: dict[str, list[str]] = {
         "uri --dataset STRING",
         "output -o/--output STRING",
     ],
+    "flowkit notifications": [],
+    "flowkit notifications list": [
+        "run_id --run STRING",
+        "limit --limit <IntRange x>=1> default=50",
+    ],
     "flowkit pools": [],
     "flowkit pools delete": [
         "name ARG STRING nargs=1 required=True",

@@ -195,3 +195,24 @@ def test_log_notifier_writes_one_line(caplog):
     with caplog.at_level(logging.WARNING, logger="flowkit.notify"):
         LogNotifier()({"kind": "run_failed", "flow": "orders", "run_id": "r1", "step": None, "reason": "boom"})
     assert caplog.messages == ["run_failed: orders run r1: boom"]
+
+
+# -- the CLI -------------------------------------------------------------------------------
+
+
+def test_cli_lists_notifications_with_their_attempts(sqlite_store):
+    from click.testing import CliRunner
+
+    from flowkit.cli import main
+
+    _one_notification(sqlite_store)
+    hook = WebhookNotifier("http://127.0.0.1:9/hook", post=FakePost([500]))
+    deliver_once(sqlite_store, lambda n: [hook], "s1", now=T0)
+    result = CliRunner().invoke(
+        main, ["--database-url", sqlite_store.url, "--broker-url", "memory://", "notifications", "list"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "#1 2026-12-05 12:00:00 sla_missed flow orders [retrying, 1 attempt(s)]",
+        "    attempt 1 12:00:00 webhook: failed: webhook http://127.0.0.1:9/hook answered HTTP 500",
+    ]
