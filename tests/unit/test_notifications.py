@@ -92,6 +92,19 @@ def test_only_the_meaningful_transitions_are_notifiable():
     assert notification_kind({"action": "attempt_finished"}) is None
 
 
+def test_the_pg_fast_path_makes_no_notifiable_move():
+    # The fast path writes its audit rows itself, not through Tx.flush: it must only make
+    # moves that raise no notification (claims and successes), or it would skip the outbox.
+    from flowkit.store import pg_fast
+
+    moves = [m for sql in pg_fast.statements().values() for m in pg_fast.transition_literals(sql)]
+    assert moves
+    for table, old, new in moves:
+        action = {"runs": "run_state", "step_runs": "step_state"}.get(table, table.removeprefix("events:"))
+        assert notification_kind({"action": action, "old_state": old, "new_state": new}) is None, (table, old, new)
+        assert new not in ("failed", "awaiting_approval"), (table, old, new)
+
+
 # -- delivery ------------------------------------------------------------------------------
 
 
