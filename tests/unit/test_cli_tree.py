@@ -187,6 +187,7 @@ EXPECTED: dict[str, list[str]] = {
         "flow ARG STRING nargs=1 required=True",
         "params -p/--param STRING multiple",
         "reason --reason STRING default=''",
+        "parent --parent STRING",
         "as_json --json BOOL flag",
     ],
     "flowkit worker": [
