@@ -165,15 +165,23 @@ class NotificationSender(threading.Thread):
     """Delivers the outbox in the background: the scheduler daemon starts one; its dispatch
     loop never waits on a notifier."""
 
-    def __init__(self, store: SqlStore, routing: Routing, holder: str, interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        routing: Routing,
+        holder: str,
+        interval: float = 2.0,
+        policy: DeliveryPolicy = DeliveryPolicy(),
+    ) -> None:
         super().__init__(name="flowkit-notify", daemon=True)
         self.store, self.routing, self.holder, self.interval = store, routing, holder, interval
+        self.policy = policy
         self.stopping = threading.Event()
 
     def run(self) -> None:
         while not self.stopping.is_set():
             try:
-                deliver_once(self.store, self.routing, self.holder)
+                deliver_once(self.store, self.routing, self.holder, policy=self.policy)
             except Exception:  # the store is away: try again next time
                 logging.getLogger("flowkit.notify").exception("notification delivery pass failed")
             self.stopping.wait(self.interval)
