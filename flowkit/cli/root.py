@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..config import Settings
-from . import actions, approvals, daemons, dags, dev, ops, render, runs
+from . import actions, approvals, daemons, dags, dev, notifications, ops, render, runs
 from .common import friendly_errors
 
 
@@ -73,6 +73,7 @@ for _command in (
     render.lineage_cmd,
     render.timeline_cmd,
     render.report_cmd,
+    notifications.notifications,
 ):
     main.add_command(_command)
 for _command in (actions.runs_cancel, actions.runs_retry, actions.runs_mark):

@@ -33,9 +33,12 @@ if TYPE_CHECKING:
 @click.argument("flow")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="A run parameter; repeat for more.")
 @click.option("--reason", default="", help="Why you triggered it (kept in the audit trail).")
+@click.option("--parent", "parent", default=None, metavar="RUN", help="Record RUN as the new run's parent (lineage).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def trigger(ctx: click.Context, flow: str, params: tuple[str, ...], reason: str, as_json: bool) -> None:
+def trigger(
+    ctx: click.Context, flow: str, params: tuple[str, ...], reason: str, parent: str | None, as_json: bool
+) -> None:
     """Start a run of FLOW and print its id.
 
     The run is queued in the database, then the scheduler is woken through the broker. If
@@ -48,7 +51,8 @@ def trigger(ctx: click.Context, flow: str, params: tuple[str, ...], reason: str,
     raw = parse_params(params)
     with friendly_errors():
         store = open_store(settings)
-        run_id = trigger_run(settings, store, flow, raw, reason=reason)
+        parent_run_id = store.resolve_run_id(parent) if parent is not None else None
+        run_id = trigger_run(settings, store, flow, raw, reason=reason, parent_run_id=parent_run_id)
     if as_json:
         echo_json({"run_id": run_id, "flow": flow})
     else:
@@ -64,6 +68,7 @@ def trigger_run(
     reason: str = "",
     notify: bool = True,
     trigger: str = "manual",
+    parent_run_id: str | None = None,
 ) -> str:
     """Create a run of ``flow`` (its file imported only if it changed) and wake the scheduler."""
     from ..loading.sync import spec_for_trigger
@@ -72,7 +77,9 @@ def trigger_run(
     # Imports only this flow's file, and only if it changed: never waits on other modules.
     spec = spec_for_trigger(store, settings.dags_folder, flow, timeout=settings.dag_import_timeout_seconds)
     resolved = resolve_params(spec, raw, max_depth=settings.max_json_depth, max_bytes=settings.max_params_bytes)
-    run_id = store.create_run(spec, resolved, actor=f"cli:{current_user()}", trigger=trigger, reason=reason)
+    run_id = store.create_run(
+        spec, resolved, actor=f"cli:{current_user()}", trigger=trigger, reason=reason, parent_run_id=parent_run_id
+    )
     if run_id is None:  # only a run with a logical date that exists already; none is given here
         raise CliError(f'flow "{flow}": the store did not create the run')
     if store.is_paused(flow):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, case, func, insert, or_, select, update
 
 from ..errors import NotFoundError
+from ..notify.outbox import outbox_rows
 from ..spec import FlowSpec
 from ..states import AttemptState, RunState, StepState, can_transition
 from . import tables as t
@@ -280,6 +281,10 @@ class Tx:
         touched the same rows committed (as its ids do)."""
         if not self._events:
             return
+        # The outbox row goes in the transaction of its audit event, on every backend and path.
+        notifications = outbox_rows(self._events, self.now)
+        if notifications:
+            self.conn.execute(insert(t.notification_outbox), notifications)
         if self.conn.dialect.name == "postgresql":
             rows = [{k: v for k, v in e.items() if k != "at"} for e in self._events]
             self.conn.execute(insert(t.events).values(at=func.clock_timestamp()), rows)

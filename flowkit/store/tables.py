@@ -309,3 +309,40 @@ dataset_events = Table(
     Index("ix_dataset_events_uri", "uri"),
     Index("ix_dataset_events_run", "run_id"),
 )
+
+#: Notifications to deliver (an outbox): one row per notifiable audit event, written by
+#: ``Tx.flush`` in the transaction of the event; a sender claims a row with a lease
+#: (compare-and-set on ``lease_until``), so two senders never deliver one row at once.
+notification_outbox = Table(
+    "notification_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(30), nullable=False),  # run_failed, retries_exhausted, ...
+    Column("run_id", String(36)),
+    Column("flow_name", String(100)),
+    Column("step", String(100)),
+    Column("reason", Text, nullable=False, default=""),
+    Column("created_at", TS, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", TS, nullable=False),
+    Column("lease_holder", String(200)),
+    Column("lease_until", TS),
+    Column("done_at", TS),
+    Column("outcome", String(20)),  # delivered | gave_up (NULL: pending)
+    Index("ix_notification_outbox_pending", "done_at", "next_attempt_at"),
+)
+
+#: Every delivery attempt of a notification and its outcome.
+notification_attempts = Table(
+    "notification_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("notification_id", Integer, nullable=False),
+    Column("notifier", String(200), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("at", TS, nullable=False),
+    Column("ok", Integer, nullable=False),  # 1 delivered, 0 failed
+    Column("detail", Text, nullable=False, default=""),
+    ForeignKeyConstraint(["notification_id"], ["notification_outbox.id"], ondelete="CASCADE"),
+    Index("ix_notification_attempts_notification", "notification_id"),
+)

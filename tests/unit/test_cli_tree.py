@@ -105,6 +105,11 @@ EXPECTED: dict[str, list[str]] = {
         "uri --dataset STRING",
         "output -o/--output STRING",
     ],
+    "flowkit notifications": [],
+    "flowkit notifications list": [
+        "run_id --run STRING",
+        "limit --limit <IntRange x>=1> default=50",
+    ],
     "flowkit pools": [],
     "flowkit pools delete": [
         "name ARG STRING nargs=1 required=True",
@@ -182,6 +187,7 @@ EXPECTED: dict[str, list[str]] = {
         "flow ARG STRING nargs=1 required=True",
         "params -p/--param STRING multiple",
         "reason --reason STRING default=''",
+        "parent --parent STRING",
         "as_json --json BOOL flag",
     ],
     "flowkit worker": [
