@@ -39,6 +39,7 @@ from .dsl_checks import (
 )
 from .errors import CycleError, DefinitionError, DuplicateStepError, InvalidParamError, UnknownStepError
 from .graph import find_cycle
+from .notify.config import check_notify
 from .spec import (
     CALLBACK_KINDS,
     MAX_SLOTS,
@@ -227,7 +228,8 @@ class Flow:
     ``max_active_steps`` the steps of the flow queued or running at once, over all its runs
     (None: no cap). ``on_success``/``on_failure`` are called once when a run ends in that
     state, ``on_retry`` whenever a step of the flow schedules a retry (see
-    :mod:`flowkit.execution.callbacks`).
+    :mod:`flowkit.execution.callbacks`). ``notify`` lists :class:`flowkit.notify.Webhook` and
+    :class:`flowkit.notify.Log` notifiers (see :mod:`flowkit.notify`).
     """
 
     @checks_arguments(
@@ -256,6 +258,7 @@ class Flow:
         on_success: Callable[[Any], Any] | None = None,
         on_failure: Callable[[Any], Any] | None = None,
         on_retry: Callable[[Any], Any] | None = None,
+        notify: Any = None,
     ) -> None:
         self.path, self.lineno = caller_location()
         if not isinstance(name, str) or not NAME_RE.match(name):
@@ -270,6 +273,7 @@ class Flow:
         self.params = self._check_params(params)
         self.max_active_runs = check_limit(max_active_runs, "max_active_runs", who, where)
         self.max_active_steps = check_limit(max_active_steps, "max_active_steps", who, where)
+        self.notify = check_notify(notify, who, where)
         self._defaults: dict[str, Any] = {
             "retries": retries,
             "retry_backoff": retry_backoff,
@@ -786,6 +790,7 @@ class Flow:
             max_active_steps=self.max_active_steps,
             compensations=self._compensations(steps),
             callbacks=tuple(k for k in CALLBACK_KINDS if k in self._callbacks),
+            notify=self.notify,
         )
 
     def _compensations(self, steps: list[StepSpec]) -> tuple[StepSpec, ...]:

@@ -196,6 +196,8 @@ class FlowSpec:
     compensations: tuple[StepSpec, ...] = ()
     #: The flow-level callbacks it defines (names from ``CALLBACK_KINDS``).
     callbacks: tuple[str, ...] = ()
+    #: The flow's notifiers as data (see flowkit.notify.config).
+    notify: tuple[dict[str, Any], ...] = ()
 
     # -- lookups (cached: the scheduler asks for every step and upstream per evaluation) --
     @cached_property
@@ -300,6 +302,7 @@ class FlowSpec:
                 "params": params,
                 "tags": tuple(data.get("tags", ())),
                 "callbacks": tuple(data.get("callbacks", ())),
+                "notify": tuple(data.get("notify", ())),
             }
         )
 

@@ -146,8 +146,23 @@ def scheduler(ctx: click.Context, wait_seconds: float | None) -> None:
         settings.dags_folder,
     )
     refresh_dags_in_background(settings, store, stop)
-    sched.run_forever(stop)
+    sender = start_notification_sender(store, sched.actor)
+    try:
+        sched.run_forever(stop)
+    finally:
+        sender.stop()
     log.info("scheduler: stopped")
+
+
+def start_notification_sender(store: SqlStore, holder: str) -> Any:
+    """Deliver the notification outbox in a thread of its own (a slow webhook never holds up
+    the loop); every scheduler runs one, and the outbox's leases keep them from delivering
+    a notification twice at once."""
+    from ..notify.sender import NotificationSender, routing_from_specs
+
+    sender = NotificationSender(store, routing_from_specs(store), holder)
+    sender.start()
+    return sender
 
 
 @click.command()

@@ -40,6 +40,24 @@ class DeliveryPolicy:
         return min(delay, self.max_delay)
 
 
+def routing_from_specs(store: SqlStore) -> Routing:
+    """Each notification goes to the notifiers its flow's current spec declares for its kind
+    (``notify=``); a flow that is gone or declares none gets it recorded as delivered to none."""
+    from ..errors import NotFoundError
+    from ..notify.config import build_notifiers
+
+    def routing(note: dict[str, Any]) -> Sequence[Notifier]:
+        if not note.get("flow"):
+            return []
+        try:
+            spec = store.flow_spec(note["flow"])
+        except NotFoundError:  # the flow was removed: nobody to tell (a store error raises: retried)
+            return []
+        return build_notifiers(spec.notify, note["kind"])
+
+    return routing
+
+
 def claim_due(store: SqlStore, holder: str, now: datetime, policy: DeliveryPolicy) -> list[dict[str, Any]]:
     """Lease up to ``policy.batch`` due rows to ``holder``; only the rows whose claim won."""
     o = t.notification_outbox.c
