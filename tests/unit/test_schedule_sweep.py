@@ -96,3 +96,17 @@ def test_schedule_options_without_a_schedule_are_refused() -> None:
 
     with pytest.raises(DefinitionError, match="timezone= needs schedule="):
         Flow("f", timezone="Europe/Berlin")
+
+
+def test_a_step_sees_its_logical_date_and_data_interval(h, clock) -> None:  # type: ignore[no-untyped-def]
+    h.scheduler.schedule_cron(clock())
+    (run,) = [r for r in h.store.list_runs("hourly_latest") if r["trigger"] == "schedule"]
+    assert h.run_until_done(run["id"]) == "success"
+    assert h.store.results(run["id"])["only"] == [
+        "2026-03-30T12:00:00+00:00",
+        "2026-03-30T11:00:00+00:00",
+        "2026-03-30T12:00:00+00:00",
+    ]
+    manual = h.trigger("hourly_latest")
+    assert h.run_until_done(manual) == "success"
+    assert h.store.results(manual)["only"] == [None, None, None]

@@ -10,6 +10,12 @@ def noop(ctx):
     return {"step": ctx.step}
 
 
+def interval(ctx):
+    """What a step sees of its run's schedule (None in a manual run)."""
+    dates = (ctx.logical_date, ctx.data_interval_start, ctx.data_interval_end)
+    return [d.isoformat() if d else None for d in dates]
+
+
 berlin = Flow(
     "berlin_daily",
     schedule="30 2 * * *",
@@ -19,4 +25,4 @@ berlin = Flow(
     start_date=datetime(2026, 3, 26),
 ).step("only", noop)
 
-hourly = Flow("hourly_latest", schedule="0 * * * *").step("only", noop)
+hourly = Flow("hourly_latest", schedule="0 * * * *").step("only", interval)
