@@ -526,10 +526,15 @@ class Scheduler:
             if not flow["schedule"] or flow["paused"]:
                 continue
             spec = self.spec(flow["name"], flow["version"])
-            opts = ScheduleOptions.from_dict(flow["schedule"], spec.schedule_options)
             # Which intervals are due: catch-up, first interval, bounds (flowkit/schedules/planner.py).
             last = self.store.last_logical_date(flow["name"])
-            for interval in due_intervals(opts, now=now, last_logical=last):
+            try:
+                opts = ScheduleOptions.from_dict(flow["schedule"], spec.schedule_options)
+                due = due_intervals(opts, now=now, last_logical=last)
+            except (TypeError, ValueError, KeyError) as exc:  # one flow's bad options never stop the others
+                log.error("flow %s: cannot plan its schedule: %s", flow["name"], exc)
+                continue
+            for interval in due:
                 self._create_scheduled(spec, flow["schedule"], interval.end)
 
     def _create_scheduled(self, spec: FlowSpec, cron: str, due: datetime) -> None:

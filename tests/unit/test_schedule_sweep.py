@@ -110,3 +110,15 @@ def test_a_step_sees_its_logical_date_and_data_interval(h, clock) -> None:  # ty
     manual = h.trigger("hourly_latest")
     assert h.run_until_done(manual) == "success"
     assert h.store.results(manual)["only"] == [None, None, None]
+
+
+def test_one_flow_with_bad_stored_options_does_not_stop_the_others(h, clock) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    flow = next(f for f in h.store.list_flows() if f["name"] == "berlin_daily")
+    spec = h.scheduler.spec(flow["name"], flow["version"])
+    # As if a stored version held options this code cannot read (a zone removed from tzdata).
+    h.scheduler._specs[(flow["name"], flow["version"])] = replace(spec, schedule_options={"timezone": "Gone/Zone"})
+    h.scheduler.schedule_cron(clock())
+    assert logical_dates(h.store, "berlin_daily") == []
+    assert logical_dates(h.store, "hourly_latest") == [utc(2026, 3, 30, 12)]
