@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 
@@ -33,10 +36,32 @@ class StepContext:
     item: Any = None
     index: int | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("flowkit.step"))
+    #: Reads (logical date, interval start, interval end) when a step first asks, so steps
+    #: that never ask cost no query (flowkit/schedules/interval.py).
+    interval_source: Callable[[], tuple[datetime | None, datetime | None, datetime | None]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def result_of(self, step: str) -> Any:
         """The JSON result of upstream ``step`` (KeyError if it is not an upstream)."""
         return self.upstream[step]
+
+    @cached_property
+    def _interval(self) -> tuple[datetime | None, datetime | None, datetime | None]:
+        return self.interval_source() if self.interval_source else (None, None, None)
+
+    @property
+    def logical_date(self) -> datetime | None:
+        """A scheduled run's logical date (its interval's end, UTC); None in a manual run."""
+        return self._interval[0]
+
+    @property
+    def data_interval_start(self) -> datetime | None:
+        return self._interval[1]
+
+    @property
+    def data_interval_end(self) -> datetime | None:
+        return self._interval[2]
 
 
 @dataclass(frozen=True)

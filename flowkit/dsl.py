@@ -40,6 +40,7 @@ from .dsl_checks import (
 from .errors import CycleError, DefinitionError, DuplicateStepError, InvalidParamError, UnknownStepError
 from .graph import find_cycle
 from .notify.config import check_notify
+from .schedules.options import ScheduleKeywords
 from .spec import (
     CALLBACK_KINDS,
     MAX_SLOTS,
@@ -259,6 +260,7 @@ class Flow:
         on_failure: Callable[[Any], Any] | None = None,
         on_retry: Callable[[Any], Any] | None = None,
         notify: Any = None,
+        **schedule_options: Unpack[ScheduleKeywords],  # flowkit/schedules/options.py
     ) -> None:
         self.path, self.lineno = caller_location()
         if not isinstance(name, str) or not NAME_RE.match(name):
@@ -267,6 +269,7 @@ class Flow:
         where = self._where(None, self.path, self.lineno)
         who = f'flow "{name}"'
         self.schedule = self._check_schedule(schedule)
+        self.schedule_options = self._check_schedule_options(schedule_options)
         self.owner = optional_str(owner, "owner", who, where)
         self.description = optional_str(description, "description", who, where) or ""
         self.tags = as_strings(tags, "tags", "a tag", who, where)
@@ -575,6 +578,12 @@ class Flow:
             )
         return str(schedule)
 
+    def _check_schedule_options(self, options: ScheduleKeywords) -> dict[str, Any] | None:
+        from .schedules.options import checked_options
+
+        where = {"flow": self.name, "path": self.path, "lineno": self.lineno}
+        return checked_options(self.name, self.schedule, dict(options), where)
+
     def _check_params(self, params: Any) -> tuple[ParamSpec, ...]:
         where = self._where(None, self.path, self.lineno)
         if params is None:
@@ -779,6 +788,7 @@ class Flow:
             name=self.name,
             steps=tuple(steps),
             schedule=self.schedule,
+            schedule_options=self.schedule_options,
             owner=self.owner,
             tags=self.tags,
             params=self.params,

@@ -179,6 +179,8 @@ class FlowSpec:
     name: str
     steps: tuple[StepSpec, ...]
     schedule: str | None = None
+    #: Time zone, DST policy, catch-up, overlap and bounds (flowkit/schedules/options.py).
+    schedule_options: dict[str, Any] | None = None
     owner: str | None = None
     tags: tuple[str, ...] = ()
     params: tuple[ParamSpec, ...] = ()

@@ -20,6 +20,7 @@ from .. import refs, secrets
 from ..context import StepContext
 from ..dispatch.callbacks import publish as publish_callbacks
 from ..errors import Retry, Skip
+from ..schedules.interval import run_interval
 from ..spec import FlowSpec, split_instance
 from ..states import AttemptState
 from ..store.machine import Effects
@@ -148,6 +149,7 @@ def _run_body(rt: WorkerRuntime, claim: Claim, run_id: str, step: str, number: i
         log=logging.getLogger(f"flowkit.step.{claim.flow}.{defined}"),
         item=claim.item,
         index=index,
+        interval_source=lambda: run_interval(spec, rt.store.get_run(run_id)),
     )
     log.debug(
         "run %s step %s: attempt %s started (delivery %s)", run_id, step, number, claim.deliveries

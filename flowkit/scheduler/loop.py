@@ -38,7 +38,7 @@ from ..spec import FlowSpec, StepSpec
 from ..states import RunState
 from ..store.approvals import expire_approvals
 from ..store.machine import Effects
-from ..store.sql import SqlStore, as_utc, utcnow
+from ..store.sql import SqlStore, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -519,34 +519,42 @@ class Scheduler:
         self._send(items)
 
     def schedule_cron(self, now: datetime) -> None:
-        from croniter import croniter
-
-        from ..spec import resolve_params
+        from ..schedules.options import ScheduleOptions
+        from ..schedules.planner import due_intervals
 
         for flow in self.store.list_flows():
             if not flow["schedule"] or flow["paused"]:
                 continue
-            # Catch-up starts from the newest scheduled interval; a new flow starts now-ish.
-            base = self.store.last_logical_date(flow["name"]) or as_utc(flow["updated_at"])
-            due = croniter(flow["schedule"], base).get_next(datetime)
-            if due > now:
-                continue
             spec = self.spec(flow["name"], flow["version"])
+            # Which intervals are due: catch-up, first interval, bounds (flowkit/schedules/planner.py).
+            last = self.store.last_logical_date(flow["name"])
             try:
-                params = resolve_params(spec, {})
-            except Exception as exc:
-                log.error("flow %s: cannot schedule a run: %s", flow["name"], exc)
+                opts = ScheduleOptions.from_dict(flow["schedule"], spec.schedule_options)
+                due = due_intervals(opts, now=now, last_logical=last)
+            except (TypeError, ValueError, KeyError) as exc:  # one flow's bad options never stop the others
+                log.error("flow %s: cannot plan its schedule: %s", flow["name"], exc)
                 continue
-            run_id = self.store.create_run(
-                spec, params, actor=self.actor, trigger="schedule", logical_date=due, reason=f"cron {flow['schedule']}"
-            )
-            if run_id:
-                log.info("flow %s: scheduled run %s for %s", flow["name"], run_id, due.isoformat())
-                self._apply(
-                    self.store.start_runs(
-                        self.actor, specs=self._specs, global_cap=self.global_cap, gate=self._gate, run_ids=[run_id]
-                    )
+            for interval in due:
+                self._create_scheduled(spec, flow["schedule"], interval.end)
+
+    def _create_scheduled(self, spec: FlowSpec, cron: str, due: datetime) -> None:
+        from ..spec import resolve_params
+
+        try:
+            params = resolve_params(spec, {})
+        except Exception as exc:
+            log.error("flow %s: cannot schedule a run: %s", spec.name, exc)
+            return
+        run_id = self.store.create_run(
+            spec, params, actor=self.actor, trigger="schedule", logical_date=due, reason=f"cron {cron}"
+        )
+        if run_id:
+            log.info("flow %s: scheduled run %s for %s", spec.name, run_id, due.isoformat())
+            self._apply(
+                self.store.start_runs(
+                    self.actor, specs=self._specs, global_cap=self.global_cap, gate=self._gate, run_ids=[run_id]
                 )
+            )
 
     def spec(self, flow: str, version: str) -> FlowSpec:
         """A pinned flow version (cached)."""

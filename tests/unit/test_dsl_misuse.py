@@ -29,7 +29,7 @@ def noop(ctx):
 CASES = [
     # -- keyword typos, with the closest name
     ("flow-typo", DefinitionError, "x", None,
-     r"""flow "x": unknown option 'schedual'\. Did you mean "schedule"\? Options are: description, """,
+     r"""flow "x": unknown option 'schedual'\. Did you mean "schedule"\? Options are: catchup, description, """,
      lambda: Flow("x", schedual="*/5 * * * *")),  # L:flow-typo
     ("step-typo", DefinitionError, "x", "a",
      r"""flow "x" step "a": unknown option 'retrys'\. Did you mean "retries"\? Options are: after, """
