@@ -39,6 +39,7 @@ from .dsl_checks import (
 )
 from .errors import CycleError, DefinitionError, DuplicateStepError, InvalidParamError, UnknownStepError
 from .graph import find_cycle
+from .sla.deadline import Deadline, check_deadline
 from .spec import (
     CALLBACK_KINDS,
     MAX_SLOTS,
@@ -121,6 +122,8 @@ class StepOptions(TypedDict, total=False):
     - ``on_success``/``on_failure``/``on_retry`` (None): callbacks, run on a worker with a
       :class:`~flowkit.context.CallbackContext` after the step's attempt succeeded, after
       it failed for good, or after an attempt failed and a retry was scheduled.
+    - ``deadline`` (None): a :class:`~flowkit.sla.Deadline` for this step, counted from the
+      run's creation (see :mod:`flowkit.sla.deadline`).
     """
 
     retries: int
@@ -140,6 +143,7 @@ class StepOptions(TypedDict, total=False):
     on_success: Callable[[Any], Any] | None
     on_failure: Callable[[Any], Any] | None
     on_retry: Callable[[Any], Any] | None
+    deadline: Deadline | None
 
 
 class Param:
@@ -206,6 +210,7 @@ class _StepDef:
     callbacks: dict[str, Callable[..., Any]] = field(default_factory=dict)
     over: str | None = None
     max_parallel: int | None = None
+    deadline: dict[str, Any] | None = None
 
 
 #: A map step's instances are named "step[i]" in a 100-character column: leave room for
@@ -256,6 +261,7 @@ class Flow:
         on_success: Callable[[Any], Any] | None = None,
         on_failure: Callable[[Any], Any] | None = None,
         on_retry: Callable[[Any], Any] | None = None,
+        deadline: Deadline | None = None,
     ) -> None:
         self.path, self.lineno = caller_location()
         if not isinstance(name, str) or not NAME_RE.match(name):
@@ -270,6 +276,7 @@ class Flow:
         self.params = self._check_params(params)
         self.max_active_runs = check_limit(max_active_runs, "max_active_runs", who, where)
         self.max_active_steps = check_limit(max_active_steps, "max_active_steps", who, where)
+        self.deadline = check_deadline(deadline, who, where)
         self._defaults: dict[str, Any] = {
             "retries": retries,
             "retry_backoff": retry_backoff,
@@ -476,6 +483,7 @@ class Flow:
         lock, lock_mode = check_lock(options.pop("lock", None), who, where)
         compensate = self._check_compensate(options.pop("compensate", None), name, who, where)
         callbacks = check_callbacks({k: options.pop(k, None) for k in CALLBACK_KINDS}, who, where)
+        step_deadline = check_deadline(options.pop("deadline", None), who, where)
         self._check_options(options, who, where)
         self._check_slots(slots, options, who, where)
         self._steps[name] = _StepDef(
@@ -497,6 +505,7 @@ class Flow:
             shell=shell,
             success_when=success_when,
             callbacks=callbacks,
+            deadline=step_deadline,
         )
         self._last = name
         return self
@@ -769,6 +778,7 @@ class Flow:
                     callbacks=tuple(k for k in CALLBACK_KINDS if k in s.callbacks),
                     over=s.over,
                     max_parallel=s.max_parallel,
+                    deadline=s.deadline,
                 )
             )
         return FlowSpec(
@@ -786,6 +796,7 @@ class Flow:
             max_active_steps=self.max_active_steps,
             compensations=self._compensations(steps),
             callbacks=tuple(k for k in CALLBACK_KINDS if k in self._callbacks),
+            deadline=self.deadline,
         )
 
     def _compensations(self, steps: list[StepSpec]) -> tuple[StepSpec, ...]:

@@ -144,6 +144,8 @@ class StepSpec:
     #: and how many of its instances may be queued or running at once (None: no cap).
     over: str | None = None
     max_parallel: int | None = None
+    #: The step's deadline as :meth:`flowkit.sla.Deadline.to_dict` gives it (None: none).
+    deadline: dict[str, Any] | None = None
 
 
 #: Callback kinds, on a flow (run ended; on_retry: any step's retry) and on a step.
@@ -196,6 +198,8 @@ class FlowSpec:
     compensations: tuple[StepSpec, ...] = ()
     #: The flow-level callbacks it defines (names from ``CALLBACK_KINDS``).
     callbacks: tuple[str, ...] = ()
+    #: The flow's deadline as :meth:`flowkit.sla.Deadline.to_dict` gives it (None: none).
+    deadline: dict[str, Any] | None = None
 
     # -- lookups (cached: the scheduler asks for every step and upstream per evaluation) --
     @cached_property

@@ -110,10 +110,13 @@ def as_utc(moment: datetime) -> datetime:
     return moment.astimezone(ZoneInfo("UTC"))
 
 
-def check_deadline(value: Any, who: str) -> dict[str, Any] | None:
+def check_deadline(value: Any, who: str, where: dict[str, Any]) -> dict[str, Any] | None:
     """The DSL's check of a ``deadline=`` option: a :class:`Deadline` or None, as spec JSON."""
     if value is None:
         return None
     if not isinstance(value, Deadline):
-        raise DefinitionError(f'{who}: deadline={value!r} must be a Deadline, e.g. Deadline(by="06:00")')
+        raise DefinitionError(
+            f'{who}: deadline={value!r} must be a Deadline, e.g. Deadline(by="06:00") or Deadline(within="2h")',
+            **where,
+        )
     return value.to_dict()
