@@ -14,7 +14,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from flowkit.dsl_checks import parse_duration
+from flowkit.dsl_checks import caller_location, parse_duration
 from flowkit.errors import DefinitionError
 
 _TIME_OF_DAY_RE = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
@@ -33,7 +33,8 @@ class Deadline:
     def __post_init__(self) -> None:
         problem = self._problem()
         if problem:
-            raise DefinitionError(f"{self!r}: {problem}")
+            path, lineno = caller_location(3)  # past __post_init__ and the dataclass __init__
+            raise DefinitionError(f"{self!r}: {problem}", path=path, lineno=lineno)
 
     def _problem(self) -> str | None:
         if (self.by is None) == (self.within is None):

@@ -88,6 +88,7 @@ def test_bad_deadlines_are_one_line_errors(kwargs, fragment):
     with pytest.raises(DefinitionError, match=fragment) as err:
         Deadline(**kwargs)
     assert "\n" not in str(err.value)
+    assert str(err.value).startswith(f"{__file__}:")  # where the bad Deadline was written
 
 
 def test_deadline_due_at():
