@@ -37,7 +37,7 @@ from pathlib import Path
 
 from _files import load_json, save_json, sha256, workdir
 
-from flowkit import Flow, Param, StepContext
+from flowkit import Deadline, Flow, Param, StepContext
 
 SENSORS = ("engine_temp_c", "oil_pressure_kpa", "brake_pad_mm", "battery_v", "vibration_g")
 
@@ -404,6 +404,8 @@ flow = (
         owner="fleet",
         tags=["telematics", "predictive-maintenance", "example"],
         description="Ingest sensor data, stage, enrich, predict failures, book or order parts, notify.",
+        # The demo run takes seconds: 15 minutes from its creation leaves ample slack.
+        deadline=Deadline(within="15m"),
         params={
             "vehicle": Param(str, default="VIN123", help="vehicle id (letters, digits, '-')"),
             "samples": Param(int, default=500, help="number of sensor readings to ingest"),

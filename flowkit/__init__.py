@@ -31,6 +31,9 @@ from .refs import Ref
 # -- inside a step: flowkit.secret(name)
 from .secrets import secret
 
+# -- deadlines: Flow(..., deadline=Deadline(by="06:00"))
+from .sla.deadline import Deadline
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "Flow",
     "Param",
     "UNSET",
+    "Deadline",
     # inside a step
     "StepContext",
     "Retry",

@@ -41,6 +41,7 @@ from .errors import CycleError, DefinitionError, DuplicateStepError, InvalidPara
 from .graph import find_cycle
 from .notify.config import check_notify
 from .schedules.options import ScheduleKeywords
+from .sla.deadline import Deadline, check_deadline
 from .spec import (
     CALLBACK_KINDS,
     MAX_SLOTS,
@@ -123,6 +124,8 @@ class StepOptions(TypedDict, total=False):
     - ``on_success``/``on_failure``/``on_retry`` (None): callbacks, run on a worker with a
       :class:`~flowkit.context.CallbackContext` after the step's attempt succeeded, after
       it failed for good, or after an attempt failed and a retry was scheduled.
+    - ``deadline`` (None): a :class:`~flowkit.sla.Deadline` for this step, counted from the
+      run's creation (see :mod:`flowkit.sla.deadline`).
     """
 
     retries: int
@@ -142,6 +145,7 @@ class StepOptions(TypedDict, total=False):
     on_success: Callable[[Any], Any] | None
     on_failure: Callable[[Any], Any] | None
     on_retry: Callable[[Any], Any] | None
+    deadline: Deadline | None
 
 
 class Param:
@@ -208,6 +212,7 @@ class _StepDef:
     callbacks: dict[str, Callable[..., Any]] = field(default_factory=dict)
     over: str | None = None
     max_parallel: int | None = None
+    deadline: dict[str, Any] | None = None
 
 
 #: A map step's instances are named "step[i]" in a 100-character column: leave room for
@@ -260,6 +265,7 @@ class Flow:
         on_failure: Callable[[Any], Any] | None = None,
         on_retry: Callable[[Any], Any] | None = None,
         notify: Any = None,
+        deadline: Deadline | None = None,
         **schedule_options: Unpack[ScheduleKeywords],  # flowkit/schedules/options.py
     ) -> None:
         self.path, self.lineno = caller_location()
@@ -277,6 +283,7 @@ class Flow:
         self.max_active_runs = check_limit(max_active_runs, "max_active_runs", who, where)
         self.max_active_steps = check_limit(max_active_steps, "max_active_steps", who, where)
         self.notify = check_notify(notify, who, where)
+        self.deadline = check_deadline(deadline, who, where)
         self._defaults: dict[str, Any] = {
             "retries": retries,
             "retry_backoff": retry_backoff,
@@ -483,6 +490,7 @@ class Flow:
         lock, lock_mode = check_lock(options.pop("lock", None), who, where)
         compensate = self._check_compensate(options.pop("compensate", None), name, who, where)
         callbacks = check_callbacks({k: options.pop(k, None) for k in CALLBACK_KINDS}, who, where)
+        step_deadline = check_deadline(options.pop("deadline", None), who, where)
         self._check_options(options, who, where)
         self._check_slots(slots, options, who, where)
         self._steps[name] = _StepDef(
@@ -504,6 +512,7 @@ class Flow:
             shell=shell,
             success_when=success_when,
             callbacks=callbacks,
+            deadline=step_deadline,
         )
         self._last = name
         return self
@@ -782,6 +791,7 @@ class Flow:
                     callbacks=tuple(k for k in CALLBACK_KINDS if k in s.callbacks),
                     over=s.over,
                     max_parallel=s.max_parallel,
+                    deadline=s.deadline,
                 )
             )
         return FlowSpec(
@@ -801,6 +811,7 @@ class Flow:
             compensations=self._compensations(steps),
             callbacks=tuple(k for k in CALLBACK_KINDS if k in self._callbacks),
             notify=self.notify,
+            deadline=self.deadline,
         )
 
     def _compensations(self, steps: list[StepSpec]) -> tuple[StepSpec, ...]:

@@ -144,6 +144,8 @@ class StepSpec:
     #: and how many of its instances may be queued or running at once (None: no cap).
     over: str | None = None
     max_parallel: int | None = None
+    #: The step's deadline as :meth:`flowkit.sla.Deadline.to_dict` gives it (None: none).
+    deadline: dict[str, Any] | None = None
 
 
 #: Callback kinds, on a flow (run ended; on_retry: any step's retry) and on a step.
@@ -200,6 +202,13 @@ class FlowSpec:
     callbacks: tuple[str, ...] = ()
     #: The flow's notifiers as data (see flowkit.notify.config).
     notify: tuple[dict[str, Any], ...] = ()
+    #: The flow's deadline as :meth:`flowkit.sla.Deadline.to_dict` gives it (None: none).
+    deadline: dict[str, Any] | None = None
+
+    @property
+    def timezone(self) -> str:
+        """The flow's time zone: its schedule's (``Flow(timezone=...)``), UTC without one."""
+        return str((self.schedule_options or {}).get("timezone") or "UTC")
 
     # -- lookups (cached: the scheduler asks for every step and upstream per evaluation) --
     @cached_property

@@ -10,10 +10,11 @@ come last, under their own heading.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from ..sla.picture import DeadlinePicture, deadline_picture
 from .common import (
     ATTEMPT_STATE_COLORS,
     KIND_STYLES,
@@ -233,12 +234,44 @@ def timeline_svg(view: RunView, *, width: int = 1100, now: datetime | None = Non
     """
     lanes = _lanes(view)
     frame = _frame(view, lanes, width, now)
+    picture = _deadline(view, frame)
+    if picture is not None and frame.t1 is not None and picture.deadline_at > frame.t1:
+        frame = replace(frame, t1=picture.deadline_at)  # the deadline line stays on the page
     out = _head(view, frame) + _axis(frame)
     for i, lane in enumerate(lanes):
         out.extend(_lane(view, lane, frame.top + i * frame.row_h, i, frame))
+    if picture is not None:
+        out.extend(_deadline_marks(lanes, frame, picture))
     out.extend(_legend(frame.rows_bottom + 26))
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def _deadline(view: RunView, frame: _Frame) -> DeadlinePicture | None:
+    if view.spec.deadline is None or not view.run.get("created_at") or frame.end_default is None:
+        return None
+    return deadline_picture(view.spec, view.run, view.attempts, frame.end_default)
+
+
+def _deadline_marks(lanes: list[_Lane], frame: _Frame, picture: DeadlinePicture) -> list[str]:
+    """The deadline as a red dashed line with the slack, and the critical path's lanes marked."""
+    x = frame.x(picture.deadline_at)
+    slack = picture.slack_seconds
+    text = f"deadline {fmt_time(picture.deadline_at)} \u00b7 slack {'-' if slack < 0 else ''}{fmt_duration(abs(slack))}"
+    out = [
+        f'<line class="deadline" x1="{x:.1f}" y1="{frame.top - 4}" x2="{x:.1f}" y2="{frame.rows_bottom}" '
+        'stroke="#c0392b" stroke-width="1.5" stroke-dasharray="5,3"/>',
+        f'<text class="deadline" x="{x - 4:.1f}" y="{frame.rows_bottom + 12}" text-anchor="end" font-size="10" '
+        f'fill="#c0392b">{esc(text)}</text>',
+    ]
+    for i, lane in enumerate(lanes):
+        if lane.kind != "heading" and lane.name in picture.critical_path:
+            y = frame.top + i * frame.row_h
+            out.append(
+                f'<rect class="critical-path" x="2" y="{y + 3}" width="4" height="{frame.row_h - 6}" fill="#e67e22">'
+                "<title>on the critical path</title></rect>"
+            )
+    return out
 
 
 def _head(view: RunView, frame: _Frame) -> list[str]:

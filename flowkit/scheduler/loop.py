@@ -358,6 +358,7 @@ class Scheduler:
         )
         self._apply(expire_approvals(self.store, now, specs=self._specs, global_cap=self.global_cap, gate=self._gate))
         self.reconcile_runs()
+        self.check_deadlines(now)
         self.redispatch_silent(now)
         self.resend_expired(now, everything=force_leases)
         self.resend_unstarted(now)
@@ -555,6 +556,15 @@ class Scheduler:
                     self.actor, specs=self._specs, global_cap=self.global_cap, gate=self._gate, run_ids=[run_id]
                 )
             )
+
+    def check_deadlines(self, now: datetime) -> None:
+        """Raise sla_at_risk / sla_missed on the scheduler's clock (flowkit.sla.watch)."""
+        from ..sla.watch import check_deadlines
+
+        try:
+            check_deadlines(self.store, self.actor, now, self.spec)
+        except Exception:  # deadlines are advisory: the sweep goes on
+            log.exception("scheduler %s: deadline check failed", self.actor)
 
     def spec(self, flow: str, version: str) -> FlowSpec:
         """A pinned flow version (cached)."""

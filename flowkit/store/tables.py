@@ -346,3 +346,39 @@ notification_attempts = Table(
     ForeignKeyConstraint(["notification_id"], ["notification_outbox.id"], ondelete="CASCADE"),
     Index("ix_notification_attempts_notification", "notification_id"),
 )
+
+#: Recent successful durations per (flow, step) for deadline prediction (flowkit.sla): a
+#: fixed window (JSON lists, oldest first), so folding in a success never rescans history.
+step_duration_stats = Table(
+    "step_duration_stats",
+    metadata,
+    Column("flow_name", String(100), primary_key=True),
+    Column("step", String(100), primary_key=True),
+    Column("durations", Text, nullable=False, default="[]"),
+    Column("queue_waits", Text, nullable=False, default="[]"),
+    Column("updated_at", TS, nullable=False),
+)
+
+#: SLA actions already raised, one row each: the key (action, flow, run, step, logical date)
+#: makes sla_at_risk/sla_missed once-only across restarts and schedulers.
+sla_marks = Table(
+    "sla_marks",
+    metadata,
+    Column("key", String(400), primary_key=True),
+    Column("action", String(50), nullable=False),
+    Column("flow_name", String(100), nullable=False),
+    Column("run_id", String(36)),
+    Column("step", String(100)),
+    Column("at", TS, nullable=False),
+)
+
+#: Where the deadline sweep's fold of successful attempts got to (one row, id 1).
+sla_cursor = Table(
+    "sla_cursor",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("ended_at", TS, nullable=False),
+    Column("task_id", String(36), nullable=False),
+)
+
+Index("ix_attempts_ended_at", attempts.c.ended_at, attempts.c.task_id)

@@ -221,8 +221,8 @@ def test_unknown_option_to_then_suggests_the_close_one():
     with pytest.raises(
         DefinitionError,
         match=r"""flow "f" step "b": unknown option 'retrys'\. Did you mean "retries"\? """
-        r"Options are: compensate, lock, on_failure, on_retry, on_success, pool, priority, queue, reads, retries, "
-        r"retry_backoff, retry_max_delay, slots, success_when, timeout, trigger, writes$",
+        r"Options are: compensate, deadline, lock, on_failure, on_retry, on_success, pool, priority, queue, reads, "
+        r"retries, retry_backoff, retry_max_delay, slots, success_when, timeout, trigger, writes$",
     ) as ei:
         flow.then("b", noop, retrys=2)  # L:then-unknown
     _assert_where(ei.value, "then-unknown", flow="f", step="b")
@@ -247,7 +247,7 @@ def test_unknown_option_to_branch():
 def test_unknown_option_without_a_close_one_lists_the_options():
     with pytest.raises(
         DefinitionError,
-        match=r"unknown option 'colour'\. Options are: after, compensate, lock, "
+        match=r"unknown option 'colour'\. Options are: after, compensate, deadline, lock, "
         r"on_failure, on_retry, on_success, pool",
     ) as ei:
         Flow("f").branch("pick", noop, colour="red")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flowkit import DefinitionError, Flow, InvalidParamError, Param
+from flowkit import Deadline, DefinitionError, Flow, InvalidParamError, Param
 from flowkit.dsl import StepOptions, checks_arguments
 
 from .where import assert_where
@@ -29,11 +29,11 @@ def noop(ctx):
 CASES = [
     # -- keyword typos, with the closest name
     ("flow-typo", DefinitionError, "x", None,
-     r"""flow "x": unknown option 'schedual'\. Did you mean "schedule"\? Options are: catchup, description, """,
+     r"""flow "x": unknown option 'schedual'\. Did you mean "schedule"\? Options are: catchup, deadline, """,
      lambda: Flow("x", schedual="*/5 * * * *")),  # L:flow-typo
     ("step-typo", DefinitionError, "x", "a",
      r"""flow "x" step "a": unknown option 'retrys'\. Did you mean "retries"\? Options are: after, """
-     r"""compensate, lock, """,
+     r"""compensate, deadline, lock, """,
      lambda: Flow("x").step("a", noop, retrys=3)),  # L:step-typo
     ("then-typo", DefinitionError, "x", "b",
      r"""flow "x" step "b": unknown option 'triger'\. Did you mean "trigger"\?""",
@@ -170,6 +170,7 @@ VALID_OPTIONS: StepOptions = {
     "reads": "s3://b/in", "writes": ["s3://b/out"], "compensate": noop,
     "success_when": bool,
     "on_success": noop, "on_failure": noop, "on_retry": noop,
+    "deadline": Deadline(within="10m"),
 }
 
 
@@ -236,12 +237,12 @@ STEP_OPTIONS = sorted(StepOptions.__optional_keys__ | {"after"})
 
 
 def test_any_value_for_a_step_option_is_accepted_or_a_definition_error():
-    # every option x every wrong value (288 cases, well under a millisecond each) in one test
+    # every option x every wrong value (304 cases, well under a millisecond each) in one test
     def call(option: str, value: object) -> None:
         Flow("f").step("a", noop).step("b", noop, **{option: value})
 
     cases = [(option, value) for option in STEP_OPTIONS for value in WRONG_VALUES]
-    assert len(cases) == 288
+    assert len(cases) == 304
     assert _misfits(call, cases) == []
 
 

@@ -23,7 +23,7 @@ def noop(ctx):
 CASES = [
     ("shell-typo", "load",
      r"""flow "x" step "load": unknown option 'fail_onn'\. Did you mean "fail_on"\? Options are: after, """
-     r"compensate, cwd, env, fail_on, lock, ",
+     r"compensate, cwd, deadline, env, fail_on, lock, ",
      lambda: Flow("x").shell("load", "make load", fail_onn=["ERROR"])),  # L:shell-typo
     ("shell-step-option-typo", "load",
      r"""flow "x" step "load": unknown option 'retrys'\. Did you mean "retries"\?""",

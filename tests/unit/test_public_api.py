@@ -12,6 +12,7 @@ EXPECTED_ALL = [
     "Flow",
     "Param",
     "UNSET",
+    "Deadline",
     "StepContext",
     "Retry",
     "Skip",

@@ -1,7 +1,7 @@
 """notification_outbox and notification_attempts: notifications written with their audit
 event, delivered after commit under a lease, every delivery attempt recorded
 
-Revision ID: 0011_triggers_notify
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-05
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_triggers_notify"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None
