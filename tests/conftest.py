@@ -20,8 +20,10 @@ REDIS_HOST, REDIS_PORT = os.environ.get("FLOWKIT_TEST_REDIS", "127.0.0.1:6379").
 PG_ADMIN_URL = os.environ.get("FLOWKIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 AMQP_URL = os.environ.get("FLOWKIT_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
 #: A Redis database of its own, flushed before and after each test that uses it
-#: (FLOWKIT_TEST_REDIS_DB lets two checkouts run their suites side by side).
-REDIS_TEST_DB = int(os.environ.get("FLOWKIT_TEST_REDIS_DB", "11"))
+#: (FLOWKIT_TEST_REDIS_DB lets two checkouts run their suites side by side). Each pytest-xdist
+#: worker (gw0, gw1, ...) takes the next number, so one worker's flush never empties another's.
+_XDIST_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_TEST_DB = int(os.environ.get("FLOWKIT_TEST_REDIS_DB", "11")) + _XDIST_WORKER
 
 
 def pytest_configure(config: pytest.Config) -> None:
