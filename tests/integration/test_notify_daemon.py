@@ -4,9 +4,8 @@ PostgreSQL and Redis, a failing flow, and an HTTP server on loopback that record
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from flowkit.loading.sync import sync_dags
 from flowkit.notify.sender import list_notifications
 from flowkit.spec import resolve_params
 
+from .http_hook import serving
 from .limits_support import explain, wait_runs_ended
 from .procs import wait_for
 
@@ -47,15 +47,8 @@ class Hook(BaseHTTPRequestHandler):
 @pytest.fixture
 def hook_url() -> Iterator[str]:
     Hook.bodies = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(Hook) as url:
+        yield url
 
 
 def test_the_scheduler_daemon_sends_a_failed_runs_webhook(

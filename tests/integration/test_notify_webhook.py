@@ -7,11 +7,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -19,6 +18,8 @@ import pytest
 from flowkit.notify.notifiers import SIGNATURE_HEADER, WebhookNotifier
 from flowkit.notify.sender import DeliveryPolicy, NotificationSender, list_notifications
 from flowkit.store.sql import SqlStore
+
+from .http_hook import serving
 
 
 class FlakyHook(BaseHTTPRequestHandler):
@@ -38,15 +39,8 @@ class FlakyHook(BaseHTTPRequestHandler):
 @pytest.fixture
 def hook_server() -> Iterator[str]:
     FlakyHook.statuses, FlakyHook.received = [500], []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyHook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(FlakyHook) as url:
+        yield url
 
 
 def test_webhook_500_then_200_is_delivered_signed(pg_url, hook_server, monkeypatch):
