@@ -203,11 +203,17 @@ def read_active_runs(store: SqlStoreBase, now: datetime, wanted: Callable[[str, 
 
     from flowkit.store import tables as t
 
+    # ``wanted`` reads specs through the store: never call it inside a transaction, as on
+    # SQLite every transaction holds the write lock (BEGIN IMMEDIATE) and a nested one waits
+    # out the busy timeout.
     with store._conn() as conn:
         active = conn.execute(select(t.runs).where(t.runs.c.state.in_(ACTIVE_RUN_STATES))).all()
-        runs = [r for r in active if wanted(r.flow_name, r.version)]
-        ids = [r.id for r in runs]
-        steps = conn.execute(select(t.step_runs).where(t.step_runs.c.run_id.in_(ids))).all() if ids else []
+    runs = [r for r in active if wanted(r.flow_name, r.version)]
+    ids = [r.id for r in runs]
+    steps = []
+    if ids:
+        with store._conn() as conn:
+            steps = list(conn.execute(select(t.step_runs).where(t.step_runs.c.run_id.in_(ids))).all())
     by_run: dict[str, dict[str, StepProgress]] = {}
     for s in steps:
         since = s.started_at if s.state == "running" else s.updated_at
