@@ -29,10 +29,17 @@ class RunningCommand:
         self.thread = threading.Thread(target=self._run, args=(spec, owner), daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 10
-        while not (self.pid_file.exists() and self.pid_file.read_text().strip()):
+        # The child may write its pid before shell.run has registered the command for its
+        # owner (Popen returns to the registering thread after the child runs): wait for both.
+        while not (self.pid_file.exists() and self.pid_file.read_text().strip() and self._registered(owner)):
             assert time.monotonic() < deadline, "the command did not start"
             time.sleep(0.02)
         self.child = int(self.pid_file.read_text())
+
+    @staticmethod
+    def _registered(owner: Any) -> bool:
+        with shell._live_lock:
+            return owner in shell._live.values()
 
     def _run(self, spec: ShellSpec, owner: Any) -> None:
         try:
