@@ -511,7 +511,7 @@ class Flow:
 
         path, lineno = caller_location()
         where = self._where(name if isinstance(name, str) else None, path, lineno)
-        who = f'flow "{self.name}" sensor "{name}"'
+        who = f'flow "{self.name}" step "{name}"'
         try:
             fn, sensor = sensor_step(
                 poke=poke,
