@@ -50,6 +50,8 @@ NOT_INLINE = {
             "sensor_clocked_flow",
         )
     },
+    "it_sensor_file": "waits for a file the integration test creates",
+    "bench_sensor": "waits for a file the bench creates",
 }
 
 #: Params that keep a flow inline-sized (the defaults are sized for real workers).
