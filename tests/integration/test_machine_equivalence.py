@@ -51,7 +51,6 @@ NOT_INLINE = {
         )
     },
     "it_sensor_file": "waits for a file the integration test creates",
-    "bench_sensor": "waits for a file the bench creates",
 }
 
 #: Params that keep a flow inline-sized (the defaults are sized for real workers).

@@ -1,19 +1,14 @@
-"""Flows of the sensor integration test and bench (tests/integration/test_sensors.py,
-bench/sensors.py): a file sensor, and a busy flow of short steps that must keep running on a
-one-slot worker while the sensor waits.
-
-The sensor's file is named by FLOWKIT_TEST_SENSOR_FILE (the test's scratch path; every
-process of the cluster sees the same environment); the bench's sensors poke a file that
-its params name.
-"""
+"""Flows of the sensor integration test (tests/integration/test_sensors.py): a file sensor,
+and a busy flow of short steps that must keep running on a one-slot worker while the sensor
+waits. The sensor's file is named by FLOWKIT_TEST_SENSOR_FILE (the test's scratch path; every
+process of the cluster sees the same environment)."""
 
 from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
-from flowkit import Flow, NotYet, Param
+from flowkit import Flow, Param
 
 LANDING = os.environ.get("FLOWKIT_TEST_SENSOR_FILE", "/nonexistent/flowkit-sensor-landing.csv")
 
@@ -27,15 +22,6 @@ def work(ctx) -> str:
     return f"slept {ctx.params['seconds']} s"
 
 
-def landed(ctx):
-    path = Path(ctx.params["path"])
-    return True if path.exists() else NotYet(f"{path} is not there yet")
-
-
-def after_landing() -> str:
-    return "ok"
-
-
 file_sensor = (
     Flow("it_sensor_file").sensor("landed", file=LANDING, every="1s", backoff=1.0, timeout="3m").then("load", load)
 )
@@ -47,10 +33,4 @@ busy = (
     .then("three", work)
     .then("four", work)
     .then("five", work)
-)
-
-bench_sensor = (
-    Flow("bench_sensor", params={"path": Param(str)})
-    .sensor("landed", poke=landed, every="1s", backoff=1.0, timeout="1h")
-    .then("after", after_landing)
 )
