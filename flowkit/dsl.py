@@ -42,6 +42,7 @@ from .errors import CycleError, DefinitionError, DuplicateStepError, InvalidPara
 from .graph import find_cycle
 from .notify.config import check_notify
 from .schedules.options import ScheduleKeywords
+from .sensors.wiring import SensorOptions, sensor_step
 from .sla.deadline import Deadline, check_deadline
 from .spec import (
     CALLBACK_KINDS,
@@ -143,28 +144,6 @@ class StepOptions(TypedDict, total=False):
     writes: str | Iterable[str]
     compensate: Callable[..., Any] | None
     success_when: Callable[[Any], Any] | None
-    on_success: Callable[[Any], Any] | None
-    on_failure: Callable[[Any], Any] | None
-    on_retry: Callable[[Any], Any] | None
-    deadline: Deadline | None
-
-
-class SensorOptions(TypedDict, total=False):
-    """The keyword options of :meth:`Flow.sensor` besides its own (every, timeout, backoff,
-    on_timeout): the :class:`StepOptions` that mean something for a poke. ``retries`` counts
-    pokes that raised an error, never pokes that said "not yet"."""
-
-    retries: int
-    retry_backoff: str | float
-    retry_max_delay: str | float
-    queue: str | None
-    priority: int | None
-    pool: str | None
-    slots: int
-    lock: str | tuple[str, str] | None
-    trigger: str
-    reads: str | Iterable[str]
-    writes: str | Iterable[str]
     on_success: Callable[[Any], Any] | None
     on_failure: Callable[[Any], Any] | None
     on_retry: Callable[[Any], Any] | None
@@ -507,8 +486,6 @@ class Flow:
 
         >>> Flow("daily").sensor("landed", file="/data/in.csv", every="1m", timeout="6h").then("load", load)
         """
-        from .sensors.wiring import sensor_step
-
         path, lineno = caller_location()
         where = self._where(name if isinstance(name, str) else None, path, lineno)
         who = f'flow "{self.name}" step "{name}"'

@@ -4,11 +4,34 @@ the spec keeps. Pure (the builder imports it): no store, no Celery."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any, cast
+from collections.abc import Callable, Iterable
+from typing import Any, TypedDict, cast
 
+from ..sla.deadline import Deadline
 from .pokes import NotYet, file_exists_poke
 from .policy import check_target, sensor_options, sensor_policy
+
+
+class SensorOptions(TypedDict, total=False):
+    """The keyword options of :meth:`Flow.sensor` besides its own (every, timeout, backoff,
+    on_timeout): the :class:`StepOptions` that mean something for a poke. ``retries`` counts
+    pokes that raised an error, never pokes that said "not yet"."""
+
+    retries: int
+    retry_backoff: str | float
+    retry_max_delay: str | float
+    queue: str | None
+    priority: int | None
+    pool: str | None
+    slots: int
+    lock: str | tuple[str, str] | None
+    trigger: str
+    reads: str | Iterable[str]
+    writes: str | Iterable[str]
+    on_success: Callable[[Any], Any] | None
+    on_failure: Callable[[Any], Any] | None
+    on_retry: Callable[[Any], Any] | None
+    deadline: Deadline | None
 
 
 def sensor_step(
