@@ -42,7 +42,8 @@ def poke_ended(machine: Machine, step: StepSpec, number: int, state: AttemptStat
     """Record poke ``number`` of sensor ``step`` (its attempt is ended in this transaction) and,
     if it said "not yet", park the step until its next poke or end it on timeout. Returns
     True when that was done here; False leaves the outcome (success, error, skip) to the
-    machine, as for any step."""
+    machine, as for any step. A poke that raised an error once the timeout has passed ends
+    the wait as a timeout too: retries never keep a sensor past its timeout."""
     tx, c = machine.tx, t.step_runs.c
     row = tx.conn.execute(
         select(c.sensor_first_poke_at, c.sensor_first_attempt, c.sensor_pokes, c.retry_base).where(
@@ -67,9 +68,13 @@ def poke_ended(machine: Machine, step: StepSpec, number: int, state: AttemptStat
             sensor_timeout_at=first_at + timedelta(seconds=policy.timeout_seconds),
         )
     )
-    if state != AttemptState.NOT_YET:
+    timed_out = tx.now >= first_at + timedelta(seconds=policy.timeout_seconds)
+    if state == AttemptState.FAILED and timed_out:
+        message = said(state, error)  # an error past the timeout ends the wait, retries or not
+    elif state != AttemptState.NOT_YET:
         return False
-    message = error or "not yet"
+    else:
+        message = error or "not yet"
     verdict = next_poke(policy, first_poke_at=first_at, pokes_done=pokes, now=tx.now)
     if isinstance(verdict, PokeAgain):
         _park(machine, step.name, pokes, message, verdict.due)
@@ -152,7 +157,8 @@ def flow_poke(store: SqlStore, run_id: str, flow: str) -> PokeOutcome:
             label = as_utc(me.logical_date).isoformat()  # type: ignore[union-attr]
         else:
             query = query.where((r.ended_at >= me.created_at) | r.ended_at.is_(None))
-            label = f"runs since {as_utc(me.created_at).isoformat()}"  # type: ignore[union-attr]
+            since = as_utc(me.created_at).isoformat()  # type: ignore[union-attr]
+            label = f"this manual run (a success that ended after {since})"
         states = [RunState(s) for s in conn.execute(query.limit(100)).scalars()]
     return upstream_flow_outcome(flow, label, states)
 

@@ -208,3 +208,47 @@ def test_runs_show_says_what_the_sensor_did_and_will_do(harness, clock, tmp_path
     assert wait["sensor"]["times_out_at"].startswith("2026-12-05T12:01:00")
     # a step that is not a sensor has no such line
     assert "after:" not in text.split("SENSORS")[1]
+
+
+def test_a_poke_error_past_the_timeout_ends_the_wait_whatever_retries_are_left(harness, clock, tmp_path):
+    # Given retries=1, every 10 s for 10 minutes: 60 "not yet", then the poke at the timeout raises
+    run_id = harness.trigger("sensor_clocked_retries", _script(tmp_path, "no " * 60 + "error"))
+    assert harness.run_until_done(run_id, advance=clock.advance, max_rounds=200) == "failed"
+    assert _reasons(harness.store, run_id)[-1] == (
+        "sensor timed out after 600 s (61 pokes; the last said: error: RuntimeError: the scripted poke failed)"
+    )
+    assert [a["state"] for a in harness.store.attempts(run_id, "wait")][-2:] == ["not_yet", "failed"]
+
+
+def test_an_operators_retry_starts_a_new_wait(harness, clock, tmp_path):
+    # Given a sensor that timed out, and the condition still false
+    run_id = harness.trigger("sensor_clocked_fail", _script(tmp_path, ""))
+    assert harness.run_until_done(run_id, advance=clock.advance) == "failed"
+    # When an operator retries it an hour later
+    clock.advance(3600)
+    harness.act(harness.store.retry_run(run_id, by="ann", reason="the partner resent the file"))
+    harness.work()
+    # Then its first poke starts a new wait, with the whole timeout ahead of it
+    row = _row(harness.store, run_id)
+    assert row["state"] == "up_for_retry"
+    assert row["sensor_pokes"] == 1 and row["sensor_first_attempt"] == 5
+    assert row["sensor_first_poke_at"].astimezone(UTC) == clock.now
+    assert row["sensor_timeout_at"].astimezone(UTC) == clock.now + timedelta(minutes=1)
+    Path(tmp_path / "script.txt").write_text("yes")
+    assert harness.run_until_done(run_id, advance=clock.advance) == "success"
+
+
+def test_a_manual_runs_flow_sensor_waits_for_a_success_after_it_was_created(harness, clock):
+    store = harness.store
+    # Given a source run that succeeded before the waiting run was created
+    assert harness.run_until_done(harness.trigger("sensor_clocked_source")) == "success"
+    clock.advance(1)
+    waiting = harness.trigger("sensor_clocked_flow")
+    harness.work()
+    said = _row(store, waiting, "source_done")["sensor_last_said"]
+    assert said.startswith('NotYet("no run of flow \\"sensor_clocked_source\\" for this manual run (a success')
+    # When a new source run succeeds
+    clock.advance(1)
+    assert harness.run_until_done(harness.trigger("sensor_clocked_source")) == "success"
+    # Then the waiting run goes on
+    assert harness.run_until_done(waiting, advance=clock.advance) == "success"
