@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
 from click.testing import CliRunner
+from sqlalchemy import inspect
 
 from flowkit.cli import main
 from flowkit.store import base as store_base
@@ -252,3 +254,24 @@ def test_a_manual_runs_flow_sensor_waits_for_a_success_after_it_was_created(harn
     assert harness.run_until_done(harness.trigger("sensor_clocked_source")) == "success"
     # Then the waiting run goes on
     assert harness.run_until_done(waiting, advance=clock.advance) == "success"
+
+
+def test_migration_0014_goes_down_and_up_under_a_waiting_sensor(harness, clock, tmp_path):
+    # Given a sensor parked on its timer
+    store = harness.store
+    run_id = harness.trigger("sensor_clocked_fail", _script(tmp_path, "no no yes"))
+    harness.work()
+    assert _row(store, run_id)["state"] == "up_for_retry"
+    # When the schema goes back to before the sensor columns, and up again
+    with store.engine.connect() as conn:
+        command.downgrade(store._alembic_config(conn), "0011")
+        conn.commit()
+    store.dispose()
+    assert store.schema_revision() == "0011"
+    assert not [c["name"] for c in inspect(store.engine).get_columns("step_runs") if c["name"].startswith("sensor_")]
+    store.upgrade()
+    # Then the step rows are all there, and the sensor goes on (its wait counted afresh)
+    assert store.schema_revision() == store.head_revision()
+    assert {r["step"] for r in store.step_runs(run_id)} == {"wait", "after"}
+    assert harness.run_until_done(run_id, advance=clock.advance) == "success"
+    assert _row(store, run_id)["sensor_pokes"] == 2  # the two pokes after the upgrade
