@@ -34,9 +34,10 @@ def test_a_waiting_sensor_leaves_its_one_slot_worker_free(
         return next(s for s in store.step_runs(sensing) if s["step"] == "landed")
 
     wait_for(lambda: (sensor()["sensor_pokes"] or 0) >= 2, 60, "the sensor to poke twice", cluster)
-    # When another flow's five steps (0.2 s each) run while the file is still missing
+    # When another flow's five steps (0.5 s each) run while the file is still missing
     spec = store.flow_spec("it_busy")
-    busy = str(store.create_run(spec, resolve_params(spec, {}), actor="test"))  # the sweep starts it
+    # 2.5 s of steps: the sensor pokes at least twice while they run (every 1 s)
+    busy = str(store.create_run(spec, resolve_params(spec, {"seconds": 0.5}), actor="test"))  # the sweep starts it
     wait_for(lambda: store.get_run(busy)["state"] in ("success", "failed"), 60, "the busy run to end", cluster)
     # Then they all ran on the one slot, between the sensor's pokes, while it kept waiting
     assert store.get_run(busy)["state"] == "success", explain(store, [busy], cluster)
