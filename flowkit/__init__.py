@@ -31,6 +31,9 @@ from .refs import Ref
 # -- inside a step: flowkit.secret(name)
 from .secrets import secret
 
+# -- inside a sensor's poke: return or raise NotYet("why") (Flow.sensor)
+from .sensors.pokes import NotYet
+
 # -- deadlines: Flow(..., deadline=Deadline(by="06:00"))
 from .sla.deadline import Deadline
 
@@ -46,6 +49,7 @@ __all__ = [
     "StepContext",
     "Retry",
     "Skip",
+    "NotYet",
     "secret",
     "Ref",
     # callbacks

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict, Unpack
@@ -41,6 +42,7 @@ from .errors import CycleError, DefinitionError, DuplicateStepError, InvalidPara
 from .graph import find_cycle
 from .notify.config import check_notify
 from .schedules.options import ScheduleKeywords
+from .sensors.wiring import SensorOptions, sensor_step
 from .sla.deadline import Deadline, check_deadline
 from .spec import (
     CALLBACK_KINDS,
@@ -56,7 +58,7 @@ from .spec import (
     compensation_name,
 )
 
-__all__ = ["Flow", "Param", "StepOptions", "UNSET", "parse_duration"]
+__all__ = ["Flow", "Param", "SensorOptions", "StepOptions", "UNSET", "parse_duration"]
 
 #: The longest name of a step with ``compensate=``: its compensation step's name (the step's
 #: plus ":compensate") must fit the store's 100-character step column.
@@ -213,6 +215,7 @@ class _StepDef:
     over: str | None = None
     max_parallel: int | None = None
     deadline: dict[str, Any] | None = None
+    sensor: dict[str, Any] | None = None
 
 
 #: A map step's instances are named "step[i]" in a 100-character column: leave room for
@@ -457,6 +460,50 @@ class Flow:
         if over not in added.upstream:
             added.upstream = (over, *added.upstream)
         added.over, added.max_parallel = over, max_parallel
+        return self
+
+    @checks_arguments()
+    def sensor(
+        self,
+        name: str,
+        poke: Callable[..., Any] | None = None,
+        *,
+        file: str | os.PathLike[str] | None = None,
+        flow: str | None = None,
+        every: str | float = "30s",
+        timeout: str | float = "1h",
+        backoff: float = 2.0,
+        on_timeout: str = "fail",
+        after: str | Iterable[str] | None = None,
+        **options: Unpack[SensorOptions],
+    ) -> Flow:
+        """Add a step that waits for a condition: ``poke(ctx)`` (or ``file=PATH`` exists, or a
+        run of ``flow=NAME`` for the same logical date succeeded), checked every ``every``,
+        each wait ``backoff`` times the last, until ``timeout`` after the first poke; then
+        ``on_timeout`` ("fail" or "skip") ends it. Between pokes it holds no worker and no
+        slot (see :mod:`flowkit.sensors`). A poke returns truthy (done), falsy or
+        ``NotYet("why")`` (not yet); an error uses up ``retries=``, "not yet" never does.
+
+        >>> Flow("daily").sensor("landed", file="/data/in.csv", every="1m", timeout="6h").then("load", load)
+        """
+        path, lineno = caller_location()
+        where = self._where(name if isinstance(name, str) else None, path, lineno)
+        who = f'flow "{self.name}" step "{name}"'
+        try:
+            fn, sensor = sensor_step(
+                poke=poke,
+                file=file,
+                flow=flow,
+                every=every,
+                timeout=timeout,
+                backoff=backoff,
+                on_timeout=on_timeout,
+                who=who,
+            )
+        except DefinitionError as exc:
+            raise DefinitionError(exc.message, **where) from None
+        self._add("sensor", name, fn, after, dict(options))
+        self._steps[name].sensor = sensor
         return self
 
     def _add(
@@ -792,6 +839,7 @@ class Flow:
                     over=s.over,
                     max_parallel=s.max_parallel,
                     deadline=s.deadline,
+                    sensor=s.sensor,
                 )
             )
         return FlowSpec(

@@ -19,8 +19,9 @@ from .graph import topo_order
 #: ``map`` steps run once per element of their ``over`` upstream's list result;
 #: ``shell`` steps run a command (:class:`ShellSpec`) instead of a Python function;
 #: ``approval`` steps run no code and wait for ``flowkit approve/reject``; ``compensation``
-#: steps (in ``FlowSpec.compensations``) undo a succeeded step when its run fails.
-STEP_KINDS = ("task", "branch", "map", "shell", "approval", "compensation")
+#: steps (in ``FlowSpec.compensations``) undo a succeeded step when its run fails;
+#: ``sensor`` steps poke a condition until it holds (``StepSpec.sensor``, flowkit.sensors).
+STEP_KINDS = ("task", "branch", "map", "shell", "approval", "compensation", "sensor")
 
 #: What an approval does when its ``timeout`` passes with no decision.
 ON_TIMEOUT = ("reject", "approve")
@@ -146,6 +147,9 @@ class StepSpec:
     max_parallel: int | None = None
     #: The step's deadline as :meth:`flowkit.sla.Deadline.to_dict` gives it (None: none).
     deadline: dict[str, Any] | None = None
+    #: Kind "sensor": its poke schedule and what it waits for, as
+    #: :func:`flowkit.sensors.policy.sensor_options` gives it (None for every other kind).
+    sensor: dict[str, Any] | None = None
 
 
 #: Callback kinds, on a flow (run ended; on_retry: any step's retry) and on a step.

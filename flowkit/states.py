@@ -44,10 +44,17 @@ class AttemptState(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"  # the step raised Skip
     CANCELLED = "cancelled"  # its run was cancelled; a late outcome is discarded
+    NOT_YET = "not_yet"  # a sensor's poke: its condition is not met yet (not a failure)
 
     @property
     def terminal(self) -> bool:
-        return self in (AttemptState.SUCCESS, AttemptState.FAILED, AttemptState.SKIPPED, AttemptState.CANCELLED)
+        return self in (
+            AttemptState.SUCCESS,
+            AttemptState.FAILED,
+            AttemptState.SKIPPED,
+            AttemptState.CANCELLED,
+            AttemptState.NOT_YET,
+        )
 
 
 #: Where a worker's finish may find the attempt it ran, in this order: running on that worker

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import jsonsafe
+from ..sensors.report import describe_wait
 from . import map_view
-from .common import format_duration, format_table
+from .common import format_duration, format_table, format_time
 
 if TYPE_CHECKING:
     from ..store.sql import SqlStore
@@ -74,6 +75,7 @@ def run_details(store: SqlStore, run_id: str, *, with_events: bool = False) -> d
             }
         )
     map_view.add_instances(store, run_id, out_steps, lambda text: mask_text(text, hidden))
+    _add_sensor_waits(spec, steps, out_steps)
     details = {**run, "params": mask_params(spec, run["params"]), "steps": out_steps}
     if with_events:
         # the flow's own events (an operator paused or unpaused it) while the run existed,
@@ -88,15 +90,27 @@ def run_details(store: SqlStore, run_id: str, *, with_events: bool = False) -> d
     return details
 
 
+def _add_sensor_waits(spec: Any, rows: dict[str, dict[str, Any]], out_steps: list[dict[str, Any]]) -> None:
+    """A sensor step's wait (pokes, last poke and its answer, next poke, timeout), under "sensor"."""
+    from ..store.sensor_ops import sensor_view
+
+    for out in out_steps:
+        if out["step"] in rows and spec.step(out["step"]).kind == "sensor":
+            out["sensor"] = sensor_view(rows[out["step"]])
+
+
 def one_step(store: SqlStore, run_id: str, name: str) -> dict[str, Any]:
     from ..secrets import mask_data, mask_text, secret_values
 
     run = store.get_run(run_id)
     spec = store.flow_spec(run["flow_name"], run["version"])
     hidden = secret_values(spec, run["params"])
-    return map_view.step_details(
+    details = map_view.step_details(
         store, run_id, spec, name, lambda text: mask_text(text, hidden), lambda data: mask_data(data, hidden)
     )
+    if details["kind"] == "sensor":
+        _add_sensor_waits(spec, {r["step"]: r for r in store.step_runs(run_id) if r["step"] == name}, [details])
+    return details
 
 
 def format_run(d: dict[str, Any]) -> str:
@@ -119,8 +133,21 @@ def format_run(d: dict[str, Any]) -> str:
         )
         rows += map_view.table_rows(s, format_duration)  # a map step's instances
     lines = [head, params, "", format_table(["step", "state", "attempts", "duration", "worker", "error"], rows)]
+    sensors = [s for s in d["steps"] if s.get("sensor") is not None]
+    if sensors:
+        lines += ["", "SENSORS"] + [f"{s['step']}: {describe_wait(s['sensor'], format_time)}" for s in sensors]
     failed = [s for s in d["steps"] if s["state"] == "failed" and s["error"]]
     if failed:
         lines += ["", "ERRORS"] + [f"{s['step']}: {s['error']}" for s in failed]
         lines += [line for s in failed for line in map_view.error_lines(s)]
     return "\n".join(lines)
+
+
+def format_one_step(d: dict[str, Any]) -> str:
+    """``flowkit runs show RUN --step NAME``: the step in full, and a sensor's wait."""
+    text = map_view.format_step(d, format_duration, format_time)
+    if d.get("sensor") is None:
+        return text
+    head, _, rest = text.partition("\n")
+    second, _, rest = rest.partition("\n")
+    return "\n".join([head, second, f"sensor {describe_wait(d['sensor'], format_time)}", rest]).rstrip("\n")

@@ -10,7 +10,6 @@ import click
 from ..config import Settings
 from ..connectivity import broker_error, probe_broker
 from ..errors import FlowkitError
-from . import map_view
 from .common import (
     CliError,
     current_user,
@@ -23,7 +22,7 @@ from .common import (
     parse_params,
     settings_of,
 )
-from .run_view import format_run, masked_params, one_step, run_details, state_label
+from .run_view import format_one_step, format_run, masked_params, one_step, run_details, state_label
 
 if TYPE_CHECKING:
     from ..store.sql import SqlStore
@@ -187,7 +186,7 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool, with_events: bool,
         run_id = store.resolve_run_id(run_id)
         if step_name is not None:
             one = one_step(store, run_id, step_name)
-            echo_json(one) if as_json else click.echo(map_view.format_step(one, format_duration, format_time))
+            echo_json(one) if as_json else click.echo(format_one_step(one))
             return
         details = run_details(store, run_id, with_events=with_events or as_json)
     if as_json:

@@ -21,6 +21,8 @@ from ..context import StepContext
 from ..dispatch.callbacks import publish as publish_callbacks
 from ..errors import Retry, Skip
 from ..schedules.interval import run_interval
+from ..sensors.pokes import NotYet
+from ..sensors.worker import not_yet_outcome, poke_once
 from ..spec import FlowSpec, split_instance
 from ..states import AttemptState
 from ..store.machine import Effects
@@ -98,6 +100,8 @@ def execute(rt: WorkerRuntime, claim: Claim, run_id: str, step: str, number: int
         _run_body(rt, claim, run_id, step, number, out)
     except Skip as exc:
         out.state, out.error = AttemptState.SKIPPED, exc.reason
+    except NotYet as exc:  # a sensor's poke said "not yet": not a failure (store.sensor_ops)
+        out.state, out.error = not_yet_outcome(out.spec, step, exc)
     except Retry as exc:
         out.state, out.error, out.retry_delay = AttemptState.FAILED, f"retry requested: {exc.reason}", exc.delay
     except Exception as exc:
@@ -164,6 +168,9 @@ def _run_body(rt: WorkerRuntime, claim: Claim, run_id: str, step: str, number: i
         if step_spec.shell is not None:
             out.tail = shell.OutputTail()
             value = shell.run(step_spec.shell, out.tail, owner=(run_id, step, number))
+        elif step_spec.kind == "sensor":
+            fn = rt.callable_for(claim.flow, claim.version, defined)
+            value = poke_once(step_spec, lambda: _call(fn, ctx), rt.store, run_id)
         else:
             value = _call(rt.callable_for(claim.flow, claim.version, defined), ctx)
         if step_spec.kind == "branch":

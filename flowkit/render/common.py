@@ -24,7 +24,7 @@ class RenderError(FlowkitError):
 
 
 # -- style tables -----------------------------------------------------------------------------
-#: Node style per step kind. "sensor" is ready for when the DSL has it.
+#: Node style per step kind (a sensor, Flow.sensor, is a dashed oval).
 KIND_STYLES: dict[str, dict[str, str]] = {
     "task": {"shape": "box", "style": "rounded,filled", "fillcolor": "#ffffff", "color": "#34495e"},
     "branch": {"shape": "diamond", "style": "filled", "fillcolor": "#f5eef8", "color": "#8e44ad"},

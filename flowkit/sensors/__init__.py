@@ -1,9 +1,11 @@
 """Sensors: steps that wait for a condition by poking it, in reschedule mode.
 
-Not wired into the builder or the store yet: this package holds the pure rules (options and
-their checks, the poke schedule and timeout, what a poke's answer means, the ready-made
-pokes) that the engine will call. See :mod:`flowkit.sensors.policy` and
-:mod:`flowkit.sensors.pokes`.
+This package holds the pure rules: options and their checks, the poke schedule and timeout
+(:mod:`.policy`), what a poke's answer means and the ready-made pokes (:mod:`.pokes`), and
+the sensor step the builder records (:mod:`.wiring`, behind ``Flow.sensor``). The engine
+applies them: a worker pokes (:mod:`.worker`, called by flowkit.execution.attempt) and the
+store's machine parks a poke that said "not yet" on the retry timer or ends the wait on
+timeout (flowkit.store.sensor_ops), on every backend.
 """
 
 from __future__ import annotations

@@ -34,7 +34,10 @@ class PokeOutcome:
 
 
 def interpret_poke(answer: Any) -> PokeOutcome:
-    """A poke's return value as an outcome (``True`` itself carries no result)."""
+    """A poke's return value as an outcome (``True`` itself carries no result; a
+    :class:`PokeOutcome`, as the ready-made pokes return, is taken as it is)."""
+    if isinstance(answer, PokeOutcome):
+        return answer
     if isinstance(answer, NotYet):
         return PokeOutcome(False, message=answer.reason)
     if not answer:

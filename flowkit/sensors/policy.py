@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from ..dsl_checks import parse_duration
 from ..errors import DefinitionError
@@ -102,3 +102,46 @@ def _duration(who: str, key: str, value: str | float) -> float:
     if seconds is None:
         raise DefinitionError(f'{who}: {key}={value!r} is not a duration; give seconds or a string like "30s", "5m"')
     return seconds
+
+
+#: What a sensor waits for: its own poke, a file, or a run of another flow.
+WAITS_FOR = ("poke", "file", "flow")
+
+
+def check_target(*, poke: object, file: object, flow: object, who: str = "sensor") -> str:
+    """Which of ``poke=``/``file=``/``flow=`` a sensor was given (exactly one, checked)."""
+    given = [key for key, value in (("poke", poke), ("file", file), ("flow", flow)) if value is not None]
+    if len(given) != 1:
+        found = f"got {', '.join(f'{k}=' for k in given)}" if given else "got none"
+        raise DefinitionError(
+            f"{who}: give exactly one of poke=callable, file=PATH or flow=NAME ({found}); "
+            'e.g. .sensor("wait", file="/data/in.csv")'
+        )
+    key = given[0]
+    if key == "poke" and not callable(poke):
+        raise DefinitionError(f"{who}: poke={poke!r} is not callable; pass the function itself (without calling it)")
+    if key == "file" and not (isinstance(file, str) and file) and not hasattr(file, "__fspath__"):
+        raise DefinitionError(f"{who}: file={file!r} must be a path (a non-empty string or a pathlib.Path)")
+    if key == "flow" and not (isinstance(flow, str) and flow):
+        raise DefinitionError(f'{who}: flow={flow!r} must be the name of a flow, e.g. flow="orders"')
+    return key
+
+
+def sensor_options(policy: SensorPolicy, waits_for: str, target: str | None = None) -> dict[str, Any]:
+    """A sensor's options as the step spec keeps them (JSON; see :func:`policy_of`)."""
+    return {
+        "every": policy.every_seconds,
+        "timeout": policy.timeout_seconds,
+        "backoff": policy.backoff,
+        "on_timeout": policy.on_timeout,
+        "waits_for": waits_for,
+        "target": target,
+    }
+
+
+def policy_of(options: dict[str, Any]) -> SensorPolicy:
+    """The policy of a stored sensor (the inverse of :func:`sensor_options`)."""
+    on_timeout: OnTimeout = "skip" if options.get("on_timeout") == "skip" else "fail"
+    return SensorPolicy(
+        float(options["every"]), float(options["timeout"]), float(options.get("backoff", 1.0)), on_timeout
+    )

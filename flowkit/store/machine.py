@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, insert, select, update
 
 from ..graph import Decision, decide_counts
-from ..spec import FlowSpec
+from ..spec import FlowSpec, StepSpec
 from ..states import STEP_BAD, AttemptState, RunState, StepState
 from . import map_ops
 from . import tables as t
@@ -128,13 +128,18 @@ class Machine:
     ) -> None:
         """The latest attempt of ``name`` ended: move the step (running -> ...) and settle."""
         step = self.spec.step(name)
+        if step.kind == "sensor":
+            from .sensor_ops import poke_ended
+
+            if poke_ended(self, step, number, state, error):  # "not yet": parked, or timed out
+                return
         if state == AttemptState.SUCCESS:
             new, outcome = StepState.SUCCESS, OK
             reason = succeeded_reason(number)
         elif state == AttemptState.SKIPPED:
             new, outcome = StepState.SKIPPED, SKIP
             reason = error or "skipped by the step"
-        elif (tries := number - self._retry_base(name)) < step.retry.max_attempts:
+        elif (tries := self._tries(step, number)) < step.retry.max_attempts:
             delay = retry_delay if retry_delay is not None else step.retry.delay_after(tries)
             due = self.tx.now + timedelta(seconds=delay)
             if self.tx.cas_step(
@@ -143,7 +148,7 @@ class Machine:
                 [StepState.RUNNING],
                 StepState.UP_FOR_RETRY,
                 reason=(
-                    f"attempt {_label(number, tries)} of {step.retry.max_attempts} "
+                    f"attempt {_label(number, tries, step.kind)} of {step.retry.max_attempts} "
                     f"failed; retrying in {delay:.1f} s: {error}"
                 ),
                 next_attempt_at=due,
@@ -155,7 +160,22 @@ class Machine:
             return
         else:
             new, outcome = StepState.FAILED, BAD
-            reason = f"attempt {_label(number, tries)} of {step.retry.max_attempts} failed: {error}"
+            reason = f"attempt {_label(number, tries, step.kind)} of {step.retry.max_attempts} failed: {error}"
+        self.end_running(name, number, new, outcome, reason, error=error, chosen=chosen)
+
+    def end_running(
+        self,
+        name: str,
+        number: int,
+        new: StepState,
+        outcome: str,
+        reason: str,
+        *,
+        error: str | None = None,
+        chosen: list[str] | None = None,
+    ) -> None:
+        """End running step ``name`` in state ``new`` (``outcome`` for its downstream steps),
+        audited with ``reason``; run its callback and settle."""
         if self.tx.cas_step(self.run_id, name, [StepState.RUNNING], new, reason=reason, ended_at=self.tx.now):
             if new != StepState.SKIPPED and not map_ops.is_instance(name):  # a map step's own
                 self.callback(
@@ -167,6 +187,15 @@ class Machine:
                     error,
                 )
             self.settle([(name, outcome, chosen)])
+
+    def _tries(self, step: StepSpec, number: int) -> int:
+        """Where attempt ``number`` stands in the retry budget. A sensor's pokes that said
+        "not yet" are not tries: only its failed pokes count (store.sensor_ops)."""
+        if step.kind == "sensor":
+            from .sensor_ops import failed_tries
+
+            return failed_tries(self, step.name)
+        return number - self._retry_base(step.name)
 
     def _retry_base(self, name: str) -> int:
         """Attempts made before an operator's latest retry of ``name`` (its budget restarts)."""
@@ -453,8 +482,11 @@ class Machine:
         self.effects.wake = True
 
 
-def _label(number: int, tries: int) -> str:
-    """An attempt's number, and its place in the retry budget when an operator retried it."""
+def _label(number: int, tries: int, kind: str = "task") -> str:
+    """An attempt's number, and its place in the retry budget when an operator retried it
+    (a sensor's: among its failed pokes)."""
+    if kind == "sensor" and number != tries:
+        return f"{number} (failed poke {tries})"
     return str(number) if number == tries else f"{number} (try {tries} since the operator's retry)"
 
 

@@ -169,6 +169,15 @@ step_runs = Table(
     Column("map_left", Integer),
     Column("map_failed", Integer),
     Column("map_next", Integer),
+    # Sensors (store.sensor_ops): the current wait's first poke (its time and attempt number;
+    # the timeout counts from it), pokes so far, the last poke's time and what it said, and
+    # when the wait times out. The next poke is next_attempt_at (state up_for_retry).
+    Column("sensor_first_poke_at", TS),
+    Column("sensor_first_attempt", Integer),
+    Column("sensor_pokes", Integer),
+    Column("sensor_last_poke_at", TS),
+    Column("sensor_last_said", Text),
+    Column("sensor_timeout_at", TS),
     ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
     Index("ix_step_runs_state_next", "state", "next_attempt_at"),
     Index("ix_step_runs_waiting", "state", "priority", "wait_seq"),

@@ -420,8 +420,9 @@ class WorkerOps(_Base):
         """A success in one statement on PostgreSQL (:mod:`.pg_fast`); None when this outcome
         does not take that form or the statement did not find the attempt running here."""
         # The one-statement form records no output: shell steps take the generic path. So
-        # do branches, and the instances of a map step's compensation: each one's end starts
-        # the next (saga), a rule the machine keeps in one place.
+        # do branches, sensors (store.sensor_ops records each poke on the step row), and the
+        # instances of a map step's compensation: each one's end starts the next (saga), a
+        # rule the machine keeps in one place.
         if state != AttemptState.SUCCESS or spec is None or not self.fast_path or output is not None:
             return None
         instance = map_ops.is_instance(step)
@@ -440,7 +441,7 @@ class WorkerOps(_Base):
                 gate=gate,
                 global_cap=global_cap,
             )
-        if spec.step(step).kind == "branch":
+        if spec.step(step).kind in ("branch", "sensor"):  # a sensor's poke is recorded on its row
             return None
         return self._finish_success_pg(
             run_id,

@@ -40,6 +40,17 @@ NOT_INLINE = {
     "interrupted": "raises SystemExit in the worker, as a stopped pool child does",
     "inside": "cancels its own run from another store (tested by test_operator_actions)",
     "approve_me": "waits for a person (the approval scenarios below decide it)",
+    **{
+        name: "its sensor waits on the unit tests' injected clock (tests/unit/test_sensors.py)"
+        for name in (
+            "sensor_clocked_fail",
+            "sensor_clocked_skip",
+            "sensor_clocked_retries",
+            "sensor_clocked_file",
+            "sensor_clocked_flow",
+        )
+    },
+    "it_sensor_file": "waits for a file the integration test creates",
 }
 
 #: Params that keep a flow inline-sized (the defaults are sized for real workers).

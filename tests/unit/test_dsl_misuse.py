@@ -145,6 +145,28 @@ CASES = [
     ("param-bad-type", DefinitionError, None, None,
      r"param type <class 'set'> is not supported; use one of str, int, float, bool, list, dict$",
      lambda: Param(set)),  # L:param-bad-type
+    # -- sensors: exactly one thing to wait for, and a sane schedule
+    ("sensor-two-targets", DefinitionError, "x", "s",
+     r'flow "x" step "s": give exactly one of poke=callable, file=PATH or flow=NAME \(got poke=, file=\); ',
+     lambda: Flow("x").sensor("s", noop, file="/data/in.csv")),  # L:sensor-two-targets
+    ("sensor-no-target", DefinitionError, "x", "s",
+     r'flow "x" step "s": give exactly one of poke=callable, file=PATH or flow=NAME \(got none\)',
+     lambda: Flow("x").sensor("s")),  # L:sensor-no-target
+    ("sensor-typo", DefinitionError, "x", "s",
+     r"""flow "x" step "s": unknown option 'evry'\. Did you mean "every"\? Options are: after, backoff, """,
+     lambda: Flow("x").sensor("s", noop, evry="1m")),  # L:sensor-typo
+    ("sensor-every", DefinitionError, "x", "s",
+     r"""flow "x" step "s": every='soon' is not a duration; give seconds or a string like "30s", "5m"$""",
+     lambda: Flow("x").sensor("s", file="/in.csv", every="soon")),  # L:sensor-every
+    ("sensor-on-timeout", DefinitionError, "x", "s",
+     r"""flow "x" step "s": on_timeout='retry' must be "fail" or "skip"$""",
+     lambda: Flow("x").sensor("s", flow="orders", on_timeout="retry")),  # L:sensor-on-timeout
+    ("sensor-poke-not-callable", DefinitionError, "x", "s",
+     r"flow \"x\" step \"s\": poke='ready' is not callable; pass the function itself",
+     lambda: Flow("x").sensor("s", "ready")),  # L:sensor-poke-not-callable
+    ("sensor-compensate", DefinitionError, "x", "s",
+     r"""flow "x" step "s": unknown option 'compensate'\.""",
+     lambda: Flow("x").sensor("s", noop, compensate=noop)),  # L:sensor-compensate
 ]
 
 
@@ -272,3 +294,30 @@ def test_any_param_default_is_accepted_or_a_definition_error(value):
             Flow("f", params={"p": Param(type_, default=value)}).step("a", noop).spec().to_json()
         except DefinitionError as exc:
             assert 'param "p"' in str(exc)
+
+
+def test_the_message_lists_every_sensor_option():
+    from flowkit.dsl import SensorOptions
+
+    with pytest.raises(DefinitionError) as ei:
+        Flow("f").sensor("s", noop, colour="red")
+    listed = str(ei.value).split("Options are: ")[1].split(", ")
+    own = {"after", "backoff", "every", "file", "flow", "on_timeout", "timeout"}
+    assert listed == sorted(SensorOptions.__optional_keys__ | own)
+    # the step options a poke has use for, and not the ones it has none for
+    assert SensorOptions.__optional_keys__ <= StepOptions.__optional_keys__
+    assert StepOptions.__optional_keys__ - SensorOptions.__optional_keys__ == {"timeout", "compensate", "success_when"}
+
+
+def test_any_value_for_a_sensor_option_is_accepted_or_a_definition_error():
+    from flowkit.dsl import SensorOptions
+
+    own = ["poke", "file", "flow", "every", "timeout", "backoff", "on_timeout", "after"]
+
+    def call(option: str, value: object) -> None:
+        target = {} if option in ("poke", "file", "flow") else {"file": "/data/in.csv"}
+        Flow("f").step("a", noop).sensor("s", **{**target, option: value}).spec().to_json()
+
+    options = sorted(set(own) | SensorOptions.__optional_keys__)
+    cases = [(option, value) for option in options for value in WRONG_VALUES]
+    assert _misfits(call, cases) == []

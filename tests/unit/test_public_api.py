@@ -16,6 +16,7 @@ EXPECTED_ALL = [
     "StepContext",
     "Retry",
     "Skip",
+    "NotYet",
     "secret",
     "Ref",
     "CallbackContext",
