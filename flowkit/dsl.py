@@ -40,7 +40,7 @@ from .dsl_checks import (
 )
 from .errors import CycleError, DefinitionError, DuplicateStepError, InvalidParamError, UnknownStepError
 from .graph import find_cycle
-from .notify.config import check_notify
+from .notify.config import check_notify, notify_callables
 from .schedules.options import ScheduleKeywords
 from .sensors.wiring import SensorOptions, sensor_step
 from .sla.deadline import Deadline, check_deadline
@@ -286,6 +286,8 @@ class Flow:
         self.max_active_runs = check_limit(max_active_runs, "max_active_runs", who, where)
         self.max_active_steps = check_limit(max_active_steps, "max_active_steps", who, where)
         self.notify = check_notify(notify, who, where)
+        #: The Python callables of notify=, by their index in its data (run on workers).
+        self.notify_fns = notify_callables(notify)
         self.deadline = check_deadline(deadline, who, where)
         self._defaults: dict[str, Any] = {
             "retries": retries,

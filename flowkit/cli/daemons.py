@@ -146,7 +146,7 @@ def scheduler(ctx: click.Context, wait_seconds: float | None) -> None:
         settings.dags_folder,
     )
     refresh_dags_in_background(settings, store, stop)
-    sender = start_notification_sender(store, sched.actor)
+    sender = start_notification_sender(store, sched.actor, sched.dispatcher)
     try:
         sched.run_forever(stop)
     finally:
@@ -154,13 +154,14 @@ def scheduler(ctx: click.Context, wait_seconds: float | None) -> None:
     log.info("scheduler: stopped")
 
 
-def start_notification_sender(store: SqlStore, holder: str) -> Any:
+def start_notification_sender(store: SqlStore, holder: str, dispatcher: Any = None) -> Any:
     """Deliver the notification outbox in a thread of its own (a slow webhook never holds up
     the loop); every scheduler runs one, and the outbox's leases keep them from delivering
-    a notification twice at once."""
+    a notification twice at once. ``dispatcher`` publishes the tasks that run a flow's
+    callable notifiers on workers."""
     from ..notify.sender import NotificationSender, routing_from_specs
 
-    sender = NotificationSender(store, routing_from_specs(store), holder)
+    sender = NotificationSender(store, routing_from_specs(store, dispatcher), holder)
     sender.start()
     return sender
 

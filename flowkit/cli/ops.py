@@ -188,6 +188,7 @@ def _queue_rows(schedulers: list[dict[str, Any]], settings: Settings, depth: Any
 
 def status_report(settings: Settings, store: SqlStore, depth: Any = None) -> dict[str, Any]:
     """What `flowkit status` shows: schedulers, queues and backpressure, limits, in flight."""
+    from ..sla.view import active_deadlines
     from ..store.sql import utcnow
 
     now = utcnow()
@@ -209,6 +210,7 @@ def status_report(settings: Settings, store: SqlStore, depth: Any = None) -> dic
         "in_flight": store.in_flight(),
         "waiting": store.waiting_count(),
         "paused_flows": [f["name"] for f in store.list_flows() if f["paused"]],
+        "deadlines": active_deadlines(store, now),  # slack of active runs with a deadline
     }
 
 
@@ -290,6 +292,9 @@ def status(ctx: click.Context, as_json: bool, no_broker: bool) -> None:
     ]
     if rows:
         lines += ["", format_table(["limit", "name", "in use", "balanced"], rows)]
+    from ..sla.view import status_lines
+
+    lines += status_lines(report["deadlines"])
     click.echo("\n".join(lines))
     if any(not r["balanced"] for r in report["pools"] + report["locks"] + report["flows"]):
         raise CliError("the slot ledger does not balance; see `flowkit status --json`")

@@ -183,6 +183,10 @@ def report_cmd(ctx: click.Context, run_id: str, output: str) -> None:
     _check_suffix(output, (".html", ".htm"), "a report")
     now = datetime.now(UTC)
     with friendly_errors():
-        view = _run_view(open_store(settings_of(ctx)), run_id)
-        page = rd.report_html(view, generated_at=now, now=None if view.run.get("ended_at") else now)
+        store = open_store(settings_of(ctx))
+        view = _run_view(store, run_id)
+        from ..sla.view import run_sla
+
+        sla = run_sla(store, {**view.run, "id": view.run_id}, view.spec, now)
+        page = rd.report_html(view, generated_at=now, now=None if view.run.get("ended_at") else now, sla=sla)
     _emit(page.encode(), output, f"report of run {view.run_id}")

@@ -39,6 +39,8 @@ def masked_params(store: SqlStore, run: dict[str, Any], specs: dict[tuple[str, s
 def run_details(store: SqlStore, run_id: str, *, with_events: bool = False) -> dict[str, Any]:
     """A run, its steps and (optionally) its audit trail, with secret param values as ***."""
     from ..secrets import mask_data, mask_params, mask_text, secret_values
+    from ..sla.view import run_sla
+    from ..store.base import utcnow
 
     run = store.get_run(run_id)
     steps = {s["step"]: s for s in store.step_runs(run_id)}
@@ -77,6 +79,7 @@ def run_details(store: SqlStore, run_id: str, *, with_events: bool = False) -> d
     map_view.add_instances(store, run_id, out_steps, lambda text: mask_text(text, hidden))
     _add_sensor_waits(spec, steps, out_steps)
     details = {**run, "params": mask_params(spec, run["params"]), "steps": out_steps}
+    details["sla"] = run_sla(store, run, spec, utcnow())  # None: the flow has no deadline
     if with_events:
         # the flow's own events (an operator paused or unpaused it) while the run existed,
         # and the pause it was created under, if any
@@ -132,7 +135,15 @@ def format_run(d: dict[str, Any]) -> str:
             ]
         )
         rows += map_view.table_rows(s, format_duration)  # a map step's instances
-    lines = [head, params, "", format_table(["step", "state", "attempts", "duration", "worker", "error"], rows)]
+    from ..sla.view import sla_lines
+
+    lines = [
+        head,
+        params,
+        *sla_lines(d.get("sla")),
+        "",
+        format_table(["step", "state", "attempts", "duration", "worker", "error"], rows),
+    ]
     sensors = [s for s in d["steps"] if s.get("sensor") is not None]
     if sensors:
         lines += ["", "SENSORS"] + [f"{s['step']}: {describe_wait(s['sensor'], format_time)}" for s in sensors]

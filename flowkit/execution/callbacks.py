@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import secrets
 from ..context import CallbackContext
@@ -64,25 +64,12 @@ def run_callback(rt: WorkerRuntime, callback_id: str) -> str:
         spec = rt.spec(cb["flow_name"], cb["version"])
         secrets.register_secret_params(spec, cb["params"])  # masked in this process's logs
         flow = rt.flow_for(cb["flow_name"], cb["version"])
-        fn = flow.callback_for(kind, step if scope == "step" else None)
-        if fn is None:
-            raise LookupError(
-                f"version {cb['version']} defines no {kind} callback on "
-                f"{'step ' + repr(step) if scope == 'step' else 'the flow'}"
-            )
-        ctx = CallbackContext(
-            flow=cb["flow_name"],
-            run_id=run_id,
-            step=step,
-            kind=kind,
-            state=cb["state"],
-            attempt=cb["attempt"],
-            error=cb["error"],
-            params=cb["params"],
-            version=cb["version"],
-            log=logging.getLogger(f"flowkit.callback.{cb['flow_name']}"),
-        )
-        fn(ctx)
+        if scope == "notify":  # a callable in the flow's notify= (flowkit.notify.calls)
+            from ..notify.calls import run_notify_call
+
+            run_notify_call(flow, cb)
+        else:
+            _call(flow, cb)
     except Exception as exc:
         error = secrets.mask_stored(describe_exception(exc))  # what the worker stores goes masked
         log.exception(
@@ -93,6 +80,36 @@ def run_callback(rt: WorkerRuntime, callback_id: str) -> str:
             kind,
             error,
         )
+    return _finish(rt, cb, error)
+
+
+def _call(flow: Any, cb: dict[str, Any]) -> None:
+    """Call the flow's or step's own callback with its context."""
+    run_id, step, kind, scope = cb["run_id"], cb["step"], cb["kind"], cb["scope"]
+    fn = flow.callback_for(kind, step if scope == "step" else None)
+    if fn is None:
+        raise LookupError(
+            f"version {cb['version']} defines no {kind} callback on "
+            f"{'step ' + repr(step) if scope == 'step' else 'the flow'}"
+        )
+    ctx = CallbackContext(
+        flow=cb["flow_name"],
+        run_id=run_id,
+        step=step,
+        kind=kind,
+        state=cb["state"],
+        attempt=cb["attempt"],
+        error=cb["error"],
+        params=cb["params"],
+        version=cb["version"],
+        log=logging.getLogger(f"flowkit.callback.{cb['flow_name']}"),
+    )
+    fn(ctx)
+
+
+def _finish(rt: WorkerRuntime, cb: dict[str, Any], error: str | None) -> str:
+    """Mark the callback done (its audit event says how it went)."""
+    run_id, step, kind, scope = cb["run_id"], cb["step"], cb["kind"], cb["scope"]
     until_stored(
         f"run {run_id}: recording the {kind} callback",
         lambda: callback_ops.finish(rt.store, cb, actor=rt.name, error=error),

@@ -40,11 +40,16 @@ class DeliveryPolicy:
         return min(delay, self.max_delay)
 
 
-def routing_from_specs(store: SqlStore) -> Routing:
+def routing_from_specs(store: SqlStore, dispatcher: Any = None) -> Routing:
     """Each notification goes to the notifiers its flow's current spec declares for its kind
-    (``notify=``); a flow that is gone or declares none gets it recorded as delivered to none."""
+    (``notify=``); a flow that is gone or declares none gets it recorded as delivered to none.
+    With a ``dispatcher``, a Python callable among them is handed to a worker
+    (:mod:`flowkit.notify.calls`); without one, callables are left out."""
     from ..errors import NotFoundError
+    from ..notify.calls import CallPublisher
     from ..notify.config import build_notifiers
+
+    calls = CallPublisher(store, dispatcher) if dispatcher is not None else None
 
     def routing(note: dict[str, Any]) -> Sequence[Notifier]:
         if not note.get("flow"):
@@ -53,7 +58,7 @@ def routing_from_specs(store: SqlStore) -> Routing:
             spec = store.flow_spec(note["flow"])
         except NotFoundError:  # the flow was removed: nobody to tell (a store error raises: retried)
             return []
-        return build_notifiers(spec.notify, note["kind"])
+        return build_notifiers(spec.notify, note["kind"], calls=calls, version=spec.version)
 
     return routing
 

@@ -86,6 +86,8 @@ class Scheduler:
         #: Who is active (see .lease); None: this scheduler is always active (dev, tests).
         self.lease = lease
         self._specs: dict[tuple[str, str], FlowSpec] = {}
+        #: The deadline check's memory of each run it watches (flowkit.sla.watch.DeadlineWatch).
+        self._deadline_watch: Any = None
         self._next_sweep: datetime | None = None
         self._next_timer: datetime | None = None
         self._grant_due: float | None = 0.0  # monotonic time to look at waiters again
@@ -559,10 +561,12 @@ class Scheduler:
 
     def check_deadlines(self, now: datetime) -> None:
         """Raise sla_at_risk / sla_missed on the scheduler's clock (flowkit.sla.watch)."""
-        from ..sla.watch import check_deadlines
+        from ..sla.watch import DeadlineWatch
 
+        if self._deadline_watch is None:
+            self._deadline_watch = DeadlineWatch()
         try:
-            check_deadlines(self.store, self.actor, now, self.spec)
+            self._deadline_watch.check(self.store, self.actor, now, self.spec)
         except Exception:  # deadlines are advisory: the sweep goes on
             log.exception("scheduler %s: deadline check failed", self.actor)
 

@@ -115,3 +115,19 @@ def predict_finish(
         critical_path=tuple(path),
         step_seconds=tuple(cost[n] for n in path),
     )
+
+
+def seconds_until_estimate_passed(
+    progress: Mapping[str, StepProgress], stats: Mapping[str, StepStats], *, pct: float = ESTIMATE_PERCENTILE
+) -> float | None:
+    """Seconds until the first running step reaches its estimate, or None if none will.
+
+    There a step's remaining time jumps from zero to as long again as it has run (see
+    :func:`remaining_seconds`): the one moment the predicted finish moves later by a leap
+    rather than at most two seconds per second, so a watcher must look then."""
+    waits = []
+    for name, step in progress.items():
+        estimate = stats[name].estimate(pct=pct) if step.state == "running" and name in stats else None
+        if estimate is not None and step.elapsed_seconds <= estimate[0]:
+            waits.append(estimate[0] - step.elapsed_seconds)
+    return min(waits, default=None)

@@ -9,14 +9,21 @@ in as ``already``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from flowkit.sla.deadline import Deadline, as_utc
 from flowkit.sla.history import StepStats
-from flowkit.sla.predict import DONE_STATES, NoPrediction, Prediction, StepProgress, predict_finish
+from flowkit.sla.predict import (
+    DONE_STATES,
+    NoPrediction,
+    Prediction,
+    StepProgress,
+    predict_finish,
+    seconds_until_estimate_passed,
+)
 
 if TYPE_CHECKING:
     from flowkit.spec import FlowSpec
@@ -126,35 +133,118 @@ class RunView:
 def check_deadlines(
     store: SqlStoreBase, actor: str, now: datetime, spec_of: Callable[[str, str], FlowSpec]
 ) -> list[SlaEvent]:
-    """Fold new successes into the statistics, then raise what is due for every unfinished
-    run with a deadline and for scheduled intervals that never got a run. Returns what it raised."""
+    """One check with nothing remembered from earlier ones (every run's prediction is
+    computed): see :meth:`DeadlineWatch.check`, which the scheduler calls every sweep."""
+    return DeadlineWatch().check(store, actor, now, spec_of)
+
+
+#: A run whose steps did not change is checked again at least this often anyway: the
+#: statistics its prediction reads may have changed with other runs' successes.
+MAX_RECHECK = timedelta(minutes=5)
+#: How fast a run's predicted finish can move later while none of its steps changes state:
+#: a running step past its estimate is expected to run as long again as it has so far
+#: (predict.remaining_seconds), so its run's finish moves 2 s per second; anything else 1 s or less.
+MAX_FINISH_DRIFT = 2.0
+
+
+@dataclass
+class _Seen:
+    """What the last check saw of a run: its change signature and when to look again."""
+
+    signature: tuple[Any, ...]
+    next_check_at: datetime
+
+
+@dataclass
+class DeadlineWatch:
+    """The scheduler's deadline check, with the memory that keeps each sweep's work bounded.
+
+    A run's prediction is computed again only when one of its steps changed state since the
+    last check (its ``steps_left`` or its newest audit event id moved: one indexed read per
+    active run) or when the check it was due for comes: ``slack / MAX_FINISH_DRIFT`` from the
+    last one (the predicted finish cannot pass the deadline sooner), the moment a running
+    step reaches its estimate (where the prediction leaps), its deadline (for
+    ``sla_missed``), or ``MAX_RECHECK``. Near the deadline that is every sweep, so an alert
+    is raised at most one sweep late. A restarted scheduler starts with no memory: its first
+    sweep checks every run once.
+    """
+
+    max_recheck: timedelta = MAX_RECHECK
+    _seen: dict[str, _Seen] = field(default_factory=dict)
+    #: How many runs the last check computed a prediction for (the bench reports it).
+    last_recomputed: int = 0
+
+    def check(
+        self, store: SqlStoreBase, actor: str, now: datetime, spec_of: Callable[[str, str], FlowSpec]
+    ) -> list[SlaEvent]:
+        """Fold new successes into the statistics, then raise what is due for the unfinished
+        runs with a deadline that changed or are due a check, and for scheduled intervals that
+        never got a run. Returns what it raised."""
+        from flowkit.store import sla_ops
+
+        sla_ops.fold_successes(store, now)
+        active = read_run_signatures(store, lambda flow, version: has_deadline(spec_of(flow, version)))
+        self._seen = {rid: seen for rid, seen in self._seen.items() if rid in active}
+        due = [rid for rid, sig in active.items() if self._due(rid, sig, now)]
+        runs = read_active_runs(store, now, run_ids=due)
+        marks = sla_ops.raised_marks(store, (r.run_id for r in runs))
+        stats_by_flow: dict[str, dict[str, StepStats]] = {}
+        raised: list[SlaEvent] = []
+        for run in runs:
+            spec = spec_of(run.flow, run.version)
+            stats = stats_by_flow.setdefault(run.flow, sla_ops.step_stats(store, run.flow))
+            next_at = now + self.max_recheck
+            for step, deadline_at, prediction, done in run_checks(spec, run, stats, now):
+                already = frozenset(action for rid, s, action in marks if rid == run.run_id and s == step)
+                raised += raise_due(store, actor, now, run, step, deadline_at, prediction, done, already)
+                next_at = min(next_at, next_check_at(deadline_at, prediction, now, done=done))
+            leap = seconds_until_estimate_passed(run.steps, stats)
+            if leap is not None:
+                next_at = min(next_at, now + timedelta(seconds=leap))
+            self._seen[run.run_id] = _Seen(active[run.run_id], next_at)
+        self.last_recomputed = len(runs)
+        raised.extend(check_missed_schedules(store, actor, now, spec_of))
+        return raised
+
+    def _due(self, run_id: str, signature: tuple[Any, ...], now: datetime) -> bool:
+        seen = self._seen.get(run_id)
+        return seen is None or seen.signature != signature or seen.next_check_at <= now
+
+
+def raise_due(
+    store: SqlStoreBase,
+    actor: str,
+    now: datetime,
+    run: RunView,
+    step: str | None,
+    deadline_at: datetime,
+    prediction: Prediction | NoPrediction,
+    done: bool,
+    already: frozenset[str],
+) -> list[SlaEvent]:
+    """Raise (once, in the store) what one deadline of ``run`` calls for now."""
     from flowkit.store import sla_ops
 
-    sla_ops.fold_successes(store, now)
-    raised: list[SlaEvent] = []
-    runs = read_active_runs(store, now, lambda flow, version: has_deadline(spec_of(flow, version)))
-    marks = sla_ops.raised_marks(store, (r.run_id for r in runs))
-    stats_by_flow: dict[str, dict[str, StepStats]] = {}
-    for run in runs:
-        spec = spec_of(run.flow, run.version)
-        stats = stats_by_flow.setdefault(run.flow, sla_ops.step_stats(store, run.flow))
-        for step, deadline_at, prediction, done in run_checks(spec, run, stats, now):
-            already = frozenset(action for rid, s, action in marks if rid == run.run_id and s == step)
-            subject = f'run {run.run_id} of flow "{run.flow}"' + (f' step "{step}"' if step else "")
-            for event in sla_events(deadline_at, prediction, now, finished=done, already=already, subject=subject):
-                if sla_ops.raise_once(
-                    store,
-                    actor,
-                    now,
-                    action=event.action,
-                    flow=run.flow,
-                    reason=event.reason,
-                    run_id=run.run_id,
-                    step=step,
-                ):
-                    raised.append(event)
-    raised.extend(check_missed_schedules(store, actor, now, spec_of))
+    subject = f'run {run.run_id} of flow "{run.flow}"' + (f' step "{step}"' if step else "")
+    raised = []
+    for event in sla_events(deadline_at, prediction, now, finished=done, already=already, subject=subject):
+        if sla_ops.raise_once(
+            store, actor, now, action=event.action, flow=run.flow, reason=event.reason, run_id=run.run_id, step=step
+        ):
+            raised.append(event)
     return raised
+
+
+def next_check_at(
+    deadline_at: datetime, prediction: Prediction | NoPrediction | None, now: datetime, *, done: bool
+) -> datetime:
+    """When this deadline needs a look again if none of the run's steps changes state."""
+    if done or now >= deadline_at:
+        return datetime.max.replace(tzinfo=deadline_at.tzinfo)  # raised or moot: nothing left to see
+    if isinstance(prediction, Prediction) and prediction.finish_at <= deadline_at:
+        slack = prediction.slack_seconds(deadline_at)
+        return min(deadline_at, now + timedelta(seconds=slack / MAX_FINISH_DRIFT))
+    return deadline_at  # at risk already, or no prediction: only sla_missed is left to raise
 
 
 def has_deadline(spec: FlowSpec) -> bool:
@@ -197,23 +287,54 @@ def ancestors(upstream: dict[str, tuple[str, ...]], name: str) -> set[str]:
     return seen
 
 
-def read_active_runs(store: SqlStoreBase, now: datetime, wanted: Callable[[str, str], bool]) -> list[RunView]:
-    """Unfinished runs of the (flow, version)s ``wanted`` and their steps' progress (two indexed reads)."""
-    from sqlalchemy import select
+def read_run_signatures(store: SqlStoreBase, wanted: Callable[[str, str], bool]) -> dict[str, tuple[Any, ...]]:
+    """Each unfinished run of the (flow, version)s ``wanted``: a signature that changes when
+    one of its steps changes state (``steps_left`` and the newest audit event id, read per run
+    from ``ix_events_run``: one index probe, however long the run's history)."""
+    from sqlalchemy import func, select
 
     from flowkit.store import tables as t
 
+    r, e = t.runs.c, t.events.c
+    newest = select(func.max(e.id)).where(e.run_id == r.id).scalar_subquery()
     # ``wanted`` reads specs through the store: never call it inside a transaction, as on
     # SQLite every transaction holds the write lock (BEGIN IMMEDIATE) and a nested one waits
     # out the busy timeout.
     with store._conn() as conn:
-        active = conn.execute(select(t.runs).where(t.runs.c.state.in_(ACTIVE_RUN_STATES))).all()
-    runs = [r for r in active if wanted(r.flow_name, r.version)]
-    ids = [r.id for r in runs]
+        rows = conn.execute(
+            select(r.id, r.flow_name, r.version, r.state, r.steps_left, newest.label("newest")).where(
+                r.state.in_(ACTIVE_RUN_STATES)
+            )
+        ).all()
+    return {row.id: (row.state, row.steps_left, row.newest) for row in rows if wanted(row.flow_name, row.version)}
+
+
+def read_active_runs(
+    store: SqlStoreBase,
+    now: datetime,
+    wanted: Callable[[str, str], bool] | None = None,
+    *,
+    run_ids: Iterable[str] | None = None,
+) -> list[RunView]:
+    """Unfinished runs (of the (flow, version)s ``wanted``, or those of ``run_ids``) and their
+    steps' progress (two indexed reads)."""
+    from sqlalchemy import select
+
+    from flowkit.store import tables as t
+
+    query = select(t.runs).where(t.runs.c.state.in_(ACTIVE_RUN_STATES))
+    if run_ids is not None:
+        ids = list(run_ids)
+        if not ids:
+            return []
+        query = query.where(t.runs.c.id.in_(ids))
+    with store._conn() as conn:  # ``wanted`` is called outside it (see read_run_signatures)
+        active = conn.execute(query).all()
+    runs = [r for r in active if wanted is None or wanted(r.flow_name, r.version)]
     steps = []
-    if ids:
+    if runs:
         with store._conn() as conn:
-            steps = list(conn.execute(select(t.step_runs).where(t.step_runs.c.run_id.in_(ids))).all())
+            steps = list(conn.execute(select(t.step_runs).where(t.step_runs.c.run_id.in_([r.id for r in runs]))).all())
     by_run: dict[str, dict[str, StepProgress]] = {}
     for s in steps:
         since = s.started_at if s.state == "running" else s.updated_at

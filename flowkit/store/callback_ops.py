@@ -26,13 +26,17 @@ def load(store: SqlStore, callback_id: str) -> dict[str, Any] | None:
     with store._conn() as conn:
         row = conn.execute(
             select(t.callbacks, r.flow_name, r.version, r.params)
-            .join_from(t.callbacks, t.runs, c.run_id == r.id)
+            .join_from(t.callbacks, t.runs, c.run_id == r.id, isouter=True)  # a notification may have no run
             .where(c.id == callback_id)
         ).first()
     if row is None:
         return None
     out = row_dict(row)
-    out["params"] = json.loads(out["params"])
+    out["params"] = json.loads(out["params"] or "{}")
+    if out["payload"] is not None:  # a callable notifier runs from the version that declared it
+        payload = json.loads(out["payload"])
+        out["flow_name"] = payload["notification"].get("flow") or out["flow_name"]
+        out["version"] = payload["version"]
     return out
 
 
@@ -48,6 +52,8 @@ def finish(store: SqlStore, cb: dict[str, Any], *, actor: str, error: str | None
         )
         if won:
             what = f"{cb['scope']} {cb['kind']} callback ({cb['state']})"
+            if cb.get("payload"):
+                what = f"notify= callable {json.loads(cb['payload'])['name']} for {cb['kind']}"
             tx.event(
                 "callback_failed" if error else "callback_ran",
                 run_id=cb["run_id"],
@@ -66,7 +72,7 @@ def take_due(store: SqlStore, actor: str, dispatched_before: datetime) -> list[C
     with store.tx(actor) as tx:
         rows = tx.conn.execute(
             select(t.callbacks, r.flow_name)
-            .join_from(t.callbacks, t.runs, c.run_id == r.id)
+            .join_from(t.callbacks, t.runs, c.run_id == r.id, isouter=True)  # a notification may have no run
             .where(c.done_at.is_(None), c.dispatched_at < dispatched_before)
             .limit(500)
         ).all()
@@ -86,7 +92,8 @@ def take_due(store: SqlStore, actor: str, dispatched_before: datetime) -> list[C
                     attempt=row.attempt,
                     reason=f"{row.scope} {row.kind} callback not done in time; published again",
                 )
-                out.append(CallbackDue(row.id, row.run_id, row.flow_name, row.scope, row.kind, row.step, row.queue))
+                flow = row.flow_name or json.loads(row.payload or "{}").get("notification", {}).get("flow") or ""
+                out.append(CallbackDue(row.id, row.run_id, flow, row.scope, row.kind, row.step, row.queue))
     return out
 
 

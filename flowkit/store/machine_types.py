@@ -87,9 +87,9 @@ class CallbackDue:
     """A callback written to the outbox (table ``callbacks``), to publish after the commit."""
 
     id: str
-    run_id: str
+    run_id: str | None  # None: a notification about no run (scope notify)
     flow: str
-    scope: str  # flow | step
+    scope: str  # flow | step | notify (a callable notifier, flowkit.notify.calls)
     kind: str
     step: str | None
     queue: str | None

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import false, select, update
 
 from ..sla.deadline import as_utc
 from ..sla.history import WINDOW_RUNS, StepStats
@@ -78,44 +78,46 @@ def step_stats(store: SqlStoreBase, flow: str) -> dict[str, StepStats]:
 
 
 def fold_successes(store: SqlStoreBase, now: datetime, *, batch: int = FOLD_BATCH, window: int = WINDOW_RUNS) -> int:
-    """Fold the successful attempts ended since the last fold into the per-step statistics.
+    """Fold the ended attempts not folded yet into the per-step statistics and mark them folded.
 
-    Reads at most ``batch`` attempts past the cursor on ``ix_attempts_ended_at`` and updates
-    one fixed-size row per (flow, step): the work per step end is constant. Returns how many
-    attempts it read.
+    Reads at most ``batch`` of them through the partial index ``ix_attempts_unfolded`` and
+    updates one fixed-size row per (flow, step): the work per step end is constant. A mark
+    per attempt, not a cursor over ``ended_at``: an attempt committed late (or stamped by a
+    worker whose clock is behind) is still unfolded when it shows up, so none is skipped.
+    Returns how many attempts it read.
     """
+    a = t.attempts
     with store._conn() as conn:
-        cursor = conn.execute(select(t.sla_cursor).where(t.sla_cursor.c.id == 1)).first()
-        a = t.attempts
         query = (
             select(
                 a.c.step, a.c.task_id, a.c.dispatched_at, a.c.started_at, a.c.ended_at, a.c.state, t.runs.c.flow_name
             )
             .join(t.runs, t.runs.c.id == a.c.run_id)
-            .where(a.c.ended_at.is_not(None))
-            .order_by(a.c.ended_at, a.c.task_id)
+            .where(a.c.ended_at.is_not(None), a.c.sla_folded == false())
+            .order_by(a.c.ended_at)
             .limit(batch)
         )
-        if cursor is not None:
-            query = query.where(
-                or_(
-                    a.c.ended_at > cursor.ended_at,
-                    and_(a.c.ended_at == cursor.ended_at, a.c.task_id > cursor.task_id),
-                )
-            )
         rows = conn.execute(query).all()
         if not rows:
             return 0
+        # Claim before folding (compare-and-set on the mark): of two sweeps that read the
+        # same attempts, each folds only those it marked, so no sample counts twice.
+        mine = set(
+            conn.execute(
+                update(a)
+                .where(a.c.task_id.in_([r.task_id for r in rows]), a.c.sla_folded == false())
+                .values(sla_folded=True)
+                .returning(a.c.task_id)
+            ).scalars()
+        )
         samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for r in rows:
-            if r.state == "success" and r.started_at is not None:
+            if r.task_id in mine and r.state == "success" and r.started_at is not None:
                 run = (as_utc(r.ended_at) - as_utc(r.started_at)).total_seconds()
                 wait = (as_utc(r.started_at) - as_utc(r.dispatched_at)).total_seconds()
                 samples.setdefault((r.flow_name, base_step(r.step)), []).append((run, wait))
-        for (flow, step), new in samples.items():
+        for (flow, step), new in sorted(samples.items()):  # in key order: two sweeps lock alike
             _fold_step(conn, flow, step, new, now, window)
-        last = rows[-1]
-        upsert(conn, t.sla_cursor, {"id": 1, "ended_at": last.ended_at, "task_id": last.task_id}, ["id"])
         return len(rows)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 
@@ -289,9 +290,9 @@ callbacks = Table(
     "callbacks",
     metadata,
     Column("id", String(36), primary_key=True),
-    Column("run_id", String(36), nullable=False),
+    Column("run_id", String(36)),  # NULL: a notification about no run (a missed scheduled interval)
     Column("step", String(100)),  # the step it is about (NULL: the run ended)
-    Column("scope", String(10), nullable=False),  # flow | step: whose callback to call
+    Column("scope", String(10), nullable=False),  # flow | step | notify: whose callback to call
     Column("kind", String(20), nullable=False),  # on_success | on_failure | on_retry
     Column("state", String(20), nullable=False),  # the outcome: success, failed, up_for_retry
     Column("attempt", Integer),
@@ -300,6 +301,8 @@ callbacks = Table(
     Column("created_at", TS, nullable=False),
     Column("dispatched_at", TS, nullable=False),
     Column("done_at", TS),
+    # scope notify: the notification (JSON) a flow's callable notifier receives (flowkit.notify.calls)
+    Column("payload", Text),
     ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
     Index("ix_callbacks_pending", "done_at", "dispatched_at"),
 )
@@ -381,13 +384,14 @@ sla_marks = Table(
     Column("at", TS, nullable=False),
 )
 
-#: Where the deadline sweep's fold of successful attempts got to (one row, id 1).
-sla_cursor = Table(
-    "sla_cursor",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("ended_at", TS, nullable=False),
-    Column("task_id", String(36), nullable=False),
-)
-
 Index("ix_attempts_ended_at", attempts.c.ended_at, attempts.c.task_id)
+
+#: Whether the deadline sweep has folded this ended attempt into step_duration_stats: the
+#: sweep reads the unfolded ones through a partial index, so a late commit is never skipped.
+attempts.append_column(Column("sla_folded", Boolean, nullable=False, default=False, server_default=false()))
+Index(
+    "ix_attempts_unfolded",
+    attempts.c.ended_at,
+    postgresql_where=text("ended_at IS NOT NULL AND sla_folded = false"),
+    sqlite_where=text("ended_at IS NOT NULL AND sla_folded = 0"),
+)

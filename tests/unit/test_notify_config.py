@@ -32,9 +32,7 @@ def noop(ctx: Any) -> None:
 @pytest.mark.parametrize(
     ("notify", "says"),
     [
-        ([noop], "notify= takes Webhook(...) or Log(...) from flowkit.notify"),
-        ([noop], "for Python code use on_failure="),
-        (["https://x"], "notify= takes Webhook(...) or Log(...)"),
+        (["https://x"], "notify= takes Webhook(...), Log(...) or Call(fn)"),
         ([Webhook("ftp://x/y")], "is not an http(s) URL"),
         ([Webhook("https://x", timeout="soon")], "Webhook timeout='soon'"),
         ([Webhook("https://x", timeout=0)], "must be positive"),

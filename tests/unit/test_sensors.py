@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from sqlalchemy import inspect
 
@@ -264,10 +265,12 @@ def test_migration_0014_goes_down_and_up_under_a_waiting_sensor(harness, clock, 
     assert _row(store, run_id)["state"] == "up_for_retry"
     # When the schema goes back to before the sensor columns, and up again
     with store.engine.connect() as conn:
-        command.downgrade(store._alembic_config(conn), "0011")
+        config = store._alembic_config(conn)
+        before_sensors = ScriptDirectory.from_config(config).get_revision("0014").down_revision
+        command.downgrade(config, before_sensors)
         conn.commit()
     store.dispose()
-    assert store.schema_revision() == "0011"
+    assert store.schema_revision() == before_sensors
     assert not [c["name"] for c in inspect(store.engine).get_columns("step_runs") if c["name"].startswith("sensor_")]
     store.upgrade()
     # Then the step rows are all there, and the sensor goes on (its wait counted afresh)

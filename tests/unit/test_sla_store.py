@@ -182,3 +182,92 @@ def test_folding_costs_the_same_per_step_end_whatever_the_history(backend_store)
     per_step_end_ms = (time.perf_counter() - began) * 1000 / 3
     print(f"fold cost per step end: {per_step_end_ms:.2f} ms")
     assert per_step_end_ms < 200
+
+
+def test_an_attempt_committed_late_is_still_folded(backend_store):
+    # Given a fold that has read every ended attempt
+    add_flow(backend_store, chain_flow())
+    add_history(backend_store, "nightly", {"a": 10, "b": 10, "c": 10}, runs=5, first_hour=10)
+    assert sla_ops.fold_successes(backend_store, T0) == 15
+    # When an attempt that ended before them commits only now (a slow commit, a worker's late clock)
+    add_history(backend_store, "nightly", {"a": 99, "b": 10, "c": 10}, runs=1, first_hour=0)
+    # Then the next fold takes it in all the same
+    assert sla_ops.fold_successes(backend_store, T0) == 3
+    assert sla_ops.step_stats(backend_store, "nightly")["a"].durations[-1] == 99.0
+    assert sla_ops.fold_successes(backend_store, T0) == 0
+
+
+def slow_run_setup(store, runs=1):
+    spec = chain_flow(deadline=Deadline(within="6m"))
+    add_flow(store, spec)
+    add_history(store, "nightly", {"a": 60, "b": 60, "c": 60})
+    ids = [
+        add_run(
+            store,
+            "nightly",
+            state="running",
+            created_at=T0,
+            steps=[("a", "success", T0), ("b", "running", T0 + timedelta(seconds=62)), ("c", "pending", None)],
+        )
+        for _ in range(runs)
+    ]
+    return spec, ids
+
+
+def test_the_watch_recomputes_only_runs_that_changed_or_are_due(backend_store):
+    from flowkit.sla.watch import DeadlineWatch
+
+    spec, ids = slow_run_setup(backend_store, runs=4)
+    watch = DeadlineWatch()
+
+    def sweep(at_seconds):
+        return [
+            e.action for e in watch.check(backend_store, "s", T0 + timedelta(seconds=at_seconds), lambda f, v: spec)
+        ]
+
+    assert sweep(100) == [] and watch.last_recomputed == 4
+    # b runs within its estimate (60 s, reached at 122 s): finish 184 s, slack 176 s
+    assert sweep(102) == [] and watch.last_recomputed == 0
+    # When a step of one run changes state (its audit event), that run alone is looked at again
+    with backend_store.tx("test", T0 + timedelta(seconds=103)) as tx:
+        tx.event("step_state", run_id=ids[0], step="b", old="running", new="running", reason="test")
+    assert sweep(104) == [] and watch.last_recomputed == 1
+    assert sweep(120) == [] and watch.last_recomputed == 0
+    # Past its estimate b's remaining time leaps (as long again as it has run): all looked at
+    assert sweep(124) == [] and watch.last_recomputed == 4
+
+
+def test_the_watch_raises_at_risk_at_most_one_sweep_late(backend_store):
+    """The same slow run as above, swept every 2 s by one watch: at risk is raised within one
+    sweep of when a full recomputation would first raise it."""
+    from flowkit.sla.watch import DeadlineWatch
+
+    spec, _ = slow_run_setup(backend_store)
+    full_store_first = None
+    for second in range(100, 360, 2):  # what a memo-less check says, second by second
+        finish = check_finish(backend_store, spec, second)
+        if finish > 360:
+            full_store_first = second
+            break
+    watch = DeadlineWatch()
+    raised_at = None
+    for second in range(100, 360, 2):
+        events = watch.check(backend_store, "s", T0 + timedelta(seconds=second), lambda f, v: spec)
+        if any(e.action == SLA_AT_RISK for e in events):
+            raised_at = second
+            break
+    assert full_store_first is not None and raised_at is not None
+    assert full_store_first <= raised_at <= full_store_first + 2
+
+
+def check_finish(store, spec, second):
+    """The predicted finish (seconds after T0) a fresh check computes at ``second``."""
+    from flowkit.sla.predict import Prediction
+    from flowkit.sla.watch import read_active_runs, run_checks
+
+    now = T0 + timedelta(seconds=second)
+    sla_ops.fold_successes(store, now)
+    [run] = read_active_runs(store, now)
+    [(_, _, prediction, _)] = list(run_checks(spec, run, sla_ops.step_stats(store, "nightly"), now))
+    assert isinstance(prediction, Prediction)
+    return (prediction.finish_at - T0).total_seconds()
