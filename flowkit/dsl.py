@@ -21,7 +21,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, Unpack
+from typing import Any, Unpack
 
 from .dsl_checks import (
     NAME_RE,
@@ -96,7 +96,7 @@ UNSET: Any = _Unset()
 _REQUIRED: Any = object()
 
 
-class StepOptions(TypedDict, total=False):
+class StepOptions(SensorOptions, total=False):
     """The keyword options of :meth:`Flow.step`, :meth:`Flow.then` and :meth:`Flow.branch`.
 
     An option left out (or given as ``UNSET``) takes the flow's default where the flow has
@@ -130,24 +130,10 @@ class StepOptions(TypedDict, total=False):
       run's creation (see :mod:`flowkit.sla.deadline`).
     """
 
-    retries: int
-    retry_backoff: str | float
-    retry_max_delay: str | float
+    # The options a sensor's poke takes too (SensorOptions), and three of a task's own.
     timeout: str | float | None
-    queue: str | None
-    priority: int | None
-    pool: str | None
-    slots: int
-    lock: str | tuple[str, str] | None
-    trigger: str
-    reads: str | Iterable[str]
-    writes: str | Iterable[str]
     compensate: Callable[..., Any] | None
     success_when: Callable[[Any], Any] | None
-    on_success: Callable[[Any], Any] | None
-    on_failure: Callable[[Any], Any] | None
-    on_retry: Callable[[Any], Any] | None
-    deadline: Deadline | None
 
 
 class Param:
