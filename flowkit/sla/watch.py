@@ -18,11 +18,11 @@ from flowkit.sla.deadline import Deadline, as_utc
 from flowkit.sla.history import StepStats
 from flowkit.sla.predict import (
     DONE_STATES,
+    OVERRUN_FACTOR,
     NoPrediction,
     Prediction,
     StepProgress,
     predict_finish,
-    seconds_until_estimate_passed,
 )
 
 if TYPE_CHECKING:
@@ -141,10 +141,11 @@ def check_deadlines(
 #: A run whose steps did not change is checked again at least this often anyway: the
 #: statistics its prediction reads may have changed with other runs' successes.
 MAX_RECHECK = timedelta(minutes=5)
-#: How fast a run's predicted finish can move later while none of its steps changes state:
-#: a running step past its estimate is expected to run as long again as it has so far
-#: (predict.remaining_seconds), so its run's finish moves 2 s per second; anything else 1 s or less.
-MAX_FINISH_DRIFT = 2.0
+#: How fast a run's predicted finish can move later while none of its steps changes state: a
+#: running step past its estimate needs OVERRUN_FACTOR times its overrun more
+#: (predict.remaining_seconds), so its run's finish moves 1 + OVERRUN_FACTOR s per second;
+#: anything else 1 s or less. The prediction is continuous in time (no leap to look out for).
+MAX_FINISH_DRIFT = 1.0 + OVERRUN_FACTOR
 
 
 @dataclass
@@ -162,8 +163,7 @@ class DeadlineWatch:
     A run's prediction is computed again only when one of its steps changed state since the
     last check (its ``steps_left`` or its newest audit event id moved: one indexed read per
     active run) or when the check it was due for comes: ``slack / MAX_FINISH_DRIFT`` from the
-    last one (the predicted finish cannot pass the deadline sooner), the moment a running
-    step reaches its estimate (where the prediction leaps), its deadline (for
+    last one (the predicted finish cannot pass the deadline sooner), its deadline (for
     ``sla_missed``), or ``MAX_RECHECK``. Near the deadline that is every sweep, so an alert
     is raised at most one sweep late. A restarted scheduler starts with no memory: its first
     sweep checks every run once.
@@ -198,9 +198,6 @@ class DeadlineWatch:
                 already = frozenset(action for rid, s, action in marks if rid == run.run_id and s == step)
                 raised += raise_due(store, actor, now, run, step, deadline_at, prediction, done, already)
                 next_at = min(next_at, next_check_at(deadline_at, prediction, now, done=done))
-            leap = seconds_until_estimate_passed(run.steps, stats)
-            if leap is not None:
-                next_at = min(next_at, now + timedelta(seconds=leap))
             self._seen[run.run_id] = _Seen(active[run.run_id], next_at)
         self.last_recomputed = len(runs)
         raised.extend(check_missed_schedules(store, actor, now, spec_of))

@@ -16,9 +16,9 @@ from .limits_support import explain, wait_runs_ended
 from .procs import wait_for
 
 # Step times are chosen so the question has an answer: the slowed step b shows it is late
-# once it passes its history's p90 (~2.1 s into the run); c is long, so that moment is early
-# in the run. Deadline 20 s: an ordinary run (0.1 + 2 + 16 s, its p90s ~19 s with the hops)
-# makes it; the slowed one (0.1 + 10 + 16 s) does not.
+# only once it passes its history's p90 (~2.3 s into the run), and its predicted overrun
+# grows from there; c is long, so that moment is early in the run. Deadline 24 s: an ordinary
+# run (0.1 + 2 + 20 s, ~22.5 s with the hops) makes it; the slowed one (0.1 + 10 + 20 s) does not.
 FLOW = """
 import time
 
@@ -34,18 +34,18 @@ def b(ctx):
 
 
 def c(ctx):
-    time.sleep(16.0)
+    time.sleep(20.0)
 
 
 sla_it = (
-    Flow("sla_it", deadline=Deadline(within="20s"), params={"slow": Param(float, default=1.0)})
+    Flow("sla_it", deadline=Deadline(within="24s"), params={"slow": Param(float, default=1.0)})
     .step("a", a)
     .then("b", b)
     .then("c", c)
 )
 """
 HISTORY_RUNS = 20
-DEADLINE_SECONDS = 20.0
+DEADLINE_SECONDS = 24.0
 
 
 def test_a_slowed_run_is_at_risk_early_and_missed_at_its_deadline(
@@ -62,7 +62,12 @@ def test_a_slowed_run_is_at_risk_early_and_missed_at_its_deadline(
     cluster.scheduler()
     cluster.start("worker", "worker", "-c", "24", "--pool", "threads", "-n", "sla-worker@%h")
     # And a history of 20 real successful runs, folded into the statistics by the scheduler
-    history = [str(store.create_run(spec, resolve_params(spec, {}), actor="test")) for _ in range(HISTORY_RUNS)]
+    # (the first one alone, so the worker's start-up does not count against the other 19)
+    first = str(store.create_run(spec, resolve_params(spec, {}), actor="test"))
+    assert wait_runs_ended(store, [first], 90, cluster) == {first: "success"}, explain(store, [first], cluster)
+    history = [first] + [
+        str(store.create_run(spec, resolve_params(spec, {}), actor="test")) for _ in range(HISTORY_RUNS - 1)
+    ]
     ended = wait_runs_ended(store, history, 120, cluster)
     assert set(ended.values()) == {"success"}, explain(store, history, cluster)
     wait_for(
@@ -94,5 +99,14 @@ def test_a_slowed_run_is_at_risk_early_and_missed_at_its_deadline(
     print(f"sla_missed {missed - deadline:.2f} s after the deadline; the run ended {run_end - deadline:.2f} s after it")
     assert deadline <= missed <= deadline + 1.5
     assert missed < run_end
-    # And none of the ordinary runs was flagged
-    assert not [e for r in history for e in store.events(r) if e["action"].startswith("sla_")]
+    # And no ordinary run that made its deadline was flagged (on a loaded machine some of
+    # the 20 started at once miss it, and are rightly told so)
+    made_it = [
+        r
+        for r in history
+        if (as_utc(store.get_run(r)["ended_at"]) - as_utc(store.get_run(r)["created_at"])).total_seconds()
+        < DEADLINE_SECONDS
+    ]
+    flagged = [(e["action"], e["reason"]) for r in made_it for e in store.events(r) if e["action"].startswith("sla_")]
+    print(f"{len(made_it)} of {HISTORY_RUNS} ordinary runs made the deadline; flagged among them: {len(flagged)}")
+    assert made_it and not flagged

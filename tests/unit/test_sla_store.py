@@ -226,15 +226,15 @@ def test_the_watch_recomputes_only_runs_that_changed_or_are_due(backend_store):
         ]
 
     assert sweep(100) == [] and watch.last_recomputed == 4
-    # b runs within its estimate (60 s, reached at 122 s): finish 184 s, slack 176 s
+    # b runs within its estimate: finish 184 s, slack 176 s, no look before 100 + 176 / 3 s
     assert sweep(102) == [] and watch.last_recomputed == 0
     # When a step of one run changes state (its audit event), that run alone is looked at again
     with backend_store.tx("test", T0 + timedelta(seconds=103)) as tx:
         tx.event("step_state", run_id=ids[0], step="b", old="running", new="running", reason="test")
     assert sweep(104) == [] and watch.last_recomputed == 1
-    assert sweep(120) == [] and watch.last_recomputed == 0
-    # Past its estimate b's remaining time leaps (as long again as it has run): all looked at
-    assert sweep(124) == [] and watch.last_recomputed == 4
+    assert sweep(156) == [] and watch.last_recomputed == 0
+    # Then the three others are due a look (the changed one was looked at later, at 104 s)
+    assert sweep(160) == [] and watch.last_recomputed == 3
 
 
 def test_the_watch_raises_at_risk_at_most_one_sweep_late(backend_store):
