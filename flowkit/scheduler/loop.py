@@ -88,6 +88,9 @@ class Scheduler:
         self._specs: dict[tuple[str, str], FlowSpec] = {}
         self._next_sweep: datetime | None = None
         self._next_timer: datetime | None = None
+        #: The next cron tick of any scheduled flow: the loop wakes for it, so a due run is
+        #: created at its time, not at the next sweep (up to ``sweep_seconds`` late).
+        self._next_cron: datetime | None = None
         self._grant_due: float | None = 0.0  # monotonic time to look at waiters again
         self._unsent: list[Dispatch] = []
         self._standby_beat = float("-inf")  # monotonic time of the last standby heartbeat
@@ -230,6 +233,9 @@ class Scheduler:
                 expire_approvals(self.store, now, specs=self._specs, global_cap=self.global_cap, gate=self._gate)
             )
             self._next_timer = self.store.next_retry_at()
+        if self._next_cron is not None and now >= self._next_cron:
+            self._next_cron = None
+            self.schedule_cron(now)
         self.grant()
         if self._next_sweep is None or now >= self._next_sweep:
             self.sweep()
@@ -239,7 +245,7 @@ class Scheduler:
     def _wait_seconds(self, max_wait: float | None) -> float:
         now = self.clock()
         wait = self.sweep_seconds
-        for due in (self._next_sweep, self._next_timer):
+        for due in (self._next_sweep, self._next_timer, self._next_cron):
             if due is not None:
                 wait = min(wait, max((due - now).total_seconds(), 0.0))
         if self._grant_due is not None:
@@ -541,6 +547,11 @@ class Scheduler:
             for interval in due:
                 if self._overlap_allows(spec, interval):
                     self._create_scheduled(spec, flow["schedule"], interval.end)
+            self._note_cron(next(opts.timetable().ticks_after(now)))
+
+    def _note_cron(self, due: datetime) -> None:
+        if self._next_cron is None or due < self._next_cron:
+            self._next_cron = due
 
     def _overlap_allows(self, spec: FlowSpec, interval: Any) -> bool:
         """Apply the flow's overlap= policy to a due interval: False if it is skipped; a

@@ -380,11 +380,14 @@ def _rerun(
     store: SqlStore, actor: str, spec: FlowSpec, bf: dict[str, Any], run_id: str, why: str, out: Advance
 ) -> bool:
     with store._conn() as conn:  # into the backfill's lane: its cap counts the reopened run
+        before = conn.execute(select(_R.backfill_id).where(_R.id == run_id)).scalar()
         conn.execute(update(t.runs).where(_R.id == run_id).values(backfill_id=bf["id"]))
     steps = spec.step_names if bf["reprocess"] == "all" else ()
     try:
         store.retry_run(run_id, steps=steps, by=actor, reason=f"{why} (--reprocess {bf['reprocess']})")
-    except ActionRefused as exc:  # it changed meanwhile: it keeps what it has
+    except ActionRefused as exc:  # it changed meanwhile: it keeps what it has, in its own lane
+        with store._conn() as conn:
+            conn.execute(update(t.runs).where(_R.id == run_id).values(backfill_id=before))
         log.warning("%s: not run again: %s", why, exc)
         return False
     out.rerun.append(run_id)

@@ -308,3 +308,25 @@ def test_the_estimate_is_the_rate_so_far_times_what_is_left() -> None:
     assert got == utc(2026, 1, 1, 3)
     assert estimate_finish(now, finished=0, remaining=12, first_started=start, last_ended=None) is None
     assert estimate_finish(now, finished=6, remaining=0, first_started=start, last_ended=now) == now
+
+
+def test_a_refused_re_run_leaves_the_run_in_its_own_lane(h, clock, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Given a failed scheduled run whose retry is refused (say, it changed meanwhile)
+    from flowkit.errors import ActionRefused
+
+    monkeypatch.setenv("BACKFILL_FAIL_HOURS", "3")
+    bad = _existing(h, 3)
+    monkeypatch.delenv("BACKFILL_FAIL_HOURS")
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise ActionRefused("it changed meanwhile")
+
+    monkeypatch.setattr(type(h.store), "retry_run", refuse)
+    bf = bo.create_backfill(
+        h.store, FLOW, "2026-03-29T02:00", "2026-03-29T03:00", reprocess="failed", by="ann", now=clock()
+    )
+    bo.advance_backfills(h.store, "t", clock())
+    # Then the run keeps its state and stays out of the backfill's lane
+    run = h.store.get_run(bad)
+    assert run["state"] == "failed" and run["backfill_id"] is None
+    assert bo.progress(h.store, bf)["kept"] == 1
