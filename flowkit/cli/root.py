@@ -15,6 +15,7 @@ import click
 
 from ..config import Settings
 from . import actions, approvals, daemons, dags, dev, notifications, ops, render, runs
+from .backfill import backfill as backfill_group
 from .common import friendly_errors
 
 
@@ -74,6 +75,7 @@ for _command in (
     render.timeline_cmd,
     render.report_cmd,
     notifications.notifications,
+    backfill_group,
 ):
     main.add_command(_command)
 for _command in (actions.runs_cancel, actions.runs_retry, actions.runs_mark):

@@ -90,6 +90,9 @@ class Scheduler:
         self._deadline_watch: Any = None
         self._next_sweep: datetime | None = None
         self._next_timer: datetime | None = None
+        #: The next cron tick of any scheduled flow: the loop wakes for it, so a due run is
+        #: created at its time, not at the next sweep (up to ``sweep_seconds`` late).
+        self._next_cron: datetime | None = None
         self._grant_due: float | None = 0.0  # monotonic time to look at waiters again
         self._unsent: list[Dispatch] = []
         self._standby_beat = float("-inf")  # monotonic time of the last standby heartbeat
@@ -232,6 +235,9 @@ class Scheduler:
                 expire_approvals(self.store, now, specs=self._specs, global_cap=self.global_cap, gate=self._gate)
             )
             self._next_timer = self.store.next_retry_at()
+        if self._next_cron is not None and now >= self._next_cron:
+            self._next_cron = None
+            self.schedule_cron(now)
         self.grant()
         if self._next_sweep is None or now >= self._next_sweep:
             self.sweep()
@@ -241,7 +247,7 @@ class Scheduler:
     def _wait_seconds(self, max_wait: float | None) -> float:
         now = self.clock()
         wait = self.sweep_seconds
-        for due in (self._next_sweep, self._next_timer):
+        for due in (self._next_sweep, self._next_timer, self._next_cron):
             if due is not None:
                 wait = min(wait, max((due - now).total_seconds(), 0.0))
         if self._grant_due is not None:
@@ -277,6 +283,7 @@ class Scheduler:
             )
         if woken:
             self._grant_due = 0.0
+            self.advance_backfills(self.clock())  # a run that ended frees a place in its backfill's lane
 
     def _gate(self, step: StepSpec) -> bool:
         """May the scheduler queue this limit-free step at once (backpressure allowing)?"""
@@ -352,6 +359,7 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler %s: sweep hook failed", self.actor)
         self.schedule_cron(now)
+        self.advance_backfills(now)
         self._apply(self.store.start_runs(self.actor, specs=self._specs, global_cap=self.global_cap, gate=self._gate))
         self._apply(
             self.store.start_due_retries(
@@ -524,13 +532,14 @@ class Scheduler:
     def schedule_cron(self, now: datetime) -> None:
         from ..schedules.options import ScheduleOptions
         from ..schedules.planner import due_intervals
+        from ..store.overlap_ops import last_planned
 
         for flow in self.store.list_flows():
             if not flow["schedule"] or flow["paused"]:
                 continue
             spec = self.spec(flow["name"], flow["version"])
             # Which intervals are due: catch-up, first interval, bounds (flowkit/schedules/planner.py).
-            last = self.store.last_logical_date(flow["name"])
+            last = last_planned(self.store, flow["name"])  # a run's, or an overlap skip's
             try:
                 opts = ScheduleOptions.from_dict(flow["schedule"], spec.schedule_options)
                 due = due_intervals(opts, now=now, last_logical=last)
@@ -538,7 +547,44 @@ class Scheduler:
                 log.error("flow %s: cannot plan its schedule: %s", flow["name"], exc)
                 continue
             for interval in due:
-                self._create_scheduled(spec, flow["schedule"], interval.end)
+                if self._overlap_allows(spec, interval):
+                    self._create_scheduled(spec, flow["schedule"], interval.end)
+            self._note_cron(next(opts.timetable().ticks_after(now)))
+
+    def _note_cron(self, due: datetime) -> None:
+        if self._next_cron is None or due < self._next_cron:
+            self._next_cron = due
+
+    def _overlap_allows(self, spec: FlowSpec, interval: Any) -> bool:
+        """Apply the flow's overlap= policy to a due interval: False if it is skipped; a
+        cancel_other cancels the going runs first (the operator's cancel path); a buffered
+        run is created and held by the run-start rule (store/run_lanes.py)."""
+        from ..errors import ActionRefused
+        from ..schedules.overlap import overlap_policy
+        from ..schedules.planner import OverlapAction, overlap_action
+        from ..store.operator_ops import notify
+        from ..store.overlap_ops import record_skip, scheduled_activity
+
+        policy = overlap_policy(spec)
+        now = scheduled_activity(self.store, spec.name)
+        action = overlap_action(policy, previous_active=bool(now.going), buffered=now.queued)
+        if action is OverlapAction.SKIP:
+            why = f"overlap={policy}: run {now.going[0]} of the previous interval is still going"
+            if record_skip(self.store, self.actor, spec.name, interval, why):
+                log.info("flow %s: interval ending %s skipped (%s)", spec.name, interval.end.isoformat(), why)
+            return False
+        if action is OverlapAction.CANCEL_OTHER:
+            for run_id in now.going:
+                try:
+                    result = self.store.cancel_run(
+                        run_id,
+                        by=self.actor,
+                        reason=f"overlap=cancel_other: interval ending {interval.end.isoformat()} is due",
+                    )
+                except ActionRefused:  # it ended meanwhile
+                    continue
+                notify(result, dispatcher=self.dispatcher)
+        return True
 
     def _create_scheduled(self, spec: FlowSpec, cron: str, due: datetime) -> None:
         from ..spec import resolve_params
@@ -558,6 +604,25 @@ class Scheduler:
                     self.actor, specs=self._specs, global_cap=self.global_cap, gate=self._gate, run_ids=[run_id]
                 )
             )
+
+    def advance_backfills(self, now: datetime) -> None:
+        """Create the next runs of running backfills within their caps, and start them
+        (flowkit/store/backfill_ops.py: bounded work per backfill per call)."""
+        from ..store.backfill_ops import advance_backfills
+
+        try:
+            done = advance_backfills(self.store, self.actor, now)
+        except Exception:  # a backfill never stops the loop: the next sweep tries again
+            log.exception("scheduler %s: backfill advance failed", self.actor)
+            return
+        if done.created:
+            self._apply(
+                self.store.start_runs(
+                    self.actor, specs=self._specs, global_cap=self.global_cap, gate=self._gate, run_ids=done.created
+                )
+            )
+        if done.rerun:
+            self._grant_due = 0.0
 
     def check_deadlines(self, now: datetime) -> None:
         """Raise sla_at_risk / sla_missed on the scheduler's clock (flowkit.sla.watch)."""

@@ -38,7 +38,7 @@ class ScheduleOptions:
     dst_missing: str = "shift"
     catchup: bool = False
     max_catchup: int = 32
-    overlap: str = "skip"
+    overlap: str = "buffer_all"  # why: flowkit/schedules/overlap.py DEFAULT_OVERLAP
     start_date: datetime | None = None
     end_date: datetime | None = None
 
@@ -79,14 +79,6 @@ def schedule_options(flow: str, cron: str, *, where: dict[str, Any] | None = Non
     """Validated options, or a one-line DefinitionError naming the flow and the fix
     (`where`: the DefinitionError location keywords, path and lineno of the flow)."""
     where = where or {}
-    if "overlap" in options:
-        # The policy is decided (planner.overlap_action) but the sweep does not apply it yet:
-        # an option that changed nothing would mislead, so it is refused until it does.
-        raise DefinitionError(
-            f"flow {flow!r}: overlap= is not applied yet (a due scheduled run starts even while the "
-            "previous one runs; max_active_runs= caps them); remove overlap=",
-            **where,
-        )
     if not croniter.is_valid(cron):
         raise DefinitionError(f"flow {flow!r}: schedule {cron!r} is not a valid cron expression", **where)
     opts = ScheduleOptions(cron, **options)

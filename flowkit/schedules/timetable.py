@@ -21,6 +21,10 @@ from croniter import croniter
 
 _MAX_GAP = timedelta(hours=6)  # no zone has a DST gap this long; bounds the gap search
 _LOOKBEHIND = timedelta(days=1)  # wall-clock margin so a tick near `after` is not missed
+#: Far from a DST change wall order is instant order, and a one-second margin is enough: a
+#: day's margin walked 43,200 ticks of a 2-second cron at every sweep (4.4 s measured).
+_NEAR_CHANGE = timedelta(days=1)
+_QUIET_MARGIN = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ class Timetable:
     def ticks_after(self, after: datetime) -> Iterator[datetime]:
         """UTC ticks strictly after `after`, ascending, without duplicates (a shifted gap
         tick may land on the next real tick)."""
-        wall = after.astimezone(self.zone).replace(tzinfo=None) - _LOOKBEHIND
+        wall = after.astimezone(self.zone).replace(tzinfo=None) - self._margin(after)
         walls = croniter(self.cron, wall)
         last = after
         while True:
@@ -78,7 +82,7 @@ class Timetable:
 
     def ticks_until(self, until: datetime) -> Iterator[datetime]:
         """UTC ticks at or before `until`, descending, without duplicates."""
-        wall = until.astimezone(self.zone).replace(tzinfo=None) + _LOOKBEHIND
+        wall = until.astimezone(self.zone).replace(tzinfo=None) + self._margin(until)
         walls = croniter(self.cron, wall)
         last: datetime | None = None
         while True:
@@ -86,6 +90,14 @@ class Timetable:
                 if instant <= until and (last is None or instant < last):
                     last = instant
                     yield instant
+
+    def _margin(self, at: datetime) -> timedelta:
+        """The wall-clock margin around ``at``: a day when a DST change is within a day of it."""
+        near = (
+            (at - _NEAR_CHANGE).astimezone(self.zone).utcoffset(),
+            (at + _NEAR_CHANGE).astimezone(self.zone).utcoffset(),
+        )
+        return _LOOKBEHIND if near[0] != near[1] else _QUIET_MARGIN
 
     def interval_ending(self, end: datetime) -> Interval:
         """The interval whose end is the tick `end`."""

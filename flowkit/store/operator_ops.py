@@ -46,6 +46,7 @@ from . import tables as t
 from .base import row_dict, upsert
 from .ledger import Hold, decode_holds
 from .machine import OK, SKIP, recount
+from .run_lanes import RunAdmission
 
 if TYPE_CHECKING:
     from .base import Tx
@@ -351,7 +352,7 @@ class OperatorOps(_Base):
                 _check_step(spec, name)
             rows = self._step_rows(tx, run_id)
             chosen = self._chosen_for_retry(tx, spec, run_id, state, rows, named, downstream, why)
-            self._check_run_cap(tx, spec)
+            self._check_run_cap(tx, spec, run_id)
             order = [n for n in spec.step_names if n in chosen and rows[n].state != StepState.PENDING.value]
             _back_to_pending(tx, run_id, rows, order, why)
             tx.cas_run(
@@ -490,7 +491,7 @@ class OperatorOps(_Base):
         that compensated redoes the undone steps first (saga.reopen), as a retry does."""
         if not run_state.terminal:
             return set()
-        self._check_run_cap(tx, spec)
+        self._check_run_cap(tx, spec, run_id)
         if spec.step(step).kind == "compensation":
             tx.cas_run(
                 run_id,
@@ -527,22 +528,14 @@ class OperatorOps(_Base):
         return {row.step: row for row in tx.conn.execute(select(c.step, c.state, c.attempts).where(c.run_id == run_id))}
 
     @staticmethod
-    def _check_run_cap(tx: Tx, spec: FlowSpec) -> None:
-        """Reopening a run makes it active: refuse past the flow's max_active_runs."""
-        if not spec.max_active_runs:
-            return
+    def _check_run_cap(tx: Tx, spec: FlowSpec, run_id: str) -> None:
+        """Reopening a run makes it active: refuse past its lane's cap (the flow's
+        max_active_runs, or its backfill's: store/run_lanes.py, the one run-start rule)."""
         r = t.runs.c
-        running = int(
-            tx.conn.execute(
-                select(func.count()).where(r.flow_name == spec.name, r.state == RunState.RUNNING.value)
-            ).scalar()
-            or 0
-        )
-        if running >= spec.max_active_runs:
-            raise ActionRefused(
-                f'flow "{spec.name}" already has {running} running run(s) '
-                f"(max_active_runs={spec.max_active_runs}); try again when one has ended"
-            )
+        run = tx.conn.execute(select(r.flow_name, r.trigger, r.backfill_id).where(r.id == run_id)).one()
+        why = RunAdmission(tx.conn).why_held(run, spec)
+        if why:
+            raise ActionRefused(f"run {run_id} cannot run again now: {why}; try again when one has ended")
 
     @staticmethod
     def _consequences(tx: Tx, spec: FlowSpec, run_id: str, rows: dict[str, Any], causes: set[str]) -> set[str]:

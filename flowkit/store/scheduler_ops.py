@@ -22,6 +22,7 @@ from .base import read_flow_spec, row_dict, upsert, utcnow
 from .ledger import GLOBAL_KEY, Hold, decode_holds, holds_for, pool_key
 from .machine import Effects, Gate, recount
 from .machine_types import BAD
+from .run_lanes import RunAdmission
 
 if TYPE_CHECKING:
     from .sql import SqlStoreBase as _Base
@@ -44,35 +45,24 @@ class SchedulerOps(_Base):
     def start_runs(
         self, actor: str, *, specs: Specs, global_cap: int | None, gate: Gate, run_ids: Iterable[str] | None = None
     ) -> Effects:
-        """Move queued runs to running (within each flow's max_active_runs), oldest first,
-        and start their first steps."""
+        """Move queued runs to running (within their lane's cap: the flow's max_active_runs,
+        or their backfill's), oldest first, and start their first steps."""
         effects = Effects()
         r = t.runs.c
         with self.tx(actor) as tx:
             paused = select(t.flows.c.name).where(t.flows.c.paused.is_(True))
             q = (
-                select(r.id, r.flow_name, r.version, r.steps_left)
+                select(r.id, r.flow_name, r.version, r.steps_left, r.trigger, r.backfill_id)
                 .where(r.state == RunState.QUEUED.value, r.flow_name.not_in(paused))
                 .order_by(r.created_at, r.id)
             )
             if run_ids is not None:
                 q = q.where(r.id.in_(list(run_ids)))
-            running: dict[str, int] = {}
+            admission = RunAdmission(tx.conn)  # lanes: the flow's, each backfill's (run_lanes.py)
             for run in tx.conn.execute(q).all():
                 spec = self._spec_for(tx, specs, run.flow_name, run.version)
-                if spec.max_active_runs:
-                    if run.flow_name not in running:
-                        running[run.flow_name] = int(
-                            tx.conn.execute(
-                                select(func.count()).where(
-                                    r.flow_name == run.flow_name, r.state == RunState.RUNNING.value
-                                )
-                            ).scalar()
-                            or 0
-                        )
-                    if running[run.flow_name] >= spec.max_active_runs:
-                        continue
-                    running[run.flow_name] += 1
+                if not admission.admit(run, spec):
+                    continue
                 if not tx.cas_run(run.id, [RunState.QUEUED], RunState.RUNNING, started_at=tx.now):
                     continue
                 if run.steps_left is None:

@@ -441,8 +441,10 @@ class SqlStoreBase:
         reason: str = "",
         logical_date: datetime | None = None,
         parent_run_id: str | None = None,
+        backfill_id: int | None = None,
     ) -> str | None:
-        """Create a queued run with every step pending. Returns None if the logical date exists."""
+        """Create a queued run with every step pending. Returns None if the logical date exists.
+        A ``backfill_id`` puts the run in that backfill's lane (flowkit/store/run_lanes.py)."""
         run_id = str(uuid.uuid4())
         try:
             with self.tx(actor) as tx:
@@ -456,6 +458,7 @@ class SqlStoreBase:
                         trigger=trigger,
                         triggered_by=actor,
                         parent_run_id=parent_run_id,
+                        backfill_id=backfill_id,
                         logical_date=logical_date,
                         created_at=tx.now,
                         updated_at=tx.now,

@@ -124,12 +124,15 @@ runs = Table(
     # (their follow-up transaction decides it next; a worker may die in between): the
     # sweep reconciles such runs, deciding every pending step, and resets this to 0.
     Column("followups", Integer, nullable=False, default=0, server_default="0"),
+    # The backfill whose lane this run is in (its run cap, not the flow's): flowkit/backfill.
+    Column("backfill_id", Integer),
     ForeignKeyConstraint(["flow_name", "version"], ["flow_versions.flow_name", "flow_versions.version"]),
     # A scheduled interval exists once, so catch-up can never create it twice
     # (docs/design-notes.md#one-run-per-interval).
     UniqueConstraint("flow_name", "logical_date", name="uq_runs_flow_logical_date"),
     Index("ix_runs_state", "state"),
     Index("ix_runs_flow_created", "flow_name", "created_at"),
+    Index("ix_runs_backfill_state", "backfill_id", "state"),
     Index("ix_runs_followups", "id", postgresql_where=text("followups > 0"), sqlite_where=text("followups > 0")),
 )
 
@@ -394,4 +397,43 @@ Index(
     attempts.c.ended_at,
     postgresql_where=text("ended_at IS NOT NULL AND sla_folded = false"),
     sqlite_where=text("ended_at IS NOT NULL AND sla_folded = 0"),
+)
+
+#: Backfills (flowkit/backfill): a range of a flow's schedule intervals whose runs the
+#: scheduler creates lazily, at most ``max_active_runs`` active at once, in its own lane.
+#: ``handed`` intervals have been dealt with so far (created, re-run or left alone), the
+#: last of them at ``cursor`` (its logical date); ``total`` is the range's interval count.
+backfills = Table(
+    "backfills",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("flow_name", String(100), nullable=False),
+    Column("range_start", TS, nullable=False),
+    Column("range_end", TS, nullable=False),
+    Column("reprocess", String(10), nullable=False),  # none | failed | all
+    Column("max_active_runs", Integer, nullable=False),
+    Column("backwards", Boolean, nullable=False, default=False),
+    Column("params", Text, nullable=False, default="{}"),  # JSON
+    Column("state", String(20), nullable=False),  # running | paused | cancelled | done
+    Column("total", Integer, nullable=False),
+    Column("handed", Integer, nullable=False, default=0),
+    Column("cursor", TS),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("ended_at", TS),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Index("ix_backfills_state", "state"),
+)
+
+#: Scheduled intervals an ``overlap="skip"`` policy dropped (the previous run was still
+#: going): the sweep plans after them as after a created run, so one is never skipped twice
+#: nor created later (flowkit/store/overlap_ops.py).
+schedule_skips = Table(
+    "schedule_skips",
+    metadata,
+    Column("flow_name", String(100), primary_key=True),
+    Column("logical_date", TS, primary_key=True),
+    Column("at", TS, nullable=False),
+    Column("reason", Text, nullable=False, default=""),
 )

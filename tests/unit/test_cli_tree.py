@@ -197,4 +197,26 @@ EXPECTED: dict[str, list[str]] = {
         "hostname -n/--hostname STRING",
         "wait_seconds --wait-for-services <FloatRange x>=0>",
     ],
+    # flowkit backfill (issue 16): added with the command group
+    "flowkit backfill": [],
+    "flowkit backfill cancel": ["backfill_id ARG STRING nargs=1 required=True", "reason --reason STRING default=''"],
+    "flowkit backfill create": [
+        "flow ARG STRING nargs=1 required=True",
+        "start --start STRING required",
+        "end --end STRING required",
+        "reprocess --reprocess Choice(['none', 'failed', 'all']) default='none'",
+        "max_active_runs --max-active-runs <IntRange x>=1> default=4",
+        "backwards --backwards BOOL flag",
+        "dry_run --dry-run BOOL flag",
+        "params -p/--param STRING multiple",
+        "reason --reason STRING default=''",
+    ],
+    "flowkit backfill list": [
+        "flow --flow STRING",
+        "limit --limit <IntRange x>=1> default=50",
+        "as_json --json BOOL flag",
+    ],
+    "flowkit backfill pause": ["backfill_id ARG STRING nargs=1 required=True", "reason --reason STRING default=''"],
+    "flowkit backfill show": ["backfill_id ARG STRING nargs=1 required=True", "as_json --json BOOL flag"],
+    "flowkit backfill unpause": ["backfill_id ARG STRING nargs=1 required=True", "reason --reason STRING default=''"],
 }

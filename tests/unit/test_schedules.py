@@ -86,7 +86,7 @@ def test_data_interval_is_between_consecutive_ticks_and_logical_date_is_its_end(
         ({"timezone": "Mars/Olympus"}, "unknown timezone 'Mars/Olympus'"),
         ({"dst_repeated": "last"}, "dst_repeated='last' is not one of first, both"),
         ({"dst_missing": "drop"}, "dst_missing='drop'"),
-        ({"overlap": "skip"}, "overlap= is not applied yet"),
+        ({"overlap": "queue"}, "overlap='queue' is not one of skip, buffer_one, buffer_all, cancel_other"),
         ({"max_catchup": 0}, "max_catchup must be a positive integer"),
         ({"start_date": utc(2026, 2, 1), "end_date": utc(2026, 1, 1)}, "is not after start_date"),
     ],
