@@ -75,6 +75,9 @@ class Settings:
     default_queue: str = "flowkit"
     events_queue: str = "flowkit.events"
     worker_concurrency: int = 2
+    #: A step's captured output (its ctx.log records, prints, a shell step's output) keeps
+    #: its last this many characters per attempt (the tail; about bytes for ASCII text).
+    log_cap_bytes: int = 64 * 1024
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -108,6 +111,10 @@ class Settings:
                 f"FLOWKIT_MAX_JSON_DEPTH={self.max_json_depth} is outside 1-{MAX_JSON_DEPTH_LIMIT}: "
                 "deeper values crash flowkit's own readers (Python's json recurses per "
                 "level); set it within that range"
+            )
+        if self.log_cap_bytes < 1024:
+            raise ConfigError(
+                f"FLOWKIT_LOG_CAP_BYTES={self.log_cap_bytes} is too small to keep a useful tail; set 1024 or more"
             )
         if self.max_in_flight < 0:
             raise ConfigError("FLOWKIT_MAX_IN_FLIGHT must be 0 (no cap) or more")

@@ -12,7 +12,8 @@ import inspect
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +21,12 @@ from .. import refs, secrets
 from ..context import StepContext
 from ..dispatch.callbacks import publish as publish_callbacks
 from ..errors import Retry, Skip
+from ..observe import capture
 from ..schedules.interval import run_interval
 from ..spec import FlowSpec, split_instance
 from ..states import AttemptState
 from ..store.machine import Effects
+from ..store.output_ops import save_running_output
 from ..store.sql import Claim
 from . import shell, success, timeouts
 from .encoding import describe_exception, encode_result, format_traceback, masked, storable
@@ -159,11 +162,10 @@ def _run_body(rt: WorkerRuntime, claim: Claim, run_id: str, step: str, number: i
         name=f"run {run_id} step {step} attempt {number}",
         on_abandon=lambda: _abandon(rt, run_id, step, number, spec),
     )
-    with deadline:
+    with deadline, _captured(rt, run_id, step, number, out, is_shell=step_spec.shell is not None) as tail:
         value: Any
         if step_spec.shell is not None:
-            out.tail = shell.OutputTail()
-            value = shell.run(step_spec.shell, out.tail, owner=(run_id, step, number))
+            value = shell.run(step_spec.shell, tail, owner=(run_id, step, number))
         else:
             value = _call(rt.callable_for(claim.flow, claim.version, defined), ctx)
         if step_spec.kind == "branch":
@@ -176,6 +178,25 @@ def _run_body(rt: WorkerRuntime, claim: Claim, run_id: str, step: str, number: i
         raise timeouts.StepTimedOut()
     out.result_json = encode_result(value, run_id=run_id, step=step, cap=s.max_result_bytes, max_depth=s.max_json_depth)
     out.datasets = [(u, "read") for u in step_spec.reads] + [(u, "write") for u in step_spec.writes]
+
+
+@contextmanager
+def _captured(
+    rt: WorkerRuntime, run_id: str, step: str, number: int, out: Outcome, *, is_shell: bool
+) -> Iterator[shell.OutputTail]:
+    """Capture the attempt's own output (prints, ctx.log, a shell command's lines), written
+    to the store while it runs; the outcome keeps it when there is any (a shell step's
+    always, as before), so a step that prints nothing still finishes on the fast path."""
+
+    def save(text: str) -> None:
+        save_running_output(rt.store, run_id, step, number, worker=rt.name, output=storable(masked(text)) or "")
+
+    with capture.capturing((run_id, step, number), rt.settings.log_cap_bytes, save) as tail:
+        try:
+            yield tail
+        finally:
+            tail.close()
+            out.tail = tail if is_shell or tail.kept_anything() else None
 
 
 def record(rt: WorkerRuntime, out: Outcome, run_id: str, step: str, number: int) -> str:
