@@ -212,13 +212,30 @@ def worker(
 
 @click.command()
 @click.option("--port", default=5555, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on; any but loopback needs FLOWKIT_FLOWER_BASIC_AUTH (or --insecure).",
+)
+@click.option(
+    "--insecure", is_flag=True, help="Allow a non-loopback address without basic auth (a proxy authenticates)."
+)
 @WAIT_OPTION
 @click.pass_context
-def flower(ctx: click.Context, port: int, wait_seconds: float | None) -> None:
+def flower(ctx: click.Context, port: int, address: str, insecure: bool, wait_seconds: float | None) -> None:
     """Run Flower on the broker: live task activity, named <flow>.<step>."""
+    import os
+
     from ..execution.celery_app import make_app
+    from ..observe.flower_auth import AUTH_VARIABLE, basic_auth_users, check_exposure
 
     settings = settings_of(ctx)
+    with friendly_errors():
+        users = basic_auth_users(os.environ.get(AUTH_VARIABLE))
+        check_exposure(address, users, insecure=insecure)
     wait_until_reachable(settings, "flower", database=False, wait_seconds=wait_seconds)
+    if users:  # through the environment Flower reads, not argv (which `ps` shows)
+        os.environ["FLOWER_BASIC_AUTH"] = ",".join(users)
     app = make_app(settings)
-    app.start(argv=["flower", f"--port={port}"])
+    app.start(argv=["flower", f"--port={port}", f"--address={address}"])
