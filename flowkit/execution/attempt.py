@@ -22,6 +22,7 @@ from ..context import StepContext
 from ..dispatch.callbacks import publish as publish_callbacks
 from ..errors import Retry, Skip
 from ..observe import capture
+from ..observe.fields import note_flow
 from ..schedules.interval import run_interval
 from ..spec import FlowSpec, split_instance
 from ..states import AttemptState
@@ -77,6 +78,7 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
     """Claim and run one attempt; returns what happened (for logs and tests)."""
     rt.refresh_identity()
     claim = _claim(rt, run_id, step, number)
+    note_flow(claim.flow)
     if claim.outcome in ("done", "duplicate", "unknown"):
         log.info("run %s step %s: attempt %s not run here (%s: %s)", run_id, step, number, claim.outcome, claim.detail)
         return claim.outcome
