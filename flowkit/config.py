@@ -75,6 +75,12 @@ class Settings:
     default_queue: str = "flowkit"
     events_queue: str = "flowkit.events"
     worker_concurrency: int = 2
+    #: A step's captured output (its ctx.log records, prints, a shell step's output) keeps
+    #: its last this many characters per attempt (the tail; about bytes for ASCII text).
+    log_cap_bytes: int = 64 * 1024
+    #: How the scheduler and workers write their log lines: "text" (for people) or "json"
+    #: (one object per line, with flow, run_id, step and attempt, for log systems).
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -109,6 +115,12 @@ class Settings:
                 "deeper values crash flowkit's own readers (Python's json recurses per "
                 "level); set it within that range"
             )
+        if self.log_cap_bytes < 1024:
+            raise ConfigError(
+                f"FLOWKIT_LOG_CAP_BYTES={self.log_cap_bytes} is too small to keep a useful tail; set 1024 or more"
+            )
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"FLOWKIT_LOG_FORMAT={self.log_format!r} is not a log format; use text or json")
         if self.max_in_flight < 0:
             raise ConfigError("FLOWKIT_MAX_IN_FLIGHT must be 0 (no cap) or more")
         if self.queue_high_watermark and not 0 <= self.queue_low_watermark < self.queue_high_watermark:

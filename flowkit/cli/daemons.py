@@ -77,6 +77,29 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+LOG_FORMAT_OPTION = click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="text (default, FLOWKIT_LOG_FORMAT) or json: one object per line with flow, run_id, step, attempt.",
+)
+
+
+def _with_log_format(settings: Settings, log_format: str | None) -> Settings:
+    """The settings with --log-format applied, and the fields filter (and JSON formatter)
+    on the handlers logging has now."""
+    from dataclasses import replace
+
+    from ..observe import fields
+
+    if log_format is not None:
+        settings = replace(settings, log_format=log_format)
+    if settings.log_format == "json":
+        logging.captureWarnings(True)  # a warning is a log line too, not loose text on stderr
+    fields.install(settings.log_format)
+    return settings
+
+
 WAIT_OPTION = click.option(
     "--wait-for-services",
     "wait_seconds",
@@ -112,13 +135,14 @@ def wait_until_reachable(
 
 @click.command()
 @WAIT_OPTION
+@LOG_FORMAT_OPTION
 @click.pass_context
-def scheduler(ctx: click.Context, wait_seconds: float | None) -> None:
+def scheduler(ctx: click.Context, wait_seconds: float | None, log_format: str | None) -> None:
     """Run the scheduler daemon (on PostgreSQL several: one active, the others stand by;
     SQLite runs exactly one)."""
     from ..execution.celery_app import make_app
 
-    settings = settings_of(ctx)
+    settings = _with_log_format(settings_of(ctx), log_format)
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("flowkit").setLevel(logging.INFO)
     stop = threading.Event()
@@ -178,6 +202,7 @@ def start_notification_sender(store: SqlStore, holder: str, dispatcher: Any = No
 @click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork", show_default=True)
 @click.option("-n", "--hostname", default=None, help="Worker name (Celery -n).")
 @WAIT_OPTION
+@LOG_FORMAT_OPTION
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -186,11 +211,12 @@ def worker(
     pool: str,
     hostname: str | None,
     wait_seconds: float | None,
+    log_format: str | None,
 ) -> None:
     """Run a worker daemon that executes step attempts."""
     from ..execution.celery_app import make_app
 
-    settings = settings_of(ctx)
+    settings = _with_log_format(settings_of(ctx), log_format)
     wait_until_reachable(settings, "worker", wait_seconds=wait_seconds)
     with friendly_errors():
         open_store(settings)  # fail now, with a clear message, if the store is not ready
@@ -208,18 +234,52 @@ def worker(
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
+    if settings.log_format == "json":
+        argv.insert(0, "--quiet")  # celery's own option: no banner, so every line is one JSON object
+    _log_fields_on_celery_handlers(settings.log_format)
     app.worker_main(argv)
+
+
+def _log_fields_on_celery_handlers(log_format: str) -> None:
+    """Celery replaces the root logger's handlers when the worker starts: put the fields
+    filter (and JSON formatter) on the ones it installs, for its task logger too."""
+    from celery import signals
+
+    from ..observe import fields
+
+    def on_setup(logger: Any = None, **_: Any) -> None:
+        fields.install(log_format, logger)
+
+    signals.after_setup_logger.connect(on_setup, weak=False)
+    signals.after_setup_task_logger.connect(on_setup, weak=False)
 
 
 @click.command()
 @click.option("--port", default=5555, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on; any but loopback needs FLOWKIT_FLOWER_BASIC_AUTH (or --insecure).",
+)
+@click.option(
+    "--insecure", is_flag=True, help="Allow a non-loopback address without basic auth (a proxy authenticates)."
+)
 @WAIT_OPTION
 @click.pass_context
-def flower(ctx: click.Context, port: int, wait_seconds: float | None) -> None:
+def flower(ctx: click.Context, port: int, address: str, insecure: bool, wait_seconds: float | None) -> None:
     """Run Flower on the broker: live task activity, named <flow>.<step>."""
+    import os
+
     from ..execution.celery_app import make_app
+    from ..observe.flower_auth import AUTH_VARIABLE, basic_auth_users, check_exposure
 
     settings = settings_of(ctx)
+    with friendly_errors():
+        users = basic_auth_users(os.environ.get(AUTH_VARIABLE))
+        check_exposure(address, users, insecure=insecure)
     wait_until_reachable(settings, "flower", database=False, wait_seconds=wait_seconds)
+    if users:  # through the environment Flower reads, not argv (which `ps` shows)
+        os.environ["FLOWER_BASIC_AUTH"] = ",".join(users)
     app = make_app(settings)
-    app.start(argv=["flower", f"--port={port}"])
+    app.start(argv=["flower", f"--port={port}", f"--address={address}"])

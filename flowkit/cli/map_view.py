@@ -172,10 +172,30 @@ def format_step(d: dict[str, Any], duration: Any, fmt_time: Any) -> str:
             f"started {fmt_time(a['started_at'])}  ended {fmt_time(a['ended_at'])}  "
             f"duration {duration(a['started_at'], a['ended_at'])}",
         ]
+        if a.get("task_id"):
+            lines.append(f"  task {a['task_id']}  (Flower: {d['flow']}.{d['step'].split('[')[0]})")
         if a["error"]:
             lines.append(f"  error: {a['error']}")
-        for label, key in (("traceback", "traceback"), ("output (end)", "output")):
-            if a[key]:
-                lines.append(f"  {label}:")
-                lines += [f"    {line}" for line in a[key].rstrip("\n").split("\n")]
+        if a["traceback"]:
+            lines.append("  traceback:")
+            lines += [f"    {line}" for line in a["traceback"].rstrip("\n").split("\n")]
+        lines += output_lines(d["run_id"], d["step"], a)
     return "\n".join(lines)
+
+
+#: Output lines ``runs show --step`` prints per attempt (``flowkit logs`` prints them all).
+SHOWN_OUTPUT_LINES = 20
+
+
+def output_lines(run_id: str, step: str, attempt: dict[str, Any]) -> list[str]:
+    """The last lines of an attempt's captured output, and how to see the rest."""
+    if not attempt["output"]:
+        return []
+    kept = attempt["output"].rstrip("\n").split("\n")
+    head = ["  output (end):"]
+    if len(kept) > SHOWN_OUTPUT_LINES:
+        head = [
+            f"  output (last {SHOWN_OUTPUT_LINES} lines; all of it: "
+            f"flowkit logs {run_id} '{step}' --attempt {attempt['number']}):"
+        ]
+    return head + [f"    {line}" for line in kept[-SHOWN_OUTPUT_LINES:]]

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..config import Settings
-from . import actions, approvals, daemons, dags, dev, notifications, ops, render, runs
+from . import actions, approvals, daemons, dags, dev, logs, notifications, ops, render, runs
 from .backfill import backfill as backfill_group
 from .common import friendly_errors
 
@@ -78,5 +78,6 @@ for _command in (
     backfill_group,
 ):
     main.add_command(_command)
+main.add_command(logs.logs)
 for _command in (actions.runs_cancel, actions.runs_retry, actions.runs_mark):
     runs.runs.add_command(_command)

@@ -12,7 +12,8 @@ import inspect
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +21,15 @@ from .. import refs, secrets
 from ..context import StepContext
 from ..dispatch.callbacks import publish as publish_callbacks
 from ..errors import Retry, Skip
+from ..observe import capture
+from ..observe.fields import note_flow
 from ..schedules.interval import run_interval
 from ..sensors.pokes import NotYet
 from ..sensors.worker import not_yet_outcome, poke_once
 from ..spec import FlowSpec, split_instance
 from ..states import AttemptState
 from ..store.machine import Effects
+from ..store.output_ops import save_running_output
 from ..store.sql import Claim
 from . import shell, success, timeouts
 from .encoding import describe_exception, encode_result, format_traceback, masked, storable
@@ -76,6 +80,7 @@ def run_attempt(rt: WorkerRuntime, run_id: str, step: str, number: int) -> str:
     """Claim and run one attempt; returns what happened (for logs and tests)."""
     rt.refresh_identity()
     claim = _claim(rt, run_id, step, number)
+    note_flow(claim.flow)
     if claim.outcome in ("done", "duplicate", "unknown"):
         log.info("run %s step %s: attempt %s not run here (%s: %s)", run_id, step, number, claim.outcome, claim.detail)
         return claim.outcome
@@ -163,11 +168,10 @@ def _run_body(rt: WorkerRuntime, claim: Claim, run_id: str, step: str, number: i
         name=f"run {run_id} step {step} attempt {number}",
         on_abandon=lambda: _abandon(rt, run_id, step, number, spec),
     )
-    with deadline:
+    with deadline, _captured(rt, run_id, step, number, out, is_shell=step_spec.shell is not None) as tail:
         value: Any
         if step_spec.shell is not None:
-            out.tail = shell.OutputTail()
-            value = shell.run(step_spec.shell, out.tail, owner=(run_id, step, number))
+            value = shell.run(step_spec.shell, tail, owner=(run_id, step, number))
         elif step_spec.kind == "sensor":
             fn = rt.callable_for(claim.flow, claim.version, defined)
             value = poke_once(step_spec, lambda: _call(fn, ctx), rt.store, run_id)
@@ -183,6 +187,25 @@ def _run_body(rt: WorkerRuntime, claim: Claim, run_id: str, step: str, number: i
         raise timeouts.StepTimedOut()
     out.result_json = encode_result(value, run_id=run_id, step=step, cap=s.max_result_bytes, max_depth=s.max_json_depth)
     out.datasets = [(u, "read") for u in step_spec.reads] + [(u, "write") for u in step_spec.writes]
+
+
+@contextmanager
+def _captured(
+    rt: WorkerRuntime, run_id: str, step: str, number: int, out: Outcome, *, is_shell: bool
+) -> Iterator[shell.OutputTail]:
+    """Capture the attempt's own output (prints, ctx.log, a shell command's lines), written
+    to the store while it runs; the outcome keeps it when there is any (a shell step's
+    always, as before), so a step that prints nothing still finishes on the fast path."""
+
+    def save(text: str) -> None:
+        save_running_output(rt.store, run_id, step, number, worker=rt.name, output=storable(masked(text)) or "")
+
+    with capture.capturing((run_id, step, number), rt.settings.log_cap_bytes, save) as tail:
+        try:
+            yield tail
+        finally:
+            tail.close()
+            out.tail = tail if is_shell or tail.kept_anything() else None
 
 
 def record(rt: WorkerRuntime, out: Outcome, run_id: str, step: str, number: int) -> str:

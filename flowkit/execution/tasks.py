@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from ..dispatch.task_names import CALLBACK_TASK, EXECUTE_TASK, STOP_COMMAND
+from ..observe.fields import attempt_fields
 from .attempt import on_hard_timeout, run_attempt
 from .callbacks import run_callback
 from .cancel import stop_cancelled
@@ -66,7 +67,8 @@ def _register_execute(app: Any) -> None:
         from ..errors import StoreUnavailable
 
         try:
-            return run_attempt(runtime_for(self.app), run_id, step, int(attempt))
+            with attempt_fields(run_id, step, int(attempt)):  # every log line of it names it
+                return run_attempt(runtime_for(self.app), run_id, step, int(attempt))
         except (StoreUnavailable, DBAPIError) as exc:
             # The store stayed away past FLOWKIT_STORE_RETRY_SECONDS while claiming: hand the
             # message back to the broker instead of dropping it.

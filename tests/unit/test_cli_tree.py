@@ -87,7 +87,15 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "flowkit flower": [
         "port --port <IntRange 1<=x<=65535> default=5555",
+        "address --address STRING default='127.0.0.1'",
+        "insecure --insecure BOOL flag",
         "wait_seconds --wait-for-services <FloatRange x>=0>",
+    ],
+    "flowkit logs": [
+        "run_id ARG STRING nargs=1 required=True",
+        "step ARG STRING nargs=1 required=True",
+        "number --attempt <IntRange x>=1>",
+        "follow -f/--follow BOOL flag",
     ],
     "flowkit flows": [],
     "flowkit flows pause": [
@@ -173,6 +181,7 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "flowkit scheduler": [
         "wait_seconds --wait-for-services <FloatRange x>=0>",
+        "log_format --log-format Choice(['text', 'json'])",
     ],
     "flowkit status": [
         "as_json --json BOOL flag",
@@ -196,6 +205,7 @@ EXPECTED: dict[str, list[str]] = {
         "pool --pool Choice(['prefork', 'solo', 'threads']) default='prefork'",
         "hostname -n/--hostname STRING",
         "wait_seconds --wait-for-services <FloatRange x>=0>",
+        "log_format --log-format Choice(['text', 'json'])",
     ],
     # flowkit backfill (issue 16): added with the command group
     "flowkit backfill": [],

@@ -143,6 +143,12 @@ def test_flowkit_services_share_one_build_image_and_env_block(services: dict[str
         assert svc.get("build") == first["build"], name
         assert svc.get("image") == first.get("image"), name
         # One YAML anchor, not four copies that can drift: PyYAML gives aliases one object.
+        if name == "flower":  # the shared block merged in (<<), plus its basic-auth users
+            extra = {k: v for k, v in svc["environment"].items() if k not in first["environment"]}
+            assert svc["environment"].items() >= first["environment"].items() and set(extra) == {
+                "FLOWKIT_FLOWER_BASIC_AUTH"
+            }, svc["environment"]
+            continue
         assert svc.get("environment") is first["environment"], f"{name} has its own env block"
         assert _argv(svc["command"])[0] == "flowkit", name
 
@@ -222,6 +228,26 @@ def test_workers_replicated_and_flower_published(services: dict[str, Any]) -> No
     assert flower_port[flower_port.index("--port") + 1] == "5555"
     published = [str(p).split(":")[-2:] for p in services["flower"]["ports"]]
     assert ["5555", "5555"] in published
+
+
+def test_flower_listens_for_the_published_port_behind_basic_auth_from_the_environment(
+    services: dict[str, Any],
+) -> None:
+    """Flower's users come from the operator's environment (compose refuses to start without
+    them), never a password written in the file; and `flowkit flower` accepts the address."""
+    flower = services["flower"]
+    argv = _argv(flower["command"])
+    assert argv[argv.index("--address") + 1] == "0.0.0.0"  # inside the container: for the published port
+    auth = _env(flower)["FLOWKIT_FLOWER_BASIC_AUTH"]
+    assert re.fullmatch(r"\$\{FLOWKIT_FLOWER_BASIC_AUTH:\?[^}]+\}", auth), auth
+    assert all(str(p).startswith("127.0.0.1:") for p in flower["ports"])
+    # and without the users, `flowkit flower` on that address refuses to start, in one line
+    env = {k: v for k, v in _env(flower).items() if k != "FLOWKIT_FLOWER_BASIC_AUTH"}
+    result = CliRunner(env={**env, "FLOWKIT_FLOWER_BASIC_AUTH": ""}).invoke(main, argv[1:])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: flowkit flower --address '0.0.0.0'") and "FLOWKIT_FLOWER_BASIC_AUTH=" in (
+        result.output
+    )
 
 
 @pytest.mark.parametrize("name", FLOWKIT_SERVICES)
