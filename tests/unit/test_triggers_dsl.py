@@ -42,6 +42,7 @@ def test_triggers_reach_the_spec_and_survive_json():
     assert one.spec().triggers == {"on": [Dataset("s3://lake/x").to_dict()], "mode": "any", "batch": True}
 
 
+# fmt: off
 CASES = [
     ("flow-name", r"FlowDone\(flow='no good'.*is not a flow name", lambda: FlowDone("no good")),  # L:flow-name
     ("state", r"states= holds 'ok', which is not a run end state; use success, failed, cancelled",
@@ -50,7 +51,8 @@ CASES = [
     ("bare-string", r"""flow "f": trigger_on= holds 'orders', which is not FlowDone\("flow"\) or Dataset\("uri"\) """
      r"""\(FlowDone\('orders'\) for a flow""",
      lambda: Flow("f", trigger_on=["orders"])),  # L:bare-string
-    ("not-a-list", r"""flow "f": trigger_on='orders' must list""", lambda: Flow("f", trigger_on="orders")),  # L:not-a-list
+    ("not-a-list", r"""flow "f": trigger_on='orders' must list""",
+     lambda: Flow("f", trigger_on="orders")),  # L:not-a-list
     ("mode", r"""flow "f": trigger_mode='some' is not a mode; use "all" """,
      lambda: Flow("f", trigger_on=[Dataset("s3://a/b")], trigger_mode="some")),  # L:mode
     ("batch", r"""flow "f": trigger_batch='yes' must be True""",
@@ -66,6 +68,7 @@ CASES = [
     ("typo", r"""flow "f": unknown option 'trigger_onn'. Did you mean "trigger_on"\?""",
      lambda: Flow("f", trigger_onn=[Dataset("s3://a/b")])),  # L:typo
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(("tag", "message", "call"), CASES, ids=[c[0] for c in CASES])
@@ -81,8 +84,7 @@ def test_an_unknown_flow_in_flow_done_is_a_load_warning(tmp_path, sqlite_store, 
     from flowkit.loading.sync import sync_dags
 
     (tmp_path / "later.py").write_text(
-        "from flowkit import Flow, FlowDone\n"
-        "flow = Flow('waits', trigger_on=[FlowDone('not_yet')]).step('a', print)\n"
+        "from flowkit import Flow, FlowDone\nflow = Flow('waits', trigger_on=[FlowDone('not_yet')]).step('a', print)\n"
     )
     with caplog.at_level(logging.WARNING, logger="flowkit.loading.sync"):
         report = sync_dags(sqlite_store, str(tmp_path))
