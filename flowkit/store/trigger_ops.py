@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, func, insert, select, text, update
+from sqlalchemy import Connection, delete, func, select, text, update
 
 from ..states import RUN_TERMINAL
 from ..triggers.plan import Pending, describe, plan_runs
@@ -100,13 +100,13 @@ def sync_subscriptions(conn: Connection, specs: Iterable[FlowSpec]) -> None:
             conn.execute(
                 delete(t.trigger_subscriptions).where(s.kind == key[0], s.source == key[1], s.target_flow == key[2])
             )
-    added = [
-        {"kind": k, "source": src, "target_flow": target, "states": states}
-        for (k, src, target), states in want.items()
-        if have.get((k, src, target)) != states
-    ]
-    if added:
-        conn.execute(insert(t.trigger_subscriptions), added)
+    from .base import upsert  # base imports this module: not at its top
+
+    for (k, src, target), states in want.items():
+        if have.get((k, src, target)) != states:
+            # an upsert: the scheduler and `flowkit trigger` may record one load at once
+            values = {"kind": k, "source": src, "target_flow": target, "states": states}
+            upsert(conn, t.trigger_subscriptions, values, ["kind", "source", "target_flow"])
 
 
 class _Taken(Exception):

@@ -175,3 +175,15 @@ def test_events_of_a_condition_the_flow_dropped_are_consumed_without_a_run(h, ba
     assert triggered(h, "lake_any") == []
     assert backend_store.pending_trigger_count("lake_any") == 0
     assert [e["action"] for e in backend_store.flow_events("lake_any")] == ["trigger_dropped"]
+
+
+def test_the_telematics_example_starts_its_fleet_report_from_a_dataset_write(backend_store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    examples = str(Path(__file__).resolve().parents[2] / "dags")
+    h = inline_harness(backend_store, examples)
+    source = run_flow(h, "telematics", workdir=str(tmp_path), samples=50)
+    assert h.store.get_run(source)["state"] == "success"
+    consume(h)
+    (report,) = triggered(h, "fleet_report")
+    assert report["parent_run_id"] == source and report["trigger"] == "dataset"
+    assert report["triggered_by"] == "dataset:mail://outbox"
+    assert h.store.get_run(report["id"])["state"] == "success"
