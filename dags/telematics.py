@@ -37,7 +37,7 @@ from pathlib import Path
 
 from _files import load_json, save_json, sha256, workdir
 
-from flowkit import Deadline, Flow, Param, StepContext
+from flowkit import Dataset, Deadline, Flow, Param, StepContext
 
 SENSORS = ("engine_temp_c", "oil_pressure_kpa", "brake_pad_mm", "battery_v", "vibration_g")
 
@@ -454,3 +454,29 @@ flow = (
         writes=["mail://outbox"],
     )
 )
+
+
+def fleet_summary(ctx: StepContext) -> dict:
+    """Fold every run's maintenance plan into one fleet report."""
+    plans = [load_json(path, {}) for path in sorted(workdir(ctx, "telematics", "plans").glob("*.json"))]
+    summary = {
+        "plans": len(plans),
+        "needing_service": sum(1 for plan in plans if plan.get("components")),
+        "parts_missing": sorted({part for plan in plans for part in plan.get("missing") or []}),
+    }
+    report_path = workdir(ctx, "telematics") / "fleet_report.json"
+    save_json(report_path, {**summary, "run": ctx.run_id})
+    return {**summary, "report": str(report_path)}
+
+
+#: Started by each telematics run's write to the driver outbox (a dataset trigger): one report
+#: per analysed vehicle run, never a burst folded into one (see README, "Flow and dataset triggers").
+fleet_report = Flow(
+    "fleet_report",
+    owner="fleet",
+    tags=["telematics", "example"],
+    description="Fold the latest maintenance plans into a fleet report whenever a driver is told.",
+    params={"workdir": Param(str, default="", help="folder for the demo's files")},
+    trigger_on=[Dataset("mail://outbox")],
+    deadline=Deadline(within="10m"),
+).step("summarize", fleet_summary, reads=["mail://outbox"], writes=["fleet://report"])

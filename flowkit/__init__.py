@@ -37,6 +37,9 @@ from .sensors.pokes import NotYet
 # -- deadlines: Flow(..., deadline=Deadline(by="06:00"))
 from .sla.deadline import Deadline
 
+# -- triggers: Flow(..., trigger_on=[FlowDone("orders"), Dataset("s3://lake/orders")])
+from .triggers import Dataset, FlowDone
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -45,6 +48,8 @@ __all__ = [
     "Param",
     "UNSET",
     "Deadline",
+    "FlowDone",
+    "Dataset",
     # inside a step
     "StepContext",
     "Retry",

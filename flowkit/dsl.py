@@ -57,6 +57,7 @@ from .spec import (
     StepSpec,
     compensation_name,
 )
+from .triggers.conditions import check_triggers
 
 __all__ = ["Flow", "Param", "SensorOptions", "StepOptions", "UNSET", "parse_duration"]
 
@@ -255,6 +256,9 @@ class Flow:
         on_retry: Callable[[Any], Any] | None = None,
         notify: Any = None,
         deadline: Deadline | None = None,
+        trigger_on: Any = None,  # flowkit/triggers: FlowDone(...) and Dataset(...) conditions
+        trigger_mode: str | None = None,
+        trigger_batch: bool | None = None,
         **schedule_options: Unpack[ScheduleKeywords],  # flowkit/schedules/options.py
     ) -> None:
         self.path, self.lineno = caller_location()
@@ -275,6 +279,14 @@ class Flow:
         #: The Python callables of notify=, by their index in its data (run on workers).
         self.notify_fns = notify_callables(notify)
         self.deadline = check_deadline(deadline, who, where)
+        self.triggers = check_triggers(
+            name,
+            trigger_on,
+            trigger_mode,
+            trigger_batch,
+            has_required_params=any(p.required for p in self.params),
+            where=where,
+        )
         self._defaults: dict[str, Any] = {
             "retries": retries,
             "retry_backoff": retry_backoff,
@@ -848,6 +860,7 @@ class Flow:
             callbacks=tuple(k for k in CALLBACK_KINDS if k in self._callbacks),
             notify=self.notify,
             deadline=self.deadline,
+            triggers=self.triggers,
         )
 
     def _compensations(self, steps: list[StepSpec]) -> tuple[StepSpec, ...]:

@@ -208,6 +208,9 @@ class FlowSpec:
     notify: tuple[dict[str, Any], ...] = ()
     #: The flow's deadline as :meth:`flowkit.sla.Deadline.to_dict` gives it (None: none).
     deadline: dict[str, Any] | None = None
+    #: What starts a run besides a schedule or a user (flowkit.triggers): ``{"on": [{"kind":
+    #: "flow"|"dataset", "source": ..., "states": [...]}], "mode": "all"|"any", "batch": bool}``.
+    triggers: dict[str, Any] | None = None
 
     @property
     def timezone(self) -> str:

@@ -125,34 +125,6 @@ def render_cmd(
     _emit(data, output, f"{fmt} of {flow}")
 
 
-@click.command("lineage")
-@click.argument("run_id", metavar="[RUN]", required=False)
-@click.option("--dataset", "uri", metavar="URI", help="Which step runs wrote and read this dataset.")
-@click.option("-o", "--output", metavar="PATH", help="Also draw the lineage graph (.svg, .png or .dot).")
-@click.pass_context
-def lineage_cmd(ctx: click.Context, run_id: str | None, uri: str | None, output: str | None) -> None:
-    """Where RUN came from and what came of it: the runs that triggered it and that it
-    triggered, its steps' results and the datasets they read and wrote (with the other runs
-    that touched them). With --dataset URI: every step run that wrote or read URI."""
-    from .. import render as rd
-
-    if bool(run_id) == bool(uri):
-        raise BadInput("give either a RUN id or --dataset URI")
-    fmt = _graph_format(output, None) if output else None
-    with friendly_errors():
-        store = open_store(settings_of(ctx))
-        if run_id:
-            lin = rd.load_lineage(store, store.resolve_run_id(run_id))
-            text, source, what = rd.lineage_text(lin), rd.lineage_dot(lin), f"lineage of run {lin.run['id']}"
-        else:
-            dlin = rd.load_dataset_lineage(store, str(uri))
-            text, source, what = rd.dataset_lineage_text(dlin), rd.dataset_lineage_dot(dlin), f"lineage of {uri}"
-        data = rd.dot_to(source, fmt) if fmt else b""
-    click.echo(text)
-    if output and fmt:
-        _emit(data, output, what)
-
-
 @click.command("timeline")
 @click.argument("run_id", metavar="RUN")
 @click.option("-o", "--output", metavar="PATH", help="Write here (.svg or .png); default: SVG to stdout.")
@@ -190,3 +162,8 @@ def report_cmd(ctx: click.Context, run_id: str, output: str) -> None:
         sla = run_sla(store, {**view.run, "id": view.run_id}, view.spec, now)
         page = rd.report_html(view, generated_at=now, now=None if view.run.get("ended_at") else now, sla=sla)
     _emit(page.encode(), output, f"report of run {view.run_id}")
+
+
+#: Shared with the lineage command (flowkit/cli/lineage.py).
+emit = _emit
+graph_format = _graph_format

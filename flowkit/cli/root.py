@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..config import Settings
-from . import actions, approvals, daemons, dags, dev, logs, notifications, ops, render, runs
+from . import actions, approvals, daemons, dags, dev, lineage, logs, notifications, ops, render, runs
 from .backfill import backfill as backfill_group
 from .common import friendly_errors
 
@@ -71,7 +71,7 @@ for _command in (
     ops.status,
     dev.dev,
     render.render_cmd,
-    render.lineage_cmd,
+    lineage.lineage_cmd,
     render.timeline_cmd,
     render.report_cmd,
     notifications.notifications,

@@ -11,6 +11,7 @@ from ..config import Settings
 from ..errors import DagLoadError
 from ..spec import FlowSpec
 from ..store.sql import SqlStore
+from ..triggers.conditions import unknown_sources
 from .loader import LoadReport, load_folder
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ def sync_dags(store: SqlStore, folder: str, *, timeout: float = 30.0, log_proble
             log.warning("dags: %s", err)
         for problem in pool_problems(report.flows.values(), store.pool_sizes()):
             log.error("dags: %s", problem)
+        # a warning, not an error: the flow a FlowDone names may load later (flowkit.triggers)
+        for warning in unknown_sources(report.flows.values(), (f["name"] for f in store.list_flows())):
+            log.warning("dags: %s", warning)
     return report
 
 

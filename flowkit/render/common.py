@@ -217,6 +217,8 @@ class RunView:
     instances: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: Audit events of map instances, counted rather than listed.
     instance_events: int = 0
+    #: The trigger chain both ways (flowkit.triggers.chain.trigger_chain); None: not read.
+    chain: dict[str, Any] | None = None
 
     @property
     def run_id(self) -> str:
@@ -297,4 +299,11 @@ def load_run_view(
         map_counts=rows["map_counts"],
         instances=rows["instances"],
         instance_events=rows["instance_events"],
+        chain=_trigger_chain(store, run_id),
     )
+
+
+def _trigger_chain(store: Any, run_id: str) -> dict[str, Any] | None:
+    from ..triggers.chain import trigger_chain
+
+    return trigger_chain(store, run_id) if hasattr(store, "trigger_events") else None

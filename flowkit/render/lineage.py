@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import NotFoundError
 from ..secrets import mask_data, mask_params, mask_text, secret_values
 from ..spec import FlowSpec
+from ..triggers.chain import chain_lines, trigger_chain
 from .common import (
     FONT,
     RUN_STATE_COLORS,
@@ -39,6 +40,8 @@ class Lineage:
     runs: dict[str, dict[str, Any]]  # rows of every other run named above
     created_reason: str = ""
     truncated: int = 0  # related events left out
+    #: The trigger chain both ways with its events (flowkit.triggers.chain.trigger_chain).
+    chain: dict[str, Any] | None = None
 
 
 def _missing_run(run_id: str) -> dict[str, Any]:
@@ -91,6 +94,7 @@ def load_lineage(store: Any, run_id: str, *, max_related: int = 200, max_depth: 
             runs[rid] = _missing_run(rid)
     created = [e for e in store.events(run_id) if e["action"] == "run_created"]
     hidden = secret_values(spec, run["params"])
+    chain = trigger_chain(store, run_id) if hasattr(store, "trigger_events") else None
     return Lineage(
         run={**run, "params": mask_params(spec, run["params"])},
         spec=spec,
@@ -103,6 +107,7 @@ def load_lineage(store: Any, run_id: str, *, max_related: int = 200, max_depth: 
         runs=runs,
         created_reason=mask_text(created[0]["reason"], hidden) or "" if created else "",
         truncated=truncated,
+        chain=chain,
     )
 
 
@@ -181,6 +186,7 @@ def lineage_dot(lin: Lineage) -> str:
     for c in lin.children:
         lines.append(_run_node(c))
         lines.append(dot_edge(f"run:{rid}", f"run:{c['id']}", label="triggered", style="bold"))
+    lines.extend(_chain_lines(lin, {str(a["id"]) for a in lin.ancestors} | {str(c["id"]) for c in lin.children}))
     # the datasets it read and wrote, and who else did
     for uri in sorted({d["uri"] for d in lin.datasets}):
         lines.append(dataset_node(uri))
@@ -192,6 +198,53 @@ def lineage_dot(lin: Lineage) -> str:
         lines.append(dot_node("more", shape="plaintext", label=f"{lin.truncated} older dataset events not shown"))
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _chain_lines(lin: Lineage, drawn: set[str]) -> list[str]:
+    """The trigger chain's links not drawn yet (further generations, runs that triggered
+    this one with an event besides its recorded parent), each labelled with its events."""
+    if not lin.chain:
+        return []
+    lines: list[str] = []
+    nodes = drawn | {str(lin.run["id"])}
+    edges: set[tuple[str, str]] = {
+        (str(p["id"]), str(c["id"])) for c, p in zip([lin.run, *lin.ancestors], lin.ancestors, strict=False)
+    }
+    edges |= {(str(lin.run["id"]), str(c["id"])) for c in lin.children}
+
+    def link(parent: str, child: str, events: list[dict[str, Any]]) -> None:
+        if (parent, child) in edges:
+            return
+        edges.add((parent, child))
+        label = "triggered" + "".join(f"\n{clip(e['key'], 40)}" for e in events[:3])
+        lines.append(dot_edge(f"run:{parent}", f"run:{child}", label=label, style="bold"))
+
+    def node(summary: dict[str, Any]) -> str:
+        rid = str(summary["id"])
+        if rid not in nodes:
+            nodes.add(rid)
+            row = {
+                "id": rid,
+                "flow_name": summary["flow"],
+                "state": summary["state"],
+                "created_at": summary["created_at"],
+            }
+            lines.append(_run_node(row | ({"missing": True} if summary["missing"] else {})))
+        return rid
+
+    def up(child: str, parents: list[dict[str, Any]]) -> None:
+        for n in parents:
+            link(node(n["run"]), child, n["events"])
+            up(str(n["run"]["id"]), n["triggered_by"])
+
+    def down(parent: str, children: list[dict[str, Any]]) -> None:
+        for n in children:
+            link(parent, node(n["run"]), n["events"])
+            down(str(n["run"]["id"]), n["triggered"])
+
+    up(str(lin.run["id"]), lin.chain["triggered_by"])
+    down(str(lin.run["id"]), lin.chain["triggered"])
+    return lines
 
 
 def _ancestry_lines(lin: Lineage) -> list[str]:
@@ -360,6 +413,8 @@ def lineage_text(lin: Lineage) -> str:
             )
         if lin.truncated:
             out.append(f"  ... and {lin.truncated} older events")
+    if lin.chain is not None:
+        out.extend(chain_lines(lin.chain, fmt_time))
     return "\n".join(out)
 
 

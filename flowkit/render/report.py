@@ -80,6 +80,7 @@ def report_html(
         *_steps_table(view),
         *_failures(view),
         *_datasets_table(view),
+        *_lineage_section(view),
         *_audit_table(view),
     ]
     stamp = f" at {fmt_time(generated_at)}" if generated_at else ""
@@ -190,6 +191,45 @@ def _datasets_table(view: RunView) -> list[str]:
             f"<td>{esc(d['uri'])}</td><td>{esc(where)}</td><td>{esc(d['attempt'] or '-')}</td></tr>"
         )
     parts.append("</tbody></table>")
+    return parts
+
+
+def _lineage_section(view: RunView) -> list[str]:
+    """What triggered the run and what it triggered, both ways, with each link's events."""
+    chain = view.chain
+    if not chain or not (chain["triggered_by"] or chain["triggered"] or chain["pending"]):
+        return []
+    parts = ['<h2 id="lineage">Lineage</h2>']
+    for title, key in (("Triggered by", "triggered_by"), ("Triggered", "triggered")):
+        parts.append(f"<p><b>{title}</b></p>")
+        parts.extend(_chain_list(chain[key], key) or ["<p>none</p>"])
+    if chain["pending"]:
+        parts.append("<p><b>Events of this run still pending</b></p><ul>")
+        parts += [
+            f"<li>flow {esc(e['target_flow'])}: {esc(e['text'])} [{esc(e['key'])}]</li>" for e in chain["pending"]
+        ]
+        parts.append("</ul>")
+    return parts
+
+
+def _chain_list(nodes: list[dict[str, object]], key: str) -> list[str]:
+    if not nodes:
+        return []
+    parts = ["<ul>"]
+    for n in nodes:
+        run = n["run"]
+        assert isinstance(run, dict)
+        events = n["events"]
+        assert isinstance(events, list)
+        via = "; ".join(f"{e['text']} [{e['key']}]" for e in events) or "parent recorded by flowkit trigger --parent"
+        parts.append(
+            f"<li>{esc(run['flow'])} run <code>{esc(run['id'])}</code> "
+            f"{_state_badge(str(run['state']), RUN_STATE_COLORS)} &middot; {esc(via)}"
+        )
+        below = n.get(key)
+        parts.extend(_chain_list(below if isinstance(below, list) else [], key))
+        parts.append("</li>")
+    parts.append("</ul>")
     return parts
 
 

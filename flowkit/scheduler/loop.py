@@ -51,6 +51,8 @@ STANDBY_POLL_SECONDS = 1.0
 GRANT_BATCH = 500
 #: Old queued attempts looked at per sweep for a message that went with a dead worker.
 UNSTARTED_BATCH = 500
+#: Between sweeps, pending trigger events are looked at on events at most this often.
+TRIGGER_POLL_SECONDS = 0.5
 
 
 class Scheduler:
@@ -96,6 +98,8 @@ class Scheduler:
         self._grant_due: float | None = 0.0  # monotonic time to look at waiters again
         self._unsent: list[Dispatch] = []
         self._standby_beat = float("-inf")  # monotonic time of the last standby heartbeat
+        self._trigger_check_at = 0.0  # monotonic time to look at pending trigger events again
+        self._triggers_more = False  # a backlog of trigger events is being taken in slices
         #: ``sweeps`` counts finished sweeps and ``sweep_started_at`` is when the last one began;
         #: both are stored with each heartbeat (written as a sweep ends), so a test or an
         #: operator can wait for a sweep that began after a given moment.
@@ -239,6 +243,8 @@ class Scheduler:
             self._next_cron = None
             self.schedule_cron(now)
         self.grant()
+        if (batch or self._triggers_more) and time.monotonic() >= self._trigger_check_at:
+            self.consume_triggers()  # a run ended or a dataset was written, perhaps
         if self._next_sweep is None or now >= self._next_sweep:
             self.sweep()
         self.stats["loops"] += 1
@@ -254,6 +260,8 @@ class Scheduler:
             wait = min(wait, max(self._grant_due - time.monotonic(), 0.0))
         if self._unsent:
             wait = min(wait, 1.0)
+        if self._triggers_more:
+            wait = 0.0
         return wait if max_wait is None else min(wait, max_wait)
 
     # -- events ---------------------------------------------------------------------------
@@ -360,6 +368,7 @@ class Scheduler:
                 log.exception("scheduler %s: sweep hook failed", self.actor)
         self.schedule_cron(now)
         self.advance_backfills(now)
+        self.consume_triggers()
         self._apply(self.store.start_runs(self.actor, specs=self._specs, global_cap=self.global_cap, gate=self._gate))
         self._apply(
             self.store.start_due_retries(
@@ -602,6 +611,27 @@ class Scheduler:
             self._apply(
                 self.store.start_runs(
                     self.actor, specs=self._specs, global_cap=self.global_cap, gate=self._gate, run_ids=[run_id]
+                )
+            )
+
+    def consume_triggers(self) -> None:
+        """Start the runs that pending flow and dataset trigger events call for, each event
+        consumed once, in its run's transaction (flowkit/store/trigger_ops.py)."""
+        try:
+            created, more = self.store.consume_triggers(self.actor)
+        except DBAPIError as exc:  # the events stay pending: the next look retries
+            log.warning(
+                "scheduler %s: consuming trigger events failed: %s", self.actor, " ".join(str(exc).split())[:200]
+            )
+            return
+        # a backlog is taken in slices, between which the loop handles its events
+        self._trigger_check_at = 0.0 if more else time.monotonic() + TRIGGER_POLL_SECONDS
+        self._triggers_more = more
+        if created:
+            log.info("scheduler %s: %s triggered run(s) created", self.actor, len(created))
+            self._apply(
+                self.store.start_runs(
+                    self.actor, specs=self._specs, global_cap=self.global_cap, gate=self._gate, run_ids=created
                 )
             )
 

@@ -24,6 +24,7 @@ from ..states import AttemptState, RunState, StepState, can_transition
 from . import tables as t
 from .ledger import Hold, Ledger, decode_holds
 from .machine_types import Gate
+from .trigger_ops import write_run_end_inbox
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -285,6 +286,8 @@ class Tx:
         notifications = outbox_rows(self._events, self.now)
         if notifications:
             self.conn.execute(insert(t.notification_outbox), notifications)
+        # So do the trigger inbox rows of runs that ended here (flowkit/store/trigger_ops.py).
+        write_run_end_inbox(self.conn, self._events, self.now)
         if self.conn.dialect.name == "postgresql":
             rows = [{k: v for k, v in e.items() if k != "at"} for e in self._events]
             self.conn.execute(insert(t.events).values(at=func.clock_timestamp()), rows)

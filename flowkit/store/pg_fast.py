@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 from ..states import RunState, StepState, can_transition
 from .hot import HotConnection
 from .machine_types import claimed_reason, dispatched_reason, started_reason, succeeded_reason
+from .trigger_ops import DATASET_INBOX
 
 
 def _sql_text(value: str) -> str:
@@ -240,12 +241,16 @@ ds AS (
   INSERT INTO dataset_events (uri, run_id, step, attempt, direction, at)
   SELECT d.uri, :run, :step, :num, d.dir, :now
   FROM a, unnest(CAST(:ds_uris AS text[]), CAST(:ds_dirs AS text[])) AS d(uri, dir)
+  RETURNING id, uri, run_id, step, direction),
+trig AS (
+  -- the trigger inbox rows of the writes, in their statement (store/trigger_ops.py)
+  {trigger_inbox}
   RETURNING 1),
 st AS (
   UPDATE step_runs SET state = 'success', ended_at = :now, updated_at = :now
   WHERE run_id = :run AND step = :step AND (state = 'running') IS TRUE AND EXISTS (SELECT 1 FROM a)
   RETURNING step),
-"""
+""".replace("{trigger_inbox}", DATASET_INBOX.format(source="ds", where="").replace("\n", "\n  "))
 
 FINISH_SUCCESS = _driver_sql(
     _FINISH_ATTEMPT

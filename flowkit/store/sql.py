@@ -54,6 +54,7 @@ from .map_ops import MapReads, counted_maps_query
 from .operator_ops import OperatorOps
 from .picture_reads import PictureReads
 from .scheduler_ops import SchedulerOps
+from .trigger_ops import TriggerOps, sync_subscriptions
 from .worker_ops import WorkerOps
 
 #: Imported from here by code outside the store (the worker, the harness, tests).
@@ -375,6 +376,7 @@ class SqlStoreBase:
             if not complete:
                 gone = gone.where(t.flows.c.path.in_(seen_paths))
             conn.execute(gone.values(active=False))
+            sync_subscriptions(conn, [s for r in files if not r.problem for s in r.flows])
 
     def dag_file_rows(self) -> list[dict[str, Any]]:
         with self._conn() as conn:
@@ -442,9 +444,13 @@ class SqlStoreBase:
         logical_date: datetime | None = None,
         parent_run_id: str | None = None,
         backfill_id: int | None = None,
+        on_created: Callable[[Tx, str], None] | None = None,
     ) -> str | None:
         """Create a queued run with every step pending. Returns None if the logical date exists.
-        A ``backfill_id`` puts the run in that backfill's lane (flowkit/store/run_lanes.py)."""
+        A ``backfill_id`` puts the run in that backfill's lane (flowkit/store/run_lanes.py).
+
+        ``on_created(tx, run_id)`` runs in the run's transaction (a trigger consumes its
+        events there; what it raises rolls the run back)."""
         run_id = str(uuid.uuid4())
         try:
             with self.tx(actor) as tx:
@@ -473,6 +479,8 @@ class SqlStoreBase:
                     new=RunState.QUEUED.value,
                     reason=reason or f"{trigger} trigger, version {spec.version}",
                 )
+                if on_created is not None:
+                    on_created(tx, run_id)
         except IntegrityError:
             if logical_date is not None:
                 return None
@@ -647,7 +655,7 @@ class SqlStoreBase:
             ]
 
 
-class SqlStore(WorkerOps, SchedulerOps, OperatorOps, MapReads, PictureReads, SqlStoreBase):
+class SqlStore(WorkerOps, SchedulerOps, OperatorOps, MapReads, PictureReads, TriggerOps, SqlStoreBase):
     """The store: reads and dags (above), the worker's claim/finish path (worker_ops), the
     scheduler's queries (scheduler_ops), operators' actions (operator_ops), reads of map
     instances (map_ops) and of run pictures (picture_reads)."""

@@ -437,3 +437,47 @@ schedule_skips = Table(
     Column("at", TS, nullable=False),
     Column("reason", Text, nullable=False, default=""),
 )
+
+#: Which flows wait for which events (flowkit.triggers): one row per condition of a loaded
+#: flow's ``trigger_on``, rewritten by the loader. Keyed by (kind, source) first: the
+#: transaction that commits an event looks its subscribers up by source.
+trigger_subscriptions = Table(
+    "trigger_subscriptions",
+    metadata,
+    Column("kind", String(10), primary_key=True),  # flow | dataset
+    Column("source", String(1000), primary_key=True),  # the flow name or the dataset URI
+    Column("target_flow", String(100), primary_key=True),
+    Column("states", String(100), nullable=False, default=""),  # "|success|failed|" for flow
+)
+
+#: Trigger events to consume (an inbox): one row per (target flow, event), written in the
+#: transaction that committed the event (a run's end: ``Tx.flush``; a dataset write: the
+#: finish, generic path and PostgreSQL fast path). The scheduler's sweep consumes a row by
+#: compare-and-set on ``consumed_at`` in the transaction that creates the run, never by an
+#: id cursor (PostgreSQL commits serial ids out of order).
+trigger_inbox = Table(
+    "trigger_inbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("target_flow", String(100), nullable=False),
+    Column("kind", String(10), nullable=False),
+    Column("source", String(1000), nullable=False),
+    # run:<run id>:<end state> or ds:<dataset_events id>: once per target and event
+    Column("event_key", String(200), nullable=False),
+    Column("source_run_id", String(36), nullable=False),
+    Column("source_step", String(100)),
+    Column("created_at", TS, nullable=False),
+    Column("consumed_at", TS),
+    # the run it started; NULL with consumed_at set: dropped (the flow no longer declares it)
+    Column("consumed_run_id", String(36)),
+    UniqueConstraint("target_flow", "event_key", name="uq_trigger_inbox_target_event"),
+    Index(
+        "ix_trigger_inbox_pending",
+        "target_flow",
+        "id",
+        postgresql_where=text("consumed_at IS NULL"),
+        sqlite_where=text("consumed_at IS NULL"),
+    ),
+    Index("ix_trigger_inbox_source_run", "source_run_id"),
+    Index("ix_trigger_inbox_consumed_run", "consumed_run_id"),
+)

@@ -25,6 +25,7 @@ from . import tables as t
 from .base import as_utc, read_flow_spec, read_results, upsert, utcnow
 from .ledger import holds_for
 from .machine_types import Claim, Dispatch, Effects, Gate, claimed_reason, started_reason, task_id_for
+from .trigger_ops import write_dataset_inbox
 
 if TYPE_CHECKING:
     from .sql import SqlStoreBase as _Base
@@ -485,6 +486,9 @@ class WorkerOps(_Base):
             ]
             if rows:
                 tx.conn.execute(insert(t.dataset_events), rows)
+                if any(direction == "write" for _, direction in datasets):
+                    # the trigger inbox rows, in the write's transaction (store/trigger_ops.py)
+                    write_dataset_inbox(tx.conn, run_id, step, number, tx.now)
         tx.event(
             "attempt_finished",
             run_id=run_id,

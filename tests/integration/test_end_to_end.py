@@ -137,7 +137,8 @@ def test_concurrent_dag_syncs_do_not_collide(pg_url):
         report = load_folder(Path(__file__).resolve().parents[2] / "dags")
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda _: store.record_load(report.files), range(24)))
-        assert {f["name"] for f in store.list_flows()} == {"orders", "telematics", "ml_training", "starter"}
+        flows = {f["name"] for f in store.list_flows()}
+        assert flows == {"orders", "telematics", "fleet_report", "ml_training", "starter"}
         assert len(store.dag_file_rows()) == 4  # dags/_files.py is a helper, not a dags file
     finally:
         store.dispose()

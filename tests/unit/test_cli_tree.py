@@ -112,6 +112,7 @@ EXPECTED: dict[str, list[str]] = {
         "run_id ARG STRING nargs=1 required=False",
         "uri --dataset STRING",
         "output -o/--output STRING",
+        "as_json --json BOOL flag",
     ],
     "flowkit notifications": [],
     "flowkit notifications list": [

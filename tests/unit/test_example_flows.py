@@ -26,7 +26,7 @@ def report() -> LoadReport:
 def test_the_dags_folder_holds_the_examples_and_the_starter_not_the_helper(report: LoadReport) -> None:
     assert [p.name for p in dag_files(DAGS)] == ["ml_training.py", "orders.py", "starter.py", "telematics.py"]
     assert [r.error for r in report.files] == [None] * 4
-    assert sorted(report.flows) == ["ml_training", "orders", "starter", "telematics"]
+    assert sorted(report.flows) == ["fleet_report", "ml_training", "orders", "starter", "telematics"]
 
 
 def test_each_example_pins_the_shared_file_helpers(report: LoadReport) -> None:

@@ -13,6 +13,8 @@ EXPECTED_ALL = [
     "Param",
     "UNSET",
     "Deadline",
+    "FlowDone",
+    "Dataset",
     "StepContext",
     "Retry",
     "Skip",
