@@ -340,10 +340,13 @@ def _advance_one(store: SqlStore, actor: str, now: datetime, bf: dict[str, Any],
             room -= 1
         handed += 1
         cursor = interval.end
+    # Only from the cursor it read: a second scheduler that advanced the same intervals
+    # meanwhile (a lease handover) has counted them; its runs are this backfill's either way.
+    same_cursor = _B.cursor.is_(None) if bf["cursor"] is None else _B.cursor == bf["cursor"]
     with store._conn() as conn:
         conn.execute(
             update(t.backfills)
-            .where(_B.id == bf["id"], _B.state == "running")
+            .where(_B.id == bf["id"], _B.state == "running", same_cursor)
             .values(handed=_B.handed + handed, cursor=cursor, updated_at=now)
         )
 

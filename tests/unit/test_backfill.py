@@ -330,3 +330,20 @@ def test_a_refused_re_run_leaves_the_run_in_its_own_lane(h, clock, monkeypatch) 
     run = h.store.get_run(bad)
     assert run["state"] == "failed" and run["backfill_id"] is None
     assert bo.progress(h.store, bf)["kept"] == 1
+
+
+def test_two_advances_from_the_same_cursor_count_its_intervals_once(h, clock, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Given two schedulers that read the backfill at the same cursor (a lease handover),
+    # each pass looking at 2 intervals with room for more
+    monkeypatch.setattr(bo, "SCAN_PER_PASS", 2)
+    bf = bo.create_backfill(h.store, FLOW, "2026-03-29", "2026-03-29T06:00", max_active_runs=6, by="ann", now=clock())
+    seen = bo.get_backfill(h.store, bf)
+    bo._advance_one(h.store, "a", clock(), dict(seen), bo.Advance())
+    bo._advance_one(h.store, "b", clock(), dict(seen), bo.Advance())
+    # Then the intervals are counted once and created once
+    assert bo.get_backfill(h.store, bf)["handed"] == 2
+    assert len(backfill_runs(h.store, bf)) == 2
+    h.scheduler.sweep()  # starts the two created outside the scheduler
+    drive(h, clock, bf, cap=6)
+    assert bo.progress(h.store, bf)["done"] == 6
+    one_run_per_interval(h.store)
