@@ -457,7 +457,7 @@ flow = (
 
 
 def fleet_summary(ctx: StepContext) -> dict:
-    """Fold every run's maintenance plan into one fleet report."""
+    """Fold the maintenance plans written so far into one fleet report."""
     plans = [load_json(path, {}) for path in sorted(workdir(ctx, "telematics", "plans").glob("*.json"))]
     summary = {
         "plans": len(plans),
@@ -469,14 +469,14 @@ def fleet_summary(ctx: StepContext) -> dict:
     return {**summary, "report": str(report_path)}
 
 
-#: Started by each telematics run's write to the driver outbox (a dataset trigger): one report
+#: Started by each telematics run's prediction write (a dataset trigger): one report
 #: per analysed vehicle run, never a burst folded into one (see README, "Flow and dataset triggers").
 fleet_report = Flow(
     "fleet_report",
     owner="fleet",
     tags=["telematics", "example"],
-    description="Fold the latest maintenance plans into a fleet report whenever a driver is told.",
+    description="Fold the maintenance plans so far into a fleet report whenever new predictions land.",
     params={"workdir": Param(str, default="", help="folder for the demo's files")},
-    trigger_on=[Dataset("mail://outbox")],
+    trigger_on=[Dataset("fleet://predictions")],
     deadline=Deadline(within="10m"),
-).step("summarize", fleet_summary, reads=["mail://outbox"], writes=["fleet://report"])
+).step("summarize", fleet_summary, reads=["fleet://predictions"], writes=["fleet://report"])

@@ -125,7 +125,6 @@ class TriggerOps(_Base):
             return [], False
         flows = {r.name: r for r in self._flow_rows(list(pending))}
         created: list[str] = []
-        more = False
         for target, rows in pending.items():
             flow = flows.get(target)
             if flow is None or not flow.active or flow.paused:
@@ -141,7 +140,7 @@ class TriggerOps(_Base):
                 run_id = self._start_triggered(actor, spec, group, details)
                 if run_id is not None:
                     created.append(run_id)
-        return created, more
+        return created, False
 
     def _pending_by_target(self) -> dict[str, list[tuple[Pending, str | None, str | None]]]:
         i, r = t.trigger_inbox.c, t.runs.c

@@ -185,5 +185,5 @@ def test_the_telematics_example_starts_its_fleet_report_from_a_dataset_write(bac
     consume(h)
     (report,) = triggered(h, "fleet_report")
     assert report["parent_run_id"] == source and report["trigger"] == "dataset"
-    assert report["triggered_by"] == "dataset:mail://outbox"
+    assert report["triggered_by"] == "dataset:fleet://predictions"
     assert h.store.get_run(report["id"])["state"] == "success"
